@@ -1,0 +1,186 @@
+"""The one place audio is read, decoded, down-mixed, resampled and validated.
+
+Used by the corpora checks, the collator, the pipelines and the timeline CLI. Decoding uses soundfile (libsndfile:
+WAV, FLAC, OGG, MP3, ...) and resampling soxr, so no FFmpeg/torchcodec is needed.
+"""
+
+import io
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+TARGET_SAMPLING_RATE = 16_000
+# wav2vec2's conv stack (kernels 10,3,3,3,3,2,2 / strides 5,2,2,2,2,2,2) needs 400 samples (25 ms) for one frame.
+MIN_SAMPLES = 400
+_INTEGER_SCALES = {np.dtype(np.int16): 2**15, np.dtype(np.int32): 2**31, np.dtype(np.int8): 2**7}
+
+
+class AudioInputError(ValueError):
+    """Audio that cannot be used, with the offending input named in the message."""
+
+
+def describe_source(source) -> str:
+    """A short human name for an audio input, for error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Mapping):
+        if source.get("path"):
+            return str(source["path"])
+        return f"dict input with keys {sorted(source)}"
+    shape = getattr(source, "shape", None)
+    return f"{type(source).__name__} input" + (f" of shape {tuple(shape)}" if shape is not None else "")
+
+
+def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file (or file-like object) → (samples (num_samples, num_channels) float32, sampling rate)."""
+    name = name or describe_source(path)
+    if isinstance(path, (str, os.PathLike)):
+        if not os.path.exists(path):
+            raise AudioInputError(f"{name}: file does not exist.")
+        if os.path.isdir(path):
+            raise AudioInputError(f"{name}: is a directory, expected an audio file.")
+    try:
+        samples, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioInputError(
+            f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
+        ) from error
+    return samples, int(sampling_rate)
+
+
+def to_float32(array, name: str) -> np.ndarray:
+    """int8/int16/int32 PCM → [-1, 1); uint8 → centred; float16/32/64 → float32. Anything else is an error."""
+    array = np.asarray(array)
+    if array.dtype in _INTEGER_SCALES:
+        return array.astype(np.float32) / _INTEGER_SCALES[array.dtype]
+    if array.dtype == np.uint8:
+        return (array.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32, copy=False)
+    raise AudioInputError(f"{name}: unsupported sample type {array.dtype}; expected int16/int32/float32/float64.")
+
+
+def to_mono(array: np.ndarray, name: str, channels_last: bool | None = None) -> np.ndarray:
+    """Average the channels of a (num_samples, channels) or (channels, num_samples) array → (num_samples,).
+
+    For arrays of unknown layout the shorter axis is taken as channels.
+    """
+    if array.ndim == 1:
+        return array
+    if array.ndim != 2:
+        raise AudioInputError(f"{name}: expected a 1-D or 2-D (samples × channels) array, got shape {array.shape}.")
+    if channels_last is None:
+        channels_last = array.shape[1] <= array.shape[0]
+    return array.mean(axis=1 if channels_last else 0, dtype=np.float32)
+
+
+def resample(array: np.ndarray, sampling_rate: int, target_sampling_rate: int = TARGET_SAMPLING_RATE) -> np.ndarray:
+    """High-quality resampling (soxr) of a 1-D float32 array."""
+    if sampling_rate == target_sampling_rate:
+        return array
+    return soxr.resample(array, sampling_rate, target_sampling_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def validate_samples(array: np.ndarray, name: str) -> np.ndarray:
+    if array.size == 0:
+        raise AudioInputError(f"{name}: contains no samples (empty audio).")
+    finite = np.isfinite(array)
+    if not finite.all():
+        first_bad = int(np.flatnonzero(~finite)[0])
+        raise AudioInputError(
+            f"{name}: contains {int((~finite).sum())} NaN/Inf samples (first at sample {first_bad}); "
+            "expected finite values."
+        )
+    return array
+
+
+def load_audio(
+    source,
+    sampling_rate: int | None = None,
+    *,
+    target_sampling_rate: int = TARGET_SAMPLING_RATE,
+    min_samples: int = MIN_SAMPLES,
+    name: str | None = None,
+) -> np.ndarray:
+    """Any supported audio input → 1-D float32 mono waveform at `target_sampling_rate`.
+
+    Args:
+        source: a file path; a `datasets` audio dict (`{"path", "bytes"}` or `{"array", "sampling_rate"}`);
+            a pipeline dict `{"raw", "sampling_rate"}`; or an array/tensor (then `sampling_rate` is required).
+        sampling_rate: sampling rate of an array `source`.
+        min_samples: clips shorter than this (the backbone's receptive field) are zero-padded at the end so the
+            backbone yields at least one frame.
+        name: how to call the input in error messages (defaults to the path or the type and shape).
+    Returns:
+        (num_samples,) float32.
+    Raises:
+        AudioInputError: the input is missing, unreadable, empty, non-finite or of an unknown type.
+    """
+    name = name or describe_source(source)
+    channels_last = True
+    if isinstance(source, (str, os.PathLike)):
+        array, sampling_rate = read_audio_file(source, name)
+    elif isinstance(source, Mapping):
+        array, sampling_rate, channels_last = _from_mapping(source, sampling_rate, name)
+    else:
+        if hasattr(source, "detach"):  # torch tensor
+            source = source.detach().cpu().numpy()
+        if sampling_rate is None:
+            raise AudioInputError(f"{name}: an array needs its `sampling_rate`.")
+        array, channels_last = source, None
+    if sampling_rate is None or int(sampling_rate) <= 0:
+        raise AudioInputError(f"{name}: invalid sampling rate {sampling_rate!r}.")
+    if np.asarray(array).size == 0:  # before the dtype check: an empty list is float64, an empty file anything
+        raise AudioInputError(f"{name}: contains no samples (empty audio).")
+    array = to_mono(to_float32(array, name), name, channels_last=channels_last)
+    array = validate_samples(array, name)
+    array = resample(array, int(sampling_rate), target_sampling_rate)
+    if len(array) < min_samples:
+        array = np.pad(array, (0, min_samples - len(array)))
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _from_mapping(source: Mapping, sampling_rate: int | None, name: str):
+    """Unpack the dict forms of `load_audio` → (array, sampling rate, channels_last)."""
+    if source.get("bytes") is not None:
+        array, sampling_rate = read_audio_file(io.BytesIO(source["bytes"]), name)
+        return array, sampling_rate, True
+    for key in ("array", "raw"):
+        if key in source and source[key] is not None:
+            rate = source.get("sampling_rate", sampling_rate)
+            array = source[key]
+            if hasattr(array, "detach"):
+                array = array.detach().cpu().numpy()
+            return array, rate, None
+    if source.get("path"):
+        array, sampling_rate = read_audio_file(source["path"], name)
+        return array, sampling_rate, True
+    raise AudioInputError(
+        f"{name}: expected a dict with 'path', 'bytes', 'array' or 'raw' (+ 'sampling_rate'), got keys {sorted(source)}."
+    )
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration in seconds from the file header (no decoding)."""
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioInputError(f"{path}: cannot read audio header ({error}).") from error
+    return info.frames / info.samplerate
+
+
+__all__ = [
+    "AudioInputError",
+    "MIN_SAMPLES",
+    "TARGET_SAMPLING_RATE",
+    "audio_duration",
+    "load_audio",
+    "read_audio_file",
+    "resample",
+    "to_float32",
+    "to_mono",
+]

@@ -1,0 +1,155 @@
+"""`FrameAlignedTrainer`: the Trainer of both stages.
+
+Adds λ_EAL·EAL + λ_FUAL·FUAL to the model's cross-entropy (CLS pooling only), logs the three terms, builds
+AdamW with separate learning rates for backbone / pooling / classifier, and freezes what the config says.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .losses import emotional_attention_loss, frame_utterance_alignment_loss
+
+
+LOSS_TERMS = ("loss_ce", "loss_eal", "loss_fual")
+PARAMETER_GROUPS = ("backbone", "pooling", "classifier")
+
+
+@dataclass
+class FrameAlignedTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus one learning rate and weight decay per parameter group.
+
+    Unset values fall back to `learning_rate` / `weight_decay`. Table 2 of the paper: stage 1 backbone 1e-4,
+    pooling 5e-4, classifier 1e-4; stage 2 backbone 1e-5, pooling 3e-4, classifier 3e-4; weight decay 1e-2.
+    """
+
+    backbone_learning_rate: float | None = field(default=None, metadata={"help": "LR of the wav2vec2 backbone."})
+    pooling_learning_rate: float | None = field(default=None, metadata={"help": "LR of the pooling head."})
+    classifier_learning_rate: float | None = field(default=None, metadata={"help": "LR of the classifier."})
+    backbone_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the backbone."})
+    pooling_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the pooling head."})
+    classifier_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the classifier."})
+
+
+def parameter_group_of(name: str) -> str:
+    """'backbone', 'pooling' or 'classifier' for a parameter name of `Wav2Vec2ForFrameAlignedClassification`."""
+    if name.startswith("pooler."):
+        return "pooling"
+    if name.startswith("classifier."):
+        return "classifier"
+    return "backbone"
+
+
+def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
+    """EAL and FUAL of a model output (zero tensors for poolings other than `cls_attention`)."""
+    if not config.uses_alignment_losses:
+        zero = outputs.logits.new_zeros(())
+        return {"loss_eal": zero, "loss_fual": zero}
+    return {
+        "loss_eal": emotional_attention_loss(
+            outputs.utterance_embedding, outputs.frame_embeddings, outputs.frame_mask, config.eal_margin
+        ),
+        "loss_fual": frame_utterance_alignment_loss(
+            outputs.logits,
+            outputs.frame_logits,
+            outputs.frame_weights,
+            outputs.frame_mask,
+            detach_target=config.fual_detach_target,
+        ),
+    }
+
+
+class LossTermAverager:
+    """Running sums of the loss terms between two log calls, kept apart for training and evaluation."""
+
+    def __init__(self):
+        self.sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+        self.counts = {"train": 0, "eval": 0}
+
+    def add(self, split: str, terms: dict[str, torch.Tensor]):
+        for name, value in terms.items():
+            self.sums[split][name] = self.sums[split].get(name, 0.0) + float(value.detach())
+        self.counts[split] += 1
+
+    def pop(self, split: str) -> dict[str, float]:
+        count = self.counts[split]
+        averages = {name: total / count for name, total in self.sums[split].items()} if count else {}
+        self.sums[split], self.counts[split] = {}, 0
+        return averages
+
+
+class FrameAlignedTrainer(Trainer):
+    """Trainer for `Wav2Vec2ForFrameAlignedClassification`.
+
+    - loss = CE + λ_EAL·EAL + λ_FUAL·FUAL (λ from the model config; auxiliary terms only for `cls_attention`);
+      `loss_ce`, `loss_eal`, `loss_fual` are logged as averages over each logging window (and `eval_loss_*`).
+    - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
+      norm weights get no weight decay, as in `Trainer`.
+    - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
+    """
+
+    def __init__(self, model=None, args=None, **kwargs):
+        if model is not None and hasattr(model, "freeze_for_training"):
+            model.freeze_for_training()
+        super().__init__(model=model, args=args, **kwargs)
+        self.loss_terms = LossTermAverager()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        config = self.accelerator.unwrap_model(model).config
+        terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
+        loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        self.loss_terms.add("train" if model.training else "eval", terms)
+        if return_outputs:
+            outputs.loss = loss
+            return loss, outputs
+        return loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs):
+        is_eval = any(key.startswith("eval_") for key in logs)
+        if is_eval:
+            logs.update({f"eval_{name}": value for name, value in self._mean_over_processes("eval").items()})
+        elif "loss" in logs:
+            logs.update(self._mean_over_processes("train"))
+        super().log(logs, *args, **kwargs)
+
+    def _mean_over_processes(self, split: str) -> dict[str, float]:
+        averages = self.loss_terms.pop(split)
+        if self.args.world_size <= 1 or not averages:
+            return {name: round(value, 6) for name, value in averages.items()}
+        values = torch.tensor([averages.get(name, 0.0) for name in LOSS_TERMS], device=self.args.device)
+        values = self.accelerator.reduce(values, reduction="mean")
+        return {name: round(float(value), 6) for name, value in zip(LOSS_TERMS, values)}
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = self.model if model is None else model
+        decay_names = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                groups.setdefault((parameter_group_of(name), name in decay_names), []).append(parameter)
+
+        param_groups = []
+        for (group, decays), parameters in sorted(groups.items()):
+            param_groups.append(
+                {
+                    "params": parameters,
+                    "lr": self._group_setting(group, "learning_rate"),
+                    "weight_decay": self._group_setting(group, "weight_decay") if decays else 0.0,
+                    "name": f"{group}{'' if decays else '_no_decay'}",
+                }
+            )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _group_setting(self, group: str, setting: str) -> float:
+        value = getattr(self.args, f"{group}_{setting}", None)
+        return getattr(self.args, setting) if value is None else value
+
+
+__all__ = ["FrameAlignedTrainer", "FrameAlignedTrainingArguments", "parameter_group_of", "auxiliary_losses"]
