@@ -1,0 +1,60 @@
+"""Shared test helpers: tiny model configs and real speech clips."""
+
+from pathlib import Path
+
+from modeling import Wav2Vec2FrameAlignedConfig
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+POLISH3 = next((p for p in (REPO / "data" / "polish3", SHARED_DATA / "polish3") if (p / "metadata.csv").exists()), None)
+NEMO4 = SHARED_DATA / "nemo4" if (SHARED_DATA / "nemo4" / "metadata.csv").exists() else None
+POLISH3_LABELS = ["anger", "fear", "neutral"]
+
+
+def tiny_config(**overrides) -> Wav2Vec2FrameAlignedConfig:
+    """A 2-layer, hidden-32 backbone with a 3-layer conv stack (stride 5·2·2 = 20 samples per frame).
+
+    Dropout, LayerDrop and SpecAugment are off so outputs are deterministic; tests turn them on when needed.
+    """
+    settings = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        num_labels=3,
+        id2label=dict(enumerate(POLISH3_LABELS)),
+        label2id={name: i for i, name in enumerate(POLISH3_LABELS)},
+        pooling="cls_attention",
+    )
+    settings.update(overrides)
+    return Wav2Vec2FrameAlignedConfig(**settings)
+
+
+def layer_norm_overrides() -> dict:
+    """A pre-norm backbone with layer-normalised convolutions: it receives the attention mask."""
+    return dict(feat_extract_norm="layer", do_stable_layer_norm=True)
+
+
+def polish3_clips(count: int = 4) -> list[tuple[str, int]]:
+    """(path, label id) of real clips with different lengths and labels."""
+    import csv
+
+    with open(POLISH3 / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    rows.sort(key=lambda row: float(row["duration_s"]))
+    step = max(1, len(rows) // count)
+    picked = rows[::step][:count]
+    return [(str(POLISH3 / row["file"]), POLISH3_LABELS.index(row["label"])) for row in picked]
