@@ -6,7 +6,7 @@ WAV, FLAC, OGG, MP3, ...) and resampling soxr, so no FFmpeg/torchcodec is needed
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import soundfile as sf
@@ -173,11 +173,79 @@ def audio_duration(path: str | os.PathLike) -> float:
     return info.frames / info.samplerate
 
 
+def iter_audio_blocks(
+    path: str | os.PathLike,
+    block_seconds: float = 10.0,
+    *,
+    target_sampling_rate: int = TARGET_SAMPLING_RATE,
+    name: str | None = None,
+) -> Iterator[np.ndarray]:
+    """Stream a (long) audio file as consecutive mono float32 blocks at `target_sampling_rate`, in bounded memory.
+
+    The file is read `block_seconds` at a time (soundfile), down-mixed, checked for NaN/Inf and resampled with a
+    streaming soxr resampler, so the concatenated blocks equal `load_audio(path)` (soxr's streaming and one-shot
+    outputs are identical) while memory stays O(block), whatever the file's length.
+
+    Args:
+        path: an audio file libsndfile reads.
+        block_seconds: input read per step, in seconds of the file's own rate.
+        name: how to call the input in error messages (defaults to the path).
+    Yields:
+        (num_samples,) float32 blocks; lengths vary slightly (resampler delay) and the last one may be short.
+    Raises:
+        AudioInputError: missing, unreadable, empty or non-finite audio (raised when the bad block is reached).
+    """
+    name = name or describe_source(path)
+    if not os.path.exists(path):
+        raise AudioInputError(f"{name}: file does not exist.")
+    if os.path.isdir(path):
+        raise AudioInputError(f"{name}: is a directory, expected an audio file.")
+    try:
+        sound_file = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioInputError(
+            f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
+        ) from error
+    with sound_file:
+        sampling_rate = int(sound_file.samplerate)
+        block_frames = max(1, int(round(block_seconds * sampling_rate)))
+        resampler = None
+        if sampling_rate != target_sampling_rate:
+            resampler = soxr.ResampleStream(sampling_rate, target_sampling_rate, 1, dtype="float32", quality="HQ")
+        position = 0
+        while True:
+            try:
+                block = sound_file.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+                raise AudioInputError(f"{name}: cannot decode audio after sample {position} ({error}).") from error
+            if len(block) == 0:
+                break
+            mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32))
+            finite = np.isfinite(mono)
+            if not finite.all():
+                first_bad = position + int(np.flatnonzero(~finite)[0])
+                raise AudioInputError(
+                    f"{name}: contains NaN/Inf samples (first at sample {first_bad}); expected finite values."
+                )
+            position += len(mono)
+            out = mono if resampler is None else resampler.resample_chunk(mono)
+            if len(out):
+                yield out
+        if position == 0:
+            raise AudioInputError(f"{name}: contains no samples (empty audio).")
+        if resampler is not None:
+            # Flush the samples the streaming resampler still holds back.
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if len(tail):
+                yield tail
+
+
 __all__ = [
     "AudioInputError",
     "MIN_SAMPLES",
     "TARGET_SAMPLING_RATE",
     "audio_duration",
+    "iter_audio_blocks",
     "load_audio",
     "read_audio_file",
     "resample",
