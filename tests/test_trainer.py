@@ -1,0 +1,176 @@
+"""FrameAlignedTrainer: loss composition, logged terms, parameter groups, freezing, gradient accumulation."""
+
+import pytest
+import torch
+from datasets import Dataset
+
+from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
+from modeling.collator import AudioClassificationCollator, make_feature_extractor
+from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
+
+from helpers import layer_norm_overrides, polish3_clips, tiny_config
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return polish3_clips(4)
+
+
+@pytest.fixture(scope="module")
+def dataset(clips):
+    return Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
+
+
+def make_trainer(tmp_path, model, dataset=None, **args):
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        learning_rate=1e-3,
+        report_to=[],
+        remove_unused_columns=False,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    settings.update(args)
+    return FrameAlignedTrainer(
+        model=model,
+        args=FrameAlignedTrainingArguments(**settings),
+        train_dataset=dataset,
+        eval_dataset=dataset,
+        data_collator=AudioClassificationCollator(make_feature_extractor()),
+    )
+
+
+def make_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Wav2Vec2ForFrameAlignedClassification(tiny_config(**overrides))
+
+
+def collate(clips):
+    return AudioClassificationCollator(make_feature_extractor())([{"audio": p, "label": y} for p, y in clips])
+
+
+def test_compute_loss_is_ce_plus_weighted_eal_and_fual(tmp_path, clips):
+    model = make_model(pooling="cls_attention", eal_weight=0.3, fual_weight=0.7, eal_margin=0.5).eval()
+    trainer = make_trainer(tmp_path, model)
+    batch = collate(clips)
+    loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+
+    with torch.no_grad():
+        out = model(**batch)
+    eal = emotional_attention_loss(out.utterance_embedding, out.frame_embeddings, out.frame_mask, 0.5)
+    fual = frame_utterance_alignment_loss(out.logits, out.frame_logits, out.frame_weights, out.frame_mask)
+    assert loss.item() == pytest.approx((out.loss + 0.3 * eal + 0.7 * fual).item(), rel=1e-5)
+    assert outputs.loss.item() == pytest.approx(loss.item())
+    assert eal > 0 and fual > 0
+
+
+def test_stage1_pooling_trains_on_cross_entropy_only(tmp_path, clips):
+    model = make_model(pooling="attentive", eal_weight=0.3, fual_weight=0.7).eval()
+    trainer = make_trainer(tmp_path, model)
+    batch = collate(clips)
+    loss = trainer.compute_loss(model, batch)
+    with torch.no_grad():
+        assert loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-6)
+
+
+def test_loss_terms_are_logged_as_window_averages_for_train_and_eval(tmp_path, dataset):
+    model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25)
+    trainer = make_trainer(
+        tmp_path, model, dataset, per_device_train_batch_size=2, max_steps=4, logging_steps=2, eval_strategy="steps",
+        eval_steps=4,
+    )
+    trainer.train()
+    train_logs = [log for log in trainer.state.log_history if "loss" in log and "loss_ce" in log]
+    assert len(train_logs) == 2
+    for log in train_logs:
+        # the logged loss is the window mean of CE + λ·EAL + λ·FUAL, and the terms are window means too
+        assert log["loss"] == pytest.approx(log["loss_ce"] + 0.5 * log["loss_eal"] + 0.25 * log["loss_fual"], abs=2e-4)
+    eval_log = next(log for log in trainer.state.log_history if "eval_loss" in log)
+    assert eval_log["eval_loss"] == pytest.approx(
+        eval_log["eval_loss_ce"] + 0.5 * eval_log["eval_loss_eal"] + 0.25 * eval_log["eval_loss_fual"], abs=1e-5
+    )
+
+
+def test_optimizer_has_one_group_per_part_with_its_learning_rate_and_decay(tmp_path):
+    model = make_model(pooling="cls_attention", num_trainable_layers=1)
+    trainer = make_trainer(
+        tmp_path,
+        model,
+        backbone_learning_rate=1e-5,
+        pooling_learning_rate=3e-4,
+        classifier_learning_rate=2e-4,
+        weight_decay=0.01,
+        classifier_weight_decay=0.05,
+    )
+    optimizer = trainer.create_optimizer()
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert {name: group["lr"] for name, group in groups.items()} == {
+        "backbone": 1e-5,
+        "backbone_no_decay": 1e-5,
+        "pooling": 3e-4,
+        "pooling_no_decay": 3e-4,
+        "classifier": 2e-4,
+        "classifier_no_decay": 2e-4,
+    }
+    assert groups["backbone"]["weight_decay"] == 0.01 and groups["classifier"]["weight_decay"] == 0.05
+    assert groups["pooling_no_decay"]["weight_decay"] == 0.0
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    grouped = {names[id(p)]: group["name"] for group in optimizer.param_groups for p in group["params"]}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(grouped) == trainable  # frozen parameters are not handed to the optimizer
+    assert grouped["classifier.weight"] == "classifier" and grouped["classifier.bias"] == "classifier_no_decay"
+    assert grouped["pooler.cls_token"].startswith("pooling")
+    assert grouped["wav2vec2.encoder.layers.1.attention.q_proj.weight"] == "backbone"
+    assert not any(n.startswith(("wav2vec2.encoder.layers.0.", "wav2vec2.feature_extractor.")) for n in grouped)
+
+
+def test_unset_group_learning_rates_fall_back_to_learning_rate(tmp_path):
+    trainer = make_trainer(tmp_path, make_model(), learning_rate=7e-4)
+    assert {group["lr"] for group in trainer.create_optimizer().param_groups} == {7e-4}
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "cls_attention"])
+def test_gradient_accumulation_gives_the_same_update_as_the_bigger_batch(tmp_path, dataset, pooling):
+    """4 clips in one batch vs 2 × 2 with accumulation: same weights after one optimizer step.
+
+    A layer-norm backbone (it receives the attention mask) makes outputs independent of batch composition.
+    SGD makes the update the gradient itself (Adam would blow up float noise in gradients that are exactly zero
+    in theory, such as the attentive score's bias, to full-size steps).
+    """
+    weights = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = make_model(pooling=pooling, num_trainable_layers=1, **layer_norm_overrides())
+        trainer = make_trainer(
+            tmp_path / f"{batch_size}",
+            model,
+            dataset,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+        )
+        trainer.train()
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    changed = 0
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-4, msg=name)
+        changed += not torch.equal(tensor, make_model(pooling=pooling, **layer_norm_overrides()).state_dict()[name])
+    assert changed > 0
+
+
+def test_trainer_freezes_what_the_config_says(tmp_path, dataset):
+    model = make_model(pooling="cls_attention", num_trainable_layers=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    make_trainer(tmp_path, model, dataset, max_steps=2, learning_rate=1e-2).train()
+    for name, parameter in model.named_parameters():
+        frozen = name.startswith(("wav2vec2.feature_extractor.", "wav2vec2.feature_projection.",
+                                  "wav2vec2.encoder.pos_conv_embed.", "wav2vec2.encoder.layers.0.",
+                                  "wav2vec2.encoder.layer_norm."))
+        assert torch.equal(before[name], parameter.detach()) == frozen, name
