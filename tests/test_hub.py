@@ -1,0 +1,392 @@
+"""push_to_hub.py / modeling.hub against a loopback Hub (tests/hub_server.py): publish → download → pipeline.
+
+The run directory follows train.py's contract (results.json, config.yaml, fold<k>/metrics.json, split.json,
+fold<k>/stage2/best/ with remote code). It holds tiny random checkpoints: the weights' quality does not matter here.
+"""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi, constants
+
+from modeling import Wav2Vec2ForFrameAlignedClassification
+from modeling.audio import load_audio
+from modeling.collator import make_feature_extractor
+from modeling.hub import PushError, load_run, push_run, render_fold_card
+from modeling.io_utils import atomic_write_json
+
+from helpers import POLISH3_LABELS, REPO, polish3_clips, tiny_config
+from hub_server import HubServer
+
+
+FOLDS = {"1": ("m1", "m2"), "2": ("m2", "m3")}  # fold → (validation speaker, test speaker)
+SPEAKERS = ["m1", "m2", "m3", "m4", "m5"]
+FOLD_RESULTS = {
+    "1": {"validation": {"ua": 0.4, "wa": 0.41}, "test": {"ua": 0.52345, "wa": 0.5, "confusion_matrix": [[10, 5, 3], [4, 12, 2], [6, 7, 5]]}},
+    "2": {"validation": {"ua": 0.38, "wa": 0.39}, "test": {"ua": 0.44, "wa": 0.45, "confusion_matrix": [[8, 6, 4], [5, 9, 4], [3, 8, 7]]}},
+}
+TRAIN_CONFIG = {
+    "data": {"corpus": "polish3", "root": "data/polish3", "max_length_seconds": 3.0},
+    "model": {"backbone": None, "tiny": True},
+    "stage1": {"pooling": "attentive", "epochs": 1, "batch_size": 4, "learning_rate": 1e-4, "num_trainable_layers": 2},
+    "stage2": {"pooling": "cls_attention", "epochs": 1, "batch_size": 4, "learning_rate": 1e-5, "eal_weight": 0.05, "fual_weight": 0.05, "num_trainable_layers": 1},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fixtures: a finished run, the loopback Hub
+# ----------------------------------------------------------------------------------------------------------------
+def tiny_png(width: int = 2, height: int = 2) -> bytes:
+    """A valid grey PNG (stands in for train.py's confusion-matrix plot)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes([128]) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def write_run(run_dir: Path, folds=FOLDS) -> Path:
+    """A finished run in train.py's layout, with tiny random stage-2 checkpoints."""
+    for seed, (name, (validation, test)) in enumerate(folds.items()):
+        fold_dir = run_dir / f"fold{name}"
+        best = fold_dir / "stage2" / "best"
+        torch.manual_seed(seed)
+        Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
+        make_feature_extractor().save_pretrained(best)
+        speakers = {"train": [s for s in SPEAKERS if s not in (validation, test)], "validation": [validation], "test": [test]}
+        atomic_write_json(fold_dir / "split.json", {"speakers": speakers})
+        atomic_write_json(fold_dir / "metrics.json", {"fold": int(name), **FOLD_RESULTS[name]})
+    results = {
+        "folds": {
+            name: {**FOLD_RESULTS[name], "checkpoint": f"fold{name}/stage2/best", "labels": POLISH3_LABELS}
+            for name in folds
+        },
+        "mean": {"ua": 0.481725, "wa": 0.475},
+        "std": {"ua": 0.041725, "wa": 0.025},
+        "config": TRAIN_CONFIG,
+    }
+    results["folds"]["1"]["speakers"] = json.loads((run_dir / "fold1" / "split.json").read_text())["speakers"]
+    atomic_write_json(run_dir / "results.json", results)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
+    (run_dir / "results.md").write_text("| fold | UA | WA |\n")
+    (run_dir / "confusion_matrix.png").write_bytes(tiny_png())
+    (run_dir / "tsne.png").write_bytes(tiny_png(3, 3))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A loopback Hub; this process's huggingface_hub talks to it and nowhere else (CI exports HF_HUB_OFFLINE=1).
+
+    HF_ENDPOINT is read when huggingface_hub is imported, so the constants derived from it are patched here;
+    downloads that must behave exactly like a user's run in a fresh process (see `hub_env`).
+    """
+    with HubServer() as server:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the loopback Hub speaks LFS only
+        yield server
+
+
+@pytest.fixture
+def api(hub) -> HfApi:
+    return HfApi(endpoint=hub.url, token="dummy")
+
+
+@pytest.fixture(scope="module")
+def waveform() -> np.ndarray:
+    return load_audio(polish3_clips(1)[0][0])
+
+
+def hub_env(hub: HubServer, hf_home: Path) -> dict:
+    """A fresh process's environment for the loopback Hub (HF_ENDPOINT is read when huggingface_hub is imported)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(
+        HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN="dummy", HF_HOME=str(hf_home), NO_PROXY="127.0.0.1,localhost"
+    )
+    return env
+
+
+def local_scores(checkpoint: Path, waveform: np.ndarray) -> dict[str, float]:
+    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(checkpoint).eval()
+    inputs = make_feature_extractor()(waveform, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = model(**inputs).logits.softmax(-1)[0]
+    return {model.config.id2label[i]: p.item() for i, p in enumerate(probabilities)}
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def lfs_uploads(hub: HubServer, path: Path) -> int:
+    return hub.stats.lfs_uploads_of(path.read_bytes())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Publish → download → pipeline
+# ----------------------------------------------------------------------------------------------------------------
+def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, run_dir, waveform, tmp_path):
+    """The CLI pushes one repo per fold; a --revision-per-fold push makes branches; a process without the package
+    and with an empty HF_HOME loads both through the Hub protocol and scores a real clip like the local model."""
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "push_to_hub.py"), "--run-dir", str(run_dir), "--repo-id", "org/ser"],
+        env=hub_env(hub, tmp_path / "pusher_home"), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "org/ser-fold1: uploaded" in completed.stdout and "org/ser-fold2: uploaded" in completed.stdout
+    best = run_dir / "fold1" / "stage2" / "best"
+    files = set(hub.files("org/ser-fold1"))
+    assert {"model.safetensors", "config.json", "configuration_frame_aligned.py", "modeling_frame_aligned.py",
+            "preprocessor_config.json", "README.md", "confusion_matrix.png", "results.json", "split.json"} <= files
+    assert "auto_map" in json.loads(hub.read("org/ser-fold1", "config.json"))
+    assert hub.entry("org/ser-fold1", "model.safetensors")["lfs"]["oid"] == hub.sha256(best / "model.safetensors")
+
+    results = push_run(run_dir, "org/ser", revision_per_fold=True, api=HfApi(endpoint=hub.url, token="dummy"))
+    assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "main"), ("org/ser", "fold1"), ("org/ser", "fold2")]
+    assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1", "fold2"}
+    assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold2")
+    assert 'revision="fold1"' in hub.read("org/ser", "README.md").decode()
+
+    np.save(tmp_path / "waveform.npy", waveform)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["modeling"] = None  # installed editable here: any import of the project package fails
+        import numpy as np
+        from transformers import pipeline
+        waveform = np.load({str(tmp_path / "waveform.npy")!r})
+        out = {{}}
+        for key, kwargs in {{"repo": {{"model": "org/ser-fold1"}}, "branch": {{"model": "org/ser", "revision": "fold1"}}}}.items():
+            classifier = pipeline("audio-classification", trust_remote_code=True, device="cpu", **kwargs)
+            scores = classifier({{"raw": waveform, "sampling_rate": 16000}}, top_k=None)
+            out[key] = {{"class": type(classifier.model).__module__, "scores": {{s["label"]: s["score"] for s in scores}}}}
+        print(json.dumps(out))
+        """
+    )
+    hf_home = tmp_path / "empty_hf_home"
+    hf_home.mkdir()
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=hub_env(hub, hf_home), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = json.loads(completed.stdout.strip().splitlines()[-1])
+    expected = local_scores(best, waveform)
+    for key in ("repo", "branch"):
+        assert output[key]["class"].startswith("transformers_modules."), output[key]["class"]
+        assert output[key]["scores"].keys() == expected.keys()
+        for label, score in expected.items():
+            assert output[key]["scores"][label] == pytest.approx(score, abs=1e-5)
+    assert ("GET", "/org/ser-fold1/resolve/" + hub.repos[("model", "org/ser-fold1")].branches["main"] + "/model.safetensors") in hub.stats.requests
+
+
+def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, run_dir):
+    first = push_run(run_dir, "org/ser", api=api)
+    assert all("model.safetensors" in r.uploaded for r in first)
+    weights = run_dir / "fold1" / "stage2" / "best" / "model.safetensors"
+    assert lfs_uploads(hub, weights) == 1
+    commits, regular, requests = dict(hub.stats.commits), dict(hub.stats.regular_uploads), len(hub.stats.requests)
+
+    second = push_run(run_dir, "org/ser", api=api)
+    assert all(r.uploaded == [] and "model.safetensors" in r.unchanged for r in second)
+    assert dict(hub.stats.commits) == commits and dict(hub.stats.regular_uploads) == regular
+    assert lfs_uploads(hub, weights) == 1
+    assert not [r for r in hub.stats.requests[requests:] if r[0] == "PUT" or "/commit/" in r[1] or "/preupload/" in r[1]]
+
+    third = push_run(run_dir, "org/ser", folds=[1], api=api, license="apache-2.0")
+    assert third[0].uploaded == ["README.md"]
+    assert hub.stats.regular_uploads[("org/ser-fold1", "README.md")] == 2
+    assert hub.stats.regular_uploads[("org/ser-fold1", "config.json")] == 1 and lfs_uploads(hub, weights) == 1
+    assert front_matter(hub.read("org/ser-fold1", "README.md").decode())["license"] == "apache-2.0"
+
+
+def test_interrupted_push_completes_on_the_next_run(hub, api, run_dir):
+    push_run(run_dir, "org/ser", folds=["1"], api=api)
+    hub.fail_next_commits = 1  # fold 2's commit fails after its weights were uploaded
+    with pytest.raises(Exception, match="Injected failure"):
+        push_run(run_dir, "org/ser", api=api)
+    weights2 = run_dir / "fold2" / "stage2" / "best" / "model.safetensors"
+    assert hub.files("org/ser-fold2") == [".gitattributes"] and lfs_uploads(hub, weights2) == 1
+
+    results = push_run(run_dir, "org/ser", api=api)
+    assert results[0].uploaded == [] and "model.safetensors" in results[1].uploaded
+    assert "model.safetensors" in hub.files("org/ser-fold2")
+    assert lfs_uploads(hub, weights2) == 1  # the blob the server already held was not sent again
+    assert lfs_uploads(hub, run_dir / "fold1" / "stage2" / "best" / "model.safetensors") == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model card
+# ----------------------------------------------------------------------------------------------------------------
+def test_card_metadata_and_model_index_hold_the_folds_numbers(hub, api, run_dir):
+    push_run(run_dir, "org/ser", api=api)
+    for fold in FOLDS:
+        card = hub.read(f"org/ser-fold{fold}", "README.md").decode()
+        meta = front_matter(card)
+        assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "audio-classification"
+        assert meta["license"] == "cc-by-4.0" and meta["datasets"] == ["polish3"] and "custom_code" in meta["tags"]
+        (index,) = meta["model-index"]
+        (entry,) = index["results"]
+        assert entry["task"]["type"] == "audio-classification" and entry["dataset"]["config"] == f"fold{fold}"
+        metrics = {m["type"]: m["value"] for m in entry["metrics"]}
+        test = FOLD_RESULTS[fold]["test"]
+        assert metrics == {"recall": round(test["ua"] * 100, 2), "accuracy": round(test["wa"] * 100, 2)}
+        assert f'pipeline("audio-classification", model="org/ser-fold{fold}", trust_remote_code=True)' in card
+        assert f"test speakers it reaches **UA {test['ua'] * 100:.2f} %**" in card
+
+
+def test_card_body_sections(run_dir):
+    run = load_run(run_dir)
+    card = render_fold_card(run, run.folds["1"], "org/ser-fold1")
+    for expected in (
+        "Train speakers/sessions: m3, m4, m5", "Validation speakers (checkpoint selection on validation UA): m1",
+        "Test speakers (reported below): m2",
+        "| learning_rate | `0.0001` | `1e-05` |",  # both stages' settings
+        "| **fold1** | **m2** | **40.00** | **52.34** | **50.00** |", "| fold2 | m3 | 38.00 | 44.00 | 45.00 |",
+        "| mean ± std (2 folds) | | | 48.17 ± 4.17 | 47.50 ± 2.50 |",
+        "| **anger** | 10 | 5 | 3 |", "![Confusion matrix](confusion_matrix.png)",
+        "**Demo checkpoint.**", "randomly", "Mięsikowska", "https://doi.org/10.34808/h46c-hb44",
+        "@article{byun2025frame", "doi     = {10.3390/fi17110509}", "volume  = {17}", "number  = {11}", "pages   = {509}",
+    ):
+        assert expected in card, expected
+    assert "$" not in card.split("```bibtex")[0]  # every template field was filled
+
+
+def test_percent_results_are_not_scaled_twice(tmp_path):
+    run_dir = write_run(tmp_path / "run", folds={"1": FOLDS["1"]})
+    results = json.loads((run_dir / "results.json").read_text())
+    results["folds"]["1"]["test"].update(ua=52.3, wa=50.0)
+    results["folds"]["1"]["validation"].update(ua=40.0, wa=41.0)
+    results["mean"], results["std"] = {"ua": 52.3, "wa": 50.0}, {"ua": 0.0, "wa": 0.0}
+    atomic_write_json(run_dir / "results.json", results)
+    run = load_run(run_dir)
+    meta = front_matter(render_fold_card(run, run.folds["1"], "org/ser-fold1"))
+    assert {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]} == {"recall": 52.3, "accuracy": 50.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Errors before anything is sent
+# ----------------------------------------------------------------------------------------------------------------
+def break_run(tmp_path: Path, how: str) -> Path:
+    run_dir = write_run(tmp_path / "run", folds={"1": FOLDS["1"]}) if how != "missing" else tmp_path / "nowhere"
+    if how == "no_results":
+        (run_dir / "results.json").unlink()
+    elif how == "unfinished_fold":
+        (run_dir / "fold1" / "metrics.json").unlink()
+    elif how == "no_checkpoint":
+        (run_dir / "fold1" / "stage2" / "best" / "model.safetensors").unlink()
+    elif how == "no_auto_map":
+        config_path = run_dir / "fold1" / "stage2" / "best" / "config.json"
+        config = json.loads(config_path.read_text())
+        del config["auto_map"]
+        config_path.write_text(json.dumps(config))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("missing", r"Run directory .*nowhere does not exist"),
+        ("no_results", r"results.json not found: the run .* has not finished"),
+        ("unfinished_fold", r"Fold 1 is unfinished: .*fold1/metrics.json not found"),
+        ("no_checkpoint", r"Fold 1: checkpoint .*best is incomplete, missing model.safetensors"),
+        ("no_auto_map", r"has no auto_map"),
+    ],
+)
+def test_bad_run_directory_fails_before_any_request(hub, api, tmp_path, how, message):
+    with pytest.raises(PushError, match=message):
+        push_run(break_run(tmp_path, how), "org/ser", api=api)
+    assert hub.stats.requests == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"folds": ["3"]}, r"Fold\(s\) 3 not in .*results.json \(available: 1, 2\)"),
+        ({"folds": ["fold1", "7"]}, r"Fold\(s\) 7 not in"),
+        ({"repo_id": "no-namespace"}, r"--repo-id 'no-namespace' must be ORG/NAME"),
+        ({"repo_id": "org/bad name"}, r"invalid repository name 'org/bad name-fold1'"),
+    ],
+)
+def test_unknown_fold_or_bad_repo_id_fails_before_any_request(hub, api, run_dir, kwargs, message):
+    kwargs = {"repo_id": "org/ser", **kwargs}
+    with pytest.raises(PushError, match=message):
+        push_run(run_dir, api=api, **kwargs)
+    assert hub.stats.requests == []
+
+
+def test_missing_token_fails_before_any_request(hub, run_dir, tmp_path, monkeypatch):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    with pytest.raises(PushError, match="No Hugging Face token found: set HF_TOKEN or log in"):
+        push_run(run_dir, "org/ser", api=HfApi(endpoint=hub.url))
+    assert hub.stats.requests == []
+
+
+def test_cli_reports_errors_and_dry_run_without_token_or_requests(hub, run_dir, capsys, monkeypatch, tmp_path):
+    import push_to_hub
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--folds", "9"]) == 2
+    assert "push_to_hub.py: error: Fold(s) 9 not in" in capsys.readouterr().err
+    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser"]) == 2
+    assert "No Hugging Face token found" in capsys.readouterr().err
+    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--revision-per-fold", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "org/ser @ fold2 (fold 2)" in out and "model.safetensors" in out and "nothing was uploaded" in out
+    assert hub.stats.requests == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Repository options and the server itself
+# ----------------------------------------------------------------------------------------------------------------
+def test_private_repositories_are_hidden_from_anonymous_users(hub, api, run_dir):
+    push_run(run_dir, "org/ser", folds=[2], private=True, api=api)
+    assert api.model_info("org/ser-fold2").private is True
+    with pytest.raises(Exception, match="Repository Not Found"):
+        HfApi(endpoint=hub.url, token=False).model_info("org/ser-fold2")
+
+
+def test_server_errors_ranges_and_conflicts(hub, api, run_dir):
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    push_run(run_dir, "org/ser", folds=[1], api=api)
+    with pytest.raises(HfHubHTTPError, match="409"):
+        api.create_repo("org/ser-fold1")
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("org/absent")
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("org/ser-fold1", revision="fold9")
+    with pytest.raises(EntryNotFoundError):
+        get_hf_file_metadata(hf_hub_url("org/ser-fold1", "tokenizer_config.json", endpoint=hub.url))
+    metadata = get_hf_file_metadata(hf_hub_url("org/ser-fold1", "model.safetensors", endpoint=hub.url))
+    assert metadata.commit_hash == hub.repos[("model", "org/ser-fold1")].branches["main"]
+    url = f"{hub.url}/org/ser-fold1/resolve/main/model.safetensors"
+    weights = (run_dir / "fold1" / "stage2" / "best" / "model.safetensors").read_bytes()
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=100-199"})) as response:
+        assert response.status == 206 and response.read() == weights[100:200]
+    assert metadata.size == len(weights) and metadata.etag == hub.sha256(run_dir / "fold1" / "stage2" / "best" / "model.safetensors")
+    assert {s.rfilename for s in api.model_info("org/ser-fold1").siblings} == set(hub.files("org/ser-fold1"))
