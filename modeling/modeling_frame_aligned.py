@@ -196,6 +196,24 @@ class FrameAlignedCLSAttentionPooling(nn.Module):
         return cls_output, frames, masked_softmax(scores, frame_mask)
 
 
+def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: tuple):
+    """Forward pre-hook: under gradient checkpointing, make a trainable layer's input hidden states require grad.
+
+    With `use_reentrant=True`, a checkpointed layer whose input does not require grad returns an output that does not
+    either, so its own trainable weights get no gradient: the first trainable transformer layer above frozen ones
+    (`num_trainable_layers`), or the pooling encoder over a frozen backbone, would silently stop training. wav2vec2's
+    feature encoder does the same for its own input. Runs outside the checkpoint (transformers checkpoints `forward`).
+    """
+    if not (module.gradient_checkpointing and module.training and torch.is_grad_enabled()) or not args:
+        return None
+    hidden_states = args[0]
+    if not isinstance(hidden_states, torch.Tensor) or hidden_states.requires_grad or not hidden_states.is_floating_point():
+        return None
+    if not any(param.requires_grad for param in module.parameters()):
+        return None
+    return (hidden_states.detach().requires_grad_(True), *args[1:])
+
+
 POOLING_CLASSES = {
     "mean": FrameAlignedMeanPooling,
     "attentive": FrameAlignedAttentivePooling,
@@ -226,6 +244,9 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         self.dropout = nn.Dropout(config.final_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.dropped_checkpoint_keys: list[str] = []
+        for module in self.modules():
+            if isinstance(module, GradientCheckpointingLayer):
+                module.register_forward_pre_hook(_checkpointed_input_requires_grad)
         self.post_init()
 
     @torch.no_grad()
@@ -233,6 +254,24 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, FrameAlignedCLSAttentionPooling):
             init.normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers treats any class defined outside its package as "custom code" and, in `initialize_weights`,
+        # then skips every module without parameters of its own once its children are initialised (a shortcut for
+        # remote code that writes weights in place). That skips wav2vec2's own init of `Wav2Vec2FeatureProjection` and
+        # `Wav2Vec2PositionalConvEmbedding` (their weights live in child Linear/Conv1d modules), so weights missing
+        # from a checkpoint came out differently initialised than in `__init__`. Every init here goes through
+        # `transformers.initialization` (which respects already-loaded weights): use the library's regular path.
+        return False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses this from the module source (an `*Attention*(nn.Module)` class without
+        # `ALL_ATTENTION_FUNCTIONS.get_interface(`), which misfires on our pooling class names. All attention here is
+        # `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
+        # pooling layers share `self.config`, so `set_attn_implementation("eager" | "sdpa")` works.
+        return True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
