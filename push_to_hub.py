@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("modeling.hub").setLevel(logging.INFO)  # one line per commit, not every HTTP request
     folds = [f for f in args.folds.split(",") if f.strip()] if args.folds else None
     try:
         outcome = push_run(

@@ -137,8 +137,16 @@ class Run:
         return sorted(self.results["folds"], key=_fold_sort_key)
 
     @property
+    def num_folds(self) -> int:
+        """Folds of the cross-validation (train.py records it; a run may have evaluated only some)."""
+        return int(self.results.get("num_folds") or len(self.results["folds"]))
+
+    @property
     def percent_scale(self) -> float:
-        """100 when `results.json` stores UA/WA as fractions, 1 when it stores percents."""
+        """100 when `results.json` stores UA/WA as fractions (train.py: `metric_scale: fraction`), 1 for percents."""
+        scale = self.results.get("metric_scale")
+        if scale in ("fraction", "percent"):
+            return 100.0 if scale == "fraction" else 1.0
         entries = [self.results.get("mean") or {}]
         for fold in self.results["folds"].values():
             entries += [fold.get("validation") or {}, fold.get("test") or {}]
@@ -155,20 +163,22 @@ class Run:
         return read_json(path) if path.is_file() else None
 
     @property
-    def corpus(self) -> str | None:
+    def corpus(self) -> str:
+        """The corpus's short name: the loader for the known corpora (iemocap, crema_d, ravdess), the Hub id for
+        `loader: hub`, else the name of the corpus folder (`data/polish3` → polish3)."""
         data = self.config.get("data") or {}
-        for key in ("corpus", "dataset", "name"):
-            if isinstance(data.get(key), str):
-                return data[key]
-        for key in ("root", "path", "data_dir"):
-            if isinstance(data.get(key), str):
-                return Path(data[key]).name
-        return None
+        loader, root = data.get("loader"), data.get("root")
+        if loader in ("iemocap", "crema_d", "ravdess") or not root:
+            return loader or "unknown"
+        return str(root) if loader == "hub" else Path(str(root).rstrip("/")).name
 
     @property
     def corpus_info(self) -> dict:
-        key = re.sub(r"[^a-z0-9]", "", (self.corpus or "").lower())
-        return CORPORA.get(key, {"name": self.corpus or "unknown corpus", "hub_id": None, "license": None, "terms": ""})
+        key = re.sub(r"[^a-z0-9]", "", self.corpus.split("/")[-1].lower())
+        info = CORPORA.get(key, {"name": self.corpus, "hub_id": None, "license": None, "terms": ""})
+        if (self.config.get("data") or {}).get("loader") == "hub":
+            info = {**info, "hub_id": self.corpus}
+        return info
 
 
 def _fold_sort_key(name: str):
@@ -209,8 +219,11 @@ def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
     requested = available if folds is None else [normalize_fold(f) for f in folds]
     unknown = [f for f in requested if f not in results["folds"]]
     if unknown:
+        untrained = [f for f in unknown if f.isdigit() and 1 <= int(f) <= run.num_folds]
+        hint = f"; run `train.py --folds {','.join(untrained)}` with the same config first" if untrained else ""
         raise PushError(
-            f"Fold(s) {', '.join(unknown)} not in {results_path} (available: {', '.join(available)}) (--folds)."
+            f"Fold(s) {', '.join(unknown)} not in {results_path} (evaluated: {', '.join(available)} of "
+            f"{run.num_folds}) (--folds){hint}."
         )
     for name in dict.fromkeys(requested):
         run.folds[name] = _load_fold(run, name)
@@ -315,64 +328,99 @@ def results_table(run: Run, highlight: str | None = None) -> str:
     if mean:
         ua = f"{_fmt(run.percent(mean.get('ua')))} ± {_fmt(run.percent(std.get('ua')))}"
         wa = f"{_fmt(run.percent(mean.get('wa')))} ± {_fmt(run.percent(std.get('wa')))}"
-        lines.append(f"| mean ± std ({len(run.all_fold_names)} folds) | | | {ua} | {wa} |")
+        evaluated = len(run.all_fold_names)
+        of = f"{evaluated} folds" if evaluated == run.num_folds else f"{evaluated} of {run.num_folds} folds"
+        lines.append(f"| mean ± std ({of}) | | | {ua} | {wa} |")
     return "\n".join(lines)
 
 
+SPLITS = ("train", "validation", "test")
+
+
 def _speakers(run: Run, name: str) -> dict[str, list[str]]:
-    """{"train": [...], "validation": [...], "test": [...]} from results.json, else from the fold's split.json."""
-    speakers = run.results["folds"][name].get("speakers")
-    if not speakers:
-        split = run.split(name) or {}
-        speakers = split.get("speakers") or {k: split.get(k) for k in ("train", "validation", "test")}
-    out = {}
-    for split_name, value in (speakers or {}).items():
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 50:
-            out[split_name] = sorted(value)
-    return out
+    """{"train": [...], "validation": [...], "test": [...]}: results.json's fold entry, else the fold's split.json."""
+    speakers = dict(run.results["folds"][name].get("speakers") or {})
+    split = run.split(name) or {}
+    for split_name in SPLITS:
+        if not speakers.get(split_name) and isinstance(split.get(split_name), dict):
+            speakers[split_name] = split[split_name].get("speakers")
+    return {k: [str(s) for s in v] for k, v in speakers.items() if isinstance(v, list) and v}
+
+
+def describe_split(run: Run, name: str, split_name: str) -> str:
+    """`m3, m4, m5 (sessions 1, 2; 270 utterances)` from results.json and split.json."""
+    speakers = ", ".join(_speakers(run, name).get(split_name, [])) or "–"
+    details = (run.split(name) or {}).get(split_name) or {}
+    extra = []
+    if details.get("sessions"):
+        extra.append("session" + ("s " if len(details["sessions"]) > 1 else " ") + ", ".join(map(str, details["sessions"])))
+    if details.get("num_examples"):
+        extra.append(f"{details['num_examples']} utterances")
+    return speakers + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def _labels(run: Run, fold: Fold) -> list[str]:
-    if fold.results.get("labels"):
-        return list(fold.results["labels"])
+    labels = fold.results.get("labels") or run.results.get("labels")
+    if labels:
+        return list(labels)
     id2label = read_json(fold.checkpoint / "config.json").get("id2label", {})
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
-def confusion_table(labels: list[str], matrix) -> str:
+def confusion_table(labels: list[str], matrix, recalls=None) -> str:
+    """Markdown confusion matrix (rows: true label), with each class's recall when given."""
     if not matrix:
         return "_No confusion matrix in results.json._"
-    lines = ["| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    for label, row in zip(labels, matrix):
-        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    recalls = recalls if recalls and len(recalls) == len(labels) else None
+    header = "| true \\ predicted | " + " | ".join(labels) + (" | recall (%) |" if recalls else " |")
+    lines = [header, "|---" * (len(labels) + 1 + bool(recalls)) + "|"]
+    for i, (label, row) in enumerate(zip(labels, matrix)):
+        recall = f" | {_fmt(100 * recalls[i] if max(recalls) <= 1 else recalls[i])}" if recalls else ""
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + recall + " |")
     return "\n".join(lines)
 
 
+def _cell(value) -> str:
+    if isinstance(value, (dict, list)):
+        value = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return f"`{value}`"
+
+
+def _public(value):
+    """An absolute local path (a corpus or checkpoint folder on the training machine) → `…/<folder name>`."""
+    return f"…/{Path(value).name}" if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def config_table(config: dict) -> str:
-    """Markdown: stage-1 and stage-2 settings side by side (keys of either section)."""
+    """Markdown: stage-1 and stage-2 settings side by side, then the data, model and training sections."""
     stage1, stage2 = config.get("stage1") or {}, config.get("stage2") or {}
     keys = list(dict.fromkeys([*stage1, *stage2]))
     if not keys:
         return "_The run's config.yaml has no stage1/stage2 sections._"
-
-    def cell(section, key):
-        value = section.get(key, "–")
-        return f"`{value}`" if not isinstance(value, dict) else f"`{yaml.safe_dump(value, default_flow_style=True).strip()}`"
-
     lines = ["| Setting | Stage 1 | Stage 2 |", "|---|---|---|"]
-    lines += [f"| {key} | {cell(stage1, key)} | {cell(stage2, key)} |" for key in keys]
+    lines += [f"| {key} | {_cell(stage1.get(key, '–'))} | {_cell(stage2.get(key, '–'))} |" for key in keys]
+    others = [(f"{section}.{key}", _public(value)) for section in ("data", "model", "training")
+              for key, value in (config.get(section) or {}).items() if value not in (None, {}, [])]
+    if "seed" in config:
+        others.append(("seed", config["seed"]))
+    if others:
+        lines += ["", "| Setting | Value |", "|---|---|"] + [f"| {key} | {_cell(value)} |" for key, value in others]
     return "\n".join(lines)
 
 
+def backbone(run: Run) -> tuple[str | None, str]:
+    """(the pre-trained backbone's Hub id or None, how the card names it) from the config's `model` section."""
+    model = run.config.get("model") or {}
+    name = model.get("name_or_path")
+    if isinstance(name, str) and name:
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists():
+            return name, f"wav2vec 2.0 fine-tuned from `{name}`"
+        return None, f"a wav2vec 2.0 backbone fine-tuned from a local checkpoint (`{Path(name).name}`)"
+    return None, "a randomly initialised wav2vec 2.0 backbone"
+
+
 def _base_model(run: Run) -> str | None:
-    """The pre-trained backbone's Hub id, or None for a randomly initialised (demo) backbone."""
-    sections = [run.config.get("model") or {}, run.config.get("stage1") or {}]
-    for section in sections:
-        for key in ("base_model", "backbone", "model_name_or_path", "pretrained_model_name_or_path", "init", "pretrained"):
-            value = section.get(key)
-            if isinstance(value, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", value) and not Path(value).exists():
-                return value
-    return None
+    return backbone(run)[0]
 
 
 def _architecture(fold: Fold) -> dict:
@@ -460,15 +508,16 @@ def bibtex() -> str:
     )
 
 
-def _limitations(run: Run, fold: Fold, base_model: str | None) -> str:
+def _limitations(run: Run, fold: Fold) -> str:
     arch = _architecture(fold)
+    random_init = bool((run.config.get("model") or {}).get("random_init"))
     notes = []
-    if base_model is None or arch["is_demo"]:
+    if random_init or arch["is_demo"]:
         notes.append(
             f"**Demo checkpoint.** The backbone has {arch['layers']} transformer layers of width {arch['hidden_size']}"
-            + (" and was initialised randomly" if base_model is None else f" (from `{base_model}`)")
-            + ": it shows the publishing and loading path, not the method's accuracy. Train from "
-            "`facebook/wav2vec2-base` (configs of the paper) for meaningful scores."
+            + (" and was initialised randomly (no self-supervised pre-training)" if random_init else "")
+            + ": it shows the training, publishing and loading path, not the method's accuracy. Train from "
+            "`facebook/wav2vec2-base` (the paper's setting) for meaningful scores."
         )
     notes.append(
         f"Trained and evaluated on a single corpus ({run.corpus_info['name']}); accuracy on other languages, "
@@ -481,6 +530,17 @@ def _limitations(run: Run, fold: Fold, base_model: str | None) -> str:
     )
     notes.append(f"Training data license: {run.corpus_info.get('terms') or 'see the corpus license.'}")
     return "\n".join(f"- {note}" for note in notes)
+
+
+def stage1_summary(run: Run, fold: Fold) -> str:
+    """A sentence comparing with the fold's stage-1 model (train.py scores both stages), or ""."""
+    stage1 = (fold.results.get("stage1") or {}).get("test") or {}
+    if stage1.get("ua") is None:
+        return ""
+    return (
+        f" The stage-1 model of the same fold (attentive pooling, cross-entropy only) scores UA "
+        f"{_fmt(run.percent(stage1['ua']))} % and WA {_fmt(run.percent(stage1.get('wa')))} % on the same speakers."
+    )
 
 
 def _usage(repo_id: str, revision: str | None) -> str:
@@ -510,25 +570,27 @@ def render_fold_card(
     run: Run, fold: Fold, repo_id: str, revision: str | None = None, license: str | None = None, template=FOLD_TEMPLATE
 ) -> str:
     """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
-    base_model = _base_model(run)
     arch = _architecture(fold)
     labels = _labels(run, fold)
-    speakers = _speakers(run, fold.name)
     test = fold.results.get("test", {})
-    image = "fold_confusion_matrix.png" if fold.confusion_matrix_image else "confusion_matrix.png"
+    if fold.confusion_matrix_image:
+        image = "![Confusion matrix of this fold's test speakers](fold_confusion_matrix.png)"
+    else:
+        image = "All folds' test speakers together:\n\n![Confusion matrix of all folds' test speakers](confusion_matrix.png)"
     body = _render(
         Path(template),
         repo_id=repo_id,
         fold=fold.name,
-        num_folds=len(run.all_fold_names),
+        num_folds=run.num_folds,
         corpus=run.corpus_info["name"],
         labels=", ".join(f"`{label}`" for label in labels),
-        train_speakers=", ".join(speakers.get("train", [])) or "see split.json",
-        validation_speakers=", ".join(speakers.get("validation", [])) or "see split.json",
-        test_speakers=", ".join(speakers.get("test", [])) or "see split.json",
+        train_speakers=describe_split(run, fold.name, "train"),
+        validation_speakers=describe_split(run, fold.name, "validation"),
+        test_speakers=describe_split(run, fold.name, "test"),
         test_ua=_fmt(run.percent(test.get("ua"))),
         test_wa=_fmt(run.percent(test.get("wa"))),
-        backbone=f"`{base_model}`" if base_model else "a randomly initialised wav2vec 2.0 backbone",
+        stage1=stage1_summary(run, fold),
+        backbone=backbone(run)[1],
         hidden_size=arch["hidden_size"],
         layers=arch["layers"],
         pooling=arch["pooling"],
@@ -537,9 +599,9 @@ def render_fold_card(
         usage=_usage(repo_id, revision),
         config_table=config_table(run.config),
         results_table=results_table(run, highlight=fold.name),
-        confusion_table=confusion_table(labels, test.get("confusion_matrix")),
+        confusion_table=confusion_table(labels, test.get("confusion_matrix"), test.get("per_class_recall")),
         confusion_image=image,
-        limitations=_limitations(run, fold, base_model),
+        limitations=_limitations(run, fold),
         bibtex=bibtex(),
         doi=PAPER["doi"],
     )
@@ -551,7 +613,6 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
     """The README.md of `main` with `revision_per_fold`: what each branch holds and the run's results."""
     folds = [run.folds[name] for name in run.folds]
     first = folds[0]
-    base_model = _base_model(run)
     branches = "\n".join(
         f"- `{fold.label}`: test speakers {', '.join(_speakers(run, fold.name).get('test', [])) or '–'}, "
         f"test UA {_fmt(run.percent(fold.results.get('test', {}).get('ua')))} %, "
@@ -561,7 +622,7 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
     body = _render(
         Path(template),
         repo_id=repo_id,
-        num_folds=len(run.all_fold_names),
+        num_folds=run.num_folds,
         corpus=run.corpus_info["name"],
         labels=", ".join(f"`{label}`" for label in _labels(run, first)),
         branches=branches,
@@ -570,7 +631,7 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
         fold_list=", ".join(f'"{fold.label}"' for fold in folds),
         config_table=config_table(run.config),
         results_table=results_table(run),
-        limitations=_limitations(run, first, base_model),
+        limitations=_limitations(run, first),
         bibtex=bibtex(),
         doi=PAPER["doi"],
     )
@@ -689,6 +750,7 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
     if not changed:
         logger.info(f"{target.repo_id}@{target.revision}: up to date, nothing to upload.")
         return PushResult(target.repo_id, target.revision, [], unchanged)
+    logger.info(f"{target.repo_id}@{target.revision}: committing {len(changed)} changed file(s), {len(unchanged)} unchanged.")
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source) if isinstance(source, Path) else source)
         for path, source in target.files.items()
@@ -701,7 +763,6 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
         commit_description="Changed files: " + ", ".join(changed),
         revision=target.revision,
     )
-    logger.info(f"{target.repo_id}@{target.revision}: uploaded {len(changed)} file(s), {len(unchanged)} unchanged.")
     return PushResult(target.repo_id, target.revision, changed, unchanged, info.commit_url)
 
 

@@ -76,9 +76,9 @@ class Repo:
 class HubServer:
     """`with HubServer() as hub:` serves on 127.0.0.1 at `hub.url` from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, storage: str | None = None):
-        self._tmp = None if storage else tempfile.TemporaryDirectory(prefix="hub-server-")
-        self.blobs = Path(storage or self._tmp.name)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self._tmp = tempfile.TemporaryDirectory(prefix="hub-server-")
+        self.blobs = Path(self._tmp.name)  # content-addressed: one file per sha256
         self.repos: dict[tuple[str, str], Repo] = {}
         self.stats = Stats()
         self.fail_next_commits = 0
@@ -96,8 +96,7 @@ class HubServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._tmp.cleanup()
 
     # --- inspection, for tests -----------------------------------------------------------------------------------
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[str]:

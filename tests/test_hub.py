@@ -30,18 +30,25 @@ from helpers import POLISH3_LABELS, REPO, polish3_clips, tiny_config
 from hub_server import HubServer
 
 
-FOLDS = {"1": ("m1", "m2"), "2": ("m2", "m3")}  # fold → (validation speaker, test speaker)
+FOLDS = {"1": ("m2", "m1"), "2": ("m3", "m2")}  # fold → (validation speaker, test speaker), as leave_speakers_out
 SPEAKERS = ["m1", "m2", "m3", "m4", "m5"]
 FOLD_RESULTS = {
-    "1": {"validation": {"ua": 0.4, "wa": 0.41}, "test": {"ua": 0.52345, "wa": 0.5, "confusion_matrix": [[10, 5, 3], [4, 12, 2], [6, 7, 5]]}},
-    "2": {"validation": {"ua": 0.38, "wa": 0.39}, "test": {"ua": 0.44, "wa": 0.45, "confusion_matrix": [[8, 6, 4], [5, 9, 4], [3, 8, 7]]}},
+    "1": {"validation": {"ua": 0.4, "wa": 0.41}, "test": {"ua": 0.52345, "wa": 0.5, "per_class_recall": [0.5555, 0.6667, 0.2778], "confusion_matrix": [[10, 5, 3], [4, 12, 2], [6, 7, 5]]}},
+    "2": {"validation": {"ua": 0.38, "wa": 0.39}, "test": {"ua": 0.44, "wa": 0.45, "per_class_recall": [0.4444, 0.5, 0.3889], "confusion_matrix": [[8, 6, 4], [5, 9, 4], [3, 8, 7]]}},
 }
+# The resolved config train.py records (modeling/run_config.py), shortened.
 TRAIN_CONFIG = {
-    "data": {"corpus": "polish3", "root": "data/polish3", "max_length_seconds": 3.0},
-    "model": {"backbone": None, "tiny": True},
-    "stage1": {"pooling": "attentive", "epochs": 1, "batch_size": 4, "learning_rate": 1e-4, "num_trainable_layers": 2},
-    "stage2": {"pooling": "cls_attention", "epochs": 1, "batch_size": 4, "learning_rate": 1e-5, "eal_weight": 0.05, "fual_weight": 0.05, "num_trainable_layers": 1},
+    "seed": 42,
+    "data": {"loader": "audio_folder", "root": "data/polish3", "loader_args": {"labels": POLISH3_LABELS}, "folds": "leave_speakers_out"},
+    "model": {"name_or_path": None, "random_init": {"hidden_size": 32, "num_hidden_layers": 2}, "config_overrides": {}},
+    "training": {"full_determinism": True, "logging_steps": 10},
+    "stage1": {"pooling": "attentive", "epochs": 1, "batch_size": 4, "backbone_learning_rate": 1e-4, "num_trainable_layers": None, "eal_weight": 0.0, "fual_weight": 0.0},
+    "stage2": {"pooling": "cls_attention", "epochs": 1, "batch_size": 4, "backbone_learning_rate": 1e-5, "num_trainable_layers": 1, "eal_weight": 0.05, "fual_weight": 0.05},
 }
+TINY_TRAIN_ARGS = [  # one fold of configs/demo.yaml on 6 clips per speaker, one epoch per stage: ~20 s on one core
+    "--config", "configs/demo.yaml", "--folds", "1", "--max-epochs", "1",
+    "--set", "data.max_per_speaker=6", "--set", "stage1.batch_size=6", "--set", "stage2.batch_size=6",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -59,7 +66,9 @@ def tiny_png(width: int = 2, height: int = 2) -> bytes:
 
 
 def write_run(run_dir: Path, folds=FOLDS) -> Path:
-    """A finished run in train.py's layout, with tiny random stage-2 checkpoints."""
+    """A run in train.py's layout (modeling/training.py, modeling/results.py) with known numbers: folds 1 and 2 of
+    5 finished, tiny random stage-2 checkpoints."""
+    entries = {}
     for seed, (name, (validation, test)) in enumerate(folds.items()):
         fold_dir = run_dir / f"fold{name}"
         best = fold_dir / "stage2" / "best"
@@ -67,21 +76,28 @@ def write_run(run_dir: Path, folds=FOLDS) -> Path:
         Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
         make_feature_extractor().save_pretrained(best)
         speakers = {"train": [s for s in SPEAKERS if s not in (validation, test)], "validation": [validation], "test": [test]}
-        atomic_write_json(fold_dir / "split.json", {"speakers": speakers})
-        atomic_write_json(fold_dir / "metrics.json", {"fold": int(name), **FOLD_RESULTS[name]})
+        split = {"fold": int(name)}
+        split.update({k: {"speakers": v, "sessions": [], "num_examples": 90 * len(v), "class_counts": {}} for k, v in speakers.items()})
+        atomic_write_json(fold_dir / "split.json", split)
+        entries[name] = {
+            **FOLD_RESULTS[name], "checkpoint": f"fold{name}/stage2/best", "speakers": speakers,
+            "num_examples": {k: 90 * len(v) for k, v in speakers.items()},
+            "stage1": {"validation": {"ua": 0.3, "wa": 0.3}, "test": {"ua": 0.35, "wa": 0.36}, "checkpoint": f"fold{name}/stage1/best"},
+        }
+        atomic_write_json(fold_dir / "metrics.json", entries[name])
     results = {
-        "folds": {
-            name: {**FOLD_RESULTS[name], "checkpoint": f"fold{name}/stage2/best", "labels": POLISH3_LABELS}
-            for name in folds
-        },
+        "folds": entries,
         "mean": {"ua": 0.481725, "wa": 0.475},
         "std": {"ua": 0.041725, "wa": 0.025},
+        "labels": POLISH3_LABELS,
+        "num_folds": 5,
+        "folds_evaluated": [int(name) for name in folds],
+        "metric_scale": "fraction",
         "config": TRAIN_CONFIG,
     }
-    results["folds"]["1"]["speakers"] = json.loads((run_dir / "fold1" / "split.json").read_text())["speakers"]
     atomic_write_json(run_dir / "results.json", results)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
-    (run_dir / "results.md").write_text("| fold | UA | WA |\n")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG, sort_keys=False))
+    (run_dir / "results.md").write_text("# Results\n")
     (run_dir / "confusion_matrix.png").write_bytes(tiny_png())
     (run_dir / "tsne.png").write_bytes(tiny_png(3, 3))
     return run_dir
@@ -90,6 +106,21 @@ def write_run(run_dir: Path, folds=FOLDS) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     return write_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A real (tiny, 1-fold) train.py run on polish3 clips; the hand-written run where train.py is absent."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    if not (REPO / "train.py").is_file():
+        return write_run(run_dir, folds={"1": FOLDS["1"]})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "train.py", *TINY_TRAIN_ARGS, "--output-dir", str(run_dir)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return run_dir
 
 
 @pytest.fixture
@@ -146,26 +177,35 @@ def lfs_uploads(hub: HubServer, path: Path) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Publish → download → pipeline
 # ----------------------------------------------------------------------------------------------------------------
-def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, run_dir, waveform, tmp_path):
-    """The CLI pushes one repo per fold; a --revision-per-fold push makes branches; a process without the package
-    and with an empty HF_HOME loads both through the Hub protocol and scores a real clip like the local model."""
+def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_run, waveform, tmp_path):
+    """A train.py run, pushed by the CLI (one repo per fold) and with --revision-per-fold (a branch per fold): a
+    process without the package and with an empty HF_HOME loads both through the Hub protocol and scores a real
+    clip like the local model; the card's model-index holds the run's test UA/WA."""
+    run_dir = trained_run
     completed = subprocess.run(
         [sys.executable, str(REPO / "push_to_hub.py"), "--run-dir", str(run_dir), "--repo-id", "org/ser"],
         env=hub_env(hub, tmp_path / "pusher_home"), cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "org/ser-fold1: uploaded" in completed.stdout and "org/ser-fold2: uploaded" in completed.stdout
+    assert "org/ser-fold1: uploaded" in completed.stdout
     best = run_dir / "fold1" / "stage2" / "best"
     files = set(hub.files("org/ser-fold1"))
     assert {"model.safetensors", "config.json", "configuration_frame_aligned.py", "modeling_frame_aligned.py",
             "preprocessor_config.json", "README.md", "confusion_matrix.png", "results.json", "split.json"} <= files
     assert "auto_map" in json.loads(hub.read("org/ser-fold1", "config.json"))
     assert hub.entry("org/ser-fold1", "model.safetensors")["lfs"]["oid"] == hub.sha256(best / "model.safetensors")
+    results = json.loads((run_dir / "results.json").read_text())
+    test = results["folds"]["1"]["test"]
+    (entry,) = front_matter(hub.read("org/ser-fold1", "README.md").decode())["model-index"][0]["results"]
+    scale = 100 if results.get("metric_scale", "fraction") == "fraction" else 1
+    assert {m["type"]: m["value"] for m in entry["metrics"]} == {
+        "recall": round(test["ua"] * scale, 2), "accuracy": round(test["wa"] * scale, 2)
+    }
 
     results = push_run(run_dir, "org/ser", revision_per_fold=True, api=HfApi(endpoint=hub.url, token="dummy"))
-    assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "main"), ("org/ser", "fold1"), ("org/ser", "fold2")]
-    assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1", "fold2"}
-    assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold2")
+    assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "main"), ("org/ser", "fold1")]
+    assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1"}
+    assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold1")
     assert 'revision="fold1"' in hub.read("org/ser", "README.md").decode()
 
     np.save(tmp_path / "waveform.npy", waveform)
@@ -259,22 +299,28 @@ def test_card_body_sections(run_dir):
     run = load_run(run_dir)
     card = render_fold_card(run, run.folds["1"], "org/ser-fold1")
     for expected in (
-        "Train speakers/sessions: m3, m4, m5", "Validation speakers (checkpoint selection on validation UA): m1",
-        "Test speakers (reported below): m2",
-        "| learning_rate | `0.0001` | `1e-05` |",  # both stages' settings
-        "| **fold1** | **m2** | **40.00** | **52.34** | **50.00** |", "| fold2 | m3 | 38.00 | 44.00 | 45.00 |",
-        "| mean ± std (2 folds) | | | 48.17 ± 4.17 | 47.50 ± 2.50 |",
-        "| **anger** | 10 | 5 | 3 |", "![Confusion matrix](confusion_matrix.png)",
-        "**Demo checkpoint.**", "randomly", "Mięsikowska", "https://doi.org/10.34808/h46c-hb44",
+        "fold 1** of a 5-fold speaker-independent cross-validation", "UA 52.34 %** and **WA 50.00 %**",
+        "stage-1 model of the same fold (attentive pooling, cross-entropy only) scores UA 35.00 % and WA 36.00 %",
+        "**CLS self-attention pooling** and the Emotional Attention Loss (EAL) and the Frame-to-Utterance",
+        "Train speakers: m3, m4, m5 (270 utterances)", "Validation speakers (the checkpoint is selected on their UA): m2",
+        "Test speakers (the results below): m1 (90 utterances)",
+        "| backbone_learning_rate | `0.0001` | `1e-05` |", "| num_trainable_layers | `None` | `1` |",  # both stages
+        "| data.loader | `audio_folder` |", "| model.random_init | `{hidden_size: 32, num_hidden_layers: 2}` |",
+        "| **fold1** | **m1** | **40.00** | **52.34** | **50.00** |", "| fold2 | m2 | 38.00 | 44.00 | 45.00 |",
+        "| mean ± std (2 of 5 folds) | | | 48.17 ± 4.17 | 47.50 ± 2.50 |",
+        "| **anger** | 10 | 5 | 3 | 55.55 |", "(confusion_matrix.png)",
+        "**Demo checkpoint.**", "initialised randomly", "Mięsikowska", "https://doi.org/10.34808/h46c-hb44",
         "@article{byun2025frame", "doi     = {10.3390/fi17110509}", "volume  = {17}", "number  = {11}", "pages   = {509}",
     ):
         assert expected in card, expected
     assert "$" not in card.split("```bibtex")[0]  # every template field was filled
 
 
-def test_percent_results_are_not_scaled_twice(tmp_path):
+@pytest.mark.parametrize("metric_scale", ["percent", None])
+def test_percent_results_are_not_scaled_twice(tmp_path, metric_scale):
     run_dir = write_run(tmp_path / "run", folds={"1": FOLDS["1"]})
     results = json.loads((run_dir / "results.json").read_text())
+    results["metric_scale"] = metric_scale
     results["folds"]["1"]["test"].update(ua=52.3, wa=50.0)
     results["folds"]["1"]["validation"].update(ua=40.0, wa=41.0)
     results["mean"], results["std"] = {"ua": 52.3, "wa": 50.0}, {"ua": 0.0, "wa": 0.0}
@@ -322,8 +368,8 @@ def test_bad_run_directory_fails_before_any_request(hub, api, tmp_path, how, mes
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"folds": ["3"]}, r"Fold\(s\) 3 not in .*results.json \(available: 1, 2\)"),
-        ({"folds": ["fold1", "7"]}, r"Fold\(s\) 7 not in"),
+        ({"folds": ["3"]}, r"Fold\(s\) 3 not in .*results.json \(evaluated: 1, 2 of 5\).*train.py --folds 3"),
+        ({"folds": ["fold1", "7"]}, r"Fold\(s\) 7 not in .*\(--folds\)\.$"),
         ({"repo_id": "no-namespace"}, r"--repo-id 'no-namespace' must be ORG/NAME"),
         ({"repo_id": "org/bad name"}, r"invalid repository name 'org/bad name-fold1'"),
     ],
