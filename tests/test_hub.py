@@ -112,7 +112,7 @@ def run_dir(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory) -> Path:
     """A real (tiny, 1-fold) train.py run on polish3 clips; the hand-written run where train.py is absent."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    if not (REPO / "train.py").is_file():
+    if not ((REPO / "train.py").is_file() and (REPO / "configs" / "demo.yaml").is_file()):
         return write_run(run_dir, folds={"1": FOLDS["1"]})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
@@ -202,7 +202,12 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         "recall": round(test["ua"] * scale, 2), "accuracy": round(test["wa"] * scale, 2)
     }
 
-    results = push_run(run_dir, "org/ser", revision_per_fold=True, api=HfApi(endpoint=hub.url, token="dummy"))
+    api = HfApi(endpoint=hub.url, token="dummy")
+    (again,) = push_run(run_dir, "org/ser", api=api)  # the same push again, in this process: nothing is sent
+    assert again.uploaded == [] and hub.stats.commits["org/ser-fold1"] == 1
+    assert lfs_uploads(hub, best / "model.safetensors") == 1
+
+    results = push_run(run_dir, "org/ser", revision_per_fold=True, api=api)
     assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "main"), ("org/ser", "fold1")]
     assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1"}
     assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold1")
