@@ -1,0 +1,823 @@
+"""Frame-level emotion timeline: which emotion the model hears, second by second, and which moments drove its decision.
+
+The stage-2 model computes per-frame emotion distributions p_t = softmax(classifier(f_t)) and frame weights α_t (the
+CLS-to-frame attention used by FUAL). This module turns them into a pipeline, a timeline of segments and a CLI:
+
+```python
+>>> import modeling.timeline  # registers the "frame-aligned-emotion" task
+>>> from transformers import pipeline
+>>> timeline = pipeline("frame-aligned-emotion", model="path/to/checkpoint")
+>>> result = timeline("speech.flac")
+>>> result["label"], result["timeline"][0]
+('angry', {'start': 0.0, 'end': 0.62, 'label': 'neutral', 'score': 0.71, 'weight': 0.0123, 'scores': [...]})
+```
+
+`python -m modeling.timeline AUDIO... --model DIR_OR_HUB_ID [--plot out.png] [--json out.json]` prints a table per
+file. The pipeline file only imports `.audio` and `.collator` (plus torch/numpy/transformers), so
+`FrameAlignedEmotionPipeline.save_pretrained` can ship it to the Hub as remote code; plotting (matplotlib) lives in
+`timeline_plot.py` and is imported by the CLI only.
+"""
+
+import argparse
+import heapq
+import importlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+from transformers import AutoModelForAudioClassification, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY, pipeline
+from transformers.utils import logging
+
+from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio
+from .collator import make_feature_extractor
+from .io_utils import atomic_write_text
+
+
+logger = logging.get_logger(__name__)
+
+TASK = "frame-aligned-emotion"
+SMOOTHING_METHODS = ("median", "mean", "none")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame geometry
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def frame_geometry(config) -> tuple[int, int]:
+    """(hop, receptive field) of the backbone's conv stack, in samples.
+
+    hop = Π strides (320 for wav2vec2: 20 ms at 16 kHz); receptive field = 1 + Σ_i (k_i − 1)·Π_{j<i} s_j (400).
+    Frame t is computed from samples [t·hop, t·hop + receptive field).
+    """
+    hop, receptive_field = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        receptive_field += (kernel - 1) * hop
+        hop *= stride
+    return hop, receptive_field
+
+
+def num_frames(num_samples: int, hop: int, receptive_field: int) -> int:
+    """Frames the conv stack yields for `num_samples` samples (as `_get_feat_extract_output_lengths`)."""
+    return 0 if num_samples < receptive_field else (num_samples - receptive_field) // hop + 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Long inputs: overlapping windows in bounded memory
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def iter_windows(
+    blocks: Iterable[np.ndarray], window: int, step: int, hop: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Cut a stream of sample blocks into overlapping windows, holding at most ~window + step + hop samples.
+
+    A stream of at most `window` samples gives one window with all of it. A longer one gives windows of exactly
+    `window` samples starting at 0, step, 2·step, ... and a last one ending at the stream's end (its start rounded
+    down to a multiple of `hop`, so every window lies on the same frame grid). Equal window lengths let a batch of
+    windows run without padding, which keeps batched results identical to one-by-one ones on any backbone.
+
+    Args:
+        blocks: consecutive 1-D float32 sample blocks (e.g. from `iter_audio_blocks`).
+        window, step, hop: in samples; `step` must be a positive multiple of `hop`.
+    Yields:
+        (start sample, (length,) float32 window).
+    """
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = next_start = emitted_end = 0
+    last_emitted_start = -1
+    for block in blocks:
+        buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
+        buffer_end = buffer_start + len(buffer)
+        while next_start + window <= buffer_end:
+            yield next_start, buffer[next_start - buffer_start : next_start + window - buffer_start].copy()
+            last_emitted_start, emitted_end = next_start, next_start + window
+            next_start += step
+        # Keep what the next window, or a final end-aligned window, may still need.
+        keep_from = max(buffer_start, min(next_start, buffer_end - window - hop))
+        buffer = buffer[keep_from - buffer_start :]
+        buffer_start = keep_from
+    total = buffer_start + len(buffer)
+    if last_emitted_start < 0 and total <= window:
+        yield 0, buffer.copy()
+        return
+    if emitted_end < total:
+        last_start = max(0, (total - window) // hop * hop)
+        if last_start > last_emitted_start and last_start + window > emitted_end:
+            yield last_start, buffer[last_start - buffer_start : last_start + window - buffer_start].copy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame post-processing: stitching, smoothing, segments
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkPrediction:
+    """The model's output for one window of an input.
+
+    Attributes:
+        start: first sample of the window in the input (a multiple of the hop).
+        num_samples: window length in samples.
+        probabilities: (num_labels,) utterance distribution q = softmax(logits) of the window.
+        frame_probabilities: (num_frames, num_labels) p_t = softmax(frame_logits), valid frames only.
+        frame_weights: (num_frames,) α_t of the window (sums to 1 over the window).
+    """
+
+    start: int
+    num_samples: int
+    probabilities: np.ndarray
+    frame_probabilities: np.ndarray
+    frame_weights: np.ndarray
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def stitch_chunks(chunks: list[ChunkPrediction], hop: int):
+    """Join overlapping windows into one frame sequence with no gaps and no overlaps.
+
+    Each frame is taken from the window in which it is most central: between consecutive windows the ownership
+    boundary is the middle of their overlap, so every kept frame has at least half the overlap as context.
+
+    α is renormalised so that it still sums to 1 over the whole input: within a window the relative weights are the
+    model's, and each window's total is its share of the kept frames (its duration). The overall utterance
+    distribution uses the same shares, Σ_k share_k · q_k, i.e. it is duration-weighted. Why not α-weighted across
+    windows: α is a softmax *within* one window, so its raw values are not comparable between windows; duration
+    weighting counts every second of audio once, and coincides with weighting by the renormalised α mass.
+
+    Args:
+        chunks: the windows of one input, sorted by start.
+        hop: samples per frame.
+    Returns:
+        frame_probabilities (T, C), frame_weights (T,) summing to 1, probabilities (C,), shares (K,) summing to 1.
+    """
+    offsets = [chunk.start // hop for chunk in chunks]
+    ends = [offset + len(chunk.frame_weights) for offset, chunk in zip(offsets, chunks)]
+    bounds = [0]
+    for k in range(len(chunks) - 1):
+        bounds.append(min(max((offsets[k + 1] + ends[k]) // 2, offsets[k + 1]), ends[k]))
+    bounds.append(ends[-1])
+    total = bounds[-1]
+    probabilities = np.zeros((total, chunks[0].frame_probabilities.shape[1]))
+    weights = np.zeros(total)
+    shares = np.zeros(len(chunks))
+    for k, chunk in enumerate(chunks):
+        low, high = bounds[k], max(bounds[k], bounds[k + 1])
+        local = slice(low - offsets[k], high - offsets[k])
+        probabilities[low:high] = chunk.frame_probabilities[local]
+        alpha = chunk.frame_weights[local].astype(np.float64)
+        alpha = alpha / alpha.sum() if alpha.sum() > 0 else np.full(len(alpha), 1.0 / max(len(alpha), 1))
+        shares[k] = (high - low) / total
+        weights[low:high] = alpha * shares[k]
+    utterance = sum(share * chunk.probabilities for share, chunk in zip(shares, chunks))
+    return probabilities, weights, utterance / utterance.sum(), shares
+
+
+def smooth_frames(probabilities: np.ndarray, method: str = "median", window: int = 1) -> np.ndarray:
+    """Smooth (T, C) frame distributions over time with an odd `window` (frames); rows still sum to 1.
+
+    "mean": moving average; "median": per-class running median, renormalised (a median keeps sharp emotion changes
+    but removes isolated flips); "none": unchanged. Edges repeat the first/last frame.
+    """
+    if method not in SMOOTHING_METHODS:
+        raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {method!r}.")
+    window = int(window) | 1  # odd: centred
+    if method == "none" or window <= 1 or len(probabilities) <= 1:
+        return probabilities
+    half = window // 2
+    padded = np.pad(probabilities, ((half, half), (0, 0)), mode="edge")
+    if method == "mean":
+        cumulative = np.cumsum(np.pad(padded, ((1, 0), (0, 0))), axis=0)
+        smoothed = (cumulative[window:] - cumulative[:-window]) / window
+    else:
+        views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # (T, C, window)
+        smoothed = np.median(views, axis=-1)
+    return smoothed / smoothed.sum(axis=-1, keepdims=True)
+
+
+def label_runs(frame_labels: np.ndarray) -> list[list[int]]:
+    """Runs of equal labels → [[start_frame, end_frame, label], ...] (end exclusive)."""
+    if len(frame_labels) == 0:
+        return []
+    change = np.flatnonzero(np.diff(frame_labels)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(frame_labels)]])
+    return [[int(s), int(e), int(frame_labels[s])] for s, e in zip(starts, ends)]
+
+
+def merge_short_segments(segments: list[list[int]], probabilities: np.ndarray, min_frames: int) -> list[list[int]]:
+    """Absorb segments shorter than `min_frames` into a neighbour, shortest first, until none is left (or one segment).
+
+    A short segment joins the neighbour whose emotion is more probable over the short segment's frames (ties: the
+    longer neighbour); neighbours left with the same emotion are merged. O(n log n) with a heap.
+
+    Args:
+        segments: [[start_frame, end_frame, label], ...] covering the frames contiguously.
+        probabilities: (T, C) frame distributions the choice is based on.
+    """
+    if min_frames <= 1 or len(segments) <= 1:
+        return segments
+    cumulative = np.concatenate([np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities, axis=0)])
+    start = [s for s, _, _ in segments]
+    end = [e for _, e, _ in segments]
+    label = [lab for _, _, lab in segments]
+    prev = list(range(-1, len(segments) - 1))
+    next_ = list(range(1, len(segments) + 1))
+    next_[-1] = -1
+    alive = [True] * len(segments)
+    heap = [(end[i] - start[i], start[i], i) for i in range(len(segments))]
+    heapq.heapify(heap)
+    remaining = len(segments)
+
+    def absorb(keep: int, gone: int):  # `keep` takes over `gone`'s frames; `gone` must be its neighbour
+        nonlocal remaining
+        start[keep], end[keep] = min(start[keep], start[gone]), max(end[keep], end[gone])
+        alive[gone] = False
+        remaining -= 1
+        before, after = prev[gone], next_[gone]
+        if before >= 0:
+            next_[before] = after
+        if after >= 0:
+            prev[after] = before
+
+    while heap and remaining > 1:
+        length, _, i = heapq.heappop(heap)
+        if not alive[i] or length != end[i] - start[i]:
+            continue  # stale heap entry
+        if length >= min_frames:
+            break
+        candidates = [j for j in (prev[i], next_[i]) if j >= 0]
+        mean_prob = (cumulative[end[i]] - cumulative[start[i]]) / length
+        target = max(candidates, key=lambda j: (mean_prob[label[j]], end[j] - start[j]))
+        absorb(target, i)
+        for other in (prev[target], next_[target]):  # neighbours now adjacent with the same emotion
+            if other >= 0 and label[other] == label[target]:
+                absorb(target, other)
+        heapq.heappush(heap, (end[target] - start[target], start[target], target))
+    merged, i = [], next(k for k in range(len(segments)) if alive[k] and prev[k] < 0)
+    while i >= 0:
+        merged.append([start[i], end[i], label[i]])
+        i = next_[i]
+    return merged
+
+
+def _scores(distribution: np.ndarray, id2label: dict[int, str]) -> list[dict]:
+    order = np.argsort(-distribution, kind="stable")
+    return [{"label": id2label[int(c)], "score": float(distribution[c])} for c in order]
+
+
+def build_timeline(
+    probabilities: np.ndarray,
+    weights: np.ndarray,
+    id2label: dict[int, str],
+    frame_duration: float,
+    duration: float,
+    smoothing: str = "median",
+    smoothing_frames: int = 1,
+    min_segment_frames: int = 1,
+) -> tuple[list[dict], np.ndarray]:
+    """Frames → segments of one dominant emotion.
+
+    Args:
+        probabilities: (T, C) frame distributions; weights: (T,) α.
+        frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
+    Returns:
+        The segments (start/end in seconds on the frame grid, except that the last one ends at `duration`, since
+        the conv stack yields no frame for the final < receptive-field samples) and the smoothed (T, C) frames.
+    """
+    smoothed = smooth_frames(probabilities, smoothing, smoothing_frames)
+    segments = merge_short_segments(label_runs(smoothed.argmax(axis=-1)), smoothed, min_segment_frames)
+    timeline = []
+    for index, (start, end, label) in enumerate(segments):
+        mean = smoothed[start:end].mean(axis=0)
+        timeline.append(
+            {
+                "start": round(start * frame_duration, 6),
+                "end": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
+                "label": id2label[label],
+                "score": float(mean[label]),
+                "weight": float(weights[start:end].mean()),
+                "scores": _scores(mean / mean.sum(), id2label),
+            }
+        )
+    return timeline, smoothed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)  # identity comparison: the fields hold arrays
+class _AudioSource:
+    """One pipeline input before decoding: files are decoded (or streamed) only when their batch runs."""
+
+    index: int
+    name: str
+    num_samples: int  # at the model's rate; estimated from the header for files
+    path: str | None = None
+    array: np.ndarray | None = None
+
+
+class FrameAlignedEmotionPipeline(Pipeline):
+    r"""
+    Utterance emotion plus a frame-level emotion timeline from a [`Wav2Vec2ForFrameAlignedClassification`] model.
+
+    Inputs (one, or a list): a path to any file soundfile reads (resampled to the model's rate, channels averaged);
+    a numpy array or torch tensor (at `sampling_rate`, by default the feature extractor's, as in transformers' audio
+    pipelines); a dict `{"raw" | "array": samples, "sampling_rate": sr}` or `{"path"}`/`{"bytes"}`. A bad input raises
+    [`~modeling.audio.AudioInputError`] naming it.
+
+    Output per input:
+        - `label`, `score`, `scores` ([{"label", "score"}], all classes, best first): the utterance prediction. For an
+          input longer than `chunk_length_s` it is the duration-weighted mean of the windows' distributions (see
+          `stitch_chunks`).
+        - `timeline`: [{"start", "end", "label", "score", "weight", "scores"}]: contiguous segments covering
+          0..`duration` seconds; `score` is the mean (smoothed) probability of `label` over the segment, `scores`
+          the mean distribution, `weight` the mean α over the segment (α sums to 1 over the whole input, so
+          `weight × number of frames` > 1 means "more important than average").
+        - `chunks`: [{"start", "end", "label", "score", "scores", "share"}]: the utterance prediction of every window
+          (one entry for a short input) and its share of the overall result.
+        - `duration` (seconds), `frame_duration` (seconds per frame: Π conv strides / sampling rate; 0.02 for
+          wav2vec2), `num_frames` (T).
+        - `frames` (only with `return_frames=True`): {"time" (T,), "probabilities" (T, C), "smoothed" (T, C),
+          "weights" (T,), "labels" [C names]} as numpy arrays.
+
+    Parameters (at construction or per call):
+        chunk_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
+            length, in bounded memory (files are streamed). `0` runs every input whole.
+        chunk_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field).
+        smoothing (`str`, defaults to `"median"`): "median", "mean" or "none" smoothing of the frame distributions
+            before the segments are cut (the utterance result and `frames["probabilities"]` are not smoothed).
+        smoothing_window_s (`float`, defaults to 0.2): its window (rounded to an odd number of frames).
+        min_segment_s (`float`, defaults to 0.2): shorter segments are absorbed by a neighbour.
+        batch_size (`int`, defaults to 1): inputs (or windows) per forward pass; inputs are sorted by length first.
+        padded_batches (`bool`, *optional*): whether inputs of different lengths may share a (zero-padded) batch.
+            `None`: only when the backbone receives the attention mask (`config.use_backbone_attention_mask`, the
+            "layer"-norm backbones): then batched results equal one-by-one results. Group-norm backbones
+            (wav2vec2-base) see padding in their normalisation and attention, so by default only equal-length inputs
+            (e.g. the windows of a long input) share a batch; `True` batches them anyway (faster, slightly
+            different probabilities, as in training).
+        return_frames (`bool`, defaults to `False`): add the per-frame arrays (for plots).
+        sampling_rate (`int`, *optional*, per call): the rate of array inputs.
+
+    `__call__` is overridden: the base class's DataLoader neither sorts by length nor streams a long input window by
+    window; `preprocess` (feature extraction of a batch), `_forward` and `postprocess` (stitching + timeline of one
+    input) keep their usual roles.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = None  # optional: `make_feature_extractor()` when the checkpoint has none
+    _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.feature_extractor is None:
+            logger.warning("No feature extractor with the model: using the project's default (16 kHz, normalised).")
+            self.feature_extractor = make_feature_extractor()
+        self.model.eval()
+        self.hop, self.receptive_field = frame_geometry(self.model.config)
+        self.sampling_rate = int(self.feature_extractor.sampling_rate)
+        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+
+    @property
+    def frame_duration(self) -> float:
+        """Seconds per frame (0.02 for wav2vec2 at 16 kHz)."""
+        return self.hop / self.sampling_rate
+
+    def _sanitize_parameters(
+        self,
+        chunk_length_s=None,
+        chunk_overlap_s=None,
+        padded_batches=None,
+        sampling_rate=None,
+        smoothing=None,
+        smoothing_window_s=None,
+        min_segment_s=None,
+        return_frames=None,
+        **kwargs,
+    ):
+        if kwargs:
+            raise TypeError(f"Unknown arguments for the {TASK} pipeline: {sorted(kwargs)}.")
+        preprocess_params, postprocess_params = {}, {}
+        for name, value in [
+            ("chunk_length_s", chunk_length_s),
+            ("chunk_overlap_s", chunk_overlap_s),
+            ("padded_batches", padded_batches),
+            ("sampling_rate", sampling_rate),
+        ]:
+            if value is not None:
+                preprocess_params[name] = value
+        if chunk_length_s == 0:
+            preprocess_params["chunk_length_s"] = None  # 0: never chunk (None means "not given" here)
+        if smoothing is not None and smoothing not in SMOOTHING_METHODS:
+            raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {smoothing!r}.")
+        for name, value in [
+            ("smoothing", smoothing),
+            ("smoothing_window_s", smoothing_window_s),
+            ("min_segment_s", min_segment_s),
+            ("return_frames", return_frames),
+        ]:
+            if value is not None:
+                postprocess_params[name] = value
+        return preprocess_params, {}, postprocess_params
+
+    # -- the three pipeline stages ------------------------------------------------------------------------------
+
+    def preprocess(self, audios: list[np.ndarray]):
+        """Normalise and zero-pad a batch of waveforms → {"input_values" (B, N), "attention_mask" (B, N)}."""
+        return self.feature_extractor(
+            audios,
+            sampling_rate=self.sampling_rate,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+
+    def _forward(self, model_inputs):
+        """→ logits (B, C), frame_logits (B, T, C), frame_weights (B, T), frame_mask (B, T)."""
+        outputs = self.model(
+            input_values=model_inputs["input_values"].to(self.model.dtype),
+            attention_mask=model_inputs["attention_mask"],
+        )
+        return {
+            "logits": outputs.logits.float(),
+            "frame_logits": outputs.frame_logits.float(),
+            "frame_weights": outputs.frame_weights.float(),
+            "frame_mask": outputs.frame_mask,
+        }
+
+    def postprocess(
+        self,
+        chunks: list[ChunkPrediction],
+        num_samples: int,
+        smoothing: str = "median",
+        smoothing_window_s: float = 0.2,
+        min_segment_s: float = 0.2,
+        return_frames: bool = False,
+    ) -> dict:
+        """The windows of one input → utterance result, per-window results and the timeline."""
+        chunks = sorted(chunks, key=lambda chunk: chunk.start)
+        probabilities, weights, utterance, shares = stitch_chunks(chunks, self.hop)
+        duration = num_samples / self.sampling_rate
+        timeline, smoothed = build_timeline(
+            probabilities,
+            weights,
+            self.id2label,
+            self.frame_duration,
+            duration,
+            smoothing=smoothing,
+            smoothing_frames=max(1, round(smoothing_window_s / self.frame_duration)),
+            min_segment_frames=max(1, round(min_segment_s / self.frame_duration)),
+        )
+        scores = _scores(utterance, self.id2label)
+        result = {
+            "label": scores[0]["label"],
+            "score": scores[0]["score"],
+            "scores": scores,
+            "duration": round(duration, 6),
+            "frame_duration": self.frame_duration,
+            "num_frames": len(weights),
+            "timeline": timeline,
+            "chunks": [self._chunk_result(chunk, share) for chunk, share in zip(chunks, shares)],
+        }
+        if return_frames:
+            result["frames"] = {
+                "time": np.arange(len(weights)) * self.frame_duration,
+                "probabilities": probabilities,
+                "smoothed": smoothed,
+                "weights": weights,
+                "labels": [self.id2label[c] for c in range(len(self.id2label))],
+            }
+        return result
+
+    def _chunk_result(self, chunk: ChunkPrediction, share: float) -> dict:
+        scores = _scores(chunk.probabilities, self.id2label)
+        return {
+            "start": round(chunk.start / self.sampling_rate, 6),
+            "end": round((chunk.start + chunk.num_samples) / self.sampling_rate, 6),
+            "label": scores[0]["label"],
+            "score": scores[0]["score"],
+            "scores": scores,
+            "share": float(share),
+        }
+
+    # -- scheduling: sources, length-sorted batches, windows ---------------------------------------------------
+
+    def __call__(self, inputs, batch_size: int | None = None, num_workers: int | None = None, **kwargs):
+        """One input → a dict; a list of inputs → a list of dicts in input order. See the class docstring."""
+        preprocess_params, _, postprocess_params = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        batch_size = batch_size or self._batch_size or 1
+        single = not isinstance(inputs, (list, tuple))
+        results = self._run([inputs] if single else list(inputs), batch_size, postprocess_params, **preprocess_params)
+        return results[0] if single else results
+
+    def _run(
+        self,
+        inputs: list,
+        batch_size: int,
+        postprocess_params: dict,
+        chunk_length_s: float | None = 20.0,
+        chunk_overlap_s: float = 4.0,
+        padded_batches: bool | None = None,
+        sampling_rate: int | None = None,
+    ) -> list[dict]:
+        window, step = self._window_and_step(chunk_length_s, chunk_overlap_s)
+        if padded_batches is None:
+            config = self.model.config
+            padded_batches = getattr(config, "use_backbone_attention_mask", config.feat_extract_norm == "layer")
+        sources = [self._open(item, index, len(inputs), sampling_rate) for index, item in enumerate(inputs)]
+        results: list[dict | None] = [None] * len(sources)
+        long_sources = [source for source in sources if window is not None and source.num_samples > window]
+        # Longest first: similar lengths share a batch (little padding) and an out-of-memory error shows at once.
+        short_sources = sorted(
+            (source for source in sources if source not in long_sources), key=lambda s: -s.num_samples
+        )
+        for start in range(0, len(short_sources), batch_size):
+            batch = short_sources[start : start + batch_size]
+            audios = [self._decode(source) for source in batch]
+            for source, audio in zip(batch, audios):
+                source.num_samples = len(audio)
+                source.array = audio
+            runnable = [s for s in batch if window is None or s.num_samples <= window]
+            long_sources += [s for s in batch if s not in runnable]  # longer than its header said
+            predictions = self._predict([s.array for s in runnable], padded_batches)
+            for source, prediction in zip(runnable, predictions):
+                results[source.index] = self.postprocess([prediction], source.num_samples, **postprocess_params)
+                source.array = None  # free the audio once its result exists
+        for source in long_sources:
+            results[source.index] = self._run_long(source, window, step, batch_size, padded_batches, postprocess_params)
+        return results
+
+    def _window_and_step(self, chunk_length_s, chunk_overlap_s) -> tuple[int | None, int | None]:
+        if chunk_length_s is None:
+            return None, None
+        window = int(round(chunk_length_s * self.sampling_rate))
+        # Consecutive windows must share at least one receptive field, or a frame between them would be lost.
+        overlap = max(int(round(chunk_overlap_s * self.sampling_rate)), self.receptive_field)
+        if window < 2 * self.receptive_field or overlap >= window:
+            raise ValueError(
+                f"chunk_length_s={chunk_length_s} must exceed chunk_overlap_s={chunk_overlap_s} (and the receptive "
+                f"field, {self.receptive_field / self.sampling_rate:.3f} s) by at least one frame."
+            )
+        step = max(self.hop, (window - overlap) // self.hop * self.hop)  # windows start on the frame grid
+        return window, step
+
+    def _open(self, item, index: int, count: int, sampling_rate: int | None) -> _AudioSource:
+        """Name an input and find its length; arrays are converted now, files only probed (header)."""
+        name = describe_source(item)
+        if not isinstance(item, (str, os.PathLike)):
+            name = f"input {index}: {name}" if count > 1 else name
+            audio = load_audio(
+                item,
+                sampling_rate if sampling_rate is not None else self.sampling_rate,
+                target_sampling_rate=self.sampling_rate,
+                min_samples=self.receptive_field,
+                name=name,
+            )
+            return _AudioSource(index, name, len(audio), array=audio)
+        if not os.path.isfile(item):
+            reason = "is a directory, expected an audio file" if os.path.isdir(item) else "file does not exist"
+            raise AudioInputError(f"{name}: {reason}.")
+        try:
+            info = sf.info(item)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+            raise AudioInputError(
+                f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
+            ) from error
+        if info.frames == 0:
+            raise AudioInputError(f"{name}: contains no samples (empty audio).")
+        num_samples = math.ceil(info.frames * self.sampling_rate / info.samplerate)
+        return _AudioSource(index, name, max(num_samples, self.receptive_field), path=os.fspath(item))
+
+    def _decode(self, source: _AudioSource) -> np.ndarray:
+        if source.array is not None:
+            return source.array
+        return load_audio(
+            source.path, target_sampling_rate=self.sampling_rate, min_samples=self.receptive_field, name=source.name
+        )
+
+    def _run_long(self, source, window, step, batch_size, padded_batches, postprocess_params) -> dict:
+        """Windows of one long input, `batch_size` at a time; only one batch of audio is held in memory."""
+        if source.array is not None:
+            blocks = [source.array]
+        else:
+            blocks = iter_audio_blocks(source.path, target_sampling_rate=self.sampling_rate, name=source.name)
+        total = 0
+
+        def counted(blocks):  # the exact length of a streamed file is known only at its end
+            nonlocal total
+            for block in blocks:
+                total += len(block)
+                yield block
+
+        predictions, batch = [], []
+        for start, audio in iter_windows(counted(blocks), window, step, self.hop):
+            batch.append((start, audio))
+            if len(batch) == batch_size:
+                predictions += self._predict_windows(batch, padded_batches)
+                batch = []
+        if batch:
+            predictions += self._predict_windows(batch, padded_batches)
+        source.array = None
+        return self.postprocess(predictions, total, **postprocess_params)
+
+    def _predict_windows(self, batch: list[tuple[int, np.ndarray]], padded_batches: bool) -> list[ChunkPrediction]:
+        predictions = self._predict([audio for _, audio in batch], padded_batches)
+        for (start, _), prediction in zip(batch, predictions):
+            prediction.start = start
+        return predictions
+
+    def _predict(self, audios: list[np.ndarray], padded_batches: bool) -> list[ChunkPrediction]:
+        """Forward passes over `audios` (one batch, split into equal-length groups unless padding is allowed)."""
+        if not audios:
+            return []
+        if padded_batches:
+            groups = [list(range(len(audios)))]
+        else:
+            by_length: dict[int, list[int]] = {}
+            for i, audio in enumerate(audios):
+                by_length.setdefault(len(audio), []).append(i)
+            groups = list(by_length.values())
+        predictions: list[ChunkPrediction | None] = [None] * len(audios)
+        for group in groups:
+            outputs = self.forward(self.preprocess([audios[i] for i in group]))
+            for row, i in enumerate(group):
+                predictions[i] = self._unbatch(outputs, row, len(audios[i]))
+        return predictions
+
+    def _unbatch(self, outputs: dict, row: int, num_samples: int) -> ChunkPrediction:
+        valid = outputs["frame_mask"][row].bool()
+        return ChunkPrediction(
+            start=0,
+            num_samples=num_samples,
+            probabilities=_softmax(outputs["logits"][row].numpy()),
+            frame_probabilities=_softmax(outputs["frame_logits"][row][valid].numpy()),
+            frame_weights=outputs["frame_weights"][row][valid].numpy().astype(np.float64),
+        )
+
+
+def register_pipeline() -> None:
+    """Register the "frame-aligned-emotion" task (done on import of this module).
+
+    Registering also lets `FrameAlignedEmotionPipeline.save_pretrained` / `push_to_hub` write `custom_pipelines` into
+    the config and copy this file (with `audio.py` and `collator.py`), so that
+    `pipeline(model=HUB_ID, trust_remote_code=True)` works without this package.
+    """
+    registered = PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl")
+    if registered is not None and registered.__qualname__ == FrameAlignedEmotionPipeline.__qualname__:
+        return  # already registered (e.g. this file loaded again as Hub remote code)
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK,
+        pipeline_class=FrameAlignedEmotionPipeline,
+        pt_model=AutoModelForAudioClassification,
+        type="audio",
+    )
+
+
+register_pipeline()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def to_jsonable(value):
+    """Pipeline output → JSON-serialisable (numpy arrays and scalars → lists and Python numbers; values unrounded)."""
+    if isinstance(value, dict):
+        return {key: to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def format_result(name: str, result: dict) -> str:
+    """A readable table: the utterance result, the segments and (for long inputs) the windows."""
+    distribution = "  ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
+    lines = [
+        f"{name}  ({result['duration']:.2f} s)  →  {result['label']} {result['score']:.2f}   [{distribution}]",
+        f"  {'start':>8} {'end':>8}  {'emotion':<12} {'prob':>5}  {'α×T':>5}",
+    ]
+    for segment in result["timeline"]:
+        lines.append(
+            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {segment['label']:<12} {segment['score']:5.2f}"
+            f"  {segment['weight'] * result['num_frames']:5.2f}"
+        )
+    if len(result["chunks"]) > 1:
+        lines.append(f"  windows ({len(result['chunks'])}):")
+        for chunk in result["chunks"]:
+            lines.append(
+                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {chunk['label']:<12} {chunk['score']:5.2f}"
+                f"  share {chunk['share']:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def plot_paths(plot: str, names: list[str]) -> list[str]:
+    """One PNG per input: `plot` itself for one input, `<stem>-<i>-<input stem>.png` beside it for several."""
+    if len(names) == 1:
+        return [plot]
+    stem, ext = os.path.splitext(plot)
+    return [f"{stem}-{i}-{os.path.splitext(os.path.basename(n))[0]}{ext or '.png'}" for i, n in enumerate(names)]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling.timeline",
+        description="Utterance emotion and a frame-level emotion timeline for audio files.",
+    )
+    parser.add_argument("audio", nargs="+", help="audio files (anything soundfile reads; resampled to 16 kHz)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("FRAME_ALIGNED_MODEL"),
+        help="checkpoint directory or Hub id (default: $FRAME_ALIGNED_MODEL)",
+    )
+    parser.add_argument("--plot", help="write a PNG (waveform, stacked emotion probabilities, α)")
+    parser.add_argument("--json", help="write the results as JSON")
+    parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
+    parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--window", type=float, default=20.0, help="chunk length in seconds (0: never chunk)")
+    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive chunks in seconds")
+    parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
+    parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
+    parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
+    parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's Hub code to run")
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    timeline = pipeline(
+        TASK,
+        model=args.model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code or None,
+        # This module's class, even when the checkpoint's config names a Hub copy of it (`custom_pipelines`).
+        pipeline_class=FrameAlignedEmotionPipeline,
+    )
+    try:
+        names, sources = list(args.audio), list(args.audio)
+        if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)
+            names = [f"{len(sources)} files joined"]
+            rate = timeline.sampling_rate
+            sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
+        results = timeline(
+            sources,
+            batch_size=args.batch_size,
+            chunk_length_s=args.window,
+            chunk_overlap_s=args.overlap,
+            smoothing=args.smoothing,
+            smoothing_window_s=args.smoothing_window,
+            min_segment_s=args.min_segment,
+            return_frames=bool(args.plot or args.json_frames),
+        )
+    except AudioInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, result in zip(names, results):
+        print(format_result(name, result), end="\n\n")
+    if args.json:
+        records = [{"audio": name, **result} for name, result in zip(names, results)]
+        if not args.json_frames:
+            records = [{key: value for key, value in r.items() if key != "frames"} for r in records]
+        atomic_write_text(args.json, json.dumps(to_jsonable(records), indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        # Imported by name (not `from .timeline_plot import`): this file is also the pipeline's Hub remote code,
+        # which must not depend on matplotlib.
+        plotting = importlib.import_module(f"{__package__}.timeline_plot")
+        for name, source, path, result in zip(names, sources, plot_paths(args.plot, names), results):
+            title = name if args.join else os.path.basename(name)
+            plotting.plot_timeline(result, source, path, title=title)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Plot of a frame-level emotion timeline: waveform with segments, stacked emotion probabilities, and α.
+
+Used by `python -m modeling.timeline --plot out.png`; kept apart from `timeline.py` so the pipeline (which may be
+shipped to the Hub as remote code) does not need matplotlib.
+"""
+
+import math
+import os
+
+import matplotlib
+
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .audio import TARGET_SAMPLING_RATE, iter_audio_blocks, load_audio  # noqa: E402
+
+
+# Fixed colours for the usual emotion names, so every plot reads the same; other labels get tab10 colours.
+EMOTION_COLORS = {
+    "angry": "#d62728",
+    "anger": "#d62728",
+    "ang": "#d62728",
+    "happy": "#f2b701",
+    "happiness": "#f2b701",
+    "hap": "#f2b701",
+    "joy": "#f2b701",
+    "sad": "#1f77b4",
+    "sadness": "#1f77b4",
+    "neutral": "#8c8c8c",
+    "neu": "#8c8c8c",
+    "fear": "#9467bd",
+    "fearful": "#9467bd",
+    "disgust": "#2ca02c",
+    "surprise": "#ff7f0e",
+    "surprised": "#ff7f0e",
+    "calm": "#17becf",
+}
+
+
+def emotion_colors(labels: list[str]) -> dict[str, str]:
+    palette = plt.get_cmap("tab10").colors
+    spare = iter(c for c in palette if matplotlib.colors.to_hex(c) not in EMOTION_COLORS.values())
+    return {label: EMOTION_COLORS.get(label.lower()) or matplotlib.colors.to_hex(next(spare)) for label in labels}
+
+
+def waveform_envelope(source, duration: float, num_bins: int = 3000, sampling_rate: int = TARGET_SAMPLING_RATE):
+    """Min/max envelope of a waveform in `num_bins` bins, streaming files block by block (bounded memory).
+
+    Args:
+        source: a path (streamed), or anything `load_audio` accepts (an array must be at `sampling_rate`).
+        duration: seconds (from the pipeline result), used to size the bins.
+    Returns:
+        times (N,), low (N,), high (N,) in seconds / sample units.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        blocks = iter_audio_blocks(source, target_sampling_rate=sampling_rate)
+    else:
+        blocks = [load_audio(source, sampling_rate, target_sampling_rate=sampling_rate)]
+    bin_size = max(1, math.ceil(duration * sampling_rate / num_bins))
+    lows, highs, carry = [], [], np.zeros(0, dtype=np.float32)
+    for block in blocks:
+        carry = np.concatenate([carry, block])
+        full = len(carry) // bin_size * bin_size
+        if full:
+            bins = carry[:full].reshape(-1, bin_size)
+            lows.append(bins.min(axis=1))
+            highs.append(bins.max(axis=1))
+            carry = carry[full:]
+    if len(carry):
+        lows.append(carry.min(keepdims=True))
+        highs.append(carry.max(keepdims=True))
+    low, high = np.concatenate(lows), np.concatenate(highs)
+    return (np.arange(len(low)) + 0.5) * bin_size / sampling_rate, low, high
+
+
+def frame_steps(values: np.ndarray, frame_duration: float, duration: float):
+    """(T, ...) per-frame values → x (2T,), y (2T, ...) drawing each frame as a flat step over its 20 ms.
+
+    The last frame's step runs to `duration` (the timeline's last segment does the same).
+    """
+    edges = np.arange(len(values) + 1) * frame_duration
+    edges[-1] = max(edges[-1], duration)
+    return np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(values), 2, axis=0)
+
+
+def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: str | None = None):
+    """Draw a pipeline result (called with `return_frames=True`) and save it as a PNG.
+
+    Panels: (1) the waveform with the timeline's segments shaded in their emotion's colour, (2) the stacked
+    per-emotion frame probabilities (smoothed, as used for the segments), (3) α relative to uniform (α_t × T: above 1
+    the frame weighs more than average in the utterance decision). Window boundaries of long inputs are dotted.
+
+    Args:
+        result: one output of `FrameAlignedEmotionPipeline` with its "frames".
+        source: the audio (path or 16 kHz array) for the waveform panel; `None` leaves that panel without it.
+        path: where to write the PNG.
+    Returns:
+        The matplotlib figure (already saved and closed).
+    """
+    if "frames" not in result:
+        raise ValueError("plot_timeline needs the per-frame arrays: call the pipeline with return_frames=True.")
+    frames = result["frames"]
+    labels = list(frames["labels"])
+    colors = emotion_colors(labels)
+    duration = result["duration"]
+
+    figure, (wave_ax, prob_ax, alpha_ax) = plt.subplots(
+        3, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [1.2, 2.0, 1.0]}
+    )
+    if source is not None:
+        times, low, high = waveform_envelope(source, duration)
+        wave_ax.fill_between(times, low, high, color="#333333", linewidth=0.4)
+        peak = max(float(np.abs(np.concatenate([low, high])).max()), 1e-3)
+        wave_ax.set_ylim(-1.15 * peak, 1.35 * peak)
+    wave_ax.set_yticks([])
+    for segment in result["timeline"]:
+        wave_ax.axvspan(segment["start"], segment["end"], color=colors[segment["label"]], alpha=0.22, linewidth=0)
+        if segment["end"] - segment["start"] > 0.06 * duration:
+            wave_ax.text(
+                (segment["start"] + segment["end"]) / 2,
+                0.93,
+                f"{segment['label']} {segment['score']:.2f}",
+                transform=wave_ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
+    wave_ax.set_ylabel("waveform")
+
+    x, smoothed = frame_steps(frames["smoothed"], result["frame_duration"], duration)
+    prob_ax.stackplot(x, smoothed.T, colors=[colors[label] for label in labels], labels=labels, alpha=0.9)
+    prob_ax.set_ylim(0, 1)
+    prob_ax.set_ylabel("p(emotion)")
+    prob_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+    relative = np.asarray(frames["weights"]) * len(frames["weights"])  # α × T: 1 = uniform attention
+    x, relative = frame_steps(relative, result["frame_duration"], duration)
+    alpha_ax.fill_between(x, 0, relative, color="#444444", alpha=0.35, linewidth=0)
+    alpha_ax.plot(x, relative, color="#222222", linewidth=0.8)
+    alpha_ax.axhline(1.0, color="#999999", linewidth=0.6, linestyle="--")
+    alpha_ax.set_ylim(0, max(1.5, float(relative.max()) * 1.1) if len(relative) else 1.5)
+    alpha_ax.set_ylabel("α × T")
+    alpha_ax.set_xlabel("time (s)")
+    alpha_ax.set_xlim(0, duration)
+
+    if len(result["chunks"]) > 1:
+        for chunk in result["chunks"][1:]:
+            for ax in (wave_ax, prob_ax, alpha_ax):
+                ax.axvline(chunk["start"], color="#555555", linewidth=0.6, linestyle=":")
+
+    distribution = ", ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
+    if title is None:
+        title = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "audio"
+    wave_ax.set_title(f"{title}  —  {result['label']} ({distribution})", fontsize=10, loc="left")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return figure

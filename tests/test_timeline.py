@@ -1,0 +1,479 @@
+"""modeling/timeline.py: the "frame-aligned-emotion" pipeline on real speech, its timeline, long inputs in windows,
+length-sorted batches, input handling, the CLI (JSON + PNG) and loading from a Hub id as remote code.
+
+The models are tiny and random (their classifier adjusted so that frames get varied, confident emotions); the checks
+compare the pipeline's numbers with the model's own outputs, so the weights' quality does not matter.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from huggingface_hub import HfApi, constants
+from transformers import pipeline
+
+from modeling import Wav2Vec2ForFrameAlignedClassification
+from modeling.audio import AudioInputError, load_audio
+from modeling.collator import make_feature_extractor
+from modeling.timeline import (
+    FrameAlignedEmotionPipeline,
+    frame_geometry,
+    iter_windows,
+    main,
+    merge_short_segments,
+    num_frames,
+    smooth_frames,
+)
+
+from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config
+from hub_server import HubServer
+
+
+SR = 16_000
+# wav2vec2's conv stack (narrow): 320 samples = 20 ms per frame, receptive field 400 samples.
+WAV2VEC2_CONV = dict(conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+FRAME = 0.02
+NEMO4_LABELS = ["angry", "happy", "neutral", "sad"]
+
+
+def save_model(directory, **overrides) -> Wav2Vec2ForFrameAlignedClassification:
+    """A tiny stage-2 model saved with its feature extractor, as training saves checkpoints."""
+    torch.manual_seed(0)
+    model = Wav2Vec2ForFrameAlignedClassification(tiny_config(**{**WAV2VEC2_CONV, **overrides})).eval()
+    # A random classifier gives ~uniform frames, or one class everywhere once scaled: scale it, and centre its frame
+    # logits on a real clip, so that frames of real speech get confident and varied emotions.
+    inputs = make_feature_extractor()(load_audio(polish3_clips(1)[0][0]), sampling_rate=SR, return_tensors="pt")
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+        model.classifier.bias.sub_(model(**inputs).frame_logits[0].mean(0))
+    model.save_pretrained(directory)
+    make_feature_extractor().save_pretrained(directory)
+    return model
+
+
+def model_outputs(model, waveform: np.ndarray):
+    """The model's own q (C,), p_t (T, C) and α (T,) for one waveform."""
+    inputs = make_feature_extractor()(waveform, sampling_rate=SR, return_attention_mask=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs)
+    q, p, alpha = out.logits.softmax(-1)[0], out.frame_logits.softmax(-1)[0], out.frame_weights[0]
+    return q.double().numpy(), p.double().numpy(), alpha.double().numpy()
+
+
+def scores_by_label(scores: list[dict]) -> dict[str, float]:
+    return {entry["label"]: entry["score"] for entry in scores}
+
+
+def assert_contiguous(timeline: list[dict], duration: float):
+    assert timeline[0]["start"] == 0.0
+    assert timeline[-1]["end"] == pytest.approx(duration, abs=1e-6)
+    for left, right in zip(timeline, timeline[1:]):
+        assert left["end"] == right["start"] and left["label"] != right["label"]
+    for boundary in [segment["start"] for segment in timeline]:
+        assert boundary / FRAME == pytest.approx(round(boundary / FRAME), abs=1e-6)  # on the 20 ms frame grid
+    for segment in timeline:
+        assert sum(entry["score"] for entry in segment["scores"]) == pytest.approx(1.0, abs=1e-9)
+
+
+def segments(result: dict) -> list[tuple]:
+    return [(s["start"], s["end"], s["label"]) for s in result["timeline"]]
+
+
+def same_results(a: dict, b: dict, atol: float = 1e-5):
+    assert a["label"] == b["label"]
+    for label, score in scores_by_label(a["scores"]).items():
+        assert scores_by_label(b["scores"])[label] == pytest.approx(score, abs=atol)
+    assert segments(a) == segments(b)
+
+
+@pytest.fixture(scope="module")
+def layer_model(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("layer_model")
+    return directory, save_model(directory, **layer_norm_overrides())
+
+
+@pytest.fixture(scope="module")
+def group_model(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("group_model")
+    return directory, save_model(directory)  # feat_extract_norm="group": no attention mask in the backbone
+
+
+@pytest.fixture(scope="module")
+def timeline(layer_model):
+    return pipeline("frame-aligned-emotion", model=str(layer_model[0]), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sixty_seconds() -> tuple[np.ndarray, list[str]]:
+    """60 s of real speech: polish3 words cycling anger → fear → neutral (the emotion of each clip returned too)."""
+    with open(POLISH3 / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    by_label = {label: [row for row in rows if row["label"] == label] for label in POLISH3_LABELS}
+    pieces, labels, total, i = [], [], 0, 0
+    while total < 60 * SR:
+        row = by_label[POLISH3_LABELS[i % 3]][i // 3]
+        pieces.append(load_audio(POLISH3 / row["file"]))
+        labels.append(row["label"])
+        total += len(pieces[-1])
+        i += 1
+    return np.concatenate(pieces)[: 60 * SR], labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frames and segments
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_frame_rate_and_receptive_field_come_from_the_conv_stack(layer_model, tmp_path):
+    model = layer_model[1]
+    assert frame_geometry(model.config) == (320, 400)
+    coarse = tiny_config(conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 8))  # 160 samples
+    assert frame_geometry(coarse) == (160, 1 + 9 + 2 * 5 + 2 * 20)
+    for config in (model.config, coarse):
+        hop, field = frame_geometry(config)
+        reference = Wav2Vec2ForFrameAlignedClassification(config)
+        for length in (field, field + 1, field + hop - 1, field + hop, 12_345, 16_000):
+            assert num_frames(length, hop, field) == int(reference._get_feat_extract_output_lengths(length))
+
+    directory = tmp_path / "coarse"
+    Wav2Vec2ForFrameAlignedClassification(coarse).save_pretrained(directory)
+    make_feature_extractor().save_pretrained(directory)
+    result = pipeline("frame-aligned-emotion", model=str(directory))(polish3_clips(1)[0][0], smoothing="none")
+    assert result["frame_duration"] == 0.01
+    for segment in result["timeline"][1:]:
+        assert segment["start"] / 0.01 == pytest.approx(round(segment["start"] / 0.01), abs=1e-6)
+
+
+def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model):
+    path = polish3_clips(4)[-1][0]  # the longest of four
+    waveform = load_audio(path)
+    q, p, alpha = model_outputs(layer_model[1], waveform)
+
+    result = timeline(path, smoothing="none", min_segment_s=0, return_frames=True)
+    assert isinstance(timeline, FrameAlignedEmotionPipeline) and timeline.frame_duration == FRAME
+    assert result["duration"] == pytest.approx(len(waveform) / SR)
+    assert result["label"] == POLISH3_LABELS[int(q.argmax())] and result["score"] == pytest.approx(q.max(), abs=1e-5)
+    assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, q)), abs=1e-5)
+    np.testing.assert_allclose(result["frames"]["probabilities"], p, atol=1e-5)
+    np.testing.assert_allclose(result["frames"]["weights"], alpha, atol=1e-6)
+    assert result["frames"]["weights"].sum() == pytest.approx(1.0, abs=1e-9) and result["num_frames"] == len(p)
+    assert len(result["chunks"]) == 1 and result["chunks"][0]["share"] == 1.0
+
+    segments = result["timeline"]
+    assert_contiguous(segments, result["duration"])
+    assert len(segments) > 1  # the scaled classifier does change its mind within the word
+    frame_labels = p.argmax(-1)
+    for segment in segments:
+        first, last = round(segment["start"] / FRAME), min(round(segment["end"] / FRAME), len(p))
+        label = POLISH3_LABELS.index(segment["label"])
+        assert (frame_labels[first:last] == label).all()  # no smoothing: a segment is a run of one argmax
+        assert segment["score"] == pytest.approx(p[first:last, label].mean(), abs=1e-5)
+        assert segment["weight"] == pytest.approx(alpha[first:last].mean(), abs=1e-7)
+        mean = dict(zip(POLISH3_LABELS, p[first:last].mean(0)))
+        assert scores_by_label(segment["scores"]) == pytest.approx(mean, abs=1e-5)
+
+    smoothed = timeline(path, smoothing="median", smoothing_window_s=0.1, min_segment_s=0.2, return_frames=True)
+    assert_contiguous(smoothed["timeline"], result["duration"])
+    assert len(smoothed["timeline"]) == 1 or all(s["end"] - s["start"] >= 0.2 - 1e-9 for s in smoothed["timeline"])
+    np.testing.assert_allclose(smoothed["frames"]["smoothed"].sum(-1), 1.0, atol=1e-9)
+    assert scores_by_label(smoothed["scores"]) == scores_by_label(result["scores"])  # utterance result unchanged
+
+
+def test_smoothing_and_short_segment_merging():
+    flip = np.tile([0.8, 0.1, 0.1], (9, 1))
+    flip[4] = [0.1, 0.8, 0.1]  # one frame of another emotion
+    assert (smooth_frames(flip, "median", 3).argmax(-1) == 0).all()
+    assert (smooth_frames(flip, "none", 3) == flip).all()
+    mean = smooth_frames(flip, "mean", 3)
+    np.testing.assert_allclose(mean[4], flip[3:6].mean(0))
+    np.testing.assert_allclose(mean.sum(-1), 1.0)
+
+    probabilities = np.tile([0.5, 0.2, 0.3], (30, 1))
+    probabilities[10:12] = [0.2, 0.45, 0.35]  # a short "1": class 2 is more probable there than class 0
+    segments = [[0, 10, 0], [10, 12, 1], [12, 30, 2]]
+    assert merge_short_segments(segments, probabilities, 3) == [[0, 10, 0], [10, 30, 2]]
+    assert merge_short_segments([[0, 10, 0], [10, 12, 1], [12, 30, 0]], probabilities, 3) == [[0, 30, 0]]
+    assert merge_short_segments(segments, probabilities, 1) == segments
+    assert merge_short_segments([[0, 2, 1]], probabilities[:2], 5) == [[0, 2, 1]]  # nothing to merge with
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Long inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_windows_stream_with_bounded_lookahead():
+    signal = np.arange(99_999, dtype=np.float32)
+    consumed = []
+
+    def blocks():
+        for start in range(0, len(signal), 7_000):
+            consumed.append(start + 7_000)
+            yield signal[start : start + 7_000]
+
+    windows = iter_windows(blocks(), window=20_000, step=16_000, hop=320)
+    first_start, first = next(windows)
+    assert first_start == 0 and consumed[-1] <= 20_000 + 7_000  # the first window came before the rest was read
+    windows = [(first_start, first)] + list(windows)
+    starts = [start for start, _ in windows]
+    assert starts == [0, 16_000, 32_000, 48_000, 64_000, 79_680]  # the last one ends at the signal's end (grid-aligned)
+    for start, window in windows:
+        assert len(window) == 20_000 and (window == signal[start : start + 20_000]).all()
+    assert list(iter_windows([signal[:5_000]], 20_000, 16_000, 320))[0][1].shape == (5_000,)  # short: one window
+
+
+def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, sixty_seconds):
+    audio, clip_labels = sixty_seconds
+    assert len(set(clip_labels)) == 3 and len(audio) == 60 * SR
+    result = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4, batch_size=2, return_frames=True)
+
+    assert [(c["start"], c["end"]) for c in result["chunks"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
+    shares = np.array([c["share"] for c in result["chunks"]])
+    assert shares.sum() == pytest.approx(1.0)
+    assert result["duration"] == 60.0
+    assert_contiguous(result["timeline"], 60.0)
+    frames = result["frames"]
+    assert len(frames["weights"]) == result["num_frames"] == num_frames(len(audio), 320, 400) == 2999
+    assert frames["weights"].sum() == pytest.approx(1.0, abs=1e-9)
+    per_chunk = np.array([[scores_by_label(c["scores"])[label] for label in POLISH3_LABELS] for c in result["chunks"]])
+    overall = shares @ per_chunk  # duration-weighted
+    assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, overall)), abs=1e-9)
+
+    # A frame comes from the window it is most central in, exactly as that window alone predicts it; within a window
+    # α keeps the model's proportions.
+    for window_start, frame in [(0, 100), (16, 1250), (40, 2900)]:
+        alone = timeline(audio[window_start * SR : (window_start + 20) * SR], chunk_length_s=0, return_frames=True)
+        local = frame - window_start * SR // 320
+        np.testing.assert_allclose(frames["probabilities"][frame], alone["frames"]["probabilities"][local], atol=1e-5)
+        ratio = frames["weights"][frame] / frames["weights"][frame + 1]
+        alone_alpha = alone["frames"]["weights"]
+        assert ratio == pytest.approx(alone_alpha[local] / alone_alpha[local + 1], rel=1e-4)
+    assert len(timeline(audio[: 25 * SR], chunk_length_s=0)["chunks"]) == 1  # 0: never chunk
+
+
+def test_a_long_file_streams_and_equals_the_in_memory_result(timeline, sixty_seconds, tmp_path):
+    """A 44.1 kHz stereo file streams block by block (down-mixed, resampled) with the result of decoding it whole."""
+    audio = sixty_seconds[0]
+    stereo = soxr.resample(audio, SR, 44_100)[:, None] * np.array([1.0, 0.5], dtype=np.float32)
+    path = tmp_path / "long stereo.flac"
+    sf.write(path, stereo, 44_100, subtype="PCM_16")
+    streamed = timeline(str(path), batch_size=4, return_frames=True)
+    in_memory = timeline(load_audio(path), sampling_rate=SR, batch_size=4, return_frames=True)
+    same_results(streamed, in_memory, atol=1e-6)
+    np.testing.assert_allclose(streamed["frames"]["probabilities"], in_memory["frames"]["probabilities"], atol=1e-6)
+    assert streamed["duration"] == pytest.approx(60.0, abs=1e-3) and len(streamed["chunks"]) == 4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def mixed_inputs(sixty_seconds) -> list:
+    """Real clips of different lengths (files), nemo4 sentences when present, an array, a dict, and a long input."""
+    paths = [path for path, _ in polish3_clips(6)]
+    if NEMO4 is not None:
+        paths += sorted(str(p) for p in (NEMO4 / "audio").glob("*.flac"))[:2]
+    clip = load_audio(paths[0])
+    return paths + [
+        clip[: len(clip) // 2],
+        {"raw": soxr.resample(clip, SR, 8_000), "sampling_rate": 8_000},
+        sixty_seconds[0][: 25 * SR],  # two windows
+    ]
+
+
+def test_batched_and_one_by_one_agree_with_a_layer_norm_backbone(timeline, sixty_seconds):
+    inputs = mixed_inputs(sixty_seconds)
+    one_by_one = [timeline(item, sampling_rate=SR) for item in inputs]
+    batched = timeline(inputs, batch_size=4, sampling_rate=SR)
+    assert len(batched) == len(inputs)
+    for single, in_batch in zip(one_by_one, batched):
+        same_results(single, in_batch)
+    # the comparison is not between constant outputs (a random CLS output varies little; its frames do)
+    assert len({segment["label"] for result in one_by_one for segment in result["timeline"]}) == 3
+    assert len(batched[-1]["chunks"]) == 2 and batched[-1]["duration"] == 25.0
+
+
+def test_group_norm_backbones_batch_only_equal_lengths_by_default(group_model, sixty_seconds):
+    """wav2vec2-base-like backbones see padding (group norm over time, attention without a mask): by default only
+    equal-length inputs share a batch, so results equal one-by-one ones; `padded_batches=True` trades that for speed."""
+    group = pipeline("frame-aligned-emotion", model=str(group_model[0]), device="cpu")
+    inputs = mixed_inputs(sixty_seconds)
+    one_by_one = [group(item, sampling_rate=SR) for item in inputs]
+    for single, in_batch in zip(one_by_one, group(inputs, batch_size=4, sampling_rate=SR)):
+        same_results(single, in_batch, atol=1e-6)
+    padded = group(inputs, batch_size=4, sampling_rate=SR, padded_batches=True)
+    agree = sum(a["label"] == b["label"] for a, b in zip(one_by_one, padded))
+    gap = max(
+        abs(scores_by_label(a["scores"])[label] - scores_by_label(b["scores"])[label])
+        for a, b in zip(one_by_one, padded)
+        for label in POLISH3_LABELS
+    )
+    print(f"group norm, padded batches: {agree}/{len(inputs)} labels as one-by-one, max |Δp| {gap:.2e}")
+    assert gap > 1e-5  # padding does change a group-norm backbone's outputs: the reason for the default
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs and errors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_every_input_form_gives_the_same_result(timeline, tmp_path):
+    path = polish3_clips(2)[1][0]
+    waveform = load_audio(path)
+    reference = timeline(path)
+    forms = [
+        waveform,
+        torch.from_numpy(waveform),
+        {"raw": waveform, "sampling_rate": SR},
+        {"array": waveform, "sampling_rate": SR},
+        {"path": path},
+    ]
+    for item in forms:
+        same_results(reference, timeline(item), atol=1e-6)
+    same_results(reference, timeline((waveform * 32767).astype(np.int16), sampling_rate=SR), atol=1e-3)
+
+    stereo_48k = tmp_path / "stereo 48k.wav"
+    sf.write(stereo_48k, np.stack([soxr.resample(waveform, SR, 48_000)] * 2, axis=1), 48_000, subtype="FLOAT")
+    result = timeline(str(stereo_48k))
+    assert result["label"] == reference["label"]
+    assert result["duration"] == pytest.approx(reference["duration"], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda d: str(d / "missing.wav"), "missing.wav: file does not exist"),
+        (lambda d: str(d), "is a directory"),
+        (lambda d: (d / "notes.wav").write_text("text") and str(d / "notes.wav"), "notes.wav: cannot decode audio"),
+        (lambda d: np.zeros(0, dtype=np.float32), "input 1: ndarray input of shape (0,): contains no samples"),
+        (lambda d: np.full(800, np.nan, dtype=np.float32), "input 1: ndarray input of shape (800,): contains 800 NaN"),
+        (lambda d: {"sampling_rate": SR}, "expected a dict with 'path', 'bytes', 'array' or 'raw'"),
+    ],
+)
+def test_bad_inputs_raise_an_error_naming_them(timeline, tmp_path, make_input, message):
+    good = polish3_clips(1)[0][0]
+    with pytest.raises(AudioInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        timeline([good, make_input(tmp_path)], sampling_rate=SR)
+
+
+def test_bad_parameters_are_rejected(timeline):
+    clip = polish3_clips(1)[0][0]
+    with pytest.raises(TypeError, match="top_k"):
+        timeline(clip, top_k=3)
+    with pytest.raises(ValueError, match="smoothing"):
+        timeline(clip, smoothing="gaussian")
+    with pytest.raises(ValueError, match="chunk_length_s"):
+        timeline(clip, chunk_length_s=4, chunk_overlap_s=4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI, Hub
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_path, capsys):
+    import matplotlib.image
+
+    clips = [path for path, _ in polish3_clips(3)[1:]]
+    argv = [*clips, "--model", str(layer_model[0]), "--batch-size", "2"]
+    argv += ["--json", str(tmp_path / "out.json"), "--plot", str(tmp_path / "t.png")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert [record["audio"] for record in records] == clips
+    for clip, record in zip(clips, records):
+        expected = timeline(clip)
+        assert f"{clip}  ({expected['duration']:.2f} s)  →  {expected['label']}" in printed
+        assert record["label"] == expected["label"] and "frames" not in record
+        assert segments(record) == segments(expected)
+    for i, clip in enumerate(clips):
+        png = tmp_path / f"t-{i}-{os.path.splitext(os.path.basename(clip))[0]}.png"
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 500 and image.shape[1] > 1000 and image[..., :3].std() > 0.1  # a drawn figure
+
+    assert main([*clips, "--model", str(layer_model[0]), "--join", "--json", str(tmp_path / "joined.json")]) == 0
+    joined = json.loads((tmp_path / "joined.json").read_text())
+    assert [record["audio"] for record in joined] == ["2 files joined"]
+    assert joined[0]["duration"] == pytest.approx(sum(len(load_audio(clip)) for clip in clips) / SR, abs=1e-6)
+
+    assert main([str(tmp_path / "nope.flac"), "--model", str(layer_model[0])]) == 2
+    assert "nope.flac: file does not exist" in capsys.readouterr().err
+
+
+def test_hub_id_with_remote_code_in_a_fresh_process(timeline, tmp_path, monkeypatch):
+    """The pipeline's `save_pretrained` ships its code; a process without the package loads it from a (loopback) Hub."""
+    saved = tmp_path / "saved"
+    timeline.save_pretrained(saved)
+    config = json.loads((saved / "config.json").read_text())
+    assert config["custom_pipelines"]["frame-aligned-emotion"]["impl"] == "timeline.FrameAlignedEmotionPipeline"
+    assert {"timeline.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(os.listdir(saved))
+    assert "timeline_plot.py" not in os.listdir(saved)  # no matplotlib needed by Hub users
+
+    clip = polish3_clips(1)[0][0]
+    expected = timeline(clip)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # CI exports HF_HUB_OFFLINE=1
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the loopback Hub speaks LFS only
+    with HubServer() as hub:
+        api = HfApi(endpoint=hub.url, token="dummy")
+        api.create_repo("org/timeline")
+        api.upload_folder(repo_id="org/timeline", folder_path=saved)
+        script = textwrap.dedent(
+            f"""
+            import json, sys
+            sys.modules["modeling"] = None  # installed editable here: any import of the project package fails
+            from transformers import pipeline
+            timeline = pipeline(model="org/timeline", trust_remote_code=True, device="cpu")
+            result = timeline({clip!r})
+            output = {{"class": type(timeline).__module__, "label": result["label"], "timeline": result["timeline"]}}
+            print(json.dumps(output))
+            """
+        )
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(
+            HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN="dummy", HF_HOME=str(tmp_path / "hf_home"),
+            NO_PROXY="127.0.0.1,localhost",
+        )  # HF_ENDPOINT is read when huggingface_hub is imported: a fresh process
+        completed = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert output["class"].startswith("transformers_modules.") and output["class"].endswith(".timeline")
+    assert output["label"] == expected["label"]
+    assert segments(output) == segments(expected)
+
+
+@pytest.mark.skipif(NEMO4 is None, reason="nEMO (../shared/data/nemo4) not present")
+def test_nemo4_sentences_of_four_emotions(tmp_path):
+    directory = tmp_path / "nemo_model"
+    label2id = {label: i for i, label in enumerate(NEMO4_LABELS)}
+    labels = dict(num_labels=4, id2label=dict(enumerate(NEMO4_LABELS)), label2id=label2id)
+    save_model(directory, **layer_norm_overrides(), **labels)
+    timeline = pipeline("frame-aligned-emotion", model=str(directory), device="cpu")
+    with open(NEMO4 / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    picked = [  # one female and one male speaker per emotion
+        next(row for row in rows if row["label"] == label and row["speaker"] == speaker)
+        for label in NEMO4_LABELS
+        for speaker in ("EB0", "KS0")
+    ]
+    paths = [str(NEMO4 / row["file"]) for row in picked]
+    batched = timeline(paths, batch_size=8)
+    for path, row, result in zip(paths, picked, batched):
+        same_results(timeline(path), result)
+        assert {entry["label"] for entry in result["scores"]} == set(NEMO4_LABELS)
+        assert result["duration"] == pytest.approx(float(row["duration_s"]), abs=2e-3)
+        assert_contiguous(result["timeline"], result["duration"])
+    joined = np.concatenate([load_audio(path) for path in paths])  # ~14 s of sentences, four emotions
+    long = timeline(joined, sampling_rate=SR, chunk_length_s=5, chunk_overlap_s=1, return_frames=True)
+    assert len(long["chunks"]) >= 3 and long["frames"]["weights"].sum() == pytest.approx(1.0)
+    assert_contiguous(long["timeline"], len(joined) / SR)
