@@ -1,0 +1,197 @@
+"""Corpus loaders: IEMOCAP reproduces Table 1, CREMA-D / RAVDESS file names, own folders, local Hub-style data."""
+
+import csv
+from collections import Counter
+
+import pytest
+from datasets import ClassLabel, Dataset, Features, Value
+
+from modeling.corpora import (
+    CREMA_D_LABELS,
+    IEMOCAP_LABELS,
+    RAVDESS_LABELS,
+    load_audio_folder,
+    load_corpus,
+    load_crema_d,
+    load_hub_dataset,
+    load_iemocap,
+    load_ravdess,
+    select_speakers,
+)
+
+from fake_corpora import IEMOCAP_TABLE1, IEMOCAP_TOTAL, make_crema_d_tree, make_iemocap_tree, make_ravdess_tree, wav_bytes
+from helpers import POLISH3, POLISH3_LABELS
+
+
+COLUMNS = ["audio", "label", "label_text", "speaker", "gender", "session", "duration"]
+
+
+@pytest.fixture(scope="session")
+def iemocap(tmp_path_factory):
+    return load_iemocap(make_iemocap_tree(tmp_path_factory.mktemp("IEMOCAP_full_release")))
+
+
+def test_iemocap_reproduces_table1(iemocap):
+    assert iemocap.column_names == COLUMNS
+    assert iemocap.features["label"].names == list(IEMOCAP_LABELS)
+    assert len(iemocap) == IEMOCAP_TOTAL == 5531
+    counts = Counter(zip(iemocap["session"], iemocap["label_text"]))
+    for session, expected in IEMOCAP_TABLE1.items():
+        assert {label: counts[session, label] for label in expected} == expected, f"session {session}"
+    totals = Counter(iemocap["label_text"])
+    assert totals == {"angry": 1103, "happy": 1636, "sad": 1084, "neutral": 1708}
+
+
+def test_iemocap_speaker_comes_from_the_utterance_not_the_dialog(iemocap):
+    rows = {row["audio"].rsplit("/", 1)[-1]: row for row in iemocap}
+    trap = rows["Ses01F_impro05_M013.wav"]
+    assert trap["speaker"] == "Ses01M" and trap["gender"] == "male" and trap["session"] == 1
+    assert trap["audio"].endswith("Session1/sentences/wav/Ses01F_impro05/Ses01F_impro05_M013.wav")
+    assert rows["Ses03M_script02_2b_F000.wav"]["speaker"] == "Ses03F"
+    assert sorted(set(iemocap["speaker"])) == [f"Ses0{s}{g}" for s in range(1, 6) for g in "FM"]
+    assert set(zip(iemocap["speaker"], iemocap["gender"])) == {
+        (f"Ses0{s}{g}", "female" if g == "F" else "male") for s in range(1, 6) for g in "FM"
+    }
+
+
+def test_iemocap_labels_and_audio(iemocap):
+    assert set(iemocap["label_text"]) == set(IEMOCAP_LABELS)  # exc merged into happy, xxx/fru/... dropped
+    assert min(iemocap["label"]) == 0
+    first = iemocap[0]
+    assert first["duration"] == pytest.approx(480 / 16000)
+
+
+def test_iemocap_missing_layout_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="EmoEvaluation"):
+        load_iemocap(tmp_path)
+
+
+def test_crema_d(tmp_path):
+    dataset = load_crema_d(make_crema_d_tree(tmp_path))
+    assert dataset.column_names == COLUMNS
+    assert len(dataset) == 4 * 6 * 2  # the stray file is ignored
+    assert dataset.features["label"].names == list(CREMA_D_LABELS)
+    row = next(r for r in dataset if r["audio"].endswith("1002_IEO_FEA_HI.wav"))
+    assert (row["speaker"], row["gender"], row["label_text"], row["session"]) == ("1002", "female", "fear", -1)
+    assert Counter(dataset["label_text"]) == {label: 8 for label in CREMA_D_LABELS}
+    assert dict(Counter(zip(dataset["speaker"], dataset["gender"]))) == {
+        ("1001", "male"): 12, ("1002", "female"): 12, ("1003", "male"): 12, ("1004", "female"): 12
+    }
+
+
+def test_crema_d_without_demographics_has_unknown_gender(tmp_path):
+    dataset = load_crema_d(make_crema_d_tree(tmp_path, with_demographics=False))
+    assert set(dataset["gender"]) == {""}
+
+
+def test_ravdess(tmp_path):
+    dataset = load_ravdess(make_ravdess_tree(tmp_path))
+    assert dataset.features["label"].names == list(RAVDESS_LABELS)
+    assert len(dataset) == 4 * 15  # speech only: neutral has 1 intensity, 7 emotions have 2
+    assert Counter(dataset["label_text"])["neutral"] == 4
+    assert Counter(dataset["label_text"])["surprise"] == 8
+    assert dict(Counter(zip(dataset["speaker"], dataset["gender"]))) == {
+        ("01", "male"): 15, ("02", "female"): 15, ("03", "male"): 15, ("04", "female"): 15
+    }
+    with_song = load_ravdess(tmp_path, include_song=True)
+    assert len(with_song) == 4 * (15 + 8)
+
+
+def test_audio_folder_with_metadata_reads_polish3():
+    dataset = load_corpus("audio_folder", POLISH3, labels=POLISH3_LABELS)
+    assert dataset.column_names == COLUMNS
+    assert len(dataset) == 450
+    assert dataset.features["label"].names == POLISH3_LABELS
+    assert Counter(dataset["label_text"]) == {"anger": 150, "fear": 150, "neutral": 150}
+    assert Counter(dataset["speaker"]) == {f"m{i}": 90 for i in range(1, 6)}
+    assert set(dataset["gender"]) == {"male"}
+    with open(POLISH3 / "metadata.csv") as f:
+        first = next(csv.DictReader(f))
+    assert dataset[0]["audio"] == str((POLISH3 / first["file"]).resolve())
+    assert dataset[0]["duration"] == pytest.approx(float(first["duration_s"]))
+    assert dataset[0]["label"] == POLISH3_LABELS.index(first["label"])
+
+
+def test_audio_folder_infers_sorted_labels_and_marks_unknown_ones(tmp_path):
+    clip = wav_bytes()
+    rows = [("a.wav", "sad", "s1", "F"), ("b.wav", "angry", "s2", "m"), ("c.wav", "", "s2", ""), ("d.wav", "sda", "s1", "")]
+    for name, *_ in rows:
+        (tmp_path / name).write_bytes(clip)
+    (tmp_path / "metadata.csv").write_text(
+        "file,label,speaker,gender\n" + "".join(f"{n},{l},{s},{g}\n" for n, l, s, g in rows)
+    )
+    inferred = load_audio_folder(tmp_path)
+    assert inferred.features["label"].names == ["angry", "sad", "sda"]
+    assert list(inferred["label"]) == [1, 0, -1, 2]
+    expected = load_audio_folder(tmp_path, labels=["sad", "angry"])
+    assert list(expected["label"]) == [0, 1, -1, -1]
+    assert list(expected["label_text"]) == ["sad", "angry", "", "sda"]
+    assert list(expected["gender"]) == ["female", "male", "", ""]
+    assert inferred[0]["duration"] == pytest.approx(480 / 16000)  # read from the header: no duration_s column
+
+
+def test_audio_folder_metadata_missing_columns(tmp_path):
+    (tmp_path / "metadata.csv").write_text("path,emotion\nx.wav,sad\n")
+    with pytest.raises(ValueError, match=r"metadata.csv: missing column\(s\) \['file', 'label', 'speaker'\]"):
+        load_audio_folder(tmp_path)
+
+
+def test_audio_folder_label_subfolders(tmp_path):
+    clip = wav_bytes()
+    for label in ("happy", "sad"):
+        for speaker in ("spk1", "spk2"):
+            (tmp_path / label).mkdir(exist_ok=True)
+            (tmp_path / label / f"{speaker}_{label}_01.flac").write_bytes(clip)
+    dataset = load_audio_folder(tmp_path, speaker_regex=r"^(spk\d+)_")
+    assert dataset.features["label"].names == ["happy", "sad"]
+    assert sorted(zip(dataset["label_text"], dataset["speaker"])) == [
+        ("happy", "spk1"), ("happy", "spk2"), ("sad", "spk1"), ("sad", "spk2")
+    ]
+    assert set(load_audio_folder(tmp_path)["speaker"]) == {""}
+
+
+def test_hub_loader_on_a_local_parquet_dataset(tmp_path):
+    """`load_hub_dataset` goes through `datasets.load_dataset`; a local folder stands in for a Hub id."""
+    clip = wav_bytes(800)
+    source = Dataset.from_dict(
+        {
+            "speech": [{"path": f"{i}.wav", "bytes": clip} for i in range(4)],
+            "emotion": [0, 1, 1, 0],
+            "client": ["a", "a", "b", "b"],
+        },
+        # A struct column: encoding an `Audio` feature needs torchcodec (see the ecosystem notes); the loader casts it.
+        features=Features(
+            {
+                "speech": {"path": Value("string"), "bytes": Value("binary")},
+                "emotion": ClassLabel(names=["calm", "angry"]),
+                "client": Value("string"),
+            }
+        ),
+    )
+    (tmp_path / "data").mkdir()
+    source.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+    dataset = load_hub_dataset(str(tmp_path), audio_column="speech", label_column="emotion", speaker_column="client")
+    assert dataset.column_names == COLUMNS
+    assert dataset.features["label"].names == ["calm", "angry"]
+    assert list(dataset["label"]) == [0, 1, 1, 0]
+    assert list(dataset["label_text"]) == ["calm", "angry", "angry", "calm"]
+    assert dataset[0]["audio"]["bytes"] == clip
+    assert dataset[0]["duration"] == pytest.approx(800 / 16000)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['speaker'\]"):
+        load_hub_dataset(str(tmp_path), audio_column="speech", label_column="emotion")
+
+
+def test_unknown_loader():
+    with pytest.raises(ValueError, match="data.loader must be one of"):
+        load_corpus("timit", "x")
+
+
+def test_select_speakers_is_balanced_and_deterministic():
+    dataset = load_audio_folder(POLISH3, labels=POLISH3_LABELS)
+    subset = select_speakers(dataset, speakers=["m2", "m4"], max_per_speaker=7)
+    assert Counter(subset["speaker"]) == {"m2": 7, "m4": 7}
+    assert Counter(zip(subset["speaker"], subset["label_text"]))[("m2", "anger")] == 3
+    assert {label for speaker, label in zip(subset["speaker"], subset["label_text"]) if speaker == "m4"} == set(POLISH3_LABELS)
+    assert list(select_speakers(dataset, ["m2", "m4"], 7)["audio"]) == list(subset["audio"])
+    with pytest.raises(ValueError, match=r"data.speakers: \['x9'\] not in the corpus"):
+        select_speakers(dataset, speakers=["x9"])
