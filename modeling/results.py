@@ -1,0 +1,115 @@
+"""Aggregate finished folds into `results.json`, `results.md`, `confusion_matrix.png` and `tsne.png`.
+
+UA and WA are stored as fractions in [0, 1] in the JSON files and shown as percentages (2 decimals) in
+`results.md` and on the console. The standard deviation is over folds, population form (ddof=0).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .io_utils import atomic_write_json, atomic_write_text, read_json
+from .plots import plot_confusion_matrix, plot_tsne
+
+
+MAX_TSNE_PANELS = 6
+
+
+def finished_folds(run_dir: Path, num_folds: int) -> dict[int, dict]:
+    """{fold number: fold metrics} for every fold whose `fold<k>/metrics.json` exists (written last)."""
+    return {
+        k: read_json(run_dir / f"fold{k}" / "metrics.json")
+        for k in range(1, num_folds + 1)
+        if (run_dir / f"fold{k}" / "metrics.json").is_file()
+    }
+
+
+def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
+    """The `results.json` content: per-fold metrics, mean and std of test UA/WA over folds, the config."""
+    test = {metric: [fold["test"][metric] for fold in folds.values()] for metric in ("ua", "wa")}
+    return {
+        "folds": {str(k): fold for k, fold in sorted(folds.items())},
+        "mean": {metric: float(np.mean(values)) for metric, values in test.items()},
+        "std": {metric: float(np.std(values)) for metric, values in test.items()},
+        "labels": list(label_names),
+        "num_folds": num_folds,
+        "folds_evaluated": sorted(folds),
+        "metric_scale": "fraction",
+        "config": config,
+    }
+
+
+def total_confusion_matrix(results: dict) -> np.ndarray:
+    """Sum of the test confusion matrices of all folds (every test speaker's predictions together)."""
+    return np.sum([np.asarray(fold["test"]["confusion_matrix"]) for fold in results["folds"].values()], axis=0)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def results_table(results: dict) -> str:
+    """Markdown table: one row per fold (test speakers, validation and test UA/WA in %), then mean ± std."""
+    lines = [
+        "| Fold | Test speakers | Val UA (%) | Val WA (%) | Test UA (%) | Test WA (%) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for k, fold in results["folds"].items():
+        speakers = ", ".join(fold.get("speakers", {}).get("test", []))
+        val, test = fold["validation"], fold["test"]
+        lines.append(
+            f"| {k} | {speakers} | {_percent(val['ua'])} | {_percent(val['wa'])} | "
+            f"{_percent(test['ua'])} | {_percent(test['wa'])} |"
+        )
+    mean, std = results["mean"], results["std"]
+    lines.append(
+        f"| **mean ± std** | | | | **{_percent(mean['ua'])} ± {_percent(std['ua'])}** | "
+        f"**{_percent(mean['wa'])} ± {_percent(std['wa'])}** |"
+    )
+    return "\n".join(lines)
+
+
+def results_markdown(results: dict) -> str:
+    config = results["config"]
+    model = config["model"]["name_or_path"] or "randomly initialised backbone (model.random_init)"
+    stage2 = config["stage2"]
+    evaluated = results["folds_evaluated"]
+    lines = [
+        "# Results",
+        "",
+        f"- Corpus: `{config['data']['loader']}` at `{config['data']['root']}`; labels: {', '.join(results['labels'])}",
+        f"- Folds: `{config['data']['folds']}`, {len(evaluated)} of {results['num_folds']} evaluated ({evaluated})",
+        f"- Backbone: {model}",
+        f"- Stage 2: pooling `{stage2['pooling']}`, λ_EAL = {stage2['eal_weight']}, λ_FUAL = {stage2['fual_weight']}, "
+        f"margin = {stage2['eal_margin']}",
+        "",
+        "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), in percent here; "
+        "`results.json` stores the same values as fractions in [0, 1]. Checkpoints are selected on validation UA; "
+        "std is over folds (ddof=0).",
+        "",
+        results_table(results),
+        "",
+        "![Confusion matrix (all test folds)](confusion_matrix.png)",
+        "",
+        "![t-SNE of utterance embeddings](tsne.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(run_dir: Path, results: dict, tsne_panels: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """results.json, results.md and the two figures."""
+    run_dir = Path(run_dir)
+    atomic_write_json(run_dir / "results.json", results)
+    atomic_write_text(run_dir / "results.md", results_markdown(results))
+    plot_confusion_matrix(
+        total_confusion_matrix(results),
+        results["labels"],
+        run_dir / "confusion_matrix.png",
+        title=f"Test confusion matrix, folds {results['folds_evaluated']}",
+    )
+    if tsne_panels:
+        plot_tsne(tsne_panels[:MAX_TSNE_PANELS], results["labels"], run_dir / "tsne.png")
+
+
+__all__ = ["aggregate", "finished_folds", "results_markdown", "results_table", "total_confusion_matrix", "write_results"]
