@@ -27,10 +27,12 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from transformers import AutoModelForAudioClassification, Pipeline
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.pipelines import PIPELINE_REGISTRY, pipeline
 from transformers.utils import logging
 
@@ -692,13 +694,39 @@ def register_pipeline() -> None:
 register_pipeline()
 
 
+def hub_pipeline_files(checkpoint: str | os.PathLike) -> dict[str, Path | bytes]:
+    """What a checkpoint folder needs on the Hub for `pipeline(model=REPO_ID, trust_remote_code=True)` to build this
+    pipeline without the package: this file and its relative imports, and its `config.json` with `custom_pipelines`.
+
+    The same files `FrameAlignedEmotionPipeline.save_pretrained` writes, without loading the model (for publishing
+    scripts that upload a checkpoint folder as is).
+
+    Returns:
+        {file name in the repo: path to upload, or the new config.json as bytes}.
+    """
+    module_file = Path(__file__)
+    files: dict[str, Path | bytes] = {module_file.name: module_file}
+    for needed in get_relative_import_files(module_file):
+        files[Path(needed).name] = Path(needed)
+    config = json.loads((Path(checkpoint) / "config.json").read_text())
+    config["custom_pipelines"] = {
+        TASK: {
+            "impl": f"{module_file.stem}.{FrameAlignedEmotionPipeline.__name__}",
+            "pt": [AutoModelForAudioClassification.__name__],
+            "type": "audio",
+        }
+    }
+    files["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def to_jsonable(value):
-    """Pipeline output → JSON-serialisable (numpy arrays and scalars → lists and Python numbers; values unrounded)."""
+    """Pipeline output → JSON-serialisable: numpy arrays and scalars → lists and Python numbers (unrounded)."""
     if isinstance(value, dict):
         return {key: to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

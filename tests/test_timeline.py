@@ -26,6 +26,7 @@ from modeling.collator import make_feature_extractor
 from modeling.timeline import (
     FrameAlignedEmotionPipeline,
     frame_geometry,
+    hub_pipeline_files,
     iter_windows,
     main,
     merge_short_segments,
@@ -409,14 +410,20 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
     assert "nope.flac: file does not exist" in capsys.readouterr().err
 
 
-def test_hub_id_with_remote_code_in_a_fresh_process(timeline, tmp_path, monkeypatch):
+def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_path, monkeypatch):
     """The pipeline's `save_pretrained` ships its code; a process without the package loads it from a (loopback) Hub."""
-    saved = tmp_path / "saved"
+    checkpoint, saved = layer_model[0], tmp_path / "saved"
     timeline.save_pretrained(saved)
     config = json.loads((saved / "config.json").read_text())
     assert config["custom_pipelines"]["frame-aligned-emotion"]["impl"] == "timeline.FrameAlignedEmotionPipeline"
     assert {"timeline.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(os.listdir(saved))
     assert "timeline_plot.py" not in os.listdir(saved)  # no matplotlib needed by Hub users
+    # the same code and config entry for publishing scripts that upload a checkpoint folder without the pipeline
+    files = hub_pipeline_files(checkpoint)
+    model_code = {"configuration_frame_aligned.py", "modeling_frame_aligned.py"}
+    saved_code = {name for name in os.listdir(saved) if name.endswith(".py")} - model_code
+    assert {name for name in files if name.endswith(".py")} == saved_code
+    assert json.loads(files["config.json"])["custom_pipelines"] == config["custom_pipelines"]
 
     clip = polish3_clips(1)[0][0]
     expected = timeline(clip)
