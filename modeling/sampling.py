@@ -1,0 +1,157 @@
+"""Length-sorted batch order: dynamic padding that wastes (almost) nothing, with randomness kept per epoch.
+
+transformers' `LengthGroupedSampler` (`train_sampling_strategy="group_by_length"`) sorts random *mega-batches*
+of up to 50 batches each. On speech corpora whose lengths spread widely that still leaves a few percent of every
+batch as padding (see `benchmarks/padding.py`). `LengthSortedSampler` sorts the whole dataset every epoch by a
+slightly noisy length (so batch-mates change between epochs), cuts it into batches and shuffles the batch order.
+The batches a `DataLoader(batch_size=B)` forms from its index stream are exactly these batches: every batch but
+the last is full, and the short one comes last (so `dataloader_drop_last=True` drops only it).
+
+Plug it into a `Trainer` with `LengthSortedSamplerMixin`.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+def padding_fraction(lengths: Sequence[float], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded samples in a list of batches padded to their longest element.
+
+    Args:
+        lengths: per-example length (samples or seconds; the unit cancels).
+        batches: lists of indices into `lengths`.
+    Returns:
+        Σ_b (|b|·max_b − Σ_b len) / Σ_b |b|·max_b, in [0, 1).
+    """
+    padded = real = 0.0
+    for batch in batches:
+        batch_lengths = [float(lengths[i]) for i in batch]
+        padded += len(batch_lengths) * max(batch_lengths)
+        real += sum(batch_lengths)
+    return 0.0 if padded == 0 else (padded - real) / padded
+
+
+def chunk(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Consecutive `batch_size` slices of `order` (the last may be short), as a `DataLoader` forms them."""
+    order = list(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def length_sorted_indices(
+    lengths: Sequence[float], batch_size: int, jitter: float = 0.003, generator: torch.Generator | None = None
+) -> list[int]:
+    """One epoch of indices whose consecutive `batch_size` slices are batches of similar lengths.
+
+    Steps: sort by a noisy length, `length × exp(jitter × u)` with u ~ U(0, 1) per example and epoch (equal keys in
+    random order), longest first → cut into batches (the remainder, the shortest clips, forms the one short batch
+    when `len(lengths) % batch_size`) → shuffle the full batches, put the batch holding the longest example first
+    (an out-of-memory shows at step 1, as in `LengthGroupedSampler`) and the short batch last.
+
+    Why relative length noise: clips whose lengths differ by less than ~`jitter` (0.3 %) trade places, so where
+    lengths are dense (most of a corpus) batch-mates change from epoch to epoch, while in the sparse long tail,
+    where a swap would cost padding, almost nothing moves. Buckets of k batches shuffled inside (the usual recipe)
+    pad every batch to its bucket's longest clip: on IEMOCAP-like lengths k = 2 already pads > 2 %. See
+    `benchmarks/padding.py` for padding and batch-mate turnover.
+
+    Args:
+        lengths: (N,) lengths of the examples (> 0).
+        batch_size: examples per batch (per device).
+        jitter: relative length noise; 0 = sorted (random tie-breaks only); larger = more random, more padding.
+        generator: the source of randomness (seed it per epoch for reproducible epochs).
+    Returns:
+        A permutation of range(N).
+    """
+    if batch_size < 1 or jitter < 0:
+        raise ValueError(f"batch_size must be >= 1 and jitter >= 0, got {batch_size} and {jitter}.")
+    num_examples = len(lengths)
+    if num_examples == 0:
+        return []
+    lengths_tensor = torch.as_tensor([float(length) for length in lengths], dtype=torch.float64)
+    permutation = torch.randperm(num_examples, generator=generator)
+    noise = torch.rand(num_examples, generator=generator, dtype=torch.float64)
+    keys = lengths_tensor[permutation] * torch.exp(jitter * noise)
+    # Longest first, so that the one short batch (the remainder of the last chunk) holds the shortest clips.
+    order = permutation[torch.sort(keys, descending=True, stable=True).indices]
+    batches = chunk(order.tolist(), batch_size)
+
+    short = batches.pop() if len(batches[-1]) < batch_size else None
+    batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    if batches:
+        longest = max(range(len(batches)), key=lambda b: max(lengths_tensor[batches[b]].tolist()))
+        batches[0], batches[longest] = batches[longest], batches[0]
+    if short is not None:
+        batches.append(short)
+    return [index for batch in batches for index in batch]
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Index sampler yielding `length_sorted_indices` (see there); a new order every epoch.
+
+    The order of epoch e depends only on (`seed`, e): `set_epoch` (called by the Trainer/accelerate every epoch)
+    picks it; without it, each new iteration advances the epoch by one.
+
+    Args:
+        lengths: (N,) lengths (seconds or samples) of the examples, in dataset order.
+        batch_size: the per-device batch size the `DataLoader` uses.
+        jitter: relative length noise (see `length_sorted_indices`).
+        seed: base seed.
+    """
+
+    def __init__(self, lengths: Sequence[float], batch_size: int, jitter: float = 0.003, seed: int = 0):
+        self.lengths = [float(length) for length in lengths]
+        self.batch_size = batch_size
+        self.jitter = jitter
+        self.seed = seed
+        self.epoch = 0
+        self._epoch_was_set = False
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+        self._epoch_was_set = True
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        indices = length_sorted_indices(self.lengths, self.batch_size, self.jitter, generator)
+        if not self._epoch_was_set:
+            self.epoch += 1
+        self._epoch_was_set = False
+        return iter(indices)
+
+
+class LengthSortedSamplerMixin:
+    """Trainer mixin: `train_sampling_strategy="group_by_length"` uses `LengthSortedSampler` instead of
+    transformers' `LengthGroupedSampler`.
+
+    Lengths come from the dataset's `args.length_column_name` column (e.g. `duration` in seconds).
+    Usage: `class Trainer(LengthSortedSamplerMixin, FrameAlignedTrainer): pass`; `length_sort_jitter` (class
+    attribute) sets the jitter.
+    """
+
+    length_sort_jitter: float = 0.003
+
+    def _get_train_sampler(self, train_dataset=None):
+        train_dataset = self.train_dataset if train_dataset is None else train_dataset
+        column = self.args.length_column_name
+        column_names = getattr(train_dataset, "column_names", None) or []
+        if self.args.train_sampling_strategy != "group_by_length" or column not in column_names:
+            return super()._get_train_sampler(train_dataset)
+        return LengthSortedSampler(
+            list(train_dataset[column]),
+            batch_size=self.args.per_device_train_batch_size,
+            jitter=self.length_sort_jitter,
+            seed=self.args.seed,
+        )
+
+
+__all__ = [
+    "LengthSortedSampler",
+    "LengthSortedSamplerMixin",
+    "chunk",
+    "length_sorted_indices",
+    "padding_fraction",
+]
