@@ -258,6 +258,7 @@ def train_stage(
     fold_dir: Path,
     label_names: list[str],
     state: PartialState,
+    callbacks: list | None = None,
 ) -> Path:
     """Train one stage of one fold unless `fold_dir/<stage>/best` exists; returns that best directory."""
     stage_dir = fold_dir / stage
@@ -292,6 +293,7 @@ def train_stage(
         eval_data_collator=AudioClassificationCollator(feature_extractor),
         processing_class=feature_extractor,
         compute_metrics=make_compute_metrics(len(label_names)),
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=resume_from)
     if state.is_main_process:
@@ -407,7 +409,15 @@ def prepare_run_dir(config: dict, run_dir: Path, state: PartialState):
     state.wait_for_everyone()
 
 
-def run_fold(fold: Fold, dataset: Dataset, config: dict, run_dir: Path, init_path: str, state: PartialState) -> dict:
+def run_fold(
+    fold: Fold,
+    dataset: Dataset,
+    config: dict,
+    run_dir: Path,
+    init_path: str,
+    state: PartialState,
+    callbacks: list | None = None,
+) -> dict:
     """Both stages of one fold and its scores; skipped when `fold<k>/metrics.json` exists."""
     fold_dir = run_dir / f"fold{fold.number}"
     metrics_path = fold_dir / "metrics.json"
@@ -422,7 +432,9 @@ def run_fold(fold: Fold, dataset: Dataset, config: dict, run_dir: Path, init_pat
     best_dirs = {}
     previous = init_path
     for stage in ("stage1", "stage2"):
-        best_dirs[stage] = train_stage(stage, fold, splits, str(previous), config, fold_dir, label_names, state)
+        best_dirs[stage] = train_stage(
+            stage, fold, splits, str(previous), config, fold_dir, label_names, state, callbacks
+        )
         previous = best_dirs[stage]
     if state.is_main_process:
         _log(state, f"Fold {fold.number}: scoring the best checkpoints on validation and test.")
@@ -443,7 +455,11 @@ def tsne_panels(run_dir: Path, fold_numbers: list[int]) -> list:
 
 
 def run_experiment(
-    config: dict, output_dir: str | Path, folds: str | None = None, skip_bad_audio: bool = False
+    config: dict,
+    output_dir: str | Path,
+    folds: str | None = None,
+    skip_bad_audio: bool = False,
+    callbacks: list | None = None,
 ) -> dict:
     """Train and evaluate every selected fold (resuming what an earlier run left), then write the results.
 
@@ -452,6 +468,7 @@ def run_experiment(
         output_dir: the run directory (see the README for its layout).
         folds: `"1,3"` to run a subset of the folds (1-based); `None` runs all.
         skip_bad_audio: drop unreadable/missing/empty audio instead of failing (report: skipped_audio.json).
+        callbacks: extra `TrainerCallback`s for every stage's Trainer (e.g. early stopping, experiment trackers).
     Returns:
         The content of `results.json` (every finished fold of this run directory).
     """
@@ -468,7 +485,7 @@ def run_experiment(
     )
     init_path = initial_checkpoint(config, run_dir, label_names, state)
     for fold in selected:
-        run_fold(fold, dataset, config, run_dir, init_path, state)
+        run_fold(fold, dataset, config, run_dir, init_path, state, callbacks)
 
     results = aggregate(finished_folds(run_dir, len(all_folds)), config, label_names, len(all_folds))
     if state.is_main_process:

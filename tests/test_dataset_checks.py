@@ -1,0 +1,137 @@
+"""Checks before training: every problem is listed at once; --skip-bad-audio drops bad files with a report."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from modeling.dataset_checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
+from modeling.folds import Fold
+from modeling.run_config import resolve_config
+from modeling.training import checked_dataset
+
+from fake_corpora import wav_bytes
+from helpers import POLISH3, REPO
+
+
+def messy_corpus(root):
+    """6 speakers × 2 classes of tiny clips, then: one missing file, one empty file, one non-audio file, one NaN
+    file, one empty label, one unknown label; speaker s6 has no 'sad' clip."""
+    import numpy as np
+    import soundfile as sf
+
+    clip = wav_bytes()
+    rows = []
+    for speaker in ("s1", "s2", "s3", "s4", "s5", "s6"):
+        for label in ("angry", "sad"):
+            name = f"{speaker}_{label}.wav"
+            (root / name).write_bytes(clip)
+            rows.append([name, label, speaker])
+    rows[-1][1] = "angry"  # s6 now has two angry clips, no sad one
+    (root / "s1_sad.wav").unlink()  # missing
+    (root / "s2_sad.wav").write_bytes(b"")  # empty
+    (root / "s3_sad.wav").write_text("not audio at all")  # corrupt
+    sf.write(root / "s4_sad.wav", np.full(800, np.nan, dtype=np.float32), 16000, subtype="FLOAT")  # NaN samples
+    rows[8][1] = ""  # s5_angry: empty label
+    rows[9][1] = "sda"  # s5_sad: unknown label
+    (root / "metadata.csv").write_text("file,label,speaker\n" + "".join(",".join(r) + "\n" for r in rows))
+    return root
+
+
+def messy_config(tmp_path, **data) -> dict:
+    root = tmp_path / "corpus"
+    root.mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"loader": "audio_folder", "root": str(messy_corpus(root)), "loader_args": {"labels": ["angry", "sad"]}, **data},
+        "model": {"name_or_path": "unused"},
+    }))
+    return resolve_config(path)
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    config = messy_config(tmp_path)
+    with pytest.raises(DatasetCheckError) as caught:
+        checked_dataset(config, tmp_path / "run", None, skip_bad_audio=False, write_reports=False)
+    problems = caught.value.problems
+    assert str(caught.value).startswith("6 problem(s) found before training:\n  - ")
+    assert "Pass --skip-bad-audio to leave out the bad audio files." in str(caught.value)
+    assert problems[0].endswith("s5_angry.wav: empty label; expected one of ['angry', 'sad'].")
+    assert problems[1].endswith("s5_sad.wav: unknown label 'sda'; expected one of ['angry', 'sad'].")
+    assert "s1_sad.wav: file does not exist" in problems[2]
+    assert "s2_sad.wav: cannot decode audio" in problems[3]
+    assert "s3_sad.wav: cannot decode audio" in problems[4]
+    assert "s4_sad.wav: contains 800 NaN/Inf samples" in problems[5]
+
+
+def test_skip_bad_audio_writes_a_report_and_keeps_checking_the_rest(tmp_path):
+    config = messy_config(tmp_path)
+    with pytest.raises(DatasetCheckError) as caught:
+        checked_dataset(config, tmp_path / "run", None, skip_bad_audio=True, write_reports=True)
+    report = json.loads((tmp_path / "run" / "skipped_audio.json").read_text())
+    assert report["count"] == 4
+    assert [item["file"].rsplit("/", 1)[-1] for item in report["skipped"]] == [
+        "s1_sad.wav", "s2_sad.wav", "s3_sad.wav", "s4_sad.wav"
+    ]
+    assert [item["speaker"] for item in report["skipped"]] == ["s1", "s2", "s3", "s4"]
+    assert "does not exist" in report["skipped"][0]["reason"]
+    # Label problems stay fatal; without the bad clips no 'sad' example is left in any training split.
+    problems = caught.value.problems
+    assert len(problems) == 2 + 6
+    assert "empty label" in problems[0] and "unknown label 'sda'" in problems[1]
+    assert problems[2] == (
+        "fold 1: class(es) ['sad'] absent from the training split (speakers ['s3', 's4', 's5', 's6']); "
+        "every class needs training examples."
+    )
+
+
+def test_clean_corpus_passes_and_skipped_rows_are_dropped(tmp_path):
+    root = tmp_path / "corpus"
+    shutil.copytree(POLISH3, root, ignore=shutil.ignore_patterns("*.md"))
+    (root / "audio" / "m2.a_nie_1.flac").unlink()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"data": {"loader": "audio_folder", "root": str(root), "max_per_speaker": 9},
+                                    "model": {"name_or_path": "unused"}}))
+    config = resolve_config(path)
+    dataset, folds, selected = checked_dataset(config, tmp_path / "run", "2,4", skip_bad_audio=True, write_reports=True)
+    assert len(dataset) == 44 and len(folds) == 5 and [f.number for f in selected] == [2, 4]
+    assert json.loads((tmp_path / "run" / "skipped_audio.json").read_text())["count"] == 1
+
+
+def test_fold_problems_name_the_fold_and_split():
+    from modeling.corpora import build_dataset
+
+    rows = [{"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
+            for s in ("a", "b", "c") for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])]
+    dataset = build_dataset(rows, ["x", "y"])
+    problems = fold_problems(dataset, [Fold(1, ("a",), ("b",), ("c",)), Fold(2, ("a", "b"), ("b",), ("d",))])
+    assert problems == [
+        "fold 1: class(es) ['y'] absent from the training split (speakers ['a']); every class needs training examples.",
+        "fold 2: speaker 'b' is in both train and validation.",
+    ]
+    assert label_problems(dataset) == [] and find_bad_audio(dataset.select([]), progress=False) == []
+
+
+def test_label_map_mismatch_between_stage1_checkpoint_and_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "neutral", "1": "happy", "2": "sad"}}))
+    assert label_map_problems(tmp_path, ["neutral", "happy", "sad"]) == []
+    assert label_map_problems(tmp_path, ["happy", "neutral", "sad"]) == [
+        f"{tmp_path / 'config.json'}: label map ['neutral', 'happy', 'sad'] differs from this run's labels "
+        "['happy', 'neutral', 'sad']."
+    ]
+
+
+def test_cli_reports_problems_and_exits_2(tmp_path):
+    config = messy_config(tmp_path)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = subprocess.run(
+        [sys.executable, "train.py", "--config", str(path), "--output-dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 2
+    assert "problem(s) found before training" in process.stderr and "s3_sad.wav: cannot decode audio" in process.stderr
+    assert "Traceback" not in process.stderr
