@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 from .configuration_frame_aligned import POOLING_TYPES, Wav2Vec2FrameAlignedConfig
 from .losses import emotional_attention_loss, frame_utterance_alignment_loss
 from .modeling_frame_aligned import FrameAlignedClassifierOutput, Wav2Vec2ForFrameAlignedClassification
+from .timeline import FrameAlignedEmotionPipeline  # registers the "frame-aligned-emotion" pipeline task
 from .trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
 
@@ -30,4 +31,5 @@ __all__ = [
     "frame_utterance_alignment_loss",
     "FrameAlignedTrainer",
     "FrameAlignedTrainingArguments",
+    "FrameAlignedEmotionPipeline",
 ]

@@ -680,7 +680,11 @@ def _run_files(run: Run) -> dict[str, Path]:
 
 
 def fold_files(run: Run, fold: Fold, card: str) -> dict[str, Path | bytes]:
+    from .timeline import hub_pipeline_files  # imports transformers: only when a push is planned
+
     files: dict[str, Path | bytes] = {**_checkpoint_files(fold.checkpoint), **_run_files(run)}
+    # the timeline pipeline's code, and config.json with `custom_pipelines`: pipeline(model=REPO) works from the Hub
+    files.update(hub_pipeline_files(fold.checkpoint))
     if fold.confusion_matrix_image:
         files["fold_confusion_matrix.png"] = fold.confusion_matrix_image
     if fold.split is not None:

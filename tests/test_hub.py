@@ -226,6 +226,11 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
             classifier = pipeline("audio-classification", trust_remote_code=True, device="cpu", **kwargs)
             scores = classifier({{"raw": waveform, "sampling_rate": 16000}}, top_k=None)
             out[key] = {{"class": type(classifier.model).__module__, "scores": {{s["label"]: s["score"] for s in scores}}}}
+        # the published fold also carries the frame-level timeline pipeline (custom_pipelines in config.json)
+        timeline = pipeline("frame-aligned-emotion", model="org/ser-fold1", trust_remote_code=True, device="cpu")
+        result = timeline({{"raw": waveform, "sampling_rate": 16000}})
+        out["timeline"] = {{"class": type(timeline).__module__, "scores": {{s["label"]: s["score"] for s in result["scores"]}},
+                           "end": result["timeline"][-1]["end"], "duration": result["duration"]}}
         print(json.dumps(out))
         """
     )
@@ -237,7 +242,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
     expected = local_scores(best, waveform)
-    for key in ("repo", "branch"):
+    assert output["timeline"]["end"] == pytest.approx(output["timeline"]["duration"])
+    for key in ("repo", "branch", "timeline"):
         assert output[key]["class"].startswith("transformers_modules."), output[key]["class"]
         assert output[key]["scores"].keys() == expected.keys()
         for label, score in expected.items():
