@@ -19,7 +19,7 @@ from modeling.dataset_checks import DatasetCheckError
 from modeling.folds import FoldError
 from modeling.results import results_table
 from modeling.run_config import ConfigError, resolve_config
-from modeling.training import RunConfigMismatchError, run_experiment
+from modeling.training import RunConfigMismatchError, cpu_distributed, run_experiment
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     except (ConfigError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not PartialState().is_main_process:
+    if not PartialState(cpu=cpu_distributed()).is_main_process:
         return 0
     mean, std = results["mean"], results["std"]
     print("\nPer-fold test UA/WA (%), checkpoint selected on validation UA:\n" + results_table(results))

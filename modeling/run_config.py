@@ -56,7 +56,9 @@ DEFAULTS = {
         "fp16": False,
         "activation_checkpointing": False,  # recompute activations in backward (less memory)
     },
-    "stage1": {**STAGE_DEFAULTS, "pooling": "attentive"},
+    # from_run: reuse fold<k>/stage1/best of another run directory instead of training stage 1 (Table 3 ablations
+    # share one stage 1).
+    "stage1": {**STAGE_DEFAULTS, "pooling": "attentive", "from_run": None},
     "stage2": {
         **STAGE_DEFAULTS,
         "pooling": "cls_attention",

@@ -74,6 +74,11 @@ class StageTrainer(FrameAlignedTrainer):
             self.data_collator = train_collator
 
 
+def cpu_distributed() -> bool:
+    """Launched by torchrun without GPUs: accelerate needs `cpu=True` to set up gloo data parallelism."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def stage_seed(seed: int, fold: int, stage: str) -> int:
     """A seed per (fold, stage): the same whether a stage runs straight through or resumes."""
     return seed + 1000 * fold + (0 if stage == "stage1" else 500)
@@ -122,10 +127,15 @@ def checked_dataset(
         problems.append(str(error))
     problems += fold_problems(dataset, selected)
     label_names = dataset.features["label"].names
+    from_run = config["stage1"]["from_run"]
     for fold in selected:
         stage1_best = run_dir / f"fold{fold.number}" / "stage1" / "best"
         if stage1_best.is_dir():
             problems += label_map_problems(stage1_best, label_names)
+        elif from_run and not stage1_source(from_run, fold).is_dir():
+            problems.append(f"stage1.from_run: {stage1_source(from_run, fold)} does not exist (train that run first).")
+        elif from_run:
+            problems += label_map_problems(stage1_source(from_run, fold), label_names)
     if problems:
         hint = "" if skip_bad_audio or not bad_audio else "Pass --skip-bad-audio to leave out the bad audio files."
         raise DatasetCheckError(problems, hint)
@@ -246,6 +256,7 @@ def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -
         fp16=training["fp16"],
         activation_checkpointing=training["activation_checkpointing"],
         disable_tqdm=False,
+        use_cpu=cpu_distributed(),
     )
 
 
@@ -266,16 +277,19 @@ def train_stage(
     if best_dir.is_dir():
         _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
         return best_dir
+    if stage == "stage1" and config["stage1"]["from_run"]:
+        return reuse_stage1(fold, fold_dir, config["stage1"]["from_run"], state)
     if state.is_main_process:
         cleanup_stale_tmp(stage_dir)
     resume_from = latest_checkpoint(stage_dir, remove_incomplete=state.is_main_process)
     state.wait_for_everyone()
     settings = config[stage]
+    losses = "CE"
+    if settings["pooling"] == "cls_attention":
+        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} · pooling {settings['pooling']} · "
-        f"λ_EAL {settings['eal_weight'] if stage == 'stage2' else 0} · λ_FUAL "
-        f"{settings['fual_weight'] if stage == 'stage2' else 0} · {fold.describe()}"
+        f"Fold {fold.number}: {STAGE_TITLES[stage]} · {settings['pooling']} pooling · {losses} · {fold.describe()}"
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
@@ -304,6 +318,28 @@ def train_stage(
     _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA "
          f"{trainer.state.best_metric:.4f} ({trainer.state.best_model_checkpoint}) → {best_dir}")
     return best_dir
+
+
+def stage1_source(from_run: str | Path, fold: Fold) -> Path:
+    return Path(from_run) / f"fold{fold.number}" / "stage1" / "best"
+
+
+def reuse_stage1(fold: Fold, fold_dir: Path, from_run: str, state: PartialState) -> Path:
+    """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
+    source, best_dir = stage1_source(from_run, fold), fold_dir / "stage1" / "best"
+    _log(state, f"Fold {fold.number}: stage 1 reused from {source}.")
+    if state.is_main_process:
+        with atomic_directory(best_dir) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+    state.wait_for_everyone()
+    return best_dir
+
+
+def _link_or_copy(source, destination):
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -472,7 +508,7 @@ def run_experiment(
     Returns:
         The content of `results.json` (every finished fold of this run directory).
     """
-    state = PartialState()
+    state = PartialState(cpu=cpu_distributed())
     run_dir = Path(output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(config, run_dir, state)

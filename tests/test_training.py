@@ -11,6 +11,7 @@ import pytest
 import yaml
 from transformers import TrainerCallback
 
+from modeling.dataset_checks import DatasetCheckError
 from modeling.run_config import resolve_config
 from modeling.training import RunConfigMismatchError, latest_checkpoint, run_experiment
 
@@ -124,6 +125,24 @@ def test_finished_run_is_skipped_and_config_changes_are_refused(uninterrupted, t
     changed = resolve_config(write_config(tmp_path / "changed.yaml", stage2={"epochs": 3}))
     with pytest.raises(RunConfigMismatchError, match=r"stage2.epochs: 2 → 3"):
         run_experiment(changed, run_dir, folds="1")
+
+
+def test_stage1_reused_from_another_run(uninterrupted, tmp_path):
+    """Table 3 rows share one stage 1: `stage1.from_run` copies it instead of training."""
+    _, reference_dir, reference = uninterrupted
+    config = resolve_config(
+        write_config(tmp_path / "row.yaml", stage1={"from_run": str(reference_dir)}, stage2={"eal_weight": 0.0, "fual_weight": 0.0})
+    )
+    results = run_experiment(config, tmp_path / "run", folds="1")
+    stage1 = tmp_path / "run" / "fold1" / "stage1"
+    assert not list(stage1.glob("checkpoint-*"))
+    source = reference_dir / "fold1" / "stage1" / "best" / "model.safetensors"
+    assert (stage1 / "best" / "model.safetensors").read_bytes() == source.read_bytes()
+    assert results["folds"]["1"]["stage1"] == reference["folds"]["1"]["stage1"]
+    assert json.loads((tmp_path / "run" / "fold1" / "stage2" / "best" / "config.json").read_text())["eal_weight"] == 0.0
+    missing = resolve_config(write_config(tmp_path / "missing.yaml", stage1={"from_run": str(tmp_path / "nowhere")}))
+    with pytest.raises(DatasetCheckError, match=r"stage1.from_run: .*nowhere/fold1/stage1/best does not exist"):
+        run_experiment(missing, tmp_path / "run2", folds="1")
 
 
 @pytest.mark.slow

@@ -1,0 +1,85 @@
+"""Every shipped config resolves; IEMOCAP carries Table 2; the ablations are the five rows of Table 3."""
+
+
+import pytest
+
+from modeling.run_config import ConfigError, resolve_config
+
+from helpers import REPO
+
+
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_config_resolves(path):
+    config = resolve_config(path)
+    assert config["data"]["loader"] and config["data"]["root"]
+    assert config["stage1"]["pooling"] == "attentive"
+
+
+def test_iemocap_has_table2_values():
+    config = resolve_config(REPO / "configs" / "iemocap.yaml")
+    assert config["data"]["loader"] == "iemocap" and config["data"]["folds"] == "leave_one_session_out"
+    assert config["model"]["name_or_path"] == "facebook/wav2vec2-base"
+    table2 = {
+        "stage1": (40, 32, 1e-4, 1e-4, 5e-4, 1e-2, None),
+        "stage2": (30, 32, 1e-5, 3e-4, 3e-4, 1e-2, 6),
+    }
+    for stage, expected in table2.items():
+        s = config[stage]
+        got = (s["epochs"], s["batch_size"], s["backbone_learning_rate"], s["classifier_learning_rate"],
+               s["pooling_learning_rate"], s["weight_decay"], s["num_trainable_layers"])
+        assert got == expected, stage
+    assert (config["stage2"]["eal_margin"], config["stage2"]["eal_weight"], config["stage2"]["fual_weight"]) == (0.8, 0.05, 0.05)
+
+
+def test_ablations_are_table3_rows():
+    rows = {p.stem: resolve_config(p)["stage2"] for p in sorted((REPO / "configs" / "ablations").glob("*.yaml"))}
+    summary = {name: (s["pooling"], s["eal_weight"], s["fual_weight"]) for name, s in rows.items()}
+    assert summary == {
+        "1_self_attention_pooling": ("self_attention", 0.0, 0.0),
+        "2_cls_pooling": ("cls_attention", 0.0, 0.0),
+        "3_cls_pooling_eal": ("cls_attention", 0.05, 0.0),
+        "4_cls_pooling_fual": ("cls_attention", 0.0, 0.05),
+        "5_cls_pooling_eal_fual": ("cls_attention", 0.05, 0.05),
+    }
+    assert all(s["epochs"] == 30 and s["backbone_learning_rate"] == 1e-5 for s in rows.values())
+
+
+def test_overrides_and_command_line_values(tmp_path):
+    config = resolve_config(
+        REPO / "configs" / "demo.yaml",
+        overrides=["stage2.eal_weight=0", "stage1.backbone_learning_rate=3e-4", "data.speakers=[m1, m2, m3]"],
+        data_dir="elsewhere", max_epochs=1, seed=3,
+    )
+    assert config["stage2"]["eal_weight"] == 0.0
+    assert config["stage1"]["backbone_learning_rate"] == pytest.approx(3e-4)  # "3e-4" is a string to PyYAML
+    assert config["data"]["speakers"] == ["m1", "m2", "m3"] and config["data"]["root"] == "elsewhere"
+    assert config["stage1"]["epochs"] == config["stage2"]["epochs"] == 1 and config["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {epoch: 3}\n",
+         r"unknown key 'stage1.epoch'; expected one of \[.*'epochs'"),
+        ("data: {loader: iemocap}\nmodel: {name_or_path: m}\n", "data.loader and data.root are required"),
+        ("data: {loader: iemocap, root: x}\nmodel: {}\n", "set exactly one of model.name_or_path"),
+        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage2: {pooling_learning_rate: fast}\n",
+         r"stage2.pooling_learning_rate must be a number, got 'fast'"),
+        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {pooling: cls_attention}\n",
+         "stage1.pooling must not be cls_attention"),
+        ("extends: missing.yaml\n", r"missing.yaml: config file does not exist"),
+    ],
+)
+def test_invalid_configs_name_the_key(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(path)
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        resolve_config(REPO / "configs" / "demo.yaml", overrides=["stage2.epochs"])
