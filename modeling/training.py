@@ -59,12 +59,26 @@ class Prediction:
         return compute_ser_metrics(self.logits.argmax(-1), self.labels, num_labels)
 
 
+def longest_first(dataset: Dataset) -> list[int]:
+    """Row indices by decreasing duration (ties by row): consecutive batches of similar length, little padding.
+
+    Checkpoint selection (Trainer evaluation) and the final scores (`predict`) both batch in this order, so the
+    validation UA a checkpoint was selected on is exactly the one reported, also for backbones that see padding
+    (wav2vec2-base gets no attention mask).
+    """
+    durations = list(dataset["duration"])
+    return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+
+
 class StageTrainer(FrameAlignedTrainer):
-    """`FrameAlignedTrainer` that collates evaluation batches without random crops (whole clips)."""
+    """`FrameAlignedTrainer` that evaluates whole clips (no random crop), longest first (see `longest_first`)."""
 
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator
+
+    def _get_eval_sampler(self, eval_dataset):
+        return longest_first(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator, self.data_collator = self.data_collator, self.eval_data_collator
@@ -349,14 +363,14 @@ def _link_or_copy(source, destination):
 
 @torch.no_grad()
 def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int) -> Prediction:
-    """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batches of
-    similar length so that padding stays small)."""
+    """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
+    longest first exactly as the Trainer's evaluation)."""
     collator = AudioClassificationCollator(make_feature_extractor())
     model.eval()
-    order = np.argsort(-np.asarray(list(dataset["duration"]), dtype=np.float64), kind="stable")
+    order = longest_first(dataset)
     logits, embeddings = [None] * len(order), [None] * len(order)
     for start in range(0, len(order), batch_size):
-        rows = [int(i) for i in order[start : start + batch_size]]
+        rows = order[start : start + batch_size]
         batch = collator([dataset[i] for i in rows])
         batch.pop("labels", None)
         batch = {key: value.to(model.device) for key, value in batch.items()}
