@@ -251,7 +251,8 @@ def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -
         lr_scheduler_type=settings["lr_scheduler_type"],
         eval_strategy="epoch",
         save_strategy="epoch",
-        load_best_model_at_end=True,
+        # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
+        # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
         metric_for_best_model="ua",
         greater_is_better=True,
         save_total_limit=training["save_total_limit"],
@@ -314,7 +315,7 @@ def train_stage(
     feature_extractor = make_feature_extractor()
     trainer = StageTrainer(
         model=model,
-        args=training_arguments(config, stage, fold, stage_dir),
+        args=training_arguments(config, stage, fold, stage_dir.resolve()),
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         data_collator=AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=True),
@@ -324,13 +325,17 @@ def train_stage(
         callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=resume_from)
+    best_checkpoint = stage_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.best_global_step}"
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
-            trainer.model.save_pretrained(tmp)
+            Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
     state.wait_for_everyone()
-    _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA "
-         f"{trainer.state.best_metric:.4f} ({trainer.state.best_model_checkpoint}) → {best_dir}")
+    _log(
+        state,
+        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA {trainer.state.best_metric:.4f} "
+        f"({best_checkpoint.name}) → {best_dir}",
+    )
     return best_dir
 
 

@@ -3,6 +3,7 @@
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,19 @@ def test_stage1_reused_from_another_run(uninterrupted, tmp_path):
     missing = resolve_config(write_config(tmp_path / "missing.yaml", stage1={"from_run": str(tmp_path / "nowhere")}))
     with pytest.raises(DatasetCheckError, match=r"stage1.from_run: .*nowhere/fold1/stage1/best does not exist"):
         run_experiment(missing, tmp_path / "run2", folds="1")
+
+
+def test_killed_after_training_before_best_was_saved_in_a_moved_directory(uninterrupted, tmp_path):
+    """Training finished, the kill came before `best/`: the best checkpoint is found again, even after the run
+    directory was moved (Trainer's stored best-checkpoint path is then stale)."""
+    config, reference_dir, reference = uninterrupted
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    shutil.copytree(reference_dir, first)
+    shutil.rmtree(first / "fold1" / "stage2" / "best")
+    (first / "fold1" / "metrics.json").unlink()
+    first.rename(moved)
+    results = run_experiment(config, moved, folds="1")
+    assert results["folds"]["1"] == reference["folds"]["1"]
 
 
 @pytest.mark.slow
