@@ -27,10 +27,15 @@ def finished_folds(run_dir: Path, num_folds: int) -> dict[int, dict]:
 def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
     """The `results.json` content: per-fold metrics, mean and std of test UA/WA over folds, the config."""
     test = {metric: [fold["test"][metric] for fold in folds.values()] for metric in ("ua", "wa")}
+    stage1 = {metric: [fold["stage1"]["test"][metric] for fold in folds.values()] for metric in ("ua", "wa")}
     return {
         "folds": {str(k): fold for k, fold in sorted(folds.items())},
         "mean": {metric: float(np.mean(values)) for metric, values in test.items()},
         "std": {metric: float(np.std(values)) for metric, values in test.items()},
+        "stage1": {
+            "mean": {metric: float(np.mean(values)) for metric, values in stage1.items()},
+            "std": {metric: float(np.std(values)) for metric, values in stage1.items()},
+        },
         "labels": list(label_names),
         "num_folds": num_folds,
         "folds_evaluated": sorted(folds),
@@ -49,22 +54,25 @@ def _percent(value: float) -> str:
 
 
 def results_table(results: dict) -> str:
-    """Markdown table: one row per fold (test speakers, validation and test UA/WA in %), then mean ± std."""
+    """Markdown table: one row per fold (test speakers, validation and test UA/WA in %, and the stage-1 model's
+    test UA/WA for comparison), then mean ± std."""
     lines = [
-        "| Fold | Test speakers | Val UA (%) | Val WA (%) | Test UA (%) | Test WA (%) |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| Fold | Test speakers | Val UA (%) | Val WA (%) | Test UA (%) | Test WA (%) | Stage-1 test UA / WA (%) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for k, fold in results["folds"].items():
-        speakers = ", ".join(fold.get("speakers", {}).get("test", []))
-        val, test = fold["validation"], fold["test"]
+        speakers = ", ".join(fold["speakers"]["test"])
+        val, test, stage1 = fold["validation"], fold["test"], fold["stage1"]["test"]
         lines.append(
             f"| {k} | {speakers} | {_percent(val['ua'])} | {_percent(val['wa'])} | "
-            f"{_percent(test['ua'])} | {_percent(test['wa'])} |"
+            f"{_percent(test['ua'])} | {_percent(test['wa'])} | {_percent(stage1['ua'])} / {_percent(stage1['wa'])} |"
         )
     mean, std = results["mean"], results["std"]
+    stage1_mean = results["stage1"]["mean"]
     lines.append(
         f"| **mean ± std** | | | | **{_percent(mean['ua'])} ± {_percent(std['ua'])}** | "
-        f"**{_percent(mean['wa'])} ± {_percent(std['wa'])}** |"
+        f"**{_percent(mean['wa'])} ± {_percent(std['wa'])}** | "
+        f"{_percent(stage1_mean['ua'])} / {_percent(stage1_mean['wa'])} |"
     )
     return "\n".join(lines)
 

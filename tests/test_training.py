@@ -95,6 +95,7 @@ def test_run_directory_contract(uninterrupted):
     assert fold["test"]["ua"] == pytest.approx(np.mean(np.diag(matrix) / 4))
     assert results["mean"] == {"ua": fold["test"]["ua"], "wa": fold["test"]["wa"]}
     assert results["std"] == {"ua": 0.0, "wa": 0.0}
+    assert results["stage1"]["mean"] == {"ua": fold["stage1"]["test"]["ua"], "wa": fold["stage1"]["test"]["wa"]}
     assert results["labels"] == ["anger", "fear", "neutral"] and results["num_folds"] == 3
     assert json.loads((run_dir / "results.json").read_text()) == results
     assert json.loads((run_dir / "fold1" / "metrics.json").read_text()) == fold

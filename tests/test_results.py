@@ -1,0 +1,59 @@
+"""Aggregating folds: mean/std over folds, the percent table, the summed confusion matrix, the figures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from modeling.results import aggregate, finished_folds, results_table, total_confusion_matrix, write_results
+
+
+def fold(ua, wa, matrix, test_speaker, stage1_ua=0.5):
+    return {
+        "validation": {"ua": 0.5, "wa": 0.5},
+        "test": {"ua": ua, "wa": wa, "confusion_matrix": matrix},
+        "checkpoint": "x",
+        "speakers": {"train": [], "validation": [], "test": [test_speaker]},
+        "stage1": {"validation": {"ua": 0.5, "wa": 0.5}, "test": {"ua": stage1_ua, "wa": 0.25}},
+    }
+
+
+@pytest.fixture
+def results():
+    folds = {1: fold(0.6, 0.7, [[3, 1], [1, 5]], "a", 0.4), 3: fold(0.8, 0.9, [[4, 0], [1, 5]], "c", 0.6)}
+    config = {"data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
+              "model": {"name_or_path": "m"},
+              "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8}}
+    return aggregate(folds, config, ["x", "y"], num_folds=3)
+
+
+def test_mean_and_population_std_over_folds(results):
+    assert list(results["folds"]) == ["1", "3"] and results["folds_evaluated"] == [1, 3]
+    assert results["mean"] == {"ua": pytest.approx(0.7), "wa": pytest.approx(0.8)}
+    assert results["std"] == {"ua": pytest.approx(0.1), "wa": pytest.approx(0.1)}  # ddof=0
+    assert results["stage1"]["mean"]["ua"] == pytest.approx(0.5)
+    assert total_confusion_matrix(results).tolist() == [[7, 1], [2, 10]]
+
+
+def test_table_is_in_percent_with_two_decimals(results):
+    table = results_table(results)
+    assert "| 1 | a | 50.00 | 50.00 | 60.00 | 70.00 | 40.00 / 25.00 |" in table
+    assert "| **mean ± std** | | | | **70.00 ± 10.00** | **80.00 ± 10.00** | 50.00 / 25.00 |" in table
+
+
+def test_write_results(results, tmp_path):
+    panels = [("fold 1", np.random.default_rng(0).normal(size=(12, 8)), np.arange(12) % 2)]
+    write_results(tmp_path, results, panels)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    markdown = (tmp_path / "results.md").read_text()
+    assert "2 of 3 evaluated" in markdown and "fractions in [0, 1]" in markdown
+    for name in ("confusion_matrix.png", "tsne.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_finished_folds_reads_metrics_files(tmp_path):
+    (tmp_path / "fold2").mkdir()
+    (tmp_path / "fold2" / "metrics.json").write_text(json.dumps({"test": {"ua": 1.0}}))
+    (tmp_path / "fold3").mkdir()  # started, not finished
+    assert finished_folds(tmp_path, 3) == {2: {"test": {"ua": 1.0}}}
