@@ -15,6 +15,7 @@ import sys
 
 from accelerate import PartialState
 
+from modeling.corpora import CorpusError
 from modeling.dataset_checks import DatasetCheckError
 from modeling.folds import FoldError
 from modeling.results import results_table
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     try:
         config = resolve_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
-    except (ConfigError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
+    except (ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not PartialState(cpu=cpu_distributed()).is_main_process:

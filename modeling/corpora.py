@@ -15,6 +15,7 @@ Nothing here decodes audio or raises on bad files: `modeling.dataset_checks` doe
 """
 
 import csv
+import inspect
 import io
 import logging
 import re
@@ -28,6 +29,10 @@ from .audio import AudioInputError, audio_duration
 
 
 logger = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read as asked (missing columns, unknown loader or speakers); names the source."""
 
 IEMOCAP_LABELS = ("neutral", "happy", "sad", "angry")
 IEMOCAP_LABEL_MAP = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
@@ -249,25 +254,31 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
         reader = csv.DictReader(f)
         missing = {"file", "label", "speaker"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(
+            raise CorpusError(
                 f"{metadata_path}: missing column(s) {sorted(missing)}; expected a header with "
                 f"file,label,speaker[,gender,duration_s], got {reader.fieldnames}."
             )
         rows = []
         for row in reader:
-            duration = (row.get("duration_s") or "").strip()
             rows.append(
                 {
                     "audio": str((root / row["file"].strip()).resolve()),
                     "label_text": (row["label"] or "").strip(),
                     "speaker": (row["speaker"] or "").strip(),
                     "gender": normalize_gender(row.get("gender")),
-                    "duration": float(duration) if duration else None,
+                    "duration": _float_or_none(row.get("duration_s")),  # None: read from the file header
                 }
             )
     if not rows:
-        raise ValueError(f"{metadata_path}: has a header but no rows.")
+        raise CorpusError(f"{metadata_path}: has a header but no rows.")
     return rows
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _rows_from_label_folders(root: Path, speaker_regex: str | None) -> list[dict]:
@@ -311,7 +322,7 @@ def load_hub_dataset(
     source = load_dataset(dataset_id, split=split, **load_kwargs)
     missing = {audio_column, label_column, speaker_column, gender_column} - set(source.column_names) - {None}
     if missing:
-        raise ValueError(f"{dataset_id}: missing column(s) {sorted(missing)}; it has {source.column_names}.")
+        raise CorpusError(f"{dataset_id}: missing column(s) {sorted(missing)}; it has {source.column_names}.")
     source = source.cast_column(audio_column, Audio(decode=False))
     label_feature = source.features[label_column]
     names = label_feature.names if isinstance(label_feature, ClassLabel) else None
@@ -359,7 +370,11 @@ LOADERS = {
 def load_corpus(loader: str, root: str | Path, **kwargs) -> Dataset:
     """Dispatch on the loader name of a config (`data.loader`): iemocap, crema_d, ravdess, audio_folder, hub."""
     if loader not in LOADERS:
-        raise ValueError(f"data.loader must be one of {sorted(LOADERS)}, got {loader!r}.")
+        raise CorpusError(f"data.loader must be one of {sorted(LOADERS)}, got {loader!r}.")
+    accepted = list(inspect.signature(LOADERS[loader]).parameters)[1:]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown and loader != "hub":  # the Hub loader passes extra arguments on to `datasets.load_dataset`
+        raise CorpusError(f"data.loader_args: unknown argument(s) {unknown} for loader {loader!r}; expected {accepted}.")
     return LOADERS[loader](root, **kwargs)
 
 
@@ -374,7 +389,7 @@ def select_speakers(
         speakers = set(speakers)
         unknown = speakers - set(speaker_column)
         if unknown:
-            raise ValueError(f"data.speakers: {sorted(unknown)} not in the corpus (it has {sorted(set(speaker_column))}).")
+            raise CorpusError(f"data.speakers: {sorted(unknown)} not in the corpus (it has {sorted(set(speaker_column))}).")
     by_speaker_label: dict[str, dict[int, list[int]]] = {}
     for i, (speaker, label) in enumerate(zip(speaker_column, dataset["label"])):
         if speakers is None or speaker in speakers:
@@ -389,6 +404,7 @@ def select_speakers(
 
 __all__ = [
     "CREMA_D_LABELS",
+    "CorpusError",
     "IEMOCAP_LABELS",
     "LOADERS",
     "RAVDESS_LABELS",

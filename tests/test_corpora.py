@@ -8,6 +8,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from modeling.corpora import (
     CREMA_D_LABELS,
+    CorpusError,
     IEMOCAP_LABELS,
     RAVDESS_LABELS,
     load_audio_folder,
@@ -181,9 +182,11 @@ def test_hub_loader_on_a_local_parquet_dataset(tmp_path):
         load_hub_dataset(str(tmp_path), audio_column="speech", label_column="emotion")
 
 
-def test_unknown_loader():
-    with pytest.raises(ValueError, match="data.loader must be one of"):
+def test_unknown_loader_and_loader_arguments():
+    with pytest.raises(CorpusError, match="data.loader must be one of"):
         load_corpus("timit", "x")
+    with pytest.raises(CorpusError, match=r"unknown argument\(s\) \['lables'\] for loader 'audio_folder'; expected \['labels'"):
+        load_corpus("audio_folder", POLISH3, lables=["a"])
 
 
 def test_select_speakers_is_balanced_and_deterministic():
