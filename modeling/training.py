@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import set_seed
@@ -126,10 +127,10 @@ def checked_dataset(
         if write_reports:
             skipped = [bad.to_dict(dataset) for bad in bad_audio]
             atomic_write_json(run_dir / "skipped_audio.json", {"count": len(skipped), "skipped": skipped})
-        if bad_audio:
-            logger.warning(f"Skipping {len(bad_audio)} bad audio file(s); see {run_dir / 'skipped_audio.json'}.")
-            bad_rows = {bad.row for bad in bad_audio}
-            dataset = dataset.select([i for i in range(len(dataset)) if i not in bad_rows])
+            if skipped:
+                logger.warning(f"Skipping {len(skipped)} bad audio file(s); see {run_dir / 'skipped_audio.json'}.")
+        bad_rows = {bad.row for bad in bad_audio}
+        dataset = dataset.select([i for i in range(len(dataset)) if i not in bad_rows])
     else:
         problems += [bad.reason for bad in bad_audio]
 
@@ -402,12 +403,12 @@ def _save_npz(path: Path, **arrays):
 
 def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run_dir: Path, config: dict, num_labels: int) -> dict:
     """Score both stages' best models; save the stage-2 test embeddings (for t-SNE); the fold's metrics.json."""
-    scores = {}
+    scores, predictions = {}, {}
     for stage, best_dir in best_dirs.items():
         batch_size = config[stage]["eval_batch_size"] or config[stage]["batch_size"]
-        predictions = score_checkpoint(best_dir, splits, batch_size)
-        scores[stage] = {split: prediction.metrics(num_labels) for split, prediction in predictions.items()}
-    test = predictions["test"]  # stage 2, scored last
+        predictions[stage] = score_checkpoint(best_dir, splits, batch_size)
+        scores[stage] = {split: prediction.metrics(num_labels) for split, prediction in predictions[stage].items()}
+    test = predictions["stage2"]["test"]
     _save_npz(
         run_dir / f"fold{fold.number}" / "test_predictions.npz",
         embeddings=test.embeddings,
@@ -448,8 +449,6 @@ def prepare_run_dir(config: dict, run_dir: Path, state: PartialState):
     """Record the resolved config; refuse to mix two configs in one output directory."""
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
-        import yaml
-
         differences = config_differences(yaml.safe_load(config_path.read_text()), config)
         if differences:
             raise RunConfigMismatchError(
