@@ -95,7 +95,7 @@ PROFILES = {
         repetitions=9,
         warmup=1,
         epoch_clips=16,
-        inference_clips=32,
+        inference_clips=24,
         loading_clips=96,
     ),
     "quick": Profile(

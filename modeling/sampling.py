@@ -45,9 +45,9 @@ def length_sorted_indices(
     """One epoch of indices whose consecutive `batch_size` slices are batches of similar lengths.
 
     Steps: sort by a noisy length, `length × exp(jitter × u)` with u ~ U(0, 1) per example and epoch (equal keys in
-    random order), longest first → cut into batches (the remainder, the shortest clips, forms the one short batch
-    when `len(lengths) % batch_size`) → shuffle the full batches, put the batch holding the longest example first
-    (an out-of-memory shows at step 1, as in `LengthGroupedSampler`) and the short batch last.
+    random order) → cut into batches (when `len(lengths) % batch_size`, the remainder, the longest clips, forms the
+    one short batch) → shuffle the full batches, put the full batch holding the longest clip first (an
+    out-of-memory shows at step 1, as in `LengthGroupedSampler`) and the short batch last.
 
     Why relative length noise: clips whose lengths differ by less than ~`jitter` (0.3 %) trade places, so where
     lengths are dense (most of a corpus) batch-mates change from epoch to epoch, while in the sparse long tail,
@@ -72,8 +72,9 @@ def length_sorted_indices(
     permutation = torch.randperm(num_examples, generator=generator)
     noise = torch.rand(num_examples, generator=generator, dtype=torch.float64)
     keys = lengths_tensor[permutation] * torch.exp(jitter * noise)
-    # Longest first, so that the one short batch (the remainder of the last chunk) holds the shortest clips.
-    order = permutation[torch.sort(keys, descending=True, stable=True).indices]
+    # Ascending: the one short batch (the remainder) gets the longest clips, where it saves the most padding (the
+    # sparse long tail); on nemo4 and IEMOCAP-like lengths no other place of the short batch pads less.
+    order = permutation[torch.sort(keys, stable=True).indices]
     batches = chunk(order.tolist(), batch_size)
 
     short = batches.pop() if len(batches[-1]) < batch_size else None

@@ -1,6 +1,7 @@
 """The stage-2 frozen-prefix cache reproduces the uncached model: logits, losses, gradients and training steps."""
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -225,6 +226,14 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
         assert disk[i]["hidden_states"].dtype == torch.float16
         torch.testing.assert_close(disk[i]["hidden_states"].float(), memory[i]["hidden_states"], atol=2e-2, rtol=1e-2)
         assert torch.equal(disk[i]["frame_mask"], memory[i]["frame_mask"])
+
+    # A memory cache saved to disk, and a disk cache pickled into a DataLoader worker, read back the same rows.
+    memory.save(tmp_path / "saved")
+    saved = FrozenPrefixCache.load(tmp_path / "saved")
+    unpickled = pickle.loads(pickle.dumps(disk))
+    for i in range(len(clips)):
+        assert torch.equal(saved[i]["hidden_states"], memory[i]["hidden_states"])
+        assert torch.equal(unpickled[i]["hidden_states"], disk[i]["hidden_states"])
 
     # Same weights and data: the cache on disk is reused without running the prefix.
     import modeling.frozen_prefix as frozen_prefix
