@@ -338,6 +338,25 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
             return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
         return self._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
 
+    def _pad_for_spec_augment(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
+        """In training, zero-pad a batch whose clips all yield fewer frames than SpecAugment's `mask_time_length`
+        (wav2vec2 raises on such batches); the added samples are masked out, so no frame of them is ever pooled."""
+        config = self.config
+        if not (self.training and config.mask_time_prob > 0 and getattr(config, "apply_spec_augment", True)):
+            return input_values, attention_mask
+        num_samples = input_values.shape[-1]
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            num_samples = (num_samples - kernel) // stride + 1
+        if num_samples >= config.mask_time_length:
+            return input_values, attention_mask
+        needed = config.mask_time_length
+        for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+            needed = (needed - 1) * stride + kernel
+        if attention_mask is None:
+            attention_mask = torch.ones(input_values.shape, dtype=torch.long, device=input_values.device)
+        padding = needed - input_values.shape[-1]
+        return nn.functional.pad(input_values, (0, padding)), nn.functional.pad(attention_mask, (0, padding))
+
     def forward(
         self,
         input_values: torch.Tensor | None,
@@ -363,6 +382,7 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         if output_hidden_states is not None:
             backbone_kwargs["output_hidden_states"] = output_hidden_states
 
+        input_values, attention_mask = self._pad_for_spec_augment(input_values, attention_mask)
         outputs = self.wav2vec2(
             input_values,
             attention_mask=attention_mask if self.config.use_backbone_attention_mask else None,

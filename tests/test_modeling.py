@@ -225,3 +225,18 @@ def test_invalid_config_values_are_rejected_with_the_field_name():
     with pytest.raises(ValueError, match="pooling_num_heads"):
         tiny_config(pooling_num_heads=5)
 
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_training_on_clips_shorter_than_the_spec_augment_span_does_not_crash(norm):
+    """wav2vec2 raises when a batch has fewer frames than `mask_time_length`: such batches are padded (masked)."""
+    overrides = layer_norm_overrides() if norm == "layer" else {}
+    model = make_model(mask_time_prob=0.5, mask_time_length=10, **overrides).train()
+    short = torch.randn(2, 120)  # 120 samples → 5 frames with the tiny conv stack (stride 20)
+    out = model(short, attention_mask=torch.ones(2, 120, dtype=torch.long), labels=torch.tensor([0, 1]))
+    assert out.frame_mask.shape[1] >= 10 and out.frame_mask.sum(-1).tolist() == [5, 5]
+    assert torch.isfinite(out.loss) and torch.all(out.frame_weights[:, 5:] == 0)
+    out = model(short[:1])  # no attention mask: the padding is still excluded from the frames
+    assert out.frame_mask.sum().item() == 5
+    model.eval()
+    assert model(short[:1]).frame_mask.shape[1] == 5  # inference is untouched
