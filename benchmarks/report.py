@@ -18,7 +18,7 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# Benchmark results ({report['mode']} mode)",
         "",
-        f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores ({machine['torch_threads']} torch threads), "
+        f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores ({machine['torch_threads']} torch thread(s)), "
         f"load average at start {machine['load_average_at_start']}; torch {machine['torch']}, "
         f"transformers {machine['transformers']}, Python {machine['python']}; {machine['date']}.",
         "",

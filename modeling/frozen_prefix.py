@@ -434,6 +434,17 @@ def _lengths_of(dataset) -> list[float] | None:
     return None
 
 
+def dataset_fingerprint(dataset) -> str:
+    """`datasets.Dataset._fingerprint` (changes with every select/filter/map), the content of a list of examples,
+    else the type and length (a custom torch Dataset: pass `cache_dir` per dataset and fold)."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint:
+        return str(fingerprint)
+    if isinstance(dataset, (list, tuple)):
+        return hashlib.sha256(json.dumps(list(dataset), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{type(dataset).__name__}:{len(dataset)}"
+
+
 def prefix_fingerprint(model: Wav2Vec2ForFrameAlignedClassification, **settings) -> str:
     """sha256 of the frozen modules' weights, the cut and `settings` (dataset, batches, dtype, collator)."""
     digest = hashlib.sha256()
@@ -523,7 +534,7 @@ def build_prefix_cache(
     metadata = {
         "fingerprint": prefix_fingerprint(
             model,
-            dataset=getattr(dataset, "_fingerprint", None) or len(dataset),
+            dataset=dataset_fingerprint(dataset),
             batches=hashlib.sha256(json.dumps(batches).encode()).hexdigest(),
             dtype=str(dtype),
             **collator_settings,

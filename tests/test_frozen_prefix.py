@@ -245,7 +245,9 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
     kwargs = dict(batch_size=3, dtype=torch.float16, cache_dir=tmp_path / "c", lengths=list(range(6)))
     reused = build_prefix_cache(model, clips, collator, **kwargs)
     assert reused.metadata["fingerprint"] == disk.metadata["fingerprint"]
-    # Other frozen weights: stale, rebuilt.
+    # Other clips (same count) or other frozen weights: stale, rebuilt.
+    with pytest.raises(AssertionError, match="reused"):
+        build_prefix_cache(model, clips[::-1], collator, **kwargs)
     with torch.no_grad():
         model.wav2vec2.encoder.layers[0].feed_forward.output_dense.bias.add_(1.0)
     with pytest.raises(AssertionError, match="reused"):
