@@ -314,17 +314,24 @@ def train_stage(
         init_path, **stage_model_kwargs(config, stage, label_names)
     )
     feature_extractor = make_feature_extractor()
-    trainer = StageTrainer(
-        model=model,
-        args=training_arguments(config, stage, fold, stage_dir.resolve()),
-        train_dataset=splits["train"],
-        eval_dataset=splits["validation"],
-        data_collator=AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=True),
-        eval_data_collator=AudioClassificationCollator(feature_extractor),
-        processing_class=feature_extractor,
-        compute_metrics=make_compute_metrics(len(label_names)),
-        callbacks=callbacks,
-    )
+    args = training_arguments(config, stage, fold, stage_dir.resolve())
+    if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
+        trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, stage_dir, state)
+    else:
+        trainer = StageTrainer(
+            model=model,
+            args=args,
+            train_dataset=splits["train"],
+            eval_dataset=splits["validation"],
+            data_collator=AudioClassificationCollator(
+                feature_extractor, settings["max_length_seconds"], random_crop=True
+            ),
+            eval_data_collator=AudioClassificationCollator(feature_extractor),
+            processing_class=feature_extractor,
+        )
+    trainer.compute_metrics = make_compute_metrics(len(label_names))
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     trainer.train(resume_from_checkpoint=resume_from)
     best_checkpoint = stage_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.best_global_step}"
     if state.is_main_process:
@@ -338,6 +345,41 @@ def train_stage(
         f"({best_checkpoint.name}) → {best_dir}",
     )
     return best_dir
+
+
+def cached_stage_trainer(model, args, splits, settings: dict, feature_extractor, stage_dir: Path, state):
+    """A trainer for stage 2 from the frozen prefix's cached output (`stage2.cache_frozen_prefix: true`).
+
+    The training crop is frozen into the cache (the start of each clip, not a random window). Validation batches
+    are the same longest-first batches as the uncached evaluation and the final scoring.
+    """
+    from .frozen_prefix import FrozenPrefixCollator, FrozenPrefixModel, FrozenPrefixTrainer, build_prefix_cache
+    from .sampling import chunk
+
+    model.freeze_for_training()
+    model.to(args.device)
+    dtype = getattr(torch, settings["prefix_cache_dtype"])
+    root = stage_dir.resolve() / "prefix_cache" if settings["prefix_cache_on_disk"] else None
+    train_collator = AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=False)
+    validation = splits["validation"]
+    with state.main_process_first():  # on disk: the main process builds the cache, the others load it
+        train_cache = build_prefix_cache(
+            model, splits["train"], train_collator, batch_size=args.per_device_train_batch_size, dtype=dtype,
+            cache_dir=root and root / "train", seed=args.seed,
+        )
+        validation_cache = build_prefix_cache(
+            model, validation, AudioClassificationCollator(feature_extractor),
+            batch_size=args.per_device_eval_batch_size, dtype=dtype, cache_dir=root and root / "validation",
+            batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
+        )
+    return FrozenPrefixTrainer(
+        model=FrozenPrefixModel(model),
+        args=args,
+        train_dataset=train_cache,
+        eval_dataset=validation_cache,
+        data_collator=FrozenPrefixCollator(),
+        processing_class=feature_extractor,
+    )
 
 
 def stage1_source(from_run: str | Path, fold: Fold) -> Path:

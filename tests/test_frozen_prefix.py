@@ -281,3 +281,32 @@ def test_no_frozen_layers_is_an_error(clips, collator):
     model = Wav2Vec2ForFrameAlignedClassification(tiny_config(num_trainable_layers=None))
     with pytest.raises(ValueError, match="frozen transformer layers"):
         build_prefix_cache(model, clips, collator)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_train_py_stage2_from_the_cache_end_to_end(tmp_path, on_disk):
+    """`stage2.cache_frozen_prefix: true` through run_experiment: both stages finish, the frozen prefix of the stage-2
+    checkpoint is bit-for-bit stage 1's, the trainable top layer did train, and the fold is scored."""
+    from safetensors.torch import load_file
+
+    from modeling.run_config import resolve_config
+    from modeling.training import run_experiment
+    from test_training import write_config
+
+    config = resolve_config(
+        write_config(
+            tmp_path / "cached.yaml",
+            stage2={"epochs": 2, "cache_frozen_prefix": True, "prefix_cache_on_disk": on_disk},
+        )
+    )
+    results = run_experiment(config, tmp_path / "run", folds="1")
+    fold = results["folds"]["1"]
+    assert 0.0 <= fold["test"]["ua"] <= 1.0 and fold["checkpoint"] == "fold1/stage2/best"
+    stage1 = load_file(tmp_path / "run" / "fold1" / "stage1" / "best" / "model.safetensors")
+    stage2 = load_file(tmp_path / "run" / "fold1" / "stage2" / "best" / "model.safetensors")
+    frozen = [k for k in stage1 if k.startswith(("wav2vec2.feature_", "wav2vec2.encoder.layers.0.", "wav2vec2.encoder.pos_conv"))]
+    assert frozen and all(torch.equal(stage1[k], stage2[k]) for k in frozen)
+    top = [k for k in stage1 if k.startswith("wav2vec2.encoder.layers.1.")]
+    assert top and any(not torch.equal(stage1[k], stage2[k]) for k in top)
+    assert (tmp_path / "run" / "fold1" / "stage2" / "prefix_cache").is_dir() == on_disk

@@ -7,6 +7,8 @@ from datasets import Dataset
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
+from modeling.sampling import LengthSortedSampler
+from modeling.trainer import auxiliary_losses
 
 from helpers import layer_norm_overrides, polish3_clips, tiny_config
 
@@ -174,3 +176,27 @@ def test_trainer_freezes_what_the_config_says(tmp_path, dataset):
                                   "wav2vec2.encoder.pos_conv_embed.", "wav2vec2.encoder.layers.0.",
                                   "wav2vec2.encoder.layer_norm."))
         assert torch.equal(before[name], parameter.detach()) == frozen, name
+
+
+def test_a_term_with_zero_weight_is_logged_but_builds_no_graph(tmp_path, clips):
+    model = make_model(pooling="cls_attention", eal_weight=0.0, fual_weight=0.2).train()
+    batch = collate(clips)
+    outputs = model(**batch)
+    terms = auxiliary_losses(outputs, model.config)
+    assert not terms["loss_eal"].requires_grad and terms["loss_eal"] > 0
+    assert terms["loss_fual"].requires_grad
+    loss = make_trainer(tmp_path, model).compute_loss(model, batch)
+    assert loss.requires_grad
+
+
+def test_group_by_length_sorts_the_whole_training_set(tmp_path, dataset):
+    lengths = [float(d) for d in (1.0, 3.0, 2.0, 4.0)]
+    with_lengths = dataset.add_column("duration", lengths)
+    trainer = make_trainer(
+        tmp_path, make_model(), with_lengths, per_device_train_batch_size=2,
+        train_sampling_strategy="group_by_length", length_column_name="duration",
+    )
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthSortedSampler)
+    batches = [sorted(lengths[i] for i in list(sampler)[k : k + 2]) for k in (0, 2)]
+    assert sorted(batches) == [[1.0, 2.0], [3.0, 4.0]]  # no batch mixes a short and a long clip
