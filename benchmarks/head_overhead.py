@@ -146,7 +146,7 @@ def run(profile: Profile, context: dict) -> dict:
             vs_lambda0["median"],
             1.02,
             "<=",
-            note="λ=0 still computes both losses in FrameAlignedTrainer.compute_loss (cost paid either way); "
+            note="λ=0 computes both losses for the logs, without an autograd graph; "
             + aux_note,
             noise=(vs_lambda0["min"], vs_lambda0["max"]),
             config=shape,
