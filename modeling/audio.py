@@ -35,8 +35,9 @@ def describe_source(source) -> str:
     return f"{type(source).__name__} input" + (f" of shape {tuple(shape)}" if shape is not None else "")
 
 
-def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode a file (or file-like object) → (samples (num_samples, num_channels) float32, sampling rate)."""
+def open_audio_file(path, name: str | None = None) -> sf.SoundFile:
+    """Open a file (or file-like object) for reading; a missing, directory or undecodable input is an
+    `AudioInputError` naming it. Use as a context manager."""
     name = name or describe_source(path)
     if isinstance(path, (str, os.PathLike)):
         if not os.path.exists(path):
@@ -44,12 +45,22 @@ def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[n
         if os.path.isdir(path):
             raise AudioInputError(f"{name}: is a directory, expected an audio file.")
     try:
-        samples, sampling_rate = sf.read(path, dtype="float32", always_2d=True)
+        return sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioInputError(
             f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
         ) from error
-    return samples, int(sampling_rate)
+
+
+def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file (or file-like object) → (samples (num_samples, num_channels) float32, sampling rate)."""
+    name = name or describe_source(path)
+    with open_audio_file(path, name) as sound_file:
+        try:
+            samples = sound_file.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as error:  # a header that decodes, then a corrupt body
+            raise AudioInputError(f"{name}: cannot decode audio ({error}).") from error
+        return samples, int(sound_file.samplerate)
 
 
 def to_float32(array, name: str) -> np.ndarray:
@@ -196,17 +207,7 @@ def iter_audio_blocks(
         AudioInputError: missing, unreadable, empty or non-finite audio (raised when the bad block is reached).
     """
     name = name or describe_source(path)
-    if not os.path.exists(path):
-        raise AudioInputError(f"{name}: file does not exist.")
-    if os.path.isdir(path):
-        raise AudioInputError(f"{name}: is a directory, expected an audio file.")
-    try:
-        sound_file = sf.SoundFile(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise AudioInputError(
-            f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
-        ) from error
-    with sound_file:
+    with open_audio_file(path, name) as sound_file:
         sampling_rate = int(sound_file.samplerate)
         block_frames = max(1, int(round(block_seconds * sampling_rate)))
         resampler = None
@@ -247,6 +248,7 @@ __all__ = [
     "audio_duration",
     "iter_audio_blocks",
     "load_audio",
+    "open_audio_file",
     "read_audio_file",
     "resample",
     "to_float32",

@@ -257,22 +257,8 @@ class FrozenPrefixModel(nn.Module):
         if config.do_stable_layer_norm:  # pre-norm: the final norm follows the last layer, so it trains
             hidden_states = encoder.layer_norm(hidden_states)
 
-        # From here on: Wav2Vec2ForFrameAlignedClassification.forward, unchanged (same modules, same order).
-        utterance_embedding, frame_embeddings, frame_weights = self.pooler(hidden_states, frame_mask)
-        logits = self.classifier(self.dropout(utterance_embedding))
-        frame_logits = self.classifier(self.dropout(frame_embeddings))
-        loss = None
-        if labels is not None:
-            loss = nn.functional.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
-        output = FrameAlignedClassifierOutput(
-            loss=loss,
-            logits=logits,
-            frame_logits=frame_logits,
-            frame_weights=frame_weights,
-            utterance_embedding=utterance_embedding,
-            frame_embeddings=frame_embeddings,
-            frame_mask=frame_mask,
-        )
+        # From here on: the full model's own head (same modules, same order).
+        output = self.full_model.classify_frames(hidden_states, frame_mask, labels)
         return output if return_dict else output.to_tuple()
 
 

@@ -391,7 +391,20 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         )
         hidden_states = outputs.last_hidden_state
         frame_mask = self.frame_mask(hidden_states.shape[1], attention_mask, hidden_states.shape[0], hidden_states.device)
+        output = self.classify_frames(hidden_states, frame_mask, labels)
+        for name in ("hidden_states", "attentions"):  # the backbone's, when asked for
+            if getattr(outputs, name) is not None:
+                output[name] = getattr(outputs, name)
+        return output if return_dict else output.to_tuple()
 
+    def classify_frames(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> FrameAlignedClassifierOutput:
+        """The head: pooling → dropout → classifier, on the utterance and on every frame; CE when `labels` is given.
+
+        hidden_states: (B, T, H) backbone output; frame_mask: (B, T) bool; labels: (B,) → output without the
+        backbone's `hidden_states`/`attentions` (also used to train from cached backbone outputs).
+        """
         utterance_embedding, frame_embeddings, frame_weights = self.pooler(hidden_states, frame_mask)
         logits = self.classifier(self.dropout(utterance_embedding))
         frame_logits = self.classifier(self.dropout(frame_embeddings))
@@ -400,7 +413,7 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
 
-        output = FrameAlignedClassifierOutput(
+        return FrameAlignedClassifierOutput(
             loss=loss,
             logits=logits,
             frame_logits=frame_logits,
@@ -408,10 +421,7 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
             utterance_embedding=utterance_embedding,
             frame_embeddings=frame_embeddings,
             frame_mask=frame_mask,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = ["Wav2Vec2ForFrameAlignedClassification", "FrameAlignedClassifierOutput"]

@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from transformers import AutoModelForAudioClassification, Pipeline
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.pipelines import PIPELINE_REGISTRY, pipeline
 from transformers.utils import logging
 
-from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio
+from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file
 from .collator import make_feature_extractor
 from .io_utils import atomic_write_text
 
@@ -592,18 +591,11 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 name=name,
             )
             return _AudioSource(index, name, len(audio), array=audio)
-        if not os.path.isfile(item):
-            reason = "is a directory, expected an audio file" if os.path.isdir(item) else "file does not exist"
-            raise AudioInputError(f"{name}: {reason}.")
-        try:
-            info = sf.info(item)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-            raise AudioInputError(
-                f"{name}: cannot decode audio ({error}). Expected a file libsndfile reads (WAV, FLAC, OGG, MP3, ...)."
-            ) from error
-        if info.frames == 0:
+        with open_audio_file(item, name) as info:  # header only: files are decoded when their batch runs
+            frames, samplerate = info.frames, info.samplerate
+        if frames == 0:
             raise AudioInputError(f"{name}: contains no samples (empty audio).")
-        num_samples = math.ceil(info.frames * self.sampling_rate / info.samplerate)
+        num_samples = math.ceil(frames * self.sampling_rate / samplerate)
         return _AudioSource(index, name, max(num_samples, self.receptive_field), path=os.fspath(item))
 
     def _decode(self, source: _AudioSource) -> np.ndarray:
