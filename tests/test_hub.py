@@ -23,7 +23,8 @@ from huggingface_hub import HfApi, constants
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
-from modeling.hub import PushError, load_run, push_run, render_fold_card
+from modeling.hub import PushError, load_run, push_run
+from modeling.model_card import render_fold_card
 from modeling.io_utils import atomic_write_json
 
 from helpers import POLISH3_LABELS, REPO, polish3_clips, tiny_config

@@ -1,0 +1,420 @@
+"""Model cards for published folds: YAML metadata (with a `model-index` of the fold's test UA/WA) and a body
+rendered from the templates in `model_cards/`: the method, the fold's speakers, both stages' settings, every
+fold's results with mean ± std, limitations, the data license and the citation.
+
+Used by `modeling.hub` (one card per fold, and an overview card for `--revision-per-fold`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+from huggingface_hub import EvalResult, ModelCardData
+
+from .io_utils import read_json
+
+
+if TYPE_CHECKING:  # the run directory's reader lives in modeling.hub, which imports this module
+    from .hub import Fold, Run
+
+MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+FOLD_TEMPLATE = MODEL_CARDS / "template.md"
+OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
+
+PAPER = {
+    "title": "Frame and Utterance Emotional Alignment for Speech Emotion Recognition",
+    "authors": "Byun, Seounghoon and Lee, Seok-Pil",
+    "journal": "Future Internet",
+    "year": "2025",
+    "volume": "17",
+    "number": "11",
+    "pages": "509",
+    "doi": "10.3390/fi17110509",
+}
+
+# What the card says about each corpus. `hub_id`: the dataset on the Hub, where there is one.
+CORPORA = {
+    "polish3": {
+        "name": "Emotions in Polish speech recordings (polish3: anger/fear/neutral, 5 male speakers)",
+        "hub_id": None,
+        "license": "cc-by-4.0",
+        "language": "pl",
+        "terms": "Creative Commons Attribution 4.0 (CC BY 4.0). Attribution: Mięsikowska, M., & Świsulski, D. (2020). "
+        "Emotions in Polish speech recordings [dataset]. Gdańsk University of Technology. "
+        "https://doi.org/10.34808/h46c-hb44",
+    },
+    "nemo4": {
+        "name": "nEMO, Polish emotional speech (4-class subset: angry/happy/neutral/sad, 9 speakers)",
+        "hub_id": "amu-cai/nEMO",
+        "license": "cc-by-nc-sa-4.0",
+        "language": "pl",
+        "terms": "Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (CC BY-NC-SA 4.0): the weights inherit the "
+        "non-commercial, share-alike terms. Christop, I. (2024). nEMO: Dataset of Emotional Speech in Polish. "
+        "LREC-COLING 2024.",
+    },
+    "iemocap": {
+        "name": "IEMOCAP (4 classes: neutral, happy+excited, sad, angry; leave-one-session-out)",
+        "hub_id": None,
+        "license": "other",
+        "language": "en",
+        "terms": "IEMOCAP is distributed by USC SAIL under its own license agreement; it is not redistributed here. "
+        "Check that agreement before using these weights. Busso et al. (2008), IEMOCAP: Interactive emotional "
+        "dyadic motion capture database, Language Resources and Evaluation 42, 335–359.",
+    },
+    "cremad": {
+        "name": "CREMA-D (6 emotions, 91 actors)",
+        "hub_id": None,
+        "license": "odbl",
+        "language": "en",
+        "terms": "CREMA-D is released under the Open Database License (ODbL) with the Database Contents License. "
+        "Cao et al. (2014), CREMA-D: Crowd-sourced emotional multimodal actors dataset, IEEE TAC 5(4).",
+    },
+    "ravdess": {
+        "name": "RAVDESS speech (8 emotions, 24 actors)",
+        "hub_id": None,
+        "license": "cc-by-nc-sa-4.0",
+        "language": "en",
+        "terms": "RAVDESS is released under CC BY-NC-SA 4.0. Livingstone & Russo (2018), PLoS ONE 13(5): e0196391.",
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model cards
+# ----------------------------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def results_table(run: Run, highlight: str | None = None) -> str:
+    """Markdown: test UA/WA (%) per fold, then mean ± std; `highlight` (a fold name) in bold."""
+    lines = ["| Fold | Test speakers | Validation UA | Test UA | Test WA |", "|---|---|---:|---:|---:|"]
+    for name in run.all_fold_names:
+        entry = run.results["folds"][name]
+        cells = [
+            f"fold{name}",
+            ", ".join(_speakers(run, name).get("test", [])) or "–",
+            _fmt(run.percent(entry.get("validation", {}).get("ua"))),
+            _fmt(run.percent(entry.get("test", {}).get("ua"))),
+            _fmt(run.percent(entry.get("test", {}).get("wa"))),
+        ]
+        if name == highlight:
+            cells = [f"**{c}**" if c != "–" else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    mean, std = run.results.get("mean", {}), run.results.get("std", {})
+    if mean:
+        ua = f"{_fmt(run.percent(mean.get('ua')))} ± {_fmt(run.percent(std.get('ua')))}"
+        wa = f"{_fmt(run.percent(mean.get('wa')))} ± {_fmt(run.percent(std.get('wa')))}"
+        evaluated = len(run.all_fold_names)
+        of = f"{evaluated} folds" if evaluated == run.num_folds else f"{evaluated} of {run.num_folds} folds"
+        lines.append(f"| mean ± std ({of}) | | | {ua} | {wa} |")
+    return "\n".join(lines)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def _speakers(run: Run, name: str) -> dict[str, list[str]]:
+    """{"train": [...], "validation": [...], "test": [...]}: results.json's fold entry, else the fold's split.json."""
+    speakers = dict(run.results["folds"][name].get("speakers") or {})
+    split = run.split(name) or {}
+    for split_name in SPLITS:
+        if not speakers.get(split_name) and isinstance(split.get(split_name), dict):
+            speakers[split_name] = split[split_name].get("speakers")
+    return {k: [str(s) for s in v] for k, v in speakers.items() if isinstance(v, list) and v}
+
+
+def describe_split(run: Run, name: str, split_name: str) -> str:
+    """`m3, m4, m5 (sessions 1, 2; 270 utterances)` from results.json and split.json."""
+    speakers = ", ".join(_speakers(run, name).get(split_name, [])) or "–"
+    details = (run.split(name) or {}).get(split_name) or {}
+    extra = []
+    if details.get("sessions"):
+        extra.append("session" + ("s " if len(details["sessions"]) > 1 else " ") + ", ".join(map(str, details["sessions"])))
+    if details.get("num_examples"):
+        extra.append(f"{details['num_examples']} utterances")
+    return speakers + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _labels(run: Run, fold: Fold) -> list[str]:
+    labels = fold.results.get("labels") or run.results.get("labels")
+    if labels:
+        return list(labels)
+    id2label = read_json(fold.checkpoint / "config.json").get("id2label", {})
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def confusion_table(labels: list[str], matrix, recalls=None) -> str:
+    """Markdown confusion matrix (rows: true label), with each class's recall when given."""
+    if not matrix:
+        return "_No confusion matrix in results.json._"
+    recalls = recalls if recalls and len(recalls) == len(labels) else None
+    header = "| true \\ predicted | " + " | ".join(labels) + (" | recall (%) |" if recalls else " |")
+    lines = [header, "|---" * (len(labels) + 1 + bool(recalls)) + "|"]
+    for i, (label, row) in enumerate(zip(labels, matrix)):
+        recall = f" | {_fmt(100 * recalls[i] if max(recalls) <= 1 else recalls[i])}" if recalls else ""
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + recall + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, (dict, list)):
+        value = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return f"`{value}`"
+
+
+def _public(value):
+    """An absolute local path (a corpus or checkpoint folder on the training machine) → `…/<folder name>`."""
+    return f"…/{Path(value).name}" if isinstance(value, str) and os.path.isabs(value) else value
+
+
+def config_table(config: dict) -> str:
+    """Markdown: stage-1 and stage-2 settings side by side, then the data, model and training sections."""
+    stage1, stage2 = config.get("stage1") or {}, config.get("stage2") or {}
+    keys = list(dict.fromkeys([*stage1, *stage2]))
+    if not keys:
+        return "_The run's config.yaml has no stage1/stage2 sections._"
+    lines = ["| Setting | Stage 1 | Stage 2 |", "|---|---|---|"]
+    lines += [f"| {key} | {_cell(stage1.get(key, '–'))} | {_cell(stage2.get(key, '–'))} |" for key in keys]
+    others = [(f"{section}.{key}", _public(value)) for section in ("data", "model", "training")
+              for key, value in (config.get(section) or {}).items() if value not in (None, {}, [])]
+    if "seed" in config:
+        others.append(("seed", config["seed"]))
+    if others:
+        lines += ["", "| Setting | Value |", "|---|---|"] + [f"| {key} | {_cell(value)} |" for key, value in others]
+    return "\n".join(lines)
+
+
+def backbone(run: Run) -> tuple[str | None, str]:
+    """(the pre-trained backbone's Hub id or None, how the card names it) from the config's `model` section."""
+    model = run.config.get("model") or {}
+    name = model.get("name_or_path")
+    if isinstance(name, str) and name:
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists():
+            return name, f"wav2vec 2.0 fine-tuned from `{name}`"
+        return None, f"a wav2vec 2.0 backbone fine-tuned from a local checkpoint (`{Path(name).name}`)"
+    return None, "a randomly initialised wav2vec 2.0 backbone"
+
+
+def _base_model(run: Run) -> str | None:
+    return backbone(run)[0]
+
+
+def _architecture(fold: Fold) -> dict:
+    config = read_json(fold.checkpoint / "config.json")
+    return {
+        "hidden_size": config.get("hidden_size"),
+        "layers": config.get("num_hidden_layers"),
+        "pooling": config.get("pooling"),
+        "eal_weight": config.get("eal_weight"),
+        "fual_weight": config.get("fual_weight"),
+        "eal_margin": config.get("eal_margin"),
+        "is_demo": (config.get("hidden_size") or 0) < 768 or (config.get("num_hidden_layers") or 0) < 12,
+    }
+
+
+POOLING_NAMES = {
+    "mean": "mean pooling",
+    "attentive": "attentive pooling",
+    "self_attention": "self-attention pooling (a 1-layer encoder over the frames, then attentive pooling)",
+    "cls_attention": "CLS self-attention pooling",
+}
+
+
+def method_summary(arch: dict) -> tuple[str, str]:
+    """(what the head is, the training loss) from the checkpoint's config: the paper's method or a Table 3 baseline."""
+    pooling = POOLING_NAMES.get(arch["pooling"], f"`{arch['pooling']}` pooling")
+    if arch["pooling"] != "cls_attention":
+        return f"**{pooling}**, trained with cross-entropy", "cross-entropy"
+    terms = []
+    if arch["eal_weight"]:
+        terms.append(f"λ_EAL · EAL (margin m = {arch['eal_margin']}, λ_EAL = {arch['eal_weight']})")
+    if arch["fual_weight"]:
+        terms.append(f"λ_FUAL · FUAL (λ_FUAL = {arch['fual_weight']})")
+    names = {2: "the Emotional Attention Loss (EAL) and the Frame-to-Utterance Alignment Loss (FUAL)",
+             0: "no auxiliary loss (the Table 3 CLS-pooling baseline)"}
+    losses = names.get(len(terms), "the Emotional Attention Loss (EAL)" if arch["eal_weight"] else "the Frame-to-Utterance Alignment Loss (FUAL)")
+    return f"**{pooling}** and {losses} of Byun & Lee (2025)", " + ".join(["cross-entropy", *terms])
+
+
+def card_data(run: Run, folds: list[Fold], model_name: str, license: str | None = None) -> ModelCardData:
+    """The YAML metadata: library, pipeline, license, datasets, base model, tags and a model-index of test UA/WA."""
+    corpus, corpus_key = run.corpus_info, run.corpus or "unknown"
+    eval_results = []
+    for fold in folds:
+        test = fold.results.get("test", {})
+        test_speakers = _speakers(run, fold.name).get("test")
+        common = dict(
+            task_type="audio-classification",
+            task_name="Speech emotion recognition",
+            dataset_type=corpus.get("hub_id") or corpus_key,
+            dataset_name=f"{corpus_key} ({fold.label}, speaker-independent test split)",
+            dataset_config=fold.label,
+            dataset_split="test",
+            dataset_args={"test_speakers": test_speakers} if test_speakers else None,
+        )
+        eval_results += [
+            EvalResult(metric_type="recall", metric_name="UA (unweighted accuracy, %)", metric_args={"average": "macro"},
+                       metric_value=run.percent(test.get("ua")), **common),
+            EvalResult(metric_type="accuracy", metric_name="WA (weighted accuracy, %)",
+                       metric_value=run.percent(test.get("wa")), **common),
+        ]
+    base_model = _base_model(run)
+    tags = ["audio-classification", "speech-emotion-recognition", "wav2vec2", "frame-utterance-alignment", "custom_code"]
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="audio-classification",
+        license=license or corpus.get("license") or "other",
+        datasets=[corpus.get("hub_id") or corpus_key],
+        language=corpus.get("language"),
+        base_model=base_model,
+        tags=tags + [corpus_key],
+        metrics=["recall", "accuracy"],
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+
+
+def bibtex() -> str:
+    p = PAPER
+    return (
+        "@article{byun2025frame,\n"
+        f"  title   = {{{p['title']}}},\n  author  = {{{p['authors']}}},\n  journal = {{{p['journal']}}},\n"
+        f"  year    = {{{p['year']}}},\n  volume  = {{{p['volume']}}},\n  number  = {{{p['number']}}},\n"
+        f"  pages   = {{{p['pages']}}},\n  doi     = {{{p['doi']}}},\n  url     = {{https://doi.org/{p['doi']}}}\n}}"
+    )
+
+
+def _limitations(run: Run, fold: Fold) -> str:
+    arch = _architecture(fold)
+    random_init = bool((run.config.get("model") or {}).get("random_init"))
+    notes = []
+    if random_init or arch["is_demo"]:
+        notes.append(
+            f"**Demo checkpoint.** The backbone has {arch['layers']} transformer layers of width {arch['hidden_size']}"
+            + (" and was initialised randomly (no self-supervised pre-training)" if random_init else "")
+            + ": it shows the training, publishing and loading path, not the method's accuracy. Train from "
+            "`facebook/wav2vec2-base` (the paper's setting) for meaningful scores."
+        )
+    notes.append(
+        f"Trained and evaluated on a single corpus ({run.corpus_info['name']}); accuracy on other languages, "
+        "speakers, microphones, noise or spontaneous speech is unknown and usually much lower. "
+        "Emotion labels are acted/annotated categories, not a person's actual feelings."
+    )
+    notes.append(
+        "Do not use the model to make decisions about people (hiring, policing, health, credit) or to infer emotions "
+        "without consent."
+    )
+    notes.append(f"Training data license: {run.corpus_info.get('terms') or 'see the corpus license.'}")
+    return "\n".join(f"- {note}" for note in notes)
+
+
+def stage1_summary(run: Run, fold: Fold) -> str:
+    """A sentence comparing with the fold's stage-1 model (train.py scores both stages), or ""."""
+    stage1 = (fold.results.get("stage1") or {}).get("test") or {}
+    if stage1.get("ua") is None:
+        return ""
+    return (
+        f" The stage-1 model of the same fold (attentive pooling, cross-entropy only) scores UA "
+        f"{_fmt(run.percent(stage1['ua']))} % and WA {_fmt(run.percent(stage1.get('wa')))} % on the same speakers."
+    )
+
+
+def _usage(repo_id: str, revision: str | None) -> str:
+    revision_arg = f', revision="{revision}"' if revision else ""
+    return (
+        "```python\n"
+        "import soundfile as sf\n"
+        "from transformers import pipeline\n\n"
+        f'classifier = pipeline("audio-classification", model="{repo_id}"{revision_arg}, trust_remote_code=True)\n'
+        'waveform, sampling_rate = sf.read("speech.wav", dtype="float32")  # 16 kHz mono\n'
+        'print(classifier({"raw": waveform, "sampling_rate": sampling_rate}, top_k=None))\n'
+        "```\n\n"
+        "A file path (`classifier(\"speech.wav\")`) works too where FFmpeg is installed. `trust_remote_code=True` "
+        "runs `modeling_frame_aligned.py` and `configuration_frame_aligned.py` from this repository: read them first."
+    )
+
+
+def _render(template: Path, **values) -> str:
+    return string.Template(template.read_text()).substitute(values)
+
+
+def _with_metadata(data: ModelCardData, body: str) -> str:
+    return f"---\n{data.to_yaml()}\n---\n\n{body.lstrip()}"
+
+
+def render_fold_card(
+    run: Run, fold: Fold, repo_id: str, revision: str | None = None, license: str | None = None, template=FOLD_TEMPLATE
+) -> str:
+    """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
+    arch = _architecture(fold)
+    labels = _labels(run, fold)
+    test = fold.results.get("test", {})
+    if fold.confusion_matrix_image:
+        image = "![Confusion matrix of this fold's test speakers](fold_confusion_matrix.png)"
+    else:
+        image = "All folds' test speakers together:\n\n![Confusion matrix of all folds' test speakers](confusion_matrix.png)"
+    body = _render(
+        Path(template),
+        repo_id=repo_id,
+        fold=fold.name,
+        num_folds=run.num_folds,
+        corpus=run.corpus_info["name"],
+        labels=", ".join(f"`{label}`" for label in labels),
+        train_speakers=describe_split(run, fold.name, "train"),
+        validation_speakers=describe_split(run, fold.name, "validation"),
+        test_speakers=describe_split(run, fold.name, "test"),
+        test_ua=_fmt(run.percent(test.get("ua"))),
+        test_wa=_fmt(run.percent(test.get("wa"))),
+        stage1=stage1_summary(run, fold),
+        backbone=backbone(run)[1],
+        hidden_size=arch["hidden_size"],
+        layers=arch["layers"],
+        pooling=arch["pooling"],
+        method=method_summary(arch)[0],
+        loss=method_summary(arch)[1],
+        usage=_usage(repo_id, revision),
+        config_table=config_table(run.config),
+        results_table=results_table(run, highlight=fold.name),
+        confusion_table=confusion_table(labels, test.get("confusion_matrix"), test.get("per_class_recall")),
+        confusion_image=image,
+        limitations=_limitations(run, fold),
+        bibtex=bibtex(),
+        doi=PAPER["doi"],
+    )
+    name = repo_id.split("/")[-1] + (f"-{revision}" if revision else "")
+    return _with_metadata(card_data(run, [fold], name, license), body)
+
+
+def render_overview_card(run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE) -> str:
+    """The README.md of `main` with `revision_per_fold`: what each branch holds and the run's results."""
+    folds = [run.folds[name] for name in run.folds]
+    first = folds[0]
+    branches = "\n".join(
+        f"- `{fold.label}`: test speakers {', '.join(_speakers(run, fold.name).get('test', [])) or '–'}, "
+        f"test UA {_fmt(run.percent(fold.results.get('test', {}).get('ua')))} %, "
+        f"WA {_fmt(run.percent(fold.results.get('test', {}).get('wa')))} %"
+        for fold in folds
+    )
+    body = _render(
+        Path(template),
+        repo_id=repo_id,
+        num_folds=run.num_folds,
+        corpus=run.corpus_info["name"],
+        labels=", ".join(f"`{label}`" for label in _labels(run, first)),
+        branches=branches,
+        first_fold=first.label,
+        usage=_usage(repo_id, first.label),
+        fold_list=", ".join(f'"{fold.label}"' for fold in folds),
+        config_table=config_table(run.config),
+        results_table=results_table(run),
+        limitations=_limitations(run, first),
+        bibtex=bibtex(),
+        doi=PAPER["doi"],
+    )
+    return _with_metadata(card_data(run, folds, repo_id.split("/")[-1], license), body)
