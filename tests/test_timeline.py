@@ -23,16 +23,8 @@ from transformers import pipeline
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import AudioInputError, load_audio
 from modeling.collator import make_feature_extractor
-from modeling.timeline import (
-    FrameAlignedEmotionPipeline,
-    frame_geometry,
-    hub_pipeline_files,
-    iter_windows,
-    main,
-    merge_short_segments,
-    num_frames,
-    smooth_frames,
-)
+from modeling.timeline import FrameAlignedEmotionPipeline, hub_pipeline_files, main
+from modeling.timeline_segments import frame_geometry, iter_windows, merge_short_segments, num_frames, smooth_frames
 
 from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config
 from hub_server import HubServer

@@ -1,0 +1,283 @@
+"""Frame post-processing for the emotion timeline (numpy only): frame geometry from the conv stack, overlapping
+windows for long inputs, stitching windows, smoothing, and segments of one dominant emotion.
+
+Used by `modeling.timeline.FrameAlignedEmotionPipeline`.
+"""
+
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+SMOOTHING_METHODS = ("median", "mean", "none")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame geometry
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def frame_geometry(config) -> tuple[int, int]:
+    """(hop, receptive field) of the backbone's conv stack, in samples.
+
+    hop = Π strides (320 for wav2vec2: 20 ms at 16 kHz); receptive field = 1 + Σ_i (k_i − 1)·Π_{j<i} s_j (400).
+    Frame t is computed from samples [t·hop, t·hop + receptive field).
+    """
+    hop, receptive_field = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        receptive_field += (kernel - 1) * hop
+        hop *= stride
+    return hop, receptive_field
+
+
+def num_frames(num_samples: int, hop: int, receptive_field: int) -> int:
+    """Frames the conv stack yields for `num_samples` samples (as `_get_feat_extract_output_lengths`)."""
+    return 0 if num_samples < receptive_field else (num_samples - receptive_field) // hop + 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Long inputs: overlapping windows in bounded memory
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def iter_windows(
+    blocks: Iterable[np.ndarray], window: int, step: int, hop: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Cut a stream of sample blocks into overlapping windows, holding at most ~window + step + hop samples.
+
+    A stream of at most `window` samples gives one window with all of it. A longer one gives windows of exactly
+    `window` samples starting at 0, step, 2·step, ... and a last one ending at the stream's end (its start rounded
+    down to a multiple of `hop`, so every window lies on the same frame grid). Equal window lengths let a batch of
+    windows run without padding, which keeps batched results identical to one-by-one ones on any backbone.
+
+    Args:
+        blocks: consecutive 1-D float32 sample blocks (e.g. from `iter_audio_blocks`).
+        window, step, hop: in samples; `step` must be a positive multiple of `hop`.
+    Yields:
+        (start sample, (length,) float32 window).
+    """
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = next_start = emitted_end = 0
+    last_emitted_start = -1
+    for block in blocks:
+        buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
+        buffer_end = buffer_start + len(buffer)
+        while next_start + window <= buffer_end:
+            yield next_start, buffer[next_start - buffer_start : next_start + window - buffer_start].copy()
+            last_emitted_start, emitted_end = next_start, next_start + window
+            next_start += step
+        # Keep what the next window, or a final end-aligned window, may still need.
+        keep_from = max(buffer_start, min(next_start, buffer_end - window - hop))
+        buffer = buffer[keep_from - buffer_start :]
+        buffer_start = keep_from
+    total = buffer_start + len(buffer)
+    if last_emitted_start < 0 and total <= window:
+        yield 0, buffer.copy()
+        return
+    if emitted_end < total:
+        last_start = max(0, (total - window) // hop * hop)
+        if last_start > last_emitted_start and last_start + window > emitted_end:
+            yield last_start, buffer[last_start - buffer_start : last_start + window - buffer_start].copy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frame post-processing: stitching, smoothing, segments
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkPrediction:
+    """The model's output for one window of an input.
+
+    Attributes:
+        start: first sample of the window in the input (a multiple of the hop).
+        num_samples: window length in samples.
+        probabilities: (num_labels,) utterance distribution q = softmax(logits) of the window.
+        frame_probabilities: (num_frames, num_labels) p_t = softmax(frame_logits), valid frames only.
+        frame_weights: (num_frames,) α_t of the window (sums to 1 over the window).
+    """
+
+    start: int
+    num_samples: int
+    probabilities: np.ndarray
+    frame_probabilities: np.ndarray
+    frame_weights: np.ndarray
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def stitch_chunks(chunks: list[ChunkPrediction], hop: int):
+    """Join overlapping windows into one frame sequence with no gaps and no overlaps.
+
+    Each frame is taken from the window in which it is most central: between consecutive windows the ownership
+    boundary is the middle of their overlap, so every kept frame has at least half the overlap as context.
+
+    α is renormalised so that it still sums to 1 over the whole input: within a window the relative weights are the
+    model's, and each window's total is its share of the kept frames (its duration). The overall utterance
+    distribution uses the same shares, Σ_k share_k · q_k, i.e. it is duration-weighted. Why not α-weighted across
+    windows: α is a softmax *within* one window, so its raw values are not comparable between windows; duration
+    weighting counts every second of audio once, and coincides with weighting by the renormalised α mass.
+
+    Args:
+        chunks: the windows of one input, sorted by start.
+        hop: samples per frame.
+    Returns:
+        frame_probabilities (T, C), frame_weights (T,) summing to 1, probabilities (C,), shares (K,) summing to 1.
+    """
+    offsets = [chunk.start // hop for chunk in chunks]
+    ends = [offset + len(chunk.frame_weights) for offset, chunk in zip(offsets, chunks)]
+    bounds = [0]
+    for k in range(len(chunks) - 1):
+        bounds.append(min(max((offsets[k + 1] + ends[k]) // 2, offsets[k + 1]), ends[k]))
+    bounds.append(ends[-1])
+    total = bounds[-1]
+    probabilities = np.zeros((total, chunks[0].frame_probabilities.shape[1]))
+    weights = np.zeros(total)
+    shares = np.zeros(len(chunks))
+    for k, chunk in enumerate(chunks):
+        low, high = bounds[k], max(bounds[k], bounds[k + 1])
+        local = slice(low - offsets[k], high - offsets[k])
+        probabilities[low:high] = chunk.frame_probabilities[local]
+        alpha = chunk.frame_weights[local].astype(np.float64)
+        alpha = alpha / alpha.sum() if alpha.sum() > 0 else np.full(len(alpha), 1.0 / max(len(alpha), 1))
+        shares[k] = (high - low) / total
+        weights[low:high] = alpha * shares[k]
+    utterance = sum(share * chunk.probabilities for share, chunk in zip(shares, chunks))
+    return probabilities, weights, utterance / utterance.sum(), shares
+
+
+def smooth_frames(probabilities: np.ndarray, method: str = "median", window: int = 1) -> np.ndarray:
+    """Smooth (T, C) frame distributions over time with an odd `window` (frames); rows still sum to 1.
+
+    "mean": moving average; "median": per-class running median, renormalised (a median keeps sharp emotion changes
+    but removes isolated flips); "none": unchanged. Edges repeat the first/last frame.
+    """
+    if method not in SMOOTHING_METHODS:
+        raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {method!r}.")
+    window = int(window) | 1  # odd: centred
+    if method == "none" or window <= 1 or len(probabilities) <= 1:
+        return probabilities
+    half = window // 2
+    padded = np.pad(probabilities, ((half, half), (0, 0)), mode="edge")
+    if method == "mean":
+        cumulative = np.cumsum(np.pad(padded, ((1, 0), (0, 0))), axis=0)
+        smoothed = (cumulative[window:] - cumulative[:-window]) / window
+    else:
+        views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # (T, C, window)
+        smoothed = np.median(views, axis=-1)
+    return smoothed / smoothed.sum(axis=-1, keepdims=True)
+
+
+def label_runs(frame_labels: np.ndarray) -> list[list[int]]:
+    """Runs of equal labels → [[start_frame, end_frame, label], ...] (end exclusive)."""
+    if len(frame_labels) == 0:
+        return []
+    change = np.flatnonzero(np.diff(frame_labels)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(frame_labels)]])
+    return [[int(s), int(e), int(frame_labels[s])] for s, e in zip(starts, ends)]
+
+
+def merge_short_segments(segments: list[list[int]], probabilities: np.ndarray, min_frames: int) -> list[list[int]]:
+    """Absorb segments shorter than `min_frames` into a neighbour, shortest first, until none is left (or one segment).
+
+    A short segment joins the neighbour whose emotion is more probable over the short segment's frames (ties: the
+    longer neighbour); neighbours left with the same emotion are merged. O(n log n) with a heap.
+
+    Args:
+        segments: [[start_frame, end_frame, label], ...] covering the frames contiguously.
+        probabilities: (T, C) frame distributions the choice is based on.
+    """
+    if min_frames <= 1 or len(segments) <= 1:
+        return segments
+    cumulative = np.concatenate([np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities, axis=0)])
+    start = [s for s, _, _ in segments]
+    end = [e for _, e, _ in segments]
+    label = [lab for _, _, lab in segments]
+    prev = list(range(-1, len(segments) - 1))
+    next_ = list(range(1, len(segments) + 1))
+    next_[-1] = -1
+    alive = [True] * len(segments)
+    heap = [(end[i] - start[i], start[i], i) for i in range(len(segments))]
+    heapq.heapify(heap)
+    remaining = len(segments)
+
+    def absorb(keep: int, gone: int):  # `keep` takes over `gone`'s frames; `gone` must be its neighbour
+        nonlocal remaining
+        start[keep], end[keep] = min(start[keep], start[gone]), max(end[keep], end[gone])
+        alive[gone] = False
+        remaining -= 1
+        before, after = prev[gone], next_[gone]
+        if before >= 0:
+            next_[before] = after
+        if after >= 0:
+            prev[after] = before
+
+    while heap and remaining > 1:
+        length, _, i = heapq.heappop(heap)
+        if not alive[i] or length != end[i] - start[i]:
+            continue  # stale heap entry
+        if length >= min_frames:
+            break
+        candidates = [j for j in (prev[i], next_[i]) if j >= 0]
+        mean_prob = (cumulative[end[i]] - cumulative[start[i]]) / length
+        target = max(candidates, key=lambda j: (mean_prob[label[j]], end[j] - start[j]))
+        absorb(target, i)
+        for other in (prev[target], next_[target]):  # neighbours now adjacent with the same emotion
+            if other >= 0 and label[other] == label[target]:
+                absorb(target, other)
+        heapq.heappush(heap, (end[target] - start[target], start[target], target))
+    merged, i = [], next(k for k in range(len(segments)) if alive[k] and prev[k] < 0)
+    while i >= 0:
+        merged.append([start[i], end[i], label[i]])
+        i = next_[i]
+    return merged
+
+
+def ranked_scores(distribution: np.ndarray, id2label: dict[int, str]) -> list[dict]:
+    order = np.argsort(-distribution, kind="stable")
+    return [{"label": id2label[int(c)], "score": float(distribution[c])} for c in order]
+
+
+def build_timeline(
+    probabilities: np.ndarray,
+    weights: np.ndarray,
+    id2label: dict[int, str],
+    frame_duration: float,
+    duration: float,
+    smoothing: str = "median",
+    smoothing_frames: int = 1,
+    min_segment_frames: int = 1,
+) -> tuple[list[dict], np.ndarray]:
+    """Frames → segments of one dominant emotion.
+
+    Args:
+        probabilities: (T, C) frame distributions; weights: (T,) α.
+        frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
+    Returns:
+        The segments (start/end in seconds on the frame grid, except that the last one ends at `duration`, since
+        the conv stack yields no frame for the final < receptive-field samples) and the smoothed (T, C) frames.
+    """
+    smoothed = smooth_frames(probabilities, smoothing, smoothing_frames)
+    segments = merge_short_segments(label_runs(smoothed.argmax(axis=-1)), smoothed, min_segment_frames)
+    timeline = []
+    for index, (start, end, label) in enumerate(segments):
+        mean = smoothed[start:end].mean(axis=0)
+        timeline.append(
+            {
+                "start": round(start * frame_duration, 6),
+                "end": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
+                "label": id2label[label],
+                "score": float(mean[label]),
+                "weight": float(weights[start:end].mean()),
+                "scores": ranked_scores(mean / mean.sum(), id2label),
+            }
+        )
+    return timeline, smoothed
