@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
-from modeling.audio import MIN_SAMPLES, AudioInputError, audio_duration, load_audio
+from modeling.audio import MIN_SAMPLES, AudioInputError, audio_duration, iter_audio_blocks, load_audio
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 
 from helpers import polish3_clips, tiny_config
@@ -43,6 +43,20 @@ def _is_tone(expected_seconds):
         assert len(waveform) == pytest.approx(16000 * expected_seconds, abs=2)
         assert dominant_frequency(waveform) == pytest.approx(440, abs=2)
         assert np.abs(waveform).max() == pytest.approx(0.5, abs=0.02)
+
+    return check
+
+
+def _streams_in_bounded_blocks(expected_seconds, block_seconds=5.0):
+    """Very long audio: `iter_audio_blocks` (the timeline's reader) never holds more than about one block."""
+
+    def check(path):
+        total, largest = 0, 0
+        for block in iter_audio_blocks(path, block_seconds=block_seconds):
+            assert block.dtype == np.float32 and np.isfinite(block).all()
+            total, largest = total + len(block), max(largest, len(block))
+        assert total == pytest.approx(16000 * expected_seconds, abs=16)
+        assert largest <= 16000 * block_seconds * 1.01
 
     return check
 
@@ -108,6 +122,10 @@ CASES = {
     ),
     "datasets dict with path": (lambda d: ({"path": write(d, "p.wav", tone(8000), 8000), "bytes": None}, None), _ok(_is_tone(1.0))),
     "int16 pcm wav": (lambda d: (write(d, "pcm16.wav", tone(16000), subtype="PCM_16"), None), _ok(_is_tone(1.0))),
+    "very long 48 kHz stereo file (10 min)": (
+        lambda d: (write(d, "long.flac", np.repeat(tone(48000, seconds=600)[:, None], 2, axis=1) * 0.5, 48000), None),
+        ("stream", _streams_in_bounded_blocks(600)),
+    ),
     "clipped wav": (
         lambda d: (write(d, "clipped.wav", np.clip(tone(16000) * 4, -1, 1)), None),
         _ok(lambda w: np.abs(w).max() == pytest.approx(1.0, abs=1e-3) or pytest.fail("clipping changed")),
@@ -122,6 +140,8 @@ def test_bad_input_matrix(case, tmp_path):
     if outcome == "error":
         with pytest.raises(AudioInputError, match=expectation):
             load_audio(source, sampling_rate)
+    elif outcome == "stream":
+        expectation(source)
     else:
         waveform = load_audio(source, sampling_rate)
         assert waveform.dtype == np.float32 and waveform.ndim == 1
