@@ -178,24 +178,18 @@ def run(profile: Profile, context: dict, device: str = "cpu") -> dict:
             )
             results.append(result)
 
-            try:
-                import modeling.timeline  # noqa: F401  (registers the "frame-aligned-emotion" task)
-
-                timeline = pipeline("frame-aligned-emotion", model=saved, device=device)
-            except Exception as error:  # the timeline module belongs to another work item; report, don't fail
-                details["timeline_pipeline"] = {"status": f"not run: {type(error).__name__}: {error}"}
-            else:
-                details["timeline_pipeline"], result = compare(
-                    "modeling.timeline pipeline, padded_batches=True",
-                    lambda item: timeline(item, batch_size=1),
-                    lambda items: timeline(list(items), batch_size=BATCH_SIZE, padded_batches=True),
-                    inputs,
-                    profile,
-                    config_text,
-                    device,
-                    extra_note,
-                )
-                results.append(result)
+            timeline = pipeline("frame-aligned-emotion", model=saved, device=device)  # registered by `modeling`
+            details["timeline_pipeline"], result = compare(
+                "modeling.timeline pipeline, padded_batches=True",
+                lambda item: timeline(item, batch_size=1),
+                lambda items: timeline(list(items), batch_size=BATCH_SIZE, padded_batches=True),
+                inputs,
+                profile,
+                config_text,
+                device,
+                extra_note,
+            )
+            results.append(result)
     finally:
         hf_logging.set_verbosity(verbosity)
     return {"config": profile.describe() | {"corpus": corpus, "batch_size": BATCH_SIZE}, **details, "results": results}
