@@ -36,7 +36,7 @@ Examples:
 _CITATION = """
 @article{byun2025frame,
   title={Frame and Utterance Emotional Alignment for Speech Emotion Recognition},
-  author={Byun, Seongho and Lee, Seok-Pil},
+  author={Byun, Seounghoon and Lee, Seok-Pil},
   journal={Future Internet}, volume={17}, number={11}, pages={509}, year={2025}
 }
 """
