@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from modeling.hub import PushError, describe_plan, push_run
+from modeling.publishing.hub import PushError, describe_plan, push_run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("modeling.hub").setLevel(logging.INFO)  # one line per commit, not every HTTP request
+    logging.getLogger("modeling.publishing.hub").setLevel(logging.INFO)  # one line per commit, not every HTTP request
     folds = [f for f in args.folds.split(",") if f.strip()] if args.folds else None
     try:
         outcome = push_run(

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node 2 train.py --config configs/demo.yaml --output-dir runs/demo-ddp
 
 Re-running the same command resumes: finished folds and stages are skipped, an interrupted stage continues from
-its last checkpoint. The work happens in `modeling.training.run_experiment`.
+its last checkpoint. The work happens in `modeling.training.experiment.run_experiment`.
 """
 
 import argparse
@@ -15,12 +15,12 @@ import sys
 
 from accelerate import PartialState
 
-from modeling.corpora import CorpusError
-from modeling.dataset_checks import DatasetCheckError
-from modeling.folds import FoldError
-from modeling.results import results_table
-from modeling.run_config import ConfigError, resolve_config
-from modeling.training import RunConfigMismatchError, cpu_distributed, run_experiment
+from modeling.data.corpora import CorpusError
+from modeling.data.checks import DatasetCheckError
+from modeling.data.folds import FoldError
+from modeling.training.results import results_table
+from modeling.training.run_config import ConfigError, resolve_config
+from modeling.training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 
 
 def parse_args(argv=None) -> argparse.Namespace:

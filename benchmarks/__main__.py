@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from modeling.io_utils import atomic_write_json, atomic_write_text
+from modeling.training.io_utils import atomic_write_json, atomic_write_text
 
 from . import data_loading, frozen_prefix, gpu, head_overhead, inference, padding
 from .common import PROFILES, machine_description

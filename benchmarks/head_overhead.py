@@ -27,7 +27,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.trainer import auxiliary_losses
+from modeling.training.trainer import auxiliary_losses
 
 from .common import (
     WALL_TIMES,

@@ -1,7 +1,7 @@
 """Frame post-processing for the emotion timeline (numpy only): frame geometry from the conv stack, overlapping
 windows for long inputs, stitching windows, smoothing, and segments of one dominant emotion.
 
-Used by `modeling.timeline.FrameAlignedEmotionPipeline`.
+Used by `modeling.pipeline_frame_aligned.FrameAlignedEmotionPipeline`.
 """
 
 import heapq

@@ -3,7 +3,7 @@
 
 import pytest
 
-from modeling.run_config import ConfigError, resolve_config
+from modeling.training.run_config import ConfigError, resolve_config
 
 from helpers import REPO
 

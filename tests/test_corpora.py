@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 
-from modeling.corpora import (
+from modeling.data.corpora import (
     CREMA_D_LABELS,
     CorpusError,
     IEMOCAP_LABELS,

@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
-from modeling.dataset_checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
-from modeling.folds import Fold
-from modeling.run_config import resolve_config
-from modeling.training import checked_dataset
+from modeling.data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
+from modeling.data.folds import Fold
+from modeling.training.run_config import resolve_config
+from modeling.training.experiment import checked_dataset
 
 from fake_corpora import wav_bytes
 from helpers import POLISH3, REPO
@@ -102,7 +102,7 @@ def test_clean_corpus_passes_and_skipped_rows_are_dropped(tmp_path):
 
 
 def test_fold_problems_name_the_fold_and_split():
-    from modeling.corpora import build_dataset
+    from modeling.data.corpora import build_dataset
 
     rows = [{"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
             for s in ("a", "b", "c") for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])]

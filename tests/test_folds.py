@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from modeling.corpora import build_dataset, load_audio_folder
-from modeling.folds import (
+from modeling.data.corpora import build_dataset, load_audio_folder
+from modeling.data.folds import (
     Fold,
     FoldError,
     make_folds,

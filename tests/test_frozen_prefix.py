@@ -8,7 +8,7 @@ import torch
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.frozen_prefix import (
+from modeling.training.frozen_prefix import (
     FrozenPrefixCache,
     FrozenPrefixCollator,
     FrozenPrefixModel,
@@ -18,7 +18,7 @@ from modeling.frozen_prefix import (
     disable_frozen_prefix_regularization,
     is_padding_independent,
 )
-from modeling.trainer import auxiliary_losses
+from modeling.training.trainer import auxiliary_losses
 
 from helpers import layer_norm_overrides, polish3_clips, tiny_config
 
@@ -236,7 +236,7 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
         assert torch.equal(unpickled[i]["hidden_states"], disk[i]["hidden_states"])
 
     # Same weights and data: the cache on disk is reused without running the prefix.
-    import modeling.frozen_prefix as frozen_prefix
+    import modeling.training.frozen_prefix as frozen_prefix
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
@@ -290,8 +290,8 @@ def test_train_py_stage2_from_the_cache_end_to_end(tmp_path, on_disk):
     checkpoint is bit-for-bit stage 1's, the trainable top layer did train, and the fold is scored."""
     from safetensors.torch import load_file
 
-    from modeling.run_config import resolve_config
-    from modeling.training import run_experiment
+    from modeling.training.run_config import resolve_config
+    from modeling.training.experiment import run_experiment
     from test_training import write_config
 
     config = resolve_config(

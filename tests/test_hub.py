@@ -1,4 +1,4 @@
-"""push_to_hub.py / modeling.hub against a loopback Hub (tests/hub_server.py): publish → download → pipeline.
+"""push_to_hub.py / modeling.publishing.hub against a loopback Hub (tests/hub_server.py): publish → download → pipeline.
 
 The run directory follows train.py's contract (results.json, config.yaml, fold<k>/metrics.json, split.json,
 fold<k>/stage2/best/ with remote code). It holds tiny random checkpoints: the weights' quality does not matter here.
@@ -23,9 +23,9 @@ from huggingface_hub import HfApi, constants
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
-from modeling.hub import PushError, load_run, push_run
-from modeling.model_card import render_fold_card
-from modeling.io_utils import atomic_write_json
+from modeling.publishing.hub import PushError, load_run, push_run
+from modeling.publishing.model_card import render_fold_card
+from modeling.training.io_utils import atomic_write_json
 
 from helpers import POLISH3_LABELS, REPO, polish3_clips, tiny_config
 from hub_server import HubServer

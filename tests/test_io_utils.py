@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modeling import io_utils
-from modeling.io_utils import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
+from modeling.training.io_utils import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
 
 
 def test_exception_inside_atomic_directory_keeps_the_previous_content(tmp_path):

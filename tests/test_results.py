@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from modeling.results import aggregate, finished_folds, results_table, total_confusion_matrix, write_results
+from modeling.training.results import aggregate, finished_folds, results_table, total_confusion_matrix, write_results
 
 
 def fold(ua, wa, matrix, test_speaker, stage1_ua=0.5):

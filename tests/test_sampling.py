@@ -7,7 +7,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from modeling.sampling import (
+from modeling.training.sampling import (
     LengthSortedSampler,
     LengthSortedSamplerMixin,
     chunk,

@@ -23,7 +23,9 @@ from transformers import pipeline
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import AudioInputError, load_audio
 from modeling.collator import make_feature_extractor
-from modeling.timeline import FrameAlignedEmotionPipeline, hub_pipeline_files, main
+from modeling.cli.timeline import main
+from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
+from modeling.publishing.remote_code import hub_pipeline_files
 from modeling.timeline_segments import frame_geometry, iter_windows, merge_short_segments, num_frames, smooth_frames
 
 from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config

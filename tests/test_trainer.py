@@ -7,8 +7,8 @@ from datasets import Dataset
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
-from modeling.sampling import LengthSortedSampler
-from modeling.trainer import auxiliary_losses
+from modeling.training.sampling import LengthSortedSampler
+from modeling.training.trainer import auxiliary_losses
 
 from helpers import layer_norm_overrides, polish3_clips, tiny_config
 

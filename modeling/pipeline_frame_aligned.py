@@ -1,10 +1,11 @@
-"""Frame-level emotion timeline: which emotion the model hears, second by second, and which moments drove its decision.
+"""Frame-level emotion timeline pipeline: which emotion the model hears, second by second, and which moments drove
+its decision.
 
 The stage-2 model computes per-frame emotion distributions p_t = softmax(classifier(f_t)) and frame weights α_t (the
-CLS-to-frame attention used by FUAL). This module turns them into a pipeline, a timeline of segments and a CLI:
+CLS-to-frame attention used by FUAL). `FrameAlignedEmotionPipeline` turns them into a timeline of segments:
 
 ```python
->>> import modeling.timeline  # registers the "frame-aligned-emotion" task
+>>> import modeling  # registers the "frame-aligned-emotion" task
 >>> from transformers import pipeline
 >>> timeline = pipeline("frame-aligned-emotion", model="path/to/checkpoint")
 >>> result = timeline("speech.flac")
@@ -12,31 +13,23 @@ CLS-to-frame attention used by FUAL). This module turns them into a pipeline, a 
 ('angry', {'start': 0.0, 'end': 0.62, 'label': 'neutral', 'score': 0.71, 'weight': 0.0123, 'scores': [...]})
 ```
 
-`python -m modeling.timeline AUDIO... --model DIR_OR_HUB_ID [--plot out.png] [--json out.json]` prints a table per
-file. The pipeline only imports `.audio`, `.collator`, `.io_utils` and `.timeline_segments` (the numpy frame
-post-processing) besides torch/numpy/transformers, so `FrameAlignedEmotionPipeline.save_pretrained` can ship them
-to the Hub as remote code; plotting (matplotlib) lives in
-`timeline_plot.py` and is imported by the CLI only.
+This file is part of the remote-code core: it imports only its siblings (`.audio`, `.collator`, `.frames`,
+`.timeline_segments`) besides torch/numpy/transformers, so `FrameAlignedEmotionPipeline.save_pretrained` (and
+`modeling.publishing.remote_code`) can ship it to the Hub. The command line (`python -m modeling.cli.timeline`,
+alias `python -m modeling.timeline`) and plotting live in `modeling/cli/`.
 """
 
-import argparse
-import importlib
-import json
 import math
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForAudioClassification, Pipeline
-from transformers.dynamic_module_utils import get_relative_import_files
-from transformers.pipelines import PIPELINE_REGISTRY, pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
 from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file
 from .collator import make_feature_extractor
-from .io_utils import atomic_write_text
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
@@ -423,160 +416,3 @@ def register_pipeline() -> None:
 
 
 register_pipeline()
-
-
-def hub_pipeline_files(checkpoint: str | os.PathLike) -> dict[str, Path | bytes]:
-    """What a checkpoint folder needs on the Hub for `pipeline(model=REPO_ID, trust_remote_code=True)` to build this
-    pipeline without the package: this file and its relative imports, and its `config.json` with `custom_pipelines`.
-
-    The same files `FrameAlignedEmotionPipeline.save_pretrained` writes, without loading the model (for publishing
-    scripts that upload a checkpoint folder as is).
-
-    Returns:
-        {file name in the repo: path to upload, or the new config.json as bytes}.
-    """
-    module_file = Path(__file__)
-    files: dict[str, Path | bytes] = {module_file.name: module_file}
-    for needed in get_relative_import_files(module_file):
-        files[Path(needed).name] = Path(needed)
-    config = json.loads((Path(checkpoint) / "config.json").read_text())
-    config["custom_pipelines"] = {
-        TASK: {
-            "impl": f"{module_file.stem}.{FrameAlignedEmotionPipeline.__name__}",
-            "pt": [AutoModelForAudioClassification.__name__],
-            "type": "audio",
-        }
-    }
-    files["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-    return files
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def to_jsonable(value):
-    """Pipeline output → JSON-serialisable: numpy arrays and scalars → lists and Python numbers (unrounded)."""
-    if isinstance(value, dict):
-        return {key: to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def format_result(name: str, result: dict) -> str:
-    """A readable table: the utterance result, the segments and (for long inputs) the windows."""
-    distribution = "  ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
-    lines = [
-        f"{name}  ({result['duration']:.2f} s)  →  {result['label']} {result['score']:.2f}   [{distribution}]",
-        f"  {'start':>8} {'end':>8}  {'emotion':<12} {'prob':>5}  {'α×T':>5}",
-    ]
-    for segment in result["timeline"]:
-        lines.append(
-            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {segment['label']:<12} {segment['score']:5.2f}"
-            f"  {segment['weight'] * result['num_frames']:5.2f}"
-        )
-    if len(result["chunks"]) > 1:
-        lines.append(f"  windows ({len(result['chunks'])}):")
-        for chunk in result["chunks"]:
-            lines.append(
-                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {chunk['label']:<12} {chunk['score']:5.2f}"
-                f"  share {chunk['share']:.2f}"
-            )
-    return "\n".join(lines)
-
-
-def plot_paths(plot: str, names: list[str]) -> list[str]:
-    """One PNG per input: `plot` itself for one input, `<stem>-<i>-<input stem>.png` beside it for several."""
-    if len(names) == 1:
-        return [plot]
-    stem, ext = os.path.splitext(plot)
-    return [f"{stem}-{i}-{os.path.splitext(os.path.basename(n))[0]}{ext or '.png'}" for i, n in enumerate(names)]
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling.timeline",
-        description="Utterance emotion and a frame-level emotion timeline for audio files.",
-    )
-    parser.add_argument("audio", nargs="+", help="audio files (anything soundfile reads; resampled to 16 kHz)")
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("FRAME_ALIGNED_MODEL"),
-        help="checkpoint directory or Hub id (default: $FRAME_ALIGNED_MODEL)",
-    )
-    parser.add_argument("--plot", help="write a PNG (waveform, stacked emotion probabilities, α)")
-    parser.add_argument("--json", help="write the results as JSON")
-    parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
-    parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--window", type=float, default=20.0, help="chunk length in seconds (0: never chunk)")
-    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive chunks in seconds")
-    parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
-    parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
-    parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
-    parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's Hub code to run")
-    args = parser.parse_args(argv)
-    if not args.model:
-        parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    timeline = pipeline(
-        TASK,
-        model=args.model,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code or None,
-        # This module's class, even when the checkpoint's config names a Hub copy of it (`custom_pipelines`).
-        pipeline_class=FrameAlignedEmotionPipeline,
-    )
-    try:
-        names, sources = list(args.audio), list(args.audio)
-        if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)
-            names = [f"{len(sources)} files joined"]
-            rate = timeline.sampling_rate
-            sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
-        results = timeline(
-            sources,
-            batch_size=args.batch_size,
-            chunk_length_s=args.window,
-            chunk_overlap_s=args.overlap,
-            smoothing=args.smoothing,
-            smoothing_window_s=args.smoothing_window,
-            min_segment_s=args.min_segment,
-            return_frames=bool(args.plot or args.json_frames),
-        )
-    except AudioInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for name, result in zip(names, results):
-        print(format_result(name, result), end="\n\n")
-    if args.json:
-        records = [{"audio": name, **result} for name, result in zip(names, results)]
-        if not args.json_frames:
-            records = [{key: value for key, value in r.items() if key != "frames"} for r in records]
-        atomic_write_text(args.json, json.dumps(to_jsonable(records), indent=2, ensure_ascii=False) + "\n")
-        print(f"wrote {args.json}")
-    if args.plot:
-        # Imported by name (not `from .timeline_plot import`): this file is also the pipeline's Hub remote code,
-        # which must not depend on matplotlib.
-        plotting = importlib.import_module(f"{__package__}.timeline_plot")
-        for name, source, path, result in zip(names, sources, plot_paths(args.plot, names), results):
-            title = name if args.join else os.path.basename(name)
-            plotting.plot_timeline(result, source, path, title=title)
-            print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments
 
-from .losses import emotional_attention_loss, frame_utterance_alignment_loss
+from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -93,7 +93,7 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       norm weights get no weight decay, as in `Trainer`.
     - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
-      (`modeling.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
+      (`modeling.training.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`).
     """
 

@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers.masking_utils import create_bidirectional_mask
 
 from .io_utils import atomic_directory, atomic_write_json
-from .modeling_frame_aligned import FrameAlignedClassifierOutput, Wav2Vec2ForFrameAlignedClassification
+from ..modeling_frame_aligned import FrameAlignedClassifierOutput, Wav2Vec2ForFrameAlignedClassification
 from .sampling import LengthSortedSampler, chunk, length_sorted_indices
 from .trainer import FrameAlignedTrainer
 

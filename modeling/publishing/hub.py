@@ -28,7 +28,8 @@ from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, R
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
-from .io_utils import read_json
+from ..training.io_utils import read_json
+from .remote_code import hub_pipeline_files
 from .model_card import CORPORA, render_fold_card, render_overview_card
 
 
@@ -283,10 +284,8 @@ def _run_files(run: Run) -> dict[str, Path]:
 
 
 def fold_files(run: Run, fold: Fold, card: str) -> dict[str, Path | bytes]:
-    from .timeline import hub_pipeline_files  # imports transformers: only when a push is planned
-
     files: dict[str, Path | bytes] = {**_checkpoint_files(fold.checkpoint), **_run_files(run)}
-    # the timeline pipeline's code, and config.json with `custom_pipelines`: pipeline(model=REPO) works from the Hub
+    # the core's code, and config.json with `custom_pipelines`: from_pretrained and pipeline(model=REPO) work from the Hub
     files.update(hub_pipeline_files(fold.checkpoint))
     if fold.confusion_matrix_image:
         files["fold_confusion_matrix.png"] = fold.confusion_matrix_image

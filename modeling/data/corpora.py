@@ -11,7 +11,7 @@ Every loader returns the same columns:
 - `session` (`int32`): IEMOCAP session 1..5, `-1` elsewhere.
 - `duration` (`float64`): seconds, from the file header (`None` when the file cannot be read).
 
-Nothing here decodes audio or raises on bad files: `modeling.dataset_checks` does, listing every problem.
+Nothing here decodes audio or raises on bad files: `modeling.data.checks` does, listing every problem.
 """
 
 import csv
@@ -25,7 +25,7 @@ from pathlib import Path
 import soundfile as sf
 from datasets import ClassLabel, Dataset, Features, Value
 
-from .audio import AudioInputError, audio_duration
+from ..audio import AudioInputError, audio_duration
 
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .audio import AudioInputError, load_audio
+from ..audio import AudioInputError, load_audio
 from .folds import SPLITS, Fold, speaker_overlap_problems, split_fold
 
 

@@ -1,6 +1,6 @@
 """Plot of a frame-level emotion timeline: waveform with segments, stacked emotion probabilities, and α.
 
-Used by `python -m modeling.timeline --plot out.png`; kept apart from `timeline.py` so the pipeline (which may be
+Used by `python -m modeling.pipeline_frame_aligned --plot out.png`; kept apart from `timeline.py` so the pipeline (which may be
 shipped to the Hub as remote code) does not need matplotlib.
 """
 
@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .audio import TARGET_SAMPLING_RATE, iter_audio_blocks, load_audio  # noqa: E402
+from ..audio import TARGET_SAMPLING_RATE, iter_audio_blocks, load_audio  # noqa: E402
 
 
 # Fixed colours for the usual emotion names, so every plot reads the same; other labels get tab10 colours.

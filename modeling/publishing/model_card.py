@@ -2,7 +2,7 @@
 rendered from the templates in `model_cards/`: the method, the fold's speakers, both stages' settings, every
 fold's results with mean ± std, limitations, the data license and the citation.
 
-Used by `modeling.hub` (one card per fold, and an overview card for `--revision-per-fold`).
+Used by `modeling.publishing.hub` (one card per fold, and an overview card for `--revision-per-fold`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from .io_utils import read_json
+from ..training.io_utils import read_json
 
 
-if TYPE_CHECKING:  # the run directory's reader lives in modeling.hub, which imports this module
+if TYPE_CHECKING:  # the run directory's reader lives in modeling.publishing.hub, which imports this module
     from .hub import Fold, Run
 
 MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"

@@ -25,14 +25,15 @@ from datasets import Dataset
 from transformers import set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
-from .collator import AudioClassificationCollator, make_feature_extractor
-from .configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
-from .corpora import load_corpus, select_speakers
-from .dataset_checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
-from .folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
+from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from .trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+from ..collator import AudioClassificationCollator, make_feature_extractor
+from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
+from ..data.corpora import load_corpus, select_speakers
+from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
+from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
 from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
-from .metrics import compute_ser_metrics, make_compute_metrics
+from ..metrics import compute_ser_metrics, make_compute_metrics
 from .results import aggregate, finished_folds, write_results
 from .run_config import config_differences, dump_config
 
@@ -560,7 +561,7 @@ def run_experiment(
     """Train and evaluate every selected fold (resuming what an earlier run left), then write the results.
 
     Args:
-        config: a resolved config (`modeling.run_config.resolve_config`).
+        config: a resolved config (`modeling.training.run_config.resolve_config`).
         output_dir: the run directory (see the README for its layout).
         folds: `"1,3"` to run a subset of the folds (1-based); `None` runs all.
         skip_bad_audio: drop unreadable/missing/empty audio instead of failing (report: skipped_audio.json).

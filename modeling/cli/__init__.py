@@ -1,0 +1,1 @@
+"""Command-line front ends (argument parsing and printing only; the work lives in the wings). Never uploaded."""

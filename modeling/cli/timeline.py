@@ -1,0 +1,142 @@
+"""`python -m modeling.cli.timeline AUDIO... --model DIR_OR_HUB_ID [--plot out.png] [--json out.json]`: the utterance
+emotion and a frame-level emotion timeline for audio files, printed as a table per file (alias:
+`python -m modeling.timeline`). The work is done by `FrameAlignedEmotionPipeline`; plotting is in `timeline_plot.py`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from transformers.pipelines import pipeline
+
+from ..audio import AudioInputError, load_audio
+from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
+from ..timeline_segments import SMOOTHING_METHODS
+from ..training.io_utils import atomic_write_text
+
+
+def to_jsonable(value):
+    """Pipeline output → JSON-serialisable: numpy arrays and scalars → lists and Python numbers (unrounded)."""
+    if isinstance(value, dict):
+        return {key: to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def format_result(name: str, result: dict) -> str:
+    """A readable table: the utterance result, the segments and (for long inputs) the windows."""
+    distribution = "  ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
+    lines = [
+        f"{name}  ({result['duration']:.2f} s)  →  {result['label']} {result['score']:.2f}   [{distribution}]",
+        f"  {'start':>8} {'end':>8}  {'emotion':<12} {'prob':>5}  {'α×T':>5}",
+    ]
+    for segment in result["timeline"]:
+        lines.append(
+            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {segment['label']:<12} {segment['score']:5.2f}"
+            f"  {segment['weight'] * result['num_frames']:5.2f}"
+        )
+    if len(result["chunks"]) > 1:
+        lines.append(f"  windows ({len(result['chunks'])}):")
+        for chunk in result["chunks"]:
+            lines.append(
+                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {chunk['label']:<12} {chunk['score']:5.2f}"
+                f"  share {chunk['share']:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def plot_paths(plot: str, names: list[str]) -> list[str]:
+    """One PNG per input: `plot` itself for one input, `<stem>-<i>-<input stem>.png` beside it for several."""
+    if len(names) == 1:
+        return [plot]
+    stem, ext = os.path.splitext(plot)
+    return [f"{stem}-{i}-{os.path.splitext(os.path.basename(n))[0]}{ext or '.png'}" for i, n in enumerate(names)]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling.cli.timeline",
+        description="Utterance emotion and a frame-level emotion timeline for audio files.",
+    )
+    parser.add_argument("audio", nargs="+", help="audio files (anything soundfile reads; resampled to 16 kHz)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("FRAME_ALIGNED_MODEL"),
+        help="checkpoint directory or Hub id (default: $FRAME_ALIGNED_MODEL)",
+    )
+    parser.add_argument("--plot", help="write a PNG (waveform, stacked emotion probabilities, α)")
+    parser.add_argument("--json", help="write the results as JSON")
+    parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
+    parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--window", type=float, default=20.0, help="chunk length in seconds (0: never chunk)")
+    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive chunks in seconds")
+    parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
+    parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
+    parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
+    parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's Hub code to run")
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    timeline = pipeline(
+        TASK,
+        model=args.model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code or None,
+        # This module's class, even when the checkpoint's config names a Hub copy of it (`custom_pipelines`).
+        pipeline_class=FrameAlignedEmotionPipeline,
+    )
+    try:
+        names, sources = list(args.audio), list(args.audio)
+        if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)
+            names = [f"{len(sources)} files joined"]
+            rate = timeline.sampling_rate
+            sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
+        results = timeline(
+            sources,
+            batch_size=args.batch_size,
+            chunk_length_s=args.window,
+            chunk_overlap_s=args.overlap,
+            smoothing=args.smoothing,
+            smoothing_window_s=args.smoothing_window,
+            min_segment_s=args.min_segment,
+            return_frames=bool(args.plot or args.json_frames),
+        )
+    except AudioInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, result in zip(names, results):
+        print(format_result(name, result), end="\n\n")
+    if args.json:
+        records = [{"audio": name, **result} for name, result in zip(names, results)]
+        if not args.json_frames:
+            records = [{key: value for key, value in r.items() if key != "frames"} for r in records]
+        atomic_write_text(args.json, json.dumps(to_jsonable(records), indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        from . import timeline_plot as plotting  # matplotlib: only when a plot is asked for
+
+        for name, source, path, result in zip(names, sources, plot_paths(args.plot, names), results):
+            title = name if args.join else os.path.basename(name)
+            plotting.plot_timeline(result, source, path, title=title)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+import sys
+
+from ..cli.timeline import main
+
+
+sys.exit(main())
