@@ -409,13 +409,14 @@ def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_p
     checkpoint, saved = layer_model[0], tmp_path / "saved"
     timeline.save_pretrained(saved)
     config = json.loads((saved / "config.json").read_text())
-    assert config["custom_pipelines"]["frame-aligned-emotion"]["impl"] == "timeline.FrameAlignedEmotionPipeline"
-    assert {"timeline.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(os.listdir(saved))
+    impl = "pipeline_frame_aligned.FrameAlignedEmotionPipeline"
+    assert config["custom_pipelines"]["frame-aligned-emotion"]["impl"] == impl
+    assert {"pipeline_frame_aligned.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(os.listdir(saved))
     assert "timeline_plot.py" not in os.listdir(saved)  # no matplotlib needed by Hub users
     # the same code and config entry for publishing scripts that upload a checkpoint folder without the pipeline
+    # (computed from the core's files, without importing them: publishing needs no torch)
     files = hub_pipeline_files(checkpoint)
-    model_code = {"configuration_frame_aligned.py", "modeling_frame_aligned.py"}
-    saved_code = {name for name in os.listdir(saved) if name.endswith(".py")} - model_code
+    saved_code = {name for name in os.listdir(saved) if name.endswith(".py")}
     assert {name for name in files if name.endswith(".py")} == saved_code
     assert json.loads(files["config.json"])["custom_pipelines"] == config["custom_pipelines"]
 
@@ -448,7 +449,7 @@ def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_p
         )
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert output["class"].startswith("transformers_modules.") and output["class"].endswith(".timeline")
+    assert output["class"].startswith("transformers_modules.") and output["class"].endswith(".pipeline_frame_aligned")
     assert output["label"] == expected["label"]
     assert segments(output) == segments(expected)
 

@@ -22,7 +22,7 @@ from ..training.io_utils import read_json
 if TYPE_CHECKING:  # the run directory's reader lives in modeling.publishing.hub, which imports this module
     from .hub import Fold, Run
 
-MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # package data: found from a regular install too
 FOLD_TEMPLATE = MODEL_CARDS / "template.md"
 OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
 
