@@ -1,0 +1,139 @@
+"""The layout of a run directory (`train.py --output-dir`): the one module that names its files and folders.
+
+```
+RUN/
+  config.yaml                  the resolved config, written first; a resumed run must have the same one
+  skipped_audio.json           with --skip-bad-audio: the rows left out, and why
+  pretrained/                  the randomly initialised backbone stage 1 starts from (model.name_or_path: null)
+  fold<k>/                     k = 1, 2, ... (1-based, as in --folds)
+    split.json                 speakers, sessions, size and class counts of the fold's train/validation/test
+    stage1/  stage2/           Trainer output of each stage:
+      checkpoint-<step>/         its checkpoints (resume from the newest complete one)
+      best/                      the stage's best model on validation UA (its existence: the stage is done)
+      prefix_cache/<split>/      stage 2 with prefix_cache_on_disk: the frozen prefix's cached output
+    test_predictions.npz       stage-2 test embeddings, labels and predictions (the t-SNE figure)
+    confusion_matrix.png       optional (not written by train.py): published with the fold when present
+    metrics.json               the fold's scores, written last: its existence means the fold is done
+  results.json  results.md     every finished fold, mean ± std over folds
+  confusion_matrix.png  tsne.png
+```
+
+Imports nothing but the standard library: the publishing wing reads runs through it without torch.
+"""
+
+import os
+from pathlib import Path
+
+
+STAGES = ("stage1", "stage2")
+# Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
+CHECKPOINT_PREFIX = "checkpoint"
+BEST = "best"
+
+
+def checkpoint_dir(stage_dir: str | os.PathLike, step: int) -> Path:
+    """`stage_dir/checkpoint-<step>`."""
+    return Path(stage_dir) / f"{CHECKPOINT_PREFIX}-{step}"
+
+
+def checkpoint_dirs(stage_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoint-<step>` folders of a stage, by increasing step (complete or not)."""
+    stage_dir = Path(stage_dir)
+    if not stage_dir.is_dir():
+        return []
+    found = (p for p in stage_dir.glob(f"{CHECKPOINT_PREFIX}-*") if p.is_dir() and _step(p).isdigit())
+    return sorted(found, key=lambda p: int(_step(p)))
+
+
+def _step(path: Path) -> str:
+    return path.name.split("-")[-1]
+
+
+class RunDir:
+    """Paths of one run directory (see the module docstring). Nothing is created or read here.
+
+    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"`. A `RunDir` is an
+    `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # The run --------------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def skipped_audio(self) -> Path:
+        return self.path / "skipped_audio.json"
+
+    @property
+    def pretrained(self) -> Path:
+        return self.path / "pretrained"
+
+    @property
+    def results_json(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        return self.path / "results.md"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+    @property
+    def tsne(self) -> Path:
+        return self.path / "tsne.png"
+
+    # One fold -------------------------------------------------------------------------------------------------
+    def fold(self, k: int | str) -> Path:
+        return self.path / f"fold{k}"
+
+    def split(self, k: int | str) -> Path:
+        return self.fold(k) / "split.json"
+
+    def metrics(self, k: int | str) -> Path:
+        return self.fold(k) / "metrics.json"
+
+    def is_finished(self, k: int | str) -> bool:
+        """Whether fold k is done (its `metrics.json` is written last)."""
+        return self.metrics(k).is_file()
+
+    def test_predictions(self, k: int | str) -> Path:
+        return self.fold(k) / "test_predictions.npz"
+
+    def fold_confusion_matrix(self, k: int | str) -> Path:
+        return self.fold(k) / "confusion_matrix.png"
+
+    # One stage of a fold --------------------------------------------------------------------------------------
+    def stage(self, k: int | str, stage: str) -> Path:
+        return self.fold(k) / stage
+
+    def best(self, k: int | str, stage: str = "stage2") -> Path:
+        return self.stage(k, stage) / BEST
+
+    def checkpoint(self, k: int | str, stage: str, step: int) -> Path:
+        return checkpoint_dir(self.stage(k, stage), step)
+
+    def checkpoints(self, k: int | str, stage: str) -> list[Path]:
+        return checkpoint_dirs(self.stage(k, stage))
+
+    def prefix_cache(self, k: int | str, stage: str, split: str) -> Path:
+        return self.stage(k, stage) / "prefix_cache" / split
+
+    # -----------------------------------------------------------------------------------------------------------
+    def relative(self, path: str | os.PathLike) -> str:
+        """`path` relative to the run directory, as `metrics.json` records checkpoints (`fold1/stage2/best`)."""
+        return str(Path(path).relative_to(self.path))
+
+
+__all__ = ["BEST", "CHECKPOINT_PREFIX", "STAGES", "RunDir", "checkpoint_dir", "checkpoint_dirs"]
