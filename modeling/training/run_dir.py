@@ -29,6 +29,11 @@ STAGES = ("stage1", "stage2")
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
+# File names at the top of a run, for links relative to it (results.md, model cards, Hub repos).
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+CONFUSION_MATRIX = "confusion_matrix.png"  # also a fold's own, optional, fold<k>/confusion_matrix.png
+TSNE = "tsne.png"
 
 
 def checkpoint_dir(stage_dir: str | os.PathLike, step: int) -> Path:
@@ -80,19 +85,19 @@ class RunDir:
 
     @property
     def results_json(self) -> Path:
-        return self.path / "results.json"
+        return self.path / RESULTS_JSON
 
     @property
     def results_md(self) -> Path:
-        return self.path / "results.md"
+        return self.path / RESULTS_MD
 
     @property
     def confusion_matrix(self) -> Path:
-        return self.path / "confusion_matrix.png"
+        return self.path / CONFUSION_MATRIX
 
     @property
     def tsne(self) -> Path:
-        return self.path / "tsne.png"
+        return self.path / TSNE
 
     # One fold -------------------------------------------------------------------------------------------------
     def fold(self, k: int | str) -> Path:
@@ -112,7 +117,7 @@ class RunDir:
         return self.fold(k) / "test_predictions.npz"
 
     def fold_confusion_matrix(self, k: int | str) -> Path:
-        return self.fold(k) / "confusion_matrix.png"
+        return self.fold(k) / CONFUSION_MATRIX
 
     # One stage of a fold --------------------------------------------------------------------------------------
     def stage(self, k: int | str, stage: str) -> Path:
@@ -136,4 +141,15 @@ class RunDir:
         return str(Path(path).relative_to(self.path))
 
 
-__all__ = ["BEST", "CHECKPOINT_PREFIX", "STAGES", "RunDir", "checkpoint_dir", "checkpoint_dirs"]
+__all__ = [
+    "BEST",
+    "CHECKPOINT_PREFIX",
+    "CONFUSION_MATRIX",
+    "RESULTS_JSON",
+    "RESULTS_MD",
+    "STAGES",
+    "TSNE",
+    "RunDir",
+    "checkpoint_dir",
+    "checkpoint_dirs",
+]
