@@ -6,22 +6,19 @@ from collections import Counter
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 
-from modeling.data.corpora import (
-    CREMA_D_LABELS,
-    CorpusError,
-    IEMOCAP_LABELS,
-    RAVDESS_LABELS,
-    load_audio_folder,
-    load_corpus,
-    load_crema_d,
-    load_hub_dataset,
-    load_iemocap,
-    load_ravdess,
-    select_speakers,
-)
+from modeling.data.audio_folder import load_audio_folder
+from modeling.data.catalog import CORPORA, corpus_info, load_corpus
+from modeling.data.corpus import CorpusError, select_speakers
+from modeling.data.crema_d import CREMA_D, load_crema_d
+from modeling.data.hub import load_hub_dataset
+from modeling.data.iemocap import IEMOCAP, load_iemocap
+from modeling.data.nemo4 import NEMO4 as NEMO4_INFO
+from modeling.data.polish3 import POLISH3 as POLISH3_INFO
+from modeling.data.ravdess import RAVDESS, load_ravdess
+from modeling.training.run_config import resolve_config
 
 from fake_corpora import IEMOCAP_TABLE1, IEMOCAP_TOTAL, make_crema_d_tree, make_iemocap_tree, make_ravdess_tree, wav_bytes
-from helpers import POLISH3, POLISH3_LABELS
+from helpers import NEMO4, POLISH3, POLISH3_LABELS, REPO
 
 
 COLUMNS = ["audio", "label", "label_text", "speaker", "gender", "session", "duration"]
@@ -34,7 +31,7 @@ def iemocap(tmp_path_factory):
 
 def test_iemocap_reproduces_table1(iemocap):
     assert iemocap.column_names == COLUMNS
-    assert iemocap.features["label"].names == list(IEMOCAP_LABELS)
+    assert iemocap.features["label"].names == list(IEMOCAP.labels)
     assert len(iemocap) == IEMOCAP_TOTAL == 5531
     counts = Counter(zip(iemocap["session"], iemocap["label_text"]))
     for session, expected in IEMOCAP_TABLE1.items():
@@ -56,7 +53,7 @@ def test_iemocap_speaker_comes_from_the_utterance_not_the_dialog(iemocap):
 
 
 def test_iemocap_labels_and_audio(iemocap):
-    assert set(iemocap["label_text"]) == set(IEMOCAP_LABELS)  # exc merged into happy, xxx/fru/... dropped
+    assert set(iemocap["label_text"]) == set(IEMOCAP.labels)  # exc merged into happy, xxx/fru/... dropped
     assert min(iemocap["label"]) == 0
     first = iemocap[0]
     assert first["duration"] == pytest.approx(480 / 16000)
@@ -71,10 +68,10 @@ def test_crema_d(tmp_path):
     dataset = load_crema_d(make_crema_d_tree(tmp_path))
     assert dataset.column_names == COLUMNS
     assert len(dataset) == 4 * 6 * 2  # the stray file is ignored
-    assert dataset.features["label"].names == list(CREMA_D_LABELS)
+    assert dataset.features["label"].names == list(CREMA_D.labels)
     row = next(r for r in dataset if r["audio"].endswith("1002_IEO_FEA_HI.wav"))
     assert (row["speaker"], row["gender"], row["label_text"], row["session"]) == ("1002", "female", "fear", -1)
-    assert Counter(dataset["label_text"]) == {label: 8 for label in CREMA_D_LABELS}
+    assert Counter(dataset["label_text"]) == {label: 8 for label in CREMA_D.labels}
     assert dict(Counter(zip(dataset["speaker"], dataset["gender"]))) == {
         ("1001", "male"): 12, ("1002", "female"): 12, ("1003", "male"): 12, ("1004", "female"): 12
     }
@@ -87,7 +84,7 @@ def test_crema_d_without_demographics_has_unknown_gender(tmp_path):
 
 def test_ravdess(tmp_path):
     dataset = load_ravdess(make_ravdess_tree(tmp_path))
-    assert dataset.features["label"].names == list(RAVDESS_LABELS)
+    assert dataset.features["label"].names == list(RAVDESS.labels)
     assert len(dataset) == 4 * 15  # speech only: neutral has 1 intensity, 7 emotions have 2
     assert Counter(dataset["label_text"])["neutral"] == 4
     assert Counter(dataset["label_text"])["surprise"] == 8
@@ -198,3 +195,58 @@ def test_select_speakers_is_balanced_and_deterministic():
     assert list(select_speakers(dataset, ["m2", "m4"], 7)["audio"]) == list(subset["audio"])
     with pytest.raises(ValueError, match=r"data.speakers: \['x9'\] not in the corpus"):
         select_speakers(dataset, speakers=["x9"])
+
+
+def test_corpus_facts_pin_the_label_order_and_license():
+    """The label order is the model's id2label: changing it silently would break every published checkpoint."""
+    assert IEMOCAP.labels == ("neutral", "happy", "sad", "angry")
+    assert CREMA_D.labels == ("neutral", "happy", "sad", "angry", "fear", "disgust")
+    assert RAVDESS.labels == ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")
+    assert list(POLISH3_INFO.labels) == POLISH3_LABELS and NEMO4_INFO.labels == ("neutral", "happy", "sad", "angry")
+    assert POLISH3_INFO.id2label == {0: "anger", 1: "fear", 2: "neutral"}
+    licenses = {name: info.license for name, info in CORPORA.items()}
+    assert licenses == {"iemocap": "other", "crema_d": "odbl", "ravdess": "cc-by-nc-sa-4.0", "polish3": "cc-by-4.0",
+                        "nemo4": "cc-by-nc-sa-4.0"}
+    for info in CORPORA.values():
+        assert info.citation and info.card_fields()["terms"].endswith(info.citation) and info.language in ("en", "pl")
+    assert "https://doi.org/10.34808/h46c-hb44" in POLISH3_INFO.citation
+
+
+@pytest.mark.parametrize(
+    "loader, root, expected",
+    [
+        ("iemocap", "data/IEMOCAP_full_release", "iemocap"),
+        ("crema_d", None, "crema_d"),
+        ("ravdess", "/corpora/anything", "ravdess"),
+        ("audio_folder", "data/polish3", "polish3"),
+        ("audio_folder", "../shared/data/nemo4/", "nemo4"),
+        ("audio_folder", "/corpora/CREMA-D", "crema_d"),
+        ("hub", "someone/polish3", "polish3"),
+        ("hub", "amu-cai/nEMO", None),  # the full 6-class Hub dataset is not the nemo4 subset
+        ("audio_folder", "data/my_corpus", None),
+        ("audio_folder", None, None),
+        (None, None, None),
+    ],
+)
+def test_corpus_info_lookup(loader, root, expected):
+    info = corpus_info(loader, root)
+    assert (info and info.name) == expected
+    if info is not None:
+        assert info.hub_id == (root if loader == "hub" else CORPORA[expected].hub_id)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_follow_their_corpus_facts(path):
+    data = resolve_config(path)["data"]
+    info = corpus_info(data["loader"], data["root"])
+    assert info is not None and info.loader == data["loader"]
+    assert (data["folds"], data["num_folds"]) == (info.folds, info.num_folds)
+    assert data["loader_args"].get("labels", list(info.labels)) == list(info.labels)
+
+
+@pytest.mark.parametrize("info, root", [(POLISH3_INFO, POLISH3), (NEMO4_INFO, NEMO4)], ids=["polish3", "nemo4"])
+def test_audio_folder_corpora_have_the_labels_of_their_facts(info, root):
+    if root is None:
+        pytest.skip(f"{info.name} is not present")
+    with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
+        assert {row["label"] for row in csv.DictReader(f)} == set(info.labels)

@@ -102,7 +102,7 @@ def test_clean_corpus_passes_and_skipped_rows_are_dropped(tmp_path):
 
 
 def test_fold_problems_name_the_fold_and_split():
-    from modeling.data.corpora import build_dataset
+    from modeling.data.corpus import build_dataset
 
     rows = [{"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
             for s in ("a", "b", "c") for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])]

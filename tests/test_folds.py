@@ -4,7 +4,8 @@ from collections import Counter
 
 import pytest
 
-from modeling.data.corpora import build_dataset, load_audio_folder
+from modeling.data.audio_folder import load_audio_folder
+from modeling.data.corpus import build_dataset
 from modeling.data.folds import (
     Fold,
     FoldError,

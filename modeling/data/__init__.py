@@ -1,20 +1,25 @@
 """Corpora on disk → `datasets.Dataset` (audio path/bytes, label, speaker, gender, session, duration), folds, and
-the dataset checks that list every problem before training. Needs no torch."""
+the dataset checks that list every problem before training. Needs no torch.
 
-from .corpora import (
-    CorpusError,
-    load_audio_folder,
-    load_corpus,
-    load_crema_d,
-    load_hub_dataset,
-    load_iemocap,
-    load_ravdess,
-    select_speakers,
-)
+One module per corpus with its facts (`CorpusInfo`: labels, license, citation, language, default folds) and, where
+it has one, its loader: `iemocap`, `crema_d`, `ravdess`, `polish3`, `nemo4`; the generic loaders `audio_folder` and
+`hub`; `corpus` (what they share), `catalog` (`load_corpus`, `corpus_info`), `folds`, `checks`.
+"""
+
+from .catalog import CORPORA, corpus_info, load_corpus
+from .corpus import CorpusError, CorpusInfo, select_speakers
+from .audio_folder import load_audio_folder
+from .crema_d import load_crema_d
+from .hub import load_hub_dataset
+from .iemocap import load_iemocap
+from .ravdess import load_ravdess
 
 
 __all__ = [
+    "CORPORA",
     "CorpusError",
+    "CorpusInfo",
+    "corpus_info",
     "load_audio_folder",
     "load_corpus",
     "load_crema_d",

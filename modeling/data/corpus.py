@@ -1,0 +1,167 @@
+"""What every corpus module shares: its facts (`CorpusInfo`), the corpus Dataset's columns, and row helpers.
+
+A corpus Dataset has one row per utterance and the same columns whatever the source:
+
+- `audio` (`string`): absolute path of the audio file (decode it with `modeling.audio.load_audio`; `datasets`'
+  `Audio()` decoding needs torchcodec, see the docs). Hub datasets keep the `{"path", "bytes"}` dict instead.
+- `label` (`ClassLabel`): the emotion; `-1` (datasets' "no label") where the source label is empty or not one of
+  the expected classes, so that the dataset checks can report every such row at once. The ClassLabel's names are
+  the label order: they become the model's `id2label`.
+- `label_text` (`string`): the label as written in the source (e.g. `exc` for IEMOCAP's merged "happy").
+- `speaker` (`string`), `gender` (`"female"`, `"male"` or `""` when unknown).
+- `session` (`int32`): IEMOCAP session 1..5, `-1` elsewhere.
+- `duration` (`float64`): seconds, from the file header (`None` when the file cannot be read).
+
+Nothing here decodes audio or raises on bad files: `modeling.data.checks` does, listing every problem.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, Features, Value
+
+from ..audio import AudioInputError, audio_duration
+from .folds import FOLD_STRATEGIES
+
+
+logger = logging.getLogger(__name__)
+
+GENDERS = {"f": "female", "female": "female", "w": "female", "m": "male", "male": "male"}
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read as asked (missing columns, unknown loader or speakers); names the source."""
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """The facts of one corpus, read by its loader (the label set) and by the model cards (the rest).
+
+    Each corpus module states where its facts come from (the corpus's own documentation).
+    """
+
+    name: str  # short name: the loader's name for iemocap/crema_d/ravdess, the corpus folder's name otherwise
+    title: str  # how a model card names the corpus
+    labels: tuple[str, ...]  # the classes in label-id order: the ClassLabel names and the model's id2label
+    license: str  # the Hub's license id (https://huggingface.co/docs/hub/repositories-licenses)
+    terms: str  # the license in words, as a model card states it before the citation
+    citation: str  # the reference the corpus asks users to cite
+    language: str  # ISO 639-1
+    loader: str  # the `data.loader` that reads it
+    folds: str  # the default fold strategy (`data.folds`, see modeling.data.folds)
+    num_folds: int | None = None  # for leave_speakers_out: speaker groups (None: one speaker per fold)
+    hub_id: str | None = None  # the dataset on the Hugging Face Hub, where there is one
+
+    def __post_init__(self):
+        if self.folds not in FOLD_STRATEGIES:
+            raise ValueError(f"{self.name}: folds must be one of {FOLD_STRATEGIES}, got {self.folds!r}.")
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    def card_fields(self) -> dict:
+        """What a model card says about the corpus: name, hub_id, license, language, terms."""
+        return {"name": self.title, "hub_id": self.hub_id, "license": self.license, "language": self.language,
+                "terms": f"{self.terms} {self.citation}"}
+
+
+def corpus_features(label_names: Iterable[str]) -> Features:
+    return Features(
+        {
+            "audio": Value("string"),
+            "label": ClassLabel(names=list(label_names)),
+            "label_text": Value("string"),
+            "speaker": Value("string"),
+            "gender": Value("string"),
+            "session": Value("int32"),
+            "duration": Value("float64"),
+        }
+    )
+
+
+def label_ids(texts: Iterable[str], label_names: Iterable[str]) -> list[int]:
+    """Each text's index in `label_names` (its ClassLabel id), or -1 when it is not one of them."""
+    index = {name: i for i, name in enumerate(label_names)}
+    return [index.get(text, -1) for text in texts]
+
+
+def build_dataset(rows: list[dict], label_names: Iterable[str]) -> Dataset:
+    """Rows with `audio`, `label_text`, `speaker` (+ optional `gender`, `session`, `duration`) → a corpus Dataset.
+
+    `label` is the index of `label_text` in `label_names`, or -1 when it is not one of them.
+    """
+    features = corpus_features(label_names)
+    columns = {
+        "audio": [row["audio"] for row in rows],
+        "label": label_ids((row["label_text"] for row in rows), features["label"].names),
+        "label_text": [row["label_text"] for row in rows],
+        "speaker": [row["speaker"] for row in rows],
+        "gender": [row.get("gender", "") for row in rows],
+        "session": [row.get("session", -1) for row in rows],
+        "duration": [row["duration"] if row.get("duration") is not None else _duration(row["audio"]) for row in rows],
+    }
+    return Dataset.from_dict(columns, features=features)
+
+
+def _duration(path: str) -> float | None:
+    try:
+        return audio_duration(path)
+    except (AudioInputError, OSError):
+        return None  # reported by the dataset checks, with every other problem
+
+
+def normalize_gender(value: str | None) -> str:
+    return GENDERS.get((value or "").strip().lower(), "")
+
+
+def audio_files(root: Path, extensions=(".wav",)) -> list[Path]:
+    """Every audio file below `root` (recursively, sorted), hidden files left out."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: corpus folder does not exist.")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not p.name.startswith("."))
+
+
+def warn_unmatched(corpus: str, unmatched: list[Path], convention: str):
+    if unmatched:
+        names = ", ".join(p.name for p in unmatched[:5])
+        logger.warning(f"{corpus}: ignored {len(unmatched)} files not named {convention} (e.g. {names}).")
+
+
+def select_speakers(
+    dataset: Dataset, speakers: Iterable[str] | None = None, max_per_speaker: int | None = None
+) -> Dataset:
+    """Keep `speakers` only (in any order) and at most `max_per_speaker` rows of each, classes interleaved
+    (row i of class a, row i of class b, ...) so that a small subset stays balanced. Deterministic.
+    """
+    speaker_column = dataset["speaker"]
+    if speakers is not None:
+        speakers = set(speakers)
+        unknown = speakers - set(speaker_column)
+        if unknown:
+            raise CorpusError(f"data.speakers: {sorted(unknown)} not in the corpus (it has {sorted(set(speaker_column))}).")
+    by_speaker_label: dict[str, dict[int, list[int]]] = {}
+    for i, (speaker, label) in enumerate(zip(speaker_column, dataset["label"])):
+        if speakers is None or speaker in speakers:
+            by_speaker_label.setdefault(speaker, {}).setdefault(label, []).append(i)
+    keep = []
+    for speaker in sorted(by_speaker_label):
+        groups = [by_speaker_label[speaker][label] for label in sorted(by_speaker_label[speaker])]
+        interleaved = [group[rank] for rank in range(max(map(len, groups))) for group in groups if rank < len(group)]
+        keep += interleaved[:max_per_speaker] if max_per_speaker else interleaved
+    return dataset.select(sorted(keep))
+
+
+__all__ = [
+    "CorpusError",
+    "CorpusInfo",
+    "audio_files",
+    "build_dataset",
+    "corpus_features",
+    "label_ids",
+    "normalize_gender",
+    "select_speakers",
+    "warn_unmatched",
+]

@@ -1,0 +1,74 @@
+"""IEMOCAP: the facts (4-class protocol, license, citation) and the loader of the official release layout.
+
+Sources: the corpus page https://sail.usc.edu/iemocap/ (release, license agreement, the `EmoEvaluation` label files
+and their codes), Busso et al. (2008) for the citation, and Byun & Lee (2025), Table 1, for the 4-class protocol
+(excited merged into happy; leave one session out, its male speaker validation, its female speaker test).
+"""
+
+import re
+from pathlib import Path
+
+from datasets import Dataset
+
+from .corpus import CorpusInfo, build_dataset, normalize_gender
+
+
+IEMOCAP = CorpusInfo(
+    name="iemocap",
+    title="IEMOCAP (4 classes: neutral, happy+excited, sad, angry; leave-one-session-out)",
+    labels=("neutral", "happy", "sad", "angry"),
+    license="other",
+    terms="IEMOCAP is distributed by USC SAIL under its own license agreement; it is not redistributed here. "
+    "Check that agreement before using these weights.",
+    citation="Busso et al. (2008), IEMOCAP: Interactive emotional dyadic motion capture database, Language Resources "
+    "and Evaluation 42, 335–359.",
+    language="en",
+    loader="iemocap",
+    folds="leave_one_session_out",
+)
+LABEL_MAP = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
+
+# `[140.2250 - 145.6000]<TAB>Ses01F_impro05_F019<TAB>ang<TAB>[1.5000, 4.0000, 4.5000]`
+_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(Ses\d\d[FM]_\S+_([FM])\d+)\s+(\S+)\s+\[")
+
+
+def load_iemocap(root: str | Path) -> Dataset:
+    """IEMOCAP (official `IEMOCAP_full_release` layout), 4 classes: neutral, happy (+ excited), sad, angry.
+
+    Labels come from `Session{1..5}/dialog/EmoEvaluation/*.txt` (top-level files; the `Categorical/`,
+    `Attribute/`, `Self-evaluation/` sub-folders and the per-annotator `C-E1:` lines are ignored); audio is
+    `Session{s}/sentences/wav/{dialog}/{utterance}.wav`. The speaker is the session plus the gender letter of the
+    utterance's last part: `Ses01F_impro05_M013` is spoken by `Ses01M`. On the full corpus: 5531 utterances.
+    """
+    root = Path(root).expanduser().resolve()
+    label_files = sorted(
+        path
+        for session in range(1, 6)
+        for path in (root / f"Session{session}" / "dialog" / "EmoEvaluation").glob("*.txt")
+        if not path.name.startswith(".")
+    )
+    if not label_files:
+        raise FileNotFoundError(
+            f"{root}: no IEMOCAP label files. Expected the official layout "
+            "Session{1..5}/dialog/EmoEvaluation/*.txt (the IEMOCAP_full_release folder)."
+        )
+    rows = {}
+    for path in label_files:
+        for line in path.read_text(errors="replace").splitlines():
+            match = _LINE.match(line)
+            if match is None or match.group(3) not in LABEL_MAP:
+                continue
+            utterance, gender_letter, emotion = match.groups()
+            session = int(utterance[3:5])
+            dialog = utterance.rsplit("_", 1)[0]
+            rows[utterance] = {
+                "audio": str(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utterance}.wav"),
+                "label_text": LABEL_MAP[emotion],
+                "speaker": utterance[:5] + gender_letter,
+                "gender": normalize_gender(gender_letter),
+                "session": session,
+            }
+    return build_dataset([rows[key] for key in sorted(rows)], IEMOCAP.labels)
+
+
+__all__ = ["IEMOCAP", "LABEL_MAP", "load_iemocap"]
