@@ -12,10 +12,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .frames import WAV2VEC2_CONV_KERNEL, WAV2VEC2_CONV_STRIDE, conv_geometry
+
 
 TARGET_SAMPLING_RATE = 16_000
-# wav2vec2's conv stack (kernels 10,3,3,3,3,2,2 / strides 5,2,2,2,2,2,2) needs 400 samples (25 ms) for one frame.
-MIN_SAMPLES = 400
+# The shortest clip that yields one frame: the receptive field of wav2vec2's conv stack (400 samples, 25 ms), the
+# default for audio read without a model; the pipeline pads to its own model's receptive field.
+MIN_SAMPLES = conv_geometry(WAV2VEC2_CONV_KERNEL, WAV2VEC2_CONV_STRIDE).receptive_field
 _INTEGER_SCALES = {np.dtype(np.int16): 2**15, np.dtype(np.int32): 2**31, np.dtype(np.int8): 2**7}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2FeatureExtractor
 
-from .audio import TARGET_SAMPLING_RATE, load_audio
+from .audio import MIN_SAMPLES, TARGET_SAMPLING_RATE, load_audio
 
 
 @dataclass
@@ -21,6 +21,9 @@ class AudioClassificationCollator:
         feature_extractor: normalisation and padding (`Wav2Vec2FeatureExtractor`).
         max_length_seconds: clips longer than this are cropped (a random window when `random_crop`, else the start).
         random_crop: crop at a random offset (training) instead of from the start (evaluation).
+        min_samples: shorter clips are zero-padded to this length so that each yields a frame: the receptive field
+            of the model's conv stack, `modeling.frames.frame_geometry(config).receptive_field` (the default is
+            wav2vec2's, shared by HuBERT, WavLM and data2vec-audio).
     """
 
     feature_extractor: Wav2Vec2FeatureExtractor
@@ -28,6 +31,7 @@ class AudioClassificationCollator:
     random_crop: bool = False
     audio_column: str = "audio"
     label_column: str = "label"
+    min_samples: int = MIN_SAMPLES
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         arrays = [self._load(example) for example in examples]
@@ -43,7 +47,7 @@ class AudioClassificationCollator:
         return dict(batch)
 
     def _load(self, example: dict) -> np.ndarray:
-        array = load_audio(example[self.audio_column])
+        array = load_audio(example[self.audio_column], min_samples=self.min_samples)
         if self.max_length_seconds is None:
             return array
         max_samples = int(self.max_length_seconds * TARGET_SAMPLING_RATE)

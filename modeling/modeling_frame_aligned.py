@@ -24,6 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
+from .frames import frame_geometry, frames_for_samples, samples_for_frames
 
 
 logger = logging.get_logger(__name__)
@@ -336,7 +337,8 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         """(B, T) bool mask of frames computed from real samples, from the sample-level `attention_mask`."""
         if attention_mask is None:
             return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
-        return self._get_feature_vector_attention_mask(num_frames, attention_mask).bool()
+        valid = frames_for_samples(attention_mask.sum(-1).long(), *frame_geometry(self.config))
+        return torch.arange(num_frames, device=device) < valid.to(device)[:, None]
 
     def _pad_for_spec_augment(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         """In training, zero-pad a batch whose clips all yield fewer frames than SpecAugment's `mask_time_length`
@@ -344,14 +346,10 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         config = self.config
         if not (self.training and config.mask_time_prob > 0 and getattr(config, "apply_spec_augment", True)):
             return input_values, attention_mask
-        num_samples = input_values.shape[-1]
-        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-            num_samples = (num_samples - kernel) // stride + 1
-        if num_samples >= config.mask_time_length:
+        geometry = frame_geometry(config)
+        if frames_for_samples(input_values.shape[-1], *geometry) >= config.mask_time_length:
             return input_values, attention_mask
-        needed = config.mask_time_length
-        for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
-            needed = (needed - 1) * stride + kernel
+        needed = samples_for_frames(config.mask_time_length, *geometry)
         if attention_mask is None:
             attention_mask = torch.ones(input_values.shape, dtype=torch.long, device=input_values.device)
         padding = needed - input_values.shape[-1]

@@ -30,11 +30,11 @@ from transformers.utils import logging
 
 from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file
 from .collator import make_feature_extractor
+from .frames import frame_geometry
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
     build_timeline,
-    frame_geometry,
     iter_windows,
     ranked_scores,
     softmax,
@@ -401,7 +401,7 @@ def register_pipeline() -> None:
     """Register the "frame-aligned-emotion" task (done on import of this module).
 
     Registering also lets `FrameAlignedEmotionPipeline.save_pretrained` / `push_to_hub` write `custom_pipelines` into
-    the config and copy this file (with `audio.py` and `collator.py`), so that
+    the config and copy this file (with the core files it imports relatively), so that
     `pipeline(model=HUB_ID, trust_remote_code=True)` works without this package.
     """
     registered = PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl")

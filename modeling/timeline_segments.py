@@ -1,5 +1,5 @@
-"""Frame post-processing for the emotion timeline (numpy only): frame geometry from the conv stack, overlapping
-windows for long inputs, stitching windows, smoothing, and segments of one dominant emotion.
+"""Frame post-processing for the emotion timeline (numpy only): overlapping windows for long inputs, stitching
+windows, smoothing, and segments of one dominant emotion. How many frames a window gives is `.frames`' business.
 
 Used by `modeling.pipeline_frame_aligned.FrameAlignedEmotionPipeline`.
 """
@@ -12,29 +12,6 @@ import numpy as np
 
 
 SMOOTHING_METHODS = ("median", "mean", "none")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Frame geometry
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def frame_geometry(config) -> tuple[int, int]:
-    """(hop, receptive field) of the backbone's conv stack, in samples.
-
-    hop = Π strides (320 for wav2vec2: 20 ms at 16 kHz); receptive field = 1 + Σ_i (k_i − 1)·Π_{j<i} s_j (400).
-    Frame t is computed from samples [t·hop, t·hop + receptive field).
-    """
-    hop, receptive_field = 1, 1
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        receptive_field += (kernel - 1) * hop
-        hop *= stride
-    return hop, receptive_field
-
-
-def num_frames(num_samples: int, hop: int, receptive_field: int) -> int:
-    """Frames the conv stack yields for `num_samples` samples (as `_get_feat_extract_output_lengths`)."""
-    return 0 if num_samples < receptive_field else (num_samples - receptive_field) // hop + 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

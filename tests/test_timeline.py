@@ -24,9 +24,10 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import AudioInputError, load_audio
 from modeling.collator import make_feature_extractor
 from modeling.cli.timeline import main
+from modeling.frames import frame_geometry, frames_for_samples
 from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
 from modeling.publishing.remote_code import hub_pipeline_files
-from modeling.timeline_segments import frame_geometry, iter_windows, merge_short_segments, num_frames, smooth_frames
+from modeling.timeline_segments import iter_windows, merge_short_segments, smooth_frames
 
 from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config
 from hub_server import HubServer
@@ -136,7 +137,7 @@ def test_frame_rate_and_receptive_field_come_from_the_conv_stack(layer_model, tm
         hop, field = frame_geometry(config)
         reference = Wav2Vec2ForFrameAlignedClassification(config)
         for length in (field, field + 1, field + hop - 1, field + hop, 12_345, 16_000):
-            assert num_frames(length, hop, field) == int(reference._get_feat_extract_output_lengths(length))
+            assert frames_for_samples(length, hop, field) == int(reference._get_feat_extract_output_lengths(length))
 
     directory = tmp_path / "coarse"
     Wav2Vec2ForFrameAlignedClassification(coarse).save_pretrained(directory)
@@ -236,7 +237,7 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
     assert result["duration"] == 60.0
     assert_contiguous(result["timeline"], 60.0)
     frames = result["frames"]
-    assert len(frames["weights"]) == result["num_frames"] == num_frames(len(audio), 320, 400) == 2999
+    assert len(frames["weights"]) == result["num_frames"] == frames_for_samples(len(audio), 320, 400) == 2999
     assert frames["weights"].sum() == pytest.approx(1.0, abs=1e-9)
     per_chunk = np.array([[scores_by_label(c["scores"])[label] for label in POLISH3_LABELS] for c in result["chunks"]])
     overall = shares @ per_chunk  # duration-weighted
