@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling import io_utils
+from modeling.training import io_utils
 from modeling.training.io_utils import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
 
 
@@ -74,3 +74,15 @@ def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
 def test_atomic_write_json_round_trip(tmp_path):
     atomic_write_json(tmp_path / "sub" / "r.json", {"ua": 0.5})
     assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"ua": 0.5}
+
+
+def test_atomic_file_writes_bytes_and_keeps_the_old_file_on_an_exception(tmp_path):
+    target = tmp_path / "arrays.npz"
+    with io_utils.atomic_file(target, "wb") as f:
+        f.write(b"v1")
+    with pytest.raises(RuntimeError):
+        with io_utils.atomic_file(target, "wb") as f:
+            f.write(b"v2 half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]

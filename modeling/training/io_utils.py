@@ -8,15 +8,28 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w"):
+    """Yield a temporary file in the same folder as `path` (opened with `mode`, "w" or "wb"); on success it is
+    flushed, fsynced and renamed over `path`. On an exception it is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException:
+            f.close()
+            Path(f.name).unlink(missing_ok=True)
+            raise
     os.replace(f.name, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:

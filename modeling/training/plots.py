@@ -3,8 +3,6 @@
 Headless (Agg backend); every figure is written to a temporary file and renamed, like every other output.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,14 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .io_utils import atomic_file  # noqa: E402
+
 
 def save_figure(figure, path: str | Path, dpi: int = 150) -> None:
     """Write `figure` as PNG atomically and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+    with atomic_file(path, "wb") as f:
         figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(f.name, path)
     plt.close(figure)
 
 
