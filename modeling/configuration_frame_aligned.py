@@ -10,6 +10,11 @@ from transformers import Wav2Vec2Config
 POOLING_TYPES = ("mean", "attentive", "self_attention", "cls_attention")
 
 
+def label_names(id2label: dict) -> list[str]:
+    """The class names in class-index order, from an `id2label` with int keys (a config) or str keys (its JSON)."""
+    return [id2label[key] for key in sorted(id2label, key=int)]
+
+
 class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
     r"""
     Configuration for [`Wav2Vec2ForFrameAlignedClassification`]: a wav2vec 2.0 backbone (every argument of
@@ -112,4 +117,4 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
         return self.pooling == "cls_attention"
 
 
-__all__ = ["Wav2Vec2FrameAlignedConfig", "POOLING_TYPES"]
+__all__ = ["Wav2Vec2FrameAlignedConfig", "POOLING_TYPES", "label_names"]

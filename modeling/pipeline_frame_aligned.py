@@ -13,10 +13,11 @@ CLS-to-frame attention used by FUAL). `FrameAlignedEmotionPipeline` turns them i
 ('angry', {'start': 0.0, 'end': 0.62, 'label': 'neutral', 'score': 0.71, 'weight': 0.0123, 'scores': [...]})
 ```
 
-This file is part of the remote-code core: it imports only its siblings (`.audio`, `.collator`, `.frames`,
-`.timeline_segments`) besides torch/numpy/transformers, so `FrameAlignedEmotionPipeline.save_pretrained` (and
-`modeling.publishing.remote_code`) can ship it to the Hub. The command line (`python -m modeling.cli.timeline`,
-alias `python -m modeling.timeline`) and plotting live in `modeling/cli/`.
+This file is part of the remote-code core: it imports only its siblings (`.audio`, `.collator`,
+`.configuration_frame_aligned`, `.frames`, `.timeline_segments`) besides torch/numpy/transformers, so
+`FrameAlignedEmotionPipeline.save_pretrained` (and `modeling.publishing.remote_code`) can ship it to the Hub. The
+command line (`python -m modeling.cli.timeline`, alias `python -m modeling.timeline`) and plotting live in
+`modeling/cli/`.
 """
 
 import math
@@ -30,6 +31,7 @@ from transformers.utils import logging
 
 from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file
 from .collator import make_feature_extractor
+from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .timeline_segments import (
     SMOOTHING_METHODS,
@@ -123,7 +125,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         self.model.eval()
         self.hop, self.receptive_field = frame_geometry(self.model.config)
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
-        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        self.labels = label_names(self.model.config.id2label)
+        self.id2label = dict(enumerate(self.labels))
 
     @property
     def frame_duration(self) -> float:
@@ -232,7 +235,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 "probabilities": probabilities,
                 "smoothed": smoothed,
                 "weights": weights,
-                "labels": [self.id2label[c] for c in range(len(self.id2label))],
+                "labels": list(self.labels),
             }
         return result
 

@@ -12,6 +12,7 @@ from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavL
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import MIN_SAMPLES
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
+from modeling.configuration_frame_aligned import label_names
 from modeling.frames import (
     WAV2VEC2_CONV_KERNEL,
     WAV2VEC2_CONV_STRIDE,
@@ -116,6 +117,11 @@ def test_collator_pads_short_clips_to_the_models_receptive_field():
     with torch.no_grad():
         out = Wav2Vec2ForFrameAlignedClassification(coarse).eval()(**batch)
     assert out.frame_mask.sum() == 1
+
+
+def test_label_names_follow_the_class_index_for_int_and_json_keys():
+    assert label_names({0: "anger", 2: "neutral", 1: "fear"}) == ["anger", "fear", "neutral"]
+    assert label_names({"10": "k", "2": "c", "0": "a"}) == ["a", "c", "k"]  # numeric, not string, order
 
 
 # ----------------------------------------------------------------------------------------------------------------

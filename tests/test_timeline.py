@@ -239,6 +239,7 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
     frames = result["frames"]
     assert len(frames["weights"]) == result["num_frames"] == frames_for_samples(len(audio), 320, 400) == 2999
     assert frames["weights"].sum() == pytest.approx(1.0, abs=1e-9)
+    assert frames["labels"] == POLISH3_LABELS and frames["probabilities"].shape == (2999, 3)  # columns in class order
     per_chunk = np.array([[scores_by_label(c["scores"])[label] for label in POLISH3_LABELS] for c in result["chunks"]])
     overall = shares @ per_chunk  # duration-weighted
     assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, overall)), abs=1e-9)
