@@ -37,8 +37,20 @@ def test_mean_and_population_std_over_folds(results):
 
 def test_table_is_in_percent_with_two_decimals(results):
     table = results_table(results)
-    assert "| 1 | a | 50.00 | 50.00 | 60.00 | 70.00 | 40.00 / 25.00 |" in table
-    assert "| **mean ± std** | | | | **70.00 ± 10.00** | **80.00 ± 10.00** | 50.00 / 25.00 |" in table
+    assert "| fold1 | a | 50.00 | 50.00 | 60.00 | 70.00 | 40.00 / 25.00 |" in table
+    assert "| **mean ± std** (2 of 3 folds) | | | | **70.00 ± 10.00** | **80.00 ± 10.00** | 50.00 / 25.00 |" in table
+
+
+def test_table_of_an_older_run_in_percent_with_gaps_and_a_highlighted_fold():
+    """The model cards' use: UA/WA stored as percents, no stage-1 scores, speakers from split.json, one fold bold."""
+    results = {"folds": {"1": {"test": {"ua": 61.5, "wa": 70.0}}, "2": {"validation": {"ua": 50.0}, "test": {"ua": 40.0}}},
+               "mean": {"ua": 50.75, "wa": 70.0}, "std": {"ua": 10.75}, "num_folds": 2}
+    table = results_table(results, scale=1.0, test_speakers={"2": ["m2", "m3"]}, highlight="1").splitlines()
+    assert table[2:] == [
+        "| **fold1** | – | – | – | **61.50** | **70.00** | **– / –** |",
+        "| fold2 | m2, m3 | 50.00 | – | 40.00 | – | – / – |",
+        "| **mean ± std** (2 folds) | | | | **50.75 ± 10.75** | **70.00 ± –** | – / – |",
+    ]
 
 
 def test_write_results(results, tmp_path):

@@ -49,31 +49,41 @@ def total_confusion_matrix(results: dict) -> np.ndarray:
     return np.sum([np.asarray(fold["test"]["confusion_matrix"]) for fold in results["folds"].values()], axis=0)
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}"
-
-
-def results_table(results: dict) -> str:
+def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | None = None, highlight=None) -> str:
     """Markdown table: one row per fold (test speakers, validation and test UA/WA in %, and the stage-1 model's
-    test UA/WA for comparison), then mean ± std."""
+    test UA/WA for comparison), then mean ± std. The one table of results.md, the console and the model cards.
+
+    Args:
+        scale: 100 for UA/WA stored as fractions (train.py), 1 for a run that stored percents.
+        test_speakers: {fold name: test speakers}, instead of each fold's `speakers.test`.
+        highlight: a fold name whose row is set in bold (that fold's model card).
+    A value absent from `results` shows as "–".
+    """
+
+    def percent(value) -> str:
+        return "–" if value is None else f"{scale * value:.2f}"
+
+    def pair(scores: dict) -> tuple[str, str]:
+        return percent(scores.get("ua")), percent(scores.get("wa"))
+
     lines = [
         "| Fold | Test speakers | Val UA (%) | Val WA (%) | Test UA (%) | Test WA (%) | Stage-1 test UA / WA (%) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for k, fold in results["folds"].items():
-        speakers = ", ".join(fold["speakers"]["test"])
-        val, test, stage1 = fold["validation"], fold["test"], fold["stage1"]["test"]
-        lines.append(
-            f"| {k} | {speakers} | {_percent(val['ua'])} | {_percent(val['wa'])} | "
-            f"{_percent(test['ua'])} | {_percent(test['wa'])} | {_percent(stage1['ua'])} / {_percent(stage1['wa'])} |"
-        )
-    mean, std = results["mean"], results["std"]
-    stage1_mean = results["stage1"]["mean"]
-    lines.append(
-        f"| **mean ± std** | | | | **{_percent(mean['ua'])} ± {_percent(std['ua'])}** | "
-        f"**{_percent(mean['wa'])} ± {_percent(std['wa'])}** | "
-        f"{_percent(stage1_mean['ua'])} / {_percent(stage1_mean['wa'])} |"
-    )
+        speakers = (test_speakers or {}).get(str(k)) or (fold.get("speakers") or {}).get("test") or []
+        cells = [f"fold{k}", ", ".join(map(str, speakers)) or "–", *pair(fold.get("validation") or {}),
+                 *pair(fold.get("test") or {}), " / ".join(pair((fold.get("stage1") or {}).get("test") or {}))]
+        if str(k) == str(highlight):
+            cells = [f"**{cell}**" if cell != "–" else cell for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    mean, std = results.get("mean") or {}, results.get("std") or {}
+    if mean:
+        evaluated, total = len(results["folds"]), results.get("num_folds") or len(results["folds"])
+        of = f"{evaluated} folds" if evaluated == total else f"{evaluated} of {total} folds"
+        (ua, wa), (ua_std, wa_std) = pair(mean), pair(std)
+        stage1 = " / ".join(pair((results.get("stage1") or {}).get("mean") or {}))
+        lines.append(f"| **mean ± std** ({of}) | | | | **{ua} ± {ua_std}** | **{wa} ± {wa_std}** | {stage1} |")
     return "\n".join(lines)
 
 
