@@ -54,6 +54,11 @@ TASK = "frame-aligned-emotion"
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _given(**parameters) -> dict:
+    """The parameters a caller gave (`None` means "not given")."""
+    return {name: value for name, value in parameters.items() if value is not None}
+
+
 @dataclass(eq=False)  # identity comparison: the fields hold arrays
 class _AudioSource:
     """One pipeline input before decoding: files are decoded (or streamed) only when their batch runs."""
@@ -147,27 +152,18 @@ class FrameAlignedEmotionPipeline(Pipeline):
     ):
         if kwargs:
             raise TypeError(f"Unknown arguments for the {TASK} pipeline: {sorted(kwargs)}.")
-        preprocess_params, postprocess_params = {}, {}
-        for name, value in [
-            ("chunk_length_s", chunk_length_s),
-            ("chunk_overlap_s", chunk_overlap_s),
-            ("padded_batches", padded_batches),
-            ("sampling_rate", sampling_rate),
-        ]:
-            if value is not None:
-                preprocess_params[name] = value
+        preprocess_params = _given(
+            chunk_length_s=chunk_length_s, chunk_overlap_s=chunk_overlap_s,
+            padded_batches=padded_batches, sampling_rate=sampling_rate,
+        )
         if chunk_length_s == 0:
             preprocess_params["chunk_length_s"] = None  # 0: never chunk (None means "not given" here)
         if smoothing is not None and smoothing not in SMOOTHING_METHODS:
             raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {smoothing!r}.")
-        for name, value in [
-            ("smoothing", smoothing),
-            ("smoothing_window_s", smoothing_window_s),
-            ("min_segment_s", min_segment_s),
-            ("return_frames", return_frames),
-        ]:
-            if value is not None:
-                postprocess_params[name] = value
+        postprocess_params = _given(
+            smoothing=smoothing, smoothing_window_s=smoothing_window_s,
+            min_segment_s=min_segment_s, return_frames=return_frames,
+        )
         return preprocess_params, {}, postprocess_params
 
     # -- the three pipeline stages ------------------------------------------------------------------------------
