@@ -33,7 +33,7 @@ def core_files(*entry_points: Path) -> dict[str, Path]:
     """
     files = {}
     for entry in entry_points:
-        for path in [entry, *map(Path, get_relative_import_files(entry))]:
+        for path in [entry, *sorted(map(Path, get_relative_import_files(entry)))]:  # it returns them in set order
             path = Path(path).resolve()
             if path.parent != CORE:
                 raise ValueError(f"{entry.name} imports {path}, which is outside the remote-code core {CORE}")
