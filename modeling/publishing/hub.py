@@ -11,26 +11,25 @@ checked before the first request. Pushes are idempotent: the remote tree is comp
 sha1 for regular files, sha256 for LFS files) and only new or changed files are committed; LFS blobs the server
 already holds are not re-sent, so a push interrupted half way completes on the next run.
 
-This module needs neither torch nor transformers.
+The run directory is read by `modeling.publishing.run`, the cards rendered by `modeling.publishing.model_card`,
+the remote code computed by `modeling.publishing.remote_code`. Nothing here imports torch.
 """
 
 import hashlib
 import io
 import logging
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, RepoFile, get_token
 from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
-from ..training.io_utils import read_json
+from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
 from .remote_code import hub_pipeline_files
-from .model_card import CORPORA, render_fold_card, render_overview_card
+from .run import FinishedFold, PushError, Run, load_run
 
 
 logger = logging.getLogger(__name__)
@@ -38,178 +37,6 @@ logger = logging.getLogger(__name__)
 
 # Files of a checkpoint folder that belong on the Hub (trainer state, optimizer and RNG files stay local).
 CHECKPOINT_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json", "*.py")
-RUN_FILES = ("results.json",)
-RUN_IMAGES = {"confusion_matrix.png": "confusion_matrix.png", "tsne.png": "tsne.png"}
-
-class PushError(ValueError):
-    """An input of `push_run` (token, run directory, fold, repo id) that cannot be published; raised before any upload."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The run directory
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class Fold:
-    """One finished fold of a run: its stage-2 checkpoint and its entry of `results.json`."""
-
-    name: str  # "1", "2", ...
-    checkpoint: Path
-    results: dict
-    split: dict | None = None
-    confusion_matrix_image: Path | None = None
-
-    @property
-    def label(self) -> str:
-        return f"fold{self.name}"
-
-
-@dataclass
-class Run:
-    """A finished cross-validation run written by `train.py` (see `load_run`)."""
-
-    path: Path
-    results: dict
-    config: dict
-    folds: dict[str, Fold] = field(default_factory=dict)
-
-    @property
-    def all_fold_names(self) -> list[str]:
-        return sorted(self.results["folds"], key=_fold_sort_key)
-
-    @property
-    def num_folds(self) -> int:
-        """Folds of the cross-validation (train.py records it; a run may have evaluated only some)."""
-        return int(self.results.get("num_folds") or len(self.results["folds"]))
-
-    @property
-    def percent_scale(self) -> float:
-        """100 when `results.json` stores UA/WA as fractions (train.py: `metric_scale: fraction`), 1 for percents."""
-        scale = self.results.get("metric_scale")
-        if scale in ("fraction", "percent"):
-            return 100.0 if scale == "fraction" else 1.0
-        entries = [self.results.get("mean") or {}]
-        for fold in self.results["folds"].values():
-            entries += [fold.get("validation") or {}, fold.get("test") or {}]
-        values = [entry.get(metric) for entry in entries for metric in ("ua", "wa")]
-        values = [v for v in values if isinstance(v, (int, float))]
-        return 1.0 if any(v > 1.0 for v in values) else 100.0
-
-    def percent(self, value) -> float | None:
-        return None if value is None else round(float(value) * self.percent_scale, 2)
-
-    def split(self, name: str) -> dict | None:
-        """The fold's `split.json` (any fold of the run, published or not), or None."""
-        path = self.path / f"fold{name}" / "split.json"
-        return read_json(path) if path.is_file() else None
-
-    @property
-    def corpus(self) -> str:
-        """The corpus's short name: the loader for the known corpora (iemocap, crema_d, ravdess), the Hub id for
-        `loader: hub`, else the name of the corpus folder (`data/polish3` → polish3)."""
-        data = self.config.get("data") or {}
-        loader, root = data.get("loader"), data.get("root")
-        if loader in ("iemocap", "crema_d", "ravdess") or not root:
-            return loader or "unknown"
-        return str(root) if loader == "hub" else Path(str(root).rstrip("/")).name
-
-    @property
-    def corpus_info(self) -> dict:
-        key = re.sub(r"[^a-z0-9]", "", self.corpus.split("/")[-1].lower())
-        info = CORPORA.get(key, {"name": self.corpus, "hub_id": None, "license": None, "terms": ""})
-        if (self.config.get("data") or {}).get("loader") == "hub":
-            info = {**info, "hub_id": self.corpus}
-        return info
-
-
-def _fold_sort_key(name: str):
-    return (0, int(name)) if str(name).isdigit() else (1, str(name))
-
-
-def normalize_fold(name) -> str:
-    """`1`, `"1"`, `"fold1"` → `"1"`."""
-    return str(name).strip().removeprefix("fold")
-
-
-def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
-    """Read and check a finished run directory; `folds` (names like `1` or `"fold1"`) defaults to every fold.
-
-    Raises:
-        PushError: the directory, `results.json`, a requested fold, its `metrics.json` or its checkpoint is
-            missing or incomplete. The message names the offending path or fold.
-    """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise PushError(f"Run directory {path} does not exist (--run-dir).")
-    results_path = path / "results.json"
-    if not results_path.is_file():
-        raise PushError(
-            f"{results_path} not found: the run in {path} has not finished (train.py writes results.json after the "
-            "last fold). Finish or resume the run first."
-        )
-    try:
-        results = read_json(results_path)
-    except ValueError as error:
-        raise PushError(f"{results_path} is not valid JSON ({error}).") from error
-    if not isinstance(results.get("folds"), dict) or not results["folds"]:
-        raise PushError(f"{results_path} has no 'folds' entry: it was not written by train.py.")
-    results["folds"] = {normalize_fold(k): v for k, v in results["folds"].items()}
-    run = Run(path=path, results=results, config=_load_config(path, results))
-
-    available = run.all_fold_names
-    requested = available if folds is None else [normalize_fold(f) for f in folds]
-    unknown = [f for f in requested if f not in results["folds"]]
-    if unknown:
-        untrained = [f for f in unknown if f.isdigit() and 1 <= int(f) <= run.num_folds]
-        hint = f"; run `train.py --folds {','.join(untrained)}` with the same config first" if untrained else ""
-        raise PushError(
-            f"Fold(s) {', '.join(unknown)} not in {results_path} (evaluated: {', '.join(available)} of "
-            f"{run.num_folds}) (--folds){hint}."
-        )
-    for name in dict.fromkeys(requested):
-        run.folds[name] = _load_fold(run, name)
-    return run
-
-
-def _load_config(path: Path, results: dict) -> dict:
-    config_path = path / "config.yaml"
-    if config_path.is_file():
-        with open(config_path) as f:
-            return yaml.safe_load(f) or {}
-    logger.warning(f"{config_path} not found: the card's training section uses results.json's 'config'.")
-    return results.get("config") or {}
-
-
-def _load_fold(run: Run, name: str) -> Fold:
-    entry = run.results["folds"][name]
-    fold_dir = run.path / f"fold{name}"
-    if not (fold_dir / "metrics.json").is_file():
-        raise PushError(f"Fold {name} is unfinished: {fold_dir / 'metrics.json'} not found.")
-    checkpoint = run.path / entry.get("checkpoint", f"fold{name}/stage2/best")
-    _check_checkpoint(checkpoint, name)
-    image = fold_dir / "confusion_matrix.png"
-    return Fold(name, checkpoint, entry, run.split(name), image if image.is_file() else None)
-
-
-def _check_checkpoint(checkpoint: Path, fold: str) -> None:
-    if not checkpoint.is_dir():
-        raise PushError(f"Fold {fold}: checkpoint {checkpoint} not found.")
-    missing = [n for n in ("config.json", "preprocessor_config.json") if not (checkpoint / n).is_file()]
-    if not list(checkpoint.glob("*.safetensors")):
-        missing.append("model.safetensors")
-    if missing:
-        raise PushError(f"Fold {fold}: checkpoint {checkpoint} is incomplete, missing {', '.join(missing)}.")
-    config = read_json(checkpoint / "config.json")
-    auto_map = config.get("auto_map") or {}
-    if "AutoModelForAudioClassification" not in auto_map:
-        raise PushError(
-            f"Fold {fold}: {checkpoint / 'config.json'} has no auto_map for AutoModelForAudioClassification, so Hub "
-            "users could not load it with trust_remote_code=True (save it after `import modeling`)."
-        )
-    modules = {ref.split(".")[0] for ref in auto_map.values() if isinstance(ref, str)}
-    absent = sorted(f"{m}.py" for m in modules if not (checkpoint / f"{m}.py").is_file())
-    if absent:
-        raise PushError(f"Fold {fold}: remote-code file(s) {', '.join(absent)} missing from {checkpoint}.")
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Token and repo ids
@@ -278,19 +105,20 @@ def _checkpoint_files(checkpoint: Path) -> dict[str, Path]:
 
 
 def _run_files(run: Run) -> dict[str, Path]:
-    files = {name: run.path / name for name in RUN_FILES if (run.path / name).is_file()}
-    files.update({repo_name: run.path / name for name, repo_name in RUN_IMAGES.items() if (run.path / name).is_file()})
-    return files
+    """The run's results.json and figures, under their own names."""
+    layout = run.layout
+    return {path.name: path for path in (layout.results_json, layout.confusion_matrix, layout.tsne) if path.is_file()}
 
 
-def fold_files(run: Run, fold: Fold, card: str) -> dict[str, Path | bytes]:
+def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | bytes]:
     files: dict[str, Path | bytes] = {**_checkpoint_files(fold.checkpoint), **_run_files(run)}
     # the core's code, and config.json with `custom_pipelines`: from_pretrained and pipeline(model=REPO) work from the Hub
     files.update(hub_pipeline_files(fold.checkpoint))
     if fold.confusion_matrix_image:
-        files["fold_confusion_matrix.png"] = fold.confusion_matrix_image
+        files[FOLD_IMAGE] = fold.confusion_matrix_image
     if fold.split is not None:
-        files["split.json"] = run.path / fold.label / "split.json"
+        split = run.layout.split(fold.name)
+        files[split.name] = split
     files["README.md"] = card.encode()
     return files
 
@@ -424,14 +252,4 @@ def describe_plan(targets: list[PushTarget]) -> str:
     return out.getvalue()
 
 
-__all__ = [
-    "PushError",
-    "PushResult",
-    "PushTarget",
-    "Run",
-    "describe_plan",
-    "load_run",
-    "plan_push",
-    "push_run",
-    "resolve_token",
-]
+__all__ = ["PushResult", "PushTarget", "describe_plan", "plan_push", "push_run", "resolve_token"]

@@ -2,7 +2,8 @@
 rendered from the templates in `model_cards/`: the method, the fold's speakers, both stages' settings, every
 fold's results with mean ± std, limitations, the data license and the citation.
 
-Used by `modeling.publishing.hub` (one card per fold, and an overview card for `--revision-per-fold`).
+Reads a finished run through `modeling.publishing.run`; used by `modeling.publishing.hub` (one card per fold, and
+an overview card for `--revision-per-fold`).
 """
 
 from __future__ import annotations
@@ -11,20 +12,19 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..training.io_utils import read_json
+from ..training.results import results_table
+from .run import FinishedFold, Run
 
-
-if TYPE_CHECKING:  # the run directory's reader lives in modeling.publishing.hub, which imports this module
-    from .hub import Fold, Run
 
 MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # package data: found from a regular install too
 FOLD_TEMPLATE = MODEL_CARDS / "template.md"
 OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
+FOLD_IMAGE = "fold_confusion_matrix.png"  # a fold's own confusion matrix in its Hub repository (see hub.fold_files)
 
 PAPER = {
     "title": "Frame and Utterance Emotional Alignment for Speech Emotion Recognition",
@@ -84,6 +84,15 @@ CORPORA = {
 }
 
 
+def corpus_info(run: Run) -> dict:
+    """What the card says about the run's corpus (`CORPORA`'s entry, or its name alone for another corpus)."""
+    key = re.sub(r"[^a-z0-9]", "", run.corpus.split("/")[-1].lower())
+    info = CORPORA.get(key, {"name": run.corpus, "hub_id": None, "license": None, "terms": ""})
+    if (run.config.get("data") or {}).get("loader") == "hub":
+        info = {**info, "hub_id": run.corpus}
+    return info
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Model cards
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,29 +100,11 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def results_table(run: Run, highlight: str | None = None) -> str:
-    """Markdown: test UA/WA (%) per fold, then mean ± std; `highlight` (a fold name) in bold."""
-    lines = ["| Fold | Test speakers | Validation UA | Test UA | Test WA |", "|---|---|---:|---:|---:|"]
-    for name in run.all_fold_names:
-        entry = run.results["folds"][name]
-        cells = [
-            f"fold{name}",
-            ", ".join(_speakers(run, name).get("test", [])) or "–",
-            _fmt(run.percent(entry.get("validation", {}).get("ua"))),
-            _fmt(run.percent(entry.get("test", {}).get("ua"))),
-            _fmt(run.percent(entry.get("test", {}).get("wa"))),
-        ]
-        if name == highlight:
-            cells = [f"**{c}**" if c != "–" else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    mean, std = run.results.get("mean", {}), run.results.get("std", {})
-    if mean:
-        ua = f"{_fmt(run.percent(mean.get('ua')))} ± {_fmt(run.percent(std.get('ua')))}"
-        wa = f"{_fmt(run.percent(mean.get('wa')))} ± {_fmt(run.percent(std.get('wa')))}"
-        evaluated = len(run.all_fold_names)
-        of = f"{evaluated} folds" if evaluated == run.num_folds else f"{evaluated} of {run.num_folds} folds"
-        lines.append(f"| mean ± std ({of}) | | | {ua} | {wa} |")
-    return "\n".join(lines)
+def fold_results_table(run: Run, highlight: str | None = None) -> str:
+    """The run's results table (`modeling.training.results.results_table`), test speakers from split.json where
+    results.json lacks them, `highlight` (a fold name) in bold."""
+    speakers = {name: _speakers(run, name).get("test", []) for name in run.all_fold_names}
+    return results_table(run.results, scale=run.percent_scale, test_speakers=speakers, highlight=highlight)
 
 
 SPLITS = ("train", "validation", "test")
@@ -139,14 +130,6 @@ def describe_split(run: Run, name: str, split_name: str) -> str:
     if details.get("num_examples"):
         extra.append(f"{details['num_examples']} utterances")
     return speakers + (f" ({'; '.join(extra)})" if extra else "")
-
-
-def _labels(run: Run, fold: Fold) -> list[str]:
-    labels = fold.results.get("labels") or run.results.get("labels")
-    if labels:
-        return list(labels)
-    id2label = read_json(fold.checkpoint / "config.json").get("id2label", {})
-    return [id2label[k] for k in sorted(id2label, key=int)]
 
 
 def confusion_table(labels: list[str], matrix, recalls=None) -> str:
@@ -205,7 +188,7 @@ def _base_model(run: Run) -> str | None:
     return backbone(run)[0]
 
 
-def _architecture(fold: Fold) -> dict:
+def _architecture(fold: FinishedFold) -> dict:
     config = read_json(fold.checkpoint / "config.json")
     return {
         "hidden_size": config.get("hidden_size"),
@@ -242,9 +225,9 @@ def method_summary(arch: dict) -> tuple[str, str]:
     return f"**{pooling}** and {losses} of Byun & Lee (2025)", " + ".join(["cross-entropy", *terms])
 
 
-def card_data(run: Run, folds: list[Fold], model_name: str, license: str | None = None) -> ModelCardData:
+def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str | None = None) -> ModelCardData:
     """The YAML metadata: library, pipeline, license, datasets, base model, tags and a model-index of test UA/WA."""
-    corpus, corpus_key = run.corpus_info, run.corpus or "unknown"
+    corpus, corpus_key = corpus_info(run), run.corpus or "unknown"
     eval_results = []
     for fold in folds:
         test = fold.results.get("test", {})
@@ -290,7 +273,7 @@ def bibtex() -> str:
     )
 
 
-def _limitations(run: Run, fold: Fold) -> str:
+def _limitations(run: Run, fold: FinishedFold) -> str:
     arch = _architecture(fold)
     random_init = bool((run.config.get("model") or {}).get("random_init"))
     notes = []
@@ -302,7 +285,7 @@ def _limitations(run: Run, fold: Fold) -> str:
             "`facebook/wav2vec2-base` (the paper's setting) for meaningful scores."
         )
     notes.append(
-        f"Trained and evaluated on a single corpus ({run.corpus_info['name']}); accuracy on other languages, "
+        f"Trained and evaluated on a single corpus ({corpus_info(run)['name']}); accuracy on other languages, "
         "speakers, microphones, noise or spontaneous speech is unknown and usually much lower. "
         "Emotion labels are acted/annotated categories, not a person's actual feelings."
     )
@@ -310,11 +293,11 @@ def _limitations(run: Run, fold: Fold) -> str:
         "Do not use the model to make decisions about people (hiring, policing, health, credit) or to infer emotions "
         "without consent."
     )
-    notes.append(f"Training data license: {run.corpus_info.get('terms') or 'see the corpus license.'}")
+    notes.append(f"Training data license: {corpus_info(run).get('terms') or 'see the corpus license.'}")
     return "\n".join(f"- {note}" for note in notes)
 
 
-def stage1_summary(run: Run, fold: Fold) -> str:
+def stage1_summary(run: Run, fold: FinishedFold) -> str:
     """A sentence comparing with the fold's stage-1 model (train.py scores both stages), or ""."""
     stage1 = (fold.results.get("stage1") or {}).get("test") or {}
     if stage1.get("ua") is None:
@@ -349,14 +332,14 @@ def _with_metadata(data: ModelCardData, body: str) -> str:
 
 
 def render_fold_card(
-    run: Run, fold: Fold, repo_id: str, revision: str | None = None, license: str | None = None, template=FOLD_TEMPLATE
+    run: Run, fold: FinishedFold, repo_id: str, revision: str | None = None, license: str | None = None, template=FOLD_TEMPLATE
 ) -> str:
     """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
     arch = _architecture(fold)
-    labels = _labels(run, fold)
+    labels = run.labels(fold)
     test = fold.results.get("test", {})
     if fold.confusion_matrix_image:
-        image = "![Confusion matrix of this fold's test speakers](fold_confusion_matrix.png)"
+        image = f"![Confusion matrix of this fold's test speakers]({FOLD_IMAGE})"
     else:
         image = "All folds' test speakers together:\n\n![Confusion matrix of all folds' test speakers](confusion_matrix.png)"
     body = _render(
@@ -364,7 +347,7 @@ def render_fold_card(
         repo_id=repo_id,
         fold=fold.name,
         num_folds=run.num_folds,
-        corpus=run.corpus_info["name"],
+        corpus=corpus_info(run)["name"],
         labels=", ".join(f"`{label}`" for label in labels),
         train_speakers=describe_split(run, fold.name, "train"),
         validation_speakers=describe_split(run, fold.name, "validation"),
@@ -380,7 +363,7 @@ def render_fold_card(
         loss=method_summary(arch)[1],
         usage=_usage(repo_id, revision),
         config_table=config_table(run.config),
-        results_table=results_table(run, highlight=fold.name),
+        results_table=fold_results_table(run, highlight=fold.name),
         confusion_table=confusion_table(labels, test.get("confusion_matrix"), test.get("per_class_recall")),
         confusion_image=image,
         limitations=_limitations(run, fold),
@@ -405,14 +388,14 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
         Path(template),
         repo_id=repo_id,
         num_folds=run.num_folds,
-        corpus=run.corpus_info["name"],
-        labels=", ".join(f"`{label}`" for label in _labels(run, first)),
+        corpus=corpus_info(run)["name"],
+        labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,
         first_fold=first.label,
         usage=_usage(repo_id, first.label),
         fold_list=", ".join(f'"{fold.label}"' for fold in folds),
         config_table=config_table(run.config),
-        results_table=results_table(run),
+        results_table=fold_results_table(run),
         limitations=_limitations(run, first),
         bibtex=bibtex(),
         doi=PAPER["doi"],

@@ -1,0 +1,203 @@
+"""A finished run directory of `train.py`, read for publishing: `results.json`, `config.yaml` and, per fold, the
+stage-2 checkpoint, `metrics.json` and `split.json`. The paths come from `modeling.training.run_dir`.
+
+`load_run` checks everything a push needs locally and raises `PushError` naming the offending path or fold.
+This module reads JSON/YAML and files only: no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..configuration_frame_aligned import label_names
+from ..training.io_utils import read_json
+from ..training.run_dir import RunDir
+
+
+logger = logging.getLogger(__name__)
+
+
+class PushError(ValueError):
+    """An input of `push_run` (token, run directory, fold, repo id) that cannot be published; raised before any upload."""
+
+
+@dataclass
+class FinishedFold:
+    """One finished fold of a run: its stage-2 checkpoint and its entry of `results.json`.
+
+    (Not `modeling.data.folds.Fold`, which is a fold's speaker split before training.)
+    """
+
+    name: str  # "1", "2", ...
+    checkpoint: Path
+    results: dict
+    split: dict | None = None
+    confusion_matrix_image: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"fold{self.name}"
+
+
+@dataclass
+class Run:
+    """A finished cross-validation run written by `train.py` (see `load_run`)."""
+
+    path: Path
+    results: dict
+    config: dict
+    folds: dict[str, FinishedFold] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def all_fold_names(self) -> list[str]:
+        return sorted(self.results["folds"], key=_fold_sort_key)
+
+    @property
+    def num_folds(self) -> int:
+        """Folds of the cross-validation (train.py records it; a run may have evaluated only some)."""
+        return int(self.results.get("num_folds") or len(self.results["folds"]))
+
+    @property
+    def percent_scale(self) -> float:
+        """100 when `results.json` stores UA/WA as fractions (train.py: `metric_scale: fraction`), 1 for percents."""
+        scale = self.results.get("metric_scale")
+        if scale in ("fraction", "percent"):
+            return 100.0 if scale == "fraction" else 1.0
+        entries = [self.results.get("mean") or {}]
+        for fold in self.results["folds"].values():
+            entries += [fold.get("validation") or {}, fold.get("test") or {}]
+        values = [entry.get(metric) for entry in entries for metric in ("ua", "wa")]
+        values = [v for v in values if isinstance(v, (int, float))]
+        return 1.0 if any(v > 1.0 for v in values) else 100.0
+
+    def percent(self, value) -> float | None:
+        return None if value is None else round(float(value) * self.percent_scale, 2)
+
+    def split(self, name: str) -> dict | None:
+        """The fold's `split.json` (any fold of the run, published or not), or None."""
+        path = self.layout.split(name)
+        return read_json(path) if path.is_file() else None
+
+    def labels(self, fold: FinishedFold) -> list[str]:
+        """The class names in id order: `results.json`'s, else the fold's checkpoint's `id2label`."""
+        labels = fold.results.get("labels") or self.results.get("labels")
+        if labels:
+            return list(labels)
+        return label_names(read_json(fold.checkpoint / "config.json").get("id2label") or {})
+
+    @property
+    def corpus(self) -> str:
+        """The corpus's short name: the loader for the known corpora (iemocap, crema_d, ravdess), the Hub id for
+        `loader: hub`, else the name of the corpus folder (`data/polish3` → polish3)."""
+        data = self.config.get("data") or {}
+        loader, root = data.get("loader"), data.get("root")
+        if loader in ("iemocap", "crema_d", "ravdess") or not root:
+            return loader or "unknown"
+        return str(root) if loader == "hub" else Path(str(root).rstrip("/")).name
+
+
+def _fold_sort_key(name: str):
+    return (0, int(name)) if str(name).isdigit() else (1, str(name))
+
+
+def normalize_fold(name) -> str:
+    """`1`, `"1"`, `"fold1"` → `"1"`."""
+    return str(name).strip().removeprefix("fold")
+
+
+def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
+    """Read and check a finished run directory; `folds` (names like `1` or `"fold1"`) defaults to every fold.
+
+    Raises:
+        PushError: the directory, `results.json`, a requested fold, its `metrics.json` or its checkpoint is
+            missing or incomplete. The message names the offending path or fold.
+    """
+    layout = RunDir(run_dir)
+    if not layout.path.is_dir():
+        raise PushError(f"Run directory {layout.path} does not exist (--run-dir).")
+    results = _load_results(layout)
+    run = Run(path=layout.path, results=results, config=_load_config(layout, results))
+
+    available = run.all_fold_names
+    requested = available if folds is None else [normalize_fold(f) for f in folds]
+    unknown = [f for f in requested if f not in results["folds"]]
+    if unknown:
+        untrained = [f for f in unknown if f.isdigit() and 1 <= int(f) <= run.num_folds]
+        hint = f"; run `train.py --folds {','.join(untrained)}` with the same config first" if untrained else ""
+        raise PushError(
+            f"Fold(s) {', '.join(unknown)} not in {layout.results_json} (evaluated: {', '.join(available)} of "
+            f"{run.num_folds}) (--folds){hint}."
+        )
+    for name in dict.fromkeys(requested):
+        run.folds[name] = _load_fold(run, name)
+    return run
+
+
+def _load_results(layout: RunDir) -> dict:
+    """`results.json`, its folds keyed `"1"`, `"2"`, ... in order."""
+    path = layout.results_json
+    if not path.is_file():
+        raise PushError(
+            f"{path} not found: the run in {layout.path} has not finished (train.py writes results.json after the "
+            "last fold). Finish or resume the run first."
+        )
+    try:
+        results = read_json(path)
+    except ValueError as error:
+        raise PushError(f"{path} is not valid JSON ({error}).") from error
+    if not isinstance(results.get("folds"), dict) or not results["folds"]:
+        raise PushError(f"{path} has no 'folds' entry: it was not written by train.py.")
+    folds = {normalize_fold(k): v for k, v in results["folds"].items()}
+    results["folds"] = {name: folds[name] for name in sorted(folds, key=_fold_sort_key)}
+    return results
+
+
+def _load_config(layout: RunDir, results: dict) -> dict:
+    if layout.config.is_file():
+        with open(layout.config) as f:
+            return yaml.safe_load(f) or {}
+    logger.warning(f"{layout.config} not found: the card's training section uses results.json's 'config'.")
+    return results.get("config") or {}
+
+
+def _load_fold(run: Run, name: str) -> FinishedFold:
+    entry, layout = run.results["folds"][name], run.layout
+    if not layout.is_finished(name):
+        raise PushError(f"Fold {name} is unfinished: {layout.metrics(name)} not found.")
+    checkpoint = run.path / entry["checkpoint"] if entry.get("checkpoint") else layout.best(name, "stage2")
+    _check_checkpoint(checkpoint, name)
+    image = layout.fold_confusion_matrix(name)
+    return FinishedFold(name, checkpoint, entry, run.split(name), image if image.is_file() else None)
+
+
+def _check_checkpoint(checkpoint: Path, fold: str) -> None:
+    if not checkpoint.is_dir():
+        raise PushError(f"Fold {fold}: checkpoint {checkpoint} not found.")
+    missing = [n for n in ("config.json", "preprocessor_config.json") if not (checkpoint / n).is_file()]
+    if not list(checkpoint.glob("*.safetensors")):
+        missing.append("model.safetensors")
+    if missing:
+        raise PushError(f"Fold {fold}: checkpoint {checkpoint} is incomplete, missing {', '.join(missing)}.")
+    config = read_json(checkpoint / "config.json")
+    auto_map = config.get("auto_map") or {}
+    if "AutoModelForAudioClassification" not in auto_map:
+        raise PushError(
+            f"Fold {fold}: {checkpoint / 'config.json'} has no auto_map for AutoModelForAudioClassification, so Hub "
+            "users could not load it with trust_remote_code=True (save it after `import modeling`)."
+        )
+    modules = {ref.split(".")[0] for ref in auto_map.values() if isinstance(ref, str)}
+    absent = sorted(f"{m}.py" for m in modules if not (checkpoint / f"{m}.py").is_file())
+    if absent:
+        raise PushError(f"Fold {fold}: remote-code file(s) {', '.join(absent)} missing from {checkpoint}.")
+
+
+__all__ = ["FinishedFold", "PushError", "Run", "load_run", "normalize_fold"]
