@@ -15,7 +15,8 @@ from transformers import TrainerCallback
 
 from modeling.data.checks import DatasetCheckError
 from modeling.training.run_config import resolve_config
-from modeling.training.experiment import RunConfigMismatchError, latest_checkpoint, run_experiment
+from modeling.training.checkpoints import latest_checkpoint
+from modeling.training.experiment import RunConfigMismatchError, run_experiment
 
 from helpers import NEMO4, POLISH3, REPO
 
@@ -126,7 +127,7 @@ def test_run_directory_contract(uninterrupted):
 
 def test_finished_run_is_skipped_and_config_changes_are_refused(uninterrupted, tmp_path, caplog):
     config, run_dir, results = uninterrupted
-    with caplog.at_level(logging.INFO, logger="modeling.training.experiment"):
+    with caplog.at_level(logging.INFO, logger="modeling.training"):
         assert run_experiment(config, run_dir, folds="1") == results
     assert "Fold 1: finished earlier" in caplog.text
     changed = resolve_config(write_config(tmp_path / "changed.yaml", stage2={"epochs": 3}))
@@ -174,7 +175,7 @@ def test_interrupted_stages_resume_to_the_same_results(uninterrupted, tmp_path, 
     assert not (run_dir / "fold1" / "stage1" / "best").exists()
     # A checkpoint left half-written by a kill during a later save must be ignored and removed.
     (run_dir / "fold1" / "stage1" / "checkpoint-6").mkdir()
-    with caplog.at_level(logging.INFO, logger="modeling.training.experiment"):
+    with caplog.at_level(logging.INFO, logger="modeling.training"):
         with pytest.raises(SimulatedCrash, match="stage2 interrupted at step 3"):
             run_experiment(config, run_dir, folds="1", callbacks=[CrashAfterSave("stage2")])
         results = run_experiment(config, run_dir, folds="1")

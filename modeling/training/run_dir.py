@@ -54,6 +54,16 @@ def _step(path: Path) -> str:
     return path.name.split("-")[-1]
 
 
+class _InRun:
+    """A file or folder at the top of the run: `run.<attribute>` is `run.path / name`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run, owner=None):
+        return self if run is None else run.path / self.name
+
+
 class RunDir:
     """Paths of one run directory (see the module docstring). Nothing is created or read here.
 
@@ -70,34 +80,14 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    # The run --------------------------------------------------------------------------------------------------
-    @property
-    def config(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def skipped_audio(self) -> Path:
-        return self.path / "skipped_audio.json"
-
-    @property
-    def pretrained(self) -> Path:
-        return self.path / "pretrained"
-
-    @property
-    def results_json(self) -> Path:
-        return self.path / RESULTS_JSON
-
-    @property
-    def results_md(self) -> Path:
-        return self.path / RESULTS_MD
-
-    @property
-    def confusion_matrix(self) -> Path:
-        return self.path / CONFUSION_MATRIX
-
-    @property
-    def tsne(self) -> Path:
-        return self.path / TSNE
+    # The run ---------------------------------------------------------------------------------------------------
+    config = _InRun("config.yaml")
+    skipped_audio = _InRun("skipped_audio.json")
+    pretrained = _InRun("pretrained")
+    results_json = _InRun(RESULTS_JSON)
+    results_md = _InRun(RESULTS_MD)
+    confusion_matrix = _InRun(CONFUSION_MATRIX)
+    tsne = _InRun(TSNE)
 
     # One fold -------------------------------------------------------------------------------------------------
     def fold(self, k: int | str) -> Path:

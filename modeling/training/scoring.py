@@ -1,0 +1,103 @@
+"""Scoring a fold: both stages' best models on the validation and test speakers → the fold's metrics.
+
+Whole clips, batched longest first (`longest_first`) exactly as the Trainer's evaluation batches them, so the
+validation UA a checkpoint was selected on is the one reported.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from ..collator import AudioClassificationCollator, make_feature_extractor
+from ..data.folds import Fold
+from ..metrics import compute_ser_metrics
+from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from .io_utils import atomic_file
+from .run_dir import RunDir
+
+
+@dataclass
+class Prediction:
+    """Scores of one split: logits (N, num_labels), labels (N,), utterance embeddings (N, hidden_size)."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    embeddings: np.ndarray
+
+    def metrics(self, num_labels: int) -> dict:
+        return compute_ser_metrics(self.logits.argmax(-1), self.labels, num_labels)
+
+
+def longest_first(dataset: Dataset) -> list[int]:
+    """Row indices by decreasing duration (ties by row): consecutive batches of similar length, little padding.
+
+    Checkpoint selection (Trainer evaluation) and the final scores (`predict`) both batch in this order, so the
+    validation UA a checkpoint was selected on is exactly the one reported, also for backbones that see padding
+    (wav2vec2-base gets no attention mask).
+    """
+    durations = list(dataset["duration"])
+    return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+
+
+@torch.no_grad()
+def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int) -> Prediction:
+    """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
+    longest first exactly as the Trainer's evaluation)."""
+    collator = AudioClassificationCollator(make_feature_extractor())
+    model.eval()
+    order = longest_first(dataset)
+    logits, embeddings = [None] * len(order), [None] * len(order)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = collator([dataset[i] for i in rows])
+        batch.pop("labels", None)
+        batch = {key: value.to(model.device) for key, value in batch.items()}
+        output = model(**batch)
+        for j, row in enumerate(rows):
+            logits[row] = output.logits[j].float().cpu().numpy()
+            embeddings[row] = output.utterance_embedding[j].float().cpu().numpy()
+    return Prediction(np.stack(logits), np.asarray(list(dataset["label"])), np.stack(embeddings))
+
+
+def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Prediction]:
+    """Predictions of a saved best model on the validation and test splits."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_dir).to(device)
+    return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}
+
+
+def _summary(metrics: dict, keep_matrix: bool) -> dict:
+    keys = ("ua", "wa", "per_class_recall", "confusion_matrix") if keep_matrix else ("ua", "wa")
+    return {key: metrics[key] for key in keys}
+
+
+def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, config: dict, num_labels: int) -> dict:
+    """Score both stages' best models; save the stage-2 test embeddings (for t-SNE); the fold's metrics.json."""
+    scores, predictions = {}, {}
+    for stage, best_dir in best_dirs.items():
+        batch_size = config[stage]["eval_batch_size"] or config[stage]["batch_size"]
+        predictions[stage] = score_checkpoint(best_dir, splits, batch_size)
+        scores[stage] = {split: prediction.metrics(num_labels) for split, prediction in predictions[stage].items()}
+    test = predictions["stage2"]["test"]
+    with atomic_file(run.test_predictions(fold.number), "wb") as f:
+        np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))
+
+    relative = {stage: run.relative(best_dir) for stage, best_dir in best_dirs.items()}
+    return {
+        "validation": _summary(scores["stage2"]["validation"], False),
+        "test": _summary(scores["stage2"]["test"], True),
+        "checkpoint": relative["stage2"],
+        "speakers": {split: list(fold.speakers(split)) for split in ("train", "validation", "test")},
+        "num_examples": {split: len(splits[split]) for split in ("train", "validation", "test")},
+        "stage1": {
+            "validation": _summary(scores["stage1"]["validation"], False),
+            "test": _summary(scores["stage1"]["test"], True),
+            "checkpoint": relative["stage1"],
+        },
+    }
+
+
+__all__ = ["Prediction", "fold_metrics", "longest_first", "predict", "score_checkpoint"]

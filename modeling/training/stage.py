@@ -1,0 +1,262 @@
+"""One stage of one fold: build its model and Trainer, train (resuming a checkpoint), keep the best model.
+
+Stage 1 (attentive pooling, CE) starts from the backbone; stage 2 (`from_pretrained(stage1/best,
+pooling="cls_attention", ...)`, CE + λ·EAL + λ·FUAL) from stage 1's best model, optionally trained from a cache of
+its frozen prefix. The best checkpoint on validation UA is saved as the stage's `best/`; seeds depend only on
+(seed, fold, stage), so a resumed stage ends as an uninterrupted one.
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from transformers import set_seed
+
+from ..collator import AudioClassificationCollator, make_feature_extractor
+from ..data.folds import Fold
+from ..metrics import make_compute_metrics
+from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from .checkpoints import label_maps, latest_checkpoint
+from .io_utils import atomic_directory, cleanup_stale_tmp
+from .run_dir import RunDir, checkpoint_dir
+from .sampling import chunk
+from .scoring import longest_first
+from .trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+
+
+logger = logging.getLogger(__name__)
+
+STAGE_TITLES = {"stage1": "stage 1 (attentive pooling, CE)", "stage2": "stage 2"}
+
+
+class StageTrainer(FrameAlignedTrainer):
+    """`FrameAlignedTrainer` that evaluates whole clips (no random crop), longest first (see `longest_first`)."""
+
+    def __init__(self, *args, eval_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+
+    def _get_eval_sampler(self, eval_dataset):
+        return longest_first(eval_dataset)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+
+def cpu_distributed() -> bool:
+    """Launched by torchrun without GPUs: accelerate needs `cpu=True` to set up gloo data parallelism."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def stage_seed(seed: int, fold: int, stage: str) -> int:
+    """A seed per (fold, stage): the same whether a stage runs straight through or resumes."""
+    return seed + 1000 * fold + (0 if stage == "stage1" else 500)
+
+
+def _log(state: PartialState, message: str):
+    if state.is_main_process:
+        logger.info(message)
+
+
+def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict:
+    """Config attributes `from_pretrained` sets for a stage (pooling, frozen layers, loss weights, labels)."""
+    settings = config[stage]
+    return {
+        **(config["model"]["config_overrides"] or {}),
+        **label_maps(label_names),
+        "pooling": settings["pooling"],
+        "num_trainable_layers": settings["num_trainable_layers"],
+        "eal_weight": settings["eal_weight"],
+        "fual_weight": settings["fual_weight"],
+        "eal_margin": settings["eal_margin"],
+        "fual_detach_target": settings["fual_detach_target"],
+    }
+
+
+def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -> FrameAlignedTrainingArguments:
+    settings, training = config[stage], config["training"]
+    seed = stage_seed(config["seed"], fold.number, stage)
+    return FrameAlignedTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=settings["epochs"],
+        per_device_train_batch_size=settings["batch_size"],
+        per_device_eval_batch_size=settings["eval_batch_size"] or settings["batch_size"],
+        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
+        learning_rate=settings["backbone_learning_rate"],
+        backbone_learning_rate=settings["backbone_learning_rate"],
+        pooling_learning_rate=settings["pooling_learning_rate"],
+        classifier_learning_rate=settings["classifier_learning_rate"],
+        weight_decay=settings["weight_decay"],
+        warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=settings["lr_scheduler_type"],
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
+        # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
+        metric_for_best_model="ua",
+        greater_is_better=True,
+        save_total_limit=training["save_total_limit"],
+        logging_strategy="steps",
+        logging_steps=training["logging_steps"],
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        full_determinism=training["full_determinism"],
+        remove_unused_columns=False,  # the collator needs the `audio` column
+        train_sampling_strategy="group_by_length",
+        length_column_name="duration",
+        dataloader_num_workers=training["dataloader_num_workers"],
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=training["bf16"],
+        fp16=training["fp16"],
+        activation_checkpointing=training["activation_checkpointing"],
+        disable_tqdm=False,
+        use_cpu=cpu_distributed(),
+    )
+
+
+def train_stage(
+    stage: str,
+    fold: Fold,
+    splits,
+    init_path: str,
+    config: dict,
+    run: RunDir,
+    label_names: list[str],
+    state: PartialState,
+    callbacks: list | None = None,
+) -> Path:
+    """Train one stage of one fold unless its `best/` exists; returns that best directory."""
+    stage_dir, best_dir = run.stage(fold.number, stage), run.best(fold.number, stage)
+    if best_dir.is_dir():
+        _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
+        return best_dir
+    if stage == "stage1" and config["stage1"]["from_run"]:
+        return reuse_stage1(fold, run, RunDir(config["stage1"]["from_run"]), state)
+    if state.is_main_process:
+        cleanup_stale_tmp(stage_dir)
+    resume_from = latest_checkpoint(stage_dir, remove_incomplete=state.is_main_process)
+    state.wait_for_everyone()
+    settings = config[stage]
+    losses = "CE"
+    if settings["pooling"] == "cls_attention":
+        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
+    _log(
+        state,
+        f"Fold {fold.number}: {STAGE_TITLES[stage]} · {settings['pooling']} pooling · {losses} · {fold.describe()}"
+        + (f" · resuming from {resume_from}" if resume_from else ""),
+    )
+
+    set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's initialisation
+    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
+        init_path, **stage_model_kwargs(config, stage, label_names)
+    )
+    feature_extractor = make_feature_extractor()
+    args = training_arguments(config, stage, fold, stage_dir.resolve())
+    if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
+        cache_dirs = {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
+        cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
+        trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
+    else:
+        trainer = StageTrainer(
+            model=model,
+            args=args,
+            train_dataset=splits["train"],
+            eval_dataset=splits["validation"],
+            data_collator=AudioClassificationCollator(
+                feature_extractor, settings["max_length_seconds"], random_crop=True
+            ),
+            eval_data_collator=AudioClassificationCollator(feature_extractor),
+            processing_class=feature_extractor,
+        )
+    trainer.compute_metrics = make_compute_metrics(len(label_names))
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+    trainer.train(resume_from_checkpoint=resume_from)
+    best_checkpoint = checkpoint_dir(stage_dir, trainer.state.best_global_step)
+    if state.is_main_process:
+        with atomic_directory(best_dir) as tmp:
+            Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            feature_extractor.save_pretrained(tmp)
+    state.wait_for_everyone()
+    _log(
+        state,
+        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA {trainer.state.best_metric:.4f} "
+        f"({best_checkpoint.name}) → {best_dir}",
+    )
+    return best_dir
+
+
+def cached_stage_trainer(
+    model, args, splits, settings: dict, feature_extractor, cache_dirs: dict[str, Path] | None, state
+):
+    """A trainer for stage 2 from the frozen prefix's cached output (`stage2.cache_frozen_prefix: true`).
+
+    The training crop is frozen into the cache (the start of each clip, not a random window). Validation batches
+    are the same longest-first batches as the uncached evaluation and the final scoring. `cache_dirs` ({"train":
+    ..., "validation": ...}) keeps the caches on disk; None keeps them in memory.
+    """
+    from .frozen_prefix import FrozenPrefixCollator, FrozenPrefixModel, FrozenPrefixTrainer, build_prefix_cache
+
+    model.freeze_for_training()
+    model.to(args.device)
+    dtype = getattr(torch, settings["prefix_cache_dtype"])
+    cache_dirs = cache_dirs or {"train": None, "validation": None}
+    train_collator = AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=False)
+    validation = splits["validation"]
+    with state.main_process_first():  # on disk: the main process builds the cache, the others load it
+        train_cache = build_prefix_cache(
+            model, splits["train"], train_collator, batch_size=args.per_device_train_batch_size, dtype=dtype,
+            cache_dir=cache_dirs["train"], seed=args.seed,
+        )
+        validation_cache = build_prefix_cache(
+            model, validation, AudioClassificationCollator(feature_extractor),
+            batch_size=args.per_device_eval_batch_size, dtype=dtype, cache_dir=cache_dirs["validation"],
+            batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
+        )
+    return FrozenPrefixTrainer(
+        model=FrozenPrefixModel(model),
+        args=args,
+        train_dataset=train_cache,
+        eval_dataset=validation_cache,
+        data_collator=FrozenPrefixCollator(),
+        processing_class=feature_extractor,
+    )
+
+
+def reuse_stage1(fold: Fold, run: RunDir, from_run: RunDir, state: PartialState) -> Path:
+    """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
+    source, best_dir = from_run.best(fold.number, "stage1"), run.best(fold.number, "stage1")
+    _log(state, f"Fold {fold.number}: stage 1 reused from {source}.")
+    if state.is_main_process:
+        with atomic_directory(best_dir) as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+    state.wait_for_everyone()
+    return best_dir
+
+
+def _link_or_copy(source, destination):
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+__all__ = [
+    "STAGE_TITLES",
+    "StageTrainer",
+    "cached_stage_trainer",
+    "cpu_distributed",
+    "reuse_stage1",
+    "stage_model_kwargs",
+    "stage_seed",
+    "train_stage",
+    "training_arguments",
+]
