@@ -4,24 +4,33 @@ UA and WA are stored as fractions in [0, 1] in the JSON files and shown as perce
 `results.md` and on the console. The standard deviation is over folds, population form (ddof=0).
 """
 
-from pathlib import Path
+import os
 
 import numpy as np
 
 from .io_utils import atomic_write_json, atomic_write_text, read_json
 from .plots import plot_confusion_matrix, plot_tsne
+from .run_dir import CONFUSION_MATRIX, TSNE, RunDir
 
 
 MAX_TSNE_PANELS = 6
 
 
-def finished_folds(run_dir: Path, num_folds: int) -> dict[int, dict]:
+def finished_folds(run_dir: str | os.PathLike, num_folds: int) -> dict[int, dict]:
     """{fold number: fold metrics} for every fold whose `fold<k>/metrics.json` exists (written last)."""
-    return {
-        k: read_json(run_dir / f"fold{k}" / "metrics.json")
-        for k in range(1, num_folds + 1)
-        if (run_dir / f"fold{k}" / "metrics.json").is_file()
-    }
+    run = RunDir(run_dir)
+    return {k: read_json(run.metrics(k)) for k in range(1, num_folds + 1) if run.is_finished(k)}
+
+
+def tsne_panels(run_dir: str | os.PathLike, fold_numbers: list[int]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """("fold k", stage-2 test embeddings, labels) of each fold that saved its test predictions."""
+    run, panels = RunDir(run_dir), []
+    for k in fold_numbers:
+        path = run.test_predictions(k)
+        if path.is_file():
+            with np.load(path) as arrays:
+                panels.append((f"fold {k}", arrays["embeddings"], arrays["labels"]))
+    return panels
 
 
 def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
@@ -107,27 +116,37 @@ def results_markdown(results: dict) -> str:
         "",
         results_table(results),
         "",
-        "![Confusion matrix (all test folds)](confusion_matrix.png)",
+        f"![Confusion matrix (all test folds)]({CONFUSION_MATRIX})",
         "",
-        "![t-SNE of utterance embeddings](tsne.png)",
+        f"![t-SNE of utterance embeddings]({TSNE})",
         "",
     ]
     return "\n".join(lines)
 
 
-def write_results(run_dir: Path, results: dict, tsne_panels: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+def write_results(
+    run_dir: str | os.PathLike, results: dict, tsne_panels: list[tuple[str, np.ndarray, np.ndarray]]
+) -> None:
     """results.json, results.md and the two figures."""
-    run_dir = Path(run_dir)
-    atomic_write_json(run_dir / "results.json", results)
-    atomic_write_text(run_dir / "results.md", results_markdown(results))
+    run = RunDir(run_dir)
+    atomic_write_json(run.results_json, results)
+    atomic_write_text(run.results_md, results_markdown(results))
     plot_confusion_matrix(
         total_confusion_matrix(results),
         results["labels"],
-        run_dir / "confusion_matrix.png",
+        run.confusion_matrix,
         title=f"Test confusion matrix, folds {results['folds_evaluated']}",
     )
     if tsne_panels:
-        plot_tsne(tsne_panels[:MAX_TSNE_PANELS], results["labels"], run_dir / "tsne.png")
+        plot_tsne(tsne_panels[:MAX_TSNE_PANELS], results["labels"], run.tsne)
 
 
-__all__ = ["aggregate", "finished_folds", "results_markdown", "results_table", "total_confusion_matrix", "write_results"]
+__all__ = [
+    "aggregate",
+    "finished_folds",
+    "results_markdown",
+    "results_table",
+    "total_confusion_matrix",
+    "tsne_panels",
+    "write_results",
+]
