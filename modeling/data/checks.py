@@ -16,6 +16,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..audio import AudioInputError, load_audio
+from ..configuration_frame_aligned import label_names
 from .folds import SPLITS, Fold, speaker_overlap_problems, split_fold
 
 
@@ -92,14 +93,13 @@ def fold_problems(dataset: Dataset, folds: list[Fold]) -> list[str]:
     return problems
 
 
-def label_map_problems(checkpoint_dir: str | Path, label_names: list[str]) -> list[str]:
-    """A checkpoint's `id2label` must equal this run's classes, in order."""
+def label_map_problems(checkpoint_dir: str | Path, labels: list[str]) -> list[str]:
+    """A checkpoint's `id2label` must equal this run's classes (the dataset's ClassLabel names), in order."""
     config_path = Path(checkpoint_dir) / "config.json"
     with open(config_path) as f:
-        id2label = json.load(f).get("id2label") or {}
-    found = [id2label[key] for key in sorted(id2label, key=int)]
-    if found != list(label_names):
-        return [f"{config_path}: label map {found} differs from this run's labels {list(label_names)}."]
+        found = label_names(json.load(f).get("id2label") or {})
+    if found != list(labels):
+        return [f"{config_path}: label map {found} differs from this run's labels {list(labels)}."]
     return []
 
 
