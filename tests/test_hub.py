@@ -23,6 +23,7 @@ from huggingface_hub import HfApi, constants
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
+from modeling.cli.push import main as push_main
 from modeling.publishing.hub import push_run
 from modeling.publishing.model_card import render_fold_card
 from modeling.publishing.run import PushError, load_run
@@ -405,15 +406,13 @@ def test_missing_token_fails_before_any_request(hub, run_dir, tmp_path, monkeypa
 
 
 def test_cli_reports_errors_and_dry_run_without_token_or_requests(hub, run_dir, capsys, monkeypatch, tmp_path):
-    import push_to_hub
-
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
-    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--folds", "9"]) == 2
+    assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--folds", "9"]) == 2
     assert "push_to_hub.py: error: Fold(s) 9 not in" in capsys.readouterr().err
-    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser"]) == 2
+    assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser"]) == 2
     assert "No Hugging Face token found" in capsys.readouterr().err
-    assert push_to_hub.main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--revision-per-fold", "--dry-run"]) == 0
+    assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--revision-per-fold", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "org/ser @ fold2 (fold 2)" in out and "model.safetensors" in out and "nothing was uploaded" in out
     assert hub.stats.requests == []

@@ -1,0 +1,66 @@
+"""Two-stage, cross-validated training of the frame- and utterance-aligned emotion classifier (`train.py`, or
+`python -m modeling.cli.train`).
+
+    python train.py --config configs/demo.yaml --output-dir runs/demo
+    python train.py --config configs/iemocap.yaml --data-dir /data/IEMOCAP_full_release --folds 1,3
+    torchrun --nproc_per_node 2 train.py --config configs/demo.yaml --output-dir runs/demo-ddp
+
+Re-running the same command resumes: finished folds and stages are skipped, an interrupted stage continues from
+its last checkpoint. The work happens in `modeling.training.experiment.run_experiment`; this module parses the
+arguments and prints.
+"""
+
+import argparse
+import logging
+import sys
+
+from accelerate import PartialState
+
+from ..data import CorpusError
+from ..data.checks import DatasetCheckError
+from ..data.folds import FoldError
+from ..training.results import results_table
+from ..training.run_config import ConfigError, resolve_config
+from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML experiment config (see configs/).")
+    parser.add_argument("--data-dir", help="Corpus folder (or Hub dataset id); overrides data.root.")
+    parser.add_argument("--output-dir", help="Run directory (default: runs/<config name>).")
+    parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run, e.g. 1,3 (default: all).")
+    parser.add_argument("--max-epochs", type=int, help="Cap the epochs of both stages (quick runs).")
+    parser.add_argument("--seed", type=int, help="Overrides the config's seed.")
+    parser.add_argument("--skip-bad-audio", action="store_true",
+                        help="Leave out missing/unreadable/empty audio files (listed in OUTPUT/skipped_audio.json) "
+                        "instead of stopping.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override any config value, e.g. --set stage2.epochs=5 --set stage2.eal_weight=0 "
+                        "(repeatable; values are YAML).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    output_dir = args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+    try:
+        config = resolve_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
+        results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
+    except (ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not PartialState(cpu=cpu_distributed()).is_main_process:
+        return 0
+    mean, std = results["mean"], results["std"]
+    print("\nPer-fold test UA/WA (%), checkpoint selected on validation UA:\n" + results_table(results))
+    print(
+        f"\nMean over {len(results['folds'])} fold(s): UA {100 * mean['ua']:.2f} ± {100 * std['ua']:.2f} %, "
+        f"WA {100 * mean['wa']:.2f} ± {100 * std['wa']:.2f} % (results in {output_dir}/results.md)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
