@@ -121,7 +121,7 @@ def test_run_directory_contract(uninterrupted):
     assert (stage2["num_trainable_layers"], stage2["eal_weight"], stage2["fual_weight"]) == (1, 0.05, 0.05)
     for name in ("results.md", "confusion_matrix.png", "tsne.png"):
         assert (run_dir / name).stat().st_size > 0
-    assert "| 1 | m1 |" in (run_dir / "results.md").read_text()
+    assert "| fold1 | m1 |" in (run_dir / "results.md").read_text()
     assert not list(run_dir.rglob(".*.tmp*"))
 
 
