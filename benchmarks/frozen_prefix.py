@@ -19,7 +19,8 @@ import torch
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.frozen_prefix import FrozenPrefixCollator, FrozenPrefixModel, build_prefix_cache, frozen_prefix_forward
+from modeling.training.prefix_cache import FrozenPrefixCollator, build_prefix_cache
+from modeling.training.prefix_model import FrozenPrefixModel, frozen_prefix_forward
 from modeling.training.sampling import chunk
 
 from .common import (

@@ -8,16 +8,13 @@ import torch
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.frozen_prefix import (
-    FrozenPrefixCache,
-    FrozenPrefixCollator,
+from modeling.training.prefix_cache import FrozenPrefixCache, FrozenPrefixCollator, build_prefix_cache
+from modeling.training.prefix_model import (
     FrozenPrefixModel,
-    FrozenPrefixTrainer,
-    ReplayBatchesSampler,
-    build_prefix_cache,
     disable_frozen_prefix_regularization,
     is_padding_independent,
 )
+from modeling.training.prefix_trainer import FrozenPrefixTrainer, ReplayBatchesSampler
 from modeling.training.trainer import auxiliary_losses
 
 from helpers import layer_norm_overrides, polish3_clips, tiny_config
@@ -236,12 +233,12 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
         assert torch.equal(unpickled[i]["hidden_states"], disk[i]["hidden_states"])
 
     # Same weights and data: the cache on disk is reused without running the prefix.
-    import modeling.training.frozen_prefix as frozen_prefix
+    import modeling.training.prefix_cache as prefix_cache
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
 
-    monkeypatch.setattr(frozen_prefix, "frozen_prefix_forward", must_not_run)
+    monkeypatch.setattr(prefix_cache, "frozen_prefix_forward", must_not_run)
     kwargs = dict(batch_size=3, dtype=torch.float16, cache_dir=tmp_path / "c", lengths=list(range(6)))
     reused = build_prefix_cache(model, clips, collator, **kwargs)
     assert reused.metadata["fingerprint"] == disk.metadata["fingerprint"]

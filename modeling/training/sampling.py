@@ -87,11 +87,33 @@ def length_sorted_indices(
     return [index for batch in batches for index in batch]
 
 
-class LengthSortedSampler(Sampler[int]):
-    """Index sampler yielding `length_sorted_indices` (see there); a new order every epoch.
+class EpochSampler(Sampler[int]):
+    """Base of the samplers whose order in epoch e depends only on (`seed`, e).
 
-    The order of epoch e depends only on (`seed`, e): `set_epoch` (called by the Trainer/accelerate every epoch)
-    picks it; without it, each new iteration advances the epoch by one.
+    `set_epoch` (called by the Trainer/accelerate every epoch) picks e; without it, each new iteration advances the
+    epoch by one. A subclass draws its order in `__iter__` from `self.epoch_generator()`.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.epoch = 0
+        self._epoch_was_set = False
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+        self._epoch_was_set = True
+
+    def epoch_generator(self) -> torch.Generator:
+        """The random source of this iteration's epoch; moves on to the next epoch unless `set_epoch` chose it."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if not self._epoch_was_set:
+            self.epoch += 1
+        self._epoch_was_set = False
+        return generator
+
+
+class LengthSortedSampler(EpochSampler):
+    """Index sampler yielding `length_sorted_indices` (see there); a new order every epoch (see `EpochSampler`).
 
     Args:
         lengths: (N,) lengths (seconds or samples) of the examples, in dataset order.
@@ -101,27 +123,16 @@ class LengthSortedSampler(Sampler[int]):
     """
 
     def __init__(self, lengths: Sequence[float], batch_size: int, jitter: float = 0.003, seed: int = 0):
+        super().__init__(seed)
         self.lengths = [float(length) for length in lengths]
         self.batch_size = batch_size
         self.jitter = jitter
-        self.seed = seed
-        self.epoch = 0
-        self._epoch_was_set = False
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-        self._epoch_was_set = True
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        indices = length_sorted_indices(self.lengths, self.batch_size, self.jitter, generator)
-        if not self._epoch_was_set:
-            self.epoch += 1
-        self._epoch_was_set = False
-        return iter(indices)
+        return iter(length_sorted_indices(self.lengths, self.batch_size, self.jitter, self.epoch_generator()))
 
 
 class LengthSortedSamplerMixin:
@@ -150,6 +161,7 @@ class LengthSortedSamplerMixin:
 
 
 __all__ = [
+    "EpochSampler",
     "LengthSortedSampler",
     "LengthSortedSamplerMixin",
     "chunk",

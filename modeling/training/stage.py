@@ -203,7 +203,9 @@ def cached_stage_trainer(
     are the same longest-first batches as the uncached evaluation and the final scoring. `cache_dirs` ({"train":
     ..., "validation": ...}) keeps the caches on disk; None keeps them in memory.
     """
-    from .frozen_prefix import FrozenPrefixCollator, FrozenPrefixModel, FrozenPrefixTrainer, build_prefix_cache
+    from .prefix_cache import FrozenPrefixCollator, build_prefix_cache
+    from .prefix_model import FrozenPrefixModel
+    from .prefix_trainer import FrozenPrefixTrainer
 
     model.freeze_for_training()
     model.to(args.device)
