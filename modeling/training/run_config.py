@@ -30,7 +30,7 @@ STAGE_DEFAULTS = {
     "eal_margin": 0.8,
     "fual_detach_target": False,
     # Stage 2 only: run the frozen CNN + lower layers once per fold and train from their cached output
-    # (modeling/frozen_prefix.py; about 1.6x faster epochs for wav2vec2-base). Dropout/LayerDrop/SpecAugment below
+    # (modeling/training/prefix_*.py; about 1.6x faster epochs for wav2vec2-base). Dropout/LayerDrop/SpecAugment below
     # the first trainable layer do not run then, and each clip keeps one fixed training crop.
     "cache_frozen_prefix": False,
     "prefix_cache_dtype": "float16",  # float32 | float16 | bfloat16
