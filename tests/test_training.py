@@ -210,7 +210,7 @@ def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    assert "Per-fold test UA/WA (%)" in process.stdout and f"| 1 | {test_speaker} |" in process.stdout
+    assert "Per-fold test UA/WA (%)" in process.stdout and f"| fold1 | {test_speaker} |" in process.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results) >= {"folds", "mean", "std", "config", "labels"}
     fold = results["folds"]["1"]
