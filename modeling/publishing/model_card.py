@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
+from ..data import corpus_info as data_corpus_info
 from ..training.io_utils import read_json
 from ..training.results import results_table
 from .run import FinishedFold, Run
@@ -37,57 +38,11 @@ PAPER = {
     "doi": "10.3390/fi17110509",
 }
 
-# What the card says about each corpus. `hub_id`: the dataset on the Hub, where there is one.
-CORPORA = {
-    "polish3": {
-        "name": "Emotions in Polish speech recordings (polish3: anger/fear/neutral, 5 male speakers)",
-        "hub_id": None,
-        "license": "cc-by-4.0",
-        "language": "pl",
-        "terms": "Creative Commons Attribution 4.0 (CC BY 4.0). Attribution: Mięsikowska, M., & Świsulski, D. (2020). "
-        "Emotions in Polish speech recordings [dataset]. Gdańsk University of Technology. "
-        "https://doi.org/10.34808/h46c-hb44",
-    },
-    "nemo4": {
-        "name": "nEMO, Polish emotional speech (4-class subset: angry/happy/neutral/sad, 9 speakers)",
-        "hub_id": "amu-cai/nEMO",
-        "license": "cc-by-nc-sa-4.0",
-        "language": "pl",
-        "terms": "Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (CC BY-NC-SA 4.0): the weights inherit the "
-        "non-commercial, share-alike terms. Christop, I. (2024). nEMO: Dataset of Emotional Speech in Polish. "
-        "LREC-COLING 2024.",
-    },
-    "iemocap": {
-        "name": "IEMOCAP (4 classes: neutral, happy+excited, sad, angry; leave-one-session-out)",
-        "hub_id": None,
-        "license": "other",
-        "language": "en",
-        "terms": "IEMOCAP is distributed by USC SAIL under its own license agreement; it is not redistributed here. "
-        "Check that agreement before using these weights. Busso et al. (2008), IEMOCAP: Interactive emotional "
-        "dyadic motion capture database, Language Resources and Evaluation 42, 335–359.",
-    },
-    "cremad": {
-        "name": "CREMA-D (6 emotions, 91 actors)",
-        "hub_id": None,
-        "license": "odbl",
-        "language": "en",
-        "terms": "CREMA-D is released under the Open Database License (ODbL) with the Database Contents License. "
-        "Cao et al. (2014), CREMA-D: Crowd-sourced emotional multimodal actors dataset, IEEE TAC 5(4).",
-    },
-    "ravdess": {
-        "name": "RAVDESS speech (8 emotions, 24 actors)",
-        "hub_id": None,
-        "license": "cc-by-nc-sa-4.0",
-        "language": "en",
-        "terms": "RAVDESS is released under CC BY-NC-SA 4.0. Livingstone & Russo (2018), PLoS ONE 13(5): e0196391.",
-    },
-}
-
-
 def corpus_info(run: Run) -> dict:
-    """What the card says about the run's corpus (`CORPORA`'s entry, or its name alone for another corpus)."""
-    key = re.sub(r"[^a-z0-9]", "", run.corpus.split("/")[-1].lower())
-    info = CORPORA.get(key, {"name": run.corpus, "hub_id": None, "license": None, "terms": ""})
+    """What the card says about the run's corpus (its facts from `modeling.data`, or its name alone for another)."""
+    data = run.config.get("data") or {}
+    facts = data_corpus_info(data.get("loader"), data.get("root"))
+    info = facts.card_fields() if facts else {"name": run.corpus, "hub_id": None, "license": None, "terms": ""}
     if (run.config.get("data") or {}).get("loader") == "hub":
         info = {**info, "hub_id": run.corpus}
     return info
