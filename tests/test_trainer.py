@@ -167,6 +167,73 @@ def test_gradient_accumulation_gives_the_same_update_as_the_bigger_batch(tmp_pat
     assert changed > 0
 
 
+def reference_sgd_update(model, batch, learning_rate):
+    """-lr · ∇(CE + λ_EAL·EAL + λ_FUAL·FUAL) on `batch`, computed here without the Trainer: the one-step SGD update."""
+    model = model.train()
+    model.freeze_for_training()
+    model.zero_grad()
+    out = model(**batch)
+    loss = out.loss
+    if model.config.uses_alignment_losses:
+        loss = (
+            loss
+            + model.config.eal_weight * emotional_attention_loss(
+                out.utterance_embedding, out.frame_embeddings, out.frame_mask, model.config.eal_margin
+            )
+            + model.config.fual_weight * frame_utterance_alignment_loss(
+                out.logits, out.frame_logits, out.frame_weights, out.frame_mask
+            )
+        )
+    loss.backward()
+    return {n: -learning_rate * p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "cls_attention"])
+def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_path, dataset, clips, pooling):
+    """Without gradient clipping (which rescales any gradient to norm ≤ 1 and so hides a wrong scale): one SGD step of
+    4 clips, and of 2 × 2 clips with accumulation, both move the weights by exactly -lr · ∇(mean loss over the 4
+    clips), computed here without the Trainer. If the Trainer stopped dividing the loss by the accumulation steps
+    (`accepts_loss_kwargs = True` on the model), the accumulated update would be 2× too large.
+    """
+    overrides = dict(pooling=pooling, num_trainable_layers=1, eal_weight=0.5, fual_weight=0.25, **layer_norm_overrides())
+    learning_rate = 0.5
+    initial = make_model(**overrides).state_dict()
+    expected = reference_sgd_update(make_model(**overrides), collate(clips), learning_rate)
+    assert len(expected) > 0
+    deltas = {}
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = make_model(**overrides)
+        trainer = make_trainer(
+            tmp_path / f"{batch_size}",
+            model,
+            dataset,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            max_grad_norm=0.0,
+            optim="sgd",
+            learning_rate=learning_rate,
+            lr_scheduler_type="constant",
+        )
+        trainer.train()
+        assert trainer.state.global_step == 1
+        deltas[accumulation] = {n: p.detach() - initial[n] for n, p in model.named_parameters()}
+
+    reference = torch.cat([expected[n].flatten() for n in sorted(expected)])
+    # The update is large enough that clipping at norm 1 would have changed it (the regime that hid the bug).
+    assert reference.norm() / learning_rate > 1.0
+    for accumulation, delta in deltas.items():
+        for name, tensor in delta.items():
+            if name not in expected:  # frozen: never moves
+                assert torch.equal(tensor, torch.zeros_like(tensor)), (accumulation, name)
+        update = torch.cat([delta[n].flatten() for n in sorted(expected)])
+        # the scale of the update: 1, not 2 (loss not divided by the accumulation steps) nor 1/2 (divided twice)
+        scale = float(update @ reference / (reference @ reference))
+        assert scale == pytest.approx(1.0, abs=1e-5), (accumulation, scale)
+        for name in expected:
+            torch.testing.assert_close(delta[name], expected[name], atol=1e-6, rtol=1e-4, msg=f"{accumulation} {name}")
+
+
 def test_trainer_freezes_what_the_config_says(tmp_path, dataset):
     model = make_model(pooling="cls_attention", num_trainable_layers=1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
