@@ -31,7 +31,7 @@ from .configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
 from .corpora import load_corpus, select_speakers
 from .dataset_checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from .folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
-from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
+from .io_utils import atomic_directory, atomic_write_json, atomic_write_text, cleanup_stale_tmp, fault_point, read_json
 from .metrics import compute_ser_metrics, make_compute_metrics
 from .results import aggregate, finished_folds, write_results
 from .run_config import config_differences, dump_config
@@ -87,6 +87,17 @@ class StageTrainer(FrameAlignedTrainer):
             return super().get_eval_dataloader(eval_dataset)
         finally:
             self.data_collator = train_collator
+
+    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `io_utils.fault_point`).
+    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
+    # trainer_state.json: these two hooks mark the moments between those files.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
 
 def cpu_distributed() -> bool:
@@ -338,6 +349,7 @@ def train_stage(
         with atomic_directory(best_dir) as tmp:
             Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
+        fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
     _log(
         state,
@@ -457,6 +469,7 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run_dir: Path, 
         labels=test.labels,
         predictions=test.logits.argmax(-1),
     )
+    fault_point(f"scoring:after-predictions:fold{fold.number}")
 
     def summary(metrics: dict, keep_matrix: bool) -> dict:
         keys = ("ua", "wa", "per_class_recall", "confusion_matrix") if keep_matrix else ("ua", "wa")
