@@ -234,6 +234,34 @@ def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_p
             torch.testing.assert_close(delta[name], expected[name], atol=1e-6, rtol=1e-4, msg=f"{accumulation} {name}")
 
 
+def test_loss_terms_are_computed_in_fp32_under_a_callers_bf16_autocast(tmp_path, clips):
+    """`compute_loss` inside `torch.autocast` (a custom loop, `benchmarks/gpu.py`): the model's outputs are then bf16,
+    and EAL/FUAL must still be the fp32 values of those outputs. On the CPU, FUAL computed in bf16 was 25 % off here.
+    """
+    model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25).train()
+    trainer = make_trainer(tmp_path, model)
+    outputs = []
+    model.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = trainer.compute_loss(model, collate(clips))
+    (out,) = outputs
+    assert out.logits.dtype == out.frame_logits.dtype == out.frame_embeddings.dtype == torch.bfloat16
+    with torch.no_grad():
+        eal = emotional_attention_loss(
+            out.utterance_embedding.float(), out.frame_embeddings.float(), out.frame_mask, 0.8
+        ).item()
+        fual = frame_utterance_alignment_loss(
+            out.logits.float(), out.frame_logits.float(), out.frame_weights.float(), out.frame_mask
+        ).item()
+    terms = trainer.loss_terms.pop("train")
+    assert terms["loss_eal"] == pytest.approx(eal, rel=1e-5)
+    assert terms["loss_fual"] == pytest.approx(fual, rel=1e-5) and fual > 1e-4
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(terms["loss_ce"] + 0.5 * eal + 0.25 * fual, rel=1e-5)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_trainer_freezes_what_the_config_says(tmp_path, dataset):
     model = make_model(pooling="cls_attention", num_trainable_layers=1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
