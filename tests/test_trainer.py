@@ -1,5 +1,7 @@
 """FrameAlignedTrainer: loss composition, logged terms, parameter groups, freezing, gradient accumulation."""
 
+import math
+
 import pytest
 import torch
 from datasets import Dataset
@@ -232,6 +234,51 @@ def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_p
         assert scale == pytest.approx(1.0, abs=1e-5), (accumulation, scale)
         for name in expected:
             torch.testing.assert_close(delta[name], expected[name], atol=1e-6, rtol=1e-4, msg=f"{accumulation} {name}")
+
+
+def test_bf16_training_on_cpu_runs_the_head_in_bf16_and_computes_the_losses_in_fp32(tmp_path, dataset):
+    """`training.bf16` (README) on CPU: accelerate runs the model's forward under bf16 autocast and hands back fp32
+    outputs; EAL and FUAL must then be computed in fp32, outside autocast. Under CPU autocast, FUAL (a KL between
+    nearly equal distributions) computed from bf16 log-probabilities is off by ~25 % and EAL by ~0.5 % on this
+    model, so each logged step is compared with the losses recomputed here in fp32 from that step's outputs.
+    """
+    model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    steps, head_dtypes = [], []
+    model.classifier.register_forward_hook(
+        lambda module, args, output: head_dtypes.append((args[0].dtype, output.dtype)) if module.training else None
+    )
+    model.register_forward_hook(
+        lambda module, args, kwargs, output: steps.append((kwargs["labels"], output)) if module.training else None,
+        with_kwargs=True,
+    )
+    trainer = make_trainer(
+        tmp_path, model, dataset, per_device_train_batch_size=2, max_steps=3, logging_steps=1, bf16=True,
+        learning_rate=1e-2,
+    )
+    trainer.train()
+
+    # autocast was on in the pooling and classifier path: bf16 in and out of the classifier at every call
+    assert len(head_dtypes) == 2 * 3  # utterance and frames, 3 steps
+    assert set(head_dtypes) == {(torch.bfloat16, torch.bfloat16)}
+    logs = [log for log in trainer.state.log_history if "loss" in log and "loss_ce" in log]
+    assert [log["step"] for log in logs] == [1, 2, 3] and len(steps) == 3
+    for log, (labels, out) in zip(logs, steps):
+        assert all(math.isfinite(log[name]) for name in ("loss", "loss_ce", "loss_eal", "loss_fual"))
+        # the outputs handed to the loss are fp32, holding bf16 values (computed under autocast)
+        assert out.logits.dtype == torch.float32 and torch.equal(out.logits.bfloat16().float(), out.logits)
+        eal = emotional_attention_loss(out.utterance_embedding, out.frame_embeddings, out.frame_mask, 0.8)
+        fual = frame_utterance_alignment_loss(out.logits, out.frame_logits, out.frame_weights, out.frame_mask)
+        ce = torch.nn.functional.cross_entropy(out.logits, labels)
+        assert log["loss_ce"] == pytest.approx(ce.item(), abs=2e-6), log
+        assert log["loss_eal"] == pytest.approx(eal.item(), abs=2e-6), log
+        assert log["loss_fual"] == pytest.approx(fual.item(), abs=2e-6), log
+        assert log["loss_fual"] > 1e-4
+    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert any(n.startswith("pooler.") for n in changed) and "classifier.weight" in changed
+    assert any(n.startswith("wav2vec2.encoder.layers.1.") for n in changed)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # fp32 master weights, bf16 only in autocast
 
 
 def test_loss_terms_are_computed_in_fp32_under_a_callers_bf16_autocast(tmp_path, clips):
