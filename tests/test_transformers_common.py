@@ -33,12 +33,23 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-import torch
-import transformers
 
-from transformers.modeling_layers import GradientCheckpointingLayer
 
-from modeling import Wav2Vec2FrameAlignedConfig, Wav2Vec2ForFrameAlignedClassification
+# Set to 1 to skip this module on purpose (e.g. offline without a cached sdist); checked before torch is imported.
+# CI (.ci/run) never sets it.
+OPT_OUT = "FRAME_ALIGNED_SKIP_TRANSFORMERS_COMMON"
+if os.environ.get(OPT_OUT, "") not in ("", "0"):
+    pytest.skip(
+        f"{OPT_OUT}={os.environ[OPT_OUT]}: transformers' common model tests (ModelTesterMixin, from the installed "
+        f"transformers' sdist) skipped on purpose",
+        allow_module_level=True,
+    )
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers.modeling_layers import GradientCheckpointingLayer  # noqa: E402
+
+from modeling import Wav2Vec2FrameAlignedConfig, Wav2Vec2ForFrameAlignedClassification  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +62,6 @@ STAND_INS = {
     "generation/test_utils.py": "class GenerationTesterMixin:\n    pass\n",
     "utils/test_configuration_utils.py": "config_common_kwargs = {}\n",
 }
-
-
-# Set to 1 to skip this module on purpose (e.g. offline without a cached sdist). CI (.ci/run) never sets it.
-OPT_OUT = "FRAME_ALIGNED_SKIP_TRANSFORMERS_COMMON"
 
 
 class FetchError(RuntimeError):
@@ -131,13 +138,6 @@ def _import_model_tester_mixin():
     sys.path.insert(0, str(root))
     return importlib.import_module(f"{package}.test_modeling_common")
 
-
-if os.environ.get(OPT_OUT, "") not in ("", "0"):
-    pytest.skip(
-        f"{OPT_OUT}={os.environ[OPT_OUT]}: transformers' common model tests (ModelTesterMixin, from the "
-        f"transformers=={transformers.__version__} sdist) skipped on purpose",
-        allow_module_level=True,
-    )
 
 UNAVAILABLE = None  # why the mixin could not be fetched
 try:
