@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -236,10 +237,30 @@ def seconds_stats(times: list[float], wall: list[float] | None = None) -> dict:
     return stats
 
 
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_attention_backward_flops(
+    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the fused CPU one, which SDPA picks on the CPU when the
+# attention has no dropout (the pooling layer; the backbone's attention_dropout=0.1 makes training take the math
+# path, plain bmm, which is counted): without these entries the pooling layer's attention counted 0 FLOPs.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
+}
+
+
 def count_flops(function: Callable[[], object]) -> int:
-    """FLOPs of one call, counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and attention;
-    element-wise ops, norms and softmax are not counted)."""
-    counter = FlopCounterMode(display=False)
+    """FLOPs of one call, counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and attention,
+    the fused CPU attention kernel with torch's formulas for the CUDA ones; element-wise ops, norms and softmax are
+    not counted)."""
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
     with counter:
         function()
     return int(counter.get_total_flops())

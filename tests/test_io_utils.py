@@ -1,6 +1,7 @@
 """Crash-safe writes: an interrupted save never leaves a half-written file or checkpoint behind."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling.training import io_utils
+from modeling.training import faults as faults_module, io_utils
 from modeling.training.io_utils import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
 
 
@@ -42,8 +43,8 @@ def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(io_utils.__file__).parent)!r})  # io_utils alone: skip importing transformers
-        from io_utils import atomic_directory, atomic_write_json
+        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the training wing alone: no torch/transformers
+        from training.io_utils import atomic_directory, atomic_write_json
         folder = Path({str(tmp_path)!r})
         payload = list(range(300_000))
         i = 0
@@ -86,3 +87,136 @@ def test_atomic_file_writes_bytes_and_keeps_the_old_file_on_an_exception(tmp_pat
             raise RuntimeError("disk full")
     assert target.read_bytes() == b"v1"
     assert [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupted at a named point (faults_module.fault_point): no timing involved
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def faults(monkeypatch, tmp_path):
+    """Set FRAME_ALIGNED_SER_FAULT for this process; returns the marker log (a file outside `tmp_path/data`)."""
+    monkeypatch.setattr(faults_module, "_fault_hits", {})
+    log = tmp_path / "faults.log"
+    monkeypatch.setenv(faults_module.FAULT_LOG_ENV, str(log))
+
+    def set_fault(spec: str) -> Path:
+        monkeypatch.setenv(faults_module.FAULT_ENV, spec)
+        return log
+
+    return set_fault
+
+
+def markers(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_fault_point_is_a_no_op_when_unset(monkeypatch):
+    monkeypatch.delenv(faults_module.FAULT_ENV, raising=False)
+    faults_module.fault_point("atomic-write:before-rename:x/y.json")
+
+
+def test_fault_point_raises_at_the_nth_matching_hit_and_writes_its_marker(faults):
+    log = faults("demo:step:raise@2")
+    faults_module.fault_point("demo:step:a")  # hit 1
+    faults_module.fault_point("demo:stepper")  # not a match: the name must be `demo:step` or `demo:step:...`
+    faults_module.fault_point("other:step")
+    assert markers(log) == []
+    with pytest.raises(faults_module.FaultInjected, match="demo:step:b"):
+        faults_module.fault_point("demo:step:b")  # hit 2
+    faults_module.fault_point("demo:step:c")  # only the 2nd hit
+    assert markers(log) == [f"fault point demo:step:b: raise (hit 2, pid {os.getpid()})"]
+
+
+@pytest.mark.parametrize("spec", ["demo:explode", "kill", "demo:kill@x"])
+def test_a_malformed_fault_is_an_error(faults, spec):
+    faults(spec)
+    with pytest.raises(ValueError):
+        faults_module.fault_point("demo")
+
+
+def test_atomic_write_interrupted_before_the_rename_keeps_the_previous_file(faults, tmp_path):
+    folder = tmp_path / "data"
+    atomic_write_json(folder / "results.json", {"round": 1})
+    log = faults("atomic-write:before-rename:data/results.json:raise")
+    with pytest.raises(faults_module.FaultInjected):
+        atomic_write_json(folder / "results.json", {"round": 2, "payload": list(range(1000))})
+    point = "atomic-write:before-rename:data/results.json"
+    assert markers(log) == [f"fault point {point}: raise (hit 1, pid {os.getpid()})"]
+    assert read_json(folder / "results.json") == {"round": 1}
+    assert [p.name for p in folder.iterdir()] == ["results.json"]  # the temporary file is removed too
+
+
+def test_atomic_directory_interrupted_before_the_rename_keeps_the_previous_directory(faults, tmp_path):
+    folder = tmp_path / "data"
+    with atomic_directory(folder / "best") as tmp:
+        (tmp / "weights.bin").write_text("v1")
+    log = faults("atomic-directory:before-rename:data/best:raise")
+    with pytest.raises(faults_module.FaultInjected):
+        with atomic_directory(folder / "best") as tmp:
+            (tmp / "weights.bin").write_text("v2")
+    assert len(markers(log)) == 1
+    assert (folder / "best" / "weights.bin").read_text() == "v1"
+    assert [p.name for p in folder.iterdir()] == ["best"]
+
+
+def kill_writer(tmp_path: Path, point: str, code: str) -> list[str]:
+    """Run `code` (with io_utils imported) in a subprocess whose fault `point` is a SIGKILL; assert it was killed
+    there; returns the files left in tmp_path/data."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the training wing alone: no torch/transformers
+        from training.io_utils import atomic_directory, atomic_write_json
+        """
+    )
+    log = tmp_path / "faults.log"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, faults_module.FAULT_ENV: f"{point}:kill", faults_module.FAULT_LOG_ENV: str(log)}
+    process = subprocess.run(
+        [sys.executable, "-c", script + textwrap.dedent(code)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    assert [line.split(" (hit")[0] for line in markers(log)] == [f"fault point {point}: kill"]
+    return sorted(p.name for p in (tmp_path / "data").iterdir())
+
+
+def test_kill_9_between_write_and_rename_keeps_the_previous_file(tmp_path):
+    folder = tmp_path / "data"
+    atomic_write_json(folder / "results.json", {"round": 1})
+    left = kill_writer(
+        tmp_path,
+        "atomic-write:before-rename:data/results.json",
+        'atomic_write_json("data/results.json", {"round": 2, "payload": list(range(300_000))})',
+    )
+    assert read_json(folder / "results.json") == {"round": 1}
+    # the kill came after the whole new text was written: it is complete in the temporary file
+    [leftover] = [name for name in left if name != "results.json"]
+    assert leftover.startswith(".results.json.") and leftover.endswith(".tmp")
+    assert read_json(folder / leftover)["payload"][-1] == 299_999
+    cleanup_stale_tmp(folder)
+    assert [p.name for p in folder.iterdir()] == ["results.json"]
+    assert read_json(folder / "results.json") == {"round": 1}
+
+
+@pytest.mark.parametrize("point", ["before-rename", "between-renames"])
+def test_kill_9_inside_atomic_directory_keeps_the_previous_directory_after_cleanup(tmp_path, point):
+    folder = tmp_path / "data"
+    with atomic_directory(folder / "best") as tmp:
+        (tmp / "a.json").write_text("v1")
+        (tmp / "b.json").write_text("v1")
+    code = """
+        with atomic_directory("data/best") as tmp:
+            (tmp / "a.json").write_text("v2")
+            (tmp / "b.json").write_text("v2")
+    """
+    left = kill_writer(tmp_path, f"atomic-directory:{point}:data/best", code)
+    if point == "before-rename":
+        assert (folder / "best" / "a.json").read_text() == "v1"
+    else:  # the old directory was moved aside, the new one not renamed yet: `best` is absent for now
+        assert "best" not in left and any(name.startswith(".best.old-") for name in left)
+    assert any(name.startswith(".best.tmp-") for name in left)
+    cleanup_stale_tmp(folder)
+    assert [p.name for p in folder.iterdir()] == ["best"]
+    assert (folder / "best" / "a.json").read_text() == (folder / "best" / "b.json").read_text() == "v1"

@@ -1,5 +1,7 @@
 """FrameAlignedTrainer: loss composition, logged terms, parameter groups, freezing, gradient accumulation."""
 
+import math
+
 import pytest
 import torch
 from datasets import Dataset
@@ -165,6 +167,146 @@ def test_gradient_accumulation_gives_the_same_update_as_the_bigger_batch(tmp_pat
         torch.testing.assert_close(weights[1][name], tensor, atol=1e-6, rtol=1e-4, msg=name)
         changed += not torch.equal(tensor, make_model(pooling=pooling, **layer_norm_overrides()).state_dict()[name])
     assert changed > 0
+
+
+def reference_sgd_update(model, batch, learning_rate):
+    """-lr · ∇(CE + λ_EAL·EAL + λ_FUAL·FUAL) on `batch`, computed here without the Trainer: the one-step SGD update."""
+    model = model.train()
+    model.freeze_for_training()
+    model.zero_grad()
+    out = model(**batch)
+    loss = out.loss
+    if model.config.uses_alignment_losses:
+        loss = (
+            loss
+            + model.config.eal_weight * emotional_attention_loss(
+                out.utterance_embedding, out.frame_embeddings, out.frame_mask, model.config.eal_margin
+            )
+            + model.config.fual_weight * frame_utterance_alignment_loss(
+                out.logits, out.frame_logits, out.frame_weights, out.frame_mask
+            )
+        )
+    loss.backward()
+    return {n: -learning_rate * p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("pooling", ["attentive", "cls_attention"])
+def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_path, dataset, clips, pooling):
+    """Without gradient clipping (which rescales any gradient to norm ≤ 1 and so hides a wrong scale): one SGD step of
+    4 clips, and of 2 × 2 clips with accumulation, both move the weights by exactly -lr · ∇(mean loss over the 4
+    clips), computed here without the Trainer. If the Trainer stopped dividing the loss by the accumulation steps
+    (`accepts_loss_kwargs = True` on the model), the accumulated update would be 2× too large.
+    """
+    overrides = dict(pooling=pooling, num_trainable_layers=1, eal_weight=0.5, fual_weight=0.25, **layer_norm_overrides())
+    learning_rate = 0.5
+    initial = make_model(**overrides).state_dict()
+    expected = reference_sgd_update(make_model(**overrides), collate(clips), learning_rate)
+    assert len(expected) > 0
+    deltas = {}
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = make_model(**overrides)
+        trainer = make_trainer(
+            tmp_path / f"{batch_size}",
+            model,
+            dataset,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            max_grad_norm=0.0,
+            optim="sgd",
+            learning_rate=learning_rate,
+            lr_scheduler_type="constant",
+        )
+        trainer.train()
+        assert trainer.state.global_step == 1
+        deltas[accumulation] = {n: p.detach() - initial[n] for n, p in model.named_parameters()}
+
+    reference = torch.cat([expected[n].flatten() for n in sorted(expected)])
+    # The update is large enough that clipping at norm 1 would have changed it (the regime that hid the bug).
+    assert reference.norm() / learning_rate > 1.0
+    for accumulation, delta in deltas.items():
+        for name, tensor in delta.items():
+            if name not in expected:  # frozen: never moves
+                assert torch.equal(tensor, torch.zeros_like(tensor)), (accumulation, name)
+        update = torch.cat([delta[n].flatten() for n in sorted(expected)])
+        # the scale of the update: 1, not 2 (loss not divided by the accumulation steps) nor 1/2 (divided twice)
+        scale = float(update @ reference / (reference @ reference))
+        assert scale == pytest.approx(1.0, abs=1e-5), (accumulation, scale)
+        for name in expected:
+            torch.testing.assert_close(delta[name], expected[name], atol=1e-6, rtol=1e-4, msg=f"{accumulation} {name}")
+
+
+def test_bf16_training_on_cpu_runs_the_head_in_bf16_and_computes_the_losses_in_fp32(tmp_path, dataset):
+    """`training.bf16` (README) on CPU: accelerate runs the model's forward under bf16 autocast and hands back fp32
+    outputs; EAL and FUAL must then be computed in fp32, outside autocast. Under CPU autocast, FUAL (a KL between
+    nearly equal distributions) computed from bf16 log-probabilities is off by ~25 % and EAL by ~0.5 % on this
+    model, so each logged step is compared with the losses recomputed here in fp32 from that step's outputs.
+    """
+    model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    steps, head_dtypes = [], []
+    model.classifier.register_forward_hook(
+        lambda module, args, output: head_dtypes.append((args[0].dtype, output.dtype)) if module.training else None
+    )
+    model.register_forward_hook(
+        lambda module, args, kwargs, output: steps.append((kwargs["labels"], output)) if module.training else None,
+        with_kwargs=True,
+    )
+    trainer = make_trainer(
+        tmp_path, model, dataset, per_device_train_batch_size=2, max_steps=3, logging_steps=1, bf16=True,
+        learning_rate=1e-2,
+    )
+    trainer.train()
+
+    # autocast was on in the pooling and classifier path: bf16 in and out of the classifier at every call
+    assert len(head_dtypes) == 2 * 3  # utterance and frames, 3 steps
+    assert set(head_dtypes) == {(torch.bfloat16, torch.bfloat16)}
+    logs = [log for log in trainer.state.log_history if "loss" in log and "loss_ce" in log]
+    assert [log["step"] for log in logs] == [1, 2, 3] and len(steps) == 3
+    for log, (labels, out) in zip(logs, steps):
+        assert all(math.isfinite(log[name]) for name in ("loss", "loss_ce", "loss_eal", "loss_fual"))
+        # the outputs handed to the loss are fp32, holding bf16 values (computed under autocast)
+        assert out.logits.dtype == torch.float32 and torch.equal(out.logits.bfloat16().float(), out.logits)
+        eal = emotional_attention_loss(out.utterance_embedding, out.frame_embeddings, out.frame_mask, 0.8)
+        fual = frame_utterance_alignment_loss(out.logits, out.frame_logits, out.frame_weights, out.frame_mask)
+        ce = torch.nn.functional.cross_entropy(out.logits, labels)
+        assert log["loss_ce"] == pytest.approx(ce.item(), abs=2e-6), log
+        assert log["loss_eal"] == pytest.approx(eal.item(), abs=2e-6), log
+        assert log["loss_fual"] == pytest.approx(fual.item(), abs=2e-6), log
+        assert log["loss_fual"] > 1e-4
+    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert any(n.startswith("pooler.") for n in changed) and "classifier.weight" in changed
+    assert any(n.startswith("wav2vec2.encoder.layers.1.") for n in changed)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # fp32 master weights, bf16 only in autocast
+
+
+def test_loss_terms_are_computed_in_fp32_under_a_callers_bf16_autocast(tmp_path, clips):
+    """`compute_loss` inside `torch.autocast` (a custom loop, `benchmarks/gpu.py`): the model's outputs are then bf16,
+    and EAL/FUAL must still be the fp32 values of those outputs. On the CPU, FUAL computed in bf16 was 25 % off here.
+    """
+    model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25).train()
+    trainer = make_trainer(tmp_path, model)
+    outputs = []
+    model.register_forward_hook(lambda module, args, output: outputs.append(output))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = trainer.compute_loss(model, collate(clips))
+    (out,) = outputs
+    assert out.logits.dtype == out.frame_logits.dtype == out.frame_embeddings.dtype == torch.bfloat16
+    with torch.no_grad():
+        eal = emotional_attention_loss(
+            out.utterance_embedding.float(), out.frame_embeddings.float(), out.frame_mask, 0.8
+        ).item()
+        fual = frame_utterance_alignment_loss(
+            out.logits.float(), out.frame_logits.float(), out.frame_weights.float(), out.frame_mask
+        ).item()
+    terms = trainer.loss_terms.pop("train")
+    assert terms["loss_eal"] == pytest.approx(eal, rel=1e-5)
+    assert terms["loss_fual"] == pytest.approx(fual, rel=1e-5) and fual > 1e-4
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(terms["loss_ce"] + 0.5 * eal + 0.25 * fual, rel=1e-5)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_trainer_freezes_what_the_config_says(tmp_path, dataset):

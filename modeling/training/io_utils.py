@@ -1,4 +1,7 @@
-"""Crash-safe writes: a reader never sees a half-written results file or checkpoint directory."""
+"""Crash-safe writes: a reader never sees a half-written results file or checkpoint directory.
+
+Each write passes a named `fault_point` (see `faults.py`) where the crash tests stop the process on purpose.
+"""
 
 import contextlib
 import json
@@ -6,6 +9,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from .faults import fault_point
 
 
 @contextlib.contextmanager
@@ -23,11 +28,24 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
             f.close()
             Path(f.name).unlink(missing_ok=True)
             raise
-    os.replace(f.name, path)
+    try:
+        fault_point(f"atomic-write:before-rename:{_location(path)}")
+        os.replace(f.name, path)
+    except BaseException:
+        Path(f.name).unlink(missing_ok=True)
+        raise
+
+
+def _location(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    On an exception `path` keeps its previous content and the temporary file is removed; after a kill it is left
+    as `.name.*.tmp`, which `cleanup_stale_tmp` deletes.
+    """
     with atomic_file(path) as f:
         f.write(text)
 
@@ -45,14 +63,16 @@ def read_json(path: str | os.PathLike):
 def atomic_directory(path: str | os.PathLike):
     """Yield a temporary directory next to `path`; on success it replaces `path` in one rename.
 
-    On an exception (or a kill) `path` keeps its previous content (or stays absent) and the temporary
-    directory is removed (or left as `.name.tmp-*`, which `cleanup_stale_tmp` deletes).
+    On an exception `path` keeps its previous content (or stays absent) and the temporary directory is removed.
+    After a kill, leftovers are `.name.tmp-*` (deleted by `cleanup_stale_tmp`) and, if the kill came between moving
+    the previous `path` aside and renaming the new one into place, `.name.old-*` (put back by `cleanup_stale_tmp`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield tmp
+        fault_point(f"atomic-directory:before-rename:{_location(path)}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -60,13 +80,18 @@ def atomic_directory(path: str | os.PathLike):
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
+        fault_point(f"atomic-directory:between-renames:{_location(path)}")
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def cleanup_stale_tmp(folder: str | os.PathLike) -> None:
-    """Remove leftovers of interrupted atomic writes in `folder`."""
+    """Remove leftovers of interrupted atomic writes in `folder`.
+
+    A directory that an interrupted `atomic_directory` had moved aside (`.name.old-*`) is put back if `name` is
+    missing (the kill came before the new one was renamed into place), deleted otherwise.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return
@@ -75,3 +100,11 @@ def cleanup_stale_tmp(folder: str | os.PathLike) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
+    for old in folder.glob(".*.old-*"):
+        if not old.is_dir():
+            continue
+        target = folder / old.name[1:].rsplit(".old-", 1)[0]
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)

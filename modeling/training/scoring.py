@@ -15,6 +15,7 @@ from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from .faults import fault_point
 from .io_utils import atomic_file
 from .run_dir import RunDir
 
@@ -84,6 +85,7 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     test = predictions["stage2"]["test"]
     with atomic_file(run.test_predictions(fold.number), "wb") as f:
         np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))
+    fault_point(f"scoring:after-predictions:fold{fold.number}")
 
     relative = {stage: run.relative(best_dir) for stage, best_dir in best_dirs.items()}
     return {

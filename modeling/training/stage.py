@@ -20,6 +20,7 @@ from ..data.folds import Fold
 from ..metrics import make_compute_metrics
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .checkpoints import label_maps, latest_checkpoint
+from .faults import fault_point
 from .io_utils import atomic_directory, cleanup_stale_tmp
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
@@ -48,6 +49,17 @@ class StageTrainer(FrameAlignedTrainer):
             return super().get_eval_dataloader(eval_dataset)
         finally:
             self.data_collator = train_collator
+
+    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
+    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
+    # trainer_state.json: these two hooks mark the moments between those files.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
 
 def cpu_distributed() -> bool:
@@ -185,6 +197,7 @@ def train_stage(
         with atomic_directory(best_dir) as tmp:
             Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
+        fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
     _log(
         state,

@@ -46,21 +46,26 @@ def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
     """EAL and FUAL of a model output (zero tensors for poolings other than `cls_attention`).
 
     A term whose λ is 0 (the Table 3 ablations) is still computed for the logs, but without a graph.
+    Both are computed in fp32 from fp32 copies of the outputs: under CPU bf16 autocast (a caller's `torch.autocast`;
+    the Trainer's own forward already returns fp32), log-softmax, logsumexp and cosine similarity of bf16 outputs stay
+    in bf16, and FUAL (a KL between nearly equal distributions) came out ~25 % off. No op of the losses is one that
+    autocast lowers to bf16 (matmul, linear, conv), so fp32 inputs keep them in fp32.
     """
     if not config.uses_alignment_losses:
         zero = outputs.logits.new_zeros(())
         return {"loss_eal": zero, "loss_fual": zero}
-    with torch.set_grad_enabled(torch.is_grad_enabled() and config.eal_weight != 0):
-        eal = emotional_attention_loss(
-            outputs.utterance_embedding, outputs.frame_embeddings, outputs.frame_mask, config.eal_margin
+    utterance, frames, logits, frame_logits, frame_weights = (
+        tensor.float()
+        for tensor in (
+            outputs.utterance_embedding, outputs.frame_embeddings, outputs.logits, outputs.frame_logits,
+            outputs.frame_weights,
         )
+    )
+    with torch.set_grad_enabled(torch.is_grad_enabled() and config.eal_weight != 0):
+        eal = emotional_attention_loss(utterance, frames, outputs.frame_mask, config.eal_margin)
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.fual_weight != 0):
         fual = frame_utterance_alignment_loss(
-            outputs.logits,
-            outputs.frame_logits,
-            outputs.frame_weights,
-            outputs.frame_mask,
-            detach_target=config.fual_detach_target,
+            logits, frame_logits, frame_weights, outputs.frame_mask, detach_target=config.fual_detach_target
         )
     return {"loss_eal": eal, "loss_fual": fual}
 
