@@ -1,7 +1,7 @@
 """Crash safety of a run: kill -9 of train.py at named moments of both stages, then the same command again gives the
 results of an uninterrupted run; interrupted checkpoint saves are never resumed from.
 
-Every kill lands at a fault point (`modeling.io_utils.fault_point`), and each test checks that it did: no timing.
+Every kill lands at a fault point (`modeling.training.faults.fault_point`), and each test checks that it did: no timing.
 """
 
 import json
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO
-from modeling.io_utils import FAULT_ENV, FAULT_LOG_ENV
-from modeling.training import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
+from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
+from modeling.training.checkpoints import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
 from test_training import write_config
 
 
