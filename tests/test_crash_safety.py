@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO
-from modeling.io_utils import FAULT_ENV, FAULT_LOG_ENV
-from modeling.training import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
+from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
+from modeling.training.checkpoints import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
 from test_training import write_config
 
 
