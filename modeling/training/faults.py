@@ -39,6 +39,9 @@ def fault_point(name: str) -> None:
                                                      `cache_frozen_prefix` trainer has no checkpoint points).
         checkpoint:before-trainer-state:<stage>      a Trainer checkpoint folder with everything but
                                                      trainer_state.json (written last).
+        train:step:rank<r>:step<n>                   process r's training step n, before its loss is checked for NaN/Inf
+                                                     (`training.trainer.FrameAlignedTrainer`): one rank of a
+                                                     torchrun job can be made to fail.
         best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`).
         scoring:after-predictions:fold<k>            both best models scored, test_predictions.npz written,
                                                      metrics.json not yet (`training.scoring.fold_metrics`).
