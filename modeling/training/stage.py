@@ -19,8 +19,9 @@ from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
-from .checkpoints import label_maps, latest_checkpoint
+from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .faults import fault_point
+from .integrity import write_manifest
 from .io_utils import atomic_directory, cleanup_stale_tmp
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
@@ -177,7 +178,9 @@ def train_stage(
 ) -> Path:
     """Train one stage of one fold unless its `best/` exists; returns that best directory."""
     stage_dir, best_dir = run.stage(fold.number, stage), run.best(fold.number, stage)
-    if best_dir.is_dir():
+    finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
+    state.wait_for_everyone()
+    if finished:
         _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
@@ -227,6 +230,7 @@ def train_stage(
         with atomic_directory(best_dir) as tmp:
             Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
+            write_manifest(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
     _log(
@@ -283,6 +287,7 @@ def reuse_stage1(fold: Fold, run: RunDir, from_run: RunDir, state: PartialState)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+            write_manifest(tmp)
     state.wait_for_everyone()
     return best_dir
 

@@ -12,6 +12,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from .faults import fault_point
+from .integrity import write_manifest
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -163,6 +164,22 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
                 f"{run_location(self.args.output_dir)}, {what}: non-finite values (NaN or Inf) in {', '.join(bad)}. "
                 "Training stopped; lower the learning rate, check the input audio, or use bf16 instead of fp16."
             )
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, then its files' sizes and SHA-256 (`integrity.write_manifest`), verified on
+        resume. A failed write (e.g. a full disk) raises an `OSError` naming the checkpoint and the cause; the
+        partial checkpoint is never resumed from (no trainer_state.json / no manifest)."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                write_manifest(folder)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"Saving the checkpoint {folder} failed: {error.strerror or error} (file "
+                f"{error.filename or '?'}). The previous checkpoints are intact; free space and run the same "
+                "command again to resume."
+            ) from error
 
     def log(self, logs: dict[str, float], *args, **kwargs):
         is_eval = any(key.startswith("eval_") for key in logs)
