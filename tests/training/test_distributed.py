@@ -106,7 +106,7 @@ def test_torchrun_two_cpu_processes_train_data_parallel(tmp_path):
 # DDP × activation checkpointing × LayerDrop × num_trainable_layers × frozen-prefix cache; a failing rank
 # ---------------------------------------------------------------------------------------------------------------
 
-COMBOS_SCRIPT = "tests/ddp_combos.py"
+COMBOS_SCRIPT = "tests/training/ddp_combos.py"
 
 
 def torchrun(script_args: list[str], tmp_path: Path, **env) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ tiny run with every combination of activation checkpointing × LayerDrop {0, 0.5
 Each process writes `<out>/<combo>.rank<r>.json`: the sha256 of its final weights, the DDP settings used and the
 number of layers LayerDrop skipped in that process. The test compares the ranks.
 
-    torchrun --nproc_per_node 2 tests/ddp_combos.py OUT_DIR [COMBO ...]
+    torchrun --nproc_per_node 2 tests/training/ddp_combos.py OUT_DIR [COMBO ...]
 """
 
 import hashlib
@@ -20,7 +20,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # this checkout's `modeling` package, then the test helpers
+sys.path[:0] = [str(HERE.parents[1]), str(HERE.parent), str(HERE)]  # this checkout's `modeling`, then the helpers
 
 from modeling.data.folds import make_folds, split_fold  # noqa: E402
 from modeling.training.checkpoints import initial_checkpoint  # noqa: E402
