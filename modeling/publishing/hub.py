@@ -94,6 +94,7 @@ class PushTarget:
     revision: str
     files: dict[str, Path | bytes]
     description: str
+    pending: list[str] | None = None  # the files found missing or changed on the Hub, once compared
 
 
 @dataclass
@@ -209,6 +210,7 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
         api.create_branch(target.repo_id, branch=target.revision, exist_ok=True)
     remote = remote_files(api, target.repo_id, target.revision)
     changed = [path for path, source in target.files.items() if not is_unchanged(source, remote.get(path))]
+    target.pending = changed
     unchanged = [path for path in target.files if path not in changed]
     if not changed:
         logger.info(f"{target.repo_id}@{target.revision}: up to date, nothing to upload.")
@@ -298,19 +300,15 @@ def push_with_retries(
                                f"{attempt}/{attempts - 1} in {wait:.1f} s.")
                 time.sleep(wait)
                 continue
-            raise PushError(_failure_report(api, target, error, attempt)) from error
+            raise PushError(_failure_report(target, error, attempt)) from error
 
 
-def _failure_report(api: HfApi, target: PushTarget, error: Exception, attempts: int) -> str:
-    try:
-        remote = remote_files(api, target.repo_id, target.revision)
-        pending = [path for path, source in target.files.items() if not is_unchanged(source, remote.get(path))]
-    except Exception:
-        pending = list(target.files)
+def _failure_report(target: PushTarget, error: Exception, attempts: int) -> str:
+    pending = target.pending if target.pending is not None else list(target.files)  # not compared yet: all
     return (
         f"Pushing {target.description} to {target.repo_id}@{target.revision} failed after {attempts} attempt(s): "
-        f"{error}. Not on the Hub yet: {', '.join(pending) or 'nothing'} (a commit is atomic: the model card was "
-        "not published without its files). Run the same command again to complete the push."
+        f"{str(error).rstrip('.')}. Not on the Hub yet: {', '.join(pending) or 'nothing'} (a commit is atomic: "
+        "the model card was not published without its files). Run the same command again to complete the push."
     )
 
 

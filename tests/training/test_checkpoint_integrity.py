@@ -151,3 +151,15 @@ def test_damaged_checkpoints_mid_run_are_recovered_with_the_uninterrupted_result
     assert_close(numbers(resumed), numbers(reference))
     for best in (stage1 / "best", stage2 / "best"):
         assert checkpoint_problems(best) == [] and (best / MANIFEST).is_file()
+
+
+def test_scoring_refuses_a_damaged_best_model(tmp_path):
+    from modeling.training.scoring import score_checkpoint
+
+    best = tmp_path / "fold1" / "stage2" / "best"
+    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
+    write_manifest(best)
+    flip_bit(best / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"^{best} is corrupt \(model\.safetensors: SHA-256 differs .*\); run the "
+                       "same command again"):
+        score_checkpoint(best, splits={}, batch_size=2)

@@ -37,7 +37,7 @@ def trainer_for(tmp_path, poison: Poison) -> FrameAlignedTrainer:
     dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
     torch.manual_seed(0)
     args = FrameAlignedTrainingArguments(
-        output_dir=str(tmp_path / "run" / "fold3" / "stage2"), per_device_train_batch_size=2, max_steps=6,
+        output_dir=str(tmp_path / "run" / "fold3" / "stage2"), per_device_train_batch_size=2, max_steps=4,
         report_to="none", remove_unused_columns=False, use_cpu=True, save_strategy="no", logging_steps=1,
     )
     return FrameAlignedTrainer(
@@ -49,10 +49,10 @@ def trainer_for(tmp_path, poison: Poison) -> FrameAlignedTrainer:
 
 CASES = {
     # a NaN classifier weight: the logits (and so the loss) of the next step, not the embeddings
-    "NaN classifier weight": (Poison("classifier", 2, math.nan), r"loss, logits\."),
+    "NaN classifier weight": (Poison("classifier", 1, math.nan), r"loss, logits\."),
     # an Inf in the last backbone layer: every embedding downstream is non-finite
     "Inf backbone weight": (
-        Poison("wav2vec2.encoder.layers.1.final_layer_norm", 4, math.inf),
+        Poison("wav2vec2.encoder.layers.1.final_layer_norm", 2, math.inf),
         r"loss, logits, utterance_embedding, frame_embeddings\.",
     ),
 }
