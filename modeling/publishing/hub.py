@@ -7,9 +7,10 @@ and an overview card on `main`. Each fold gets its stage-2 checkpoint (safetenso
 confusion matrix image(s) and the run's `results.json`.
 
 Everything that can be checked locally (the token, the run directory, the folds, the checkpoints, the repo id, every
-metric the cards report, no local absolute path in any file) is checked before the first request. Pushes are idempotent: the remote tree is compared with the local files (git
-sha1 for regular files, sha256 for LFS files) and only new or changed files are committed; LFS blobs the server
-already holds are not re-sent, so a push interrupted half way completes on the next run.
+metric the cards report, no local absolute path in any file) is checked before the first request. Pushes are
+idempotent: the remote tree is compared with the local files (git sha1 for regular files, sha256 for LFS files) and
+only new or changed files are committed; LFS blobs the server already holds are not re-sent, so a push interrupted
+half way completes on the next run.
 
 Each repository gets one commit (atomic: its files and its model card appear together, or nothing), the card as the
 commit's last file; with `revision_per_fold` the overview card of `main` is committed last, after every fold branch
@@ -164,7 +165,9 @@ def plan_push(run: Run, repo_id: str, *, revision_per_fold: bool = False, licens
     paths = local_paths(run)
     leaks = [f"{t.repo_id}@{t.revision}/{leak}" for t in targets for leak in find_local_paths(t.files, paths)]
     if leaks:
-        raise PushError("Refusing to publish local paths (they name this machine's folders and user): " + "; ".join(leaks))
+        raise PushError(
+            "Refusing to publish local paths (they name this machine's folders and user): " + "; ".join(leaks)
+        )
     return targets
 
 

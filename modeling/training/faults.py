@@ -23,8 +23,8 @@ def fault_point(name: str) -> None:
     first) this process reaches a point named `<point>`, or `<point>:...`, write the marker line
     `fault point <name>: <action> (hit N, pid P)` to stderr and, when FRAME_ALIGNED_SER_FAULT_LOG names a file,
     append it there; then `kill` sends SIGKILL to the process itself (as `kill -9` would: nothing runs after it),
-    `raise` raises `FaultInjected`, `enospc` raises `OSError(ENOSPC)` as a full disk would, `stop` sends SIGSTOP (the process stays alive, frozen at that moment, until the
-    test sends SIGCONT or SIGKILL).
+    `raise` raises `FaultInjected`, `enospc` raises `OSError(ENOSPC)` as a full disk would, `stop` sends SIGSTOP
+    (the process stays alive, frozen at that moment, until the test sends SIGCONT or SIGKILL).
 
     The points (the last `:` part locates them, so `checkpoint:before-trainer-state` matches both stages and
     `checkpoint:before-trainer-state:stage2` only stage 2; `<location>` is `<parent folder>/<name>`):

@@ -34,7 +34,8 @@ from test_training import write_config  # noqa: E402
 def combos() -> dict[str, dict]:
     """name → (activation checkpointing, layerdrop, num_trainable_layers, cache_frozen_prefix)."""
     found = {}
-    for checkpointing, layerdrop, trainable, cache in itertools.product((False, True), (0.0, 0.5), (None, 1), (False, True)):
+    grid = itertools.product((False, True), (0.0, 0.5), (None, 1), (False, True))
+    for checkpointing, layerdrop, trainable, cache in grid:
         if cache and trainable is None:
             continue  # the cache needs frozen layers
         name = f"ckpt{int(checkpointing)}-ld{layerdrop}-train{trainable or 'all'}-cache{int(cache)}"
