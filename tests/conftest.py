@@ -19,3 +19,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"audio input matrix: {len(reports)} inputs tried, {len(reports) - failed} handled as expected, {failed} not"
         )
+    faults = [
+        report
+        for status in ("passed", "failed")
+        for report in terminalreporter.stats.get(status, [])
+        if getattr(report, "when", "call") == "call" and "bad_input" in getattr(report, "keywords", {})
+    ]
+    if faults:
+        failed = sum(report.failed for report in faults)
+        terminalreporter.write_line(
+            f"bad inputs and injected faults (@pytest.mark.bad_input): {len(faults)} tried, "
+            f"{len(faults) - failed} handled as expected, {failed} not"
+        )

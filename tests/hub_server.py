@@ -8,12 +8,14 @@ repositories (branches → commits → {path: entry}) in memory. Xet is not offe
 
 `HubServer.stats` counts what clients sent (LFS PUTs per sha256, regular file bodies per path, commits, requests)
 so tests can assert that nothing was uploaded twice; `fail_next_commits` makes the next commits fail with a 500
-to simulate an interrupted push.
+to simulate an interrupted push; `flaky(fraction, seed, max_failures)` fails that fraction of all requests (seeded)
+with 500/502/503 or a connection dropped before the answer, at most `max_failures` times (`stats.injected`).
 
     python tests/hub_server.py --port 8765     # then HF_ENDPOINT=http://127.0.0.1:8765 HF_HUB_DISABLE_XET=1 ...
 """
 
 import base64
+import random
 import collections
 import hashlib
 import json
@@ -54,6 +56,7 @@ class Stats:
         self.regular_uploads = collections.Counter()
         self.commits = collections.Counter()  # repo_id → number of commits made by clients
         self.requests: list[tuple[str, str]] = []
+        self.injected: list[tuple[str, str, str]] = []  # (failure, method, path) of `HubServer.flaky`
 
     def lfs_uploads_of(self, content: bytes) -> int:
         return self.lfs_uploads[hashlib.sha256(content).hexdigest()]
@@ -81,6 +84,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.stats = Stats()
         self.fail_next_commits = 0
+        self._flaky = None  # (random.Random, fraction, failures left)
         self.lock = threading.RLock()
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
         self.httpd.daemon_threads = True
@@ -96,6 +100,22 @@ class HubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self._tmp.cleanup()
+
+    def flaky(self, fraction: float, seed: int = 0, max_failures: int | None = None):
+        """Fail `fraction` of the following requests (drawn from a seeded generator): 500, 502, 503, or the
+        connection closed after the request was read, without an answer. At most `max_failures` (None: no bound);
+        `flaky(0)` ends it. Each failure is recorded in `stats.injected` as (kind, method, path)."""
+        self._flaky = (random.Random(seed), fraction, max_failures) if fraction > 0 else None
+
+    def _injected_failure(self) -> str | None:
+        with self.lock:
+            if self._flaky is None:
+                return None
+            rng, fraction, left = self._flaky
+            if (left is not None and left <= 0) or rng.random() >= fraction:
+                return None
+            self._flaky = (rng, fraction, None if left is None else left - 1)
+            return rng.choice(("500", "502", "503", "drop"))
 
     # --- inspection, for tests -----------------------------------------------------------------------------------
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[str]:
@@ -217,6 +237,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.body = self._read_body()
         self.hub.stats.requests.append((method, url.path))
         segments = [unquote(s) for s in url.path.strip("/").split("/")]
+        failure = self.hub._injected_failure()
+        if failure:
+            self.hub.stats.injected.append((failure, method, url.path))
+            if failure == "drop":
+                self.close_connection = True  # no answer: the client sees the server disconnect
+                return
+            return self._send_json({"error": "Injected failure"}, status=int(failure))
         try:
             for pattern, handler in self.ROUTES:
                 if self._matches(method, pattern, segments):

@@ -6,10 +6,18 @@ and an overview card on `main`. Each fold gets its stage-2 checkpoint (safetenso
 `auto_map`, the remote-code files, `preprocessor_config.json`), a model card rendered from `model_cards/`, the
 confusion matrix image(s) and the run's `results.json`.
 
-Everything that can be checked locally (the token, the run directory, the folds, the checkpoints, the repo id) is
-checked before the first request. Pushes are idempotent: the remote tree is compared with the local files (git
-sha1 for regular files, sha256 for LFS files) and only new or changed files are committed; LFS blobs the server
-already holds are not re-sent, so a push interrupted half way completes on the next run.
+Everything that can be checked locally (the token, the run directory, the folds, the checkpoints, the repo id, every
+metric the cards report, no local absolute path in any file) is checked before the first request. Pushes are
+idempotent: the remote tree is compared with the local files (git sha1 for regular files, sha256 for LFS files) and
+only new or changed files are committed; LFS blobs the server already holds are not re-sent, so a push interrupted
+half way completes on the next run.
+
+Each repository gets one commit (atomic: its files and its model card appear together, or nothing), the card as the
+commit's last file; with `revision_per_fold` the overview card of `main` is committed last, after every fold branch
+it describes. Transient failures (HTTP 408/429/5xx, dropped connections, timeouts) are retried with exponential
+backoff: by huggingface_hub itself for each LFS and commit request (`http_backoff`), and here for a repository's
+whole push (create, list, commit; safe because a push is idempotent). A push that still fails raises `PushError`
+naming the fold and the files not yet on the Hub; running the same command again completes it.
 
 The run directory is read by `modeling.publishing.run`, the cards rendered by `modeling.publishing.model_card`,
 the remote code computed by `modeling.publishing.remote_code`. Nothing here imports torch.
@@ -19,21 +27,28 @@ import hashlib
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, RepoFile, get_token
-from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+import httpx2
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
 from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
+from .public import find_local_paths, local_paths, missing_metrics, public_results
 from .remote_code import hub_pipeline_files
 from .run import FinishedFold, PushError, Run, load_run
 
 
 logger = logging.getLogger(__name__)
 
+
+# Transient failures worth retrying (huggingface_hub's `http_backoff` retries the same).
+RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
+RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 
 # Files of a checkpoint folder that belong on the Hub (trainer state, optimizer and RNG files stay local).
 CHECKPOINT_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json", "*.py")
@@ -80,6 +95,7 @@ class PushTarget:
     revision: str
     files: dict[str, Path | bytes]
     description: str
+    pending: list[str] | None = None  # the files found missing or changed on the Hub, once compared
 
 
 @dataclass
@@ -104,10 +120,11 @@ def _checkpoint_files(checkpoint: Path) -> dict[str, Path]:
     return files
 
 
-def _run_files(run: Run) -> dict[str, Path]:
-    """The run's results.json and figures, under their own names."""
+def _run_files(run: Run) -> dict[str, Path | bytes]:
+    """The run's results.json (as published: `public.public_results`) and figures, under their own names."""
     layout = run.layout
-    return {path.name: path for path in (layout.results_json, layout.confusion_matrix, layout.tsne) if path.is_file()}
+    files = {path.name: path for path in (layout.confusion_matrix, layout.tsne) if path.is_file()}
+    return {layout.results_json.name: public_results(run), **files}
 
 
 def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | bytes]:
@@ -124,17 +141,33 @@ def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | byte
 
 
 def plan_push(run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None) -> list[PushTarget]:
-    """The commits a push makes, in order (the overview of `main` first with `revision_per_fold`)."""
+    """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`).
+
+    Raises `PushError` for a fold whose results lack a metric its card reports, and for any file that contains a
+    local absolute path (`public.find_local_paths`): nothing is uploaded.
+    """
+    missing = [f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))]
+    if missing:
+        raise PushError(
+            f"{run.layout.results_json} lacks metrics the model cards report ({'; '.join(missing)}); the Hub rejects "
+            "a model-index without values. Re-score the run (run train.py again with the same config) first."
+        )
     targets = []
-    if revision_per_fold:
-        overview = render_overview_card(run, repo_id, license)
-        files = {**_run_files(run), "README.md": overview.encode()}
-        targets.append(PushTarget(repo_id, "main", files, f"overview of {len(run.folds)} fold branch(es)"))
     for name, fold in run.folds.items():
         target_repo = repo_id if revision_per_fold else fold_repo_id(repo_id, name)
         revision = fold.label if revision_per_fold else None
         card = render_fold_card(run, fold, target_repo, revision, license)
         targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), f"fold {name}"))
+    if revision_per_fold:
+        overview = render_overview_card(run, repo_id, license)
+        files = {**_run_files(run), "README.md": overview.encode()}
+        targets.append(PushTarget(repo_id, "main", files, f"overview of {len(run.folds)} fold branch(es)"))
+    paths = local_paths(run)
+    leaks = [f"{t.repo_id}@{t.revision}/{leak}" for t in targets for leak in find_local_paths(t.files, paths)]
+    if leaks:
+        raise PushError(
+            "Refusing to publish local paths (they name this machine's folders and user): " + "; ".join(leaks)
+        )
     return targets
 
 
@@ -180,6 +213,7 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
         api.create_branch(target.repo_id, branch=target.revision, exist_ok=True)
     remote = remote_files(api, target.repo_id, target.revision)
     changed = [path for path, source in target.files.items() if not is_unchanged(source, remote.get(path))]
+    target.pending = changed
     unchanged = [path for path in target.files if path not in changed]
     if not changed:
         logger.info(f"{target.repo_id}@{target.revision}: up to date, nothing to upload.")
@@ -187,7 +221,7 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
     logger.info(f"{target.repo_id}@{target.revision}: committing {len(changed)} changed file(s), {len(unchanged)} unchanged.")
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source) if isinstance(source, Path) else source)
-        for path, source in target.files.items()
+        for path, source in sorted(target.files.items(), key=lambda item: item[0] == "README.md")  # the card last
         if path in changed
     ]
     info = api.create_commit(
@@ -212,6 +246,7 @@ def push_run(
     token: str | None = None,
     endpoint: str | None = None,
     api: HfApi | None = None,
+    retry: dict | None = None,
 ) -> list[PushTarget] | list[PushResult]:
     """Publish the folds of a finished run (see the module docstring).
 
@@ -224,11 +259,13 @@ def push_run(
         dry_run: check everything and return the planned commits without a token or any request.
         license: the card's license; default the training corpus's.
         token, endpoint, api: Hub access (default: `resolve_token()` and `HF_ENDPOINT`).
+        retry: keyword arguments of `push_with_retries` (attempts, base_wait_s, max_wait_s).
     Returns:
         The planned `PushTarget`s with `dry_run`, else one `PushResult` per commit target.
     Raises:
-        PushError: before any request, for a missing token, run directory, `results.json`, fold, checkpoint file or
-            an invalid repo id.
+        PushError: before any request, for a missing token, run directory, `results.json`, fold, checkpoint file,
+            metric, an invalid repo id or a file containing a local path; after the retries, naming the fold and
+            the files not yet on the Hub.
     """
     run = load_run(run_dir, folds)
     check_repo_id(repo_id, run, revision_per_fold)
@@ -237,7 +274,45 @@ def push_run(
         return targets
     token = resolve_token(token or (api.token if api is not None else None))
     api = api or HfApi(endpoint=endpoint, token=token)
-    return [push_target(api, target, private=private) for target in targets]
+    return [push_with_retries(api, target, private=private, **(retry or {})) for target in targets]
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure worth retrying: HTTP 408/429/5xx, a dropped connection, a timeout."""
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        return error.response.status_code in RETRY_STATUS_CODES
+    return isinstance(error, RETRY_EXCEPTIONS)
+
+
+def push_with_retries(
+    api: HfApi, target: PushTarget, *, private: bool = False, attempts: int = 4, base_wait_s: float = 1.0,
+    max_wait_s: float = 8.0,
+) -> PushResult:
+    """`push_target`, retried up to `attempts` times on transient failures (waits base_wait_s · 2^k, capped).
+
+    Raises:
+        PushError: it still failed (or failed otherwise); names the target and the files not yet on the Hub.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return push_target(api, target, private=private)
+        except Exception as error:
+            if attempt < attempts and is_transient(error):
+                wait = min(base_wait_s * 2 ** (attempt - 1), max_wait_s)
+                logger.warning(f"{target.description} → {target.repo_id}@{target.revision}: {error!r}; retry "
+                               f"{attempt}/{attempts - 1} in {wait:.1f} s.")
+                time.sleep(wait)
+                continue
+            raise PushError(_failure_report(target, error, attempt)) from error
+
+
+def _failure_report(target: PushTarget, error: Exception, attempts: int) -> str:
+    pending = target.pending if target.pending is not None else list(target.files)  # not compared yet: all
+    return (
+        f"Pushing {target.description} to {target.repo_id}@{target.revision} failed after {attempts} attempt(s): "
+        f"{str(error).rstrip('.')}. Not on the Hub yet: {', '.join(pending) or 'nothing'} (a commit is atomic: "
+        "the model card was not published without its files). Run the same command again to complete the push."
+    )
 
 
 def describe_plan(targets: list[PushTarget]) -> str:
@@ -252,4 +327,13 @@ def describe_plan(targets: list[PushTarget]) -> str:
     return out.getvalue()
 
 
-__all__ = ["PushResult", "PushTarget", "describe_plan", "plan_push", "push_run", "resolve_token"]
+__all__ = [
+    "PushResult",
+    "PushTarget",
+    "describe_plan",
+    "is_transient",
+    "plan_push",
+    "push_run",
+    "push_with_retries",
+    "resolve_token",
+]

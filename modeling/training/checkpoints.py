@@ -1,7 +1,9 @@
 """What a stage starts or resumes from: the initial backbone, and the newest complete Trainer checkpoint.
 
-A kill during a Trainer save leaves a `checkpoint-N` without some of its files: resuming skips (and removes) it
-and restarts from the one before, with the RNG states, optimizer and scheduler that one saved.
+A kill during a Trainer save leaves a `checkpoint-N` without some of its files, and a disk can truncate or corrupt
+one later: resuming verifies each checkpoint (its files, then their sizes and SHA-256 against `checksums.json`, see
+`integrity.py`), discards a bad one with a log line, and restarts from the newest good one, with the RNG states,
+optimizer and scheduler that one saved.
 """
 
 import logging
@@ -14,6 +16,7 @@ from transformers import set_seed
 from ..collator import make_feature_extractor
 from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from .integrity import checkpoint_problems, write_manifest
 from .io_utils import atomic_directory, read_json
 from .run_dir import RunDir, checkpoint_dirs
 
@@ -45,31 +48,68 @@ def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state:
         with atomic_directory(path) as tmp:
             Wav2Vec2ForFrameAlignedClassification(backbone_config).save_pretrained(tmp)
             make_feature_extractor().save_pretrained(tmp)
+            write_manifest(tmp)
     state.wait_for_everyone()
     return str(path)
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """A Trainer checkpoint that was written to the end (a kill mid-save leaves one without trainer_state.json)."""
-    if not all((path / name).is_file() for name in CHECKPOINT_FILES):
-        return False
+def checkpoint_state(path: Path) -> str | None:
+    """None for a Trainer checkpoint that is complete and intact, else why not ("incomplete: ...", "corrupt: ...")."""
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        return f"incomplete (interrupted while saving): no {', '.join(missing)}"
     try:
         read_json(path / "trainer_state.json")
     except ValueError:
-        return False
-    return True
+        return "incomplete (interrupted while saving): trainer_state.json is cut short"
+    problems = checkpoint_problems(path)
+    return f"corrupt: {'; '.join(problems)}" if problems else None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """A Trainer checkpoint written to the end (a kill mid-save leaves one without trainer_state.json) whose files
+    still match their recorded sizes and hashes."""
+    return checkpoint_state(path) is None
 
 
 def latest_checkpoint(stage_dir: Path, remove_incomplete: bool) -> str | None:
-    """The newest complete `checkpoint-N` of a stage; incomplete ones (interrupted saves) are removed."""
-    checkpoints = checkpoint_dirs(stage_dir)
-    complete = [p for p in checkpoints if is_complete_checkpoint(p)]
-    if remove_incomplete:
-        for path in checkpoints:
-            if path not in complete:
-                logger.warning(f"Removing incomplete checkpoint {path} (interrupted while saving).")
-                shutil.rmtree(path, ignore_errors=True)
-    return str(complete[-1]) if complete else None
+    """The newest complete, intact `checkpoint-N` of a stage; incomplete or corrupt ones are logged and (with
+    `remove_incomplete`) removed, so resuming falls back to the one before."""
+    found = None
+    for path in reversed(checkpoint_dirs(stage_dir)):
+        problem = checkpoint_state(path)
+        if problem is None:
+            found = found or str(path)
+            continue
+        if remove_incomplete:
+            kind = "corrupt" if problem.startswith("corrupt") else "incomplete"
+            logger.warning(f"Removing {kind} checkpoint {path} ({problem}).")
+            shutil.rmtree(path, ignore_errors=True)
+    return found
 
 
-__all__ = ["CHECKPOINT_FILES", "initial_checkpoint", "is_complete_checkpoint", "label_maps", "latest_checkpoint"]
+def usable_best(best_dir: Path, remove_corrupt: bool) -> bool:
+    """Whether a stage's `best/` exists and is intact; a corrupt one is logged and (with `remove_corrupt`) removed,
+    so the stage is finished again from its checkpoints (or retrained)."""
+    if not best_dir.is_dir():
+        return False
+    problems = checkpoint_problems(best_dir)
+    if not (best_dir / "model.safetensors").is_file():
+        problems.append("model.safetensors: missing")
+    if not problems:
+        return True
+    if remove_corrupt:
+        logger.warning(f"Discarding corrupt best model {best_dir} ({'; '.join(problems)}); finishing the stage again.")
+        shutil.rmtree(best_dir, ignore_errors=True)
+    return False
+
+
+__all__ = [
+    "CHECKPOINT_FILES",
+    "checkpoint_state",
+    "initial_checkpoint",
+    "is_complete_checkpoint",
+    "label_maps",
+    "latest_checkpoint",
+    "usable_best",
+]

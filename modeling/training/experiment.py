@@ -26,6 +26,7 @@ from .io_utils import atomic_write_json, atomic_write_text, cleanup_stale_tmp, r
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config
 from .run_dir import STAGES, RunDir
+from .run_lock import fold_lock, run_lock
 from .scoring import fold_metrics
 from .stage import cpu_distributed, train_stage
 
@@ -110,8 +111,9 @@ def prepare_run_dir(config: dict, run: RunDir, state: PartialState):
             )
     elif state.is_main_process:
         atomic_write_text(config_path, dump_config(config))
-    if state.is_main_process:
-        cleanup_stale_tmp(run.path)
+    with run_lock(run.lock, enabled=state.is_main_process):  # not while another process writes results.json
+        if state.is_main_process:
+            cleanup_stale_tmp(run.path)
     state.wait_for_everyone()
 
 
@@ -124,10 +126,22 @@ def run_fold(
     state: PartialState,
     callbacks: list | None = None,
 ) -> dict:
-    """Both stages of one fold and its scores; skipped when `fold<k>/metrics.json` exists."""
+    """Both stages of one fold and its scores; skipped when `fold<k>/metrics.json` exists.
+
+    The main process holds the fold's lock (`run_lock.fold_lock`) throughout: a second process on the same fold
+    raises `LockHeldError` naming the first.
+    """
+    if run.metrics(fold.number).is_file():
+        _log(state, f"Fold {fold.number}: finished earlier ({run.metrics(fold.number)}), skipping.")
+        return read_json(run.metrics(fold.number))
+    with fold_lock(run.fold_lock(fold.number), fold.number, enabled=state.is_main_process):
+        return _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks)
+
+
+def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) -> dict:
     fold_dir, metrics_path = run.fold(fold.number), run.metrics(fold.number)
-    if metrics_path.is_file():
-        _log(state, f"Fold {fold.number}: finished earlier ({metrics_path}), skipping.")
+    if metrics_path.is_file():  # another process finished it while this one waited to start
+        _log(state, f"Fold {fold.number}: finished by another process ({metrics_path}), skipping.")
         return read_json(metrics_path)
     label_names = dataset.features["label"].names
     splits = split_fold(dataset, fold)
@@ -176,13 +190,16 @@ def run_experiment(
         f"{len(dataset)} utterances, {len(label_names)} classes {label_names}, {len(all_folds)} folds "
         f"({config['data']['folds']}); running folds {[fold.number for fold in selected]}.",
     )
-    init_path = initial_checkpoint(config, run, label_names, state)
+    with run_lock(run.lock, enabled=state.is_main_process):
+        init_path = initial_checkpoint(config, run, label_names, state)
     for fold in selected:
         run_fold(fold, dataset, config, run, init_path, state, callbacks)
 
-    results = aggregate(finished_folds(run, len(all_folds)), config, label_names, len(all_folds))
-    if state.is_main_process:
-        write_results(run, results, tsne_panels(run, results["folds_evaluated"]))
+    # Under the run's lock: whichever process (of several training other folds) finishes last sees every fold.
+    with run_lock(run.lock, enabled=state.is_main_process):
+        results = aggregate(finished_folds(run, len(all_folds)), config, label_names, len(all_folds))
+        if state.is_main_process:
+            write_results(run, results, tsne_panels(run, results["folds_evaluated"]))
     state.wait_for_everyone()
     return results
 

@@ -1,5 +1,6 @@
 """`fault_point`: the test-only fault injection the crash tests use to stop a process at a named moment."""
 
+import errno
 import os
 import signal
 import sys
@@ -22,7 +23,8 @@ def fault_point(name: str) -> None:
     first) this process reaches a point named `<point>`, or `<point>:...`, write the marker line
     `fault point <name>: <action> (hit N, pid P)` to stderr and, when FRAME_ALIGNED_SER_FAULT_LOG names a file,
     append it there; then `kill` sends SIGKILL to the process itself (as `kill -9` would: nothing runs after it),
-    `raise` raises `FaultInjected`.
+    `raise` raises `FaultInjected`, `enospc` raises `OSError(ENOSPC)` as a full disk would, `stop` sends SIGSTOP
+    (the process stays alive, frozen at that moment, until the test sends SIGCONT or SIGKILL).
 
     The points (the last `:` part locates them, so `checkpoint:before-trainer-state` matches both stages and
     `checkpoint:before-trainer-state:stage2` only stage 2; `<location>` is `<parent folder>/<name>`):
@@ -39,6 +41,10 @@ def fault_point(name: str) -> None:
                                                      `cache_frozen_prefix` trainer has no checkpoint points).
         checkpoint:before-trainer-state:<stage>      a Trainer checkpoint folder with everything but
                                                      trainer_state.json (written last).
+        train:step:rank<r>:step<n>                   process r's training step n, before its loss is checked for NaN/Inf
+                                                     (`training.trainer.FrameAlignedTrainer`): one rank of a
+                                                     torchrun job can be made to fail.
+        lock:acquired:fold<k>                        the fold's lock is held, nothing trained yet (`training.run_lock`).
         best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`).
         scoring:after-predictions:fold<k>            both best models scored, test_predictions.npz written,
                                                      metrics.json not yet (`training.scoring.fold_metrics`).
@@ -49,8 +55,8 @@ def fault_point(name: str) -> None:
     for fault in spec.split(","):
         point, _, action = fault.strip().rpartition(":")
         action, _, count = action.partition("@")
-        if action not in ("kill", "raise") or not point:
-            raise ValueError(f"{FAULT_ENV}={spec!r}: expected <point>:kill or <point>:raise, optionally @N")
+        if action not in ("kill", "raise", "stop", "enospc") or not point:
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected <point>:kill, :raise, :enospc or :stop, optionally @N")
         if name != point and not name.startswith(point + ":"):
             continue
         hits = _fault_hits[fault] = _fault_hits.get(fault, 0) + 1
@@ -66,4 +72,9 @@ def fault_point(name: str) -> None:
                 os.close(fd)
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if action == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected)", name)
+        if action == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+            continue
         raise FaultInjected(marker.strip())

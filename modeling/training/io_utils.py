@@ -24,9 +24,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        except BaseException:
+        except BaseException as error:
             f.close()
             Path(f.name).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise failed_write(path, error) from error
             raise
     try:
         fault_point(f"atomic-write:before-rename:{_location(path)}")
@@ -34,6 +36,15 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
     except BaseException:
         Path(f.name).unlink(missing_ok=True)
         raise
+
+
+def failed_write(path: Path, error: OSError) -> OSError:
+    """An `OSError` (same errno) naming the target, the cause and that the previous content is intact."""
+    state = "keeps its previous content" if path.exists() else "was not created"
+    return OSError(
+        error.errno, f"Writing {path} failed: {error.strerror or error} ({error.filename or 'no file name'}); "
+        f"{path.name} {state}."
+    )
 
 
 def _location(path: Path) -> str:
@@ -73,6 +84,9 @@ def atomic_directory(path: str | os.PathLike):
     try:
         yield tmp
         fault_point(f"atomic-directory:before-rename:{_location(path)}")
+    except OSError as error:  # e.g. a full disk: say what was being written, and that the old content is intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise failed_write(path, error) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

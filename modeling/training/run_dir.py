@@ -3,9 +3,11 @@
 ```
 RUN/
   config.yaml                  the resolved config, written first; a resumed run must have the same one
+  run.lock                     held while results are aggregated or the initial backbone is made (pid, host)
   skipped_audio.json           with --skip-bad-audio: the rows left out, and why
   pretrained/                  the randomly initialised backbone stage 1 starts from (model.name_or_path: null)
   fold<k>/                     k = 1, 2, ... (1-based, as in --folds)
+    train.lock                 held by the process training this fold (pid, host); stale ones are taken over
     split.json                 speakers, sessions, size and class counts of the fold's train/validation/test
     stage1/  stage2/           Trainer output of each stage:
       checkpoint-<step>/         its checkpoints (resume from the newest complete one)
@@ -84,6 +86,7 @@ class RunDir:
     config = _InRun("config.yaml")
     skipped_audio = _InRun("skipped_audio.json")
     pretrained = _InRun("pretrained")
+    lock = _InRun("run.lock")
     results_json = _InRun(RESULTS_JSON)
     results_md = _InRun(RESULTS_MD)
     confusion_matrix = _InRun(CONFUSION_MATRIX)
@@ -92,6 +95,9 @@ class RunDir:
     # One fold -------------------------------------------------------------------------------------------------
     def fold(self, k: int | str) -> Path:
         return self.path / f"fold{k}"
+
+    def fold_lock(self, k: int | str) -> Path:
+        return self.fold(k) / "train.lock"
 
     def split(self, k: int | str) -> Path:
         return self.fold(k) / "split.json"

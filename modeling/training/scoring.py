@@ -16,6 +16,7 @@ from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .faults import fault_point
+from .integrity import checkpoint_problems
 from .io_utils import atomic_file
 from .run_dir import RunDir
 
@@ -65,6 +66,9 @@ def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batc
 
 def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Prediction]:
     """Predictions of a saved best model on the validation and test splits."""
+    problems = checkpoint_problems(best_dir)
+    if problems:
+        raise ValueError(f"{best_dir} is corrupt ({'; '.join(problems)}); run the same command again to rebuild it.")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_dir).to(device)
     return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}

@@ -19,8 +19,9 @@ from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
-from .checkpoints import label_maps, latest_checkpoint
+from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .faults import fault_point
+from .integrity import write_manifest
 from .io_utils import atomic_directory, cleanup_stale_tmp
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
@@ -92,7 +93,34 @@ def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict
     }
 
 
-def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -> FrameAlignedTrainingArguments:
+def ddp_settings(model: Wav2Vec2ForFrameAlignedClassification) -> dict:
+    """What `DistributedDataParallel` needs for this model, as `TrainingArguments` fields (used under torchrun only).
+
+    DDP's default assumes every trainable parameter gets a gradient in every step; then, with activation
+    checkpointing, the Trainer turns `find_unused_parameters` off. Two things break that assumption here:
+    LayerDrop (`config.layerdrop > 0`: each process skips a random subset of the trainable layers in each step) and
+    SpecAugment's learned `masked_spec_embed` (trainable when all layers train; used only in steps that mask). With
+    either, DDP must look for parameters without a gradient (`find_unused_parameters=True`; otherwise "Expected to
+    have finished reduction in the prior iteration", or a hang); that works with activation checkpointing because it
+    is non-reentrant (`use_reentrant=False`, set by `training_arguments`). Without them, `False` (no graph walk per
+    step). Never a static graph: LayerDrop changes the graph from step to step.
+    """
+    config = model.config
+    trainable_layers = config.num_hidden_layers - model.num_frozen_layers
+    spec_embed = getattr(model.wav2vec2, "masked_spec_embed", None)
+    spec_augment = getattr(config, "apply_spec_augment", True) and (
+        config.mask_time_prob > 0 or getattr(config, "mask_feature_prob", 0) > 0
+    )
+    unused = (config.layerdrop > 0 and trainable_layers > 0) or (
+        spec_augment and spec_embed is not None and model.num_frozen_layers == 0
+    )
+    return {"ddp_find_unused_parameters": bool(unused), "ddp_static_graph": False}
+
+
+def training_arguments(
+    config: dict, stage: str, fold: Fold, output_dir: Path, model: Wav2Vec2ForFrameAlignedClassification | None = None
+) -> FrameAlignedTrainingArguments:
+    """The stage's `TrainingArguments`; with `model`, also what DDP needs for it (`ddp_settings`)."""
     settings, training = config[stage], config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     return FrameAlignedTrainingArguments(
@@ -129,8 +157,11 @@ def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -
         bf16=training["bf16"],
         fp16=training["fp16"],
         activation_checkpointing=training["activation_checkpointing"],
+        # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
+        activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
         disable_tqdm=False,
         use_cpu=cpu_distributed(),
+        **(ddp_settings(model) if model is not None else {}),
     )
 
 
@@ -147,7 +178,9 @@ def train_stage(
 ) -> Path:
     """Train one stage of one fold unless its `best/` exists; returns that best directory."""
     stage_dir, best_dir = run.stage(fold.number, stage), run.best(fold.number, stage)
-    if best_dir.is_dir():
+    finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
+    state.wait_for_everyone()
+    if finished:
         _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
@@ -171,7 +204,7 @@ def train_stage(
         init_path, **stage_model_kwargs(config, stage, label_names)
     )
     feature_extractor = make_feature_extractor()
-    args = training_arguments(config, stage, fold, stage_dir.resolve())
+    args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
         cache_dirs = {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
         cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
@@ -197,6 +230,7 @@ def train_stage(
         with atomic_directory(best_dir) as tmp:
             Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
+            write_manifest(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
     _log(
@@ -253,6 +287,7 @@ def reuse_stage1(fold: Fold, run: RunDir, from_run: RunDir, state: PartialState)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+            write_manifest(tmp)
     state.wait_for_everyone()
     return best_dir
 
@@ -269,6 +304,7 @@ __all__ = [
     "StageTrainer",
     "cached_stage_trainer",
     "cpu_distributed",
+    "ddp_settings",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",

@@ -5,11 +5,14 @@ AdamW with separate learning rates for backbone / pooling / classifier, and free
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
+from .faults import fault_point
+from .integrity import write_manifest
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -70,6 +73,34 @@ def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
     return {"loss_eal": eal, "loss_fual": fual}
 
 
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf in a loss, the logits or the embeddings: training stops (`FrameAlignedTrainer`)."""
+
+
+def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
+    """Names of the tensors among loss, logits, utterance and frame embeddings that hold a NaN or Inf.
+
+    One host synchronisation: the checks are stacked and read back together.
+    """
+    tensors = {
+        "loss": loss,
+        "logits": outputs.logits,
+        "utterance_embedding": outputs.utterance_embedding,
+        "frame_embeddings": outputs.frame_embeddings[outputs.frame_mask] if outputs.frame_mask is not None else None,
+    }
+    tensors = {name: tensor for name, tensor in tensors.items() if tensor is not None}
+    finite = torch.stack([torch.isfinite(tensor.detach()).all() for tensor in tensors.values()]).tolist()
+    return [name for name, ok in zip(tensors, finite) if not ok]
+
+
+def run_location(output_dir: str) -> str:
+    """"fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
+    path = Path(output_dir)
+    if path.parent.name.startswith("fold") and path.name.startswith("stage"):
+        return f"fold {path.parent.name[4:]}, {path.name}"
+    return f"output directory {output_dir}"
+
+
 class LossTermAverager:
     """Running sums of the loss terms between two log calls, kept apart for training and evaluation."""
 
@@ -96,6 +127,8 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       `loss_ce`, `loss_eal`, `loss_fual` are logged as averages over each logging window (and `eval_loss_*`).
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
+    - a NaN/Inf loss, logits or embeddings (training or evaluation) raises `NonFiniteError` naming the fold, stage
+      and step, instead of training on (and failing much later in a metric or a plot).
     - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
       (`modeling.training.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
@@ -113,11 +146,40 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         config = self.accelerator.unwrap_model(model).config
         terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
         loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        self._check_finite(loss, outputs, model.training)
         self.loss_terms.add("train" if model.training else "eval", terms)
         if return_outputs:
             outputs.loss = loss
             return loss, outputs
         return loss
+
+    def _check_finite(self, loss: torch.Tensor, outputs, training: bool):
+        step = self.state.global_step + (1 if training else 0)
+        if training:  # test-only: a crash test makes one process fail here (`faults.fault_point`)
+            fault_point(f"train:step:rank{self.args.process_index}:step{step}")
+        bad = non_finite_values(loss, outputs)
+        if bad:
+            what = f"training step {step}" if training else f"evaluation after step {step}"
+            raise NonFiniteError(
+                f"{run_location(self.args.output_dir)}, {what}: non-finite values (NaN or Inf) in {', '.join(bad)}. "
+                "Training stopped; lower the learning rate, check the input audio, or use bf16 instead of fp16."
+            )
+
+    def _save_checkpoint(self, model, trial):
+        """The Trainer's checkpoint, then its files' sizes and SHA-256 (`integrity.write_manifest`), verified on
+        resume. A failed write (e.g. a full disk) raises an `OSError` naming the checkpoint and the cause; the
+        partial checkpoint is never resumed from (no trainer_state.json / no manifest)."""
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                write_manifest(folder)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"Saving the checkpoint {folder} failed: {error.strerror or error} (file "
+                f"{error.filename or '?'}). The previous checkpoints are intact; free space and run the same "
+                "command again to resume."
+            ) from error
 
     def log(self, logs: dict[str, float], *args, **kwargs):
         is_eval = any(key.startswith("eval_") for key in logs)
@@ -165,4 +227,11 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         return getattr(self.args, setting) if value is None else value
 
 
-__all__ = ["FrameAlignedTrainer", "FrameAlignedTrainingArguments", "parameter_group_of", "auxiliary_losses"]
+__all__ = [
+    "FrameAlignedTrainer",
+    "FrameAlignedTrainingArguments",
+    "NonFiniteError",
+    "auxiliary_losses",
+    "non_finite_values",
+    "parameter_group_of",
+]

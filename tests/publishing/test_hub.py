@@ -211,7 +211,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     assert lfs_uploads(hub, best / "model.safetensors") == 1
 
     results = push_run(run_dir, "org/ser", revision_per_fold=True, api=api)
-    assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "main"), ("org/ser", "fold1")]
+    # the overview card of main last, after the branch it describes
+    assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "fold1"), ("org/ser", "main")]
     assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1"}
     assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold1")
     assert 'revision="fold1"' in hub.read("org/ser", "README.md").decode()
@@ -276,9 +277,10 @@ def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, ru
 
 def test_interrupted_push_completes_on_the_next_run(hub, api, run_dir):
     push_run(run_dir, "org/ser", folds=["1"], api=api)
-    hub.fail_next_commits = 1  # fold 2's commit fails after its weights were uploaded
-    with pytest.raises(Exception, match="Injected failure"):
-        push_run(run_dir, "org/ser", api=api)
+    hub.fail_next_commits = 2  # fold 2's commit fails after its weights were uploaded, also when retried
+    with pytest.raises(PushError, match=r"^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
+                       r"Injected failure.*Not on the Hub yet: .*model\.safetensors.*, README\.md \(a commit is atomic"):
+        push_run(run_dir, "org/ser", api=api, retry={"attempts": 2, "base_wait_s": 0.01})
     weights2 = run_dir / "fold2" / "stage2" / "best" / "model.safetensors"
     assert hub.files("org/ser-fold2") == [".gitattributes"] and lfs_uploads(hub, weights2) == 1
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from helpers import REPO
 from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
@@ -43,6 +45,8 @@ def write_checkpoint(stage_dir: Path, step: int, files=SAVED_IN_ORDER, trainer_s
     folder.mkdir(parents=True)
     for name in files:
         (folder / name).write_bytes(b"\0" * 64)
+    if "model.safetensors" in files:  # a real one: checkpoints are verified (`integrity.checkpoint_problems`)
+        save_file({"weight": torch.arange(16, dtype=torch.float32)}, folder / "model.safetensors")
     if "trainer_state.json" in files:
         text = json.dumps({"global_step": step, "best_global_step": step, "log_history": [{"loss": 1.0}] * 20})
         (folder / "trainer_state.json").write_text(text if trainer_state is None else trainer_state)

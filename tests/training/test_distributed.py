@@ -4,6 +4,7 @@ logged by `FrameAlignedTrainer` are means over both processes, and only the main
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,3 +100,62 @@ def test_torchrun_two_cpu_processes_train_data_parallel(tmp_path):
             assert all(log["loss_eal"] > 0 and log["loss_fual"] > 0 for log in logs if "loss_eal" in log)
         checked = assert_logged_loss_is_the_weighted_sum_of_the_terms(logs, saved["eal_weight"], saved["fual_weight"])
         assert checked == steps_per_epoch + 1  # one train log per step, one evaluation
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DDP × activation checkpointing × LayerDrop × num_trainable_layers × frozen-prefix cache; a failing rank
+# ---------------------------------------------------------------------------------------------------------------
+
+COMBOS_SCRIPT = "tests/training/ddp_combos.py"
+
+
+def torchrun(script_args: list[str], tmp_path: Path, **env) -> tuple[int, str, str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(NUM_PROCESSES)]
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", **env}
+    return run_bounded(command + script_args, tmp_path, environment)
+
+
+@pytest.mark.slow
+def test_ddp_every_combination_ends_with_the_same_weights_on_both_ranks(tmp_path):
+    """One torchrun, 12 stage-2 trainings (3 steps each) through `train_stage`. Without `stage.ddp_settings`, the
+    LayerDrop combinations fail with the issue's "Expected to have finished reduction in the prior iteration"."""
+    from ddp_combos import combos
+
+    out = tmp_path / "combos"
+    returncode, stdout, stderr = torchrun([COMBOS_SCRIPT, str(out)], tmp_path)
+    assert returncode == 0, stderr[-3000:]
+    names = list(combos())
+    assert len(names) == 12
+    hashes = {}
+    for name in names:
+        ranks = [json.loads((out / f"{name}.rank{r}.json").read_text()) for r in range(NUM_PROCESSES)]
+        assert ranks[0]["sha256"] == ranks[1]["sha256"], name  # all-reduced gradients: identical weights
+        assert all(r["world_size"] == NUM_PROCESSES and r["steps"] == 3 for r in ranks), name
+        layerdrop = "-ld0.5-" in name
+        assert all(r["find_unused_parameters"] == layerdrop for r in ranks), name
+        assert all(r["activation_checkpointing"] == name.startswith("ckpt1") for r in ranks), name
+        if layerdrop and name.endswith("cache0"):  # each process drew its own layers to skip (2 layers × 3 steps)
+            assert sorted(r["layers_run"] for r in ranks) != [6, 6], name
+        hashes[name] = ranks[0]["sha256"]
+    # activation checkpointing recomputes, it does not change the result
+    for name in names:
+        if name.startswith("ckpt0") and "-ld0.0-" in name:
+            assert hashes[name] == hashes["ckpt1" + name[5:]], name
+    assert len({hashes[name] for name in names if name.startswith("ckpt0")}) == 6  # every setting trains differently
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input
+def test_a_rank_that_raises_stops_both_ranks_without_a_hang(tmp_path):
+    """Rank 1 raises in its second step while rank 0 waits for its gradients: torchrun's agent stops rank 0 too,
+    and the job exits non-zero well within the timeout, the failing rank's error in the log."""
+    returncode, stdout, stderr = torchrun(
+        [COMBOS_SCRIPT, str(tmp_path / "combos"), "ckpt1-ld0.5-trainall-cache0"],
+        tmp_path,
+        FRAME_ALIGNED_SER_FAULT="train:step:rank1:step2:raise",
+    )
+    assert returncode != 0
+    assert "FaultInjected: fault point train:step:rank1:step2: raise" in stderr
+    exit_codes = dict(re.findall(r"rank\s+: (\d) \(local_rank: \d\)\s+exitcode\s+: (-?\d+)", stderr))
+    assert exit_codes.get("1") == "1" and exit_codes.get("0") not in (None, "0"), stderr[-3000:]
+    assert not (tmp_path / "combos" / "ckpt1-ld0.5-trainall-cache0.rank0.json").exists()
