@@ -1,0 +1,122 @@
+"""score.py and compare_runs.py on finished runs: a 2-fold tiny run of the demo corpus (real speech, real Trainer),
+and a second run that differs in stage 2 only. Numbers are recomputed from the written predictions."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from modeling.metrics import compute_ser_metrics
+from modeling.metrics.predictions import read_predictions
+from modeling.training.experiment import run_experiment
+from modeling.training.run_config import resolve_config
+
+from helpers import POLISH3, REPO
+from test_training import write_config
+
+
+pytestmark = pytest.mark.slow
+TINY = dict(data={"speakers": ["m1", "m2", "m3"], "max_per_speaker": 9},
+            stage1={"epochs": 1, "batch_size": 3}, stage2={"epochs": 1, "batch_size": 3})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two finished runs, folds 1 and 2: A (stage 2 with EAL + FUAL) and B (λ = 0, stage 1 reused from A)."""
+    tmp = tmp_path_factory.mktemp("runs")
+    run_a, run_b = tmp / "a", tmp / "b"
+    run_experiment(resolve_config(write_config(tmp / "a.yaml", **TINY)), run_a, folds="1,2")
+    stage2_b = {**TINY["stage2"], "eal_weight": 0.0, "fual_weight": 0.0}
+    config_b = write_config(tmp / "b.yaml", **{**TINY, "stage1": {**TINY["stage1"], "from_run": str(run_a)},
+                                               "stage2": stage2_b})
+    run_experiment(resolve_config(config_b), run_b, folds="1,2")
+    return run_a, run_b
+
+
+def test_fold_predictions_csv_match_metrics(runs):
+    run_a, _ = runs
+    for k in (1, 2):
+        metrics = json.loads((run_a / f"fold{k}" / "metrics.json").read_text())
+        for split in ("validation", "test"):
+            predictions = read_predictions(run_a / f"fold{k}" / f"predictions_{split}.csv")
+            assert predictions.classes == ["anger", "fear", "neutral"] and len(predictions.files) == 9
+            assert set(predictions.speakers) == set(metrics["speakers"][split])
+            assert all(f.startswith("audio/") and (POLISH3 / f).is_file() for f in predictions.files)
+            assert np.allclose(predictions.probabilities.sum(axis=1), 1, atol=1e-5)
+            recomputed = compute_ser_metrics(predictions.predicted, predictions.labels, 3)
+            for key in ("ua", "wa", "macro_f1"):
+                assert metrics[split][key] == pytest.approx(recomputed[key]), (k, split, key)
+        assert metrics["test"]["per_class_f1"] == pytest.approx(recomputed["per_class_f1"])
+        assert metrics["test"]["confusion_matrix"] == recomputed["confusion_matrix"]
+    results = json.loads((run_a / "results.json").read_text())
+    f1s = [results["folds"][k]["test"]["macro_f1"] for k in ("1", "2")]
+    assert results["mean"]["macro_f1"] == pytest.approx(np.mean(f1s))
+
+
+def write_target_corpus(root):
+    """Another corpus tree (metadata.csv) of real clips by speakers the run never saw, with other class names:
+    angry / calm / happy; `happy` maps to no run class and the run's `fear` is absent."""
+    with open(POLISH3 / "metadata.csv") as f:
+        source = [row for row in csv.DictReader(f) if row["speaker"] in ("m4", "m5")]
+    names = {"anger": "angry", "neutral": "calm", "fear": "happy"}
+    rows, taken = [], {}
+    for row in source:
+        key = (row["speaker"], row["label"])
+        if taken.get(key, 0) < 3:
+            taken[key] = taken.get(key, 0) + 1
+            target = root / "clips" / row["speaker"] / (row["file"].rsplit("/", 1)[-1])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((POLISH3 / row["file"]).read_bytes())
+            rows.append(f"clips/{row['speaker']}/{target.name},{names[row['label']]},{row['speaker']},male")
+    (root / "metadata.csv").write_text("file,label,speaker,gender\n" + "\n".join(rows) + "\n")
+    config = root / "target.yaml"
+    config.write_text(yaml.safe_dump({"data": {"loader": "audio_folder", "root": str(root),
+                                               "loader_args": {"labels": ["angry", "calm", "happy"]}}}))
+    return config
+
+
+def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
+    run_a, _ = runs
+    config = write_target_corpus(tmp_path / "target")
+    out = tmp_path / "scored"
+    process = subprocess.run(
+        [sys.executable, "score.py", "--run-dir", str(run_a), "--config", str(config), "--label-map", "angry=anger",
+         "calm=neutral", "--output-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "ensemble: UA" in process.stdout and "left out (no run class): happy (6)" in process.stdout
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n"] == 12 and scores["left_out"] == {"happy": 6} and scores["missing_classes"] == ["fear"]
+    assert list(scores["folds"]) == ["fold1", "fold2"]
+
+    long = read_predictions(out / "predictions.csv")
+    models = np.array(long.extra["model"])
+    by_model = {}
+    for name in ("fold1", "fold2", "ensemble"):
+        rows = models == name
+        by_model[name] = (long.probabilities[rows], long.labels[rows], long.predicted[rows], np.array(long.files)[rows])
+        probabilities, labels, predicted, files = by_model[name]
+        assert len(labels) == 12 and sorted(set(long.classes[i] for i in labels)) == ["anger", "neutral"]
+        assert all(f.startswith("clips/m") for f in files)
+        expected = compute_ser_metrics(predicted, labels, 3)
+        reported = scores["ensemble"] if name == "ensemble" else scores["folds"][name]
+        for key in ("ua", "wa", "macro_f1"):
+            assert reported[key] == pytest.approx(expected[key]), (name, key)
+        assert reported["confusion_matrix"] == expected["confusion_matrix"] and reported["n"] == 12
+        assert reported["per_class_recall"][1] is None  # fear: absent from the corpus
+    # The ensemble is the mean of the fold models' probabilities (CSV keeps 6 decimals).
+    mean = (by_model["fold1"][0] + by_model["fold2"][0]) / 2
+    assert np.allclose(by_model["ensemble"][0], mean, atol=2e-6)
+    assert (by_model["ensemble"][2] == mean.argmax(axis=1)).mean() >= 11 / 12  # rounding may flip a near-tie
+    markdown = (out / "scores.md").read_text()
+    assert "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
+
+
+def test_score_py_rejects_a_malformed_label_map(runs, tmp_path):
+    process = subprocess.run(
+        [sys.executable, "score.py", "--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
+         "--label-map", "angry", "--output-dir", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True)
+    assert process.returncode == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in process.stderr
