@@ -120,3 +120,72 @@ def test_score_py_rejects_a_malformed_label_map(runs, tmp_path):
         [sys.executable, "score.py", "--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
          "--label-map", "angry", "--output-dir", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True)
     assert process.returncode == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in process.stderr
+
+
+def compare(args, tmp_path, name="cmp"):
+    out = tmp_path / f"{name}.md"
+    process = subprocess.run([sys.executable, "compare_runs.py", *map(str, args), "--output", str(out)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    return process, out
+
+
+def test_compare_runs_interval_contains_difference_and_is_reproducible(runs, tmp_path):
+    run_a, run_b = runs
+    process, out = compare([run_a, run_b, "--seed", "3"], tmp_path)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    (comparison,) = report["comparisons"]
+    results = {r: json.loads((r / "results.json").read_text()) for r in (run_a, run_b)}
+    for metric in ("ua", "wa"):
+        boot = comparison["bootstrap"][metric]
+        # the observed difference is the difference of the runs' mean test UA/WA over folds
+        expected = results[run_b]["mean"][metric] - results[run_a]["mean"][metric]
+        assert boot["observed"] == pytest.approx(expected, abs=1e-9)
+        assert boot["low"] <= boot["observed"] <= boot["high"]
+        for k in ("1", "2"):
+            assert comparison["per_fold"][k][metric] == pytest.approx(
+                results[run_b]["folds"][k]["test"][metric] - results[run_a]["folds"][k]["test"][metric])
+    assert comparison["bootstrap"]["resamples"] == 2000 and report["num_test_utterances"] == 18
+    assert report["runs"][0]["ua"]["mean"] == pytest.approx(results[run_a]["mean"]["ua"])
+    # McNemar counts from the per-utterance correctness of the two runs' CSVs
+    correct = {r: np.concatenate([read_predictions(r / f"fold{k}" / "predictions_test.csv").correct for k in (1, 2)])
+               for r in (run_a, run_b)}
+    assert comparison["mcnemar"]["b"] == int((correct[run_a] & ~correct[run_b]).sum())
+    assert comparison["mcnemar"]["c"] == int((~correct[run_a] & correct[run_b]).sum())
+    _, again = compare([run_a, run_b, "--seed", "3"], tmp_path, "again")
+    assert again.read_text() == out.read_text()
+    assert again.with_suffix(".json").read_text() == out.with_suffix(".json").read_text()
+    assert "Paired bootstrap (2000 resamples within folds, seed 3)" in out.read_text()
+
+
+def test_compare_runs_refuses_runs_with_other_test_utterances_or_folds(runs, tmp_path):
+    import shutil
+
+    run_a, run_b = runs
+    changed = tmp_path / "changed"
+    shutil.copytree(run_b, changed, ignore=shutil.ignore_patterns("checkpoint-*", "best"))
+    path = changed / "fold2" / "predictions_test.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1].replace("audio/", "other/", 1), *lines[2:]]) + "\n")
+    process, _ = compare([run_a, changed], tmp_path)
+    assert process.returncode == 2 and "fold 2: test utterances differ (9 vs 9 files" in process.stderr
+    results = json.loads((changed / "results.json").read_text())
+    del results["folds"]["2"]
+    (changed / "results.json").write_text(json.dumps(results))
+    process, _ = compare([run_a, changed], tmp_path)
+    assert process.returncode == 2 and "folds ['1', '2'] vs ['1']" in process.stderr
+
+
+def test_mcnemar_exact_by_hand():
+    from modeling.evaluation.compare import exact_binomial_two_sided, mcnemar_exact
+
+    # b = 1 (first right, other wrong), c = 7: p = 2 · (C(8,0) + C(8,1)) / 2^8 = 18 / 256
+    first = np.array([True] * 1 + [False] * 7 + [True] * 5 + [False] * 3)
+    other = np.array([False] * 1 + [True] * 7 + [True] * 5 + [False] * 3)
+    assert mcnemar_exact(first, other) == {"b": 1, "c": 7, "p_value": pytest.approx(18 / 256)}
+    assert exact_binomial_two_sided(1, 8) == pytest.approx(18 / 256)
+    # b = c: p = 1; no discordant pairs: p = 1
+    assert exact_binomial_two_sided(3, 6) == pytest.approx(1.0)
+    assert mcnemar_exact(first, first)["p_value"] == 1.0
+    # b = 2, c = 3 (n = 5): P(X ≤ 2) + P(X ≥ 3) = 1
+    assert exact_binomial_two_sided(0, 5) == pytest.approx(2 / 32)
