@@ -189,3 +189,58 @@ def test_mcnemar_exact_by_hand():
     assert mcnemar_exact(first, first)["p_value"] == 1.0
     # b = 2, c = 3 (n = 5): P(X ≤ 2) + P(X ≥ 3) = 1
     assert exact_binomial_two_sided(0, 5) == pytest.approx(2 / 32)
+
+
+def test_model_card_model_index_has_macro_f1(runs):
+    from modeling.publishing.model_card import card_data
+    from modeling.publishing.run import load_run
+
+    run = load_run(runs[0])
+    data = card_data(run, list(run.folds.values()), "ser")
+    f1 = [(r.dataset_config, r.metric_value, r.metric_args) for r in data.eval_results if r.metric_type == "f1"]
+    expected = [(f"fold{k}", round(100 * run.results["folds"][k]["test"]["macro_f1"], 2), {"average": "macro"})
+                for k in ("1", "2")]
+    assert [(c, pytest.approx(v, abs=0.006), a) for c, v, a in expected] == f1 and "f1" in data.metrics
+
+
+def synthetic_runs(tmp_path):
+    """Two runs' test predictions written as train.py does (2 folds × 40 utterances, 3 classes), run B right more
+    often; returns the two RunTest objects of modeling.evaluation.compare."""
+    from modeling.evaluation.compare import load_run
+    from modeling.metrics.predictions import Predictions, write_predictions
+
+    classes = ["anger", "fear", "neutral"]
+    paths = []
+    for name, skill in (("a", 0.5), ("b", 0.7)):
+        run = tmp_path / name
+        folds = {}
+        for k in (1, 2):
+            labels = np.arange(40) % 3
+            right = np.random.default_rng(100 * k + int(skill * 10)).random(40) < skill
+            predicted = np.where(right, labels, (labels + 1) % 3)
+            probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
+            write_predictions(run / f"fold{k}" / "predictions_test.csv", Predictions(
+                [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes))
+            metrics = compute_ser_metrics(predicted, labels, 3)
+            folds[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
+        (run / "results.json").write_text(json.dumps({"folds": folds, "labels": classes}))
+        paths.append(run)
+    return [load_run(p) for p in paths]
+
+
+def test_paired_bootstrap_on_known_predictions(tmp_path):
+    from modeling.evaluation.compare import compare_runs, paired_bootstrap
+
+    a, b = synthetic_runs(tmp_path)
+    boot = paired_bootstrap(a, b, resamples=2000, seed=1)
+    expected_ua = np.mean([b.results["folds"][k]["test"]["ua"] - a.results["folds"][k]["test"]["ua"] for k in "12"])
+    assert boot["ua"]["observed"] == pytest.approx(expected_ua)
+    assert boot["ua"]["low"] < boot["ua"]["observed"] < boot["ua"]["high"]
+    assert boot["wa"]["low"] < boot["wa"]["observed"] < boot["wa"]["high"]
+    assert 0.05 < boot["wa"]["high"] - boot["wa"]["low"] < 0.5  # a real interval on 80 utterances
+    assert paired_bootstrap(a, b, resamples=2000, seed=1) == boot  # seeded
+    assert paired_bootstrap(a, b, resamples=2000, seed=2) != boot
+    same = paired_bootstrap(a, a, resamples=2000, seed=1)  # paired: a run against itself differs by exactly 0
+    assert (same["ua"]["low"], same["ua"]["high"], same["wa"]["low"], same["wa"]["high"]) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="at least 2000, got 100"):
+        compare_runs([tmp_path / "a", tmp_path / "b"], resamples=100)
