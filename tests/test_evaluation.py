@@ -244,3 +244,29 @@ def test_paired_bootstrap_on_known_predictions(tmp_path):
     assert (same["ua"]["low"], same["ua"]["high"], same["wa"]["low"], same["wa"]["high"]) == (0, 0, 0, 0)
     with pytest.raises(ValueError, match="at least 2000, got 100"):
         compare_runs([tmp_path / "a", tmp_path / "b"], resamples=100)
+
+
+def readme_commands(text, script):
+    """Every `python <script> ...` command (or `$ python ...` sample) of `text`, continuations joined, as argv."""
+    import shlex
+
+    commands = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip().removeprefix("$ ")
+        if line.startswith(f"python {script} "):
+            commands.append(shlex.split(line.split(" # ")[0])[2:])
+    return commands
+
+
+def test_readme_commands_parse_and_name_real_configs():
+    from modeling.cli import compare_runs, score
+
+    text = (REPO / "README.md").read_text() + (REPO / "configs" / "ablations" / "README.md").read_text()
+    scores = [argv for argv in readme_commands(text, "score.py") if argv]
+    compares = [argv for argv in readme_commands(text, "compare_runs.py") if argv]
+    assert len(scores) >= 4 and len(compares) >= 2
+    for argv in scores:
+        args = score.parse_args(argv)
+        assert args.config.startswith("target/") or (REPO / args.config).is_file(), args.config
+    for argv in compares:
+        assert compare_runs.parse_args(argv).output.endswith(".md")
