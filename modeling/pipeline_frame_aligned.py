@@ -96,7 +96,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     Parameters (at construction or per call):
         chunk_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
-            length, in bounded memory (files are streamed). `0` runs every input whole.
+            length (the last one runs to the input's end: up to one frame hop longer, so that the windows give every
+            frame of the whole input), in bounded memory (files are streamed). `0` runs every input whole.
         chunk_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field).
         smoothing (`str`, defaults to `"median"`): "median", "mean" or "none" smoothing of the frame distributions
             before the segments are cut (the utterance result and `frames["probabilities"]` are not smoothed).
@@ -107,8 +108,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
             `None`: only when the backbone receives the attention mask (`config.use_backbone_attention_mask`, the
             "layer"-norm backbones): then batched results equal one-by-one results. Group-norm backbones
             (wav2vec2-base) see padding in their normalisation and attention, so by default only equal-length inputs
-            (e.g. the windows of a long input) share a batch; `True` batches them anyway (faster, slightly
-            different probabilities, as in training).
+            (e.g. the windows of a long input, all but its last) share a batch; `True` batches them anyway (faster,
+            slightly different probabilities, as in training).
         return_frames (`bool`, defaults to `False`): add the per-frame arrays (for plots).
         sampling_rate (`int`, *optional*, per call): the rate of array inputs.
 

@@ -22,41 +22,45 @@ SMOOTHING_METHODS = ("median", "mean", "none")
 def iter_windows(
     blocks: Iterable[np.ndarray], window: int, step: int, hop: int
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Cut a stream of sample blocks into overlapping windows, holding at most ~window + step + hop samples.
+    """Cut a stream of sample blocks into overlapping windows that together give every frame of the whole stream.
 
-    A stream of at most `window` samples gives one window with all of it. A longer one gives windows of exactly
-    `window` samples starting at 0, step, 2·step, ... and a last one ending at the stream's end (its start rounded
-    down to a multiple of `hop`, so every window lies on the same frame grid). Equal window lengths let a batch of
-    windows run without padding, which keeps batched results identical to one-by-one ones on any backbone.
+    A stream of at most `window` samples gives one window with all of it. A longer one of N samples gives windows of
+    exactly `window` samples starting at 0, step, 2·step, ... and a final one that starts on the frame grid at
+    s = ⌊(N − window) / hop⌋·hop and runs to the stream's end: N − s = window + (N − window) mod hop samples, i.e.
+    between `window` and `window + hop − 1`. Because s is a multiple of `hop` and the final window ends where the
+    stream does, s/hop + frames(N − s) = frames(N): the final window's frames end with the whole input's last frame
+    (a final window of exactly `window` samples would miss it whenever (N − window) mod hop + (window − receptive
+    field) mod hop ≥ hop). All windows lie on the same frame grid; all but the final one have equal lengths, so a
+    batch of them runs without padding (batched results stay identical to one-by-one ones on any backbone).
+
+    A window of `window` samples is yielded as soon as `hop` samples past its end have arrived (then it surely is not
+    the final window); between blocks at most window + hop samples are held (plus the block being added).
 
     Args:
         blocks: consecutive 1-D float32 sample blocks (e.g. from `iter_audio_blocks`).
         window, step, hop: in samples; `step` must be a positive multiple of `hop`.
     Yields:
-        (start sample, (length,) float32 window).
+        (start sample, (length,) float32 window); length ≤ window + hop − 1.
     """
     buffer = np.zeros(0, dtype=np.float32)
-    buffer_start = next_start = emitted_end = 0
-    last_emitted_start = -1
+    buffer_start = next_start = 0
     for block in blocks:
         buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
         buffer_end = buffer_start + len(buffer)
-        while next_start + window <= buffer_end:
+        # ≥ hop samples follow this window, so the final window starts after it (⌊(N − window) / hop⌋·hop > start).
+        while next_start + window + hop <= buffer_end:
             yield next_start, buffer[next_start - buffer_start : next_start + window - buffer_start].copy()
-            last_emitted_start, emitted_end = next_start, next_start + window
             next_start += step
-        # Keep what the next window, or a final end-aligned window, may still need.
+        # Keep what the next window, or the final window (from > buffer_end − window − hop), may still need.
         keep_from = max(buffer_start, min(next_start, buffer_end - window - hop))
         buffer = buffer[keep_from - buffer_start :]
         buffer_start = keep_from
     total = buffer_start + len(buffer)
-    if last_emitted_start < 0 and total <= window:
+    if total <= window:
         yield 0, buffer.copy()
         return
-    if emitted_end < total:
-        last_start = max(0, (total - window) // hop * hop)
-        if last_start > last_emitted_start and last_start + window > emitted_end:
-            yield last_start, buffer[last_start - buffer_start : last_start + window - buffer_start].copy()
+    last_start = (total - window) // hop * hop  # > every start yielded above (see the loop): a new window
+    yield last_start, buffer[last_start - buffer_start :].copy()
 
 
 # ----------------------------------------------------------------------------------------------------------------

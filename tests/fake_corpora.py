@@ -162,4 +162,49 @@ def make_msp_podcast_tree(root: Path, rows=MSP_ROWS) -> Path:
         lines.append(f"{name},{emotion},4.2,3.8,4.0,{speaker},{gender},{split}")
     (root / "Labels").mkdir(parents=True, exist_ok=True)
     (root / "Labels" / "labels_consensus.csv").write_text("\n".join(lines) + "\n")
+
+
+TONE_LABELS = ("low", "mid", "high")
+
+
+def make_tone_corpus(
+    root: Path,
+    speakers=(("f1", "female"), ("m1", "male"), ("m2", "male")),
+    clips_per_class: int = 6,
+    durations=(0.25, 3.0, 0.4, 2.0, 0.7, 1.2),
+    tone_hz=(250.0, 1000.0, 4000.0),
+    noise: float = 0.3,
+    speaker_shift: float = 0.15,
+    seed: int = 0,
+) -> Path:
+    """A corpus a tiny random backbone learns in a few epochs: `audio_folder` layout (`root/metadata.csv` with
+    `file,label,speaker,gender,duration_s,text` and 16 kHz 16-bit WAVs under `root/audio/`).
+
+    Class c (`TONE_LABELS[c]`) is a sine at `tone_hz[c]` (±10 % per clip, random phase and level) in white noise of
+    `noise` × the tone's amplitude; each speaker shifts every frequency by a factor (1 ± `speaker_shift` steps), so
+    held-out speakers are not trivially easy and validation UA moves from epoch to epoch. Every class of every
+    speaker gets every duration once per `len(durations)` clips, so length says nothing about the class. Rows are
+    written so that consecutive rows have different durations: batches formed in row order mix short and long
+    clips (much padding), batches formed longest first do not.
+    """
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sampling_rate = 16000
+    rows = []
+    for s, (speaker, gender) in enumerate(speakers):
+        shift = 1 + speaker_shift * (s - (len(speakers) - 1) / 2)
+        for i in range(clips_per_class):
+            for c, label in enumerate(TONE_LABELS):
+                num_samples = int(round(durations[(i + c) % len(durations)] * sampling_rate))
+                t = np.arange(num_samples) / sampling_rate
+                frequency = tone_hz[c] * shift * np.exp(rng.uniform(-0.1, 0.1))
+                clip = np.sin(2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi))
+                clip = clip + noise * rng.normal(size=num_samples)
+                clip = (0.5 * rng.uniform(0.2, 1.0) * clip / np.abs(clip).max()).astype(np.float32)
+                name = f"audio/{speaker}_{label}_{i}.wav"
+                sf.write(root / name, clip, sampling_rate, subtype="PCM_16")
+                rows.append(f"{name},{label},{speaker},{gender},{num_samples / sampling_rate:.4f},{label} tone")
+    header = "file,label,speaker,gender,duration_s,text"
+    (root / "metadata.csv").write_text("\n".join([header] + rows) + "\n")
     return root

@@ -220,9 +220,14 @@ def test_windows_stream_with_bounded_lookahead():
     assert first_start == 0 and consumed[-1] <= 20_000 + 7_000  # the first window came before the rest was read
     windows = [(first_start, first)] + list(windows)
     starts = [start for start, _ in windows]
-    assert starts == [0, 16_000, 32_000, 48_000, 64_000, 79_680]  # the last one ends at the signal's end (grid-aligned)
-    for start, window in windows:
+    assert starts == [0, 16_000, 32_000, 48_000, 64_000, 79_680]  # the last one starts on the grid, ≤ len − window
+    for start, window in windows[:-1]:
         assert len(window) == 20_000 and (window == signal[start : start + 20_000]).all()
+    # The last one runs to the signal's end, so it gives the input's final frame: window + (len − window) % hop
+    # samples, at most window + hop − 1 (memory stays bounded).
+    last_start, last = windows[-1]
+    assert len(last) == 20_000 + (99_999 - 20_000) % 320 == 20_319 <= 20_000 + 320 - 1
+    assert (last == signal[last_start:]).all()
     assert list(iter_windows([signal[:5_000]], 20_000, 16_000, 320))[0][1].shape == (5_000,)  # short: one window
 
 
@@ -349,7 +354,7 @@ def test_stitching_takes_each_frame_from_the_window_it_is_most_central_in(second
         [chunk.frame_weights for chunk in chunks],
         [chunk.probabilities for chunk in chunks],
     )
-    assert len(probabilities) == len(owner)  # the frames the windows cover (see the xfail test below for the last one)
+    assert len(probabilities) == len(owner) == frames_for_samples(int(seconds * SR), hop, field)  # every frame
     for t in boundary_probes(offsets, counts):  # the frames a wrong rule gets wrong, reported one by one
         assert tuple(probabilities[t]) == (owner[t], t - offsets[owner[t]]), f"frame {t}"
     np.testing.assert_array_equal(probabilities[:, 0], owner)
@@ -392,16 +397,57 @@ def test_window_boundaries_of_a_long_input_match_each_window_run_alone(timeline,
     assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, utterance)), abs=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the last window starts on the frame grid at or before len − window, so when "
-    "(len − window) % hop + (window − receptive field) % hop ≥ hop the input's final frame lies in no window",
+@pytest.mark.parametrize(
+    "num_samples",
+    [
+        20 * SR + 1,  # just over one window: one window, to the end
+        20 * SR + 319,  # just under a hop over: still one window, the longest one (window + hop − 1)
+        20 * SR + 320,  # exactly a hop over: two windows
+        25 * SR,  # (len − window) % hop = 0: the last window is exactly `window` samples
+        25 * SR + 199,  # (len − window) % hop + (window − receptive field) % hop = 439 ≥ hop: the last frame was lost
+        25 * SR + 200,  # the pipeline test's length below
+        36 * SR,  # the last window starts at a step (16 s) and is exactly `window` samples
+        36 * SR + 80,  # (len − receptive field) % hop = 0: the shortest length with 1,800 frames
+        60 * SR,  # the pipeline's 60 s case
+        60 * SR + 319,
+    ],
 )
-def test_windows_yield_every_frame_of_the_whole_input(timeline, sixty_seconds):
-    audio = sixty_seconds[0][: 25 * SR + 200]  # (len − window) % 320 = 200, (window − 400) % 320 = 240
-    windowed = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4)
-    assert len(windowed["chunks"]) == 2
-    assert windowed["num_frames"] == num_frames(len(audio), 320, 400) == 1250
+def test_windows_yield_every_frame_of_the_whole_input(num_samples):
+    """Over the windows' frames, stitched, the input's frames are exactly those of the whole input run in one go:
+    frames_for_samples(len) of them, each from some window, none past the input's end."""
+    hop, field, window, step = 320, 400, 20 * SR, 16 * SR  # the pipeline's default windows (20 s, 4 s overlap)
+    signal = np.zeros(num_samples, dtype=np.float32)
+    blocks = [signal[start : start + 7_000] for start in range(0, num_samples, 7_000)]  # streamed
+    windows = list(iter_windows(blocks, window, step, hop))
+    offsets = [start // hop for start, _ in windows]
+    counts = [frames_for_samples(len(audio), hop, field) for _, audio in windows]
+    whole = frames_for_samples(num_samples, hop, field)
+    assert max(offset + count for offset, count in zip(offsets, counts)) == whole
+    # How: the last window runs to the input's end (≤ window + hop − 1 samples); the others are `window` long.
+    assert windows[-1][0] + len(windows[-1][1]) == num_samples
+    assert all(start % hop == 0 and len(audio) <= window + hop - 1 for start, audio in windows)
+    assert all(len(audio) == window for _, audio in windows[:-1])
+    chunks = [
+        ChunkPrediction(start, len(audio), np.ones(2) / 2, np.full((count, 2), 0.5), np.ones(count))
+        for (start, audio), count in zip(windows, counts)
+    ]
+    assert len(stitch_chunks(chunks, hop)[0]) == len(most_central_owner(offsets, counts)) == whole
+
+
+def test_the_pipeline_gives_the_final_frames_of_the_last_window_run_alone(timeline, layer_model, sixty_seconds):
+    """25 s + 200 samples: the windows 0–20 s and 5 s–end give 1,250 frames, the count of the whole input run in one
+    go; the final frames are the model's on the last window alone (which runs to the input's end)."""
+    audio = sixty_seconds[0][: 25 * SR + 200]  # (len − window) % 320 = 200, (window − 400) % 320 = 240: 440 ≥ 320
+    result = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4, return_frames=True)
+    whole = len(model_outputs(layer_model[1], audio)[1])  # the model on the whole input in one go
+    assert result["num_frames"] == len(result["frames"]["probabilities"]) == whole == 1250
+    assert [(chunk["start"], chunk["end"]) for chunk in result["chunks"]] == [(0.0, 20.0), (5.0, 25.0125)]
+    last_start = 5 * SR
+    _, p, alpha = model_outputs(layer_model[1], audio[last_start:])  # 20 s + 200 samples
+    assert len(p) == 1250 - last_start // 320 == 1000  # the last window's frames end with the input's last frame
+    np.testing.assert_allclose(result["frames"]["probabilities"][-10:], p[-10:], atol=1e-5)
+    ratio = result["frames"]["weights"][-2] / result["frames"]["weights"][-1]
+    assert ratio == pytest.approx(alpha[-2] / alpha[-1], rel=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Crash safety of a run: kill -9 of train.py at named moments of both stages, then the same command again gives the
 results of an uninterrupted run; interrupted checkpoint saves are never resumed from.
 
-Every kill lands at a fault point (`modeling.io_utils.fault_point`), and each test checks that it did: no timing.
+Every kill lands at a fault point (`modeling.training.faults.fault_point`), and each test checks that it did: no timing.
 """
 
 import json
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO
-from modeling.io_utils import FAULT_ENV, FAULT_LOG_ENV
-from modeling.training import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
+from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
+from modeling.training.checkpoints import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
 from test_training import write_config
 
 
@@ -24,7 +24,9 @@ from test_training import write_config
 # Interrupted checkpoint saves, as files (no subprocess)
 # ---------------------------------------------------------------------------------------------------------------
 
-# What `Trainer._save_checkpoint` writes, in order (trainer_state.json last).
+# The files of a Trainer checkpoint these tests look at, in the order `Trainer._save_checkpoint` writes them
+# (save_model: config, weights, training_args.bin; then optimizer, scheduler, RNG states; trainer_state.json last).
+# The kill test below checks them against real checkpoints interrupted at the fault points.
 SAVED_IN_ORDER = (
     "config.json",
     "model.safetensors",
@@ -47,14 +49,14 @@ def write_checkpoint(stage_dir: Path, step: int, files=SAVED_IN_ORDER, trainer_s
     return folder
 
 
-full_state = json.dumps({"global_step": 6, "best_global_step": 6, "log_history": [{"loss": 1.0}] * 20})
+_FULL_STATE = json.dumps({"global_step": 6, "best_global_step": 6, "log_history": [{"loss": 1.0}] * 20})
 INTERRUPTED_SAVES = {
     # killed after the weights (fault point checkpoint:before-optimizer)
     "weights only": dict(files=SAVED_IN_ORDER[:3]),
     # killed before the last file (checkpoint:before-trainer-state)
     "no trainer_state.json": dict(files=SAVED_IN_ORDER[:-1]),
     # killed while trainer_state.json was being written (the Trainer writes it in place)
-    "half a trainer_state.json": dict(trainer_state=full_state[: len(full_state) // 2]),
+    "half a trainer_state.json": dict(trainer_state=_FULL_STATE[: len(_FULL_STATE) // 2]),
     "empty trainer_state.json": dict(trainer_state=""),
     "no optimizer.pt": dict(files=tuple(name for name in SAVED_IN_ORDER if name != "optimizer.pt")),
     "no scheduler.pt": dict(files=tuple(name for name in SAVED_IN_ORDER if name != "scheduler.pt")),
@@ -203,35 +205,30 @@ def test_kill_9_at_named_points_then_rerun_gives_the_uninterrupted_results(tmp_p
     fold = run_dir / "fold1"
     stage1, stage2 = fold / "stage1", fold / "stage2"
 
-    # 1. stage 1's first checkpoint: killed after its weights, before optimizer.pt, scheduler.pt, trainer_state.json
-    kill_at(config, run_dir, "checkpoint:before-optimizer:stage1")
-    [first] = checkpoints(stage1)
-    assert saved_files(first) == set(INTERRUPTED_SAVES["weights only"]["files"])
-
-    # 2. the same again: stage 1 starts over (nothing to resume from); killed before its second checkpoint's
-    #    trainer_state.json
-    log = kill_at(config, run_dir, "checkpoint:before-trainer-state:stage1", hit=2)
-    assert f"Removing incomplete checkpoint {first}" in log and "resuming from" not in log
+    # 1. stage 1's second checkpoint: killed after its weights, before optimizer.pt, scheduler.pt, trainer_state.json
+    kill_at(config, run_dir, "checkpoint:before-optimizer:stage1", hit=2)
     first, second = checkpoints(stage1)
     assert is_complete_checkpoint(first) and saved_files(first) == set(SAVED_IN_ORDER)
-    assert saved_files(second) == set(INTERRUPTED_SAVES["no trainer_state.json"]["files"])
+    assert saved_files(second) == set(INTERRUPTED_SAVES["weights only"]["files"])
 
-    # 3. stage 1 resumes from its first checkpoint, ends, and is killed before its best model is renamed into place
+    # 2. stage 1 resumes from its first checkpoint, ends, and is killed before its best model is renamed into place
     log = kill_at(config, run_dir, "atomic-directory:before-rename:stage1/best")
     assert f"resuming from {first}" in log and f"Removing incomplete checkpoint {second}" in log
     assert not (stage1 / "best").exists()
     [tmp_best] = stage1.glob(".best.tmp-*")
     assert (tmp_best / "model.safetensors").is_file()
 
-    # 4. stage 1 ends (from its last checkpoint), stage 2 is killed after its second checkpoint's weights
-    log = kill_at(config, run_dir, "checkpoint:before-optimizer:stage2", hit=2)
+    # 3. stage 1 ends (resumed from its last checkpoint); stage 2 is killed before its second checkpoint's
+    #    trainer_state.json
+    log = kill_at(config, run_dir, "checkpoint:before-trainer-state:stage2", hit=2)
     assert f"resuming from {checkpoints(stage1)[-1]}" in log
     assert (stage1 / "best" / "model.safetensors").is_file() and not list(stage1.glob(".*.tmp*"))
     assert not (stage2 / "best").exists()
     first, second = checkpoints(stage2)
-    assert saved_files(second) == set(INTERRUPTED_SAVES["weights only"]["files"])
+    assert is_complete_checkpoint(first) and saved_files(first) == set(SAVED_IN_ORDER)
+    assert saved_files(second) == set(INTERRUPTED_SAVES["no trainer_state.json"]["files"])
 
-    # 5. stage 2 resumes from its first checkpoint and ends, both best models are scored; killed between writing
+    # 4. stage 2 resumes from its first checkpoint and ends, both best models are scored; killed between writing
     #    metrics.json's content and renaming it into place
     log = kill_at(config, run_dir, "atomic-write:before-rename:fold1/metrics.json")
     assert f"resuming from {first}" in log and f"Removing incomplete checkpoint {second}" in log
@@ -240,7 +237,7 @@ def test_kill_9_at_named_points_then_rerun_gives_the_uninterrupted_results(tmp_p
     [tmp_metrics] = fold.glob(".metrics.json.*.tmp")
     json.loads(tmp_metrics.read_text())  # complete: the kill came after the write
 
-    # 6. the same command once more: both stages skipped, the fold scored again, the run ends
+    # 5. the same command once more: both stages skipped, the fold scored again, the run ends
     resumed = run_to_completion(config, run_dir)
     assert_close(numbers(resumed), numbers(reference))
     assert resumed["mean"] == pytest.approx(reference["mean"], abs=1e-6)

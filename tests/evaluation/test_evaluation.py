@@ -5,6 +5,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,9 @@ from modeling.training.experiment import run_experiment
 from modeling.training.run_config import resolve_config
 
 from helpers import POLISH3, REPO
-from test_training import write_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))  # the training tests' tiny run config
+from test_training import write_config  # noqa: E402
 
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling.training import latest_checkpoint
+from modeling.training.checkpoints import latest_checkpoint
 
 from helpers import REPO
 from test_training import write_config
