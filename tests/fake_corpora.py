@@ -162,6 +162,7 @@ def make_msp_podcast_tree(root: Path, rows=MSP_ROWS) -> Path:
         lines.append(f"{name},{emotion},4.2,3.8,4.0,{speaker},{gender},{split}")
     (root / "Labels").mkdir(parents=True, exist_ok=True)
     (root / "Labels" / "labels_consensus.csv").write_text("\n".join(lines) + "\n")
+    return root
 
 
 TONE_LABELS = ("low", "mid", "high")
