@@ -118,23 +118,37 @@ def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
     assert "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
 
 
-def test_score_py_rejects_a_malformed_label_map(runs, tmp_path):
-    process = subprocess.run(
-        [sys.executable, "score.py", "--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
-         "--label-map", "angry", "--output-dir", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True)
-    assert process.returncode == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in process.stderr
+def test_score_py_rejects_a_malformed_label_map(runs, tmp_path, capsys):
+    from modeling.cli.score import main
+
+    code = main(["--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
+                 "--label-map", "angry", "--output-dir", str(tmp_path / "o")])
+    assert code == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in capsys.readouterr().err
 
 
-def compare(args, tmp_path, name="cmp"):
+def compare(args, tmp_path, name="cmp", subprocess_run=False):
+    """compare_runs.py as a command (`subprocess_run`) or through its `main` in this process (no second start of
+    torch): (CompletedProcess-like with returncode/stdout/stderr, OUT.md)."""
     out = tmp_path / f"{name}.md"
-    process = subprocess.run([sys.executable, "compare_runs.py", *map(str, args), "--output", str(out)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    return process, out
+    argv = [*map(str, args), "--output", str(out)]
+    if subprocess_run:
+        return subprocess.run([sys.executable, "compare_runs.py", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=120), out
+    import contextlib
+    import io
+    import types
+
+    from modeling.cli.compare_runs import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return types.SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue()), out
 
 
 def test_compare_runs_interval_contains_difference_and_is_reproducible(runs, tmp_path):
     run_a, run_b = runs
-    process, out = compare([run_a, run_b, "--seed", "3"], tmp_path)
+    process, out = compare([run_a, run_b, "--seed", "3"], tmp_path, subprocess_run=True)
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
     (comparison,) = report["comparisons"]
@@ -273,3 +287,23 @@ def test_readme_commands_parse_and_name_real_configs():
         assert args.config.startswith("target/") or (REPO / args.config).is_file(), args.config
     for argv in compares:
         assert compare_runs.parse_args(argv).output.endswith(".md")
+
+
+def test_target_rows_one_predefined_split_with_a_label_map(tmp_path):
+    from fake_corpora import make_msp_podcast_tree
+    from modeling.data import CorpusError
+    from modeling.data.msp_podcast import load_msp_podcast
+    from modeling.evaluation.cross_corpus import target_rows
+
+    dataset = load_msp_podcast(make_msp_podcast_tree(tmp_path / "msp"))
+    rows, left_out, missing = target_rows(dataset, ["anger", "fear", "neutral"], {"angry": "anger"}, "test")
+    # Test1 in 4 classes: 0003_0001 (A → anger) and 0003_0003 (N → neutral)
+    assert [a.rsplit("/", 1)[-1] for a in rows["audio"]] == ["MSP-PODCAST_0003_0001.wav", "MSP-PODCAST_0003_0003.wav"]
+    assert rows["label"] == [0, 2] and left_out == {} and missing == ["fear"]
+    rows, left_out, _ = target_rows(dataset, ["anger", "fear", "neutral"], {"angry": "anger"}, None)
+    assert len(rows) == 4 and left_out == {"happy": 2, "sad": 1}  # every split: happy and sad map to no run class
+    with pytest.raises(CorpusError, match=r"--split dev: not one of the corpus's splits \['test', 'test2', 'train', "
+                                          r"'validation'\]"):
+        target_rows(dataset, ["anger"], {}, "dev")
+    with pytest.raises(CorpusError, match="no utterance's class maps to the run's classes"):
+        target_rows(dataset, ["calm"], {}, None)
