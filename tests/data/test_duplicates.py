@@ -109,3 +109,22 @@ def test_audio_folder_nested_label_folder_but_same_names_elsewhere_stay(tmp_path
 def test_polish3_has_no_duplicates(caplog):
     assert len(load_corpus("audio_folder", POLISH3, labels=["anger", "fear", "neutral"])) == 450
     assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
+
+
+def test_hub_dataset_row_repeated(tmp_path, caplog):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    clips = [wav_bytes(800, seed=i) for i in range(3)]
+    source = Dataset.from_dict(
+        {"speech": [{"path": "a.wav", "bytes": clips[0]}, {"path": "b.wav", "bytes": clips[1]},
+                    {"path": "a.wav", "bytes": clips[0]},  # the same recording again
+                    {"path": "a.wav", "bytes": clips[2]}],  # same name, another recording: kept
+         "emotion": [0, 1, 0, 1], "client": ["s1", "s1", "s1", "s2"]},
+        features=Features({"speech": {"path": Value("string"), "bytes": Value("binary")},
+                           "emotion": ClassLabel(names=["calm", "angry"]), "client": Value("string")}))
+    (tmp_path / "data").mkdir()
+    source.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+    dataset = load_corpus("hub", str(tmp_path), audio_column="speech", label_column="emotion", speaker_column="client")
+    assert len(dataset) == 3 and list(dataset["speaker"]) == ["s1", "s1", "s2"]
+    assert [a["bytes"] for a in dataset["audio"]] == [clips[0], clips[1], clips[2]]
+    assert_reported(caplog, 1)
