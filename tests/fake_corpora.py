@@ -112,6 +112,59 @@ def make_ravdess_tree(root: Path, actors=(1, 2, 3, 4)) -> Path:
     return root
 
 
+EMODB_TEXTS = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
+
+
+def make_emodb_tree(root: Path, count: int = 535) -> dict:
+    """EmoDB's `wav/<speaker><text><emotion><version>.wav` for `count` of the 700 (speaker, text, emotion) cells
+    (every 700/(700-count)-th cell left out, as the real release lacks some), plus a stray file. Returns
+    {file stem: (speaker, emotion letter)} of the files written."""
+    clip = wav_bytes(1600)
+    cells = [(s, t, e) for s in ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16") for t in EMODB_TEXTS
+             for e in "WLEAFTN"]
+    drop = set(np.linspace(1, len(cells) - 1, len(cells) - count).astype(int).tolist())
+    written = {}
+    for i, (speaker, text, emotion) in enumerate(cells):
+        if i in drop:
+            continue
+        stem = f"{speaker}{text}{emotion}{'ab'[i % 2]}"
+        _write(root / "wav" / f"{stem}.wav", clip)
+        written[stem] = (speaker, emotion)
+    _write(root / "wav" / "readme_take.wav", clip)
+    assert len(written) == count
+    return written
+
+
+MSP_ROWS = [  # FileName, EmoClass, SpkrID, Gender, Split_Set
+    ("MSP-PODCAST_0001_0001.wav", "N", "127", "Female", "Train"),
+    ("MSP-PODCAST_0001_0002.wav", "H", "127", "Female", "Train"),
+    ("MSP-PODCAST_0001_0003.wav", "A", "Unknown", "Unknown", "Train"),
+    ("MSP-PODCAST_0001_0004.wav", "U", "128", "Male", "Train"),
+    ("MSP-PODCAST_0001_0005.wav", "X", "128", "Male", "Train"),
+    ("MSP-PODCAST_0002_0001.wav", "S", "200", "Male", "Development"),
+    ("MSP-PODCAST_0002_0002.wav", "C", "200", "Male", "Development"),
+    ("MSP-PODCAST_0002_0003.wav", "O", "201", "Female", "Development"),
+    ("MSP-PODCAST_0003_0001.wav", "A", "300", "Female", "Test1"),
+    ("MSP-PODCAST_0003_0002.wav", "D", "300", "Female", "Test1"),
+    ("MSP-PODCAST_0003_0003.wav", "N", "301", "Male", "Test1"),
+    ("MSP-PODCAST_0004_0001.wav", "F", "400", "Male", "Test2"),
+    ("MSP-PODCAST_0004_0002.wav", "H", "400", "Male", "Test2"),
+    ("MSP-PODCAST_0005_0001.wav", "", "", "", "Test3"),
+]
+
+
+def make_msp_podcast_tree(root: Path, rows=MSP_ROWS) -> Path:
+    """`Audios/*.wav` + `Labels/labels_consensus.csv` (the release's columns, with the attribute scores) of `rows`."""
+    clip = wav_bytes(1600)
+    lines = ["FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"]
+    for name, emotion, speaker, gender, split in rows:
+        _write(root / "Audios" / name, clip)
+        lines.append(f"{name},{emotion},4.2,3.8,4.0,{speaker},{gender},{split}")
+    (root / "Labels").mkdir(parents=True, exist_ok=True)
+    (root / "Labels" / "labels_consensus.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
 TONE_LABELS = ("low", "mid", "high")
 
 

@@ -4,13 +4,15 @@ Generic: the facts of the audio-folder corpora the project knows live in their o
 """
 
 import csv
+import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from datasets import Dataset
 
-from .corpus import CorpusError, audio_files, build_dataset, normalize_gender
+from .corpus import CorpusError, audio_files, build_dataset, drop_duplicates, normalize_gender
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -36,10 +38,11 @@ def load_audio_folder(
     """
     root = Path(root).expanduser().resolve()
     metadata_path = root / metadata
-    if metadata_path.is_file():
-        rows = _rows_from_metadata(root, metadata_path)
+    if metadata_path.is_file():  # a file listed twice is one recording
+        rows = drop_duplicates(str(metadata_path), _rows_from_metadata(root, metadata_path), lambda row: row["audio"])
     else:
         rows = _rows_from_label_folders(root, speaker_regex)
+        rows = drop_duplicates(str(root), rows, _folder_recording_ids(rows))
     if labels is None:
         labels = sorted({row["label_text"] for row in rows if row["label_text"]})
     return build_dataset(rows, labels)
@@ -68,6 +71,21 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
     if not rows:
         raise CorpusError(f"{metadata_path}: has a header but no rows.")
     return rows
+
+
+def _folder_recording_ids(rows: list[dict]):
+    """Recording ids of label-folder rows: a file is a copy of another when it has the same label, name and bytes
+    (`anger/a.wav` and `anger/anger/a.wav`); files named alike in other folders with other bytes stay distinct.
+    Only files whose (label, name) repeats are hashed."""
+    names = Counter((row["label_text"], Path(row["audio"]).name) for row in rows)
+
+    def recording_id(row: dict):
+        key = (row["label_text"], Path(row["audio"]).name)
+        if names[key] == 1:
+            return key
+        return (*key, hashlib.sha1(Path(row["audio"]).read_bytes()).hexdigest())
+
+    return recording_id
 
 
 def _float_or_none(text: str | None) -> float | None:

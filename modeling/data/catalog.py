@@ -13,25 +13,32 @@ from datasets import Dataset
 from .audio_folder import load_audio_folder
 from .corpus import CorpusError, CorpusInfo
 from .crema_d import CREMA_D, load_crema_d
+from .emodb import EMODB, load_emodb
 from .hub import load_hub_dataset
 from .iemocap import IEMOCAP, load_iemocap
+from .msp_podcast import MSP_PODCAST, load_msp_podcast
 from .nemo4 import NEMO4
 from .polish3 import POLISH3
 from .ravdess import RAVDESS, load_ravdess
 
 
-CORPORA: dict[str, CorpusInfo] = {info.name: info for info in (IEMOCAP, CREMA_D, RAVDESS, POLISH3, NEMO4)}
+CORPORA: dict[str, CorpusInfo] = {
+    info.name: info for info in (IEMOCAP, CREMA_D, RAVDESS, EMODB, MSP_PODCAST, POLISH3, NEMO4)
+}
 LOADERS = {
     "iemocap": load_iemocap,
     "crema_d": load_crema_d,
     "ravdess": load_ravdess,
+    "emodb": load_emodb,
+    "msp_podcast": load_msp_podcast,
     "audio_folder": load_audio_folder,
     "hub": load_hub_dataset,
 }
 
 
 def load_corpus(loader: str, root: str | Path, **kwargs) -> Dataset:
-    """Dispatch on the loader name of a config (`data.loader`): iemocap, crema_d, ravdess, audio_folder, hub."""
+    """Dispatch on the loader name of a config (`data.loader`): iemocap, crema_d, ravdess, emodb, msp_podcast,
+    audio_folder, hub."""
     if loader not in LOADERS:
         raise CorpusError(f"data.loader must be one of {sorted(LOADERS)}, got {loader!r}.")
     accepted = list(inspect.signature(LOADERS[loader]).parameters)[1:]

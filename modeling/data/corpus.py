@@ -26,6 +26,11 @@ from ..audio import AudioInputError, audio_duration
 from .folds import FOLD_STRATEGIES
 
 
+# `predefined` (a `split` column: train / validation / test) is added to modeling.data.folds by another branch;
+# corpora that ship official partitions (MSP-Podcast) declare it already.
+CORPUS_FOLD_STRATEGIES = (*FOLD_STRATEGIES, "predefined")
+
+
 logger = logging.getLogger(__name__)
 
 GENDERS = {"f": "female", "female": "female", "w": "female", "m": "male", "male": "male"}
@@ -55,8 +60,8 @@ class CorpusInfo:
     hub_id: str | None = None  # the dataset on the Hugging Face Hub, where there is one
 
     def __post_init__(self):
-        if self.folds not in FOLD_STRATEGIES:
-            raise ValueError(f"{self.name}: folds must be one of {FOLD_STRATEGIES}, got {self.folds!r}.")
+        if self.folds not in CORPUS_FOLD_STRATEGIES:
+            raise ValueError(f"{self.name}: folds must be one of {CORPUS_FOLD_STRATEGIES}, got {self.folds!r}.")
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -124,10 +129,44 @@ def audio_files(root: Path, extensions=(".wav",)) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not p.name.startswith("."))
 
 
+def match_files(root: Path, pattern) -> tuple[list[tuple[Path, tuple]], list[Path]]:
+    """Audio files below `root` whose stem matches the compiled regex `pattern`: ([(path, groups)], unmatched)."""
+    matched, unmatched = [], []
+    for path in audio_files(root):
+        match = pattern.match(path.stem)
+        if match is None:
+            unmatched.append(path)
+        else:
+            matched.append((path, match.groups()))
+    return matched, unmatched
+
+
 def warn_unmatched(corpus: str, unmatched: list[Path], convention: str):
     if unmatched:
         names = ", ".join(p.name for p in unmatched[:5])
         logger.warning(f"{corpus}: ignored {len(unmatched)} files not named {convention} (e.g. {names}).")
+
+
+def drop_duplicates(corpus: str, rows: list[dict], recording_id) -> list[dict]:
+    """One row per recording: rows with the same `recording_id(row)` (the corpus's own id, e.g. RAVDESS's file
+    name) are the same recording found twice, typically an archive unpacked into a nested copy of itself
+    (`Actor_01/Actor_01/...`). The row whose audio path is shortest (the outer copy) is kept, in the original row
+    order; a warning gives the count and examples. Returns the kept rows.
+    """
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(recording_id(row), []).append(row)
+    if len(groups) == len(rows):
+        return rows
+    duplicated = {key: group for key, group in groups.items() if len(group) > 1}
+    keep = {id(min(group, key=lambda row: (len(str(row["audio"])), str(row["audio"])))) for group in groups.values()}
+    examples = "; ".join(f"{key}: {', '.join(str(r['audio']) for r in group[:2])}" for key, group in list(duplicated.items())[:3])
+    logger.warning(
+        f"{corpus}: {len(rows) - len(groups)} duplicate file(s) of {len(duplicated)} recording(s) found and loaded "
+        f"once (e.g. {examples}). A nested copy of the corpus folder, or a copied label or metadata file, is the "
+        "usual cause."
+    )
+    return [row for row in rows if id(row) in keep]
 
 
 def select_speakers(
@@ -160,7 +199,9 @@ __all__ = [
     "audio_files",
     "build_dataset",
     "corpus_features",
+    "drop_duplicates",
     "label_ids",
+    "match_files",
     "normalize_gender",
     "select_speakers",
     "warn_unmatched",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .corpus import CorpusInfo, audio_files, build_dataset, normalize_gender, warn_unmatched
+from .corpus import CorpusInfo, audio_files, build_dataset, drop_duplicates, normalize_gender, warn_unmatched
 
 
 LABEL_MAP = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry", "FEA": "fear", "DIS": "disgust"}
@@ -55,6 +55,7 @@ def load_crema_d(root: str | Path, demographics: str | Path | None = None) -> Da
                 "gender": genders.get(actor, ""),
             }
         )
+    rows = drop_duplicates("CREMA-D", rows, lambda row: Path(row["audio"]).stem)
     warn_unmatched("CREMA-D", unmatched, "ACTOR_SENTENCE_EMOTION_LEVEL.wav")
     if not rows:
         raise FileNotFoundError(f"{root}: no CREMA-D files (expected names like 1001_DFA_ANG_XX.wav).")

@@ -4,13 +4,14 @@ Generic: a Hub dataset whose name is one the project knows (`user/polish3`) gets
 `modeling.data.catalog.corpus_info`.
 """
 
+import hashlib
 import io
 from collections.abc import Iterable
 
 import soundfile as sf
 from datasets import ClassLabel, Dataset, Value
 
-from .corpus import CorpusError, corpus_features, label_ids, normalize_gender
+from .corpus import CorpusError, corpus_features, drop_duplicates, label_ids, normalize_gender
 
 
 def load_hub_dataset(
@@ -35,6 +36,7 @@ def load_hub_dataset(
     if missing:
         raise CorpusError(f"{dataset_id}: missing column(s) {sorted(missing)}; it has {source.column_names}.")
     source = source.cast_column(audio_column, Audio(decode=False))
+    source = _without_duplicates(dataset_id, source, audio_column)
     label_feature = source.features[label_column]
     names = label_feature.names if isinstance(label_feature, ClassLabel) else None
     if names:
@@ -58,6 +60,21 @@ def load_hub_dataset(
     features = corpus_features(labels)
     features["audio"] = {"path": Value("string"), "bytes": Value("binary")}
     return Dataset.from_dict(columns, features=features).cast_column("audio", Audio(decode=False))
+
+
+def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str) -> Dataset:
+    """Rows whose audio has the same file name and the same bytes are one recording (a split uploaded twice, a
+    repeated row): keep the first, warn with the count. Same-named files with other bytes stay."""
+    audios = source[audio_column]
+    rows = [{"audio": audio.get("path") or "", "row": i} for i, audio in enumerate(audios)]
+
+    def recording_id(row: dict):
+        audio = audios[row["row"]]
+        content = audio.get("bytes") or (audio.get("path") or "").encode()
+        return row["audio"].rsplit("/", 1)[-1], hashlib.sha1(content).hexdigest()
+
+    kept = drop_duplicates(dataset_id, rows, recording_id)
+    return source if len(kept) == len(rows) else source.select([row["row"] for row in kept])
 
 
 def _bytes_duration(audio: dict) -> float | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .corpus import CorpusInfo, build_dataset, normalize_gender
+from .corpus import CorpusInfo, build_dataset, drop_duplicates, normalize_gender
 
 
 IEMOCAP = CorpusInfo(
@@ -52,7 +52,7 @@ def load_iemocap(root: str | Path) -> Dataset:
             f"{root}: no IEMOCAP label files. Expected the official layout "
             "Session{1..5}/dialog/EmoEvaluation/*.txt (the IEMOCAP_full_release folder)."
         )
-    rows = {}
+    rows = []
     for path in label_files:
         for line in path.read_text(errors="replace").splitlines():
             match = _LINE.match(line)
@@ -61,14 +61,16 @@ def load_iemocap(root: str | Path) -> Dataset:
             utterance, gender_letter, emotion = match.groups()
             session = int(utterance[3:5])
             dialog = utterance.rsplit("_", 1)[0]
-            rows[utterance] = {
+            rows.append({
                 "audio": str(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utterance}.wav"),
                 "label_text": LABEL_MAP[emotion],
                 "speaker": utterance[:5] + gender_letter,
                 "gender": normalize_gender(gender_letter),
                 "session": session,
-            }
-    return build_dataset([rows[key] for key in sorted(rows)], IEMOCAP.labels)
+                "utterance": utterance,
+            })
+    rows = drop_duplicates("IEMOCAP", rows, lambda row: row["utterance"])  # an utterance labelled in two files
+    return build_dataset(sorted(rows, key=lambda row: row["utterance"]), IEMOCAP.labels)
 
 
 __all__ = ["IEMOCAP", "LABEL_MAP", "load_iemocap"]

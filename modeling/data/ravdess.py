@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .corpus import CorpusInfo, audio_files, build_dataset, warn_unmatched
+from .corpus import CorpusInfo, audio_files, build_dataset, drop_duplicates, warn_unmatched
 
 
 LABEL_MAP = {
@@ -62,6 +62,7 @@ def load_ravdess(root: str | Path, include_song: bool = False) -> Dataset:
                 "gender": "male" if int(actor) % 2 else "female",
             }
         )
+    rows = drop_duplicates("RAVDESS", rows, lambda row: Path(row["audio"]).stem)
     warn_unmatched("RAVDESS", unmatched, "03-VV-EE-II-SS-RR-AA.wav (audio-only)")
     if not rows:
         raise FileNotFoundError(f"{root}: no RAVDESS audio-only files (expected names like 03-01-05-01-02-01-12.wav).")

@@ -1,4 +1,4 @@
-"""UA / WA / confusion matrix as a local `evaluate` module (loaded by path, so it works offline).
+"""UA / WA / macro-F1 / per-class precision, recall, F1 / confusion matrix as a local `evaluate` module (loaded by path, so it works offline).
 
 `ser_accuracy/ser_accuracy.py` is the module; the helpers here load it once and adapt it to the `Trainer`.
 """
@@ -21,7 +21,8 @@ def load_ser_accuracy():
 
 
 def compute_ser_metrics(predictions, references, num_labels: int) -> dict:
-    """{"ua", "wa", "per_class_recall", "confusion_matrix"} of class ids (fractions in [0, 1]).
+    """{"ua", "wa", "macro_f1", "per_class_recall", "per_class_precision", "per_class_f1", "support",
+    "confusion_matrix"} of class ids (fractions in [0, 1]; see `ser_accuracy.py` for the definitions).
 
     predictions, references: (num_examples,) int class ids in [0, num_labels).
     """
@@ -31,13 +32,13 @@ def compute_ser_metrics(predictions, references, num_labels: int) -> dict:
 
 
 def make_compute_metrics(num_labels: int):
-    """`compute_metrics` for the `Trainer`: logits → {"ua", "wa"} (scalars only, so they can be logged)."""
+    """`compute_metrics` for the `Trainer`: logits → {"ua", "wa", "macro_f1"} (scalars only, so they can be logged)."""
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         logits = eval_prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         metrics = compute_ser_metrics(np.argmax(logits, axis=-1), eval_prediction.label_ids, num_labels)
-        return {"ua": metrics["ua"], "wa": metrics["wa"]}
+        return {"ua": metrics["ua"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 
     return compute_metrics
 

@@ -202,6 +202,9 @@ def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str
             EvalResult(metric_type="accuracy", metric_name="WA (weighted accuracy, %)",
                        metric_value=run.percent(test.get("wa")), **common),
         ]
+        if test.get("macro_f1") is not None:
+            eval_results.append(EvalResult(metric_type="f1", metric_name="Macro-F1 (%)", metric_args={"average": "macro"},
+                                           metric_value=run.percent(test["macro_f1"]), **common))
     base_model = _base_model(run)
     tags = ["audio-classification", "speech-emotion-recognition", "wav2vec2", "frame-utterance-alignment", "custom_code"]
     return ModelCardData(
@@ -212,7 +215,7 @@ def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str
         language=corpus.get("language"),
         base_model=base_model,
         tags=tags + [corpus_key],
-        metrics=["recall", "accuracy"],
+        metrics=["recall", "accuracy", "f1"],
         model_name=model_name,
         eval_results=eval_results,
     )

@@ -33,10 +33,19 @@ def tsne_panels(run_dir: str | os.PathLike, fold_numbers: list[int]) -> list[tup
     return panels
 
 
+SUMMARY_METRICS = ("ua", "wa", "macro_f1")
+
+
+def _over_folds(scores: list[dict]) -> dict[str, list[float]]:
+    """{metric: per-fold values} of UA, WA and macro-F1 (macro-F1 only when every fold has it: older runs lack it)."""
+    return {metric: [score[metric] for score in scores] for metric in SUMMARY_METRICS
+            if all(score.get(metric) is not None for score in scores)}
+
+
 def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
-    """The `results.json` content: per-fold metrics, mean and std of test UA/WA over folds, the config."""
-    test = {metric: [fold["test"][metric] for fold in folds.values()] for metric in ("ua", "wa")}
-    stage1 = {metric: [fold["stage1"]["test"][metric] for fold in folds.values()] for metric in ("ua", "wa")}
+    """The `results.json` content: per-fold metrics, mean and std of test UA/WA/macro-F1 over folds, the config."""
+    test = _over_folds([fold["test"] for fold in folds.values()])
+    stage1 = _over_folds([fold["stage1"]["test"] for fold in folds.values()])
     return {
         "folds": {str(k): fold for k, fold in sorted(folds.items())},
         "mean": {metric: float(np.mean(values)) for metric, values in test.items()},
@@ -96,6 +105,22 @@ def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | 
     return "\n".join(lines)
 
 
+def f1_table(results: dict, scale: float = 100.0) -> str:
+    """Markdown table of the test macro-F1 and per-class F1 of each fold (in %), then mean ± std of macro-F1."""
+    labels = results["labels"]
+    lines = ["| Fold | Test macro-F1 (%) | " + " | ".join(f"F1 {name} (%)" for name in labels) + " |",
+             "|---|---:|" + "---:|" * len(labels)]
+    for k, fold in results["folds"].items():
+        test = fold.get("test") or {}
+        per_class = test.get("per_class_f1") or [None] * len(labels)
+        cells = [test.get("macro_f1"), *per_class]
+        lines.append(f"| fold{k} | " + " | ".join("–" if v is None else f"{scale * v:.2f}" for v in cells) + " |")
+    mean, std = (results.get("mean") or {}).get("macro_f1"), (results.get("std") or {}).get("macro_f1")
+    if mean is not None:
+        lines.append(f"| **mean ± std** | **{scale * mean:.2f} ± {scale * std:.2f}** |" + " |" * len(labels))
+    return "\n".join(lines)
+
+
 def results_markdown(results: dict) -> str:
     config = results["config"]
     model = config["model"]["name_or_path"] or "randomly initialised backbone (model.random_init)"
@@ -115,6 +140,11 @@ def results_markdown(results: dict) -> str:
         "std is over folds (ddof=0).",
         "",
         results_table(results),
+        "",
+        "Macro-F1 = mean over classes of per-class F1 (the Odyssey 2024 challenge's ranking metric); per-fold "
+        "predictions with class probabilities are in `fold<k>/predictions_{validation,test}.csv`.",
+        "",
+        f1_table(results),
         "",
         f"![Confusion matrix (all test folds)]({CONFUSION_MATRIX})",
         "",
@@ -142,7 +172,9 @@ def write_results(
 
 
 __all__ = [
+    "SUMMARY_METRICS",
     "aggregate",
+    "f1_table",
     "finished_folds",
     "results_markdown",
     "results_table",

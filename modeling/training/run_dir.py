@@ -14,6 +14,8 @@ RUN/
       best/                      the stage's best model on validation UA (its existence: the stage is done)
       prefix_cache/<split>/      stage 2 with prefix_cache_on_disk: the frozen prefix's cached output
     test_predictions.npz       stage-2 test embeddings, labels and predictions (the t-SNE figure)
+    predictions_validation.csv  predictions_test.csv   the stage-2 best model on every utterance of the split:
+                               file, speaker, label, predicted, prob_<class> (modeling.metrics.predictions)
     confusion_matrix.png       optional (not written by train.py): published with the fold when present
     metrics.json               the fold's scores, written last: its existence means the fold is done
   results.json  results.md     every finished fold, mean ± std over folds
@@ -111,6 +113,10 @@ class RunDir:
 
     def test_predictions(self, k: int | str) -> Path:
         return self.fold(k) / "test_predictions.npz"
+
+    def predictions(self, k: int | str, split: str) -> Path:
+        """`fold<k>/predictions_<split>.csv` (split: validation or test)."""
+        return self.fold(k) / f"predictions_{split}.csv"
 
     def fold_confusion_matrix(self, k: int | str) -> Path:
         return self.fold(k) / CONFUSION_MATRIX

@@ -12,8 +12,11 @@ import torch
 from datasets import Dataset
 
 from ..collator import AudioClassificationCollator, make_feature_extractor
+from tqdm.auto import tqdm
+
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
+from ..metrics.predictions import Predictions, relative_file, softmax, write_predictions
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .faults import fault_point
 from .integrity import checkpoint_problems
@@ -45,14 +48,17 @@ def longest_first(dataset: Dataset) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int) -> Prediction:
+def predict(
+    model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int, progress: str | None = None
+) -> Prediction:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
-    longest first exactly as the Trainer's evaluation)."""
+    longest first exactly as the Trainer's evaluation). `progress`: a progress bar's title (None: no bar)."""
     collator = AudioClassificationCollator(make_feature_extractor())
     model.eval()
     order = longest_first(dataset)
     logits, embeddings = [None] * len(order), [None] * len(order)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None):
         rows = order[start : start + batch_size]
         batch = collator([dataset[i] for i in rows])
         batch.pop("labels", None)
@@ -74,9 +80,23 @@ def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Predi
     return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}
 
 
+PER_CLASS = ("per_class_precision", "per_class_recall", "per_class_f1", "support")
+
+
 def _summary(metrics: dict, keep_matrix: bool) -> dict:
-    keys = ("ua", "wa", "per_class_recall", "confusion_matrix") if keep_matrix else ("ua", "wa")
+    keys = ("ua", "wa", "macro_f1", *PER_CLASS, "confusion_matrix") if keep_matrix else ("ua", "wa", "macro_f1")
     return {key: metrics[key] for key in keys}
+
+
+def split_predictions(prediction: Prediction, rows: Dataset, classes: list[str], root) -> Predictions:
+    """A split's `Prediction` as per-utterance `Predictions` (files relative to the corpus root `root`)."""
+    return Predictions(
+        files=[relative_file(audio, root) for audio in rows["audio"]],
+        speakers=list(rows["speaker"]),
+        labels=np.asarray(prediction.labels),
+        probabilities=softmax(prediction.logits),
+        classes=list(classes),
+    )
 
 
 def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, config: dict, num_labels: int) -> dict:
@@ -86,6 +106,10 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
         batch_size = config[stage]["eval_batch_size"] or config[stage]["batch_size"]
         predictions[stage] = score_checkpoint(best_dir, splits, batch_size)
         scores[stage] = {split: prediction.metrics(num_labels) for split, prediction in predictions[stage].items()}
+    classes = splits["test"].features["label"].names
+    for split in ("validation", "test"):
+        rows = split_predictions(predictions["stage2"][split], splits[split], classes, config["data"]["root"])
+        write_predictions(run.predictions(fold.number, split), rows)
     test = predictions["stage2"]["test"]
     with atomic_file(run.test_predictions(fold.number), "wb") as f:
         np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))
@@ -106,4 +130,4 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     }
 
 
-__all__ = ["Prediction", "fold_metrics", "longest_first", "predict", "score_checkpoint"]
+__all__ = ["PER_CLASS", "Prediction", "fold_metrics", "longest_first", "predict", "score_checkpoint", "split_predictions"]

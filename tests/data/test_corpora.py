@@ -206,9 +206,9 @@ def test_corpus_facts_pin_the_label_order_and_license():
     assert POLISH3_INFO.id2label == {0: "anger", 1: "fear", 2: "neutral"}
     licenses = {name: info.license for name, info in CORPORA.items()}
     assert licenses == {"iemocap": "other", "crema_d": "odbl", "ravdess": "cc-by-nc-sa-4.0", "polish3": "cc-by-4.0",
-                        "nemo4": "cc-by-nc-sa-4.0"}
+                        "nemo4": "cc-by-nc-sa-4.0", "emodb": "other", "msp_podcast": "other"}
     for info in CORPORA.values():
-        assert info.citation and info.card_fields()["terms"].endswith(info.citation) and info.language in ("en", "pl")
+        assert info.citation and info.card_fields()["terms"].endswith(info.citation) and info.language in ("en", "pl", "de")
     assert "https://doi.org/10.34808/h46c-hb44" in POLISH3_INFO.citation
 
 

@@ -45,4 +45,34 @@ def test_trainer_compute_metrics_takes_logits():
     logits = np.array([[2.0, 0.1, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
     labels = np.array([0, 1, 2, 2])
     metrics = make_compute_metrics(3)(EvalPrediction(predictions=logits, label_ids=labels))
-    assert metrics == {"ua": pytest.approx((1 + 1 + 0.5) / 3), "wa": pytest.approx(0.75)}
+    # class 0: TP 1, predicted 2, support 1 → F1 = 2/3; class 1: 1; class 2: TP 1, predicted 1, support 2 → 2/3
+    assert metrics == {"ua": pytest.approx((1 + 1 + 0.5) / 3), "wa": pytest.approx(0.75),
+                       "macro_f1": pytest.approx((2 / 3 + 1 + 2 / 3) / 3)}
+
+
+def test_macro_f1_and_per_class_precision_recall_f1_by_hand():
+    # The example above: confusion [[3, 1, 1], [1, 2, 0], [0, 1, 1]] (rows true, columns predicted).
+    references = [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]
+    predictions = [0, 0, 0, 1, 2, 1, 1, 0, 2, 1]
+    metrics = compute_ser_metrics(predictions, references, num_labels=3)
+    # precision = TP / column sum: 3/4, 2/4, 1/2; recall = TP / row sum: 3/5, 2/3, 1/2
+    assert metrics["per_class_precision"] == pytest.approx([0.75, 0.5, 0.5])
+    # F1 = 2PR/(P+R): 2·.75·.6/1.35 = 2/3; 2·.5·(2/3)/(7/6) = 4/7; 0.5
+    assert metrics["per_class_f1"] == pytest.approx([2 / 3, 4 / 7, 0.5])
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 4 / 7 + 0.5) / 3)
+    assert metrics["support"] == [5, 3, 2]
+
+
+def test_macro_f1_matches_scikit_learn_with_absent_and_never_predicted_classes():
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    # class 2 is never predicted (precision undefined → 0 in the mean), class 3 only predicted, class 4 absent
+    references = [0, 0, 1, 1, 1, 2, 2, 0]
+    predictions = [0, 1, 1, 1, 3, 0, 1, 0]
+    metrics = compute_ser_metrics(predictions, references, num_labels=5)
+    assert metrics["per_class_precision"] == [pytest.approx(2 / 3), 0.5, None, 0.0, None]
+    assert metrics["per_class_f1"] == [pytest.approx(2 / 3), pytest.approx(4 / 7), 0.0, 0.0, None]
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 4 / 7) / 4)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(references, predictions, average="macro", zero_division=0))
+    _, _, f1, _ = precision_recall_fscore_support(references, predictions, labels=[0, 1, 2, 3], zero_division=0)
+    assert [metrics["per_class_f1"][c] for c in range(4)] == pytest.approx(f1)

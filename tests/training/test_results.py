@@ -69,3 +69,25 @@ def test_finished_folds_reads_metrics_files(tmp_path):
     (tmp_path / "fold2" / "metrics.json").write_text(json.dumps({"test": {"ua": 1.0}}))
     (tmp_path / "fold3").mkdir()  # started, not finished
     assert finished_folds(tmp_path, 3) == {2: {"test": {"ua": 1.0}}}
+
+
+def test_macro_f1_mean_std_and_f1_table():
+    folds = {1: fold(0.6, 0.7, [[3, 1], [1, 5]], "a"), 2: fold(0.8, 0.9, [[4, 0], [1, 5]], "b")}
+    folds[1]["test"].update(macro_f1=0.5, per_class_f1=[0.4, 0.6])
+    folds[2]["test"].update(macro_f1=0.7, per_class_f1=[0.8, 0.6])
+    config = {"data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
+              "model": {"name_or_path": "m"},
+              "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8}}
+    results = aggregate(folds, config, ["x", "y"], num_folds=2)
+    assert results["mean"]["macro_f1"] == pytest.approx(0.6) and results["std"]["macro_f1"] == pytest.approx(0.1)
+    from modeling.training.results import f1_table, results_markdown
+
+    table = f1_table(results).splitlines()
+    assert table[0] == "| Fold | Test macro-F1 (%) | F1 x (%) | F1 y (%) |"
+    assert table[2:] == ["| fold1 | 50.00 | 40.00 | 60.00 |", "| fold2 | 70.00 | 80.00 | 60.00 |",
+                         "| **mean ± std** | **60.00 ± 10.00** | | |"]
+    assert "\n".join(table) in results_markdown(results)
+
+
+def test_runs_without_macro_f1_still_aggregate(results):
+    assert "macro_f1" not in results["mean"]  # the fixture's folds predate macro-F1

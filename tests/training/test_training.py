@@ -105,9 +105,9 @@ def test_run_directory_contract(uninterrupted):
     assert matrix.shape == (3, 3) and matrix.sum() == 12 and list(matrix.sum(axis=1)) == [4, 4, 4]
     assert fold["test"]["wa"] == pytest.approx(np.trace(matrix) / 12)
     assert fold["test"]["ua"] == pytest.approx(np.mean(np.diag(matrix) / 4))
-    assert results["mean"] == {"ua": fold["test"]["ua"], "wa": fold["test"]["wa"]}
-    assert results["std"] == {"ua": 0.0, "wa": 0.0}
-    assert results["stage1"]["mean"] == {"ua": fold["stage1"]["test"]["ua"], "wa": fold["stage1"]["test"]["wa"]}
+    assert results["mean"] == {"ua": fold["test"]["ua"], "wa": fold["test"]["wa"], "macro_f1": fold["test"]["macro_f1"]}
+    assert results["std"] == {"ua": 0.0, "wa": 0.0, "macro_f1": 0.0}
+    assert results["stage1"]["mean"] == {metric: fold["stage1"]["test"][metric] for metric in ("ua", "wa", "macro_f1")}
     assert results["labels"] == ["anger", "fear", "neutral"] and results["num_folds"] == 3
     assert json.loads((run_dir / "results.json").read_text()) == results
     assert json.loads((run_dir / "fold1" / "metrics.json").read_text()) == fold

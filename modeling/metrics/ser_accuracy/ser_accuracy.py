@@ -1,4 +1,5 @@
-"""Speech-emotion-recognition accuracy: UA (unweighted accuracy), WA (weighted accuracy), confusion matrix.
+"""Speech-emotion-recognition scores: UA (unweighted accuracy), WA (weighted accuracy), macro-F1, per-class
+precision / recall / F1, confusion matrix.
 
 A local `evaluate` module: `evaluate.load("path/to/ser_accuracy")` works offline.
 """
@@ -12,6 +13,9 @@ _DESCRIPTION = """
 UA (unweighted accuracy, also "balanced accuracy"): the mean over classes of per-class recall, so every class
 counts the same whatever its size. Classes absent from the references have no recall and are left out of the mean.
 WA (weighted accuracy): the fraction of correctly classified examples (plain accuracy).
+Macro-F1: the mean over classes of per-class F1 = 2·TP / (2·TP + FP + FN), over the classes that occur in the
+references or the predictions (as scikit-learn's `f1_score(average="macro")`; a class that is never predicted has
+precision 0 in that mean). The ranking metric of the Odyssey 2024 SER challenge (MSP-Podcast).
 The confusion matrix has one row per true class and one column per predicted class (counts).
 """
 
@@ -24,8 +28,12 @@ Args:
 Returns:
     ua (`float`): mean per-class recall, in [0, 1].
     wa (`float`): accuracy, in [0, 1].
+    macro_f1 (`float`): mean per-class F1 over the classes present in references or predictions, in [0, 1].
     per_class_recall (`list` of `float` or `None`): recall of each class (`None` for classes absent from the
         references).
+    per_class_precision (`list` of `float` or `None`): precision of each class (`None` for classes never predicted).
+    per_class_f1 (`list` of `float` or `None`): F1 of each class (`None` for classes absent from both).
+    support (`list` of `int`): number of references of each class.
     confusion_matrix (`list` of `list` of `int`): (num_labels, num_labels), rows = true, columns = predicted.
 Examples:
     >>> metric = evaluate.load("modeling/metrics/ser_accuracy")
@@ -66,11 +74,20 @@ class SerAccuracy(evaluate.Metric):
 
         matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
         np.add.at(matrix, (references, predictions), 1)
-        support = matrix.sum(axis=1)
-        recall = [float(matrix[c, c] / support[c]) if support[c] else None for c in range(num_labels)]
+        support, predicted, hits = matrix.sum(axis=1), matrix.sum(axis=0), np.diag(matrix)
+        recall = [float(hits[c] / support[c]) if support[c] else None for c in range(num_labels)]
+        precision = [float(hits[c] / predicted[c]) if predicted[c] else None for c in range(num_labels)]
+        f1 = [
+            float(2 * hits[c] / (support[c] + predicted[c])) if support[c] + predicted[c] else None
+            for c in range(num_labels)
+        ]
         return {
             "ua": float(np.mean([r for r in recall if r is not None])),
             "wa": float(np.trace(matrix) / matrix.sum()),
+            "macro_f1": float(np.mean([value for value in f1 if value is not None])),
             "per_class_recall": recall,
+            "per_class_precision": precision,
+            "per_class_f1": f1,
+            "support": support.tolist(),
             "confusion_matrix": matrix.tolist(),
         }

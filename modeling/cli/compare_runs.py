@@ -1,0 +1,42 @@
+"""Compare finished train.py runs on the same folds: mean ± std, per-fold differences, paired bootstrap 95 %
+intervals of ΔUA / ΔWA and McNemar's exact test (`compare_runs.py`).
+
+    python compare_runs.py runs/ablation_2 runs/ablation_5 --output runs/compare_2_vs_5.md
+
+Writes OUT.md and OUT.json (same name, .json); the work is `modeling.evaluation.compare.compare_runs`.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..evaluation.compare import RunMismatchError, compare_runs, comparison_markdown
+from ..training.io_utils import atomic_write_json, atomic_write_text
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="Run directories; the first is the baseline.")
+    parser.add_argument("--output", required=True, help="Markdown report path (OUT.md; OUT.json beside it).")
+    parser.add_argument("--resamples", type=int, default=2000, help="Bootstrap resamples (≥ 2000; default 2000).")
+    parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default 0).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        report = compare_runs(args.runs, args.resamples, args.seed)
+    except (RunMismatchError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    markdown = comparison_markdown(report)
+    atomic_write_text(output, markdown)
+    atomic_write_json(output.with_suffix(".json"), report)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Compare finished train.py runs on the same folds and test utterances (`compare_runs.py`).
+
+For every run: mean ± std (ddof=0) over folds of test UA, WA and macro-F1 (from `results.json`). Against the first
+run, per fold: the differences. Paired statistics on the test utterances of all folds (each fold's
+`predictions_test.csv`, matched by file):
+
+- Bootstrap: each resample draws, within every fold, as many utterances as the fold has, with replacement (the
+  same draw for both runs: paired); the statistic is the mean over folds of the per-fold UA (or WA) — the number
+  the results tables report — and ΔUA = other − first. The 95 % interval is the 2.5th–97.5th percentile of the
+  resampled differences (percentile bootstrap; seeded, so the same seed gives the same interval).
+- McNemar's exact test on per-utterance correctness: b = first right and other wrong, c = the reverse;
+  p = two-sided binomial test of b successes in b + c trials with p = 0.5 (`scipy.stats.binomtest`; by hand
+  without scipy); p = 1 when b + c = 0.
+Runs whose folds, test files or labels differ are refused (RunMismatchError), since pairing would be meaningless.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics.predictions import read_predictions
+from ..training.io_utils import read_json
+from ..training.run_dir import RunDir
+
+
+METRICS = ("ua", "wa", "macro_f1")
+
+
+class RunMismatchError(ValueError):
+    """The runs cannot be paired: different folds, test utterances or labels (the message says which)."""
+
+
+@dataclass
+class RunTest:
+    """One run's test predictions per fold, aligned by file: {fold: (files, labels (N,), correct (N,) bool)}."""
+
+    path: str
+    results: dict
+    folds: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
+
+
+def load_run(path: str | os.PathLike) -> RunTest:
+    run = RunDir(path)
+    if not run.results_json.is_file():
+        raise FileNotFoundError(f"{run.path}: no results.json (is it a finished train.py run?).")
+    results = read_json(run.results_json)
+    folds = {}
+    for k in results["folds"]:
+        csv_path = run.predictions(k, "test")
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"{csv_path}: missing (runs trained before per-utterance predictions cannot be "
+                                    "paired; re-score them with this version).")
+        predictions = read_predictions(csv_path)
+        order = np.argsort(predictions.files, kind="stable")
+        folds[k] = ([predictions.files[i] for i in order], predictions.labels[order], predictions.correct[order])
+    return RunTest(str(path), results, folds)
+
+
+def check_pairable(first: RunTest, other: RunTest):
+    problems = []
+    if sorted(first.folds) != sorted(other.folds):
+        problems.append(f"folds {sorted(first.folds)} vs {sorted(other.folds)}")
+    for k in sorted(set(first.folds) & set(other.folds)):
+        (files_a, labels_a, _), (files_b, labels_b, _) = first.folds[k], other.folds[k]
+        if files_a != files_b:
+            extra = sorted(set(files_a) ^ set(files_b))[:3]
+            problems.append(f"fold {k}: test utterances differ ({len(files_a)} vs {len(files_b)} files; e.g. {extra})")
+        elif not np.array_equal(labels_a, labels_b):
+            problems.append(f"fold {k}: true labels differ on {int((labels_a != labels_b).sum())} test utterance(s)")
+    if first.results.get("labels") != other.results.get("labels"):
+        problems.append(f"classes {first.results.get('labels')} vs {other.results.get('labels')}")
+    if problems:
+        raise RunMismatchError(f"cannot compare {other.path} with {first.path}: " + "; ".join(problems) + ".")
+
+
+def _resampled_scores(labels: np.ndarray, correct: np.ndarray, draws: np.ndarray, num_labels: int):
+    """(UA, WA) of each resample: draws (B, n) row indices into one fold's utterances → two (B,) arrays."""
+    hit, drawn_labels = correct[draws], labels[draws]
+    recalls = []
+    for c in range(num_labels):
+        is_c = drawn_labels == c
+        support = is_c.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(support > 0, (hit & is_c).sum(axis=1) / support, np.nan))
+    return np.nanmean(np.stack(recalls, axis=1), axis=1), hit.mean(axis=1)
+
+
+def paired_bootstrap(first: RunTest, other: RunTest, resamples: int = 2000, seed: int = 0) -> dict:
+    """95 % percentile intervals of ΔUA and ΔWA (other − first; fractions), resampled within folds.
+
+    Returns {"ua": {"observed", "low", "high"}, "wa": {...}, "resamples", "seed"}.
+    """
+    rng = np.random.default_rng(seed)
+    num_labels = len(first.results["labels"])
+    deltas = {"ua": np.zeros(resamples), "wa": np.zeros(resamples)}
+    observed = {"ua": 0.0, "wa": 0.0}
+    for k in sorted(first.folds):
+        _, labels, correct_a = first.folds[k]
+        correct_b = other.folds[k][2]
+        n = len(labels)
+        draws = rng.integers(0, n, size=(resamples, n))
+        identity = np.arange(n)[None, :]
+        for name, (a, b) in zip(("ua", "wa"), zip(_resampled_scores(labels, correct_a, draws, num_labels),
+                                                  _resampled_scores(labels, correct_b, draws, num_labels))):
+            deltas[name] += (b - a) / len(first.folds)
+        full_a = _resampled_scores(labels, correct_a, identity, num_labels)
+        full_b = _resampled_scores(labels, correct_b, identity, num_labels)
+        for i, name in enumerate(("ua", "wa")):
+            observed[name] += float(full_b[i][0] - full_a[i][0]) / len(first.folds)
+    out = {name: {"observed": observed[name], "low": float(np.percentile(deltas[name], 2.5)),
+                  "high": float(np.percentile(deltas[name], 97.5))} for name in ("ua", "wa")}
+    return {**out, "resamples": resamples, "seed": seed}
+
+
+def exact_binomial_two_sided(successes: int, trials: int) -> float:
+    """Two-sided exact binomial p-value at p = 0.5 (the sum of the probabilities of outcomes no more likely than
+    the observed one, as scipy.stats.binomtest)."""
+    if trials == 0:
+        return 1.0
+    probabilities = [math.comb(trials, i) / 2.0**trials for i in range(trials + 1)]
+    observed = probabilities[successes]
+    return float(min(1.0, sum(p for p in probabilities if p <= observed * (1 + 1e-7))))
+
+
+def mcnemar_exact(correct_first: np.ndarray, correct_other: np.ndarray) -> dict:
+    """Exact McNemar test on paired per-utterance correctness: {"b", "c", "p_value"}."""
+    b = int((correct_first & ~correct_other).sum())
+    c = int((~correct_first & correct_other).sum())
+    try:
+        from scipy.stats import binomtest
+
+        p = float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+    except ImportError:
+        p = exact_binomial_two_sided(b, b + c)
+    return {"b": b, "c": c, "p_value": p}
+
+
+def _summary(run: RunTest) -> dict:
+    folds = run.results["folds"]
+    values = {m: [folds[k]["test"].get(m) for k in sorted(folds)] for m in METRICS}
+    return {m: {"mean": float(np.mean(v)), "std": float(np.std(v))} if None not in v else None
+            for m, v in values.items()}
+
+
+def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: int = 0) -> dict:
+    """The comparison of `paths[1:]` against `paths[0]` (see the module docstring); the content of OUT.json.
+
+    Raises RunMismatchError when a run's folds, test files or labels differ from the first run's,
+    FileNotFoundError for a run without results.json or predictions_test.csv, ValueError for < 2 runs or
+    resamples < 2000.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"compare_runs needs at least two runs, got {len(paths)}.")
+    if resamples < 2000:
+        raise ValueError(f"--resamples must be at least 2000, got {resamples}.")
+    runs = [load_run(path) for path in paths]
+    first = runs[0]
+    for other in runs[1:]:
+        check_pairable(first, other)
+    comparisons = []
+    for other in runs[1:]:
+        per_fold = {k: {m: _difference(other.results["folds"][k]["test"], first.results["folds"][k]["test"], m)
+                        for m in METRICS} for k in sorted(first.folds)}
+        correct_first = np.concatenate([first.folds[k][2] for k in sorted(first.folds)])
+        correct_other = np.concatenate([other.folds[k][2] for k in sorted(first.folds)])
+        comparisons.append({"run": other.path, "per_fold": per_fold,
+                            "bootstrap": paired_bootstrap(first, other, resamples, seed),
+                            "mcnemar": mcnemar_exact(correct_first, correct_other)})
+    return {"runs": [{"run": run.path, **_summary(run)} for run in runs], "baseline": first.path,
+            "folds": sorted(first.folds), "num_test_utterances": int(sum(len(f[0]) for f in first.folds.values())),
+            "comparisons": comparisons}
+
+
+def _difference(other: dict, first: dict, metric: str):
+    return None if other.get(metric) is None or first.get(metric) is None else float(other[metric] - first[metric])
+
+
+def _pm(entry) -> str:
+    return "–" if entry is None else f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{100 * value:+.2f}"
+
+
+def comparison_markdown(report: dict) -> str:
+    """OUT.md: the runs' mean ± std, then per comparison the per-fold differences, the bootstrap intervals and
+    McNemar's p-value (percentage points)."""
+    lines = ["# Run comparison", "",
+             f"Test utterances: {report['num_test_utterances']} in folds {report['folds']}; differences are against "
+             f"the first run (`{report['baseline']}`), in percentage points.", "",
+             "| Run | UA (%) | WA (%) | Macro-F1 (%) |", "|---|---:|---:|---:|"]
+    lines += [f"| `{r['run']}` | {_pm(r['ua'])} | {_pm(r['wa'])} | {_pm(r['macro_f1'])} |" for r in report["runs"]]
+    for comparison in report["comparisons"]:
+        boot, mcnemar = comparison["bootstrap"], comparison["mcnemar"]
+        lines += ["", f"## `{comparison['run']}` − `{report['baseline']}`", "",
+                  "| Fold | ΔUA | ΔWA | ΔMacro-F1 |", "|---|---:|---:|---:|"]
+        lines += [f"| fold{k} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
+                  for k, d in comparison["per_fold"].items()]
+        lines += ["", f"Paired bootstrap ({boot['resamples']} resamples within folds, seed {boot['seed']}), 95 % CI:"]
+        lines += [f"- Δ{m.upper()} {_signed(boot[m]['observed'])} [{_signed(boot[m]['low'])}, {_signed(boot[m]['high'])}]"
+                  for m in ("ua", "wa")]
+        lines.append(f"- McNemar exact test: first right / other wrong b = {mcnemar['b']}, reverse c = {mcnemar['c']}, "
+                     f"p = {mcnemar['p_value']:.4g}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["RunMismatchError", "compare_runs", "comparison_markdown", "exact_binomial_two_sided", "load_run",
+           "mcnemar_exact", "paired_bootstrap"]

@@ -1,0 +1,309 @@
+"""score.py and compare_runs.py on finished runs: a 2-fold tiny run of the demo corpus (real speech, real Trainer),
+and a second run that differs in stage 2 only. Numbers are recomputed from the written predictions."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from modeling.metrics import compute_ser_metrics
+from modeling.metrics.predictions import read_predictions
+from modeling.training.experiment import run_experiment
+from modeling.training.run_config import resolve_config
+
+from helpers import POLISH3, REPO
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))  # the training tests' tiny run config
+from test_training import write_config  # noqa: E402
+
+
+pytestmark = pytest.mark.slow
+TINY = dict(data={"speakers": ["m1", "m2", "m3"], "max_per_speaker": 9},
+            stage1={"epochs": 1, "batch_size": 3}, stage2={"epochs": 1, "batch_size": 3})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two finished runs, folds 1 and 2: A (stage 2 with EAL + FUAL) and B (λ = 0, stage 1 reused from A)."""
+    tmp = tmp_path_factory.mktemp("runs")
+    run_a, run_b = tmp / "a", tmp / "b"
+    run_experiment(resolve_config(write_config(tmp / "a.yaml", **TINY)), run_a, folds="1,2")
+    stage2_b = {**TINY["stage2"], "eal_weight": 0.0, "fual_weight": 0.0}
+    config_b = write_config(tmp / "b.yaml", **{**TINY, "stage1": {**TINY["stage1"], "from_run": str(run_a)},
+                                               "stage2": stage2_b})
+    run_experiment(resolve_config(config_b), run_b, folds="1,2")
+    return run_a, run_b
+
+
+def test_fold_predictions_csv_match_metrics(runs):
+    run_a, _ = runs
+    for k in (1, 2):
+        metrics = json.loads((run_a / f"fold{k}" / "metrics.json").read_text())
+        for split in ("validation", "test"):
+            predictions = read_predictions(run_a / f"fold{k}" / f"predictions_{split}.csv")
+            assert predictions.classes == ["anger", "fear", "neutral"] and len(predictions.files) == 9
+            assert set(predictions.speakers) == set(metrics["speakers"][split])
+            assert all(f.startswith("audio/") and (POLISH3 / f).is_file() for f in predictions.files)
+            assert np.allclose(predictions.probabilities.sum(axis=1), 1, atol=1e-5)
+            recomputed = compute_ser_metrics(predictions.predicted, predictions.labels, 3)
+            for key in ("ua", "wa", "macro_f1"):
+                assert metrics[split][key] == pytest.approx(recomputed[key]), (k, split, key)
+        assert metrics["test"]["per_class_f1"] == pytest.approx(recomputed["per_class_f1"])
+        assert metrics["test"]["confusion_matrix"] == recomputed["confusion_matrix"]
+    results = json.loads((run_a / "results.json").read_text())
+    f1s = [results["folds"][k]["test"]["macro_f1"] for k in ("1", "2")]
+    assert results["mean"]["macro_f1"] == pytest.approx(np.mean(f1s))
+
+
+def write_target_corpus(root):
+    """Another corpus tree (metadata.csv) of real clips by speakers the run never saw, with other class names:
+    angry / calm / happy; `happy` maps to no run class and the run's `fear` is absent."""
+    with open(POLISH3 / "metadata.csv") as f:
+        source = [row for row in csv.DictReader(f) if row["speaker"] in ("m4", "m5")]
+    names = {"anger": "angry", "neutral": "calm", "fear": "happy"}
+    rows, taken = [], {}
+    for row in source:
+        key = (row["speaker"], row["label"])
+        if taken.get(key, 0) < 3:
+            taken[key] = taken.get(key, 0) + 1
+            target = root / "clips" / row["speaker"] / (row["file"].rsplit("/", 1)[-1])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((POLISH3 / row["file"]).read_bytes())
+            rows.append(f"clips/{row['speaker']}/{target.name},{names[row['label']]},{row['speaker']},male")
+    (root / "metadata.csv").write_text("file,label,speaker,gender\n" + "\n".join(rows) + "\n")
+    config = root / "target.yaml"
+    config.write_text(yaml.safe_dump({"data": {"loader": "audio_folder", "root": str(root),
+                                               "loader_args": {"labels": ["angry", "calm", "happy"]}}}))
+    return config
+
+
+def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
+    run_a, _ = runs
+    config = write_target_corpus(tmp_path / "target")
+    out = tmp_path / "scored"
+    process = subprocess.run(
+        [sys.executable, "score.py", "--run-dir", str(run_a), "--config", str(config), "--label-map", "angry=anger",
+         "calm=neutral", "--output-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "ensemble: UA" in process.stdout and "left out (no run class): happy (6)" in process.stdout
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n"] == 12 and scores["left_out"] == {"happy": 6} and scores["missing_classes"] == ["fear"]
+    assert list(scores["folds"]) == ["fold1", "fold2"]
+
+    long = read_predictions(out / "predictions.csv")
+    models = np.array(long.extra["model"])
+    by_model = {}
+    for name in ("fold1", "fold2", "ensemble"):
+        rows = models == name
+        by_model[name] = (long.probabilities[rows], long.labels[rows], long.predicted[rows], np.array(long.files)[rows])
+        probabilities, labels, predicted, files = by_model[name]
+        assert len(labels) == 12 and sorted(set(long.classes[i] for i in labels)) == ["anger", "neutral"]
+        assert all(f.startswith("clips/m") for f in files)
+        expected = compute_ser_metrics(predicted, labels, 3)
+        reported = scores["ensemble"] if name == "ensemble" else scores["folds"][name]
+        for key in ("ua", "wa", "macro_f1"):
+            assert reported[key] == pytest.approx(expected[key]), (name, key)
+        assert reported["confusion_matrix"] == expected["confusion_matrix"] and reported["n"] == 12
+        assert reported["per_class_recall"][1] is None  # fear: absent from the corpus
+    # The ensemble is the mean of the fold models' probabilities (CSV keeps 6 decimals).
+    mean = (by_model["fold1"][0] + by_model["fold2"][0]) / 2
+    assert np.allclose(by_model["ensemble"][0], mean, atol=2e-6)
+    assert (by_model["ensemble"][2] == mean.argmax(axis=1)).mean() >= 11 / 12  # rounding may flip a near-tie
+    markdown = (out / "scores.md").read_text()
+    assert "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
+
+
+def test_score_py_rejects_a_malformed_label_map(runs, tmp_path, capsys):
+    from modeling.cli.score import main
+
+    code = main(["--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
+                 "--label-map", "angry", "--output-dir", str(tmp_path / "o")])
+    assert code == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in capsys.readouterr().err
+
+
+def compare(args, tmp_path, name="cmp", subprocess_run=False):
+    """compare_runs.py as a command (`subprocess_run`) or through its `main` in this process (no second start of
+    torch): (CompletedProcess-like with returncode/stdout/stderr, OUT.md)."""
+    out = tmp_path / f"{name}.md"
+    argv = [*map(str, args), "--output", str(out)]
+    if subprocess_run:
+        return subprocess.run([sys.executable, "compare_runs.py", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=120), out
+    import contextlib
+    import io
+    import types
+
+    from modeling.cli.compare_runs import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return types.SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue()), out
+
+
+def test_compare_runs_interval_contains_difference_and_is_reproducible(runs, tmp_path):
+    run_a, run_b = runs
+    process, out = compare([run_a, run_b, "--seed", "3"], tmp_path, subprocess_run=True)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    (comparison,) = report["comparisons"]
+    results = {r: json.loads((r / "results.json").read_text()) for r in (run_a, run_b)}
+    for metric in ("ua", "wa"):
+        boot = comparison["bootstrap"][metric]
+        # the observed difference is the difference of the runs' mean test UA/WA over folds
+        expected = results[run_b]["mean"][metric] - results[run_a]["mean"][metric]
+        assert boot["observed"] == pytest.approx(expected, abs=1e-9)
+        assert boot["low"] <= boot["observed"] <= boot["high"]
+        for k in ("1", "2"):
+            assert comparison["per_fold"][k][metric] == pytest.approx(
+                results[run_b]["folds"][k]["test"][metric] - results[run_a]["folds"][k]["test"][metric])
+    assert comparison["bootstrap"]["resamples"] == 2000 and report["num_test_utterances"] == 18
+    assert report["runs"][0]["ua"]["mean"] == pytest.approx(results[run_a]["mean"]["ua"])
+    # McNemar counts from the per-utterance correctness of the two runs' CSVs
+    correct = {r: np.concatenate([read_predictions(r / f"fold{k}" / "predictions_test.csv").correct for k in (1, 2)])
+               for r in (run_a, run_b)}
+    assert comparison["mcnemar"]["b"] == int((correct[run_a] & ~correct[run_b]).sum())
+    assert comparison["mcnemar"]["c"] == int((~correct[run_a] & correct[run_b]).sum())
+    _, again = compare([run_a, run_b, "--seed", "3"], tmp_path, "again")
+    assert again.read_text() == out.read_text()
+    assert again.with_suffix(".json").read_text() == out.with_suffix(".json").read_text()
+    assert "Paired bootstrap (2000 resamples within folds, seed 3)" in out.read_text()
+
+
+def test_compare_runs_refuses_runs_with_other_test_utterances_or_folds(runs, tmp_path):
+    import shutil
+
+    run_a, run_b = runs
+    changed = tmp_path / "changed"
+    shutil.copytree(run_b, changed, ignore=shutil.ignore_patterns("checkpoint-*", "best"))
+    path = changed / "fold2" / "predictions_test.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1].replace("audio/", "other/", 1), *lines[2:]]) + "\n")
+    process, _ = compare([run_a, changed], tmp_path)
+    assert process.returncode == 2 and "fold 2: test utterances differ (9 vs 9 files" in process.stderr
+    results = json.loads((changed / "results.json").read_text())
+    del results["folds"]["2"]
+    (changed / "results.json").write_text(json.dumps(results))
+    process, _ = compare([run_a, changed], tmp_path)
+    assert process.returncode == 2 and "folds ['1', '2'] vs ['1']" in process.stderr
+
+
+def test_mcnemar_exact_by_hand():
+    from modeling.evaluation.compare import exact_binomial_two_sided, mcnemar_exact
+
+    # b = 1 (first right, other wrong), c = 7: p = 2 · (C(8,0) + C(8,1)) / 2^8 = 18 / 256
+    first = np.array([True] * 1 + [False] * 7 + [True] * 5 + [False] * 3)
+    other = np.array([False] * 1 + [True] * 7 + [True] * 5 + [False] * 3)
+    assert mcnemar_exact(first, other) == {"b": 1, "c": 7, "p_value": pytest.approx(18 / 256)}
+    assert exact_binomial_two_sided(1, 8) == pytest.approx(18 / 256)
+    # b = c: p = 1; no discordant pairs: p = 1
+    assert exact_binomial_two_sided(3, 6) == pytest.approx(1.0)
+    assert mcnemar_exact(first, first)["p_value"] == 1.0
+    # b = 2, c = 3 (n = 5): P(X ≤ 2) + P(X ≥ 3) = 1
+    assert exact_binomial_two_sided(0, 5) == pytest.approx(2 / 32)
+
+
+def test_model_card_model_index_has_macro_f1(runs):
+    from modeling.publishing.model_card import card_data
+    from modeling.publishing.run import load_run
+
+    run = load_run(runs[0])
+    data = card_data(run, list(run.folds.values()), "ser")
+    f1 = [(r.dataset_config, r.metric_value, r.metric_args) for r in data.eval_results if r.metric_type == "f1"]
+    expected = [(f"fold{k}", round(100 * run.results["folds"][k]["test"]["macro_f1"], 2), {"average": "macro"})
+                for k in ("1", "2")]
+    assert [(c, pytest.approx(v, abs=0.006), a) for c, v, a in expected] == f1 and "f1" in data.metrics
+
+
+def synthetic_runs(tmp_path):
+    """Two runs' test predictions written as train.py does (2 folds × 40 utterances, 3 classes), run B right more
+    often; returns the two RunTest objects of modeling.evaluation.compare."""
+    from modeling.evaluation.compare import load_run
+    from modeling.metrics.predictions import Predictions, write_predictions
+
+    classes = ["anger", "fear", "neutral"]
+    paths = []
+    for name, skill in (("a", 0.5), ("b", 0.7)):
+        run = tmp_path / name
+        folds = {}
+        for k in (1, 2):
+            labels = np.arange(40) % 3
+            right = np.random.default_rng(100 * k + int(skill * 10)).random(40) < skill
+            predicted = np.where(right, labels, (labels + 1) % 3)
+            probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
+            write_predictions(run / f"fold{k}" / "predictions_test.csv", Predictions(
+                [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes))
+            metrics = compute_ser_metrics(predicted, labels, 3)
+            folds[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
+        (run / "results.json").write_text(json.dumps({"folds": folds, "labels": classes}))
+        paths.append(run)
+    return [load_run(p) for p in paths]
+
+
+def test_paired_bootstrap_on_known_predictions(tmp_path):
+    from modeling.evaluation.compare import compare_runs, paired_bootstrap
+
+    a, b = synthetic_runs(tmp_path)
+    boot = paired_bootstrap(a, b, resamples=2000, seed=1)
+    expected_ua = np.mean([b.results["folds"][k]["test"]["ua"] - a.results["folds"][k]["test"]["ua"] for k in "12"])
+    assert boot["ua"]["observed"] == pytest.approx(expected_ua)
+    assert boot["ua"]["low"] < boot["ua"]["observed"] < boot["ua"]["high"]
+    assert boot["wa"]["low"] < boot["wa"]["observed"] < boot["wa"]["high"]
+    assert 0.05 < boot["wa"]["high"] - boot["wa"]["low"] < 0.5  # a real interval on 80 utterances
+    assert paired_bootstrap(a, b, resamples=2000, seed=1) == boot  # seeded
+    assert paired_bootstrap(a, b, resamples=2000, seed=2) != boot
+    same = paired_bootstrap(a, a, resamples=2000, seed=1)  # paired: a run against itself differs by exactly 0
+    assert (same["ua"]["low"], same["ua"]["high"], same["wa"]["low"], same["wa"]["high"]) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="at least 2000, got 100"):
+        compare_runs([tmp_path / "a", tmp_path / "b"], resamples=100)
+
+
+def readme_commands(text, script):
+    """Every `python <script> ...` command (or `$ python ...` sample) of `text`, continuations joined, as argv."""
+    import shlex
+
+    commands = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip().removeprefix("$ ")
+        if line.startswith(f"python {script} "):
+            commands.append(shlex.split(line.split(" # ")[0])[2:])
+    return commands
+
+
+def test_readme_commands_parse_and_name_real_configs():
+    from modeling.cli import compare_runs, score
+
+    text = (REPO / "README.md").read_text() + (REPO / "configs" / "ablations" / "README.md").read_text()
+    scores = [argv for argv in readme_commands(text, "score.py") if argv]
+    compares = [argv for argv in readme_commands(text, "compare_runs.py") if argv]
+    assert len(scores) >= 4 and len(compares) >= 2
+    for argv in scores:
+        args = score.parse_args(argv)
+        assert args.config.startswith("target/") or (REPO / args.config).is_file(), args.config
+    for argv in compares:
+        assert compare_runs.parse_args(argv).output.endswith(".md")
+
+
+def test_target_rows_one_predefined_split_with_a_label_map(tmp_path):
+    from fake_corpora import make_msp_podcast_tree
+    from modeling.data import CorpusError
+    from modeling.data.msp_podcast import load_msp_podcast
+    from modeling.evaluation.cross_corpus import target_rows
+
+    dataset = load_msp_podcast(make_msp_podcast_tree(tmp_path / "msp"))
+    rows, left_out, missing = target_rows(dataset, ["anger", "fear", "neutral"], {"angry": "anger"}, "test")
+    # Test1 in 4 classes: 0003_0001 (A → anger) and 0003_0003 (N → neutral)
+    assert [a.rsplit("/", 1)[-1] for a in rows["audio"]] == ["MSP-PODCAST_0003_0001.wav", "MSP-PODCAST_0003_0003.wav"]
+    assert rows["label"] == [0, 2] and left_out == {} and missing == ["fear"]
+    rows, left_out, _ = target_rows(dataset, ["anger", "fear", "neutral"], {"angry": "anger"}, None)
+    assert len(rows) == 4 and left_out == {"happy": 2, "sad": 1}  # every split: happy and sad map to no run class
+    with pytest.raises(CorpusError, match=r"--split dev: not one of the corpus's splits \['test', 'test2', 'train', "
+                                          r"'validation'\]"):
+        target_rows(dataset, ["anger"], {}, "dev")
+    with pytest.raises(CorpusError, match="no utterance's class maps to the run's classes"):
+        target_rows(dataset, ["calm"], {}, None)
