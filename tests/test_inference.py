@@ -20,6 +20,7 @@ from modeling.collator import make_feature_extractor
 from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
 
 from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_config
+from test_hub import hub  # noqa: F401  (the loopback Hub fixture)
 
 
 ort = pytest.importorskip("onnxruntime")
@@ -209,3 +210,17 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
     reference = tmp_path / "reference.csv"
     predict_files(load_pipeline(checkpoint), collect_inputs([str(folder)]), reference, files_per_write=2)
     assert sorted(map(tuple, (r.values() for r in rows))) == sorted(map(tuple, (r.values() for r in read_csv(reference))))
+
+
+def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
+    from huggingface_hub import HfApi
+    from test_hub import write_run
+
+    from modeling.publishing.hub import push_run
+
+    run = write_run(tmp_path / "run")
+    best = run / "fold1" / "stage2" / "best"
+    exported = export_onnx(best)
+    results = push_run(run, "org/ser", folds=[1], api=HfApi(endpoint=hub.url, token="dummy"))
+    assert "onnx/model.onnx" in results[0].uploaded and "model.safetensors" in results[0].uploaded
+    assert hub.read("org/ser-fold1", "onnx/model.onnx") == exported.read_bytes()
