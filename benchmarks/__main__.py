@@ -15,7 +15,7 @@ import torch
 
 from modeling.training.io_utils import atomic_write_json, atomic_write_text
 
-from . import data_loading, frozen_prefix, gpu, head_overhead, inference, padding
+from . import cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
 from .common import PROFILES, machine_description
 from .report import render_markdown
 
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "frozen_prefix": frozen_prefix.run,
     "inference": inference.run,
     "data_loading": data_loading.run,
+    "cpu_inference": cpu_inference.run,
     "gpu": gpu.run,
 }
 
@@ -38,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="toy model, 1-2 repetitions: checks the harness only")
     parser.add_argument("--output", default="benchmarks/results.json", help="JSON path; the .md is written beside it")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--demo-run", default="runs/demo", help="cpu_inference: int8 agreement on this trained run (if it exists)"
+    )
     parser.add_argument("--device", default="cuda", help="device of the GPU section (skipped without CUDA)")
     parser.add_argument(
         "--threads",
@@ -74,7 +78,7 @@ def run_all(args, profile, selected: list[str]) -> int:
         "benchmarks": {},
         "summary": [],
     }
-    context: dict = {}
+    context: dict = {"demo_run": args.demo_run}
     started = time.perf_counter()
     for name in selected:
         print(f"[benchmarks] {name} ({profile.name}) ...", flush=True)

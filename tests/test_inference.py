@@ -224,3 +224,40 @@ def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
     results = push_run(run, "org/ser", folds=[1], api=HfApi(endpoint=hub.url, token="dummy"))
     assert "onnx/model.onnx" in results[0].uploaded and "model.safetensors" in results[0].uploaded
     assert hub.read("org/ser-fold1", "onnx/model.onnx") == exported.read_bytes()
+
+
+def readme_commands(section: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    body = text[text.index(section) :]
+    block = body[body.index("```bash\n") + 8 : body.index("```", body.index("```bash\n") + 8)]
+    return [line.split("   #")[0].strip() for line in block.splitlines() if line.startswith("python predict.py")]
+
+
+def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch, capsys):
+    """The README's commands, in a folder holding runs/demo/fold1/stage2/best (the tiny checkpoint) and a small
+    data/polish3 (4 real clips with their metadata.csv)."""
+    import shlex
+    import shutil
+
+    from modeling.cli.predict import main
+
+    commands = readme_commands("## Batch prediction over many files")
+    assert len(commands) == 5
+    shutil.copytree(checkpoint, tmp_path / "runs/demo/fold1/stage2/best", ignore=shutil.ignore_patterns("onnx"))
+    audio = tmp_path / "data/polish3/audio"
+    audio.mkdir(parents=True)
+    names = ["m1.a_nie_1.flac", "m1.n_nie_1.flac", "m2.s_stop_1.flac", "m3.a_nie_2.flac"]
+    for name in names:
+        shutil.copy(POLISH3 / "audio" / name, audio / name)
+    (tmp_path / "data/polish3/metadata.csv").write_text("file,label\n" + "".join(f"audio/{n},x\n" for n in names))
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "predict.py"]
+        assert main(argv[2:]) == 0, command
+    printed = capsys.readouterr().out
+    assert "0 file(s) predicted" in printed and "4 already done" in printed  # the second command resumed
+    assert len(read_csv("predictions.csv")) == 4 and len(read_csv("all.csv")) == 4
+    assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == names[:2]
+    assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
