@@ -18,6 +18,7 @@ agreement that matters is on trained weights: measured on the demo run's checkpo
 runs/demo) over all bundled clips when that run exists.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -36,19 +37,8 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 
-from .common import (
-    POLISH3,
-    REPO,
-    WALL_TIMES,
-    Profile,
-    count_flops,
-    interleaved_times,
-    pick_clips,
-    ratio_result,
-    ratio_stats,
-    seconds_stats,
-    time_call,
-)
+from .common import POLISH3, REPO, WALL_TIMES, Profile, count_flops, interleaved_times, pick_clips, ratio_result
+from .common import ratio_stats, seconds_stats, time_call
 from .head_overhead import hf_baseline
 
 
@@ -161,6 +151,17 @@ def _memory_main(argv: list[str]) -> int:
         runner({"raw": load_audio(path), "sampling_rate": 16_000})
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     return 0
+
+
+@contextlib.contextmanager
+def quiet_transformers_logs():
+    """The pipeline logs that a custom model type is "not supported" for audio-classification (it works): hush it."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def label_agreement(a: list, b: list) -> float:
@@ -286,18 +287,13 @@ def run(profile: Profile, context: dict) -> dict:
         f"{profile.name}: {len(items)} {corpus} clips ({min(seconds):.1f}–{max(seconds):.1f} s), one by one, "
         f"{threads} thread(s), random weights"
     )
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the pipeline logs that a custom model type is "not supported" (it works)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            built = build(profile, Path(folder), labels)
-            details = measure(profile, built, items, paths, threads)
-            details.update(export_seconds=built["export_seconds"], onnx_mib=built["onnx_mib"])
+    with quiet_transformers_logs(), tempfile.TemporaryDirectory() as folder:
+        built = build(profile, Path(folder), labels)
+        details = measure(profile, built, items, paths, threads)
+        details.update(export_seconds=built["export_seconds"], onnx_mib=built["onnx_mib"])
         demo_run = context.get("demo_run")
         if demo_run and profile.name != "smoke" and Path(demo_run).is_dir():
             details["int8_agreement_demo_run"] = int8_agreement_on_run(Path(demo_run), threads)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return {"config": profile.describe() | {"corpus": corpus}, **details, "results": _rows(details, config_text)}
 
 
