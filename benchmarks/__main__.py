@@ -6,6 +6,7 @@ numbers mean nothing). Every ratio is measured side by side in this one run; see
 """
 
 import argparse
+import json
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "inference": inference.run,
     "data_loading": data_loading.run,
     "cpu_inference": cpu_inference.run,
+    "int8_agreement": cpu_inference.run_int8_agreement_benchmark,
     "gpu": gpu.run,
 }
 
@@ -100,10 +102,31 @@ def run_all(args, profile, selected: list[str]) -> int:
     report["total_wall_seconds"] = round(time.perf_counter() - started, 1)
 
     output = Path(args.output)
+    elapsed = report["total_wall_seconds"]
+    report = merge_with_previous(report, output, selected)
     atomic_write_json(output, report)
     atomic_write_text(output.with_suffix(".md"), render_markdown(report))
-    print(f"[benchmarks] wrote {output} and {output.with_suffix('.md')} in {report['total_wall_seconds']} s")
+    print(f"[benchmarks] wrote {output} and {output.with_suffix('.md')} in {elapsed} s")
     return 0
+
+
+def merge_with_previous(report: dict, output: Path, selected: list[str]) -> dict:
+    """With `--only`, keep the other benchmarks' sections of an earlier run of the same mode in `output` (their
+    machine description stays at the top; the re-run ones carry their own under "machine")."""
+    if set(selected) == set(BENCHMARKS) or not output.is_file():
+        return report
+    previous = json.loads(output.read_text())
+    if previous.get("mode") != report["mode"]:
+        return report
+    for name in selected:
+        report["benchmarks"][name]["machine"] = report["machine"]
+    sections = {**previous["benchmarks"], **report["benchmarks"]}
+    merged = {**previous, "benchmarks": {name: sections[name] for name in BENCHMARKS if name in sections}}
+    merged["summary"] = [
+        dict(row, benchmark=name) for name, outcome in merged["benchmarks"].items() for row in outcome.get("results", [])
+    ]
+    merged["rerun"] = sorted(set(previous.get("rerun", [])) | set(selected))
+    return merged
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def test_pipeline_backends_give_the_same_results(checkpoint):
 
 
 def awkward_folder(folder):
-    """Three real clips, the first again as 48 kHz stereo, a 0.1 s clip, and a corrupt file."""
+    """Three real clips, the first again as 48 kHz stereo, a 0.1 s clip, a corrupt file (no audio header) and a
+    truncated FLAC (its header reads, its body fails to decode: the group it is in is retried file by file)."""
     folder.mkdir()
     (folder / "sub").mkdir()
     clips = [path for path, _ in polish3_clips(3)]
@@ -113,6 +114,8 @@ def awkward_folder(folder):
     sf.write(folder / "sub" / "stereo48k.wav", np.stack([stereo, 0.5 * stereo], axis=1), 48_000)
     sf.write(folder / "short.wav", mono[:1600], 16_000)  # 0.1 s
     (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 8)
+    flac = (POLISH3 / "audio" / "m2.s_stop_1.flac").read_bytes()
+    (folder / "truncated.flac").write_bytes(flac[: len(flac) // 2])
     return clips
 
 
@@ -126,17 +129,18 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     clips = awkward_folder(folder)
     pipe = load_pipeline(checkpoint)
     paths = collect_inputs([str(folder)])
-    assert len(paths) == 6
+    assert len(paths) == 7
     output = tmp_path / "out" / "predictions.csv"
     summary = predict_files(pipe, paths, output, timeline_path=tmp_path / "out" / "timeline.jsonl", files_per_write=2)
-    assert (summary.predicted, summary.failed, summary.skipped) == (5, 1, 0)
+    assert (summary.predicted, summary.failed, summary.skipped) == (5, 2, 0)
     rows = {os.path.relpath(row["file"], folder): row for row in read_csv(output)}
     names = sorted(os.path.basename(path) for path in clips)
     assert sorted(rows) == sorted(names + ["short.wav", "sub/stereo48k.wav"])
     assert list(read_csv(output)[0]) == ["file", "duration_s", "label", "score", "prob_anger", "prob_fear", "prob_neutral"]
-    errors = read_csv(tmp_path / "out" / "predictions.errors.csv")
-    assert [os.path.basename(row["file"]) for row in errors] == ["corrupt.wav"]
-    assert "cannot decode audio" in errors[0]["error"]
+    errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "out" / "predictions.errors.csv")}
+    assert sorted(errors) == ["corrupt.wav", "truncated.flac"]
+    assert errors["corrupt.wav"].startswith("cannot decode audio (Error opening")
+    assert errors["truncated.flac"] == "cannot decode audio (Error : flac decoder lost sync.)."
     # Values: durations from the audio itself, probabilities = the pipeline on the same file, rows sorted longest first.
     assert float(rows["short.wav"]["duration_s"]) == 0.1
     first = rows[os.path.basename(clips[0])]
@@ -155,7 +159,7 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     assert all(record["timeline"][-1]["end"] == pytest.approx(record["duration_s"]) for record in timeline)
     # A re-run skips everything: nothing is predicted twice.
     again = predict_files(pipe, paths, output, files_per_write=2)
-    assert (again.predicted, again.failed, again.skipped) == (0, 0, 6)
+    assert (again.predicted, again.failed, again.skipped) == (0, 0, 7)
     assert len(read_csv(output)) == 5
 
 
@@ -192,7 +196,8 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
     # 1. killed halfway through the second group's rows: a partial last line
     run_killed(command, "predict:partial-write:predictions", 2, tmp_path / "faults.log")  # the second group
     assert not output.read_bytes().endswith(b"\n")
-    assert len(read_csv(output)) == 4  # the first group, the second group's first row and half of its second
+    # the first group's 2 rows, then half of the second group's one row (its other file is the truncated FLAC)
+    assert len(read_csv(output)) == 3 and output.read_bytes().count(b"\n") == 3
     # 2. killed after the next group's timeline lines, before its rows
     run_killed(command, "predict:before-rows", 1, tmp_path / "faults.log")
     # 3. to the end
@@ -205,7 +210,7 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
     timeline_files = [json.loads(line)["file"] for line in output.with_suffix(".jsonl").read_text().splitlines()]
     assert sorted(timeline_files) == sorted(files)
     errors = read_csv(output.with_name("predictions.errors.csv"))
-    assert [os.path.basename(row["file"]) for row in errors] == ["corrupt.wav"]
+    assert sorted(os.path.basename(row["file"]) for row in errors) == ["corrupt.wav", "truncated.flac"]
     # The rows equal an uninterrupted run's.
     reference = tmp_path / "reference.csv"
     predict_files(load_pipeline(checkpoint), collect_inputs([str(folder)]), reference, files_per_write=2)
