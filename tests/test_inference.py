@@ -266,3 +266,21 @@ def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch,
     assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == names[:2]
     assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
+
+
+def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, checkpoint):
+    import shutil
+
+    from modeling.inference.agreement import run_int8_agreement
+
+    best = tmp_path / "run" / "fold2" / "stage2" / "best"
+    shutil.copytree(checkpoint, best, ignore=shutil.ignore_patterns("onnx"))
+    clips = [path for path, _ in polish3_clips(6)]
+    report = run_int8_agreement(tmp_path / "run", clips)
+    assert list(report["folds"]) == ["fold2"] and report["folds"]["fold2"]["clips"] == 6
+    fp32 = [r["label"] for r in load_pipeline(best, backend="onnx")(clips)]
+    int8 = [r["label"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
+    expected = [(path, a, b) for path, a, b in zip(clips, fp32, int8) if a != b]
+    assert report["folds"]["fold2"]["disagreements"] == expected
+    assert report["agreement"] == pytest.approx(1 - len(expected) / 6)
+    assert run_int8_agreement(tmp_path / "empty", clips) is None
