@@ -56,7 +56,9 @@ def padded_batch(waveforms):
     return torch.from_numpy(values), torch.from_numpy(mask)
 
 
-@pytest.mark.parametrize("overrides", [{}, layer_norm_overrides()], ids=["group-norm", "layer-norm"])
+@pytest.mark.parametrize(
+    "overrides", [{}, layer_norm_overrides(), {"pooling": "attentive"}], ids=["group-norm", "layer-norm", "stage1"]
+)
 def test_onnx_outputs_equal_pytorch_batched_and_one_by_one(tmp_path, overrides):
     model = save_checkpoint(tmp_path, **overrides)
     exported = export_onnx(tmp_path)
@@ -284,3 +286,15 @@ def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, chec
     assert report["folds"]["fold2"]["disagreements"] == expected
     assert report["agreement"] == pytest.approx(1 - len(expected) / 6)
     assert run_int8_agreement(tmp_path / "empty", clips) is None
+
+
+def test_outputs_of_another_label_set_are_refused_and_a_partial_line_is_cut(tmp_path):
+    from modeling.inference.batch import BatchJobError, JobOutputs, repair_partial_line
+
+    output = tmp_path / "p.csv"
+    output.write_text("file,duration_s,label,score,prob_happy,prob_sad\na.wav,1.000,sad,0.600000,0.400000,0.600000\n")
+    with pytest.raises(BatchJobError, match=r"p.csv: existing columns .*prob_happy.* differ from this job's .*prob_anger"):
+        JobOutputs.open(output, ["anger", "fear", "neutral"])
+    output.write_bytes(b"file,error\na.wav,x\nb.wav,cannot dec")
+    assert repair_partial_line(output) and output.read_bytes() == b"file,error\na.wav,x\n"
+    assert not repair_partial_line(output)
