@@ -6,6 +6,7 @@ numbers mean nothing). Every ratio is measured side by side in this one run; see
 """
 
 import argparse
+import json
 import sys
 import time
 import traceback
@@ -15,7 +16,7 @@ import torch
 
 from modeling.training.io_utils import atomic_write_json, atomic_write_text
 
-from . import data_loading, frozen_prefix, gpu, head_overhead, inference, padding
+from . import cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
 from .common import PROFILES, machine_description
 from .report import render_markdown
 
@@ -27,6 +28,8 @@ BENCHMARKS = {
     "frozen_prefix": frozen_prefix.run,
     "inference": inference.run,
     "data_loading": data_loading.run,
+    "cpu_inference": cpu_inference.run,
+    "int8_agreement": cpu_inference.run_int8_agreement_benchmark,
     "gpu": gpu.run,
 }
 
@@ -38,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="toy model, 1-2 repetitions: checks the harness only")
     parser.add_argument("--output", default="benchmarks/results.json", help="JSON path; the .md is written beside it")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--demo-run", default="runs/demo", help="cpu_inference: int8 agreement on this trained run (if it exists)"
+    )
     parser.add_argument("--device", default="cuda", help="device of the GPU section (skipped without CUDA)")
     parser.add_argument(
         "--threads",
@@ -74,7 +80,7 @@ def run_all(args, profile, selected: list[str]) -> int:
         "benchmarks": {},
         "summary": [],
     }
-    context: dict = {}
+    context: dict = {"demo_run": args.demo_run}
     started = time.perf_counter()
     for name in selected:
         print(f"[benchmarks] {name} ({profile.name}) ...", flush=True)
@@ -96,10 +102,31 @@ def run_all(args, profile, selected: list[str]) -> int:
     report["total_wall_seconds"] = round(time.perf_counter() - started, 1)
 
     output = Path(args.output)
+    elapsed = report["total_wall_seconds"]
+    report = merge_with_previous(report, output, selected)
     atomic_write_json(output, report)
     atomic_write_text(output.with_suffix(".md"), render_markdown(report))
-    print(f"[benchmarks] wrote {output} and {output.with_suffix('.md')} in {report['total_wall_seconds']} s")
+    print(f"[benchmarks] wrote {output} and {output.with_suffix('.md')} in {elapsed} s")
     return 0
+
+
+def merge_with_previous(report: dict, output: Path, selected: list[str]) -> dict:
+    """With `--only`, keep the other benchmarks' sections of an earlier run of the same mode in `output` (their
+    machine description stays at the top; the re-run ones carry their own under "machine")."""
+    if set(selected) == set(BENCHMARKS) or not output.is_file():
+        return report
+    previous = json.loads(output.read_text())
+    if previous.get("mode") != report["mode"]:
+        return report
+    for name in selected:
+        report["benchmarks"][name]["machine"] = report["machine"]
+    sections = {**previous["benchmarks"], **report["benchmarks"]}
+    merged = {**previous, "benchmarks": {name: sections[name] for name in BENCHMARKS if name in sections}}
+    merged["summary"] = [
+        dict(row, benchmark=name) for name, outcome in merged["benchmarks"].items() for row in outcome.get("results", [])
+    ]
+    merged["rerun"] = sorted(set(previous.get("rerun", [])) | set(selected))
+    return merged
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteP
 
 # Files of a checkpoint folder that belong on the Hub (trainer state, optimizer and RNG files stay local).
 CHECKPOINT_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json", "*.py")
+# Exports written next to the checkpoint (`modeling.inference.onnx_export`), uploaded under the same relative path.
+CHECKPOINT_EXTRA_PATTERNS = ("onnx/*.onnx",)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Token and repo ids
@@ -117,6 +119,10 @@ def _checkpoint_files(checkpoint: Path) -> dict[str, Path]:
         for path in sorted(checkpoint.glob(pattern)):
             if path.is_file():
                 files[path.name] = path
+    for pattern in CHECKPOINT_EXTRA_PATTERNS:
+        for path in sorted(checkpoint.glob(pattern)):
+            if path.is_file():
+                files[path.relative_to(checkpoint).as_posix()] = path
     return files
 
 

@@ -1,0 +1,77 @@
+"""Batch emotion prediction over many files (`predict.py`, or `python -m modeling.cli.predict`), and ONNX export.
+
+    python predict.py data/polish3/audio --model runs/demo/fold1/stage2/best --output predictions.csv
+    python predict.py "archive/**/*.wav" --model DIR --output out.csv --backend onnx-int8 --timeline out.jsonl
+    python predict.py metadata.csv --model DIR --output out.csv          # a CSV with a file/path/audio column
+    python predict.py --export-onnx --model DIR                          # DIR/onnx/model.onnx + model_int8.onnx
+
+Re-running the same command resumes: files already in the output are skipped. Unreadable files are listed in
+`<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again). The work is done by
+`modeling.inference.batch.predict_files`; this module parses the arguments and prints.
+"""
+
+import argparse
+import os
+import sys
+
+from ..audio import AudioInputError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="*", help="folders, glob patterns, CSV files of paths, or audio files")
+    parser.add_argument("--model", default=os.environ.get("FRAME_ALIGNED_MODEL"), help="checkpoint folder or Hub id")
+    parser.add_argument("--output", help="predictions CSV (appended to; resumes)")
+    parser.add_argument("--errors", help="CSV of unreadable files (default: <output stem>.errors.csv)")
+    parser.add_argument("--timeline", help="also write each file's timeline segments as JSON lines here")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+        help="PyTorch, ONNX Runtime fp32 or ONNX Runtime dynamic int8 (ONNX files are created next to the model)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
+    parser.add_argument("--batch-size", type=int, default=1, help="files per forward pass (1 is fastest on CPUs)")
+    parser.add_argument("--files-per-write", type=int, default=16, help="files per appended, fsynced group")
+    parser.add_argument("--window", type=float, default=20.0, help="longer files run in windows of this many s")
+    parser.add_argument("--path-column", help="the CSV column with the audio paths (default: file, path or audio)")
+    parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx")
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
+    if not args.export_onnx and (not args.inputs or not args.output):
+        parser.error("inputs and --output are required (or --export-onnx)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from ..inference import load_pipeline
+    from ..inference.batch import BatchJobError, collect_inputs, predict_files
+    from ..inference.onnx_backend import ensure_onnx
+
+    if args.export_onnx:
+        for int8 in (False, True):
+            print(f"wrote {ensure_onnx(args.model, int8=int8)}")
+        return 0
+    try:
+        paths = collect_inputs(args.inputs, args.path_column)
+        pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads)
+        summary = predict_files(
+            pipe, paths, args.output, errors_path=args.errors, timeline_path=args.timeline,
+            batch_size=args.batch_size, files_per_write=args.files_per_write, retry_errors=args.retry_errors,
+            progress=False if args.no_progress else None, pipeline_kwargs={"chunk_length_s": args.window},
+        )
+    except (BatchJobError, AudioInputError, ValueError) as error:
+        print(f"predict.py: error: {error}", file=sys.stderr)
+        return 2
+    for path in summary.repaired:
+        print(f"repaired {path}: cut off a partial last line left by an interrupted run")
+    print(summary.describe())
+    print(f"predictions: {args.output}")
+    if summary.failed:
+        errors = args.errors or os.path.splitext(args.output)[0] + ".errors.csv"
+        print(f"{summary.failed} unreadable file(s) listed in {errors}")
+    return 0

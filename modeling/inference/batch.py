@@ -1,0 +1,362 @@
+"""The batch prediction job: thousands of files → one CSV, resumable, never lost to one bad file.
+
+```python
+from modeling.inference import load_pipeline
+from modeling.inference.batch import collect_inputs, predict_files
+pipe = load_pipeline("runs/demo/fold1/stage2/best", backend="onnx")
+summary = predict_files(pipe, collect_inputs(["archive/"]), "predictions.csv", timeline_path="timeline.jsonl")
+```
+
+Outputs (all appended batch by batch; one `os.write` per file per batch, fsynced):
+    predictions CSV   `file, duration_s, label, score, prob_<class>...` (one probability column per class, in the
+                      model's label order; `score` = the top probability), one row per good file.
+    `<output>.errors.csv` (or `errors_path`)   `file, error`: files that could not be read, with the reason.
+    timeline JSON lines (optional)   one `{"file", "duration_s", "label", "timeline": [segments]}` per good file.
+
+Resume: a re-run with the same output skips every file already in the predictions CSV (and, unless
+`retry_errors`, those listed as errors). A kill can at worst leave a partial last line (the process died inside a
+write): it is cut off on restart, and timeline lines of files missing from the CSV are dropped, so every file ends up
+exactly once in each output. Memory holds one write group of results and at most `batch_size` decoded clips (a long
+file is streamed window by window by the pipeline), whatever the number of files.
+"""
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+
+from ..audio import AudioInputError
+from ..training.faults import fault_point
+from ..training.io_utils import atomic_write_text
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+CSV_PATH_COLUMNS = ("file", "path", "audio")
+ERROR_COLUMNS = ["file", "error"]
+
+
+class BatchJobError(ValueError):
+    """The job cannot start (bad inputs, an output written by another model); the message names the cause."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _csv_paths(csv_path: Path, path_column: str | None) -> list[str]:
+    """The audio paths listed in a CSV (relative paths are relative to the CSV's folder, as in metadata.csv)."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        candidates = [path_column] if path_column else list(CSV_PATH_COLUMNS)
+        column = next((name for name in candidates if name in columns), None)
+        if column is None:
+            raise BatchJobError(f"{csv_path}: no column {' / '.join(candidates)} with audio paths; columns: {columns}")
+        paths = []
+        for line, row in enumerate(reader, start=2):
+            value = (row.get(column) or "").strip()
+            if not value:
+                raise BatchJobError(f"{csv_path}, line {line}: empty '{column}'")
+            paths.append(os.path.normpath(os.path.join(csv_path.parent, value)))
+    return paths
+
+
+def _folder_paths(folder: Path) -> list[str]:
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        paths += [os.path.join(root, name) for name in sorted(files) if name.lower().endswith(AUDIO_EXTENSIONS)]
+    return paths
+
+
+def collect_inputs(sources: list[str], path_column: str | None = None) -> list[str]:
+    """Folders (searched recursively for audio extensions), glob patterns (`**` recursive), CSV files (a
+    `file`/`path`/`audio` column, or `path_column`) and single files → the audio paths, in order, each once.
+
+    Raises:
+        BatchJobError: a source that matches nothing or a CSV without a path column (all such sources listed).
+    """
+    paths, problems = [], []
+    for source in sources:
+        found: list[str]
+        if os.path.isdir(source):
+            found = _folder_paths(Path(source))
+        elif source.lower().endswith(".csv") and os.path.isfile(source):
+            found = _csv_paths(Path(source), path_column)
+        elif glob.has_magic(source):
+            found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
+        else:
+            found = [source]  # a single file; a missing one is reported as that file's error
+        if not found:
+            problems.append(f"{source}: matches no audio file")
+        paths += found
+    if problems:
+        raise BatchJobError("; ".join(problems))
+    return list(dict.fromkeys(paths))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs: append-only, repaired and read back on resume
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def repair_partial_line(path: Path) -> bool:
+    """Cut a last line without its newline (a write interrupted by a kill). Returns whether anything was cut."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return False
+        f.truncate(data.rfind(b"\n") + 1)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
+    """The rows of an output CSV written before; its header must be `expected_header`."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != expected_header:
+            raise BatchJobError(
+                f"{path}: existing columns {reader.fieldnames} differ from this job's {expected_header} "
+                "(another model or label set wrote it): choose another output file"
+            )
+        return list(reader)
+
+
+def append_bytes(path: Path, data: bytes, point: str) -> None:
+    """Append `data` (whole lines) and fsync. Fault point `predict:partial-write:<name>` sits inside the write, where
+    half of the last line is written (what a kill inside the system call could leave)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        last_line = data.rfind(b"\n", 0, len(data) - 1) + 1
+        half = (last_line + len(data)) // 2
+        os.write(fd, data[:half])
+        fault_point(f"predict:partial-write:{point}")
+        view = memoryview(data)[half:]
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _csv_text(rows: list[list], header: list[str] | None = None) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+@dataclass
+class JobOutputs:
+    """The files of one job and what they already hold."""
+
+    predictions: Path
+    errors: Path
+    timeline: Path | None
+    header: list[str]
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    repaired: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, predictions, labels, errors=None, timeline=None, retry_errors: bool = False) -> "JobOutputs":
+        """Repair, check and read the outputs of an earlier run of the same job (all optional)."""
+        predictions = Path(predictions)
+        errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
+        timeline = Path(timeline) if timeline else None
+        header = ["file", "duration_s", "label", "score"] + [f"prob_{label}" for label in labels]
+        outputs = cls(predictions, errors, timeline, header)
+        for path in (predictions, errors, timeline):
+            if path is not None and repair_partial_line(path):
+                outputs.repaired.append(str(path))
+        outputs.done = {row["file"] for row in _read_rows(predictions, header)}
+        failed = {row["file"]: row["error"] for row in _read_rows(errors, ERROR_COLUMNS)}
+        if retry_errors and failed:
+            atomic_write_text(errors, "")
+            failed = {}
+        outputs.failed = {file: error for file, error in failed.items() if file not in outputs.done}
+        if timeline is not None:
+            outputs._drop_unfinished_timeline()
+        for path, columns in ((predictions, header), (errors, ERROR_COLUMNS)):
+            if not path.is_file() or path.stat().st_size == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                append_bytes(path, _csv_text([], columns), "header")
+        return outputs
+
+    def _drop_unfinished_timeline(self) -> None:
+        """Timeline lines are written before their CSV rows: keep only those of files the CSV holds, once each."""
+        if not self.timeline.is_file():
+            return
+        kept, seen = [], set()
+        lines = self.timeline.read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            file = json.loads(line)["file"]
+            if file in self.done and file not in seen:
+                kept.append(line)
+                seen.add(file)
+        if len(kept) != len(lines):
+            atomic_write_text(self.timeline, "".join(line + "\n" for line in kept))
+
+    def write(self, results: list[tuple[str, dict]], failures: list[tuple[str, str]], labels: list[str]) -> None:
+        """Append one group: timeline lines, then prediction rows, then error rows (each one fsynced write)."""
+        if self.timeline is not None and results:
+            lines = [_timeline_line(file, result) for file, result in results]
+            append_bytes(self.timeline, "".join(lines).encode("utf-8"), "timeline")
+        if results:
+            fault_point("predict:before-rows")
+            append_bytes(self.predictions, _csv_text([_row(f, r, labels) for f, r in results]), "predictions")
+            self.done.update(file for file, _ in results)
+        if failures:
+            append_bytes(self.errors, _csv_text([list(failure) for failure in failures]), "errors")
+            self.failed.update(failures)
+        fault_point("predict:group-written")
+
+
+def _row(file: str, result: dict, labels: list[str]) -> list:
+    probabilities = {entry["label"]: entry["score"] for entry in result["scores"]}
+    return [file, f"{result['duration']:.3f}", result["label"], f"{result['score']:.6f}"] + [
+        f"{probabilities[label]:.6f}" for label in labels
+    ]
+
+
+def _timeline_line(file: str, result: dict) -> str:
+    record = {"file": file, "duration_s": result["duration"], "label": result["label"], "timeline": result["timeline"]}
+    return json.dumps(record, default=float) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    """What one run of the job did."""
+
+    total: int  # files in the inputs
+    skipped: int  # already in the outputs (resume)
+    predicted: int  # written this run
+    failed: int  # listed as errors this run
+    audio_seconds: float  # of the files predicted this run
+    wall_seconds: float
+    repaired: list[str]  # outputs whose partial last line was cut off
+
+    def describe(self) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        return (
+            f"{self.predicted} file(s) predicted ({self.audio_seconds / 3600:.3f} h of audio, {speed:.1f}× real time), "
+            f"{self.failed} failed, {self.skipped} already done, {self.total} in all"
+        )
+
+
+def header_durations(paths: list[str]) -> tuple[list[tuple[str, float]], list[tuple[str, str]]]:
+    """(path, seconds) from each file's header (no decoding), and (path, error) for files that cannot be opened."""
+    good, bad = [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            bad.append((path, "file does not exist" if not os.path.exists(path) else "not a regular file"))
+            continue
+        try:
+            info = sf.info(path)
+            good.append((path, info.frames / info.samplerate if info.samplerate else 0.0))
+        except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+            bad.append((path, f"cannot decode audio ({error})"))
+    return good, bad
+
+
+def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict):
+    """Predict a group of files; when one fails, each alone, so only the bad ones are lost."""
+    try:
+        return list(zip(paths, pipe(paths, batch_size=batch_size, **pipeline_kwargs))), []
+    except Exception:  # noqa: BLE001  (isolate the failing file(s) below)
+        pass
+    results, failures = [], []
+    for path in paths:
+        done, failed = _single(pipe, path, pipeline_kwargs)
+        results += done
+        failures += failed
+    return results, failures
+
+
+def _single(pipe, path: str, pipeline_kwargs: dict):
+    try:
+        return [(path, pipe(path, **pipeline_kwargs))], []
+    except AudioInputError as error:
+        message = str(error)
+        return [], [(path, message[len(path) + 2 :] if message.startswith(path + ": ") else message)]
+    except Exception as error:  # noqa: BLE001  (one bad file must not stop the job; the reason is listed)
+        return [], [(path, f"{type(error).__name__}: {error}")]
+
+
+def predict_files(
+    pipe,
+    paths: list[str],
+    output: str | os.PathLike,
+    *,
+    errors_path: str | os.PathLike | None = None,
+    timeline_path: str | os.PathLike | None = None,
+    batch_size: int = 1,
+    files_per_write: int = 16,
+    retry_errors: bool = False,
+    progress: bool | None = None,
+    pipeline_kwargs: dict | None = None,
+) -> BatchSummary:
+    """Predict every file of `paths` with `pipe` (a `FrameAlignedEmotionPipeline`, any backend) into `output`.
+
+    Files are sorted by header duration, longest first (similar lengths share a forward pass; the slowest part shows
+    first in the ETA), run `batch_size` per forward pass and written `files_per_write` at a time. See the module
+    docstring for the outputs and resume. `progress`: a tqdm bar (files, hours of audio, ETA) on stderr (`None`:
+    only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `chunk_length_s`).
+
+    Raises:
+        BatchJobError: the output was written by a model with other labels.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    labels = list(pipe.labels)
+    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
+    pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
+    timed, unreadable = header_durations(pending)
+    timed.sort(key=lambda item: -item[1])
+    total_hours = sum(seconds for _, seconds in timed) / 3600
+    outputs.write([], unreadable, labels)
+    bar = tqdm(
+        total=round(total_hours, 4), unit="h", disable=(not progress) if progress is not None else None,
+        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}] {postfix}",
+        desc="predict",
+    )
+    predicted, failed, audio_seconds = 0, len(unreadable), 0.0
+    for start in range(0, len(timed), max(1, files_per_write)):
+        group = timed[start : start + max(1, files_per_write)]
+        results, failures = _predict_group(pipe, [path for path, _ in group], batch_size, pipeline_kwargs or {})
+        outputs.write(results, failures, labels)
+        predicted, failed = predicted + len(results), failed + len(failures)
+        audio_seconds += sum(result["duration"] for _, result in results)
+        bar.update(round(sum(seconds for _, seconds in group) / 3600, 4))
+        bar.set_postfix_str(f"files {start + len(group)}/{len(timed)}, errors {failed}")
+    bar.close()
+    return BatchSummary(
+        total=len(paths),
+        skipped=len(paths) - len(pending),
+        predicted=predicted,
+        failed=failed,
+        audio_seconds=audio_seconds,
+        wall_seconds=time.perf_counter() - started,
+        repaired=outputs.repaired,
+    )

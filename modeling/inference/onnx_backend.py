@@ -1,0 +1,120 @@
+"""An ONNX Runtime backend for the pipelines: `OnnxFrameAlignedModel` stands in for the PyTorch model.
+
+```python
+from modeling.inference import load_pipeline
+timeline = load_pipeline("runs/demo/fold1/stage2/best", backend="onnx")        # or "onnx-int8", "torch"
+timeline("speech.flac")["label"]
+```
+
+The ONNX graph (see `onnx_export`) takes `input_values` (B, N) float32 and `attention_mask` (B, N) int64 and returns
+`logits` (B, C), `frame_logits` (B, T, C), `frame_weights` (B, T) and `frame_mask` (B, T) bool; the wrapper returns
+them as a `FrameAlignedClassifierOutput` of torch tensors, so `FrameAlignedEmotionPipeline` and transformers'
+`audio-classification` pipeline run it unchanged. No PyTorch weights are loaded (only the config).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..modeling_frame_aligned import FrameAlignedClassifierOutput
+from .onnx_export import OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def _session(path: Path, num_threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxFrameAlignedModel(nn.Module):
+    """A frame-aligned model run by ONNX Runtime (CPU), with the PyTorch model's call signature.
+
+    Args:
+        path: the `.onnx` file.
+        config: the checkpoint's `Wav2Vec2FrameAlignedConfig` (labels, conv geometry for the pipelines).
+        num_threads: ONNX Runtime intra-op threads (default: ONNX Runtime's choice, all cores).
+    """
+
+    main_input_name = "input_values"
+
+    def __init__(self, path: str | os.PathLike, config, num_threads: int | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.config = config
+        self.session = _session(self.path, num_threads)
+        self.name_or_path = getattr(config, "_name_or_path", str(self.path))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def can_generate(self) -> bool:
+        return False
+
+    def forward(self, input_values, attention_mask=None, **unused) -> FrameAlignedClassifierOutput:
+        """input_values (B, N) float, attention_mask (B, N) (default: all ones) → the four outputs as tensors."""
+        values = np.ascontiguousarray(torch.as_tensor(input_values).float().numpy())
+        if attention_mask is None:
+            mask = np.ones(values.shape, dtype=np.int64)
+        else:
+            mask = np.ascontiguousarray(torch.as_tensor(attention_mask).numpy().astype(np.int64))
+        outputs = self.session.run(OUTPUT_NAMES, {"input_values": values, "attention_mask": mask})
+        named = {name: torch.from_numpy(np.asarray(array)) for name, array in zip(OUTPUT_NAMES, outputs)}
+        return FrameAlignedClassifierOutput(**named)
+
+
+def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
+    """The checkpoint's ONNX file (`onnx/model.onnx` or `onnx/model_int8.onnx`), exported/quantised first if absent."""
+    path = onnx_path(checkpoint, int8=int8)
+    if path.is_file():
+        return path
+    fp32 = onnx_path(checkpoint)
+    if not fp32.is_file():
+        export_onnx(checkpoint, fp32)
+    return quantize_int8(fp32, path) if int8 else fp32
+
+
+def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads: int | None = None, **kwargs):
+    """A `FrameAlignedEmotionPipeline` for the checkpoint folder `model`, run by PyTorch (`"torch"`) or ONNX Runtime
+    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8). The ONNX files are created next to the checkpoint on first use.
+    `num_threads` sets torch's or ONNX Runtime's intra-op threads; `kwargs` go to `pipeline(...)` (e.g. `device`).
+
+    Raises:
+        ValueError: an unknown backend.
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor
+    from transformers.pipelines import pipeline
+
+    from ..collator import make_feature_extractor
+    from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
+    if backend == "torch":
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        return pipeline(TASK, model=str(model), pipeline_class=FrameAlignedEmotionPipeline, **kwargs)
+    if not Path(model).is_dir():
+        raise ValueError(f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)")
+    config = AutoConfig.from_pretrained(model)
+    onnx_model = OnnxFrameAlignedModel(ensure_onnx(model, int8=backend == "onnx-int8"), config, num_threads)
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(model)
+    except (OSError, ValueError):
+        extractor = make_feature_extractor()
+    return FrameAlignedEmotionPipeline(model=onnx_model, feature_extractor=extractor, device=-1, **kwargs)

@@ -1,0 +1,119 @@
+"""Export a frame-aligned checkpoint to ONNX (dynamic batch and time axes) and quantise it to int8.
+
+Files are written next to the checkpoint, as the Hub's ONNX convention (Optimum, transformers.js) expects:
+
+    <checkpoint>/onnx/model.onnx        fp32, from `export_onnx`
+    <checkpoint>/onnx/model_int8.onnx   dynamic int8 (MatMul/Gemm weights), from `quantize_int8`
+
+`push_to_hub.py` uploads them with the checkpoint when they exist.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+ONNX_DIR = "onnx"
+FP32_NAME = "model.onnx"
+INT8_NAME = "model_int8.onnx"
+INPUT_NAMES = ["input_values", "attention_mask"]
+OUTPUT_NAMES = ["logits", "frame_logits", "frame_weights", "frame_mask"]
+DEFAULT_OPSET = 17
+# The int8 path that helps on CPUs: weights of the transformer's and the head's matrix products. Quantising the
+# convolutions too (the feature encoder) was measured slower than fp32 PyTorch here (ecosystem-notes.md).
+QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
+
+
+def onnx_path(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
+    """Where the export of `checkpoint` lives: `<checkpoint>/onnx/model.onnx` (or `model_int8.onnx`)."""
+    return Path(checkpoint) / ONNX_DIR / (INT8_NAME if int8 else FP32_NAME)
+
+
+class _ExportedOutputs(nn.Module):
+    """The model as ONNX sees it: (input_values (B, N) float32, attention_mask (B, N) int64) →
+    logits (B, C), frame_logits (B, T, C), frame_weights (B, T), frame_mask (B, T) bool."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor):
+        output = self.model(input_values=input_values, attention_mask=attention_mask, return_dict=True)
+        return output.logits, output.frame_logits, output.frame_weights, output.frame_mask
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+    """Export a loaded `Wav2Vec2ForFrameAlignedClassification` to `path` (TorchScript-based exporter,
+    `dynamo=False`: it traces this model with dynamic axes; see docs). Axes `batch` and `samples` (inputs),
+    `frames` (outputs) are dynamic. The file is written under a temporary name and renamed. Returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float()
+    wrapper = _ExportedOutputs(model)
+    # Two clips of different lengths: the trace sees a real (padded) batch.
+    example = torch.zeros(2, 16_000)
+    example[:, :] = torch.randn(2, 16_000) * 0.1
+    mask = torch.ones(2, 16_000, dtype=torch.long)
+    mask[1, 12_000:] = 0
+    dynamic_axes = {
+        "input_values": {0: "batch", 1: "samples"},
+        "attention_mask": {0: "batch", 1: "samples"},
+        "logits": {0: "batch"},
+        "frame_logits": {0: "batch", 1: "frames"},
+        "frame_weights": {0: "batch", 1: "frames"},
+        "frame_mask": {0: "batch", 1: "frames"},
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (example, mask),
+            str(temporary),
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    os.replace(temporary, path)
+    return path
+
+
+def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:
+    """Load the checkpoint folder `checkpoint` (a `save_pretrained` directory) and export it to
+    `output` (default `<checkpoint>/onnx/model.onnx`). Returns the path written.
+
+    Raises:
+        FileNotFoundError: `checkpoint` has no config.json.
+    """
+    from transformers import AutoModelForAudioClassification
+
+    import modeling  # noqa: F401  (registers the model with the Auto classes)
+
+    if not (Path(checkpoint) / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (no config.json)")
+    # Eager attention: one graph for every exporter/runtime version (SDPA exports too, but as a decomposed graph).
+    model = AutoModelForAudioClassification.from_pretrained(checkpoint, attn_implementation="eager")
+    return export_model(model, output or onnx_path(checkpoint), opset=opset)
+
+
+def quantize_int8(fp32_path: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
+    """Dynamic int8 quantisation (onnxruntime.quantization.quantize_dynamic) of the MatMul/Gemm weights of an
+    exported model: weights int8 per channel... stored once, activations quantised on the fly per call. Output
+    default: `model_int8.onnx` beside `fp32_path`. Returns the path written."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32_path = Path(fp32_path)
+    output = Path(output) if output else fp32_path.with_name(INT8_NAME)
+    temporary = output.with_name(output.name + ".tmp")
+    quantize_dynamic(
+        fp32_path,
+        temporary,
+        op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+        per_channel=False,
+        weight_type=QuantType.QInt8,
+    )
+    os.replace(temporary, output)
+    return output

@@ -1,0 +1,300 @@
+"""CPU inference at scale (`modeling/inference/`, `predict.py`): ONNX export equals PyTorch, the ONNX Runtime backend of
+the pipeline, the batch job over a folder with bad files, and kill -9 + resume → every file exactly once."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from modeling import Wav2Vec2ForFrameAlignedClassification
+from modeling.audio import load_audio
+from modeling.collator import make_feature_extractor
+from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
+
+from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_config
+from test_hub import hub  # noqa: F401  (the loopback Hub fixture)
+
+
+ort = pytest.importorskip("onnxruntime")
+
+from modeling.inference import load_pipeline  # noqa: E402  (needs onnxruntime)
+from modeling.inference.batch import collect_inputs, predict_files  # noqa: E402
+from modeling.inference.onnx_backend import OnnxFrameAlignedModel  # noqa: E402
+from modeling.inference.onnx_export import export_onnx, onnx_path  # noqa: E402
+
+
+def save_checkpoint(folder, **overrides):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForFrameAlignedClassification(tiny_config(**overrides)).eval()
+    model.save_pretrained(folder)
+    make_feature_extractor().save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(folder)
+    return folder
+
+
+def padded_batch(waveforms):
+    length = max(len(w) for w in waveforms)
+    values = np.zeros((len(waveforms), length), np.float32)
+    mask = np.zeros((len(waveforms), length), np.int64)
+    for row, waveform in enumerate(waveforms):
+        values[row, : len(waveform)] = waveform
+        mask[row, : len(waveform)] = 1
+    return torch.from_numpy(values), torch.from_numpy(mask)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, layer_norm_overrides(), {"pooling": "attentive"}], ids=["group-norm", "layer-norm", "stage1"]
+)
+def test_onnx_outputs_equal_pytorch_batched_and_one_by_one(tmp_path, overrides):
+    model = save_checkpoint(tmp_path, **overrides)
+    exported = export_onnx(tmp_path)
+    assert exported == tmp_path / "onnx" / "model.onnx"
+    onnx_model = OnnxFrameAlignedModel(exported, model.config)
+    waveforms = [load_audio(path) for path, _ in polish3_clips(4)]  # real clips, 0.6–2.5 s: different lengths
+    assert len({len(w) for w in waveforms}) == 4
+    batches = [[w] for w in waveforms] + [waveforms]  # one by one, then all four in one padded batch
+    for batch in batches:
+        values, mask = padded_batch(batch)
+        with torch.no_grad():
+            expected = model(values, attention_mask=mask)
+        got = onnx_model(values, attention_mask=mask)
+        assert torch.equal(got.frame_mask, expected.frame_mask)
+        valid = expected.frame_mask
+        assert got.logits.shape == expected.logits.shape == (len(batch), 3)
+        assert torch.allclose(got.logits, expected.logits, atol=1e-4, rtol=0)
+        assert torch.allclose(got.frame_logits[valid], expected.frame_logits[valid], atol=1e-4, rtol=0)
+        assert torch.allclose(got.frame_weights, expected.frame_weights, atol=1e-4, rtol=0)
+        assert torch.allclose(got.frame_weights.sum(-1), torch.ones(len(batch)), atol=1e-5)
+
+
+def test_pipeline_backends_give_the_same_results(checkpoint):
+    clips = [path for path, _ in polish3_clips(3)]
+    results = {backend: load_pipeline(checkpoint, backend=backend)(clips) for backend in ("torch", "onnx")}
+    assert onnx_path(checkpoint).is_file()
+    for torch_result, onnx_result in zip(results["torch"], results["onnx"]):
+        assert torch_result["label"] == onnx_result["label"]
+        for a, b in zip(torch_result["scores"], onnx_result["scores"]):
+            assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-5
+        assert [s["label"] for s in torch_result["timeline"]] == [s["label"] for s in onnx_result["timeline"]]
+    int8 = load_pipeline(checkpoint, backend="onnx-int8")
+    assert onnx_path(checkpoint, int8=True).is_file()
+    assert int8.model.path.name == "model_int8.onnx"
+    assert onnx_path(checkpoint, int8=True).stat().st_size < onnx_path(checkpoint).stat().st_size
+    with pytest.raises(ValueError, match="backend 'tensorrt'"):
+        load_pipeline(checkpoint, backend="tensorrt")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The batch job
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def awkward_folder(folder):
+    """Three real clips, the first again as 48 kHz stereo, a 0.1 s clip, a corrupt file (no audio header) and a
+    truncated FLAC (its header reads, its body fails to decode: the group it is in is retried file by file)."""
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    clips = [path for path, _ in polish3_clips(3)]
+    for path in clips:
+        (folder / os.path.basename(path)).write_bytes(open(path, "rb").read())
+    mono = load_audio(clips[0])
+    stereo = soxr.resample(mono, 16_000, 48_000)
+    sf.write(folder / "sub" / "stereo48k.wav", np.stack([stereo, 0.5 * stereo], axis=1), 48_000)
+    sf.write(folder / "short.wav", mono[:1600], 16_000)  # 0.1 s
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 8)
+    flac = (POLISH3 / "audio" / "m2.s_stop_1.flac").read_bytes()
+    (folder / "truncated.flac").write_bytes(flac[: len(flac) // 2])
+    return clips
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoint):
+    folder = tmp_path / "audio"
+    clips = awkward_folder(folder)
+    pipe = load_pipeline(checkpoint)
+    paths = collect_inputs([str(folder)])
+    assert len(paths) == 7
+    output = tmp_path / "out" / "predictions.csv"
+    summary = predict_files(pipe, paths, output, timeline_path=tmp_path / "out" / "timeline.jsonl", files_per_write=2)
+    assert (summary.predicted, summary.failed, summary.skipped) == (5, 2, 0)
+    rows = {os.path.relpath(row["file"], folder): row for row in read_csv(output)}
+    names = sorted(os.path.basename(path) for path in clips)
+    assert sorted(rows) == sorted(names + ["short.wav", "sub/stereo48k.wav"])
+    assert list(read_csv(output)[0]) == ["file", "duration_s", "label", "score", "prob_anger", "prob_fear", "prob_neutral"]
+    errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "out" / "predictions.errors.csv")}
+    assert sorted(errors) == ["corrupt.wav", "truncated.flac"]
+    assert errors["corrupt.wav"].startswith("cannot decode audio (Error opening")
+    assert errors["truncated.flac"] == "cannot decode audio (Error : flac decoder lost sync.)."
+    # Values: durations from the audio itself, probabilities = the pipeline on the same file, rows sorted longest first.
+    assert float(rows["short.wav"]["duration_s"]) == 0.1
+    first = rows[os.path.basename(clips[0])]
+    assert rows["sub/stereo48k.wav"]["duration_s"] == first["duration_s"] == f"{len(load_audio(clips[0])) / 16000:.3f}"
+    for name in names:
+        expected = pipe(str(folder / name))
+        row = rows[name]
+        assert row["label"] == expected["label"]
+        for entry in expected["scores"]:
+            assert float(row[f"prob_{entry['label']}"]) == pytest.approx(entry["score"], abs=1e-6)
+        assert sum(float(row[f"prob_{label}"]) for label in ("anger", "fear", "neutral")) == pytest.approx(1, abs=1e-5)
+    durations = [float(row["duration_s"]) for row in read_csv(output)]
+    assert durations == sorted(durations, reverse=True)
+    timeline = [json.loads(line) for line in (tmp_path / "out" / "timeline.jsonl").read_text().splitlines()]
+    assert sorted(record["file"] for record in timeline) == sorted(row["file"] for row in read_csv(output))
+    assert all(record["timeline"][-1]["end"] == pytest.approx(record["duration_s"]) for record in timeline)
+    # A re-run skips everything: nothing is predicted twice.
+    again = predict_files(pipe, paths, output, files_per_write=2)
+    assert (again.predicted, again.failed, again.skipped) == (0, 0, 7)
+    assert len(read_csv(output)) == 5
+
+
+def test_collect_inputs_reads_csv_globs_and_reports_empty_sources(tmp_path):
+    (tmp_path / "list.csv").write_text("file,label\naudio/a.wav,x\nb.flac,y\naudio/a.wav,x\n")
+    assert collect_inputs([str(tmp_path / "list.csv")]) == [str(tmp_path / "audio" / "a.wav"), str(tmp_path / "b.flac")]
+    with pytest.raises(ValueError, match=r"nothing\*\.wav: matches no audio file"):
+        collect_inputs([str(tmp_path / "nothing*.wav")])
+    (tmp_path / "bad.csv").write_text("name\nx.wav\n")
+    with pytest.raises(ValueError, match=r"bad.csv: no column file / path / audio"):
+        collect_inputs([str(tmp_path / "bad.csv")])
+
+
+def predict_command(folder, checkpoint, output):
+    return [
+        sys.executable, "predict.py", str(folder), "--model", str(checkpoint), "--output", str(output),
+        "--timeline", str(output.with_suffix(".jsonl")), "--files-per-write", "2", "--no-progress",
+    ]
+
+
+def run_killed(command, point, hit, log):
+    env = {**os.environ, FAULT_ENV: f"{point}:kill@{hit}", FAULT_LOG_ENV: str(log)}
+    process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    assert f"fault point {point}: kill (hit {hit}" in log.read_text()
+
+
+@pytest.mark.skipif(POLISH3 is None, reason="needs the bundled clips")
+def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, checkpoint):
+    folder = tmp_path / "audio"
+    awkward_folder(folder)
+    output = tmp_path / "predictions.csv"
+    command = predict_command(folder, checkpoint, output)
+    # 1. killed halfway through the second group's rows: a partial last line
+    run_killed(command, "predict:partial-write:predictions", 2, tmp_path / "faults.log")  # the second group
+    assert not output.read_bytes().endswith(b"\n")
+    # the first group's 2 rows, then half of the second group's one row (its other file is the truncated FLAC)
+    assert len(read_csv(output)) == 3 and output.read_bytes().count(b"\n") == 3
+    # 2. killed after the next group's timeline lines, before its rows
+    run_killed(command, "predict:before-rows", 1, tmp_path / "faults.log")
+    # 3. to the end
+    process = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert process.returncode == 0, process.stderr[-2000:]
+    rows = read_csv(output)
+    files = [row["file"] for row in rows]
+    assert len(files) == len(set(files)) == 5
+    assert all(row["label"] in ("anger", "fear", "neutral") and len(row) == 7 for row in rows)
+    timeline_files = [json.loads(line)["file"] for line in output.with_suffix(".jsonl").read_text().splitlines()]
+    assert sorted(timeline_files) == sorted(files)
+    errors = read_csv(output.with_name("predictions.errors.csv"))
+    assert sorted(os.path.basename(row["file"]) for row in errors) == ["corrupt.wav", "truncated.flac"]
+    # The rows equal an uninterrupted run's.
+    reference = tmp_path / "reference.csv"
+    predict_files(load_pipeline(checkpoint), collect_inputs([str(folder)]), reference, files_per_write=2)
+    assert sorted(map(tuple, (r.values() for r in rows))) == sorted(map(tuple, (r.values() for r in read_csv(reference))))
+
+
+def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
+    from huggingface_hub import HfApi
+    from test_hub import write_run
+
+    from modeling.publishing.hub import push_run
+
+    run = write_run(tmp_path / "run")
+    best = run / "fold1" / "stage2" / "best"
+    exported = export_onnx(best)
+    results = push_run(run, "org/ser", folds=[1], api=HfApi(endpoint=hub.url, token="dummy"))
+    assert "onnx/model.onnx" in results[0].uploaded and "model.safetensors" in results[0].uploaded
+    assert hub.read("org/ser-fold1", "onnx/model.onnx") == exported.read_bytes()
+
+
+def readme_commands(section: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    body = text[text.index(section) :]
+    block = body[body.index("```bash\n") + 8 : body.index("```", body.index("```bash\n") + 8)]
+    return [line.split("   #")[0].strip() for line in block.splitlines() if line.startswith("python predict.py")]
+
+
+def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch, capsys):
+    """The README's commands, in a folder holding runs/demo/fold1/stage2/best (the tiny checkpoint) and a small
+    data/polish3 (4 real clips with their metadata.csv)."""
+    import shlex
+    import shutil
+
+    from modeling.cli.predict import main
+
+    commands = readme_commands("## Batch prediction over many files")
+    assert len(commands) == 5
+    shutil.copytree(checkpoint, tmp_path / "runs/demo/fold1/stage2/best", ignore=shutil.ignore_patterns("onnx"))
+    audio = tmp_path / "data/polish3/audio"
+    audio.mkdir(parents=True)
+    names = ["m1.a_nie_1.flac", "m1.n_nie_1.flac", "m2.s_stop_1.flac", "m3.a_nie_2.flac"]
+    for name in names:
+        shutil.copy(POLISH3 / "audio" / name, audio / name)
+    (tmp_path / "data/polish3/metadata.csv").write_text("file,label\n" + "".join(f"audio/{n},x\n" for n in names))
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "predict.py"]
+        assert main(argv[2:]) == 0, command
+    printed = capsys.readouterr().out
+    assert "0 file(s) predicted" in printed and "4 already done" in printed  # the second command resumed
+    assert len(read_csv("predictions.csv")) == 4 and len(read_csv("all.csv")) == 4
+    assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == names[:2]
+    assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
+
+
+def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, checkpoint):
+    import shutil
+
+    from modeling.inference.agreement import run_int8_agreement
+
+    best = tmp_path / "run" / "fold2" / "stage2" / "best"
+    shutil.copytree(checkpoint, best, ignore=shutil.ignore_patterns("onnx"))
+    clips = [path for path, _ in polish3_clips(6)]
+    report = run_int8_agreement(tmp_path / "run", clips)
+    assert list(report["folds"]) == ["fold2"] and report["folds"]["fold2"]["clips"] == 6
+    fp32 = [r["label"] for r in load_pipeline(best, backend="onnx")(clips)]
+    int8 = [r["label"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
+    expected = [(path, a, b) for path, a, b in zip(clips, fp32, int8) if a != b]
+    assert report["folds"]["fold2"]["disagreements"] == expected
+    assert report["agreement"] == pytest.approx(1 - len(expected) / 6)
+    assert run_int8_agreement(tmp_path / "empty", clips) is None
+
+
+def test_outputs_of_another_label_set_are_refused_and_a_partial_line_is_cut(tmp_path):
+    from modeling.inference.batch import BatchJobError, JobOutputs, repair_partial_line
+
+    output = tmp_path / "p.csv"
+    output.write_text("file,duration_s,label,score,prob_happy,prob_sad\na.wav,1.000,sad,0.600000,0.400000,0.600000\n")
+    with pytest.raises(BatchJobError, match=r"p.csv: existing columns .*prob_happy.* differ from this job's .*prob_anger"):
+        JobOutputs.open(output, ["anger", "fear", "neutral"])
+    output.write_bytes(b"file,error\na.wav,x\nb.wav,cannot dec")
+    assert repair_partial_line(output) and output.read_bytes() == b"file,error\na.wav,x\n"
+    assert not repair_partial_line(output)
