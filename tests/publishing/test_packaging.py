@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -53,22 +54,35 @@ def test_dry_run_needs_no_torch(run_dir, tmp_path):
 
 
 def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
+    """A fresh virtualenv with the project installed non-editable (its dependencies come from this test's
+    environment through a .pth file: no network), used from a folder that holds no repository."""
     source = tmp_path / "source"  # a copy: building in the repository would leave build/ and *.egg-info there
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "modeling", source / "modeling", ignore=shutil.ignore_patterns("__pycache__"))
-    site = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
-    installed = subprocess.run([*pip, "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")  # torch, transformers, ... (not `modeling`)
+    probe = subprocess.run([python, "-c", "import modeling"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert probe.returncode != 0, "the fresh virtualenv must not see the repository's editable install"
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    installed = subprocess.run([*pip, str(source)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    assert not (site / "modeling" / "__init__.py").is_symlink() and not list(site.glob("__editable__*"))
+    assert (site / "modeling" / "publishing" / "model_cards" / "template.md").is_file()  # package data, not a link
+    assert not list(site.glob("__editable__*"))
 
     elsewhere = tmp_path / "elsewhere"  # no repository here: only the thin wrapper script
     elsewhere.mkdir()
     shutil.copy(REPO / "push_to_hub.py", elsewhere)
-    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
-    completed = dry_run(elsewhere / "push_to_hub.py", run_dir, env, "--revision-per-fold")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [python, "push_to_hub.py", "--run-dir", str(run_dir), *DRY_RUN, "--revision-per-fold"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = completed.stdout
     for line in ("org/ser @ main (overview of 2 fold branch(es)):", "org/ser @ fold1 (fold 1):", "org/ser @ fold2 (fold 2):"):
