@@ -343,20 +343,18 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
     def _pad_to_one_frame(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         """Zero-pad clips shorter than the conv stack's receptive field (e.g. 80 samples, 5 ms) to one frame, as
         `modeling.audio.load_audio` does, so every entry point (pipeline, Trainer, user code) gets a prediction
-        instead of a convolution error. The mask marks the padded clip's first `receptive_field` samples real (the
-        clip's one frame); later padding stays masked. Raises `ValueError` for an input with no samples."""
+        instead of a convolution error. The (right-padded) mask marks each clip's first `receptive_field` samples
+        real, so a short clip in a longer batch has its one frame too; later padding stays masked. No branch on
+        values (no host sync; traceable). Raises `ValueError` for an input with no samples."""
         if input_values.shape[-1] == 0:
             raise ValueError(f"input_values of shape {tuple(input_values.shape)} has no samples; expected a waveform.")
         receptive_field = frame_geometry(self.config).receptive_field
-        lengths = input_values.shape[-1] if attention_mask is None else int(attention_mask.sum(-1).min())
-        if lengths >= receptive_field:
-            return input_values, attention_mask
-        if attention_mask is None:
-            attention_mask = torch.ones(input_values.shape, dtype=torch.long, device=input_values.device)
         padding = max(receptive_field - input_values.shape[-1], 0)
-        input_values = nn.functional.pad(input_values, (0, padding))
-        attention_mask = nn.functional.pad(attention_mask, (0, padding)).clone()
-        attention_mask[:, :receptive_field] = 1
+        if padding:
+            input_values = nn.functional.pad(input_values, (0, padding))
+        if attention_mask is not None:
+            attention_mask = nn.functional.pad(attention_mask, (0, padding)).clone()
+            attention_mask[:, :receptive_field] = 1
         return input_values, attention_mask
 
     def _pad_for_spec_augment(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):

@@ -278,7 +278,7 @@ def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, ru
 def test_interrupted_push_completes_on_the_next_run(hub, api, run_dir):
     push_run(run_dir, "org/ser", folds=["1"], api=api)
     hub.fail_next_commits = 2  # fold 2's commit fails after its weights were uploaded, also when retried
-    with pytest.raises(PushError, match=r"^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
+    with pytest.raises(PushError, match=r"(?s)^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
                        r"Injected failure.*Not on the Hub yet: .*model\.safetensors.*, README\.md \(a commit is atomic"):
         push_run(run_dir, "org/ser", api=api, retry={"attempts": 2, "base_wait_s": 0.01})
     weights2 = run_dir / "fold2" / "stage2" / "best" / "model.safetensors"

@@ -49,7 +49,8 @@ def test_dry_run_needs_no_torch(run_dir, tmp_path):
         assert line in completed.stdout
     for name in ("model.safetensors", "modeling_frame_aligned.py", "pipeline_frame_aligned.py", "split.json"):
         assert completed.stdout.count(f"  {name} ") == 2, name
-    assert completed.stdout.count("rendered") == 4  # per fold: README.md and the config.json with custom_pipelines
+    # per fold: README.md, the config.json with custom_pipelines and results.json without local paths
+    assert completed.stdout.count("rendered") == 6
 
 
 def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):

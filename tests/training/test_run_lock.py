@@ -102,7 +102,8 @@ def test_same_fold_refused_other_fold_runs_then_stale_lock_taken_over(tmp_path):
         # B: the same fold → refuses at once, naming A
         second = train(config, run_dir, "1")
         assert second.returncode != 0
-        assert f"Fold 1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
+        assert f"error: Fold 1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
+        assert second.returncode == 2 and "Traceback" not in second.stderr
         assert not (run_dir / "fold1" / "stage1").exists()
         # C: another fold of the same run directory trains meanwhile
         other = train(config, run_dir, "2")
