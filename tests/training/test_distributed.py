@@ -74,7 +74,7 @@ def test_torchrun_two_cpu_processes_train_data_parallel(tmp_path):
         env,
     )
     assert returncode == 0, stderr[-3000:]
-    assert stdout.count("Per-fold test UA/WA (%)") == 1 and stdout.count("| 1 | m1 |") == 1  # main process only
+    assert stdout.count("Per-fold test UA/WA (%)") == 1 and stdout.count("| fold1 | m1 |") == 1  # main process only
 
     results = json.loads((run_dir / "results.json").read_text())
     fold = results["folds"]["1"]
