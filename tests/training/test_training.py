@@ -226,7 +226,7 @@ def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results) >= {"folds", "mean", "std", "config", "labels"}
     fold = results["folds"]["1"]
-    assert set(fold["validation"]) == {"ua", "wa"}
+    assert set(fold["validation"]) == {"ua", "wa", "macro_f1"}
     assert {"ua", "wa", "confusion_matrix"} <= set(fold["test"])
     assert fold["speakers"]["test"] == [test_speaker] and results["labels"] == labels
     assert np.array(fold["test"]["confusion_matrix"]).sum() == fold["num_examples"]["test"] == test_size
