@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     print("\nPer-fold test UA/WA (%), checkpoint selected on validation UA:\n" + results_table(results))
     print(
         f"\nMean over {len(results['folds'])} fold(s): UA {100 * mean['ua']:.2f} ± {100 * std['ua']:.2f} %, "
-        f"WA {100 * mean['wa']:.2f} ± {100 * std['wa']:.2f} % (results in {output_dir}/results.md)"
+        f"WA {100 * mean['wa']:.2f} ± {100 * std['wa']:.2f} %"
+        + (f", macro-F1 {100 * mean['macro_f1']:.2f} ± {100 * std['macro_f1']:.2f} %" if "macro_f1" in mean else "")
+        + f" (results in {output_dir}/results.md)"
     )
     return 0
 

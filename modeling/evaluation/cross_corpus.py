@@ -21,7 +21,7 @@ from datasets import Dataset
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
-from ..metrics.predictions import Predictions, relative_file, softmax, write_predictions
+from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from ..training.experiment import load_run_dataset
 from ..training.io_utils import atomic_write_json, atomic_write_text
@@ -154,7 +154,7 @@ def write_outputs(output_dir: Path, scores: dict, members: dict[str, Predictions
         probabilities=np.concatenate([members[name].probabilities for name in names]),
         classes=members[ENSEMBLE].classes, extra={"model": [name for name in names for _ in range(n)]},
     )
-    write_predictions(output_dir / "predictions.csv", long)
+    atomic_write_text(output_dir / "predictions.csv", predictions_csv(long))
     atomic_write_json(output_dir / "scores.json", scores)
     atomic_write_text(output_dir / "scores.md", scores_markdown(scores))
 

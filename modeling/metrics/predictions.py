@@ -62,24 +62,19 @@ class Predictions:
         return self.predicted == self.labels
 
 
-def write_predictions(path: str | os.PathLike, predictions: Predictions) -> None:
-    """Write `predictions` as CSV (the header above; probabilities with 6 decimals), atomically (a temporary file
-    renamed over `path`)."""
+def predictions_csv(predictions: Predictions) -> str:
+    """`predictions` as CSV text (the header above; probabilities with 6 decimals). Write it with
+    `modeling.training.io_utils.atomic_write_text`."""
     extra = predictions.extra or {}
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*extra, "file", "speaker", "label", "predicted", *(PROBABILITY_PREFIX + c for c in predictions.classes)])
     for i, file in enumerate(predictions.files):
         probabilities = [f"{p:.6f}" for p in predictions.probabilities[i]]
         writer.writerow([*(column[i] for column in extra.values()), file, predictions.speakers[i],
                          predictions.classes[predictions.labels[i]], predictions.classes[predictions.predicted[i]],
                          *probabilities])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    return buffer.getvalue()
 
 
 def read_predictions(path: str | os.PathLike) -> Predictions:
@@ -111,4 +106,4 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     )
 
 
-__all__ = ["PROBABILITY_PREFIX", "Predictions", "read_predictions", "relative_file", "softmax", "write_predictions"]
+__all__ = ["PROBABILITY_PREFIX", "Predictions", "read_predictions", "relative_file", "predictions_csv", "softmax"]

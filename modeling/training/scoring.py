@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
-from ..metrics.predictions import Predictions, relative_file, softmax, write_predictions
+from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .faults import fault_point
 from .integrity import checkpoint_problems
-from .io_utils import atomic_file
+from .io_utils import atomic_file, atomic_write_text
 from .run_dir import RunDir
 
 
@@ -109,7 +109,7 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     classes = splits["test"].features["label"].names
     for split in ("validation", "test"):
         rows = split_predictions(predictions["stage2"][split], splits[split], classes, config["data"]["root"])
-        write_predictions(run.predictions(fold.number, split), rows)
+        atomic_write_text(run.predictions(fold.number, split), predictions_csv(rows))
     test = predictions["stage2"]["test"]
     with atomic_file(run.test_predictions(fold.number), "wb") as f:
         np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))

@@ -224,7 +224,8 @@ def synthetic_runs(tmp_path):
     """Two runs' test predictions written as train.py does (2 folds × 40 utterances, 3 classes), run B right more
     often; returns the two RunTest objects of modeling.evaluation.compare."""
     from modeling.evaluation.compare import load_run
-    from modeling.metrics.predictions import Predictions, write_predictions
+    from modeling.metrics.predictions import Predictions, predictions_csv
+    from modeling.training.io_utils import atomic_write_text
 
     classes = ["anger", "fear", "neutral"]
     paths = []
@@ -236,8 +237,8 @@ def synthetic_runs(tmp_path):
             right = np.random.default_rng(100 * k + int(skill * 10)).random(40) < skill
             predicted = np.where(right, labels, (labels + 1) % 3)
             probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
-            write_predictions(run / f"fold{k}" / "predictions_test.csv", Predictions(
-                [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes))
+            atomic_write_text(run / f"fold{k}" / "predictions_test.csv", predictions_csv(Predictions(
+                [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes)))
             metrics = compute_ser_metrics(predicted, labels, 3)
             folds[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
         (run / "results.json").write_text(json.dumps({"folds": folds, "labels": classes}))

@@ -202,7 +202,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     (entry,) = front_matter(hub.read("org/ser-fold1", "README.md").decode())["model-index"][0]["results"]
     scale = 100 if results.get("metric_scale", "fraction") == "fraction" else 1
     assert {m["type"]: m["value"] for m in entry["metrics"]} == {
-        "recall": round(test["ua"] * scale, 2), "accuracy": round(test["wa"] * scale, 2)
+        "recall": round(test["ua"] * scale, 2), "accuracy": round(test["wa"] * scale, 2),
+        "f1": round(test["macro_f1"] * scale, 2),  # macro-F1, which train.py records
     }
 
     api = HfApi(endpoint=hub.url, token="dummy")

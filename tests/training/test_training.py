@@ -223,10 +223,11 @@ def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Per-fold test UA/WA (%)" in process.stdout and f"| fold1 | {test_speaker} |" in process.stdout
+    assert ", macro-F1 " in process.stdout.splitlines()[-1]
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results) >= {"folds", "mean", "std", "config", "labels"}
     fold = results["folds"]["1"]
-    assert set(fold["validation"]) == {"ua", "wa"}
+    assert set(fold["validation"]) == {"ua", "wa", "macro_f1"}
     assert {"ua", "wa", "confusion_matrix"} <= set(fold["test"])
     assert fold["speakers"]["test"] == [test_speaker] and results["labels"] == labels
     assert np.array(fold["test"]["confusion_matrix"]).sum() == fold["num_examples"]["test"] == test_size
