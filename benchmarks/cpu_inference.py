@@ -324,7 +324,7 @@ def run_int8_agreement_benchmark(profile: Profile, context: dict) -> dict:
     with quiet_transformers_logs():
         demo = int8_agreement_on_run(Path(demo_run), torch.get_num_threads())
     if demo is None:
-        return {"status": f"not run: {demo_run} has no fold*/stage2/best checkpoint", "results": []}
+        return {"status": f"not run: {demo_run} has no fold*/stage*/best checkpoint", "results": []}
     return {**demo, "results": [agreement_row(demo)]}
 
 
@@ -333,7 +333,7 @@ def agreement_row(demo: dict) -> dict:
     clips = next(iter(demo["folds"].values()))["clips"]
     return ratio_result(
         "int8 label agreement with fp32 (ONNX Runtime), trained checkpoints, all bundled clips", demo["agreement"],
-        0.97, ">=", note=folds, config=f"{demo['run']}: {len(demo['folds'])} fold(s) × {clips} polish3 clips",
+        0.97, ">=", note=folds, config=f"{demo['run']}: {len(demo['folds'])} checkpoint(s) × {clips} polish3 clips",
     )
 
 

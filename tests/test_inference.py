@@ -279,11 +279,11 @@ def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, chec
     shutil.copytree(checkpoint, best, ignore=shutil.ignore_patterns("onnx"))
     clips = [path for path, _ in polish3_clips(6)]
     report = run_int8_agreement(tmp_path / "run", clips)
-    assert list(report["folds"]) == ["fold2"] and report["folds"]["fold2"]["clips"] == 6
+    assert list(report["folds"]) == ["fold2/stage2"] and report["folds"]["fold2/stage2"]["clips"] == 6
     fp32 = [r["label"] for r in load_pipeline(best, backend="onnx")(clips)]
     int8 = [r["label"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
     expected = [(path, a, b) for path, a, b in zip(clips, fp32, int8) if a != b]
-    assert report["folds"]["fold2"]["disagreements"] == expected
+    assert report["folds"]["fold2/stage2"]["disagreements"] == expected
     assert report["agreement"] == pytest.approx(1 - len(expected) / 6)
     assert run_int8_agreement(tmp_path / "empty", clips) is None
 
