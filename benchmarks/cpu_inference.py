@@ -21,7 +21,6 @@ runs/demo) over all bundled clips when that run exists.
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -133,9 +132,9 @@ def profile_split(model, paths: list[str], repetitions: int) -> dict:
 
 def peak_memory(variant: str, ours_dir, peer_dir, threads: int, paths: list[str]) -> dict | None:
     """Memory of a fresh process that loads `variant` and runs it over the clips (None on failure), in MiB:
-    `after_imports` (torch, transformers, onnxruntime, modeling imported), `peak` (its resident set sampled every
-    2 ms while the model loads and runs; the process's own high-water mark is dominated by the imports) and
-    `peak_process` (ru_maxrss)."""
+    `after_imports` (torch, transformers, onnxruntime, modeling imported) and `peak` (its resident set sampled every
+    2 ms while the model loads and runs). Not ru_maxrss: on Linux a child keeps its parent's high-water mark across
+    fork + exec, so it reported the benchmark process's own 3.2 GB for every variant."""
     command = [sys.executable, "-m", "benchmarks.cpu_inference", variant, str(ours_dir), str(peer_dir), str(threads)]
     process = subprocess.run(command + paths, cwd=REPO, capture_output=True, text=True, timeout=1800)
     if process.returncode != 0:
@@ -172,8 +171,7 @@ def _memory_main(argv: list[str]) -> int:
     stop.set()
     sampler.join()
     mib = 2**20
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"after_imports": after_imports / mib, "peak": peak[0] / mib, "peak_process": process_peak}))
+    print(json.dumps({"after_imports": after_imports / mib, "peak": peak[0] / mib}))
     return 0
 
 
