@@ -21,7 +21,6 @@ runs/demo) over all bundled clips when that run exists.
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -133,9 +132,9 @@ def profile_split(model, paths: list[str], repetitions: int) -> dict:
 
 def peak_memory(variant: str, ours_dir, peer_dir, threads: int, paths: list[str]) -> dict | None:
     """Memory of a fresh process that loads `variant` and runs it over the clips (None on failure), in MiB:
-    `after_imports` (torch, transformers, onnxruntime, modeling imported), `peak` (its resident set sampled every
-    2 ms while the model loads and runs; the process's own high-water mark is dominated by the imports) and
-    `peak_process` (ru_maxrss)."""
+    `after_imports` (torch, transformers, onnxruntime, modeling imported) and `peak` (its resident set sampled every
+    2 ms while the model loads and runs). Not ru_maxrss: on Linux a child keeps its parent's high-water mark across
+    fork + exec, so it reported the benchmark process's own 3.2 GB for every variant."""
     command = [sys.executable, "-m", "benchmarks.cpu_inference", variant, str(ours_dir), str(peer_dir), str(threads)]
     process = subprocess.run(command + paths, cwd=REPO, capture_output=True, text=True, timeout=1800)
     if process.returncode != 0:
@@ -172,8 +171,7 @@ def _memory_main(argv: list[str]) -> int:
     stop.set()
     sampler.join()
     mib = 2**20
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"after_imports": after_imports / mib, "peak": peak[0] / mib, "peak_process": process_peak}))
+    print(json.dumps({"after_imports": after_imports / mib, "peak": peak[0] / mib}))
     return 0
 
 
@@ -324,7 +322,7 @@ def run_int8_agreement_benchmark(profile: Profile, context: dict) -> dict:
     with quiet_transformers_logs():
         demo = int8_agreement_on_run(Path(demo_run), torch.get_num_threads())
     if demo is None:
-        return {"status": f"not run: {demo_run} has no fold*/stage2/best checkpoint", "results": []}
+        return {"status": f"not run: {demo_run} has no fold*/stage*/best checkpoint", "results": []}
     return {**demo, "results": [agreement_row(demo)]}
 
 
@@ -333,7 +331,7 @@ def agreement_row(demo: dict) -> dict:
     clips = next(iter(demo["folds"].values()))["clips"]
     return ratio_result(
         "int8 label agreement with fp32 (ONNX Runtime), trained checkpoints, all bundled clips", demo["agreement"],
-        0.97, ">=", note=folds, config=f"{demo['run']}: {len(demo['folds'])} fold(s) × {clips} polish3 clips",
+        0.97, ">=", note=folds, config=f"{demo['run']}: {len(demo['folds'])} checkpoint(s) × {clips} polish3 clips",
     )
 
 

@@ -90,6 +90,14 @@ def test_pipeline_backends_give_the_same_results(checkpoint):
         for a, b in zip(torch_result["scores"], onnx_result["scores"]):
             assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-5
         assert [s["label"] for s in torch_result["timeline"]] == [s["label"] for s in onnx_result["timeline"]]
+    # transformers' own audio-classification pipeline runs the ONNX model too, with the PyTorch model's scores
+    from transformers import pipeline
+
+    onnx_timeline = load_pipeline(checkpoint, backend="onnx")
+    classify = pipeline("audio-classification", model=onnx_timeline.model, feature_extractor=onnx_timeline.feature_extractor)
+    waveform = load_audio(clips[0])
+    got = {s["label"]: s["score"] for s in classify({"raw": waveform, "sampling_rate": 16000}, top_k=None)}
+    assert got == pytest.approx({s["label"]: s["score"] for s in results["torch"][0]["scores"]}, abs=1e-5)
     int8 = load_pipeline(checkpoint, backend="onnx-int8")
     assert onnx_path(checkpoint, int8=True).is_file()
     assert int8.model.path.name == "model_int8.onnx"
@@ -268,6 +276,13 @@ def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch,
     assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == names[:2]
     assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
+    # and the section's Python snippet
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Batch prediction over many files") :]
+    snippet = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
+    namespace = {}
+    exec(snippet, namespace)
+    assert namespace["timeline"].model.path.name == "model.onnx"
 
 
 def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, checkpoint):
@@ -279,11 +294,11 @@ def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, chec
     shutil.copytree(checkpoint, best, ignore=shutil.ignore_patterns("onnx"))
     clips = [path for path, _ in polish3_clips(6)]
     report = run_int8_agreement(tmp_path / "run", clips)
-    assert list(report["folds"]) == ["fold2"] and report["folds"]["fold2"]["clips"] == 6
+    assert list(report["folds"]) == ["fold2/stage2"] and report["folds"]["fold2/stage2"]["clips"] == 6
     fp32 = [r["label"] for r in load_pipeline(best, backend="onnx")(clips)]
     int8 = [r["label"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
     expected = [(path, a, b) for path, a, b in zip(clips, fp32, int8) if a != b]
-    assert report["folds"]["fold2"]["disagreements"] == expected
+    assert report["folds"]["fold2/stage2"]["disagreements"] == expected
     assert report["agreement"] == pytest.approx(1 - len(expected) / 6)
     assert run_int8_agreement(tmp_path / "empty", clips) is None
 

@@ -20,11 +20,15 @@ def int8_label_agreement(checkpoint: str | os.PathLike, paths: list[str], num_th
 
 
 def run_int8_agreement(run_dir: str | os.PathLike, paths: list[str], num_threads: int | None = None) -> dict | None:
-    """`int8_label_agreement` for every fold's `stage2/best` of a finished run (e.g. `make demo`'s runs/demo) →
-    {"run", "folds": {"fold1": {...}}, "agreement": mean over folds}; None when the run has no such checkpoint."""
-    checkpoints = sorted(Path(run_dir).glob("fold*/stage2/best/config.json"))
+    """`int8_label_agreement` for every best checkpoint of a training run (`fold<k>/stage{1,2}/best`, e.g. `make
+    demo`'s runs/demo) → {"run", "folds": {"fold1/stage2": {...}, ...}, "agreement": mean over the checkpoints};
+    None when the run has no such checkpoint."""
+    checkpoints = sorted(Path(run_dir).glob("fold*/stage*/best/config.json"))
     if not checkpoints:
         return None
-    folds = {config.parts[-4]: int8_label_agreement(config.parent, paths, num_threads) for config in checkpoints}
+    folds = {
+        f"{config.parts[-4]}/{config.parts[-3]}": int8_label_agreement(config.parent, paths, num_threads)
+        for config in checkpoints
+    }
     mean = sum(fold["agreement"] for fold in folds.values()) / len(folds)
     return {"run": str(run_dir), "folds": folds, "agreement": mean}

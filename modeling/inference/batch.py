@@ -337,18 +337,19 @@ def predict_files(
     total_hours = sum(seconds for _, seconds in timed) / 3600
     outputs.write([], unreadable, labels)
     bar = tqdm(
-        total=round(total_hours, 4), unit="h", disable=(not progress) if progress is not None else None,
-        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}] {postfix}",
+        total=total_hours, unit="h", disable=(not progress) if progress is not None else None,
+        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]",
         desc="predict",
     )
-    predicted, failed, audio_seconds = 0, len(unreadable), 0.0
+    predicted, failed, audio_seconds, done_hours = 0, len(unreadable), 0.0, 0.0
     for start in range(0, len(timed), max(1, files_per_write)):
         group = timed[start : start + max(1, files_per_write)]
         results, failures = _predict_group(pipe, [path for path, _ in group], batch_size, pipeline_kwargs or {})
         outputs.write(results, failures, labels)
         predicted, failed = predicted + len(results), failed + len(failures)
         audio_seconds += sum(result["duration"] for _, result in results)
-        bar.update(round(sum(seconds for _, seconds in group) / 3600, 4))
+        done_hours += sum(seconds for _, seconds in group) / 3600
+        bar.update(min(done_hours, total_hours) - bar.n)  # no float overshoot past the total
         bar.set_postfix_str(f"files {start + len(group)}/{len(timed)}, errors {failed}")
     bar.close()
     return BatchSummary(

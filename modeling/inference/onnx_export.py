@@ -52,11 +52,10 @@ def export_model(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
     wrapper = _ExportedOutputs(model)
-    # Two clips of different lengths: the trace sees a real (padded) batch.
-    example = torch.zeros(2, 16_000)
-    example[:, :] = torch.randn(2, 16_000) * 0.1
+    # Two clips of different lengths (1 s and 0.75 s, zero-padded): the trace sees a real padded batch.
     mask = torch.ones(2, 16_000, dtype=torch.long)
     mask[1, 12_000:] = 0
+    example = torch.randn(2, 16_000) * 0.1 * mask
     dynamic_axes = {
         "input_values": {0: "batch", 1: "samples"},
         "attention_mask": {0: "batch", 1: "samples"},
@@ -101,8 +100,9 @@ def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike | None 
 
 def quantize_int8(fp32_path: str | os.PathLike, output: str | os.PathLike | None = None) -> Path:
     """Dynamic int8 quantisation (onnxruntime.quantization.quantize_dynamic) of the MatMul/Gemm weights of an
-    exported model: weights int8 per channel... stored once, activations quantised on the fly per call. Output
-    default: `model_int8.onnx` beside `fp32_path`. Returns the path written."""
+    exported model: weights stored as int8 (per tensor), activations quantised on the fly in each call; the
+    convolutions, norms and softmaxes stay fp32. Output default: `model_int8.onnx` beside `fp32_path`. Returns the
+    path written."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32_path = Path(fp32_path)
