@@ -46,7 +46,9 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
     try:
-        config = resolve_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
+        config = resolve_config(
+            args.config, args.overrides, args.data_dir, args.max_epochs, args.seed, check_setup=True
+        )
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
     except (ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -22,6 +22,7 @@ from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .checkpoints import label_maps, latest_checkpoint
 from .faults import fault_point
 from .io_utils import atomic_directory, cleanup_stale_tmp
+from .run_config import passthrough_settings
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
 from .scoring import longest_first
@@ -93,9 +94,21 @@ def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict
 
 
 def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -> FrameAlignedTrainingArguments:
+    """The stage's `TrainingArguments`: train.py's settings, then any `TrainingArguments` field the config sets
+    under `training:` / `stage<s>:` (`passthrough_settings`). Trackers name the run `fold<k>-stage<s>` (after
+    `run_name`, when one is set)."""
+    return FrameAlignedTrainingArguments(**training_argument_values(config, stage, fold, output_dir))
+
+
+def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
+    """The keyword arguments of `training_arguments` (see there)."""
     settings, training = config[stage], config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
-    return FrameAlignedTrainingArguments(
+    passthrough = passthrough_settings(config, stage)
+    run_name = f"fold{fold.number}-{stage}"
+    if passthrough.get("run_name"):
+        run_name = f"{passthrough['run_name']}-{run_name}"
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=settings["epochs"],
         per_device_train_batch_size=settings["batch_size"],
@@ -131,7 +144,7 @@ def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -
         activation_checkpointing=training["activation_checkpointing"],
         disable_tqdm=False,
         use_cpu=cpu_distributed(),
-    )
+    ) | passthrough | {"run_name": run_name}
 
 
 def train_stage(
@@ -274,4 +287,5 @@ __all__ = [
     "stage_seed",
     "train_stage",
     "training_arguments",
+    "training_argument_values",
 ]
