@@ -8,6 +8,7 @@ import pytest
 
 from modeling.cli.train import main
 from modeling.data.folds import Fold
+from modeling.training.config_checks import resolve_checked_config
 from modeling.training.run_config import resolve_config
 from modeling.training.stage import training_arguments
 
@@ -65,11 +66,10 @@ def test_train_py_lists_every_problem_at_once(tmp_path):
 
 
 def test_training_arguments_pass_through_and_runs_are_named_per_fold_and_stage():
-    config = resolve_config(
+    config = resolve_checked_config(
         DEMO,
         ["training.run_name=demo", "training.report_to=none", "stage2.eval_strategy=steps",
          "stage2.save_strategy=steps", "stage2.eval_steps=5", "stage2.save_steps=5", "training.logging_first_step=true"],
-        check_setup=True,
     )
     fold = Fold(3, ("a",), ("b",), ("c",))
     stage1 = training_arguments(config, "stage1", fold, REPO / "unused" / "stage1")

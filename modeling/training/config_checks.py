@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
 from ..data.folds import Fold
-from .run_config import ConfigError, passthrough_settings
+from .run_config import ConfigError, listing, passthrough_settings, resolve_config_problems
 from .stage import stage_model_kwargs, training_argument_values
 from .trainer import FrameAlignedTrainingArguments
 
@@ -143,9 +143,20 @@ def raise_on_setup_problems(config: dict, source: str = "the config"):
     """`ConfigError` listing every problem of `check_training_setup`."""
     problems = check_training_setup(config)
     if problems:
-        raise ConfigError(
-            f"{len(problems)} problem(s) in {source} (nothing trained):\n" + "\n".join(f"  - {p}" for p in problems)
-        )
+        raise ConfigError(listing(source, problems))
 
 
-__all__ = ["backbone_config", "check_training_setup", "raise_on_setup_problems"]
+def resolve_checked_config(
+    path, overrides=(), data_dir: str | None = None, max_epochs: int | None = None, seed: int | None = None
+) -> dict:
+    """`resolve_config` + `check_training_setup`, every problem of both in one `ConfigError` (what train.py runs)."""
+    config, problems, invalid = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
+    model_ok = not any(p.startswith(("set exactly one of model", "data.loader and")) for p in problems)
+    if model_ok:
+        problems += check_training_setup(config, skip=invalid)
+    if problems:
+        raise ConfigError(listing(str(path), problems))
+    return config
+
+
+__all__ = ["backbone_config", "check_training_setup", "raise_on_setup_problems", "resolve_checked_config"]

@@ -198,14 +198,27 @@ def resolve_config(
     data_dir: str | None = None,
     max_epochs: int | None = None,
     seed: int | None = None,
-    check_setup: bool = False,
 ) -> dict:
     """Defaults ← config file (with `extends`) ← `--set` overrides ← `--data-dir` / `--max-epochs` / `--seed`.
 
-    Every problem (unknown keys, bad values with what is allowed, and with `check_setup` what building both stages'
-    model configs and `TrainingArguments` refuses: `config_checks.check_training_setup`) is listed in one
-    `ConfigError`.
+    Every problem (unknown keys; bad values, with what is allowed) is listed in one `ConfigError`. train.py also
+    builds both stages' model configs and `TrainingArguments` first: `config_checks.resolve_checked_config`.
     """
+    config, problems, _ = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
+    if problems:
+        raise ConfigError(listing(str(path), problems))
+    return config
+
+
+def resolve_config_problems(
+    path: str | Path,
+    overrides: list[str] = (),
+    data_dir: str | None = None,
+    max_epochs: int | None = None,
+    seed: int | None = None,
+) -> tuple[dict, list[str], set[tuple[str, str]]]:
+    """`resolve_config` without raising: (config with each bad value reset to its default, the problems, the
+    (section, key) pairs reset)."""
     source = str(path)
     config = read_config_file(path)
     for text in overrides:
@@ -226,18 +239,12 @@ def resolve_config(
             if _is_number(config[stage]["epochs"]):
                 config[stage]["epochs"] = min(config[stage]["epochs"], max_epochs)
     invalid: set[tuple[str, str]] = set()
-    problems += _check_values(config, invalid)  # resets each bad value to its default (listed in `invalid`)
-    model_ok = not any(p.startswith(("set exactly one of model", "data.loader and")) for p in problems)
-    if check_setup and model_ok:
-        from .config_checks import check_training_setup
-
-        problems += check_training_setup(config, skip=invalid)
-    if problems:
-        raise ConfigError(_listing(source, problems))
-    return config
+    problems += _check_values(config, invalid)
+    return config, problems, invalid
 
 
-def _listing(source: str, problems: list[str]) -> str:
+def listing(source: str, problems: list[str]) -> str:
+    """The message of a `ConfigError` with several problems."""
     return f"{len(problems)} problem(s) in {source} (nothing trained):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
@@ -380,8 +387,10 @@ __all__ = [
     "RESERVED_TRAINING_ARGUMENTS",
     "config_differences",
     "dump_config",
+    "listing",
     "passthrough_settings",
     "read_config_file",
     "resolve_config",
+    "resolve_config_problems",
     "training_argument_names",
 ]
