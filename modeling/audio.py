@@ -269,7 +269,8 @@ def input_duration(source, sampling_rate: int | None = None) -> float:
             if source.get(key) is not None:
                 return input_duration(source[key], source.get("sampling_rate", sampling_rate))
         if source.get("bytes") is not None:
-            return _header_duration(io.BytesIO(source["bytes"]), name)
+            data = source["bytes"]
+            return _header_duration(data if hasattr(data, "read") else io.BytesIO(data), name)
         if source.get("path"):
             return _header_duration(source["path"], name)
         raise AudioInputError(f"{name}: expected 'path', 'bytes', 'array' or 'raw', got keys {sorted(source)}.")

@@ -7,8 +7,10 @@ A `datasets.Audio()` column decodes through torchcodec only (datasets 5.x): with
 the audio headers (paths or embedded bytes), read in batches without decoding the samples.
 """
 
+import io
 import logging
 
+import pyarrow as pa
 from datasets import Audio, Dataset
 
 from ..audio import AudioInputError, input_duration, torchcodec_available
@@ -39,7 +41,7 @@ def readable_audio(dataset, column: str | None = None):
 
 def undecoded(dataset: Dataset, column: str) -> Dataset:
     """`dataset` reduced to `column`, with an `Audio` column cast to `Audio(decode=False)` (headers only)."""
-    dataset = dataset.select_columns([column])
+    dataset = dataset.remove_columns([name for name in dataset.column_names if name != column])
     feature = dataset.features[column]
     if isinstance(feature, Audio) and feature.decode:
         dataset = dataset.cast_column(column, Audio(decode=False))
@@ -65,8 +67,9 @@ def audio_lengths(dataset: Dataset, audio_column: str = "audio", length_column: 
             f"column {audio_column!r} (it has {names})."
         )
     lengths: list[float] = []
-    for batch in undecoded(dataset, audio_column).iter(batch_size=LENGTH_BATCH):
-        for value in batch[audio_column]:
+    table_view = undecoded(dataset, audio_column).with_format("arrow")
+    for start in range(0, len(dataset), LENGTH_BATCH):
+        for value in arrow_values(table_view[start : start + LENGTH_BATCH].column(audio_column)):
             try:
                 lengths.append(input_duration(value))
             except AudioInputError as error:
@@ -74,4 +77,49 @@ def audio_lengths(dataset: Dataset, audio_column: str = "audio", length_column: 
     return lengths
 
 
-__all__ = ["audio_columns", "audio_lengths", "readable_audio", "undecoded"]
+class ArrowBytesReader(io.RawIOBase):
+    """A read-only file over an Arrow buffer (zero-copy): soundfile reads the header pages only, so measuring a
+    corpus does not pull every embedded file into memory."""
+
+    def __init__(self, buffer: pa.Buffer):
+        super().__init__()
+        self._view, self._position = memoryview(buffer), 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        end = min(len(self._view), self._position + len(buffer))
+        count = max(0, end - self._position)
+        buffer[:count] = self._view[self._position : end]
+        self._position += count
+        return count
+
+
+def arrow_values(column: pa.ChunkedArray):
+    """Rows of an audio column as `load_audio` inputs, embedded bytes as `ArrowBytesReader`s (no copy)."""
+    for chunk in column.chunks:
+        if pa.types.is_struct(chunk.type) and chunk.type.get_field_index("bytes") >= 0:
+            data = chunk.field("bytes")
+            paths = chunk.field("path") if chunk.type.get_field_index("path") >= 0 else None
+            for i in range(len(chunk)):
+                if data[i].is_valid:
+                    yield {"bytes": ArrowBytesReader(data[i].as_buffer())}
+                else:
+                    yield {"path": paths[i].as_py() if paths is not None else None}
+        else:
+            yield from chunk.to_pylist()
+
+
+__all__ = ["ArrowBytesReader", "arrow_values", "audio_columns", "audio_lengths", "readable_audio", "undecoded"]

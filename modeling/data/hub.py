@@ -12,6 +12,8 @@ Generic: a Hub dataset whose name is one the project knows (`user/polish3`) gets
 `modeling.data.catalog.corpus_info`.
 """
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +23,7 @@ from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value, concatenate
 from .audio_columns import audio_lengths
 from .audio_folder import AUDIO_EXTENSIONS, load_audio_folder
 from .corpus import CorpusError, corpus_features, label_ids, normalize_gender
+from .folds import canonical_split
 
 
 logger = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ def load_hub_dataset(
     if folder.is_dir() and _is_audio_folder(folder):
         return load_audio_folder(folder, labels=labels)
     try:
-        source = _load(dataset_id, split, **load_kwargs)
+        source = _load(dataset_id, split, audio_column, **load_kwargs)
     except Exception as error:  # an audiofolder repo on the Hub: datasets needs torchcodec to build it
         if "torchcodec" not in str(error) or folder.is_dir():
             raise
@@ -88,16 +91,19 @@ def _corpus_dataset(source: Dataset, audio_column, label_column, speaker_column,
         "speaker": [str(s or "") for s in source[speaker_column]] if speaker_column else [""] * count,
         "gender": [normalize_gender(g) for g in source[gender_column]] if gender_column else [""] * count,
         "session": [-1] * count,
-        "duration": _durations(source, audio_column),
     }
-    keep = [audio_column] + (["split"] if "split" in source.column_names else [])
-    dataset = source.select_columns(keep)
+    measured = "duration" in source.column_names and source.features["duration"] == Value("float64")
+    columns["duration"] = list(source["duration"]) if measured else _durations(source, audio_column)
+    if "split" in source.column_names:
+        columns["split"] = [str(split or "") for split in source["split"]]
+        features["split"] = Value("string")
+    # The source's Arrow table minus the other columns: the audio column stays memory-mapped, never copied.
+    dataset = source.remove_columns([name for name in source.column_names if name != audio_column])
     if audio_column != "audio":
         dataset = dataset.rename_column(audio_column, "audio")
     for name, values in columns.items():
         dataset = dataset.add_column(name, values, feature=features[name])
-    order = ["audio", *columns] + (["split"] if "split" in dataset.column_names else [])
-    return dataset.select_columns(order)
+    return dataset
 
 
 def _durations(source: Dataset, audio_column: str) -> list[float | None]:
@@ -107,7 +113,7 @@ def _durations(source: Dataset, audio_column: str) -> list[float | None]:
         from ..audio import AudioInputError, input_duration
 
         durations = []
-        for batch in source.select_columns([audio_column]).iter(batch_size=256):
+        for batch in source.remove_columns([c for c in source.column_names if c != audio_column]).iter(batch_size=256):
             for value in batch[audio_column]:
                 try:
                     durations.append(input_duration(value))
@@ -116,11 +122,13 @@ def _durations(source: Dataset, audio_column: str) -> list[float | None]:
         return durations
 
 
-def _load(dataset_id: str, split: str | None, **load_kwargs) -> Dataset:
+def _load(dataset_id: str, split: str | None, audio_column: str = "audio", **load_kwargs) -> Dataset:
     """`load_from_disk` for a `save_to_disk` folder, else `load_dataset`; all splits (with `split`) when None."""
     folder = Path(str(dataset_id)).expanduser()
     if folder.is_dir() and ((folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()):
         loaded = load_from_disk(str(folder))
+    elif folder.is_dir() and any(folder.rglob("*.parquet")) and not set(load_kwargs) - {"cache_dir"}:
+        loaded = parquet_folder(folder, load_kwargs.get("cache_dir"), audio_column)
     else:
         loaded = load_dataset(str(dataset_id), split=split, **load_kwargs)
     if isinstance(loaded, Dataset):
@@ -131,6 +139,66 @@ def _load(dataset_id: str, split: str | None, **load_kwargs) -> Dataset:
         return loaded[split]
     parts = [part.add_column("split", [name] * len(part), feature=Value("string")) for name, part in loaded.items()]
     return concatenate_datasets(parts)
+
+
+def parquet_folder(folder: Path, cache_dir: str | None = None, audio_column: str = "audio") -> DatasetDict:
+    """A local folder of parquet files (`<split>-*.parquet`, or under `<split>/` folders; else `train`) → one
+    memory-mapped Arrow file per split, written 64 rows at a time.
+
+    `load_dataset("parquet")` would do the same, but its peak memory grows with the corpus (+135 MB per 100 MB of
+    audio measured on datasets 5.2, +50 MB with `pre_buffer=False`); this stays flat. Converted files are cached under
+    `cache_dir` (default: the datasets cache) by the parquet files' paths, sizes and modification times.
+    """
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_split: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*.parquet")):
+        parts = [path.stem.split("-")[0].split("_")[0], *[p.name for p in path.relative_to(folder).parents]]
+        split = next((canonical_split(part) for part in parts if canonical_split(part)), "train")
+        by_split.setdefault(split, []).append(path)
+    key = hashlib.sha256(
+        json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*.parquet"))]).encode()
+    ).hexdigest()[:16]
+    key += f"-{audio_column}"
+    cache = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "frame_aligned_parquet" / key
+    cache.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, paths in by_split.items():
+        target = cache / f"{split}.arrow"
+        if not target.is_file():
+            tmp = target.with_suffix(".tmp")
+            schema = pq.ParquetFile(paths[0]).schema_arrow
+            measure = "duration" not in schema.names and audio_column in schema.names
+            if measure:  # measured now, from the batch in hand: later it would page the mapped file in
+                schema = schema.append(pa.field("duration", pa.float64()))
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+                for path in paths:
+                    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=64):
+                        if measure:
+                            durations = _batch_durations(batch.column(audio_column))
+                            batch = pa.RecordBatch.from_arrays([*batch.columns, durations], schema=schema)
+                        writer.write_batch(batch)
+            tmp.replace(target)
+        splits[split] = Dataset.from_file(str(target))
+    return DatasetDict(splits)
+
+
+def _batch_durations(column):
+    """Durations (s) of one batch's audio column (None where unreadable: the dataset checks report those rows)."""
+    import pyarrow as pa
+
+    from ..audio import AudioInputError, input_duration
+    from .audio_columns import arrow_values
+
+    durations = []
+    for value in arrow_values(pa.chunked_array([column])):
+        try:
+            durations.append(input_duration(value))
+        except AudioInputError:
+            durations.append(None)
+    return pa.array(durations, pa.float64())
 
 
 def _is_audio_folder(folder: Path) -> bool:
