@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
@@ -51,7 +52,8 @@ def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batc
     model.eval()
     order = longest_first(dataset)
     logits, embeddings = [None] * len(order), [None] * len(order)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="Scoring", unit="batch", disable=None):  # disable=None: quiet unless a terminal
         rows = order[start : start + batch_size]
         batch = collator([dataset[i] for i in rows])
         batch.pop("labels", None)
