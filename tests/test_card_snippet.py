@@ -24,16 +24,20 @@ from modeling.publishing.remote_code import hub_pipeline_files
 from helpers import polish3_clips, tiny_config
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """A tiny checkpoint with exactly the files a fold's Hub repository gets."""
-    folder = tmp_path_factory.mktemp("published")
+def save_published(folder):
+    """A tiny checkpoint with exactly the files a fold's Hub repository gets (weights, config with auto_map and
+    custom_pipelines, feature extractor, remote code)."""
     torch.manual_seed(0)
     Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(folder)
     make_feature_extractor().save_pretrained(folder)
     for name, content in hub_pipeline_files(folder).items():
         (folder / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     return folder
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    return save_published(tmp_path_factory.mktemp("published"))
 
 
 @pytest.fixture(scope="module")
