@@ -143,3 +143,21 @@ def test_duration_column_is_used_when_present(mixed_clips):
     assert audio_lengths(dataset) == [1.5, 2.5]  # no file is opened
     with pytest.raises(ValueError, match="row 0 of column 'audio'.*nonexistent.wav"):
         audio_lengths(dataset.remove_columns("duration"))
+
+
+def test_timeline_pipeline_takes_decoders_and_embedded_bytes(tmp_path, mixed_clips):
+    """The issue's "unsupported sample type object": decoded `Audio()` rows reach the pipeline as decoders."""
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(tmp_path / "model")
+    make_feature_extractor().save_pretrained(tmp_path / "model")
+    timeline = pipeline("frame-aligned-emotion", model=str(tmp_path / "model"), device="cpu")
+    path = mixed_clips[1][0]
+    with open(path, "rb") as f:
+        embedded = {"path": None, "bytes": f.read()}
+    expected = timeline(path)["scores"]
+    for source in (FakeAudioDecoder(path), embedded):
+        scores = timeline(source)["scores"]
+        assert [s["label"] for s in scores] == [s["label"] for s in expected]
+        assert [s["score"] for s in scores] == pytest.approx([s["score"] for s in expected], abs=1e-6)
