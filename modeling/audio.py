@@ -101,7 +101,10 @@ def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[n
 
 def _decode_with_torchcodec(source, name: str, soundfile_error: Exception) -> tuple[np.ndarray, int]:
     """torchcodec's decoder on a path or file-like object → (samples (num_samples, channels) float32, rate)."""
-    from torchcodec.decoders import AudioDecoder
+    try:  # inside try: transformers' remote-code import check must not make torchcodec a requirement of the Hub copy
+        from torchcodec.decoders import AudioDecoder
+    except ImportError as error:
+        raise AudioInputError(f"{name}: cannot decode audio ({soundfile_error}); torchcodec: {error}.") from error
 
     if hasattr(source, "read"):
         source.seek(0)
