@@ -1,9 +1,12 @@
 """The one place audio is read, decoded, down-mixed, resampled and validated.
 
 Used by the corpora checks, the collator, the pipelines and the timeline CLI. Decoding uses soundfile (libsndfile:
-WAV, FLAC, OGG, MP3, ...) and resampling soxr, so no FFmpeg/torchcodec is needed.
+WAV, FLAC, OGG, MP3, ...) and resampling soxr, so no FFmpeg/torchcodec is needed. Where torchcodec (+ FFmpeg) is
+importable, formats libsndfile cannot read (m4a, webm, ...) fall back to it, and torchcodec `AudioDecoder` objects
+(what a `datasets` `Audio()` column yields with torchcodec installed) are accepted as input.
 """
 
+import functools
 import io
 import os
 from collections.abc import Iterator, Mapping
@@ -26,10 +29,30 @@ class AudioInputError(ValueError):
     """Audio that cannot be used, with the offending input named in the message."""
 
 
+@functools.lru_cache(maxsize=1)
+def torchcodec_available() -> bool:
+    """Whether torchcodec's audio decoder imports AND loads (PyPI wheels built for CUDA fail beside a CPU torch)."""
+    try:
+        from torchcodec.decoders import AudioDecoder  # noqa: F401
+    except Exception:  # ImportError, OSError (missing FFmpeg/CUDA libraries), RuntimeError
+        return False
+    return True
+
+
+def is_audio_decoder(source) -> bool:
+    """A torchcodec-style decoder (duck-typed): `get_all_samples()` → `.data` (channels, samples), `.sample_rate`."""
+    return callable(getattr(source, "get_all_samples", None))
+
+
 def describe_source(source) -> str:
     """A short human name for an audio input, for error messages."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    if is_audio_decoder(source):
+        metadata = getattr(source, "metadata", None)
+        path = getattr(metadata, "path", None) or getattr(source, "_hf_encoded", {}) or {}
+        path = path.get("path") if isinstance(path, Mapping) else path
+        return f"{type(source).__name__}({path})" if path else f"{type(source).__name__} input"
     if isinstance(source, Mapping):
         if source.get("path"):
             return str(source["path"])
@@ -56,14 +79,55 @@ def open_audio_file(path, name: str | None = None) -> sf.SoundFile:
 
 
 def read_audio_file(path: str | os.PathLike, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode a file (or file-like object) → (samples (num_samples, num_channels) float32, sampling rate)."""
+    """Decode a file (or file-like object) → (samples (num_samples, num_channels) float32, sampling rate).
+
+    soundfile first; where it cannot decode and torchcodec is importable (`torchcodec_available`), torchcodec.
+    Raises `AudioInputError` naming the input when neither can.
+    """
     name = name or describe_source(path)
-    with open_audio_file(path, name) as sound_file:
-        try:
-            samples = sound_file.read(dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as error:  # a header that decodes, then a corrupt body
-            raise AudioInputError(f"{name}: cannot decode audio ({error}).") from error
-        return samples, int(sound_file.samplerate)
+    try:
+        with open_audio_file(path, name) as sound_file:
+            try:
+                samples = sound_file.read(dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as error:  # a header that decodes, then a corrupt body
+                raise AudioInputError(f"{name}: cannot decode audio ({error}).") from error
+            return samples, int(sound_file.samplerate)
+    except AudioInputError as error:
+        missing = isinstance(path, (str, os.PathLike)) and not os.path.isfile(path)
+        if missing or not torchcodec_available():
+            raise
+        return _decode_with_torchcodec(path, name, error)
+
+
+def _decode_with_torchcodec(source, name: str, soundfile_error: Exception) -> tuple[np.ndarray, int]:
+    """torchcodec's decoder on a path or file-like object → (samples (num_samples, channels) float32, rate)."""
+    try:  # inside try: transformers' remote-code import check must not make torchcodec a requirement of the Hub copy
+        from torchcodec.decoders import AudioDecoder
+    except ImportError as error:
+        raise AudioInputError(f"{name}: cannot decode audio ({soundfile_error}); torchcodec: {error}.") from error
+
+    if hasattr(source, "read"):
+        source.seek(0)
+        source = source.read()
+    try:
+        return decoder_samples(AudioDecoder(os.fspath(source) if isinstance(source, os.PathLike) else source), name)
+    except Exception as error:
+        raise AudioInputError(
+            f"{name}: cannot decode audio, neither with soundfile ({soundfile_error}) nor torchcodec ({error})."
+        ) from error
+
+
+def decoder_samples(decoder, name: str) -> tuple[np.ndarray, int]:
+    """All samples of a torchcodec-style `AudioDecoder` → ((num_samples, channels) float32, sampling rate)."""
+    try:
+        samples = decoder.get_all_samples()
+        data, rate = samples.data, samples.sample_rate
+    except Exception as error:
+        raise AudioInputError(f"{name}: the audio decoder failed ({error}).") from error
+    data = data.detach().cpu().numpy() if hasattr(data, "detach") else np.asarray(data)
+    if data.ndim == 1:
+        data = data[None]
+    return np.ascontiguousarray(data.T, dtype=np.float32), int(rate)
 
 
 def to_float32(array, name: str) -> np.ndarray:
@@ -124,7 +188,9 @@ def load_audio(
 
     Args:
         source: a file path; a `datasets` audio dict (`{"path", "bytes"}` or `{"array", "sampling_rate"}`);
-            a pipeline dict `{"raw", "sampling_rate"}`; or an array/tensor (then `sampling_rate` is required).
+            a pipeline dict `{"raw", "sampling_rate"}`; a torchcodec `AudioDecoder` (what a decoded `datasets`
+            `Audio()` column holds; any object with `get_all_samples()` → `.data` (channels, samples),
+            `.sample_rate`); or an array/tensor (then `sampling_rate` is required).
         sampling_rate: sampling rate of an array `source`.
         min_samples: clips shorter than this (the backbone's receptive field) are zero-padded at the end so the
             backbone yields at least one frame.
@@ -138,6 +204,8 @@ def load_audio(
     channels_last = True
     if isinstance(source, (str, os.PathLike)):
         array, sampling_rate = read_audio_file(source, name)
+    elif is_audio_decoder(source):
+        array, sampling_rate = decoder_samples(source, name)
     elif isinstance(source, Mapping):
         array, sampling_rate, channels_last = _from_mapping(source, sampling_rate, name)
     else:
@@ -164,6 +232,9 @@ def _from_mapping(source: Mapping, sampling_rate: int | None, name: str):
         array, sampling_rate = read_audio_file(io.BytesIO(source["bytes"]), name)
         return array, sampling_rate, True
     for key in ("array", "raw"):
+        if is_audio_decoder(source.get(key)):  # {"array": AudioDecoder} from a pipeline-style wrapper
+            array, rate = decoder_samples(source[key], name)
+            return array, rate, True
         if key in source and source[key] is not None:
             rate = source.get("sampling_rate", sampling_rate)
             array = source[key]
@@ -185,6 +256,51 @@ def audio_duration(path: str | os.PathLike) -> float:
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioInputError(f"{path}: cannot read audio header ({error}).") from error
     return info.frames / info.samplerate
+
+
+def input_duration(source, sampling_rate: int | None = None) -> float:
+    """Duration in seconds of any `load_audio` input, without decoding where the format allows: a path or
+    `{"path", "bytes"}` from the file header (soundfile; torchcodec's metadata as a fallback), an array from its
+    length, an `AudioDecoder` from its metadata.
+
+    Raises:
+        AudioInputError: the header cannot be read (missing file, unknown format) or the input is of no known kind.
+    """
+    name = describe_source(source)
+    if isinstance(source, Mapping):
+        for key in ("array", "raw"):
+            if source.get(key) is not None:
+                return input_duration(source[key], source.get("sampling_rate", sampling_rate))
+        if source.get("bytes") is not None:
+            data = source["bytes"]
+            return _header_duration(data if hasattr(data, "read") else io.BytesIO(data), name)
+        if source.get("path"):
+            return _header_duration(source["path"], name)
+        raise AudioInputError(f"{name}: expected 'path', 'bytes', 'array' or 'raw', got keys {sorted(source)}.")
+    if isinstance(source, (str, os.PathLike)):
+        return _header_duration(source, name)
+    if is_audio_decoder(source):
+        duration = getattr(getattr(source, "metadata", None), "duration_seconds_from_header", None)
+        if duration:
+            return float(duration)
+        array, rate = decoder_samples(source, name)
+        return len(array) / rate
+    if sampling_rate is None:
+        raise AudioInputError(f"{name}: an array needs its `sampling_rate`.")
+    shape = np.shape(source)
+    num_samples = shape[0] if len(shape) == 1 else max(shape[:2]) if len(shape) == 2 else 0
+    return num_samples / int(sampling_rate)
+
+
+def _header_duration(source, name: str) -> float:
+    try:
+        info = sf.info(source)
+        return info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        if not torchcodec_available() or (isinstance(source, (str, os.PathLike)) and not os.path.isfile(source)):
+            raise AudioInputError(f"{name}: cannot read audio header ({error}).") from error
+    array, rate = _decode_with_torchcodec(source, name, error)
+    return len(array) / rate
 
 
 def iter_audio_blocks(
@@ -249,6 +365,9 @@ __all__ = [
     "MIN_SAMPLES",
     "TARGET_SAMPLING_RATE",
     "audio_duration",
+    "decoder_samples",
+    "input_duration",
+    "is_audio_decoder",
     "iter_audio_blocks",
     "load_audio",
     "open_audio_file",
@@ -256,4 +375,5 @@ __all__ = [
     "resample",
     "to_float32",
     "to_mono",
+    "torchcodec_available",
 ]

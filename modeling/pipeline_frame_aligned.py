@@ -29,7 +29,9 @@ from transformers import AutoModelForAudioClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
-from .audio import AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file
+from .audio import (
+    AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file, torchcodec_available,
+)
 from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
@@ -323,8 +325,15 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 name=name,
             )
             return _AudioSource(index, name, len(audio), array=audio)
-        with open_audio_file(item, name) as info:  # header only: files are decoded when their batch runs
-            frames, samplerate = info.frames, info.samplerate
+        try:
+            with open_audio_file(item, name) as info:  # header only: files are decoded when their batch runs
+                frames, samplerate = info.frames, info.samplerate
+        except AudioInputError:
+            if not (torchcodec_available() and os.path.isfile(item)):
+                raise
+            audio = load_audio(item, target_sampling_rate=self.sampling_rate, min_samples=self.receptive_field,
+                               name=name)  # a format only torchcodec decodes: whole, in memory
+            return _AudioSource(index, name, len(audio), array=audio)
         if frames == 0:
             raise AudioInputError(f"{name}: contains no samples (empty audio).")
         num_samples = math.ceil(frames * self.sampling_rate / samplerate)

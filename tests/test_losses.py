@@ -106,3 +106,33 @@ def test_fual_detach_target_stops_gradient_through_q():
 
     frame_utterance_alignment_loss(logits, frame_logits, weights, mask).backward()
     assert torch.count_nonzero(logits.grad) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.long, torch.int32, torch.uint8, torch.float32])
+def test_both_losses_accept_bool_and_01_masks_identically(dtype):
+    """transformers' masks are 0/1 integers; ours bool: both losses (and their gradients) must not care."""
+    torch.manual_seed(3)
+    lengths = torch.tensor([5, 3])
+    bool_mask = torch.arange(5)[None] < lengths[:, None]
+    utterance, frames = torch.randn(2, 8, requires_grad=True), torch.randn(2, 5, 8)
+    logits, frame_logits = torch.randn(2, 4, requires_grad=True), torch.randn(2, 5, 4)
+    weights = torch.softmax(torch.randn(2, 5).masked_fill(~bool_mask, float("-inf")), dim=-1)
+    results = {}
+    for mask in (bool_mask, bool_mask.to(dtype)):
+        eal = emotional_attention_loss(utterance, frames, mask, 0.8)
+        fual = frame_utterance_alignment_loss(logits, frame_logits, weights, mask)
+        grads = torch.autograd.grad(eal + fual, (utterance, logits))
+        results[mask.dtype] = (eal.detach(), fual.detach(), *grads)
+    for reference, value in zip(results[torch.bool], results[dtype]):
+        torch.testing.assert_close(value, reference, rtol=0, atol=0)
+    # Hand value of EAL on the second utterance: mean over its 3 valid frames only.
+    cos = torch.nn.functional.cosine_similarity(utterance[1:2].detach(), frames[1, :3], dim=-1)
+    expected = torch.nn.functional.softplus(0.8 - cos).mean()
+    assert emotional_attention_loss(utterance[1:2], frames[1:2], bool_mask[1:2].to(dtype), 0.8).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
+
+
+def test_masks_with_other_values_are_refused():
+    with pytest.raises(ValueError, match="frame_mask must be bool or hold only 0 and 1"):
+        frame_utterance_alignment_loss(torch.zeros(1, 2), torch.zeros(1, 3, 2), torch.ones(1, 3) / 3, torch.tensor([[1, 2, 0]]))

@@ -9,6 +9,7 @@ import os
 import sys
 
 import numpy as np
+from tqdm.auto import tqdm
 from transformers.pipelines import pipeline
 
 from ..audio import AudioInputError, load_audio
@@ -107,8 +108,7 @@ def main(argv=None) -> int:
             names = [f"{len(sources)} files joined"]
             rate = timeline.sampling_rate
             sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
-        results = timeline(
-            sources,
+        settings = dict(
             batch_size=args.batch_size,
             chunk_length_s=args.window,
             chunk_overlap_s=args.overlap,
@@ -117,6 +117,13 @@ def main(argv=None) -> int:
             min_segment_s=args.min_segment,
             return_frames=bool(args.plot or args.json_frames),
         )
+        # Groups of files so a progress bar moves (tqdm: quiet unless a terminal); results equal one call's.
+        group = max(1, args.batch_size) * 4
+        results = []
+        with tqdm(total=len(sources), desc="Timeline", unit="file", disable=None if len(sources) > 1 else True) as bar:
+            for start in range(0, len(sources), group):
+                results += timeline(sources[start : start + group], **settings)
+                bar.update(len(sources[start : start + group]))
     except AudioInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,7 +21,8 @@ from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
-from ..training.run_config import ConfigError, resolve_config
+from ..training.config_checks import resolve_checked_config
+from ..training.run_config import ConfigError
 from ..training.run_lock import LockHeldError
 from ..training.trainer import NonFiniteError
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     output_dir = args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
     try:
-        config = resolve_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
+        config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
     except (
         ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError,

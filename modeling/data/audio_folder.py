@@ -1,6 +1,9 @@
-"""Your own corpus, or one the project reads as a folder (polish3, nemo4): `metadata.csv`, or label sub-folders.
+"""Your own corpus, or one the project reads as a folder (polish3, nemo4): `metadata.csv`, or label sub-folders,
+optionally under split folders (`train/`, `validation/`, `test/`) as in 🤗 datasets' audiofolder.
 
 Generic: the facts of the audio-folder corpora the project knows live in their own modules (`polish3`, `nemo4`).
+`metadata.csv` is read as spreadsheet programs write it: UTF-8 with or without a byte-order mark (Excel's "CSV
+UTF-8"), CRLF or LF line ends, and `,`, `;` (European locales), tab or `|` as the delimiter.
 """
 
 import csv
@@ -13,9 +16,12 @@ from pathlib import Path
 from datasets import Dataset
 
 from .corpus import CorpusError, audio_files, build_dataset, drop_duplicates, normalize_gender
+from .folds import canonical_split
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+DELIMITERS = ",;\t|"
+FILE_COLUMNS = ("file", "file_name")  # ours, and 🤗 audiofolder's
 
 
 def load_audio_folder(
@@ -27,47 +33,132 @@ def load_audio_folder(
     """Your own corpus: a folder with `metadata.csv`, or `<label>/<file>` sub-folders.
 
     Args:
-        root: the corpus folder.
+        root: the corpus folder. When it has no `metadata` file but split folders (`train`, `validation` (or
+            `valid`, `val`, `dev`), `test`), each is read the same way and its rows get that `split`
+            (`data.folds: predefined`).
         labels: the expected classes, in order (the model's label ids). Rows with other labels get `label = -1`
             and are reported by the dataset checks. Default: the sorted non-empty labels found.
-        metadata: CSV in `root` with columns `file` (relative to `root`, or absolute), `label`, `speaker`, and
-            optionally `gender` and `duration_s`. Without it, every `<root>/<label>/<file>.{wav,flac,ogg,mp3}`
-            is an example.
+        metadata: CSV in `root` with columns `file` (or `file_name`; relative to the CSV's folder, or absolute)
+            and `label`, optionally `speaker` (needed by the speaker folds), `gender`, `duration_s` and `split`.
+            Without it, every `<root>/<label>/<file>.{wav,flac,ogg,mp3}` is an example.
         speaker_regex: for sub-folder corpora, a regular expression whose first group, searched in the file name,
             is the speaker (e.g. `"^([a-z]+\\d+)_"`); without it speakers are unknown (no speaker folds).
+    Raises:
+        CorpusError: an unreadable `metadata.csv` (every bad row named: file, row number, problem).
+        FileNotFoundError: neither metadata, label sub-folders nor split folders.
     """
     root = Path(root).expanduser().resolve()
-    metadata_path = root / metadata
-    if metadata_path.is_file():  # a file listed twice is one recording
-        rows = drop_duplicates(str(metadata_path), _rows_from_metadata(root, metadata_path), lambda row: row["audio"])
+    split_dirs = {} if (root / metadata).is_file() else split_folders(root)
+    if split_dirs:
+        rows = []
+        for split, folder in split_dirs.items():
+            rows += [{**row, "split": split} for row in _rows_of_folder(folder, metadata, speaker_regex)]
     else:
-        rows = _rows_from_label_folders(root, speaker_regex)
-        rows = drop_duplicates(str(root), rows, _folder_recording_ids(rows))
+        rows = _rows_of_folder(root, metadata, speaker_regex)
     if labels is None:
         labels = sorted({row["label_text"] for row in rows if row["label_text"]})
     return build_dataset(rows, labels)
 
 
-def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
-    with open(metadata_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"file", "label", "speaker"} - set(reader.fieldnames or [])
-        if missing:
+def split_folders(root: Path) -> dict[str, Path]:
+    """{"train": root/train, "validation": root/dev, ...} for the split sub-folders of `root` (none: {})."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for child in sorted(root.iterdir()):
+        split = canonical_split(child.name) if child.is_dir() else None
+        if split and split not in found:
+            found[split] = child
+    return found if "train" in found else {}
+
+
+def _rows_of_folder(root: Path, metadata: str, speaker_regex: str | None) -> list[dict]:
+    """The rows of one folder (the corpus, or one of its split folders); a recording found twice is kept once."""
+    metadata_path = root / metadata
+    if metadata_path.is_file():  # a file listed twice is one recording
+        return drop_duplicates(str(metadata_path), _rows_from_metadata(root, metadata_path), lambda row: row["audio"])
+    rows = _rows_from_label_folders(root, speaker_regex)
+    return drop_duplicates(str(root), rows, _folder_recording_ids(rows))
+
+
+def read_metadata_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """A spreadsheet's CSV → (header, [(row number as the spreadsheet shows it, {column: text})]).
+
+    Raises `CorpusError` for undecodable text, an unknown delimiter, or rows whose field count differs from the
+    header's (all such rows listed).
+    """
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # strips Excel's byte-order mark
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise CorpusError(
+            f"{path}: row {line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as \"CSV UTF-8\"."
+        ) from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise CorpusError(f"{path}: empty file; expected a header like file,label,speaker.")
+    delimiter = _delimiter(lines[0], path)
+    records = list(csv.reader(lines, delimiter=delimiter))
+    header = [name.strip() for name in records[0]]
+    rows, problems = [], []
+    for number, record in enumerate(records[1:], start=2):
+        if not any(field.strip() for field in record):
+            continue  # blank lines spreadsheets leave at the end
+        if len(record) != len(header):
+            problems.append(
+                f"{path}: row {number}: {len(record)} field(s), the header has {len(header)} "
+                f"({delimiter!r}-separated): {delimiter.join(record)!r}."
+            )
+            continue
+        rows.append((number, {name: field.strip() for name, field in zip(header, record)}))
+    if problems:
+        raise CorpusError(f"{len(problems)} problem(s) in {path}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return header, rows
+
+
+def _delimiter(header_line: str, path: Path) -> str:
+    """The header's delimiter: the candidate that splits it into the most known columns (Sniffer as a tie-break)."""
+    known = {"file", "file_name", "label", "speaker", "gender", "duration_s", "split"}
+    scores = {d: len(known & {name.strip().lower() for name in header_line.split(d)}) for d in DELIMITERS}
+    best = max(scores.values())
+    if best == 0:
+        try:
+            return csv.Sniffer().sniff(header_line, delimiters=DELIMITERS).delimiter
+        except csv.Error:
             raise CorpusError(
-                f"{metadata_path}: missing column(s) {sorted(missing)}; expected a header with "
-                f"file,label,speaker[,gender,duration_s], got {reader.fieldnames}."
-            )
-        rows = []
-        for row in reader:
-            rows.append(
-                {
-                    "audio": str((root / row["file"].strip()).resolve()),
-                    "label_text": (row["label"] or "").strip(),
-                    "speaker": (row["speaker"] or "").strip(),
-                    "gender": normalize_gender(row.get("gender")),
-                    "duration": _float_or_none(row.get("duration_s")),  # None: read from the file header
-                }
-            )
+                f"{path}: row 1: cannot tell the delimiter of the header {header_line!r}; expected columns "
+                "file,label[,speaker,gender,duration_s,split] separated by ',', ';', tab or '|'."
+            ) from None
+    return next(d for d in DELIMITERS if scores[d] == best)
+
+
+def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
+    header, records = read_metadata_csv(metadata_path)
+    file_column = next((name for name in FILE_COLUMNS if name in header), None)
+    missing = ([] if file_column else ["file"]) + ([] if "label" in header else ["label"])
+    if missing:
+        raise CorpusError(
+            f"{metadata_path}: row 1: missing column(s) {missing}; expected a header with "
+            f"file,label[,speaker,gender,duration_s,split], got {header}."
+        )
+    rows, problems = [], []
+    for number, record in records:
+        if not record[file_column]:
+            problems.append(f"{metadata_path}: row {number}: empty {file_column!r}.")
+            continue
+        row = {
+            "audio": str((root / record[file_column]).resolve()),
+            "label_text": record["label"],
+            "speaker": record.get("speaker", ""),
+            "gender": normalize_gender(record.get("gender")),
+            "duration": _float_or_none(record.get("duration_s")),  # None: read from the file header
+        }
+        if record.get("split"):
+            row["split"] = canonical_split(record["split"]) or record["split"]
+        rows.append(row)
+    if problems:
+        raise CorpusError(f"{len(problems)} problem(s) in {metadata_path}:\n" + "\n".join(f"  - {p}" for p in problems))
     if not rows:
         raise CorpusError(f"{metadata_path}: has a header but no rows.")
     return rows
@@ -90,7 +181,7 @@ def _folder_recording_ids(rows: list[dict]):
 
 def _float_or_none(text: str | None) -> float | None:
     try:
-        return float(text)
+        return float(text.replace(",", ".")) if text else None  # 1,5 from a European spreadsheet
     except (TypeError, ValueError):
         return None
 
@@ -116,4 +207,4 @@ def _rows_from_label_folders(root: Path, speaker_regex: str | None) -> list[dict
     return rows
 
 
-__all__ = ["AUDIO_EXTENSIONS", "load_audio_folder"]
+__all__ = ["AUDIO_EXTENSIONS", "load_audio_folder", "read_metadata_csv", "split_folders"]

@@ -82,7 +82,8 @@ def fold_problems(dataset: Dataset, folds: list[Fold]) -> list[str]:
         problems += speaker_overlap_problems(fold, splits)
         for split in SPLITS:
             if len(splits[split]) == 0:
-                problems.append(f"fold {fold.number}: the {split} split (speakers {list(fold.speakers(split))}) is empty.")
+                where = "" if fold.predefined else f" (speakers {list(fold.speakers(split))})"
+                problems.append(f"fold {fold.number}: the {split} split{where} is empty.")
         present = set(splits["train"]["label"])
         absent = [name for i, name in enumerate(names) if i not in present]
         if absent:

@@ -11,6 +11,7 @@ A corpus Dataset has one row per utterance and the same columns whatever the sou
 - `speaker` (`string`), `gender` (`"female"`, `"male"` or `""` when unknown).
 - `session` (`int32`): IEMOCAP session 1..5, `-1` elsewhere.
 - `duration` (`float64`): seconds, from the file header (`None` when the file cannot be read).
+- `split` (`string`, only for corpora that come split): `train` / `validation` / `test` (`data.folds: predefined`).
 
 Nothing here decodes audio or raises on bad files: `modeling.data.checks` does, listing every problem.
 """
@@ -108,6 +109,9 @@ def build_dataset(rows: list[dict], label_names: Iterable[str]) -> Dataset:
         "session": [row.get("session", -1) for row in rows],
         "duration": [row["duration"] if row.get("duration") is not None else _duration(row["audio"]) for row in rows],
     }
+    if any(row.get("split") for row in rows):  # the corpus's own train/validation/test (data.folds: predefined)
+        columns["split"] = [row.get("split") or "" for row in rows]
+        features["split"] = Value("string")
     return Dataset.from_dict(columns, features=features)
 
 

@@ -10,17 +10,29 @@ Strategies (`data.folds` in a config):
 - `gender_pairs`: fold k validates on the k-th male and tests on the k-th female speaker (the IEMOCAP protocol for
   corpora without sessions); everyone else trains. min(#female, #male) folds.
 
+- `predefined`: the dataset's own train/validation/test split, one fold; rows carry it in a `split` column
+  (`train`; `validation`, also written `valid`, `val`, `dev`; `test`); rows with other values are left out and
+  logged. No speaker column is needed (speaker independence is then the dataset's own business).
+
 Fold numbers are 1-based everywhere (`--folds 1,3`, `fold1/`, results.json).
 """
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
 
 
-FOLD_STRATEGIES = ("leave_one_session_out", "leave_speakers_out", "gender_pairs")
+logger = logging.getLogger(__name__)
+
+FOLD_STRATEGIES = ("leave_one_session_out", "leave_speakers_out", "gender_pairs", "predefined")
 SPLITS = ("train", "validation", "test")
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+    "test": "test", "testing": "test",
+}
 
 
 class FoldError(ValueError):
@@ -35,11 +47,14 @@ class Fold:
     train: tuple[str, ...]
     validation: tuple[str, ...]
     test: tuple[str, ...]
+    predefined: bool = False  # rows are split by their `split` column, not by speaker
 
     def speakers(self, split: str) -> tuple[str, ...]:
         return getattr(self, split)
 
     def describe(self) -> str:
+        if self.predefined:
+            return "the dataset's own train / validation / test split"
         return f"train {','.join(self.train)} | validation {','.join(self.validation)} | test {','.join(self.test)}"
 
 
@@ -112,8 +127,35 @@ def gender_pairs(dataset: Dataset) -> list[Fold]:
     return folds
 
 
+def canonical_split(value) -> str | None:
+    """`"Train"`, `"dev"`, `"valid"` ... → train / validation / test; None for anything else."""
+    return SPLIT_NAMES.get(str(value or "").strip().lower())
+
+
+def predefined(dataset: Dataset) -> list[Fold]:
+    """One fold from the dataset's `split` column (speakers listed per split for the reports; may be empty)."""
+    if "split" not in dataset.column_names:
+        raise FoldError(
+            "data.folds: predefined needs a `split` column (train/validation/test): split folders "
+            "(<root>/train, <root>/validation, <root>/test) or a `split` column in metadata.csv / the dataset."
+        )
+    speakers = {split: set() for split in SPLITS}
+    ignored = Counter()
+    for split, speaker in zip(dataset["split"], dataset["speaker"]):
+        name = canonical_split(split)
+        if name is None:
+            ignored[str(split)] += 1
+        elif speaker:
+            speakers[name].add(speaker)
+    if ignored:
+        logger.warning(f"data.folds predefined: left out rows whose split is not train/validation/test: {dict(ignored)}.")
+    return [Fold(1, *(tuple(sorted(speakers[split])) for split in SPLITS), predefined=True)]
+
+
 def make_folds(dataset: Dataset, strategy: str, num_folds: int | None = None) -> list[Fold]:
     """All folds of `dataset` under `strategy` (see the module docstring)."""
+    if strategy == "predefined":
+        return predefined(dataset)
     if strategy == "leave_one_session_out":
         return leave_one_session_out(dataset)
     if strategy == "leave_speakers_out":
@@ -138,7 +180,13 @@ def parse_fold_numbers(text: str | None, num_folds: int) -> list[int]:
 
 
 def split_fold(dataset: Dataset, fold: Fold) -> DatasetDict:
-    """The rows of each split of `fold` (original row order), after checking speaker independence."""
+    """The rows of each split of `fold` (original row order), after checking speaker independence (for
+    speaker folds; a predefined fold takes the `split` column as it is)."""
+    if fold.predefined:
+        names = [canonical_split(value) for value in dataset["split"]]
+        return DatasetDict(
+            {split: dataset.select([i for i, name in enumerate(names) if name == split]) for split in SPLITS}
+        )
     problems = speaker_overlap_problems(fold)
     if problems:
         raise FoldError("; ".join(problems))
@@ -151,8 +199,11 @@ def split_fold(dataset: Dataset, fold: Fold) -> DatasetDict:
 
 
 def speaker_overlap_problems(fold: Fold, splits: DatasetDict | None = None) -> list[str]:
-    """One message per speaker found in two splits of `fold` (from the fold and, if given, the split rows)."""
+    """One message per speaker found in two splits of `fold` (from the fold and, if given, the split rows); none for
+    a predefined fold (the dataset's own split)."""
     problems = []
+    if fold.predefined:
+        return problems
     for i, first in enumerate(SPLITS):
         for second in SPLITS[i + 1 :]:
             a, b = set(fold.speakers(first)), set(fold.speakers(second))
@@ -185,11 +236,13 @@ __all__ = [
     "Fold",
     "FoldError",
     "SPLITS",
+    "canonical_split",
     "gender_pairs",
     "leave_one_session_out",
     "leave_speakers_out",
     "make_folds",
     "parse_fold_numbers",
+    "predefined",
     "speaker_overlap_problems",
     "split_fold",
     "split_summary",

@@ -130,7 +130,7 @@ def score_run(run_dir, config_path, output_dir, data_dir=None, label_map=None, s
     members = {}
     for k, best in models.items():
         model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best).to(device)
-        logits = predict(model, rows, batch_size, progress=f"fold{k}" if progress else None).logits
+        logits = predict(model, rows, batch_size, progress=f"Scoring fold{k}").logits
         members[f"fold{k}"] = Predictions(probabilities=softmax(logits), **common)
     members[ENSEMBLE] = Predictions(probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common)
     scores = {

@@ -267,17 +267,29 @@ def stage1_summary(run: Run, fold: FinishedFold) -> str:
 
 
 def _usage(repo_id: str, revision: str | None) -> str:
+    """The card's usage section: runs as written on any file libsndfile reads, whatever its rate, channels, length."""
     revision_arg = f', revision="{revision}"' if revision else ""
     return (
         "```python\n"
-        "import soundfile as sf\n"
         "from transformers import pipeline\n\n"
-        f'classifier = pipeline("audio-classification", model="{repo_id}"{revision_arg}, trust_remote_code=True)\n'
-        'waveform, sampling_rate = sf.read("speech.wav", dtype="float32")  # 16 kHz mono\n'
-        'print(classifier({"raw": waveform, "sampling_rate": sampling_rate}, top_k=None))\n'
+        f'classifier = pipeline("frame-aligned-emotion", model="{repo_id}"{revision_arg}, trust_remote_code=True)\n'
+        'result = classifier("speech.wav")  # any rate, channels, length: resampled to 16 kHz, down-mixed, windowed\n'
+        'print(result["label"], result["scores"])  # + result["timeline"]: the emotion of every stretch of the file\n'
         "```\n\n"
-        "A file path (`classifier(\"speech.wav\")`) works too where FFmpeg is installed. `trust_remote_code=True` "
-        "runs `modeling_frame_aligned.py` and `configuration_frame_aligned.py` from this repository: read them first."
+        "The pipeline decodes WAV, FLAC, OGG and MP3 with soundfile (no FFmpeg) and takes arrays too "
+        '(`classifier(waveform, sampling_rate=sr)`). transformers\' `audio-classification` pipeline needs 16 kHz mono '
+        "input: resample and down-mix first, e.g.\n\n"
+        "```python\n"
+        "import soundfile as sf, soxr\n"
+        "from transformers import pipeline\n\n"
+        'samples, rate = sf.read("speech.wav", dtype="float32", always_2d=True)\n'
+        "waveform = soxr.resample(samples.mean(axis=1), rate, 16000)\n"
+        f'classifier = pipeline("audio-classification", model="{repo_id}"{revision_arg}, trust_remote_code=True)\n'
+        'print(classifier({"raw": waveform, "sampling_rate": 16000}, top_k=None))\n'
+        "```\n\n"
+        f'`AutoModel.from_pretrained("{repo_id}"{revision_arg}, trust_remote_code=True)` loads the model alone. '
+        "`trust_remote_code=True` runs `modeling_frame_aligned.py`, `configuration_frame_aligned.py` and the pipeline's "
+        "files from this repository: read them first."
     )
 
 

@@ -47,8 +47,12 @@ def remote_code_files() -> dict[str, Path]:
 
 
 def pipeline_config(checkpoint: str | os.PathLike) -> bytes:
-    """The checkpoint's `config.json` with `custom_pipelines` naming the pipeline class of the core."""
+    """The checkpoint's `config.json` with `custom_pipelines` naming the pipeline class of the core, and `AutoModel`
+    in `auto_map` (`register_for_auto_class` records one auto class per model class: AutoModelForAudioClassification)."""
     config = json.loads((Path(checkpoint) / "config.json").read_text())
+    auto_map = config.get("auto_map") or {}
+    if "AutoModelForAudioClassification" in auto_map:
+        auto_map.setdefault("AutoModel", auto_map["AutoModelForAudioClassification"])
     config["custom_pipelines"] = {
         PIPELINE_TASK: {
             "impl": f"{PIPELINE_FILE.stem}.{PIPELINE_CLASS}",

@@ -22,6 +22,7 @@ from ..data import load_corpus, select_speakers
 from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
 from .checkpoints import initial_checkpoint
+from .config_checks import raise_on_setup_problems
 from .io_utils import atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config
@@ -179,6 +180,7 @@ def run_experiment(
     Returns:
         The content of `results.json` (every finished fold of this run directory).
     """
+    raise_on_setup_problems(config)  # both stages' model configs and TrainingArguments, before anything else
     state = PartialState(cpu=cpu_distributed())
     run = RunDir(output_dir)
     run.path.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from .io_utils import atomic_directory, atomic_write_json
@@ -359,7 +360,9 @@ def _prefix_rows(model, indexed_batches, n: int, dtype: torch.dtype, keep_batche
     labels: list[int] | None = [0] * n
     rows: list[torch.Tensor | None] = [None] * n
     position = 0
+    progress = tqdm(total=n, desc="Frozen-prefix cache", unit="clip", disable=None)  # quiet unless a terminal
     for batch_indices, batch in indexed_batches:
+        progress.update(len(batch_indices))
         attention_mask = batch.get("attention_mask")
         hidden_states, frame_mask = frozen_prefix_forward(
             model,
@@ -382,6 +385,7 @@ def _prefix_rows(model, indexed_batches, n: int, dtype: torch.dtype, keep_batche
                 labels[index] = int(batch["labels"][row])
         else:
             labels = None
+    progress.close()
     return {
         "offsets": offsets,
         "row_lengths": row_lengths,

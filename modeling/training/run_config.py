@@ -3,6 +3,12 @@
 A config has the sections below (every key optional except `data.loader`, `data.root` and one of
 `model.name_or_path` / `model.random_init`); `DEFAULTS` documents them. The resolved config (defaults merged,
 overrides applied) is what a run records in `RUN/config.yaml` and `results.json`.
+
+`training:`, `stage1:` and `stage2:` also take any `transformers.TrainingArguments` field (`report_to`, `run_name`,
+`eval_steps`, ...; `training:` for both stages, a stage's own value wins), except those train.py sets itself
+(`RESERVED_TRAINING_ARGUMENTS`). Every problem is collected and reported at once (`ConfigError`); the stages'
+model configs and `TrainingArguments` are built from the config before anything trains
+(`modeling.training.config_checks.check_training_setup`).
 """
 
 import copy
@@ -43,7 +49,7 @@ DEFAULTS = {
         "loader": None,  # iemocap | crema_d | ravdess | audio_folder | hub
         "root": None,  # corpus folder (relative to the working directory) or Hub dataset id
         "loader_args": {},  # extra keyword arguments of the loader (e.g. labels, split, speaker_column)
-        "folds": "leave_speakers_out",  # leave_one_session_out | leave_speakers_out | gender_pairs
+        "folds": "leave_speakers_out",  # leave_one_session_out | leave_speakers_out | gender_pairs | predefined
         "num_folds": None,  # leave_speakers_out: number of speaker groups (default: one per speaker)
         "speakers": None,  # keep only these speakers
         "max_per_speaker": None,  # keep at most this many clips per speaker (classes interleaved)
@@ -119,18 +125,71 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), yaml.safe_load(value)
 
 
-def _check_keys(config: dict, defaults: dict, source: str, prefix: tuple = ()):
-    for key, value in config.items():
+# TrainingArguments fields train.py derives from its own keys or fixes (with what to set instead).
+RESERVED_TRAINING_ARGUMENTS = {
+    "output_dir": "--output-dir",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "learning_rate": "backbone_learning_rate",
+    "warmup_steps": "warmup_ratio",
+    "seed": "the top-level seed",
+    "data_seed": "the top-level seed",
+    "metric_for_best_model": "nothing: train.py selects on validation UA",
+    "greater_is_better": "nothing: train.py selects on validation UA",
+    "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
+    "remove_unused_columns": "nothing: the collator needs the audio column",
+    "train_sampling_strategy": "nothing: batches are always length-sorted",
+    "length_column_name": "nothing: lengths are the corpus's `duration`",
+    "use_cpu": "nothing: chosen from the hardware and torchrun",
+}
+PASSTHROUGH_SECTIONS = ("training", "stage1", "stage2")
+
+
+def training_argument_names() -> set[str]:
+    """Fields of `FrameAlignedTrainingArguments` a config may set under training:/stage1:/stage2:."""
+    from dataclasses import fields
+
+    from .trainer import FrameAlignedTrainingArguments
+
+    return {f.name for f in fields(FrameAlignedTrainingArguments) if f.init} - set(RESERVED_TRAINING_ARGUMENTS)
+
+
+def passthrough_settings(config: dict, stage: str) -> dict:
+    """The `TrainingArguments` fields set in `training:` and then `stage:` (the stage's win), by name."""
+    return {
+        key: value
+        for section in ("training", stage)
+        for key, value in config[section].items()
+        if key not in DEFAULTS[section]
+    }
+
+
+def _check_keys(config: dict, defaults: dict, source: str, problems: list[str], prefix: tuple = ()):
+    """Append a problem for each unknown, reserved or misplaced key, and remove that key from `config`."""
+    for key, value in list(config.items()):
         where = ".".join(prefix + (key,))
+        problem = None
         if key not in defaults:
-            raise ConfigError(f"{source}: unknown key {where!r}; expected one of {sorted(defaults)}.")
-        if prefix + (key,) in FREE_FORM:
-            if value is not None and not isinstance(value, dict):
-                raise ConfigError(f"{source}: {where!r} must be a mapping, got {value!r}.")
-        elif isinstance(defaults[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {where!r} must be a mapping, got {value!r}.")
-            _check_keys(value, defaults[key], source, prefix + (key,))
+            problem = _unknown_key_problem(defaults, prefix, key, value, where)
+        elif isinstance(defaults[key], dict) and value is not None and not isinstance(value, dict):
+            problem = f"{where!r} must be a mapping, got {value!r}."
+        elif isinstance(defaults[key], dict) and prefix + (key,) not in FREE_FORM and isinstance(value, dict):
+            _check_keys(value, defaults[key], source, problems, prefix + (key,))
+        if problem:
+            problems.append(problem)
+            del config[key]
+
+
+def _unknown_key_problem(defaults: dict, prefix: tuple, key: str, value, where: str) -> str | None:
+    """None for a `TrainingArguments` field under training:/stage1:/stage2:, else what is wrong with the key."""
+    if len(prefix) != 1 or prefix[0] not in PASSTHROUGH_SECTIONS:
+        return f"unknown key {where!r}; expected one of {sorted(defaults)}."
+    if key in RESERVED_TRAINING_ARGUMENTS:
+        return f"{where} is set by train.py; set {RESERVED_TRAINING_ARGUMENTS[key]} instead (got {value!r})."
+    if key in training_argument_names():
+        return None
+    return f"unknown key {where!r}; expected one of {sorted(defaults)} or a TrainingArguments field."
 
 
 def resolve_config(
@@ -140,7 +199,26 @@ def resolve_config(
     max_epochs: int | None = None,
     seed: int | None = None,
 ) -> dict:
-    """Defaults ← config file (with `extends`) ← `--set` overrides ← `--data-dir` / `--max-epochs` / `--seed`."""
+    """Defaults ← config file (with `extends`) ← `--set` overrides ← `--data-dir` / `--max-epochs` / `--seed`.
+
+    Every problem (unknown keys; bad values, with what is allowed) is listed in one `ConfigError`. train.py also
+    builds both stages' model configs and `TrainingArguments` first: `config_checks.resolve_checked_config`.
+    """
+    config, problems, _ = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
+    if problems:
+        raise ConfigError(listing(str(path), problems))
+    return config
+
+
+def resolve_config_problems(
+    path: str | Path,
+    overrides: list[str] = (),
+    data_dir: str | None = None,
+    max_epochs: int | None = None,
+    seed: int | None = None,
+) -> tuple[dict, list[str], set[tuple[str, str]]]:
+    """`resolve_config` without raising: (config with each bad value reset to its default, the problems, the
+    (section, key) pairs reset)."""
     source = str(path)
     config = read_config_file(path)
     for text in overrides:
@@ -149,7 +227,8 @@ def resolve_config(
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
-    _check_keys(config, DEFAULTS, source)
+    problems: list[str] = []
+    _check_keys(config, DEFAULTS, source, problems)  # drops what it reports, so the checks below still run
     config = _merge(DEFAULTS, config)
     if data_dir is not None:
         config["data"]["root"] = data_dir
@@ -157,9 +236,16 @@ def resolve_config(
         config["seed"] = seed
     if max_epochs is not None:
         for stage in ("stage1", "stage2"):
-            config[stage]["epochs"] = min(config[stage]["epochs"], max_epochs)
-    _check_values(config, source)
-    return config
+            if _is_number(config[stage]["epochs"]):
+                config[stage]["epochs"] = min(config[stage]["epochs"], max_epochs)
+    invalid: set[tuple[str, str]] = set()
+    problems += _check_values(config, invalid)
+    return config, problems, invalid
+
+
+def listing(source: str, problems: list[str]) -> str:
+    """The message of a `ConfigError` with several problems."""
+    return f"{len(problems)} problem(s) in {source} (nothing trained):\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 FLOAT_KEYS = (
@@ -171,39 +257,111 @@ FLOAT_KEYS = (
     "eal_weight",
     "fual_weight",
     "eal_margin",
+    "max_length_seconds",
 )
 
 
-def _coerce_floats(settings: dict, stage: str, source: str):
-    """PyYAML reads `1e-4` (no dot) as a string: accept it as the number it means."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scheduler_types() -> list[str]:
+    from transformers.trainer_utils import SchedulerType
+
+    return [member.value for member in SchedulerType]
+
+
+def _stage_rules() -> dict:
+    """key → (accepts(value), what is allowed), for the stage settings."""
+    from ..configuration_frame_aligned import POOLING_TYPES
+
+    nonnegative = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    flag = (lambda v: isinstance(v, bool), "true or false")
+    return {
+        "pooling": (lambda v: v in POOLING_TYPES, f"one of {list(POOLING_TYPES)}"),
+        "epochs": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+        "batch_size": (lambda v: _is_int(v) and v > 0, "an integer >= 1"),
+        "eval_batch_size": (lambda v: v is None or (_is_int(v) and v > 0), "null (= batch_size) or an integer >= 1"),
+        "gradient_accumulation_steps": (lambda v: _is_int(v) and v > 0, "an integer >= 1"),
+        "backbone_learning_rate": nonnegative,
+        "pooling_learning_rate": nonnegative,
+        "classifier_learning_rate": nonnegative,
+        "weight_decay": nonnegative,
+        "warmup_ratio": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (a fraction of the steps)"),
+        "lr_scheduler_type": (lambda v: v in _scheduler_types(), f"one of {_scheduler_types()}"),
+        "max_length_seconds": (lambda v: v is None or (_is_number(v) and v > 0), "null (whole clips) or a number > 0"),
+        "num_trainable_layers": (lambda v: v is None or (_is_int(v) and v >= 0), "null (all) or an integer >= 0"),
+        "eal_weight": nonnegative,
+        "fual_weight": nonnegative,
+        "eal_margin": (_is_number, "a number"),
+        "fual_detach_target": flag,
+        "cache_frozen_prefix": flag,
+        "prefix_cache_dtype": (lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
+        "prefix_cache_on_disk": flag,
+        "from_run": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
+    }
+
+
+TRAINING_RULES = {
+    "full_determinism": (lambda v: isinstance(v, bool), "true or false"),
+    "save_total_limit": (lambda v: v is None or (_is_int(v) and v > 0), "null or an integer >= 1"),
+    "logging_steps": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "dataloader_num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "bf16": (lambda v: isinstance(v, bool), "true or false"),
+    "fp16": (lambda v: isinstance(v, bool), "true or false"),
+    "activation_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _coerce_floats(settings: dict):
+    """PyYAML reads `1e-4` (no dot) as a string: accept it as the number it means (others stay for the rules)."""
     for key in FLOAT_KEYS:
         value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{source}: {stage}.{key} must be a number, got {value!r}.")
-        try:
-            settings[key] = float(value)
-        except ValueError:
-            raise ConfigError(f"{source}: {stage}.{key} must be a number, got {value!r}.") from None
+        if isinstance(value, str):
+            try:
+                settings[key] = float(value)
+            except ValueError:
+                pass
 
 
-def _check_values(config: dict, source: str):
+def _check_values(config: dict, invalid: set | None = None) -> list[str]:
+    """Every bad value of the resolved config: key, value and what is allowed. Each bad stage/training value is
+    reset to its default and its (section, key) added to `invalid`, so later checks neither trip on it again nor
+    report it twice."""
+    invalid = set() if invalid is None else invalid
     data, model = config["data"], config["model"]
+    problems = []
     if not data["loader"] or not data["root"]:
-        raise ConfigError(f"{source}: data.loader and data.root are required (or pass --data-dir).")
+        problems.append("data.loader and data.root are required (or pass --data-dir).")
     if bool(model["name_or_path"]) == bool(model["random_init"]):
-        raise ConfigError(
-            f"{source}: set exactly one of model.name_or_path (a pre-trained backbone, e.g. facebook/wav2vec2-base) "
+        problems.append(
+            "set exactly one of model.name_or_path (a pre-trained backbone, e.g. facebook/wav2vec2-base) "
             f"and model.random_init (a randomly initialised backbone config), got {model}."
         )
+    from ..data.folds import FOLD_STRATEGIES
+
+    if data["folds"] not in FOLD_STRATEGIES:
+        problems.append(f"data.folds must be one of {list(FOLD_STRATEGIES)}, got {data['folds']!r}.")
+    rules = _stage_rules()
     for stage in ("stage1", "stage2"):
-        settings = config[stage]
-        _coerce_floats(settings, stage, source)
-        if not isinstance(settings["epochs"], (int, float)) or settings["epochs"] <= 0:
-            raise ConfigError(f"{source}: {stage}.epochs must be a positive number, got {settings['epochs']!r}.")
-        if not isinstance(settings["batch_size"], int) or settings["batch_size"] <= 0:
-            raise ConfigError(f"{source}: {stage}.batch_size must be a positive integer, got {settings['batch_size']!r}.")
+        _coerce_floats(config[stage])
+        for key, value in config[stage].items():
+            if key in rules and not rules[key][0](value):
+                problems.append(f"{stage}.{key} must be {rules[key][1]}, got {value!r}.")
+                config[stage][key] = DEFAULTS[stage][key]
+                invalid.add((stage, key))
+    for key, (accepts, allowed) in TRAINING_RULES.items():
+        if not accepts(config["training"][key]):
+            problems.append(f"training.{key} must be {allowed}, got {config['training'][key]!r}.")
+            config["training"][key] = DEFAULTS["training"][key]
+            invalid.add(("training", key))
     if config["stage1"]["pooling"] == "cls_attention":
-        raise ConfigError(f"{source}: stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
+        problems.append("stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
+    return problems
 
 
 def dump_config(config: dict) -> str:
@@ -223,4 +381,16 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return differences
 
 
-__all__ = ["ConfigError", "DEFAULTS", "config_differences", "dump_config", "read_config_file", "resolve_config"]
+__all__ = [
+    "ConfigError",
+    "DEFAULTS",
+    "RESERVED_TRAINING_ARGUMENTS",
+    "config_differences",
+    "dump_config",
+    "listing",
+    "passthrough_settings",
+    "read_config_file",
+    "resolve_config",
+    "resolve_config_problems",
+    "training_argument_names",
+]

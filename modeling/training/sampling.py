@@ -137,27 +137,66 @@ class LengthSortedSampler(EpochSampler):
 
 class LengthSortedSamplerMixin:
     """Trainer mixin: `train_sampling_strategy="group_by_length"` uses `LengthSortedSampler` instead of
-    transformers' `LengthGroupedSampler`.
+    transformers' `LengthGroupedSampler`, on any `datasets.Dataset` with lengths or audio.
 
-    Lengths come from the dataset's `args.length_column_name` column (e.g. `duration` in seconds).
-    Usage: `class Trainer(LengthSortedSamplerMixin, FrameAlignedTrainer): pass`; `length_sort_jitter` (class
-    attribute) sets the jitter.
+    Lengths (`modeling.data.audio_columns.audio_lengths`): the dataset's `args.length_column_name` column, else its
+    `duration` column (seconds), else the audio column's file headers or embedded bytes (the collator's
+    `audio_column`, default `audio`; read once per Trainer, no full decode). Other datasets fall back to
+    transformers' sampler. Usage: `class Trainer(LengthSortedSamplerMixin, FrameAlignedTrainer): pass`;
+    `length_sort_jitter` (class attribute) sets the jitter.
     """
 
     length_sort_jitter: float = 0.003
 
     def _get_train_sampler(self, train_dataset=None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
-        column = self.args.length_column_name
-        column_names = getattr(train_dataset, "column_names", None) or []
-        if self.args.train_sampling_strategy != "group_by_length" or column not in column_names:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        lengths = self._train_lengths(train_dataset)
+        if lengths is None:
             return super()._get_train_sampler(train_dataset)
         return LengthSortedSampler(
-            list(train_dataset[column]),
+            lengths,
             batch_size=self.args.per_device_train_batch_size,
             jitter=self.length_sort_jitter,
             seed=self.args.seed,
         )
+
+    def _train_lengths(self, train_dataset) -> list[float] | None:
+        from datasets import Dataset
+
+        from ..data.audio_columns import audio_lengths
+
+        column = self.args.length_column_name
+        column_names = getattr(train_dataset, "column_names", None) or []
+        if column in column_names:
+            return [float(length) for length in train_dataset[column]]
+        audio_column = getattr(getattr(self, "data_collator", None), "audio_column", None) or "audio"
+        if not isinstance(train_dataset, Dataset):
+            return _row_lengths(train_dataset, audio_column)
+        cached = getattr(self, "_length_cache", None)
+        if cached is not None and cached[0] == train_dataset._fingerprint:
+            return cached[1]
+        if audio_column not in column_names and "duration" not in column_names:
+            return None
+        lengths = audio_lengths(train_dataset, audio_column, column)
+        self._length_cache = (train_dataset._fingerprint, lengths)
+        return lengths
+
+
+def _row_lengths(dataset, audio_column: str) -> list[float] | None:
+    """Lengths (seconds) of a map-style dataset of dicts (e.g. a list of `{"audio": AudioDecoder, ...}`), or None
+    when its rows hold no such audio."""
+    from collections.abc import Mapping
+
+    from ..audio import input_duration
+
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__") or len(dataset) == 0:
+        return None
+    first = dataset[0]
+    if not isinstance(first, Mapping) or audio_column not in first:
+        return None
+    return [float(row["duration"]) if row.get("duration") else input_duration(row[audio_column]) for row in dataset]
 
 
 __all__ = [

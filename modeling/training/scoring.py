@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from ..collator import AudioClassificationCollator, make_feature_extractor
-from tqdm.auto import tqdm
 
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
@@ -49,16 +49,17 @@ def longest_first(dataset: Dataset) -> list[int]:
 
 @torch.no_grad()
 def predict(
-    model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int, progress: str | None = None
+    model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int, progress: str = "Scoring"
 ) -> Prediction:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
-    longest first exactly as the Trainer's evaluation). `progress`: a progress bar's title (None: no bar)."""
+    longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
+    terminal only)."""
     collator = AudioClassificationCollator(make_feature_extractor())
     model.eval()
     order = longest_first(dataset)
     logits, embeddings = [None] * len(order), [None] * len(order)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None):
+    for start in tqdm(starts, desc=progress, unit="batch", disable=None):  # disable=None: quiet unless a terminal
         rows = order[start : start + batch_size]
         batch = collator([dataset[i] for i in rows])
         batch.pop("labels", None)

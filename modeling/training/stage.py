@@ -23,6 +23,7 @@ from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .faults import fault_point
 from .integrity import write_manifest
 from .io_utils import atomic_directory, cleanup_stale_tmp
+from .run_config import passthrough_settings
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
 from .scoring import longest_first
@@ -120,10 +121,22 @@ def ddp_settings(model: Wav2Vec2ForFrameAlignedClassification) -> dict:
 def training_arguments(
     config: dict, stage: str, fold: Fold, output_dir: Path, model: Wav2Vec2ForFrameAlignedClassification | None = None
 ) -> FrameAlignedTrainingArguments:
-    """The stage's `TrainingArguments`; with `model`, also what DDP needs for it (`ddp_settings`)."""
+    """The stage's `TrainingArguments`: train.py's settings, then any `TrainingArguments` field the config sets
+    under `training:` / `stage<s>:` (`passthrough_settings`); with `model`, also what DDP needs for it
+    (`ddp_settings`). Trackers name the run `fold<k>-stage<s>` (after `run_name`, when one is set)."""
+    values = training_argument_values(config, stage, fold, output_dir)
+    return FrameAlignedTrainingArguments(**values, **(ddp_settings(model) if model is not None else {}))
+
+
+def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
+    """The keyword arguments of `training_arguments`, without the DDP settings (see there)."""
     settings, training = config[stage], config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
-    return FrameAlignedTrainingArguments(
+    passthrough = passthrough_settings(config, stage)
+    run_name = f"fold{fold.number}-{stage}"
+    if passthrough.get("run_name"):
+        run_name = f"{passthrough['run_name']}-{run_name}"
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=settings["epochs"],
         per_device_train_batch_size=settings["batch_size"],
@@ -161,8 +174,7 @@ def training_arguments(
         activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
         disable_tqdm=False,
         use_cpu=cpu_distributed(),
-        **(ddp_settings(model) if model is not None else {}),
-    )
+    ) | passthrough | {"run_name": run_name}
 
 
 def train_stage(
@@ -310,4 +322,5 @@ __all__ = [
     "stage_seed",
     "train_stage",
     "training_arguments",
+    "training_argument_values",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from ..data.audio_columns import readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from .faults import fault_point
 from .integrity import write_manifest
@@ -132,7 +133,11 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
       (`modeling.training.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
-      mega-batch grouping; see `benchmarks/`).
+      mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
+      audio headers, so any dataset with an audio column works.
+    - `datasets` `Audio()` columns work decoded or not, with or without torchcodec (without it they are read as
+      `Audio(decode=False)`; see `modeling.data.audio_columns.readable_audio`), and `remove_unused_columns=True`
+      keeps the collator's audio and label columns.
     """
 
     def __init__(self, model=None, args=None, **kwargs):
@@ -140,6 +145,17 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
             model.freeze_for_training()
         super().__init__(model=model, args=args, **kwargs)
         self.loss_terms = LossTermAverager()
+
+    def _remove_unused_columns(self, dataset, description=None):
+        dataset = readable_audio(dataset)
+        if not self.args.remove_unused_columns:
+            return dataset
+        self._set_signature_columns_if_needed()
+        collator = self.data_collator
+        needed = [getattr(collator, "audio_column", None), getattr(collator, "label_column", None)]
+        needed += [self.args.length_column_name, "duration"]
+        self._signature_columns = list(dict.fromkeys(self._signature_columns + [c for c in needed if c]))
+        return super()._remove_unused_columns(dataset, description)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)

@@ -47,7 +47,7 @@ def messy_config(tmp_path, **data) -> dict:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "data": {"loader": "audio_folder", "root": str(messy_corpus(root)), "loader_args": {"labels": ["angry", "sad"]}, **data},
-        "model": {"name_or_path": "unused"},
+        "model": {"random_init": {"hidden_size": 32, "num_hidden_layers": 6, "num_attention_heads": 2}},  # loadable offline
     }))
     return resolve_config(path)
 

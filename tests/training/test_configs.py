@@ -67,7 +67,7 @@ def test_overrides_and_command_line_values(tmp_path):
         ("data: {loader: iemocap}\nmodel: {name_or_path: m}\n", "data.loader and data.root are required"),
         ("data: {loader: iemocap, root: x}\nmodel: {}\n", "set exactly one of model.name_or_path"),
         ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage2: {pooling_learning_rate: fast}\n",
-         r"stage2.pooling_learning_rate must be a number, got 'fast'"),
+         r"stage2.pooling_learning_rate must be a number >= 0, got 'fast'"),
         ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {pooling: cls_attention}\n",
          "stage1.pooling must not be cls_attention"),
         ("extends: missing.yaml\n", r"missing.yaml: config file does not exist"),

@@ -1,0 +1,162 @@
+"""The last config check before anything trains: build what each stage will build, from the config alone.
+
+`resolve_config` checks keys and value ranges; this builds both stages' model configs (the backbone's config with
+the stage's pooling, frozen layers and loss weights) and `TrainingArguments` (train.py's settings plus every
+`TrainingArguments` field the config passes through), so a value that only the model config or transformers would
+refuse (`stage2.lr_scheduler_type=linr`, a `report_to` tracker that is not installed, `num_trainable_layers` above
+the backbone's depth) is reported at start, with its key, and not after stage 1 has trained.
+"""
+
+import tempfile
+from pathlib import Path
+
+from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
+from ..data.folds import Fold
+from .run_config import ConfigError, listing, passthrough_settings, resolve_config_problems
+from .stage import stage_model_kwargs, training_argument_values
+from .trainer import FrameAlignedTrainingArguments
+
+
+PLACEHOLDER_LABELS = ["class0", "class1"]  # the corpus's labels are not known yet; they do not change any check
+
+
+def backbone_config(config: dict) -> tuple[dict | None, list[str]]:
+    """The backbone's config as a dict (from `model.random_init` or `model.name_or_path`), or the problem."""
+    model = config["model"]
+    if model["random_init"]:
+        try:
+            return Wav2Vec2FrameAlignedConfig(**model["random_init"]).to_dict(), []
+        except (TypeError, ValueError) as error:
+            return None, [f"model.random_init = {model['random_init']!r}: {error}"]
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model["name_or_path"]).to_dict(), []
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, [f"model.name_or_path = {model['name_or_path']!r}: cannot read its config ({first_line})."]
+
+
+def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = frozenset()) -> list[str]:
+    """What the stage's model config (backbone + pooling, frozen layers, loss weights) refuses; keys in `skip`
+    ((stage, key), already reported) are left at the config class's defaults."""
+    kwargs = stage_model_kwargs(config, stage, PLACEHOLDER_LABELS)
+    kwargs = {key: value for key, value in kwargs.items() if (stage, key) not in skip}
+    settings = {key: value for key, value in backbone.items() if key not in ("model_type", "architectures")}
+    try:
+        model_config = Wav2Vec2FrameAlignedConfig(**{**settings, **kwargs})
+    except (TypeError, ValueError) as error:
+        return [f"{stage}: the model config refuses these settings: {error}"]
+    return []
+
+
+def training_arguments_problems(config: dict, stage: str) -> list[str]:
+    """Build the stage's `TrainingArguments`; on failure, find the key(s) responsible by trying each set field."""
+    fold = Fold(1, (), (), ())
+    with tempfile.TemporaryDirectory() as tmp:
+        output_dir = Path(tmp) / stage
+        values = training_argument_values(config, stage, fold, output_dir)
+        error = _build_error(values)
+        problems = _strategy_problems(values, stage) + _ignored_step_problems(config, stage, values)
+        if error is None:
+            return problems + _tracker_problems(config, stage, values.get("report_to"))
+        base = {key: value for key, value in values.items() if key not in passthrough_settings(config, stage)}
+        for key, value in passthrough_settings(config, stage).items():
+            single = _build_error({**base, key: value})
+            if single is not None:
+                problems.append(f"{_section_of(config, stage, key)}.{key} = {value!r}: {single}")
+        if not problems:
+            problems.append(f"{stage}: TrainingArguments refuses the combination: {error}")
+        return problems
+
+
+def _tracker_problems(config: dict, stage: str, report_to) -> list[str]:
+    """Trackers named in `report_to` must be installed (the Trainer would raise only when the stage starts)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    available = get_available_reporting_integrations()
+    missing = [name for name in names if name not in ("none", "all") and name not in available]
+    if not missing:
+        return []
+    return [
+        f"{_section_of(config, stage, 'report_to')}.report_to = {report_to!r}: {missing} not installed "
+        f"(installed trackers: {available or 'none'}); pip install it, or leave it out."
+    ]
+
+
+def _build_error(values: dict) -> str | None:
+    try:
+        FrameAlignedTrainingArguments(**values)
+    except Exception as error:  # transformers raises ValueError, TypeError, ImportError (a missing tracker), ...
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def _strategy_problems(values: dict, stage: str) -> list[str]:
+    """The best checkpoint is found among saved ones by its evaluation: saves must follow evaluations."""
+    eval_strategy, save_strategy = str(values.get("eval_strategy")), str(values.get("save_strategy"))
+    problems = []
+    if eval_strategy != save_strategy:
+        problems.append(
+            f"{stage}: eval_strategy ({eval_strategy!r}) and save_strategy ({save_strategy!r}) must be equal "
+            "(the best checkpoint is chosen among saved ones by its validation UA)."
+        )
+    elif eval_strategy == "steps" and values.get("eval_steps") != values.get("save_steps"):
+        problems.append(
+            f"{stage}: eval_steps ({values.get('eval_steps')!r}) and save_steps ({values.get('save_steps')!r}) "
+            "must be equal (every evaluated step needs its checkpoint)."
+        )
+    return problems
+
+
+def _ignored_step_problems(config: dict, stage: str, values: dict) -> list[str]:
+    """`eval_steps` / `save_steps` only act with the `steps` strategy: set otherwise, they would be ignored."""
+    problems = []
+    for key, strategy in (("eval_steps", "eval_strategy"), ("save_steps", "save_strategy")):
+        if key in passthrough_settings(config, stage) and str(values.get(strategy)) != "steps":
+            problems.append(
+                f"{_section_of(config, stage, key)}.{key} = {values[key]!r} has no effect with {strategy} "
+                f"{str(values.get(strategy))!r}: also set eval_strategy: steps and save_strategy: steps (equal steps)."
+            )
+    return problems
+
+
+def _section_of(config: dict, stage: str, key: str) -> str:
+    return stage if key in config[stage] else "training"
+
+
+def check_training_setup(config: dict, skip: set = frozenset()) -> list[str]:
+    """Every problem building both stages' model configs and `TrainingArguments` would meet (empty: fine).
+
+    `skip`: (section, key) pairs already reported (and reset to defaults) by `resolve_config`.
+    """
+    backbone, problems = backbone_config(config)
+    for stage in ("stage1", "stage2"):
+        if backbone is not None:
+            problems += model_config_problems(config, stage, backbone, skip)
+        problems += training_arguments_problems(config, stage)
+    return list(dict.fromkeys(problems))  # a training: value that fails fails in both stages: say it once
+
+
+def raise_on_setup_problems(config: dict, source: str = "the config"):
+    """`ConfigError` listing every problem of `check_training_setup`."""
+    problems = check_training_setup(config)
+    if problems:
+        raise ConfigError(listing(source, problems))
+
+
+def resolve_checked_config(
+    path, overrides=(), data_dir: str | None = None, max_epochs: int | None = None, seed: int | None = None
+) -> dict:
+    """`resolve_config` + `check_training_setup`, every problem of both in one `ConfigError` (what train.py runs)."""
+    config, problems, invalid = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
+    model_ok = not any(p.startswith(("set exactly one of model", "data.loader and")) for p in problems)
+    if model_ok:
+        problems += check_training_setup(config, skip=invalid)
+    if problems:
+        raise ConfigError(listing(str(path), problems))
+    return config
+
+
+__all__ = ["backbone_config", "check_training_setup", "raise_on_setup_problems", "resolve_checked_config"]

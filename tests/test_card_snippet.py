@@ -1,0 +1,95 @@
+"""The model card's usage snippets run as written on files of any rate and channel count (8 kHz stereo, 48 kHz),
+in a fresh process without this package, from a checkpoint folder laid out as a published one; `auto_map` has
+`AutoModel`."""
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from modeling import Wav2Vec2ForFrameAlignedClassification
+from modeling.audio import load_audio
+from modeling.collator import make_feature_extractor
+from modeling.publishing.model_card import _usage
+from modeling.publishing.remote_code import hub_pipeline_files
+
+from helpers import polish3_clips, tiny_config
+
+
+def save_published(folder):
+    """A tiny checkpoint with exactly the files a fold's Hub repository gets (weights, config with auto_map and
+    custom_pipelines, feature extractor, remote code)."""
+    torch.manual_seed(0)
+    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(folder)
+    make_feature_extractor().save_pretrained(folder)
+    for name, content in hub_pipeline_files(folder).items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    return save_published(tmp_path_factory.mktemp("published"))
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("odd")
+    mono, rate = sf.read(polish3_clips(2)[1][0], dtype="float32")
+    low = soxr.resample(mono, rate, 8000)
+    sf.write(folder / "phone_8k_stereo.wav", np.stack([low, -0.5 * low], axis=1), 8000)
+    sf.write(folder / "studio_48k.flac", soxr.resample(mono, rate, 48000), 48000)
+    return [folder / "phone_8k_stereo.wav", folder / "studio_48k.flac"]
+
+
+def expected_scores(checkpoint, path) -> dict[str, float]:
+    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(checkpoint).eval()
+    inputs = make_feature_extractor()(load_audio(path), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = model(**inputs).logits.softmax(-1)[0]
+    return {model.config.id2label[i]: p.item() for i, p in enumerate(probabilities)}
+
+
+def test_auto_map_names_auto_model(published):
+    auto_map = json.loads((published / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == auto_map["AutoModelForAudioClassification"]
+
+
+def test_card_snippets_run_on_8k_stereo_and_48k_files(published, odd_files, tmp_path):
+    card = _usage("ORG/NAME-fold1", None)
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert len(blocks) == 2
+    auto_model = re.search(r"`(AutoModel\.from_pretrained\(.*?\))`", card).group(1)
+    runs = []
+    for path in odd_files:
+        for number, block in enumerate(blocks):
+            code = block.replace("ORG/NAME-fold1", str(published)).replace("speech.wav", str(path))
+            runs.append(f"print('@@', {number}, {str(path)!r})\n{code}")
+    script = "import sys\nsys.modules['modeling'] = None  # the Hub user's view: remote code only\n"
+    script += "\n".join(runs) + "\nfrom transformers import AutoModel\n"
+    script += f"print('@@ automodel', type({auto_model.replace('ORG/NAME-fold1', str(published))}).__name__)\n"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    sections = result.stdout.split("@@ ")[1:]
+    assert sections[-1].strip() == "automodel Wav2Vec2ForFrameAlignedClassification"
+    for section in sections[:-1]:
+        header, output = section.split("\n", 1)
+        number, path = header.split(" ", 1)
+        expected = expected_scores(published, path)
+        if number == "0":  # frame-aligned-emotion: label, then the scores dict
+            label, scores = output.strip().split(" ", 1)
+            scores = ast.literal_eval(scores)
+            assert {item["label"]: item["score"] for item in scores} == pytest.approx(expected, abs=1e-4)
+            assert label == max(expected, key=expected.get)
+        else:
+            scores = ast.literal_eval(output.strip())
+            assert {item["label"]: item["score"] for item in scores} == pytest.approx(expected, abs=1e-4)
