@@ -299,7 +299,8 @@ def _header_duration(source, name: str) -> float:
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         if not torchcodec_available() or (isinstance(source, (str, os.PathLike)) and not os.path.isfile(source)):
             raise AudioInputError(f"{name}: cannot read audio header ({error}).") from error
-    array, rate = _decode_with_torchcodec(source, name, error)
+        soundfile_error = error  # `error` is unbound after the except clause
+    array, rate = _decode_with_torchcodec(source, name, soundfile_error)
     return len(array) / rate
 
 

@@ -1,9 +1,15 @@
-"""Shared pytest configuration. Helpers for tests live in tests/helpers.py."""
+"""Shared pytest configuration and fixtures (the loopback Hub). Helpers live in tests/helpers.py, shared runs in
+tests/runs.py."""
 
 import os
 
 # Tests share 2 cores with each other's subprocesses: one intra-op thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from huggingface_hub import HfApi, constants  # noqa: E402
+
+from hub_server import HubServer  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -31,3 +37,23 @@ def pytest_terminal_summary(terminalreporter):
             f"bad inputs and injected faults (@pytest.mark.bad_input): {len(faults)} tried, "
             f"{len(faults) - failed} handled as expected, {failed} not"
         )
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """A loopback Hub; this process's huggingface_hub talks to it and nowhere else (CI exports HF_HUB_OFFLINE=1).
+
+    HF_ENDPOINT is read when huggingface_hub is imported, so the constants derived from it are patched here;
+    downloads that must behave exactly like a user's run in a fresh process (see `hub_env`).
+    """
+    with HubServer() as server:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the loopback Hub speaks LFS only
+        yield server
+
+
+@pytest.fixture
+def api(hub) -> HfApi:
+    return HfApi(endpoint=hub.url, token="dummy")

@@ -44,7 +44,7 @@ def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = 
     kwargs = {key: value for key, value in kwargs.items() if (stage, key) not in skip}
     settings = {key: value for key, value in backbone.items() if key not in ("model_type", "architectures")}
     try:
-        model_config = Wav2Vec2FrameAlignedConfig(**{**settings, **kwargs})
+        Wav2Vec2FrameAlignedConfig(**{**settings, **kwargs})
     except (TypeError, ValueError) as error:
         return [f"{stage}: the model config refuses these settings: {error}"]
     return []

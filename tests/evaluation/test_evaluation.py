@@ -5,7 +5,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ from modeling.training.run_config import resolve_config
 
 from helpers import POLISH3, REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))  # the training tests' tiny run config
-from test_training import write_config  # noqa: E402
+from runs import write_config  # noqa: E402
 
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,6 @@ from modeling.collator import make_feature_extractor
 from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
 
 from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_config
-from test_hub import hub  # noqa: F401  (the loopback Hub fixture)
 
 
 ort = pytest.importorskip("onnxruntime")
@@ -229,7 +228,7 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
 
 def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
     from huggingface_hub import HfApi
-    from test_hub import write_run
+    from runs import write_run
 
     from modeling.publishing.hub import push_run
 

@@ -14,7 +14,7 @@ from modeling.publishing.hub import describe_plan, plan_push
 from modeling.publishing.run import load_run
 
 from helpers import REPO
-from test_hub import write_run
+from runs import write_run
 
 
 DRY_RUN = ["--repo-id", "org/ser", "--dry-run"]

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 from huggingface_hub import HfApi
 
@@ -19,7 +21,12 @@ from modeling.publishing.run import PushError
 from modeling.training.io_utils import atomic_write_json
 
 from helpers import POLISH3, POLISH3_LABELS, REPO, tiny_config
-from test_hub import TINY_TRAIN_ARGS, api, hub, run_dir, write_run  # noqa: F401  (fixtures)
+from runs import TINY_TRAIN_ARGS, write_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return write_run(tmp_path_factory.mktemp("run"))
 
 
 pytestmark = pytest.mark.bad_input
@@ -30,7 +37,7 @@ def repo_contents(hub, repo_id: str) -> dict[str, bytes]:
     return {path: hub.read(repo_id, path) for path in hub.files(repo_id)}
 
 
-def test_push_through_a_flaky_hub_completes_with_retries(hub, api, run_dir):  # noqa: F811
+def test_push_through_a_flaky_hub_completes_with_retries(hub, api, run_dir):
     hub.flaky(0.3, seed=3, max_failures=5)
     results = push_run(run_dir, "org/flaky", api=api, retry=FAST_RETRY)
     kinds = {kind for kind, _, _ in hub.stats.injected}
@@ -44,7 +51,7 @@ def test_push_through_a_flaky_hub_completes_with_retries(hub, api, run_dir):  # 
             assert repo_contents(hub, got.repo_id) == repo_contents(clean_hub, got.repo_id)
 
 
-def test_a_push_that_keeps_failing_names_the_fold_and_files_then_the_next_run_completes(hub, api, run_dir):  # noqa: F811
+def test_a_push_that_keeps_failing_names_the_fold_and_files_then_the_next_run_completes(hub, api, run_dir):
     hub.flaky(1.0, seed=0)  # every request fails
     with pytest.raises(PushError, match=r"^Pushing fold 1 to org/down-fold1@main failed after 2 attempt\(s\): .*"
                        r"Not on the Hub yet: config\.json, .*model\.safetensors.*, README\.md \(a commit is atomic"):
@@ -57,7 +64,7 @@ def test_a_push_that_keeps_failing_names_the_fold_and_files_then_the_next_run_co
         assert {"README.md", "model.safetensors", "config.json", "results.json"} <= set(files)
 
 
-def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):  # noqa: F811
+def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):
     run = write_run(tmp_path / "run")
     results = json.loads((run / "results.json").read_text())
     del results["folds"]["2"]["test"]["wa"]
@@ -72,7 +79,7 @@ def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):  # 
 
 
 @pytest.mark.slow
-def test_a_run_from_a_private_path_publishes_no_local_path(hub, api, tmp_path):  # noqa: F811
+def test_a_run_from_a_private_path_publishes_no_local_path(hub, api, tmp_path):
     """Trained with --data-dir /…/home/alice/corpora/polish3 and a local backbone /…/home/alice/models/tiny: no
     uploaded file holds either path, the user name's home, or the run directory."""
     home = tmp_path / "home" / "alice"

@@ -28,7 +28,7 @@ from modeling.training.experiment import load_run_dataset  # noqa: E402
 from modeling.training.run_config import resolve_config  # noqa: E402
 from modeling.training.run_dir import RunDir  # noqa: E402
 from modeling.training.stage import cpu_distributed, train_stage  # noqa: E402
-from test_training import write_config  # noqa: E402
+from runs import write_config  # noqa: E402
 
 
 def combos() -> dict[str, dict]:

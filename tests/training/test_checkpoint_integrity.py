@@ -24,7 +24,7 @@ from modeling.training.trainer import FrameAlignedTrainingArguments
 
 from helpers import REPO, polish3_clips, tiny_config
 from test_crash_safety import assert_close, kill_at, no_fault_environment, numbers, run_to_completion, write_checkpoint
-from test_training import write_config
+from runs import write_config
 
 
 pytestmark = pytest.mark.bad_input

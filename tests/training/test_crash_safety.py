@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from helpers import REPO
 from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
 from modeling.training.checkpoints import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
-from test_training import write_config
+from runs import write_config
 
 
 # ---------------------------------------------------------------------------------------------------------------

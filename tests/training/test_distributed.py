@@ -16,7 +16,7 @@ import pytest
 from modeling.training.checkpoints import latest_checkpoint
 
 from helpers import REPO
-from test_training import write_config
+from runs import write_config
 
 
 NUM_PROCESSES = 2

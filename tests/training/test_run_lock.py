@@ -15,7 +15,7 @@ from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
 from modeling.training.run_lock import FileLock, LockHeldError
 
 from helpers import REPO
-from test_training import write_config
+from runs import write_config
 
 
 pytestmark = pytest.mark.bad_input

@@ -25,49 +25,8 @@ from modeling.training.experiment import RunConfigMismatchError, load_run_datase
 from modeling.training.run_config import resolve_config
 
 from fake_corpora import TONE_LABELS, make_tone_corpus
-from helpers import NEMO4, POLISH3, REPO
-
-
-TINY_BACKBONE = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [16, 16, 16],
-    "conv_kernel": [10, 8, 8],
-    "conv_stride": [5, 8, 8],
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-    "feat_extract_norm": "group",  # like wav2vec2-base: no attention mask, so padding changes the outputs
-    "do_stable_layer_norm": False,
-    "mask_time_prob": 0.0,
-    "layerdrop": 0.0,
-}
-
-
-# λ_EAL ≠ λ_FUAL in every run below: with equal values a swap between the YAML and the model would not show.
-UNEQUAL_LOSS_WEIGHTS = {"eal_weight": 0.3, "fual_weight": 0.7}
-
-
-def write_config(path, **sections) -> str:
-    config = {
-        "seed": 7,
-        "data": {
-            "loader": "audio_folder",
-            "root": str(POLISH3),
-            "loader_args": {"labels": ["anger", "fear", "neutral"]},
-            "speakers": ["m1", "m2", "m3"],
-            "max_per_speaker": 12,
-        },
-        "model": {"random_init": TINY_BACKBONE},
-        "training": {"full_determinism": True, "logging_steps": 1},
-        "stage1": {"epochs": 3, "batch_size": 4, "backbone_learning_rate": 1e-3, "max_length_seconds": 1.0},
-        "stage2": {"epochs": 2, "batch_size": 4, "num_trainable_layers": 1, "max_length_seconds": 1.0},
-    }
-    for name, values in sections.items():
-        config[name] = {**config[name], **values} if isinstance(values, dict) else values
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+from helpers import NEMO4, REPO
+from runs import UNEQUAL_LOSS_WEIGHTS, write_config
 
 
 class SimulatedCrash(Exception):
