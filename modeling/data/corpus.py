@@ -27,11 +27,6 @@ from ..audio import AudioInputError, audio_duration
 from .folds import FOLD_STRATEGIES
 
 
-# `predefined` (a `split` column: train / validation / test) is added to modeling.data.folds by another branch;
-# corpora that ship official partitions (MSP-Podcast) declare it already.
-CORPUS_FOLD_STRATEGIES = (*FOLD_STRATEGIES, "predefined")
-
-
 logger = logging.getLogger(__name__)
 
 GENDERS = {"f": "female", "female": "female", "w": "female", "m": "male", "male": "male"}
@@ -61,8 +56,8 @@ class CorpusInfo:
     hub_id: str | None = None  # the dataset on the Hugging Face Hub, where there is one
 
     def __post_init__(self):
-        if self.folds not in CORPUS_FOLD_STRATEGIES:
-            raise ValueError(f"{self.name}: folds must be one of {CORPUS_FOLD_STRATEGIES}, got {self.folds!r}.")
+        if self.folds not in FOLD_STRATEGIES:
+            raise ValueError(f"{self.name}: folds must be one of {FOLD_STRATEGIES}, got {self.folds!r}.")
 
     @property
     def id2label(self) -> dict[int, str]:

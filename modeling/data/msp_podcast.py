@@ -81,7 +81,7 @@ def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str
     rows = drop_duplicates(str(labels_csv), rows, lambda row: row["file"])
     if not rows:
         raise CorpusError(f"{labels_csv}: no rows of the classes {list(classes)}.")
-    return build_dataset(rows, classes).add_column("split", [row["split"] for row in rows])
+    return build_dataset(rows, classes)  # with the `split` column (rows carry their partition)
 
 
 __all__ = ["CLASS_SETS", "EMOTIONS", "MSP_PODCAST", "load_msp_podcast"]
