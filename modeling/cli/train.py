@@ -19,6 +19,7 @@ from accelerate import PartialState
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
+from ..training.checkpoints import ModelSettingsError
 from ..training.results import results_table
 from ..training.run_config import ConfigError, resolve_config
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
@@ -48,7 +49,10 @@ def main(argv=None) -> int:
     try:
         config = resolve_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
-    except (ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError) as error:
+    except (
+        ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, ModelSettingsError,
+        FileNotFoundError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not PartialState(cpu=cpu_distributed()).is_main_process:

@@ -14,7 +14,8 @@ from datasets import Dataset
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from ..modeling_frame_aligned import FrameAlignedModelMixin
+from .checkpoints import model_class_of
 from .faults import fault_point
 from .io_utils import atomic_file
 from .run_dir import RunDir
@@ -44,7 +45,7 @@ def longest_first(dataset: Dataset) -> list[int]:
 
 
 @torch.no_grad()
-def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int) -> Prediction:
+def predict(model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int) -> Prediction:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
     longest first exactly as the Trainer's evaluation)."""
     collator = AudioClassificationCollator(make_feature_extractor())
@@ -66,7 +67,7 @@ def predict(model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batc
 def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Prediction]:
     """Predictions of a saved best model on the validation and test splits."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_dir).to(device)
+    model = model_class_of(best_dir).from_pretrained(best_dir).to(device)
     return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}
 
 

@@ -18,10 +18,10 @@ from transformers import set_seed
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
-from .checkpoints import label_maps, latest_checkpoint
+from .checkpoints import check_backbone_loaded, label_maps, latest_checkpoint, model_class_of
 from .faults import fault_point
 from .io_utils import atomic_directory, cleanup_stale_tmp
+from .prefix_model import prefix_cache_problem
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
 from .scoring import longest_first
@@ -90,6 +90,32 @@ def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict
         "eal_margin": settings["eal_margin"],
         "fual_detach_target": settings["fual_detach_target"],
     }
+
+
+def model_problems(config: dict, init_path: str, label_names: list[str]) -> list[str]:
+    """Everything wrong with the model settings, found before anything trains: a checkpoint without a frame-aligned
+    class, each stage's config (fields the head refuses, e.g. `classifier_proj_size`), and a frozen-prefix cache
+    the stage-2 model cannot use (weighted layer sum, WavLM). Missing backbone weights are found when stage 1 loads
+    its model (`check_backbone_loaded`), also before training."""
+    try:
+        model_class = model_class_of(init_path)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for stage in ("stage1", "stage2"):
+        try:
+            stage_config = model_class.config_class.from_pretrained(
+                init_path, **stage_model_kwargs(config, stage, label_names)
+            )
+            stage_config.check_head_fields()  # from_pretrained sets its keyword arguments after __init__'s checks
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{stage}: {exc}")
+            continue
+        trainable = stage_config.num_trainable_layers
+        if config[stage]["cache_frozen_prefix"] and trainable is not None and trainable < stage_config.num_hidden_layers:
+            problem = prefix_cache_problem(model_class, stage_config)
+            problems += [f"{stage}: {problem}"] if problem else []
+    return problems
 
 
 def training_arguments(config: dict, stage: str, fold: Fold, output_dir: Path) -> FrameAlignedTrainingArguments:
@@ -167,9 +193,9 @@ def train_stage(
     )
 
     set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's initialisation
-    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
-        init_path, **stage_model_kwargs(config, stage, label_names)
-    )
+    model_class = model_class_of(init_path)  # from the checkpoint's model_type: wav2vec2, HuBERT, WavLM, data2vec
+    model = model_class.from_pretrained(init_path, **stage_model_kwargs(config, stage, label_names))
+    check_backbone_loaded(model, init_path)
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve())
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
@@ -195,7 +221,7 @@ def train_stage(
     best_checkpoint = checkpoint_dir(stage_dir, trainer.state.best_global_step)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
-            Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            model_class.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
@@ -269,6 +295,7 @@ __all__ = [
     "StageTrainer",
     "cached_stage_trainer",
     "cpu_distributed",
+    "model_problems",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",
