@@ -208,3 +208,37 @@ def test_registered_with_the_auto_classes():
         config = AutoConfig.for_model(f"{model_type}-frame-aligned", num_labels=3, **tiny_backbone_settings(model_type))
         assert type(AutoModelForAudioClassification.from_config(config)) is model_class
         assert getattr(modeling, model_class.__name__) is model_class
+
+
+@pytest.mark.parametrize("model_type, conv_stride, hop", [("wavlm", (5, 2, 2), 20), ("data2vec-audio", (5, 4, 4), 80)])
+def test_timeline_frame_rate_comes_from_each_backbones_conv_stack(model_type, conv_stride, hop, tmp_path):
+    from transformers import pipeline
+
+    model = tiny_model(model_type, conv_stride=conv_stride)
+    model.save_pretrained(tmp_path)
+    make_feature_extractor().save_pretrained(tmp_path)
+    waveform = load_audio(polish3_clips(1)[0][0])[:8000]
+    timeline = pipeline("frame-aligned-emotion", model=str(tmp_path), device="cpu")
+    result = timeline(waveform, smoothing="none", return_frames=True)
+    assert timeline.frame_duration == result["frame_duration"] == hop / 16000
+    assert result["num_frames"] == (len(waveform) - frame_geometry(model.config).receptive_field) // hop + 1
+    with torch.no_grad():
+        inputs = make_feature_extractor()(waveform, sampling_rate=16000, return_tensors="pt")
+        expected = model(**inputs).frame_logits.softmax(-1)[0]
+    np.testing.assert_allclose(result["frames"]["probabilities"], expected.numpy(), atol=1e-5)
+
+
+def test_readme_backbones_snippet_runs(tmp_path, capsys):
+    """README "Backbones": the snippet as written, with its Hub ids pointing at tiny checkpoints saved by transformers'
+    own WavLMModel / HubertModel (the Hub is not reachable here)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Backbones", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for model_type, hub_id in (("wavlm", "microsoft/wavlm-base-plus"), ("hubert", "facebook/hubert-base-ls960")):
+        assert hub_id in snippet and hub_id in readme.split("### Backbones", 1)[1].split("```", 1)[0]
+        save_plain_backbone(model_type, tmp_path / model_type)
+        snippet = snippet.replace(f'"{hub_id}"', repr(str(tmp_path / model_type)))
+    exec(compile(snippet, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("WavLMForFrameAlignedClassification [] torch.Size([3])")
+    for name in ("iemocap_wavlm", "iemocap_hubert"):
+        assert f"configs/{name}.yaml" in section and (REPO / "configs" / f"{name}.yaml").is_file()

@@ -124,6 +124,18 @@ def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, se
     assert cnn and all(torch.equal(trained[f"{prefix}.{key}"], source[key]) for key in cnn)
     assert not all(torch.equal(trained[f"{prefix}.{key}"], source[key]) for key in source if ".layers.1." in key)
 
+    # The model card names the backbone (and tags it).
+    from modeling.publishing.model_card import render_fold_card, render_overview_card
+    from modeling.publishing.run import load_run
+
+    run = load_run(run_dir)
+    card = render_fold_card(run, run.folds["1"], "user/ser")
+    name, tag = {"hubert": ("HuBERT", "hubert"), "wavlm": ("WavLM", "wavlm"),
+                 "data2vec-audio": ("data2vec-audio", "data2vec-audio")}[model_type]
+    assert f"a {name} backbone fine-tuned from a local checkpoint (`backbone`)" in card and f"- {tag}\n" in card
+    assert "wav2vec" not in card.split("## Limitations")[0].replace("Wav2Vec2FeatureExtractor", "")
+    assert f"Speech emotion classifiers ({name} + CLS" in render_overview_card(run, "user/ser")
+
     # The stage-2 best model loads in a fresh process through its remote code (no `modeling` package).
     script = textwrap.dedent(
         f"""
