@@ -18,7 +18,7 @@ from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from modeling.configuration_frame_aligned import FRAME_ALIGNED_CONFIGS
 from modeling.modeling_frame_aligned import FRAME_ALIGNED_MODELS
 
-from .common import Profile, count_flops, interleaved_times, ratio_result, ratio_stats
+from .common import Profile, count_flops, flop_ratio_result, interleaved_times, ratio_stats
 from .head_overhead import real_batch
 
 
@@ -93,16 +93,7 @@ def run(profile: Profile, context: dict) -> dict:
         flop_ratio = flops[f"{model_type}/ours"] / flops[f"{model_type}/hf"]
         ratio = ratio_stats(times[f"{model_type}/ours"], times[f"{model_type}/hf"])
         ratios[model_type] = {"timed": ratio, "flops": flop_ratio}
-        results.append(ratio_result(
-            f"backbones: step(ours) / step(HF {model_name})",
-            ratio["median"],
-            flop_ratio + 0.02,
-            "<=",
-            reference=flop_ratio,
-            note=f"target = FLOP ratio {flop_ratio:.4f} (FlopCounterMode, fwd+bwd) + 0.02",
-            noise=(ratio["min"], ratio["max"]),
-            config=shape,
-        ))
+        results.append(flop_ratio_result(f"backbones: step(ours) / step(HF {model_name})", ratio, flop_ratio, shape))
     return {
         "config": profile.describe() | {"corpus": corpus, "backbones": list(BASELINES)},
         "flops": flops,

@@ -145,18 +145,18 @@ class FrameAlignedModelMixin:
     def is_custom_code(cls) -> bool:
         # transformers treats any class defined outside its package as "custom code" and, in `initialize_weights`,
         # then skips every module without parameters of its own once its children are initialised (a shortcut for
-        # remote code that writes weights in place). That skips e.g. wav2vec2's own init of `Wav2Vec2FeatureProjection` and
-        # `Wav2Vec2PositionalConvEmbedding` (their weights live in child Linear/Conv1d modules; the same in HuBERT, WavLM
-        # and data2vec-audio), so weights missing
-        # from a checkpoint came out differently initialised than in `__init__`. Every init here goes through
-        # `transformers.initialization` (which respects already-loaded weights): use the library's regular path.
+        # remote code that writes weights in place). That skips e.g. wav2vec2's own init of `Wav2Vec2FeatureProjection`
+        # and `Wav2Vec2PositionalConvEmbedding` (their weights live in child Linear/Conv1d modules; the same in HuBERT,
+        # WavLM and data2vec-audio), so weights missing from a checkpoint came out differently initialised than in
+        # `__init__`. Every init here goes through `transformers.initialization` (which respects already-loaded
+        # weights): use the library's regular path.
         return False
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
         # transformers guesses this from the module source (an `*Attention*(nn.Module)` class without
-        # `ALL_ATTENTION_FUNCTIONS.get_interface(`), which misfires on our pooling class names. The pooling's attention is
-        # `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
+        # `ALL_ATTENTION_FUNCTIONS.get_interface(`), which misfires on our pooling class names. The pooling's attention
+        # is `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
         # pooling layers share `self.config`, so `set_attn_implementation("eager" | "sdpa")` works (WavLM: eager only).
         return True
 
@@ -366,6 +366,18 @@ class WavLMForFrameAlignedClassification(FrameAlignedModelMixin, WavLMPreTrained
     """
 
     _supports_sdpa = False
+
+    def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
+        """Refuse `use_reentrant=True`: WavLM's layers pass the relative position bias on as a keyword argument, which
+        reentrant checkpointing does not detach, and the backward pass then re-enters every earlier layer's checkpoint
+        without end (transformers' own `WavLMForSequenceClassification` hangs the same way). The default
+        (`use_reentrant=False`) works."""
+        if (activation_checkpointing_kwargs or {}).get("use_reentrant"):
+            raise ValueError(
+                f"{type(self).__name__}: activation checkpointing with use_reentrant=True never finishes its backward "
+                "pass on WavLM (the position bias passed between checkpointed layers); use use_reentrant=False."
+            )
+        return super()._activation_checkpointing_enable(activation_checkpointing_kwargs, *args, **kwargs)
 
     config_class = WavLMFrameAlignedConfig
     config: WavLMFrameAlignedConfig

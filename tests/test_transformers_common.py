@@ -306,6 +306,7 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
     backbone = {}
     model_class = Wav2Vec2ForFrameAlignedClassification
     all_model_classes = (Wav2Vec2ForFrameAlignedClassification,)
+    supports_reentrant_checkpointing = True
     # Our files carry no "# Copyright <year>" header, which the mixin reads as "added before 2023" and would skip the
     # check that `_init_weights` alone initialises every parameter: we want that check (from_pretrained relies on it).
     test_can_init_all_missing_weights_before_2023 = True
@@ -430,7 +431,8 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
             self.assertEqual({name for name, g in grads.items() if g is not None}, trainable)
             top_layer = f"{prefix}.encoder.layers.{num_layers - 1}."
             self.assertEqual(any(name.startswith(top_layer) for name in trainable), num_trainable_layers != 0)
-            for checkpointing_kwargs in ({"use_reentrant": True}, {"use_reentrant": False}):
+            reentrant = (True, False) if self.supports_reentrant_checkpointing else (False,)
+            for checkpointing_kwargs in ({"use_reentrant": value} for value in reentrant):
                 with self.subTest(num_trainable_layers=num_trainable_layers, **checkpointing_kwargs):
                     gc_loss, gc_grads = loss_and_grads(checkpointing_kwargs)
                     torch.testing.assert_close(gc_loss, loss)
@@ -487,6 +489,22 @@ class HubertLayerNormModelTest(HubertFrameAlignedModelTest):
 class WavLMFrameAlignedModelTest(FrameAlignedModelTest):
     model_class = WavLMForFrameAlignedClassification
     all_model_classes = (WavLMForFrameAlignedClassification,)
+    # WavLM refuses reentrant checkpointing (its backward never finishes, also in transformers' own WavLM classes).
+    supports_reentrant_checkpointing = False
+
+    @unittest.skip(reason="WavLM: use_reentrant=True never finishes the backward pass; the model refuses it")
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
+    @unittest.skip(reason="WavLM's eager attention (F.multi_head_attention_forward) returns weights the output does "
+                   "not depend on: no gradient reaches them (the backbone's behaviour, not the head's)")
+    def test_retain_grad_hidden_states_attentions(self):
+        pass
+
+    def test_reentrant_checkpointing_is_refused(self):
+        model = self.model_class(self.model_tester.get_config())
+        with self.assertRaisesRegex(ValueError, "use_reentrant=True never finishes"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
 
 
 class WavLMLayerNormModelTest(WavLMFrameAlignedModelTest):
