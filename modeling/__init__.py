@@ -1,9 +1,8 @@
 """Frame- and utterance-aligned speech emotion recognition (Byun & Lee 2025) for Hugging Face transformers.
 
 The package face. `import modeling` registers the config and model of every backbone (wav2vec 2.0, HuBERT, WavLM,
-data2vec-audio) with the Auto classes and the
-"frame-aligned-emotion" pipeline task, and marks the classes so that `save_pretrained` writes `auto_map` and copies
-the remote code (loadable with `trust_remote_code=True`). See docs/architecture.md for the layout:
+data2vec-audio) with the Auto classes and the "frame-aligned-emotion" pipeline task, and marks the classes so that
+`save_pretrained` writes `auto_map` and copies the remote code (loadable with `trust_remote_code=True`). See docs/architecture.md for the layout:
 
     modeling/*.py        the remote-code core (config, model, losses, pipeline, audio input, collator, frames)
     modeling/data/       corpora, folds, dataset checks
