@@ -16,7 +16,7 @@ import torch
 
 from modeling.training.io_utils import atomic_write_json, atomic_write_text
 
-from . import cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
+from . import backbones, cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
 from .common import PROFILES, machine_description
 from .report import render_markdown
 
@@ -24,6 +24,7 @@ from .report import render_markdown
 # Order matters: data_loading uses the step time measured by head_overhead.
 BENCHMARKS = {
     "head_overhead": head_overhead.run,
+    "backbones": backbones.run,
     "padding": padding.run,
     "frozen_prefix": frozen_prefix.run,
     "inference": inference.run,

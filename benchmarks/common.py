@@ -271,6 +271,21 @@ def count_flops(function: Callable[[], object]) -> int:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def flop_ratio_result(name: str, ratio: dict, flop_ratio: float, config: str) -> dict:
+    """A row comparing two timed steps (`ratio_stats`) with the ratio of their FLOPs: met when the timed ratio is at
+    most the FLOP ratio + 0.02."""
+    return ratio_result(
+        name,
+        ratio["median"],
+        flop_ratio + 0.02,
+        "<=",
+        reference=flop_ratio,
+        note=f"target = FLOP ratio {flop_ratio:.4f} (FlopCounterMode, fwd+bwd) + 0.02",
+        noise=(ratio["min"], ratio["max"]),
+        config=config,
+    )
+
+
 def ratio_result(
     name: str,
     measured: float | None,

@@ -33,6 +33,7 @@ from .common import (
     WALL_TIMES,
     Profile,
     count_flops,
+    flop_ratio_result,
     interleaved_times,
     pick_clips,
     ratio_result,
@@ -178,16 +179,7 @@ def run(profile: Profile, context: dict) -> dict:
             noise=(vs_ce["min"], vs_ce["max"]),
             config=shape,
         ),
-        ratio_result(
-            "head: step(ours) / step(HF Wav2Vec2ForSequenceClassification)",
-            vs_hf["median"],
-            ours_over_hf + 0.02,
-            "<=",
-            reference=ours_over_hf,
-            note=f"target = FLOP ratio {ours_over_hf:.4f} (FlopCounterMode, fwd+bwd) + 0.02",
-            noise=(vs_hf["min"], vs_hf["max"]),
-            config=shape,
-        ),
+        flop_ratio_result("head: step(ours) / step(HF Wav2Vec2ForSequenceClassification)", vs_hf, ours_over_hf, shape),
     ]
     return {
         "config": profile.describe() | {"corpus": corpus, "attn_implementation": model.config._attn_implementation},

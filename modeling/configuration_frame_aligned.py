@@ -1,10 +1,14 @@
-"""Configuration of the frame- and utterance-aligned wav2vec 2.0 emotion classifier.
+"""Configurations of the frame- and utterance-aligned emotion classifier, one per self-supervised backbone.
+
+One head, four backbones: `FrameAlignedConfigMixin` holds the head's fields and checks; each backbone's config is
+the mixin over that backbone's transformers config (`Wav2Vec2Config`, `HubertConfig`, `WavLMConfig`,
+`Data2VecAudioConfig`), so every backbone argument is accepted.
 
 Self-contained (relative imports only) so it can be uploaded to the Hub as remote code next to
 `modeling_frame_aligned.py`.
 """
 
-from transformers import Wav2Vec2Config
+from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig
 
 
 POOLING_TYPES = ("mean", "attentive", "self_attention", "cls_attention")
@@ -15,11 +19,12 @@ def label_names(id2label: dict) -> list[str]:
     return [id2label[key] for key in sorted(id2label, key=int)]
 
 
-class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
+class FrameAlignedConfigMixin:
     r"""
-    Configuration for [`Wav2Vec2ForFrameAlignedClassification`]: a wav2vec 2.0 backbone (every argument of
-    [`Wav2Vec2Config`] is accepted) plus the pooling head and the auxiliary losses of Byun & Lee (2025),
-    "Frame and Utterance Emotional Alignment for Speech Emotion Recognition".
+    The frame-aligned head's part of a configuration: the pooling head and the auxiliary losses of Byun & Lee (2025),
+    "Frame and Utterance Emotional Alignment for Speech Emotion Recognition". Mixed into one config per backbone
+    ([`Wav2Vec2FrameAlignedConfig`], [`HubertFrameAlignedConfig`], [`WavLMFrameAlignedConfig`],
+    [`Data2VecAudioFrameAlignedConfig`]); every argument of the backbone's transformers config is accepted too.
 
     Args:
         pooling (`str`, *optional*, defaults to `"attentive"`):
@@ -45,15 +50,30 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
             Stop the gradient through the utterance distribution q in FUAL (only p̄ is pulled towards q).
         num_trainable_layers (`int`, *optional*):
             Number of top transformer layers to train; the lower ones (with the feature projection and positional
-            embedding) are frozen by [`~Wav2Vec2ForFrameAlignedClassification.freeze_for_training`]. `None` trains
-            every transformer layer. The CNN feature encoder is always frozen.
+            embedding) are frozen by `freeze_for_training`. `None` trains every transformer layer, 0 freezes the
+            whole backbone (the SUPERB setting, with `use_weighted_layer_sum=True`). The CNN is always frozen.
         backbone_attention_mask (`bool`, *optional*):
             Whether the backbone receives `attention_mask`. `None` (default) passes it only for
-            `feat_extract_norm="layer"` backbones: `"group"` ones (wav2vec2-base) were pre-trained on zero-padded
-            batches without a mask. Pooling, frame weights and losses always use the true lengths.
+            `feat_extract_norm="layer"` backbones (data2vec-audio always has layer-normalised convolutions):
+            `"group"` ones (wav2vec2-base, hubert-base, wavlm-base) were pre-trained on zero-padded batches without a
+            mask. Pooling, frame weights and losses always use the true lengths.
+
+    Inherited fields, and what the head does with them:
+        use_weighted_layer_sum (`bool`): the pooling runs on softmax(w)·(all hidden states) instead of the last
+            layer's output, w (num_hidden_layers + 1,) learnable (as in transformers' `*ForSequenceClassification`).
+        classifier_proj_size (`int`): the head has no projection before the classifier (the classifier reads the
+            pooled `hidden_size` vector). The backbone configs' default (256, present in every pre-trained
+            checkpoint's config.json) is carried but unused; any other value raises `ValueError`.
+        add_adapter (`bool`): not supported (`ValueError` when True).
+
+    Raises:
+        ValueError: an unknown `pooling`, `hidden_size` not divisible by `pooling_num_heads`, `num_trainable_layers`
+            outside [0, num_hidden_layers], or an inherited field the head cannot honour (above).
     """
 
-    model_type = "wav2vec2-frame-aligned"
+    # transformers turns every config subclass into a dataclass with a generated `__init__` unless the class defines
+    # one itself: each backbone's config below binds this one (`__init__ = FrameAlignedConfigMixin.__init__`).
+
     # Per-frame tensors vary in length across batches: the Trainer must not gather them during evaluation.
     keys_to_ignore_at_inference = [
         "frame_logits",
@@ -64,6 +84,8 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
         "hidden_states",
         "attentions",
     ]
+    # The default of `classifier_proj_size` in every backbone config (the only value the head accepts: it is unused).
+    unused_classifier_proj_size = 256
 
     def __init__(
         self,
@@ -81,17 +103,6 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if pooling not in POOLING_TYPES:
-            raise ValueError(f"`pooling` must be one of {POOLING_TYPES}, got {pooling!r}.")
-        if pooling in ("self_attention", "cls_attention") and self.hidden_size % pooling_num_heads != 0:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `pooling_num_heads` ({pooling_num_heads})."
-            )
-        if num_trainable_layers is not None and not 0 <= num_trainable_layers <= self.num_hidden_layers:
-            raise ValueError(
-                f"`num_trainable_layers` must be between 0 and num_hidden_layers={self.num_hidden_layers}, "
-                f"got {num_trainable_layers}."
-            )
         self.pooling = pooling
         self.pooling_num_heads = pooling_num_heads
         self.pooling_num_layers = pooling_num_layers
@@ -103,10 +114,41 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
         self.fual_detach_target = fual_detach_target
         self.num_trainable_layers = num_trainable_layers
         self.backbone_attention_mask = backbone_attention_mask
+        self.check_head_fields()
+
+    def check_head_fields(self):
+        """Raise `ValueError` for head settings that cannot work and inherited fields the head would ignore.
+
+        Run by `__init__` and again by the model's `__init__`: `from_pretrained(path, **kwargs)` sets its keyword
+        arguments on the config after `__init__`, so a field given there is checked when the model is built.
+        """
+        name = type(self).__name__
+        if self.pooling not in POOLING_TYPES:
+            raise ValueError(f"{name}: `pooling` must be one of {POOLING_TYPES}, got {self.pooling!r}.")
+        if self.pooling in ("self_attention", "cls_attention") and self.hidden_size % self.pooling_num_heads != 0:
+            raise ValueError(
+                f"{name}: `hidden_size` ({self.hidden_size}) must be divisible by `pooling_num_heads` "
+                f"({self.pooling_num_heads})."
+            )
+        trainable = self.num_trainable_layers
+        if trainable is not None and not 0 <= trainable <= self.num_hidden_layers:
+            raise ValueError(
+                f"{name}: `num_trainable_layers` must be between 0 and num_hidden_layers={self.num_hidden_layers}, "
+                f"got {trainable}."
+            )
+        proj_size = getattr(self, "classifier_proj_size", None)
+        if proj_size is not None and proj_size != self.unused_classifier_proj_size:
+            raise ValueError(
+                f"{name}: `classifier_proj_size={proj_size}` is not supported: the frame-aligned head has no "
+                "projection before its classifier (the classifier reads the pooled hidden_size vector). Remove it "
+                f"(the default {self.unused_classifier_proj_size} is carried but unused)."
+            )
+        if getattr(self, "add_adapter", False):
+            raise ValueError(f"{name}: frame-aligned classification does not support adapters (add_adapter=True).")
 
     @property
     def use_backbone_attention_mask(self) -> bool:
-        """Whether `attention_mask` is forwarded to the wav2vec 2.0 backbone (see `backbone_attention_mask`)."""
+        """Whether `attention_mask` is forwarded to the backbone (see `backbone_attention_mask`)."""
         if self.backbone_attention_mask is not None:
             return bool(self.backbone_attention_mask)
         return self.feat_extract_norm == "layer"
@@ -117,4 +159,104 @@ class Wav2Vec2FrameAlignedConfig(Wav2Vec2Config):
         return self.pooling == "cls_attention"
 
 
-__all__ = ["Wav2Vec2FrameAlignedConfig", "POOLING_TYPES", "label_names"]
+class Wav2Vec2FrameAlignedConfig(FrameAlignedConfigMixin, Wav2Vec2Config):
+    r"""
+    Configuration for [`Wav2Vec2ForFrameAlignedClassification`]: a wav2vec 2.0 backbone (every argument of
+    [`Wav2Vec2Config`] is accepted) plus the frame-aligned head (arguments: see [`FrameAlignedConfigMixin`]).
+    """
+
+    model_type = "wav2vec2-frame-aligned"
+    __init__ = FrameAlignedConfigMixin.__init__  # transformers makes every config subclass a dataclass
+
+
+class HubertFrameAlignedConfig(FrameAlignedConfigMixin, HubertConfig):
+    r"""
+    Configuration for [`HubertForFrameAlignedClassification`]: a HuBERT backbone (every argument of [`HubertConfig`]
+    is accepted) plus the frame-aligned head (arguments: see [`FrameAlignedConfigMixin`]).
+    """
+
+    model_type = "hubert-frame-aligned"
+    __init__ = FrameAlignedConfigMixin.__init__  # transformers makes every config subclass a dataclass
+
+
+class WavLMFrameAlignedConfig(FrameAlignedConfigMixin, WavLMConfig):
+    r"""
+    Configuration for [`WavLMForFrameAlignedClassification`]: a WavLM backbone (every argument of [`WavLMConfig`] is
+    accepted) plus the frame-aligned head (arguments: see [`FrameAlignedConfigMixin`]).
+    """
+
+    model_type = "wavlm-frame-aligned"
+    __init__ = FrameAlignedConfigMixin.__init__  # transformers makes every config subclass a dataclass
+
+
+class Data2VecAudioFrameAlignedConfig(FrameAlignedConfigMixin, Data2VecAudioConfig):
+    r"""
+    Configuration for [`Data2VecAudioForFrameAlignedClassification`]: a data2vec-audio backbone (every argument of
+    [`Data2VecAudioConfig`] is accepted) plus the frame-aligned head (arguments: see [`FrameAlignedConfigMixin`]).
+
+    data2vec-audio has layer-normalised convolutions and a post-norm encoder only: `feat_extract_norm` is `"layer"`
+    and `do_stable_layer_norm` is `False` (read-only here; passing either raises `ValueError`).
+    """
+
+    model_type = "data2vec-audio-frame-aligned"
+    feat_extract_norm = "layer"
+    do_stable_layer_norm = False
+
+    def __init__(self, **kwargs):
+        for fixed in ("feat_extract_norm", "do_stable_layer_norm"):
+            if fixed in kwargs and kwargs[fixed] != getattr(type(self), fixed):
+                raise ValueError(
+                    f"Data2VecAudioFrameAlignedConfig: data2vec-audio has no `{fixed}` setting (it is always "
+                    f"{getattr(type(self), fixed)!r}), got {kwargs[fixed]!r}."
+                )
+            kwargs.pop(fixed, None)
+        super().__init__(**kwargs)
+
+
+# The frame-aligned config of each backbone, by the `model_type` of the backbone's own config (a plain pre-trained
+# checkpoint) and of ours (a frame-aligned checkpoint).
+FRAME_ALIGNED_CONFIGS = {
+    config_class.model_type: config_class
+    for config_class in (
+        Wav2Vec2FrameAlignedConfig,
+        HubertFrameAlignedConfig,
+        WavLMFrameAlignedConfig,
+        Data2VecAudioFrameAlignedConfig,
+    )
+}
+BACKBONE_MODEL_TYPES = {
+    "wav2vec2": "wav2vec2-frame-aligned",
+    "hubert": "hubert-frame-aligned",
+    "wavlm": "wavlm-frame-aligned",
+    "data2vec-audio": "data2vec-audio-frame-aligned",
+}
+
+
+def frame_aligned_config_class(model_type: str):
+    """The frame-aligned config class for a backbone's `model_type` ("wavlm") or a frame-aligned one
+    ("wavlm-frame-aligned").
+
+    Raises:
+        ValueError: a model type no frame-aligned class exists for (the message lists the supported ones).
+    """
+    resolved = BACKBONE_MODEL_TYPES.get(model_type, model_type)
+    if resolved not in FRAME_ALIGNED_CONFIGS:
+        raise ValueError(
+            f"No frame-aligned model for model_type {model_type!r}: supported backbones are "
+            f"{sorted(BACKBONE_MODEL_TYPES)} (and their frame-aligned checkpoints {sorted(FRAME_ALIGNED_CONFIGS)})."
+        )
+    return FRAME_ALIGNED_CONFIGS[resolved]
+
+
+__all__ = [
+    "BACKBONE_MODEL_TYPES",
+    "Data2VecAudioFrameAlignedConfig",
+    "FRAME_ALIGNED_CONFIGS",
+    "FrameAlignedConfigMixin",
+    "HubertFrameAlignedConfig",
+    "POOLING_TYPES",
+    "Wav2Vec2FrameAlignedConfig",
+    "WavLMFrameAlignedConfig",
+    "frame_aligned_config_class",
+    "label_names",
+]

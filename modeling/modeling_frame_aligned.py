@@ -1,8 +1,9 @@
-"""wav2vec 2.0 with frame- and utterance-aligned pooling for speech emotion recognition.
+"""Frame- and utterance-aligned pooling for speech emotion recognition on wav2vec 2.0, HuBERT, WavLM, data2vec-audio.
 
 Byun & Lee (2025), "Frame and Utterance Emotional Alignment for Speech Emotion Recognition". Stage 1 trains the
 backbone with attentive pooling; stage 2 replaces the pooling with a CLS self-attention encoder and adds the
-EAL and FUAL losses (computed by `FrameAlignedTrainer` from the outputs of this model).
+EAL and FUAL losses (computed by `FrameAlignedTrainer` from the outputs of this model). One head
+(`FrameAlignedModelMixin`) serves every backbone; the pooling modules live in `pooling_frame_aligned.py`.
 
 Self-contained (relative imports only) so it can be uploaded to the Hub as remote code.
 """
@@ -13,18 +14,32 @@ import torch
 from torch import nn
 
 from transformers import initialization as init
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.models.wav2vec2.modeling_wav2vec2 import (
-    Wav2Vec2Attention,
-    Wav2Vec2Model,
-    Wav2Vec2PreTrainedModel,
-)
-from transformers.activations import ACT2FN
+from transformers.models.data2vec.modeling_data2vec_audio import Data2VecAudioModel, Data2VecAudioPreTrainedModel
+from transformers.models.hubert.modeling_hubert import HubertModel, HubertPreTrainedModel
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, Wav2Vec2PreTrainedModel
+from transformers.models.wavlm.modeling_wavlm import WavLMModel, WavLMPreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-from .configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
+from .configuration_frame_aligned import (
+    Data2VecAudioFrameAlignedConfig,
+    FrameAlignedConfigMixin,
+    HubertFrameAlignedConfig,
+    Wav2Vec2FrameAlignedConfig,
+    WavLMFrameAlignedConfig,
+    frame_aligned_config_class,
+)
 from .frames import frame_geometry, frames_for_samples, samples_for_frames
+from .pooling_frame_aligned import (  # noqa: F401  (re-exported: the pooling modules' former home)
+    POOLING_CLASSES,
+    FrameAlignedAttentivePooling,
+    FrameAlignedCLSAttentionPooling,
+    FrameAlignedMeanPooling,
+    FrameAlignedPoolingEncoder,
+    FrameAlignedPoolingLayer,
+    FrameAlignedSelfAttentionPooling,
+    masked_softmax,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -33,7 +48,7 @@ logger = logging.get_logger(__name__)
 @dataclass
 class FrameAlignedClassifierOutput(ModelOutput):
     """
-    Output of [`Wav2Vec2ForFrameAlignedClassification`].
+    Output of every `*ForFrameAlignedClassification` model.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
@@ -67,136 +82,6 @@ class FrameAlignedClassifierOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis restricted to `mask`; exactly zero where `mask` is False.
-
-    scores: (batch_size, num_frames) float; mask: (batch_size, num_frames) bool → (batch_size, num_frames).
-    """
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return scores.softmax(dim=-1) * mask
-
-
-class FrameAlignedMeanPooling(nn.Module):
-    """Average of the valid frames (uniform α)."""
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor):
-        """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
-        weights = frame_mask.to(hidden_states.dtype)
-        weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        return torch.einsum("bt,bth->bh", weights, hidden_states), hidden_states, weights
-
-
-class FrameAlignedAttentivePooling(nn.Module):
-    """Stage 1: s_t = wᵀh_t + b, α = softmax(s) over valid frames, u = Σ α_t h_t."""
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        self.score = nn.Linear(config.hidden_size, 1)
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor):
-        """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
-        weights = masked_softmax(self.score(hidden_states).squeeze(-1), frame_mask)
-        return torch.einsum("bt,bth->bh", weights, hidden_states), hidden_states, weights
-
-
-class FrameAlignedFeedForward(nn.Module):
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        intermediate_size = config.pooling_intermediate_size or config.intermediate_size
-        self.intermediate_dense = nn.Linear(config.hidden_size, intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
-        self.output_dense = nn.Linear(intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.pooling_dropout)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.intermediate_act_fn(self.intermediate_dense(hidden_states)))
-        return self.dropout(self.output_dense(hidden_states))
-
-
-class FrameAlignedPoolingLayer(GradientCheckpointingLayer):
-    """One post-norm transformer layer (as in wav2vec2-base) with the pooling's own head count and dropout.
-
-    Its attention follows `config._attn_implementation` (eager, SDPA, flash) like the backbone's layers.
-    """
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        self.attention = Wav2Vec2Attention(
-            embed_dim=config.hidden_size,
-            num_heads=config.pooling_num_heads,
-            dropout=config.pooling_dropout,
-            config=config,
-        )
-        self.dropout = nn.Dropout(config.pooling_dropout)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.feed_forward = FrameAlignedFeedForward(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attn_residual = hidden_states
-        hidden_states, _ = self.attention(hidden_states, attention_mask=attention_mask)
-        hidden_states = self.layer_norm(attn_residual + self.dropout(hidden_states))
-        hidden_states = self.final_layer_norm(hidden_states + self.feed_forward(hidden_states))
-        return hidden_states
-
-
-class FrameAlignedPoolingEncoder(nn.Module):
-    """`pooling_num_layers` pooling layers with a key-padding mask built from the frame mask."""
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        self.config = config
-        self.layers = nn.ModuleList([FrameAlignedPoolingLayer(config) for _ in range(config.pooling_num_layers)])
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """hidden_states: (B, S, H); frame_mask: (B, S) bool → (B, S, H)."""
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask
-        )
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask=attention_mask)
-        return hidden_states
-
-
-class FrameAlignedSelfAttentionPooling(nn.Module):
-    """Table 3 baseline: the pooling encoder over the frames (no CLS), then attentive pooling."""
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        self.encoder = FrameAlignedPoolingEncoder(config)
-        self.score = nn.Linear(config.hidden_size, 1)
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor):
-        """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
-        frames = self.encoder(hidden_states, frame_mask)
-        weights = masked_softmax(self.score(frames).squeeze(-1), frame_mask)
-        return torch.einsum("bt,bth->bh", weights, frames), frames, weights
-
-
-class FrameAlignedCLSAttentionPooling(nn.Module):
-    """Stage 2: (c, f_1..f_T) = Enc(h_CLS, h_1..h_T); u = c; α = softmax over valid frames of c·f_t / √H."""
-
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.zeros(config.hidden_size))
-        self.encoder = FrameAlignedPoolingEncoder(config)
-        self.scale = config.hidden_size**-0.5
-
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor):
-        """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
-        batch_size, _, hidden_size = hidden_states.shape
-        cls = self.cls_token.to(hidden_states.dtype).expand(batch_size, 1, hidden_size)
-        sequence = torch.cat([cls, hidden_states], dim=1)
-        sequence_mask = torch.cat([frame_mask.new_ones(batch_size, 1), frame_mask], dim=1)
-        encoded = self.encoder(sequence, sequence_mask)
-        cls_output, frames = encoded[:, 0], encoded[:, 1:]
-        scores = torch.einsum("bh,bth->bt", cls_output, frames) * self.scale
-        return cls_output, frames, masked_softmax(scores, frame_mask)
-
-
 def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: tuple):
     """Forward pre-hook: under gradient checkpointing, make a trainable layer's input hidden states require grad.
 
@@ -215,36 +100,34 @@ def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: 
     return (hidden_states.detach().requires_grad_(True), *args[1:])
 
 
-POOLING_CLASSES = {
-    "mean": FrameAlignedMeanPooling,
-    "attentive": FrameAlignedAttentivePooling,
-    "self_attention": FrameAlignedSelfAttentionPooling,
-    "cls_attention": FrameAlignedCLSAttentionPooling,
-}
+class FrameAlignedModelMixin:
+    """The frame-aligned head, shared by every backbone: backbone → (weighted layer sum) → pooling
+    (`config.pooling`) → linear classifier, exposing frame-level predictions and α.
 
-
-class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
-    """wav2vec 2.0 → pooling (`config.pooling`) → linear classifier, exposing frame-level predictions and α.
-
-    Used like `Wav2Vec2ForSequenceClassification`. Loading a checkpoint whose pooling differs from
-    `config.pooling` (stage 1 → stage 2) keeps the backbone, starts a new pooling head and classifier, and
-    records what it dropped in `dropped_checkpoint_keys`.
+    Mixed in before a backbone's `*PreTrainedModel` (which gives `base_model_prefix`, the attribute the backbone
+    lives under: `wav2vec2`, `hubert`, `wavlm`, `data2vec_audio`, so plain pre-trained checkpoints load into it);
+    `backbone_class` is that backbone's `*Model`. Used like the backbone's `*ForSequenceClassification`: loading a
+    plain backbone checkpoint keeps the backbone and starts a new head; loading a checkpoint whose pooling differs
+    from `config.pooling` (stage 1 → stage 2) keeps the backbone, starts a new pooling head and classifier, and
+    records what it dropped in `dropped_checkpoint_keys`. Backbone weights the checkpoint lacked are listed in
+    `missing_backbone_keys` (training refuses such a model).
     """
 
-    config_class = Wav2Vec2FrameAlignedConfig
-    config: Wav2Vec2FrameAlignedConfig
+    backbone_class: type[nn.Module]
     # forward() takes no loss kwargs: the Trainer must scale the loss for gradient accumulation itself.
     accepts_loss_kwargs = False
 
-    def __init__(self, config: Wav2Vec2FrameAlignedConfig):
+    def __init__(self, config: FrameAlignedConfigMixin):
         super().__init__(config)
-        if getattr(config, "add_adapter", False):
-            raise ValueError("Frame-aligned classification does not support wav2vec2 adapters (add_adapter=True).")
-        self.wav2vec2 = Wav2Vec2Model(config)
+        config.check_head_fields()  # also fields set after the config was built (from_pretrained's kwargs)
+        setattr(self, self.base_model_prefix, self.backbone_class(config))
+        if config.use_weighted_layer_sum:  # transformer layers + the input embeddings
+            self.layer_weights = nn.Parameter(torch.full((config.num_hidden_layers + 1,), 1.0))
         self.pooler = POOLING_CLASSES[config.pooling](config)
         self.dropout = nn.Dropout(config.final_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.dropped_checkpoint_keys: list[str] = []
+        self.missing_backbone_keys: list[str] = []
         for module in self.modules():
             if isinstance(module, GradientCheckpointingLayer):
                 module.register_forward_pre_hook(_checkpointed_input_requires_grad)
@@ -255,23 +138,26 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, FrameAlignedCLSAttentionPooling):
             init.normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, FrameAlignedModelMixin) and getattr(module, "layer_weights", None) is not None:
+            init.constant_(module.layer_weights, 1.0 / (self.config.num_hidden_layers + 1))  # as transformers' heads
 
     @classmethod
     def is_custom_code(cls) -> bool:
         # transformers treats any class defined outside its package as "custom code" and, in `initialize_weights`,
         # then skips every module without parameters of its own once its children are initialised (a shortcut for
-        # remote code that writes weights in place). That skips wav2vec2's own init of `Wav2Vec2FeatureProjection` and
-        # `Wav2Vec2PositionalConvEmbedding` (their weights live in child Linear/Conv1d modules), so weights missing
-        # from a checkpoint came out differently initialised than in `__init__`. Every init here goes through
-        # `transformers.initialization` (which respects already-loaded weights): use the library's regular path.
+        # remote code that writes weights in place). That skips e.g. wav2vec2's own init of `Wav2Vec2FeatureProjection`
+        # and `Wav2Vec2PositionalConvEmbedding` (their weights live in child Linear/Conv1d modules; the same in HuBERT,
+        # WavLM and data2vec-audio), so weights missing from a checkpoint came out differently initialised than in
+        # `__init__`. Every init here goes through `transformers.initialization` (which respects already-loaded
+        # weights): use the library's regular path.
         return False
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
         # transformers guesses this from the module source (an `*Attention*(nn.Module)` class without
-        # `ALL_ATTENTION_FUNCTIONS.get_interface(`), which misfires on our pooling class names. All attention here is
-        # `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
-        # pooling layers share `self.config`, so `set_attn_implementation("eager" | "sdpa")` works.
+        # `ALL_ATTENTION_FUNCTIONS.get_interface(`), which misfires on our pooling class names. The pooling's attention
+        # is `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
+        # pooling layers share `self.config`, so `set_attn_implementation("eager" | "sdpa")` works (WavLM: eager only).
         return True
 
     @classmethod
@@ -281,7 +167,18 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
         model._start_new_head_if_pooling_changed(loading_info)
+        model.missing_backbone_keys = model._missing_backbone_keys(loading_info)
         return (model, loading_info) if output_loading_info else model
+
+    def _missing_backbone_keys(self, loading_info: dict) -> list[str]:
+        """Backbone weights the checkpoint did not have (SpecAugment's `masked_spec_embed` is exempt: a backbone
+        saved with masking off has none, and it is only used in training)."""
+        prefix = f"{self.base_model_prefix}."
+        return sorted(
+            key
+            for key in loading_info.get("missing_keys", [])
+            if key.startswith(prefix) and not key.endswith("masked_spec_embed")
+        )
 
     def _start_new_head_if_pooling_changed(self, loading_info: dict):
         """A classifier trained on another pooling's output is meaningless: re-initialise it with the pooler."""
@@ -303,11 +200,12 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
 
     def freeze_feature_encoder(self):
         """Stop gradients into the CNN feature encoder (also skips its backward pass entirely)."""
-        self.wav2vec2.feature_extractor._freeze_parameters()
+        self.base_model.feature_extractor._freeze_parameters()
 
     def freeze_for_training(self):
         """Set `requires_grad` as the config says: CNN frozen, and with `num_trainable_layers = N`, everything
-        below the top N transformer layers (feature projection, positional convolution, lower layers) frozen.
+        below the top N transformer layers (feature projection, positional convolution, lower layers) frozen. With
+        `use_weighted_layer_sum` on a pre-norm encoder, its (unused) final layer norm is frozen too.
 
         Call it after loading: `requires_grad` is not saved in checkpoints. `FrameAlignedTrainer` calls it.
         """
@@ -315,8 +213,12 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         self.freeze_feature_encoder()
         for module in self.frozen_backbone_modules():
             module.requires_grad_(False)
-        if self.num_frozen_layers > 0 and getattr(self.wav2vec2, "masked_spec_embed", None) is not None:
-            self.wav2vec2.masked_spec_embed.requires_grad_(False)
+        if self.num_frozen_layers > 0 and getattr(self.base_model, "masked_spec_embed", None) is not None:
+            self.base_model.masked_spec_embed.requires_grad_(False)
+        if self.config.use_weighted_layer_sum and self.config.do_stable_layer_norm:
+            # The weighted sum reads the layers' outputs; a pre-norm encoder's final norm (applied only to
+            # `last_hidden_state`) is then unused, as in transformers' heads: no trainable parameter without gradient.
+            self.base_model.encoder.layer_norm.requires_grad_(False)
 
     @property
     def num_frozen_layers(self) -> int:
@@ -327,8 +229,8 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         """Modules between the CNN and the first trainable transformer layer (empty when all layers train)."""
         if self.num_frozen_layers == 0:
             return []
-        encoder = self.wav2vec2.encoder
-        modules = [self.wav2vec2.feature_projection, encoder.pos_conv_embed]
+        encoder = self.base_model.encoder
+        modules = [self.base_model.feature_projection, encoder.pos_conv_embed]
         if not self.config.do_stable_layer_norm:  # post-norm encoders normalise before the first layer
             modules.append(encoder.layer_norm)
         return modules + list(encoder.layers[: self.num_frozen_layers])
@@ -359,7 +261,7 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
 
     def _pad_for_spec_augment(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None):
         """In training, zero-pad a batch whose clips all yield fewer frames than SpecAugment's `mask_time_length`
-        (wav2vec2 raises on such batches); the added samples are masked out, so no frame of them is ever pooled."""
+        (the backbones raise on such batches); the added samples are masked out, so no frame of them is ever pooled."""
         config = self.config
         if not (self.training and config.mask_time_prob > 0 and getattr(config, "apply_spec_augment", True)):
             return input_values, attention_mask
@@ -396,22 +298,36 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
             backbone_kwargs["output_attentions"] = output_attentions
         if output_hidden_states is not None:
             backbone_kwargs["output_hidden_states"] = output_hidden_states
+        weighted = self.config.use_weighted_layer_sum
+        if weighted:
+            return_hidden_states = backbone_kwargs.get("output_hidden_states", self.config.output_hidden_states)
+            backbone_kwargs["output_hidden_states"] = True
 
         input_values, attention_mask = self._pad_to_one_frame(input_values, attention_mask)
         input_values, attention_mask = self._pad_for_spec_augment(input_values, attention_mask)
-        outputs = self.wav2vec2(
+        outputs = self.base_model(
             input_values,
             attention_mask=attention_mask if self.config.use_backbone_attention_mask else None,
             return_dict=True,
             **backbone_kwargs,
         )
-        hidden_states = outputs.last_hidden_state
+        hidden_states = self.weighted_layer_sum(outputs.hidden_states) if weighted else outputs.last_hidden_state
         frame_mask = self.frame_mask(hidden_states.shape[1], attention_mask, hidden_states.shape[0], hidden_states.device)
         output = self.classify_frames(hidden_states, frame_mask, labels)
         for name in ("hidden_states", "attentions"):  # the backbone's, when asked for
-            if getattr(outputs, name) is not None:
+            if getattr(outputs, name) is not None and (name != "hidden_states" or not weighted or return_hidden_states):
                 output[name] = getattr(outputs, name)
         return output if return_dict else output.to_tuple()
+
+    def weighted_layer_sum(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Σ_l softmax(w)_l · h_l over the backbone's `num_hidden_layers + 1` hidden states (the SUPERB protocol, as in
+        transformers' `*ForSequenceClassification` with `use_weighted_layer_sum=True`).
+
+        hidden_states: num_hidden_layers + 1 tensors (B, T, H) (`output_hidden_states=True`) → (B, T, H).
+        """
+        stacked = torch.stack(hidden_states, dim=1)
+        weights = nn.functional.softmax(self.layer_weights, dim=-1)
+        return (stacked * weights.view(-1, 1, 1)).sum(dim=1)
 
     def classify_frames(
         self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, labels: torch.Tensor | None = None
@@ -440,4 +356,86 @@ class Wav2Vec2ForFrameAlignedClassification(Wav2Vec2PreTrainedModel):
         )
 
 
-__all__ = ["Wav2Vec2ForFrameAlignedClassification", "FrameAlignedClassifierOutput"]
+class Wav2Vec2ForFrameAlignedClassification(FrameAlignedModelMixin, Wav2Vec2PreTrainedModel):
+    """wav2vec 2.0 with the frame-aligned head (see [`FrameAlignedModelMixin`]); the paper's model."""
+
+    config_class = Wav2Vec2FrameAlignedConfig
+    config: Wav2Vec2FrameAlignedConfig
+    backbone_class = Wav2Vec2Model
+
+
+class HubertForFrameAlignedClassification(FrameAlignedModelMixin, HubertPreTrainedModel):
+    """HuBERT with the frame-aligned head (see [`FrameAlignedModelMixin`]).
+
+    hubert-base (`facebook/hubert-base-ls960`) has a group-norm CNN and gets no attention mask; hubert-large has layer
+    norms and a pre-norm encoder, and gets the mask (see `backbone_attention_mask`).
+    """
+
+    config_class = HubertFrameAlignedConfig
+    config: HubertFrameAlignedConfig
+    backbone_class = HubertModel
+
+
+class WavLMForFrameAlignedClassification(FrameAlignedModelMixin, WavLMPreTrainedModel):
+    """WavLM with the frame-aligned head (see [`FrameAlignedModelMixin`]).
+
+    WavLM's backbone runs eager attention only (its gated relative position bias has no SDPA path); the pooling
+    follows. The frozen-prefix cache does not support it (its layers share the bias computed in layer 0).
+    """
+
+    _supports_sdpa = False
+
+    def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
+        """Refuse `use_reentrant=True`: WavLM's layers pass the relative position bias on as a keyword argument, which
+        reentrant checkpointing does not detach, and the backward pass then re-enters every earlier layer's checkpoint
+        without end (transformers' own `WavLMForSequenceClassification` hangs the same way). The default
+        (`use_reentrant=False`) works."""
+        if (activation_checkpointing_kwargs or {}).get("use_reentrant"):
+            raise ValueError(
+                f"{type(self).__name__}: activation checkpointing with use_reentrant=True never finishes its backward "
+                "pass on WavLM (the position bias passed between checkpointed layers); use use_reentrant=False."
+            )
+        return super()._activation_checkpointing_enable(activation_checkpointing_kwargs, *args, **kwargs)
+
+    config_class = WavLMFrameAlignedConfig
+    config: WavLMFrameAlignedConfig
+    backbone_class = WavLMModel
+
+
+class Data2VecAudioForFrameAlignedClassification(FrameAlignedModelMixin, Data2VecAudioPreTrainedModel):
+    """data2vec-audio with the frame-aligned head (see [`FrameAlignedModelMixin`]): layer-normalised CNN, post-norm
+    encoder, always given the attention mask."""
+
+    config_class = Data2VecAudioFrameAlignedConfig
+    config: Data2VecAudioFrameAlignedConfig
+    backbone_class = Data2VecAudioModel
+
+
+# The frame-aligned model class of each frame-aligned config's `model_type`.
+FRAME_ALIGNED_MODELS = {
+    model_class.config_class.model_type: model_class
+    for model_class in (
+        Wav2Vec2ForFrameAlignedClassification,
+        HubertForFrameAlignedClassification,
+        WavLMForFrameAlignedClassification,
+        Data2VecAudioForFrameAlignedClassification,
+    )
+}
+
+
+def frame_aligned_model_class(model_type: str) -> type[FrameAlignedModelMixin]:
+    """The frame-aligned model class for a backbone's `model_type` ("hubert") or a frame-aligned one
+    ("hubert-frame-aligned"). Raises `ValueError` for other model types (see `frame_aligned_config_class`)."""
+    return FRAME_ALIGNED_MODELS[frame_aligned_config_class(model_type).model_type]
+
+
+__all__ = [
+    "Data2VecAudioForFrameAlignedClassification",
+    "FRAME_ALIGNED_MODELS",
+    "FrameAlignedClassifierOutput",
+    "FrameAlignedModelMixin",
+    "HubertForFrameAlignedClassification",
+    "Wav2Vec2ForFrameAlignedClassification",
+    "WavLMForFrameAlignedClassification",
+    "frame_aligned_model_class",
+]

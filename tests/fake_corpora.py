@@ -5,11 +5,15 @@ lines, label-like lines in `Categorical/` and `Attribute/`, labels outside the 4
 happy), and utterances whose speaker differs from the dialog's letter (`Ses01F_impro05_M013` is `Ses01M`).
 """
 
+import csv
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from helpers import POLISH3
 
 
 # Table 1 (angry, happy, sad, neutral) per session.
@@ -209,3 +213,28 @@ def make_tone_corpus(
     header = "file,label,speaker,gender,duration_s,text"
     (root / "metadata.csv").write_text("\n".join([header] + rows) + "\n")
     return root
+
+
+def polish3_rows(count: int, speakers=("m1", "m2", "m3")) -> list[dict]:
+    with open(POLISH3 / "metadata.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row["speaker"] in speakers]
+    return rows[:: max(1, len(rows) // count)][:count]
+
+
+def copy_clips(rows, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        shutil.copy(POLISH3 / row["file"], folder / row["file"].rsplit("/", 1)[-1])
+
+
+def make_split_folders(root):
+    """<root>/{train,validation,test}/ with audio files and a metadata.csv (file_name,label): no speakers."""
+    plan = {"train": ("m1", "m2", "m3"), "validation": ("m4",), "test": ("m5",)}
+    counts = {}
+    for split, speakers in plan.items():
+        rows = polish3_rows(9 if split == "train" else 6, speakers)
+        copy_clips(rows, root / split)
+        lines = ["file_name,label"] + [f"{r['file'].rsplit('/', 1)[-1]},{r['label']}" for r in rows]
+        (root / split / "metadata.csv").write_text("\n".join(lines) + "\n")
+        counts[split] = len(rows)
+    return counts

@@ -58,3 +58,44 @@ def polish3_clips(count: int = 4) -> list[tuple[str, int]]:
     step = max(1, len(rows) // count)
     picked = rows[::step][:count]
     return [(str(POLISH3 / row["file"]), POLISH3_LABELS.index(row["label"])) for row in picked]
+
+
+# The backbones behind the frame-aligned head: model_type → (transformers' plain config, plain model) class names.
+BACKBONES = {
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": ("HubertConfig", "HubertModel"),
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+}
+
+
+def tiny_backbone_settings(model_type: str, **overrides) -> dict:
+    """`tiny_config`'s backbone (no head fields) for any backbone; data2vec-audio's positional embedding is a stack of
+    `num_conv_pos_embeddings` conv layers (2 here) of kernel `conv_pos_kernel_size`, and it has no norm settings."""
+    settings = {key: value for key, value in tiny_config().to_diff_dict().items() if key in TINY_BACKBONE_KEYS}
+    if model_type == "data2vec-audio":
+        settings.update(num_conv_pos_embeddings=2, conv_pos_kernel_size=5)
+    settings.update(overrides)
+    return settings
+
+
+TINY_BACKBONE_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim", "conv_kernel",
+    "conv_stride", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "hidden_dropout", "attention_dropout",
+    "activation_dropout", "feat_proj_dropout", "final_dropout", "layerdrop", "mask_time_prob",
+)
+
+
+def save_plain_backbone(model_type: str, directory, seed: int = 0, **overrides):
+    """A tiny checkpoint saved with transformers' own `*Model` class (what a Hub backbone repo holds); returns it."""
+    import torch
+    import transformers
+
+    config_name, model_name = BACKBONES[model_type]
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides)))
+    model.save_pretrained(directory)
+    from modeling.collator import make_feature_extractor
+
+    make_feature_extractor().save_pretrained(directory)
+    return model

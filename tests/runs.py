@@ -10,6 +10,7 @@ import yaml
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
+from modeling.publishing.remote_code import hub_pipeline_files
 from modeling.training.io_utils import atomic_write_json
 
 from helpers import POLISH3, POLISH3_LABELS, tiny_config
@@ -136,3 +137,14 @@ def write_run(run_dir: Path, folds=FOLDS) -> Path:
     (run_dir / "confusion_matrix.png").write_bytes(tiny_png())
     (run_dir / "tsne.png").write_bytes(tiny_png(3, 3))
     return run_dir
+
+
+def save_published(folder):
+    """A tiny checkpoint with exactly the files a fold's Hub repository gets (weights, config with auto_map and
+    custom_pipelines, feature extractor, remote code)."""
+    torch.manual_seed(0)
+    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(folder)
+    make_feature_extractor().save_pretrained(folder)
+    for name, content in hub_pipeline_files(folder).items():
+        (folder / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
+    return folder

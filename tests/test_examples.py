@@ -12,7 +12,7 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 
 from helpers import REPO
-from test_own_data import make_split_folders
+from fake_corpora import make_split_folders
 
 
 def tiny_backbone(folder):

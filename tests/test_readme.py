@@ -14,7 +14,7 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 
 from helpers import POLISH3, REPO, tiny_config
-from test_card_snippet import save_published
+from runs import save_published
 from test_examples import tiny_backbone
 
 

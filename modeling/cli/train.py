@@ -19,6 +19,7 @@ from accelerate import PartialState
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
+from ..training.checkpoints import ModelSettingsError
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
 from ..training.config_checks import resolve_checked_config
@@ -52,8 +53,8 @@ def main(argv=None) -> int:
         config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
     except (
-        ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, FileNotFoundError,
-        LockHeldError, NonFiniteError,
+        ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, ModelSettingsError,
+        FileNotFoundError, LockHeldError, NonFiniteError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,9 +15,12 @@ Generic: a Hub dataset whose name is one the project knows (`user/polish3`) gets
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets, load_dataset, load_from_disk
 
 from .audio_columns import audio_lengths
@@ -109,15 +112,23 @@ def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, spe
 
 def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str) -> Dataset:
     """Rows whose audio has the same file name and the same bytes are one recording (a split uploaded twice, a
-    repeated row): keep the first, warn with the count. Same-named files with other bytes stay. The audio is read a
-    batch at a time (memory does not grow with the corpus)."""
-    rows = []
-    for batch in source.select_columns([audio_column]).iter(batch_size=256):
-        for audio in batch[audio_column]:
-            audio = audio if isinstance(audio, dict) else {"path": str(audio), "bytes": None}
-            path = audio.get("path") or ""
-            content = audio.get("bytes") or path.encode()
-            rows.append({"audio": path, "row": len(rows), "id": (path.rsplit("/", 1)[-1], hashlib.sha1(content).hexdigest())})
+    repeated row): keep the first, warn with the count. Same-named files with other bytes stay. Only the file names
+    are read for every row (the bytes stay in Arrow: memory does not grow with the corpus); the bytes of rows whose
+    names repeat are hashed."""
+    if source._indices is not None:  # a selection of rows: give it its own table first
+        source = source.flatten_indices()
+    column = source.data.column(audio_column)  # Arrow: struct<bytes, path> or a string path
+    paths = pc.struct_field(column, "path") if pa.types.is_struct(column.type) else column
+    names = [str(path or "").rsplit("/", 1)[-1] for path in paths.to_pylist()]
+    counts = Counter(names)
+    repeated = [i for i, name in enumerate(names) if counts[name] > 1]
+    if not repeated:
+        return source
+    digests = {}
+    for i, audio in zip(repeated, source.select(repeated)[audio_column]):
+        audio = audio if isinstance(audio, dict) else {"path": str(audio), "bytes": None}
+        digests[i] = hashlib.sha1(audio.get("bytes") or (audio.get("path") or "").encode()).hexdigest()
+    rows = [{"audio": name, "row": i, "id": (name, digests.get(i))} for i, name in enumerate(names)]
     kept = drop_duplicates(dataset_id, rows, lambda row: row["id"])
     return source if len(kept) == len(rows) else source.select([row["row"] for row in kept])
 

@@ -128,15 +128,37 @@ def config_table(config: dict) -> str:
     return "\n".join(lines)
 
 
+# (how a card names the backbone, its Hub tag) by the backbone's `model_type` (a checkpoint's, without
+# "-frame-aligned"); the classes live in the remote-code core (`modeling_frame_aligned.FRAME_ALIGNED_MODELS`).
+BACKBONE_NAMES = {
+    "wav2vec2": ("wav2vec 2.0", "wav2vec2"),
+    "hubert": ("HuBERT", "hubert"),
+    "wavlm": ("WavLM", "wavlm"),
+    "data2vec-audio": ("data2vec-audio", "data2vec-audio"),
+}
+
+
+def backbone_kind(run: Run) -> tuple[str, str]:
+    """(name, Hub tag) of the run's backbone, from the `model_type` of its first fold's checkpoint."""
+    model_type = "wav2vec2"
+    for fold in run.folds.values():
+        model_type = str(read_json(fold.checkpoint / "config.json").get("model_type", model_type))
+        break
+    model_type = model_type.removesuffix("-frame-aligned")
+    return BACKBONE_NAMES.get(model_type, (model_type, model_type))
+
+
 def backbone(run: Run) -> tuple[str | None, str]:
-    """(the pre-trained backbone's Hub id or None, how the card names it) from the config's `model` section."""
+    """(the pre-trained backbone's Hub id or None, how the card names it) from the config's `model` section and the
+    checkpoint's backbone (wav2vec 2.0, HuBERT, WavLM or data2vec-audio)."""
     model = run.config.get("model") or {}
     name = model.get("name_or_path")
+    kind = backbone_kind(run)[0]
     if isinstance(name, str) and name:
         if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists():
-            return name, f"wav2vec 2.0 fine-tuned from `{name}`"
-        return None, f"a wav2vec 2.0 backbone fine-tuned from a local checkpoint (`{Path(name).name}`)"
-    return None, "a randomly initialised wav2vec 2.0 backbone"
+            return name, f"{kind} fine-tuned from `{name}`"
+        return None, f"a {kind} backbone fine-tuned from a local checkpoint (`{Path(name).name}`)"
+    return None, f"a randomly initialised {kind} backbone"
 
 
 def _base_model(run: Run) -> str | None:
@@ -206,7 +228,8 @@ def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str
             eval_results.append(EvalResult(metric_type="f1", metric_name="Macro-F1 (%)", metric_args={"average": "macro"},
                                            metric_value=run.percent(test["macro_f1"]), **common))
     base_model = _base_model(run)
-    tags = ["audio-classification", "speech-emotion-recognition", "wav2vec2", "frame-utterance-alignment", "custom_code"]
+    tags = ["audio-classification", "speech-emotion-recognition", backbone_kind(run)[1], "frame-utterance-alignment",
+            "custom_code"]
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="audio-classification",
@@ -359,6 +382,7 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
         repo_id=repo_id,
         num_folds=run.num_folds,
         corpus=corpus_info(run)["name"],
+        backbone=backbone_kind(run)[0],
         labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,
         first_fold=first.label,

@@ -1,4 +1,5 @@
-"""What a stage starts or resumes from: the initial backbone, and the newest complete Trainer checkpoint.
+"""What a stage starts or resumes from: the initial backbone (and the model class for it), and the newest complete
+Trainer checkpoint.
 
 A kill during a Trainer save leaves a `checkpoint-N` without some of its files, and a disk can truncate or corrupt
 one later: resuming verifies each checkpoint (its files, then their sizes and SHA-256 against `checksums.json`, see
@@ -11,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import PreTrainedConfig, set_seed
 
 from ..collator import make_feature_extractor
-from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from ..configuration_frame_aligned import frame_aligned_config_class
+from ..modeling_frame_aligned import FrameAlignedModelMixin, frame_aligned_model_class
 from .integrity import checkpoint_problems, write_manifest
 from .io_utils import atomic_directory, read_json
 from .run_dir import RunDir, checkpoint_dirs
@@ -32,21 +33,62 @@ def label_maps(label_names: list[str]) -> dict:
     return {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
 
 
+class ModelSettingsError(ValueError):
+    """The model settings cannot train: an unsupported checkpoint, a config field the head refuses, a cache the model
+    cannot use (found before training; `train.py` prints it and exits with status 2)."""
+
+
+class BackboneWeightsError(ModelSettingsError):
+    """A checkpoint's backbone weights did not load into the model class (a mismatched or broken checkpoint)."""
+
+
+def model_class_of(name_or_path: str | Path) -> type[FrameAlignedModelMixin]:
+    """The frame-aligned model class for a checkpoint (a Hub id or folder), from its config.json's `model_type`:
+    a plain backbone ("wav2vec2", "hubert", "wavlm", "data2vec-audio") or a frame-aligned checkpoint of one.
+
+    Raises:
+        ValueError: no readable config.json, or a model type without a frame-aligned class (the message names the
+            checkpoint, its model type and the supported ones).
+    """
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path))
+    except OSError as exc:
+        raise ValueError(f"{name_or_path}: cannot read the checkpoint's config.json ({exc}).") from exc
+    try:
+        return frame_aligned_model_class(config_dict.get("model_type"))
+    except ValueError as exc:
+        raise ValueError(f"{name_or_path}: {exc}") from None
+
+
+def check_backbone_loaded(model: FrameAlignedModelMixin, source: str | Path) -> None:
+    """Raise `BackboneWeightsError` when `from_pretrained(source)` left backbone tensors uninitialised: training would
+    otherwise start from a randomly initialised backbone without a word (transformers only logs missing keys)."""
+    missing = model.missing_backbone_keys
+    if missing:
+        prefix = model.base_model_prefix
+        raise BackboneWeightsError(
+            f"{source}: {len(missing)} backbone tensors of {type(model).__name__} are missing from the checkpoint "
+            f"(e.g. {missing[:3]}), so its backbone would start from random weights. The checkpoint's config.json says "
+            f"model_type={model.config.model_type!r}-compatible, but its weights are not a `{prefix}` backbone's: "
+            "check model.name_or_path (and that config.json belongs to those weights)."
+        )
+
+
 def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state: PartialState) -> str:
     """What stage 1 starts from: `model.name_or_path`, or a randomly initialised backbone saved in
-    `run.pretrained` (seeded by `seed`, made once and reused by every fold and on resume)."""
+    `run.pretrained` (seeded by `seed`, made once and reused by every fold and on resume). `random_init` may name the
+    backbone with `model_type` ("wav2vec2", the default, "hubert", "wavlm", "data2vec-audio")."""
     model = config["model"]
     if model["name_or_path"]:
         return model["name_or_path"]
     path = run.pretrained
     if state.is_main_process and not path.is_dir():
         set_seed(config["seed"])
-        backbone_config = Wav2Vec2FrameAlignedConfig(
-            **model["random_init"],
-            **label_maps(label_names),
-        )
+        settings = dict(model["random_init"])
+        config_class = frame_aligned_config_class(settings.pop("model_type", "wav2vec2"))
+        backbone_config = config_class(**settings, **label_maps(label_names))
         with atomic_directory(path) as tmp:
-            Wav2Vec2ForFrameAlignedClassification(backbone_config).save_pretrained(tmp)
+            frame_aligned_model_class(config_class.model_type)(backbone_config).save_pretrained(tmp)
             make_feature_extractor().save_pretrained(tmp)
             write_manifest(tmp)
     state.wait_for_everyone()
@@ -105,11 +147,15 @@ def usable_best(best_dir: Path, remove_corrupt: bool) -> bool:
 
 
 __all__ = [
+    "BackboneWeightsError",
     "CHECKPOINT_FILES",
+    "ModelSettingsError",
+    "check_backbone_loaded",
     "checkpoint_state",
     "initial_checkpoint",
     "is_complete_checkpoint",
     "label_maps",
     "latest_checkpoint",
     "usable_best",
+    "model_class_of",
 ]

@@ -21,7 +21,7 @@ from datasets import Dataset
 from ..data import load_corpus, select_speakers
 from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
-from .checkpoints import initial_checkpoint
+from .checkpoints import ModelSettingsError, initial_checkpoint
 from .config_checks import raise_on_setup_problems
 from .io_utils import atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
 from .results import aggregate, finished_folds, tsne_panels, write_results
@@ -29,7 +29,7 @@ from .run_config import config_differences, dump_config
 from .run_dir import STAGES, RunDir
 from .run_lock import fold_lock, run_lock
 from .scoring import fold_metrics
-from .stage import cpu_distributed, train_stage
+from .stage import cpu_distributed, model_problems, train_stage
 
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,11 @@ def run_experiment(
     )
     with run_lock(run.lock, enabled=state.is_main_process):
         init_path = initial_checkpoint(config, run, label_names, state)
+    problems = model_problems(config, init_path, label_names)
+    if problems:
+        raise ModelSettingsError(
+            f"The model settings cannot train ({init_path}):\n" + "\n".join(f"- {p}" for p in problems)
+        )
     for fold in selected:
         run_fold(fold, dataset, config, run, init_path, state, callbacks)
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from ..modeling_frame_aligned import FrameAlignedModelMixin
 from .io_utils import atomic_directory, atomic_write_json
 from .prefix_model import frozen_prefix_forward, is_padding_independent, num_frozen_layers_of
 from .sampling import chunk, length_sorted_indices
@@ -201,7 +201,7 @@ def dataset_fingerprint(dataset) -> str:
     return f"{type(dataset).__name__}:{len(dataset)}"
 
 
-def prefix_fingerprint(model: Wav2Vec2ForFrameAlignedClassification, **settings) -> str:
+def prefix_fingerprint(model: FrameAlignedModelMixin, **settings) -> str:
     """sha256 of the frozen modules' weights, the cut and `settings` (dataset, batches, dtype, collator)."""
     digest = hashlib.sha256()
     config = model.config
@@ -218,7 +218,7 @@ def prefix_fingerprint(model: Wav2Vec2ForFrameAlignedClassification, **settings)
             default=str,
         ).encode()
     )
-    modules = [model.wav2vec2.feature_extractor, *model.frozen_backbone_modules()]
+    modules = [model.base_model.feature_extractor, *model.frozen_backbone_modules()]
     for module in modules:
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
@@ -228,7 +228,7 @@ def prefix_fingerprint(model: Wav2Vec2ForFrameAlignedClassification, **settings)
 
 @torch.no_grad()
 def build_prefix_cache(
-    model: Wav2Vec2ForFrameAlignedClassification,
+    model: FrameAlignedModelMixin,
     dataset,
     collator,
     batch_size: int = 8,

@@ -56,11 +56,48 @@ import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
-from ..modeling_frame_aligned import FrameAlignedClassifierOutput, Wav2Vec2ForFrameAlignedClassification
+from ..modeling_frame_aligned import FrameAlignedClassifierOutput, FrameAlignedModelMixin
 
 
-def num_frozen_layers_of(model: Wav2Vec2ForFrameAlignedClassification) -> int:
-    """N, the number of frozen transformer layers; the prefix needs N >= 1."""
+# Backbones whose encoder layers the cut can split: WavLM's layers pass a relative position bias from layer 0 to the
+# others (and draw LayerDrop differently), which the cached part would have to recompute: not supported.
+PREFIX_CACHE_BACKBONES = ("wav2vec2", "hubert", "data2vec_audio")
+
+
+def prefix_cache_problem(model_class: type[FrameAlignedModelMixin], config) -> str | None:
+    """Why the frozen-prefix cache cannot reproduce the forward pass of `model_class(config)`, or None.
+
+    Not supported: `use_weighted_layer_sum=True` (the sum reads every layer's output, the cache keeps only the input of
+    the first trainable layer: the frozen layers' outputs would have to be cached too, N+1 times the memory), and
+    WavLM backbones (see `PREFIX_CACHE_BACKBONES`). Train those without the cache (`stage2.cache_frozen_prefix: false`).
+    """
+    name = model_class.__name__
+    if config.use_weighted_layer_sum:
+        return (
+            f"{name}: the frozen-prefix cache does not support use_weighted_layer_sum=True (the weighted sum needs "
+            "every layer's output; the cache keeps only the input of the first trainable layer). Set "
+            "stage2.cache_frozen_prefix: false."
+        )
+    if model_class.base_model_prefix not in PREFIX_CACHE_BACKBONES:
+        return (
+            f"{name}: the frozen-prefix cache supports the {PREFIX_CACHE_BACKBONES} backbones, not "
+            f"{model_class.base_model_prefix!r} (its layers share a relative position bias computed in layer 0). Set "
+            "stage2.cache_frozen_prefix: false."
+        )
+    return None
+
+
+def check_prefix_cache_supported(model: FrameAlignedModelMixin) -> None:
+    """Raise `ValueError` when the frozen-prefix cache cannot run this model (see `prefix_cache_problem`)."""
+    problem = prefix_cache_problem(type(model), model.config)
+    if problem:
+        raise ValueError(problem)
+
+
+def num_frozen_layers_of(model: FrameAlignedModelMixin) -> int:
+    """N, the number of frozen transformer layers; the prefix needs N >= 1 (and a supported model, see
+    `check_prefix_cache_supported`)."""
+    check_prefix_cache_supported(model)
     n = model.num_frozen_layers
     if n < 1:
         raise ValueError(
@@ -82,14 +119,14 @@ def is_padding_independent(config) -> bool:
 
 @torch.no_grad()
 def frozen_prefix_forward(
-    model: Wav2Vec2ForFrameAlignedClassification,
+    model: FrameAlignedModelMixin,
     input_values: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the frozen prefix: the hidden states entering transformer layer N, and the frame mask.
 
     Mirrors `Wav2Vec2Model.forward` + `Wav2Vec2Encoder(StableLayerNorm).forward` up to layer N (same modules, same
-    order). Run the model in eval mode for a deterministic cache (`build_prefix_cache` does).
+    order; HuBERT's and data2vec-audio's are the same sequence). Run the model in eval mode for a deterministic cache (`build_prefix_cache` does).
 
     Args:
         input_values: (B, S) padded 16 kHz waveforms.
@@ -98,17 +135,19 @@ def frozen_prefix_forward(
     Returns:
         hidden_states (B, T, H) and frame_mask (B, T) bool.
     """
-    wav2vec2, config = model.wav2vec2, model.config
-    encoder = wav2vec2.encoder
+    backbone, config = model.base_model, model.config
+    encoder = backbone.encoder
     num_frozen = num_frozen_layers_of(model)
 
-    features = wav2vec2.feature_extractor(input_values).transpose(1, 2)
+    features = backbone.feature_extractor(input_values).transpose(1, 2)
     batch_size, num_frames = features.shape[:2]
     frame_mask = model.frame_mask(num_frames, attention_mask, batch_size, features.device)
     backbone_mask = frame_mask if config.use_backbone_attention_mask and attention_mask is not None else None
 
-    hidden_states, _ = wav2vec2.feature_projection(features)
-    hidden_states = wav2vec2._mask_hidden_states(hidden_states, attention_mask=backbone_mask)  # SpecAugment
+    hidden_states = backbone.feature_projection(features)
+    if isinstance(hidden_states, tuple):  # wav2vec2, data2vec-audio: (projected, normalised features); HuBERT: a tensor
+        hidden_states = hidden_states[0]
+    hidden_states = backbone._mask_hidden_states(hidden_states, attention_mask=backbone_mask)  # SpecAugment
     if backbone_mask is not None:
         hidden_states = hidden_states.masked_fill(~backbone_mask.unsqueeze(-1), 0.0)
     layer_mask = create_bidirectional_mask(
@@ -132,7 +171,7 @@ def _skip_layer(encoder: nn.Module) -> bool:
     return False
 
 
-def disable_frozen_prefix_regularization(model: Wav2Vec2ForFrameAlignedClassification) -> None:
+def disable_frozen_prefix_regularization(model: FrameAlignedModelMixin) -> None:
     """Make the frozen part of an (uncached) model deterministic in train mode, as it is with the cache.
 
     Sets dropout to 0 in the feature projection, the encoder input and the lower N layers, and turns SpecAugment
@@ -141,8 +180,8 @@ def disable_frozen_prefix_regularization(model: Wav2Vec2ForFrameAlignedClassific
     without the cache.
     """
     num_frozen = num_frozen_layers_of(model)
-    encoder = model.wav2vec2.encoder
-    modules = [model.wav2vec2.feature_projection, encoder.dropout, *encoder.layers[:num_frozen]]
+    encoder = model.base_model.encoder
+    modules = [model.base_model.feature_projection, encoder.dropout, *encoder.layers[:num_frozen]]
     for module in modules:
         for submodule in module.modules():
             if isinstance(submodule, nn.Dropout):
@@ -157,30 +196,32 @@ class FrozenPrefixModel(nn.Module):
     dropout → classifier. Returns the same `FrameAlignedClassifierOutput` as the full model, so
     `FrameAlignedTrainer.compute_loss` adds EAL and FUAL unchanged.
 
-    Its submodules are the original model's own, registered under the same names (`wav2vec2`, `pooler`, `dropout`,
-    `classifier`): its `state_dict()` is the original's, checkpoints `FrozenPrefixTrainer` writes load with
-    `Wav2Vec2ForFrameAlignedClassification.from_pretrained`, and after training the original `model` holds the
+    Its submodules are the original model's own, registered under the same names (the backbone's prefix, e.g.
+    `wav2vec2`, then `pooler`, `dropout`, `classifier`): its `state_dict()` is the original's, checkpoints
+    `FrozenPrefixTrainer` writes load with the model class's `from_pretrained`, and after training the original `model` holds the
     trained weights. The frozen modules stay in the state dict (a checkpoint must be complete) but never run.
 
     Args:
-        model: a `Wav2Vec2ForFrameAlignedClassification` with `num_trainable_layers < num_hidden_layers`.
+        model: a `*ForFrameAlignedClassification` with `num_trainable_layers < num_hidden_layers` (see
+            `check_prefix_cache_supported` for the models the cache cannot run).
     """
 
     # forward() takes no loss kwargs: the Trainer must scale the loss for gradient accumulation itself.
     accepts_loss_kwargs = False
     main_input_name = "hidden_states"
 
-    def __init__(self, model: Wav2Vec2ForFrameAlignedClassification):
+    def __init__(self, model: FrameAlignedModelMixin):
         super().__init__()
         self.num_frozen_layers = num_frozen_layers_of(model)
-        self.wav2vec2 = model.wav2vec2
+        self.backbone_prefix = model.base_model_prefix
+        setattr(self, model.base_model_prefix, model.base_model)
         self.pooler = model.pooler
         self.dropout = model.dropout
         self.classifier = model.classifier
         self._full_model = (model,)  # a tuple: not registered as a submodule, so no duplicate state-dict keys
 
     @property
-    def full_model(self) -> Wav2Vec2ForFrameAlignedClassification:
+    def full_model(self) -> FrameAlignedModelMixin:
         return self._full_model[0]
 
     @property
@@ -219,7 +260,7 @@ class FrozenPrefixModel(nn.Module):
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else getattr(config, "return_dict", True)
-        encoder = self.wav2vec2.encoder
+        encoder = getattr(self, self.backbone_prefix).encoder
         frame_mask = frame_mask.bool()
         layer_mask = None
         if config.use_backbone_attention_mask:
@@ -239,7 +280,10 @@ class FrozenPrefixModel(nn.Module):
 
 
 __all__ = [
+    "PREFIX_CACHE_BACKBONES",
     "FrozenPrefixModel",
+    "check_prefix_cache_supported",
+    "prefix_cache_problem",
     "disable_frozen_prefix_regularization",
     "frozen_prefix_forward",
     "is_padding_independent",

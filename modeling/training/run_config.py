@@ -56,7 +56,7 @@ DEFAULTS = {
     },
     "model": {
         "name_or_path": None,  # pre-trained backbone: Hub id (facebook/wav2vec2-base) or local folder
-        "random_init": None,  # or: Wav2Vec2FrameAlignedConfig arguments of a randomly initialised backbone
+        "random_init": None,  # or: config arguments of a randomly initialised backbone (+ model_type: wav2vec2, hubert, wavlm, data2vec-audio)
         "config_overrides": {},  # extra config attributes for both stages (e.g. mask_time_prob, layerdrop)
     },
     "training": {

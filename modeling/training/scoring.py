@@ -17,7 +17,8 @@ from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from ..modeling_frame_aligned import FrameAlignedModelMixin
+from .checkpoints import model_class_of
 from .faults import fault_point
 from .integrity import checkpoint_problems
 from .io_utils import atomic_file, atomic_write_text
@@ -49,7 +50,7 @@ def longest_first(dataset: Dataset) -> list[int]:
 
 @torch.no_grad()
 def predict(
-    model: Wav2Vec2ForFrameAlignedClassification, dataset: Dataset, batch_size: int, progress: str = "Scoring"
+    model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring"
 ) -> Prediction:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
     longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
@@ -77,7 +78,7 @@ def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Predi
     if problems:
         raise ValueError(f"{best_dir} is corrupt ({'; '.join(problems)}); run the same command again to rebuild it.")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_dir).to(device)
+    model = model_class_of(best_dir).from_pretrained(best_dir).to(device)
     return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}
 
 

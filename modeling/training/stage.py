@@ -18,11 +18,12 @@ from transformers import set_seed
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
-from .checkpoints import label_maps, latest_checkpoint, usable_best
+from ..modeling_frame_aligned import FrameAlignedModelMixin
+from .checkpoints import check_backbone_loaded, label_maps, latest_checkpoint, model_class_of, usable_best
 from .faults import fault_point
 from .integrity import write_manifest
 from .io_utils import atomic_directory, cleanup_stale_tmp
+from .prefix_model import prefix_cache_problem
 from .run_config import passthrough_settings
 from .run_dir import RunDir, checkpoint_dir
 from .sampling import chunk
@@ -94,7 +95,33 @@ def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict
     }
 
 
-def ddp_settings(model: Wav2Vec2ForFrameAlignedClassification) -> dict:
+def model_problems(config: dict, init_path: str, label_names: list[str]) -> list[str]:
+    """Everything wrong with the model settings, found before anything trains: a checkpoint without a frame-aligned
+    class, each stage's config (fields the head refuses, e.g. `classifier_proj_size`), and a frozen-prefix cache
+    the stage-2 model cannot use (weighted layer sum, WavLM). Missing backbone weights are found when stage 1 loads
+    its model (`check_backbone_loaded`), also before training."""
+    try:
+        model_class = model_class_of(init_path)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for stage in ("stage1", "stage2"):
+        try:
+            stage_config = model_class.config_class.from_pretrained(
+                init_path, **stage_model_kwargs(config, stage, label_names)
+            )
+            stage_config.check_head_fields()  # from_pretrained sets its keyword arguments after __init__'s checks
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{stage}: {exc}")
+            continue
+        trainable = stage_config.num_trainable_layers
+        if config[stage]["cache_frozen_prefix"] and trainable is not None and trainable < stage_config.num_hidden_layers:
+            problem = prefix_cache_problem(model_class, stage_config)
+            problems += [f"{stage}: {problem}"] if problem else []
+    return problems
+
+
+def ddp_settings(model: FrameAlignedModelMixin) -> dict:
     """What `DistributedDataParallel` needs for this model, as `TrainingArguments` fields (used under torchrun only).
 
     DDP's default assumes every trainable parameter gets a gradient in every step; then, with activation
@@ -108,7 +135,7 @@ def ddp_settings(model: Wav2Vec2ForFrameAlignedClassification) -> dict:
     """
     config = model.config
     trainable_layers = config.num_hidden_layers - model.num_frozen_layers
-    spec_embed = getattr(model.wav2vec2, "masked_spec_embed", None)
+    spec_embed = getattr(model.base_model, "masked_spec_embed", None)
     spec_augment = getattr(config, "apply_spec_augment", True) and (
         config.mask_time_prob > 0 or getattr(config, "mask_feature_prob", 0) > 0
     )
@@ -119,7 +146,7 @@ def ddp_settings(model: Wav2Vec2ForFrameAlignedClassification) -> dict:
 
 
 def training_arguments(
-    config: dict, stage: str, fold: Fold, output_dir: Path, model: Wav2Vec2ForFrameAlignedClassification | None = None
+    config: dict, stage: str, fold: Fold, output_dir: Path, model: FrameAlignedModelMixin | None = None
 ) -> FrameAlignedTrainingArguments:
     """The stage's `TrainingArguments`: train.py's settings, then any `TrainingArguments` field the config sets
     under `training:` / `stage<s>:` (`passthrough_settings`); with `model`, also what DDP needs for it
@@ -212,9 +239,9 @@ def train_stage(
     )
 
     set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's initialisation
-    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
-        init_path, **stage_model_kwargs(config, stage, label_names)
-    )
+    model_class = model_class_of(init_path)  # from the checkpoint's model_type: wav2vec2, HuBERT, WavLM, data2vec
+    model = model_class.from_pretrained(init_path, **stage_model_kwargs(config, stage, label_names))
+    check_backbone_loaded(model, init_path)
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
@@ -240,7 +267,7 @@ def train_stage(
     best_checkpoint = checkpoint_dir(stage_dir, trainer.state.best_global_step)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
-            Wav2Vec2ForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            model_class.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")
@@ -317,6 +344,7 @@ __all__ = [
     "cached_stage_trainer",
     "cpu_distributed",
     "ddp_settings",
+    "model_problems",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",

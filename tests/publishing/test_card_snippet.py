@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,20 +18,9 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 from modeling.publishing.model_card import _usage
-from modeling.publishing.remote_code import hub_pipeline_files
 
-from helpers import polish3_clips, tiny_config
-
-
-def save_published(folder):
-    """A tiny checkpoint with exactly the files a fold's Hub repository gets (weights, config with auto_map and
-    custom_pipelines, feature extractor, remote code)."""
-    torch.manual_seed(0)
-    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(folder)
-    make_feature_extractor().save_pretrained(folder)
-    for name, content in hub_pipeline_files(folder).items():
-        (folder / name).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
-    return folder
+from helpers import polish3_clips
+from runs import save_published
 
 
 @pytest.fixture(scope="module")

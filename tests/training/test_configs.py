@@ -18,10 +18,15 @@ def test_config_resolves(path):
     assert config["stage1"]["pooling"] == "attentive"
 
 
-def test_iemocap_has_table2_values():
-    config = resolve_config(REPO / "configs" / "iemocap.yaml")
+@pytest.mark.parametrize(
+    "name, backbone",
+    [("iemocap", "facebook/wav2vec2-base"), ("iemocap_wavlm", "microsoft/wavlm-base-plus"),
+     ("iemocap_hubert", "facebook/hubert-base-ls960")],
+)
+def test_iemocap_has_table2_values(name, backbone):
+    config = resolve_config(REPO / "configs" / f"{name}.yaml")
     assert config["data"]["loader"] == "iemocap" and config["data"]["folds"] == "leave_one_session_out"
-    assert config["model"]["name_or_path"] == "facebook/wav2vec2-base"
+    assert config["model"]["name_or_path"] == backbone
     table2 = {
         "stage1": (40, 32, 1e-4, 1e-4, 5e-4, 1e-2, None),
         "stage2": (30, 32, 1e-5, 3e-4, 3e-4, 1e-2, 6),

@@ -289,7 +289,7 @@ def test_train_py_stage2_from_the_cache_end_to_end(tmp_path, on_disk):
 
     from modeling.training.run_config import resolve_config
     from modeling.training.experiment import run_experiment
-    from test_training import write_config
+    from runs import write_config
 
     config = resolve_config(
         write_config(
