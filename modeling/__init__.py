@@ -26,7 +26,16 @@ from .configuration_frame_aligned import (
     Wav2Vec2FrameAlignedConfig,
     WavLMFrameAlignedConfig,
 )
-from .data import load_audio_folder, load_corpus, load_crema_d, load_hub_dataset, load_iemocap, load_ravdess
+from .data import (
+    load_audio_folder,
+    load_corpus,
+    load_crema_d,
+    load_emodb,
+    load_hub_dataset,
+    load_iemocap,
+    load_msp_podcast,
+    load_ravdess,
+)
 
 
 __all__ = [
@@ -39,6 +48,8 @@ __all__ = [
     "load_corpus",
     "load_audio_folder",
     "load_crema_d",
+    "load_emodb",
+    "load_msp_podcast",
     "load_hub_dataset",
     "load_iemocap",
     "load_ravdess",

@@ -95,7 +95,10 @@ def corpus_config(config_path: str | os.PathLike, data_dir: str | None = None) -
     """{"data": ...} of a corpus config (any train.py config; only its `data` section is read, with `extends`).
     Raises ConfigError for unknown keys or a missing loader/root."""
     data = (read_config_file(config_path).get("data") or {})
-    _check_keys({"data": data}, {"data": DEFAULTS["data"]}, str(config_path))
+    problems = []
+    _check_keys({"data": data}, {"data": DEFAULTS["data"]}, str(config_path), problems)
+    if problems:
+        raise ConfigError(f"{config_path}: " + "; ".join(problems))
     data = {**DEFAULTS["data"], **data, **({"root": data_dir} if data_dir else {})}
     if not data["loader"] or not data["root"]:
         raise ConfigError(f"{config_path}: data.loader and data.root are required (or pass --data-dir).")

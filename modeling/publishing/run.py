@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..configuration_frame_aligned import label_names
+from ..training.integrity import checkpoint_problems
 from ..training.io_utils import read_json
 from ..training.run_dir import RunDir
 
@@ -187,6 +188,9 @@ def _check_checkpoint(checkpoint: Path, fold: str) -> None:
         missing.append("model.safetensors")
     if missing:
         raise PushError(f"Fold {fold}: checkpoint {checkpoint} is incomplete, missing {', '.join(missing)}.")
+    damaged = checkpoint_problems(checkpoint)  # sizes and SHA-256 from checksums.json, or safetensors headers
+    if damaged:
+        raise PushError(f"Fold {fold}: checkpoint {checkpoint} is damaged: {'; '.join(damaged)}. Retrain the fold.")
     config = read_json(checkpoint / "config.json")
     auto_map = config.get("auto_map") or {}
     if "AutoModelForAudioClassification" not in auto_map:

@@ -162,6 +162,16 @@ class LengthSortedSamplerMixin:
             seed=self.args.seed,
         )
 
+    def _get_eval_sampler(self, eval_dataset):
+        """With `group_by_length`, evaluation runs longest first (little padding, deterministic); transformers' own
+        eval sampler would need an `input_ids` column or `length_column_name` and raises otherwise."""
+        if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+            return super()._get_eval_sampler(eval_dataset)
+        lengths = self._train_lengths(eval_dataset)
+        if lengths is None:
+            return super()._get_eval_sampler(eval_dataset)
+        return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
     def _train_lengths(self, train_dataset) -> list[float] | None:
         from datasets import Dataset
 

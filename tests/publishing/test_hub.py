@@ -265,6 +265,9 @@ def break_run(tmp_path: Path, how: str) -> Path:
         (run_dir / "fold1" / "metrics.json").unlink()
     elif how == "no_checkpoint":
         (run_dir / "fold1" / "stage2" / "best" / "model.safetensors").unlink()
+    elif how == "truncated_weights":  # a copy cut short: the header still parses, the data does not fit
+        weights = run_dir / "fold1" / "stage2" / "best" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     elif how == "no_auto_map":
         config_path = run_dir / "fold1" / "stage2" / "best" / "config.json"
         config = json.loads(config_path.read_text())
@@ -281,6 +284,7 @@ def break_run(tmp_path: Path, how: str) -> Path:
         ("unfinished_fold", r"Fold 1 is unfinished: .*fold1/metrics.json not found"),
         ("no_checkpoint", r"Fold 1: checkpoint .*best is incomplete, missing model.safetensors"),
         ("no_auto_map", r"has no auto_map"),
+        ("truncated_weights", r"Fold 1: checkpoint .*best is damaged: .*model.safetensors"),
     ],
 )
 def test_bad_run_directory_fails_before_any_request(hub, api, tmp_path, how, message):

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from datasets import Dataset
@@ -342,3 +344,16 @@ def test_group_by_length_sorts_the_whole_training_set(tmp_path, dataset):
     assert isinstance(sampler, LengthSortedSampler)
     batches = [sorted(lengths[i] for i in list(sampler)[k : k + 2]) for k in (0, 2)]
     assert sorted(batches) == [[1.0, 2.0], [3.0, 4.0]]  # no batch mixes a short and a long clip
+
+
+def test_group_by_length_evaluates_longest_first_without_a_length_column(tmp_path, dataset, clips):
+    """The README's recipe (`train_sampling_strategy="group_by_length"`, no `length_column_name`) evaluates too:
+    transformers' own eval sampler would raise for want of an `input_ids` column; ours runs longest first."""
+    import soundfile as sf
+
+    trainer = make_trainer(tmp_path, make_model(), dataset, train_sampling_strategy="group_by_length",
+                           per_device_eval_batch_size=2)
+    durations = [sf.info(path).duration for path, _ in clips]
+    assert list(trainer._get_eval_sampler(dataset)) == sorted(range(len(clips)), key=lambda i: (-durations[i], i))
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_loss"])
