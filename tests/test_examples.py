@@ -15,10 +15,10 @@ from helpers import REPO
 from fake_corpora import make_split_folders
 
 
-def tiny_backbone(folder):
+def tiny_backbone(folder, num_hidden_layers: int = 2):
     """A plain wav2vec2 checkpoint folder, like facebook/wav2vec2-base but tiny."""
     config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
+        hidden_size=32, num_hidden_layers=num_hidden_layers, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
         conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
         mask_time_prob=0.0, layerdrop=0.0,
     )

@@ -13,7 +13,7 @@ import soundfile as sf
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 
-from helpers import POLISH3, REPO, tiny_config
+from helpers import save_plain_backbone, POLISH3, REPO, tiny_config
 from runs import save_published
 from test_examples import tiny_backbone
 
@@ -26,9 +26,10 @@ def readme_blocks() -> list[str]:
 def test_every_readme_python_snippet_runs(tmp_path):
     checkpoint = save_published(tmp_path / "checkpoint")  # as on the Hub (custom_pipelines: trust_remote_code)
     local = tmp_path / "best"  # as train.py writes fold<k>/stage<s>/best
-    Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(local)
+    # 6 layers: the README's stage 2 trains the top 6 (num_trainable_layers is checked against the depth)
+    Wav2Vec2ForFrameAlignedClassification(tiny_config(num_hidden_layers=6)).save_pretrained(local)
     make_feature_extractor().save_pretrained(local)
-    backbone = tiny_backbone(tmp_path / "backbone")
+    backbone = tiny_backbone(tmp_path / "backbone", num_hidden_layers=6)
     clip = POLISH3 / "audio" / "m1.a_nie_1.flac"
     shutil.copy(clip, tmp_path / "speech.flac")
     shutil.copy(POLISH3 / "audio" / "m2.n_nie_1.flac", tmp_path / "b.flac")
@@ -42,7 +43,11 @@ def test_every_readme_python_snippet_runs(tmp_path):
         "ORG/NAME-fold{k}": str(checkpoint),
         "ORG/NAME-fold1": str(checkpoint),
         "data/polish3/": f"{POLISH3}/",
+        "microsoft/wavlm-base-plus": str(tmp_path / "wavlm"),
+        "facebook/hubert-base-ls960": str(tmp_path / "hubert"),
     }
+    for model_type in ("wavlm", "hubert"):  # tiny checkpoints saved with transformers' own classes
+        save_plain_backbone(model_type, tmp_path / model_type)
     blocks = readme_blocks()
     assert len(blocks) >= 7
     prelude = textwrap.dedent(f"""

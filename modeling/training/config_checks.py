@@ -10,7 +10,7 @@ the backbone's depth) is reported at start, with its key, and not after stage 1 
 import tempfile
 from pathlib import Path
 
-from ..configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
+from ..configuration_frame_aligned import frame_aligned_config_class
 from ..data.folds import Fold
 from .run_config import ConfigError, listing, passthrough_settings, resolve_config_problems
 from .stage import stage_model_kwargs, training_argument_values
@@ -24,8 +24,10 @@ def backbone_config(config: dict) -> tuple[dict | None, list[str]]:
     """The backbone's config as a dict (from `model.random_init` or `model.name_or_path`), or the problem."""
     model = config["model"]
     if model["random_init"]:
+        settings = {key: value for key, value in model["random_init"].items() if key != "model_type"}
         try:
-            return Wav2Vec2FrameAlignedConfig(**model["random_init"]).to_dict(), []
+            config_class = frame_aligned_config_class(model["random_init"].get("model_type", "wav2vec2"))
+            return {**config_class(**settings).to_dict(), "model_type": config_class.model_type}, []
         except (TypeError, ValueError) as error:
             return None, [f"model.random_init = {model['random_init']!r}: {error}"]
     from transformers import AutoConfig
@@ -43,8 +45,8 @@ def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = 
     kwargs = stage_model_kwargs(config, stage, PLACEHOLDER_LABELS)
     kwargs = {key: value for key, value in kwargs.items() if (stage, key) not in skip}
     settings = {key: value for key, value in backbone.items() if key not in ("model_type", "architectures")}
-    try:
-        Wav2Vec2FrameAlignedConfig(**{**settings, **kwargs})
+    try:  # the backbone's own frame-aligned config (wav2vec2, HuBERT, WavLM, data2vec-audio)
+        frame_aligned_config_class(backbone.get("model_type", "wav2vec2"))(**{**settings, **kwargs})
     except (TypeError, ValueError) as error:
         return [f"{stage}: the model config refuses these settings: {error}"]
     return []

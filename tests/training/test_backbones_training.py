@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from modeling.training.run_config import ConfigError
 from modeling.training.checkpoints import BackboneWeightsError, ModelSettingsError
 from modeling.training.experiment import run_experiment
 from modeling.training.run_config import resolve_config
@@ -64,7 +65,8 @@ def test_model_problems_are_listed_together_before_training(tmp_path):
                        r"cache does not support use_weighted_layer_sum"):
         run_experiment(config, tmp_path / "run", folds="1")
     config["model"]["config_overrides"] = {"classifier_proj_size": 64}
-    with pytest.raises(ModelSettingsError, match=r"(?s)stage1: .*classifier_proj_size=64.*stage2: .*classifier_proj"):
+    # a field the config class refuses is found by the config checks, before the model is loaded
+    with pytest.raises(ConfigError, match=r"(?s)stage1: .*classifier_proj_size=64.*stage2: .*classifier_proj"):
         run_experiment(config, tmp_path / "run2", folds="1")
     assert not list(tmp_path.glob("run*/fold1/stage1/checkpoint-*"))
 
