@@ -55,6 +55,16 @@ def make_model(seed=0, **overrides):
     return Wav2Vec2ForFrameAlignedClassification(tiny_config(**overrides))
 
 
+def sgd_step(tmp_path, model, dataset, batch_size: int, accumulation: int, **args):
+    """One optimizer step of plain SGD (constant rate) with `batch_size` × `accumulation` clips; returns the trainer."""
+    trainer = make_trainer(
+        tmp_path / f"{batch_size}", model, dataset, per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", lr_scheduler_type="constant", **args,
+    )
+    trainer.train()
+    return trainer
+
+
 def collate(clips):
     return AudioClassificationCollator(make_feature_extractor())([{"audio": p, "label": y} for p, y in clips])
 
@@ -151,18 +161,7 @@ def test_gradient_accumulation_gives_the_same_update_as_the_bigger_batch(tmp_pat
     weights = []
     for batch_size, accumulation in ((4, 1), (2, 2)):
         model = make_model(pooling=pooling, num_trainable_layers=1, **layer_norm_overrides())
-        trainer = make_trainer(
-            tmp_path / f"{batch_size}",
-            model,
-            dataset,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=1,
-            optim="sgd",
-            learning_rate=0.5,
-            lr_scheduler_type="constant",
-        )
-        trainer.train()
+        sgd_step(tmp_path, model, dataset, batch_size, accumulation, learning_rate=0.5)
         weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
     changed = 0
     for name, tensor in weights[0].items():
@@ -207,19 +206,7 @@ def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_p
     deltas = {}
     for batch_size, accumulation in ((4, 1), (2, 2)):
         model = make_model(**overrides)
-        trainer = make_trainer(
-            tmp_path / f"{batch_size}",
-            model,
-            dataset,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=1,
-            max_grad_norm=0.0,
-            optim="sgd",
-            learning_rate=learning_rate,
-            lr_scheduler_type="constant",
-        )
-        trainer.train()
+        trainer = sgd_step(tmp_path, model, dataset, batch_size, accumulation, learning_rate=learning_rate, max_grad_norm=0.0)
         assert trainer.state.global_step == 1
         deltas[accumulation] = {n: p.detach() - initial[n] for n, p in model.named_parameters()}
 
