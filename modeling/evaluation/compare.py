@@ -72,7 +72,7 @@ def check_pairable(first: RunTest, other: RunTest):
     if first.results.get("labels") != other.results.get("labels"):
         problems.append(f"classes {first.results.get('labels')} vs {other.results.get('labels')}")
     if problems:
-        raise RunMismatchError(f"cannot compare {other.path} with {first.path}: " + "; ".join(problems) + ".")
+        raise RunMismatchError(f"cannot compare {first.path} with {other.path}: " + "; ".join(problems) + ".")
 
 
 def _resampled_scores(labels: np.ndarray, correct: np.ndarray, draws: np.ndarray, num_labels: int):
