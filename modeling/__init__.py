@@ -2,12 +2,15 @@
 
 The package face. `import modeling` registers the config and model of every backbone (wav2vec 2.0, HuBERT, WavLM,
 data2vec-audio) with the Auto classes and the "frame-aligned-emotion" pipeline task, and marks the classes so that
-`save_pretrained` writes `auto_map` and copies the remote code (loadable with `trust_remote_code=True`). See docs/architecture.md for the layout:
+`save_pretrained` writes `auto_map` and copies the remote code (loadable with `trust_remote_code=True`).
+See docs/architecture.md for the layout:
 
     modeling/*.py        the remote-code core (config, model, losses, pipeline, audio input, collator, frames)
     modeling/data/       corpora, folds, dataset checks
-    modeling/metrics/    UA/WA (a local `evaluate` module)
+    modeling/metrics/    UA / WA / macro-F1 (a local `evaluate` module), predictions CSVs
     modeling/training/   the two-stage cross-validated experiment, trainer, run directory, results
+    modeling/evaluation/ score.py and compare_runs.py: other corpora, fold ensembles, run comparison
+    modeling/inference/  batch prediction, ONNX export and ONNX Runtime backend, int8
     modeling/publishing/ finished run → model cards → Hub (needs no torch)
     modeling/cli/        command-line front ends
 
