@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from modeling.training.io_utils import atomic_write_json, atomic_write_text
+from modeling.rundir.atomic import atomic_write_json, atomic_write_text
 
 from . import backbones, cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
 from .common import PROFILES, machine_description
@@ -124,7 +124,9 @@ def merge_with_previous(report: dict, output: Path, selected: list[str]) -> dict
     sections = {**previous["benchmarks"], **report["benchmarks"]}
     merged = {**previous, "benchmarks": {name: sections[name] for name in BENCHMARKS if name in sections}}
     merged["summary"] = [
-        dict(row, benchmark=name) for name, outcome in merged["benchmarks"].items() for row in outcome.get("results", [])
+        dict(row, benchmark=name)
+        for name, outcome in merged["benchmarks"].items()
+        for row in outcome.get("results", [])
     ]
     merged["rerun"] = sorted(set(previous.get("rerun", [])) | set(selected))
     return merged

@@ -44,10 +44,14 @@ def pair(profile: Profile, model_type: str):
     settings = backbone_settings(profile, model_type)
     config_class = FRAME_ALIGNED_CONFIGS[f"{model_type}-frame-aligned"]
     torch.manual_seed(0)
-    ours = FRAME_ALIGNED_MODELS[config_class.model_type](config_class(
-        pooling="cls_attention", num_labels=4, num_trainable_layers=settings.get("num_hidden_layers", 12) // 2,
-        **settings,
-    ))
+    ours = FRAME_ALIGNED_MODELS[config_class.model_type](
+        config_class(
+            pooling="cls_attention",
+            num_labels=4,
+            num_trainable_layers=settings.get("num_hidden_layers", 12) // 2,
+            **settings,
+        )
+    )
     config_name, model_name = BASELINES[model_type]
     hf = getattr(transformers, model_name)(getattr(transformers, config_name)(num_labels=4, **settings))
     prefix = ours.base_model_prefix

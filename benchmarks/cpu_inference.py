@@ -36,8 +36,19 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 
-from .common import POLISH3, REPO, WALL_TIMES, Profile, count_flops, interleaved_times, pick_clips, ratio_result
-from .common import ratio_stats, seconds_stats, time_call
+from .common import (
+    POLISH3,
+    REPO,
+    WALL_TIMES,
+    Profile,
+    count_flops,
+    interleaved_times,
+    pick_clips,
+    ratio_result,
+    ratio_stats,
+    seconds_stats,
+    time_call,
+)
 from .head_overhead import hf_baseline
 
 
@@ -73,7 +84,10 @@ def build(profile: Profile, folder: Path, labels: list[str]) -> dict:
     fp32 = export_model(model, folder / "ours" / "onnx" / "model.onnx")
     int8 = quantize_int8(fp32)
     return {
-        "model": model, "peer": peer, "ours_dir": folder / "ours", "peer_dir": folder / "peer",
+        "model": model,
+        "peer": peer,
+        "ours_dir": folder / "ours",
+        "peer_dir": folder / "peer",
         "export_seconds": round(time.perf_counter() - started, 1),
         "onnx_mib": {"fp32": fp32.stat().st_size / 2**20, "int8": int8.stat().st_size / 2**20},
     }
@@ -114,8 +128,11 @@ def profile_split(model, paths: list[str], repetitions: int) -> dict:
     for _ in range(repetitions):
         for path in paths:
             holder = {}
-            parts["io"] += time_call(lambda: holder.update(x=extractor(
-                load_audio(path), sampling_rate=16_000, return_tensors="pt")["input_values"]))
+            parts["io"] += time_call(
+                lambda: holder.update(
+                    x=extractor(load_audio(path), sampling_rate=16_000, return_tensors="pt")["input_values"]
+                )
+            )
             parts["cnn"] += time_call(lambda: holder.update(f=model.wav2vec2.feature_extractor(holder["x"])))
 
             def transformer():
@@ -233,24 +250,41 @@ def _rows(details: dict, config_text: str) -> list[dict]:
 
     def note(variant):
         peak = (memory.get(variant) or {}).get("peak")
-        return (f"{t[variant]['audio_s_per_cpu_s']:.2f} audio s per core-s, "
-                f"{100 * t[variant]['fraction_of_matmul_peak']:.0f} % of the fp32 matmul peak"
-                + ("" if peak is None else f", peak RSS {peak:.0f} MiB"))
+        return (
+            f"{t[variant]['audio_s_per_cpu_s']:.2f} audio s per core-s, "
+            f"{100 * t[variant]['fraction_of_matmul_peak']:.0f} % of the fp32 matmul peak"
+            + ("" if peak is None else f", peak RSS {peak:.0f} MiB")
+        )
 
     rows = [
-        ratio_result("CPU inference: ours PyTorch fp32 / peer audio-classification pipeline (audio s per core-s)",
-                     ratios["ours_torch/peer"]["median"], 1 / flop_ratio - 0.02, ">=",
-                     note=f"ours {note('ours_torch')}; peer {note('peer')}; FLOP ratio {flop_ratio:.3f}",
-                     noise=(ratios["ours_torch/peer"]["min"], ratios["ours_torch/peer"]["max"]), config=config_text),
-        ratio_result("CPU inference: ONNX Runtime fp32 / ours PyTorch", ratios["ours_onnx/ours_torch"]["median"],
-                     1.2, ">=", note=f"{note('ours_onnx')}; split of ours: {split_text}",
-                     noise=(ratios["ours_onnx/ours_torch"]["min"], ratios["ours_onnx/ours_torch"]["max"]),
-                     config=config_text),
-        ratio_result("CPU inference: ONNX Runtime int8 / ours PyTorch", ratios["ours_int8/ours_torch"]["median"],
-                     2.0, ">=", note=f"{note('ours_int8')}; label agreement with fp32 {100 * agreement:.1f} % "
-                     f"(random weights); split of ours: {split_text}",
-                     noise=(ratios["ours_int8/ours_torch"]["min"], ratios["ours_int8/ours_torch"]["max"]),
-                     config=config_text),
+        ratio_result(
+            "CPU inference: ours PyTorch fp32 / peer audio-classification pipeline (audio s per core-s)",
+            ratios["ours_torch/peer"]["median"],
+            1 / flop_ratio - 0.02,
+            ">=",
+            note=f"ours {note('ours_torch')}; peer {note('peer')}; FLOP ratio {flop_ratio:.3f}",
+            noise=(ratios["ours_torch/peer"]["min"], ratios["ours_torch/peer"]["max"]),
+            config=config_text,
+        ),
+        ratio_result(
+            "CPU inference: ONNX Runtime fp32 / ours PyTorch",
+            ratios["ours_onnx/ours_torch"]["median"],
+            1.2,
+            ">=",
+            note=f"{note('ours_onnx')}; split of ours: {split_text}",
+            noise=(ratios["ours_onnx/ours_torch"]["min"], ratios["ours_onnx/ours_torch"]["max"]),
+            config=config_text,
+        ),
+        ratio_result(
+            "CPU inference: ONNX Runtime int8 / ours PyTorch",
+            ratios["ours_int8/ours_torch"]["median"],
+            2.0,
+            ">=",
+            note=f"{note('ours_int8')}; label agreement with fp32 {100 * agreement:.1f} % "
+            f"(random weights); split of ours: {split_text}",
+            noise=(ratios["ours_int8/ours_torch"]["min"], ratios["ours_int8/ours_torch"]["max"]),
+            config=config_text,
+        ),
     ]
     return rows
 
@@ -272,8 +306,12 @@ def measure(profile: Profile, built: dict, items: list, paths: list[str], thread
     peak = matmul_peak_flops(256 if profile.name == "smoke" else 1024)
     audio_seconds = sum(len(a) for a in arrays) / 16_000
     details = {
-        "threads": threads, "clips": len(items), "audio_seconds": audio_seconds, "repetitions": repetitions,
-        "matmul_peak_flop_per_s": peak, "flop_ratio_ours_over_peer": ours_flops / peer_flops,
+        "threads": threads,
+        "clips": len(items),
+        "audio_seconds": audio_seconds,
+        "repetitions": repetitions,
+        "matmul_peak_flop_per_s": peak,
+        "flop_ratio_ours_over_peer": ours_flops / peer_flops,
         "throughput": throughput(times, wall, audio_seconds, flops, peak),
         "ratios": {
             "ours_torch/peer": ratio_stats(times["peer"], times["ours_torch"]),
@@ -286,12 +324,14 @@ def measure(profile: Profile, built: dict, items: list, paths: list[str], thread
             "int8_vs_onnx_fp32": label_agreement(outputs["ours_int8"], outputs["ours_onnx"]),
         },
         "max_score_difference_onnx_fp32_vs_torch": max(
-            abs(a[1][k] - b[1][k]) for a, b in zip(outputs["ours_onnx"], outputs["ours_torch"]) for k in a[1]),
+            abs(a[1][k] - b[1][k]) for a, b in zip(outputs["ours_onnx"], outputs["ours_torch"]) for k in a[1]
+        ),
         "profile_split_ours_torch": profile_split(built["model"], paths, 1),
     }
     if profile.name != "smoke":
         details["memory_mib"] = {
-            v: peak_memory(v, built["ours_dir"], built["peer_dir"], threads, paths) for v in VARIANTS}
+            v: peak_memory(v, built["ours_dir"], built["peer_dir"], threads, paths) for v in VARIANTS
+        }
     return details
 
 
@@ -330,8 +370,12 @@ def agreement_row(demo: dict) -> dict:
     folds = ", ".join(f"{name} {100 * fold['agreement']:.1f} %" for name, fold in demo["folds"].items())
     clips = next(iter(demo["folds"].values()))["clips"]
     return ratio_result(
-        "int8 label agreement with fp32 (ONNX Runtime), trained checkpoints, all bundled clips", demo["agreement"],
-        0.97, ">=", note=folds, config=f"{demo['run']}: {len(demo['folds'])} checkpoint(s) × {clips} polish3 clips",
+        "int8 label agreement with fp32 (ONNX Runtime), trained checkpoints, all bundled clips",
+        demo["agreement"],
+        0.97,
+        ">=",
+        note=folds,
+        config=f"{demo['run']}: {len(demo['folds'])} checkpoint(s) × {clips} polish3 clips",
     )
 
 

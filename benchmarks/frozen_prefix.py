@@ -20,9 +20,9 @@ import torch
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.prefix_cache import FrozenPrefixCollator, build_prefix_cache
-from modeling.training.prefix_model import FrozenPrefixModel, frozen_prefix_forward
-from modeling.training.sampling import chunk
+from modeling.prefix_cache.cache import FrozenPrefixCollator, build_prefix_cache
+from modeling.prefix_cache.model import FrozenPrefixModel, frozen_prefix_forward
+from modeling.trainer.sampling import chunk
 
 from .common import (
     WALL_TIMES,

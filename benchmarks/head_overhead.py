@@ -27,7 +27,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.trainer import auxiliary_losses
+from modeling.trainer.trainer import auxiliary_losses
 
 from .common import (
     WALL_TIMES,
@@ -165,8 +165,7 @@ def run(profile: Profile, context: dict) -> dict:
             vs_lambda0["median"],
             1.02,
             "<=",
-            note="λ=0 computes both losses for the logs, without an autograd graph; "
-            + aux_note,
+            note="λ=0 computes both losses for the logs, without an autograd graph; " + aux_note,
             noise=(vs_lambda0["min"], vs_lambda0["max"]),
             config=shape,
         ),

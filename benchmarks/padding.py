@@ -6,7 +6,7 @@ longest clip by the collator). Samplers compared, each averaged over `EPOCHS` ep
 - random order (`train_sampling_strategy="random"`, the Trainer's default);
 - transformers' `LengthGroupedSampler`, taken from a real `Trainer(train_sampling_strategy="group_by_length",
   length_column_name="duration")` so that the names and defaults are those of the installed transformers;
-- `modeling.training.sampling.LengthSortedSampler` (default jitter), via `LengthSortedSamplerMixin` on the same Trainer;
+- `modeling.trainer.sampling.LengthSortedSampler` (default jitter), via `LengthSortedSamplerMixin` on the same Trainer;
 - fully sorted batches (jitter 0): the floor any batching with a fixed batch size can reach.
 
 Length distributions: the real durations of nemo4 (all 3076 clips), an IEMOCAP-like sample (below), and the same
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from modeling.training.sampling import LengthSortedSamplerMixin, chunk, length_sorted_indices, padding_fraction
+from modeling.trainer.sampling import LengthSortedSamplerMixin, chunk, length_sorted_indices, padding_fraction
 
 from .common import corpus_rows, ratio_result
 
@@ -160,7 +160,7 @@ def run(profile, context: dict) -> dict:
         random_waste = values["random"]["padding_fraction_mean"]
         for sampler, label in (
             ("transformers", "transformers LengthGroupedSampler"),
-            ("ours", "modeling.training.sampling.LengthSortedSampler"),
+            ("ours", "modeling.trainer.sampling.LengthSortedSampler"),
         ):
             waste = values[sampler]["padding_fraction_mean"]
             results.append(

@@ -2,7 +2,8 @@
 `FrameAlignedTrainer`: a dataset with an audio column → stage 1 (attentive pooling, CE) → stage 2 (CLS pooling,
 CE + EAL + FUAL) → UA/WA on the test split → `save_pretrained`.
 
-    python examples/finetune_audio_dataset.py --data my_corpus/ --backbone facebook/wav2vec2-base --output-dir runs/mine
+    python examples/finetune_audio_dataset.py --data my_corpus/ --backbone facebook/wav2vec2-base \
+        --output-dir runs/mine
 
 `--data`: a Hub dataset id, or a local folder (parquet / arrow / audio files with a metadata.csv, optionally in
 train/validation/test sub-folders). Its own train/validation/test splits are used; without a validation or test
@@ -34,7 +35,9 @@ def parse_args(argv=None):
     parser.add_argument("--stage1-epochs", type=float, default=40)
     parser.add_argument("--stage2-epochs", type=float, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length-seconds", type=float, default=8.0, help="Training crops (evaluation: whole clips).")
+    parser.add_argument(
+        "--max-length-seconds", type=float, default=8.0, help="Training crops (evaluation: whole clips)."
+    )
     parser.add_argument("--num-trainable-layers", type=int, default=6, help="Stage 2: top layers trained.")
     return parser.parse_args(argv)
 
@@ -44,7 +47,10 @@ def load_splits(args) -> DatasetDict:
     corpus = load_hub_dataset(args.data, split=None, audio_column=args.audio_column, label_column=args.label_column)
     if "split" not in corpus.column_names:
         corpus = corpus.add_column("split", ["train"] * len(corpus))
-    splits = {name: corpus.filter(lambda s, n=name: s == n, input_columns="split") for name in ("train", "validation", "test")}
+    splits = {
+        name: corpus.filter(lambda s, n=name: s == n, input_columns="split")
+        for name in ("train", "validation", "test")
+    }
     for name in ("validation", "test"):
         if len(splits[name]) == 0:
             parts = splits["train"].train_test_split(test_size=0.1, seed=0)
@@ -58,18 +64,34 @@ def train_stage(model, splits, output_dir: Path, epochs: float, batch_size: int,
     feature_extractor = make_feature_extractor()
     backbone_lr, pooling_lr, classifier_lr = learning_rates
     args = FrameAlignedTrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size, learning_rate=backbone_lr, backbone_learning_rate=backbone_lr,
-        pooling_learning_rate=pooling_lr, classifier_learning_rate=classifier_lr, weight_decay=1e-2,
-        warmup_steps=0.1, eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
-        load_best_model_at_end=True, metric_for_best_model="ua", train_sampling_strategy="group_by_length",
-        report_to="none", logging_steps=10,
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=backbone_lr,
+        backbone_learning_rate=backbone_lr,
+        pooling_learning_rate=pooling_lr,
+        classifier_learning_rate=classifier_lr,
+        weight_decay=1e-2,
+        warmup_steps=0.1,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="ua",
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        logging_steps=10,
     )
     trainer = StageTrainer(
-        model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
+        model=model,
+        args=args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
         data_collator=AudioClassificationCollator(feature_extractor, max_length_seconds, random_crop=True),
         eval_data_collator=AudioClassificationCollator(feature_extractor),
-        processing_class=feature_extractor, compute_metrics=make_compute_metrics(model.config.num_labels),
+        processing_class=feature_extractor,
+        compute_metrics=make_compute_metrics(model.config.num_labels),
     )
     trainer.train()
     return trainer
@@ -85,24 +107,44 @@ def main(argv=None) -> dict:
     stage1 = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
         args.backbone, pooling="attentive", num_labels=len(labels), **label_maps
     )
-    trainer = train_stage(stage1, splits, output / "stage1", args.stage1_epochs, args.batch_size, (1e-4, 5e-4, 1e-4),
-                          args.max_length_seconds)
+    trainer = train_stage(
+        stage1,
+        splits,
+        output / "stage1",
+        args.stage1_epochs,
+        args.batch_size,
+        (1e-4, 5e-4, 1e-4),
+        args.max_length_seconds,
+    )
     trainer.save_model(str(output / "stage1" / "best"))
 
     stage2 = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
-        output / "stage1" / "best", pooling="cls_attention", num_trainable_layers=args.num_trainable_layers,
-        eal_margin=0.8, eal_weight=0.05, fual_weight=0.05,
+        output / "stage1" / "best",
+        pooling="cls_attention",
+        num_trainable_layers=args.num_trainable_layers,
+        eal_margin=0.8,
+        eal_weight=0.05,
+        fual_weight=0.05,
     )
-    trainer = train_stage(stage2, splits, output / "stage2", args.stage2_epochs, args.batch_size, (1e-5, 3e-4, 3e-4),
-                          args.max_length_seconds)
+    trainer = train_stage(
+        stage2,
+        splits,
+        output / "stage2",
+        args.stage2_epochs,
+        args.batch_size,
+        (1e-5, 3e-4, 3e-4),
+        args.max_length_seconds,
+    )
     prediction = trainer.predict(splits["test"])
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     metrics = compute_ser_metrics(np.argmax(logits, axis=-1), prediction.label_ids, len(labels))
     trainer.save_model(str(output / "final"))  # save_pretrained + the feature extractor: pipeline-ready
     summary = {"test_ua": metrics["ua"], "test_wa": metrics["wa"], "num_test": len(splits["test"]), "labels": labels}
     (output / "test_metrics.json").write_text(json.dumps(summary, indent=2))
-    print(f"test UA {100 * metrics['ua']:.2f} %  WA {100 * metrics['wa']:.2f} %  ({len(splits['test'])} clips) "
-          f"→ {output / 'final'}")
+    print(
+        f"test UA {100 * metrics['ua']:.2f} %  WA {100 * metrics['wa']:.2f} %  ({len(splits['test'])} clips) "
+        f"→ {output / 'final'}"
+    )
     return summary
 
 

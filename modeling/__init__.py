@@ -71,7 +71,7 @@ if importlib.util.find_spec("torch") is not None:
         WavLMForFrameAlignedClassification,
     )
     from .pipeline_frame_aligned import FrameAlignedEmotionPipeline  # registers the "frame-aligned-emotion" task
-    from .training.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+    from .trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
     for _model_type, _config_class in FRAME_ALIGNED_CONFIGS.items():  # one pair per backbone
         _model_class = FRAME_ALIGNED_MODELS[_model_type]

@@ -245,7 +245,8 @@ def _from_mapping(source: Mapping, sampling_rate: int | None, name: str):
         array, sampling_rate = read_audio_file(source["path"], name)
         return array, sampling_rate, True
     raise AudioInputError(
-        f"{name}: expected a dict with 'path', 'bytes', 'array' or 'raw' (+ 'sampling_rate'), got keys {sorted(source)}."
+        f"{name}: expected a dict with 'path', 'bytes', 'array' or 'raw' (+ 'sampling_rate'), "
+        f"got keys {sorted(source)}."
     )
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.data2vec.modeling_data2vec_audio import Data2VecAudioModel, Data2VecAudioPreTrainedModel
@@ -93,7 +92,11 @@ def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: 
     if not (module.gradient_checkpointing and module.training and torch.is_grad_enabled()) or not args:
         return None
     hidden_states = args[0]
-    if not isinstance(hidden_states, torch.Tensor) or hidden_states.requires_grad or not hidden_states.is_floating_point():
+    if (
+        not isinstance(hidden_states, torch.Tensor)
+        or hidden_states.requires_grad
+        or not hidden_states.is_floating_point()
+    ):
         return None
     if not any(param.requires_grad for param in module.parameters()):
         return None
@@ -235,7 +238,9 @@ class FrameAlignedModelMixin:
             modules.append(encoder.layer_norm)
         return modules + list(encoder.layers[: self.num_frozen_layers])
 
-    def frame_mask(self, num_frames: int, attention_mask: torch.Tensor | None, batch_size: int, device) -> torch.Tensor:
+    def frame_mask(
+        self, num_frames: int, attention_mask: torch.Tensor | None, batch_size: int, device
+    ) -> torch.Tensor:
         """(B, T) bool mask of frames computed from real samples, from the sample-level `attention_mask`."""
         if attention_mask is None:
             return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
@@ -312,10 +317,14 @@ class FrameAlignedModelMixin:
             **backbone_kwargs,
         )
         hidden_states = self.weighted_layer_sum(outputs.hidden_states) if weighted else outputs.last_hidden_state
-        frame_mask = self.frame_mask(hidden_states.shape[1], attention_mask, hidden_states.shape[0], hidden_states.device)
+        frame_mask = self.frame_mask(
+            hidden_states.shape[1], attention_mask, hidden_states.shape[0], hidden_states.device
+        )
         output = self.classify_frames(hidden_states, frame_mask, labels)
         for name in ("hidden_states", "attentions"):  # the backbone's, when asked for
-            if getattr(outputs, name) is not None and (name != "hidden_states" or not weighted or return_hidden_states):
+            if getattr(outputs, name) is not None and (
+                name != "hidden_states" or not weighted or return_hidden_states
+            ):
                 output[name] = getattr(outputs, name)
         return output if return_dict else output.to_tuple()
 

@@ -30,7 +30,12 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
 from .audio import (
-    AudioInputError, describe_source, iter_audio_blocks, load_audio, open_audio_file, torchcodec_available,
+    AudioInputError,
+    describe_source,
+    iter_audio_blocks,
+    load_audio,
+    open_audio_file,
+    torchcodec_available,
 )
 from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
@@ -156,16 +161,20 @@ class FrameAlignedEmotionPipeline(Pipeline):
         if kwargs:
             raise TypeError(f"Unknown arguments for the {TASK} pipeline: {sorted(kwargs)}.")
         preprocess_params = _given(
-            chunk_length_s=chunk_length_s, chunk_overlap_s=chunk_overlap_s,
-            padded_batches=padded_batches, sampling_rate=sampling_rate,
+            chunk_length_s=chunk_length_s,
+            chunk_overlap_s=chunk_overlap_s,
+            padded_batches=padded_batches,
+            sampling_rate=sampling_rate,
         )
         if chunk_length_s == 0:
             preprocess_params["chunk_length_s"] = None  # 0: never chunk (None means "not given" here)
         if smoothing is not None and smoothing not in SMOOTHING_METHODS:
             raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {smoothing!r}.")
         postprocess_params = _given(
-            smoothing=smoothing, smoothing_window_s=smoothing_window_s,
-            min_segment_s=min_segment_s, return_frames=return_frames,
+            smoothing=smoothing,
+            smoothing_window_s=smoothing_window_s,
+            min_segment_s=min_segment_s,
+            return_frames=return_frames,
         )
         return preprocess_params, {}, postprocess_params
 
@@ -295,7 +304,9 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 results[source.index] = self.postprocess([prediction], source.num_samples, **postprocess_params)
                 source.array = None  # free the audio once its result exists
         for source in long_sources:
-            results[source.index] = self._run_long(source, window, step, batch_size, padded_batches, postprocess_params)
+            results[source.index] = self._run_long(
+                source, window, step, batch_size, padded_batches, postprocess_params
+            )
         return results
 
     def _window_and_step(self, chunk_length_s, chunk_overlap_s) -> tuple[int | None, int | None]:
@@ -331,8 +342,9 @@ class FrameAlignedEmotionPipeline(Pipeline):
         except AudioInputError:
             if not (torchcodec_available() and os.path.isfile(item)):
                 raise
-            audio = load_audio(item, target_sampling_rate=self.sampling_rate, min_samples=self.receptive_field,
-                               name=name)  # a format only torchcodec decodes: whole, in memory
+            audio = load_audio(
+                item, target_sampling_rate=self.sampling_rate, min_samples=self.receptive_field, name=name
+            )  # a format only torchcodec decodes: whole, in memory
             return _AudioSource(index, name, len(audio), array=audio)
         if frames == 0:
             raise AudioInputError(f"{name}: contains no samples (empty audio).")

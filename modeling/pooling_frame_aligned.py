@@ -7,7 +7,6 @@ Part of the remote-code core (relative imports only).
 
 import torch
 from torch import nn
-
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -66,7 +65,8 @@ class FrameAlignedFeedForward(nn.Module):
 
 
 class FrameAlignedPoolingLayer(GradientCheckpointingLayer):
-    """One post-norm transformer layer (as in wav2vec2-base; the same for every backbone) with the pooling's own head count and dropout.
+    """One post-norm transformer layer (as in wav2vec2-base; the same for every backbone) with the pooling's own head
+    count and dropout.
 
     Its attention follows `config._attn_implementation` (eager, SDPA, flash) like the backbone's layers.
     """
@@ -152,7 +152,6 @@ POOLING_CLASSES = {
     "self_attention": FrameAlignedSelfAttentionPooling,
     "cls_attention": FrameAlignedCLSAttentionPooling,
 }
-
 
 
 __all__ = [

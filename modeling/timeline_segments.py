@@ -19,9 +19,7 @@ SMOOTHING_METHODS = ("median", "mean", "none")
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def iter_windows(
-    blocks: Iterable[np.ndarray], window: int, step: int, hop: int
-) -> Iterator[tuple[int, np.ndarray]]:
+def iter_windows(blocks: Iterable[np.ndarray], window: int, step: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
     """Cut a stream of sample blocks into overlapping windows that together give every frame of the whole stream.
 
     A stream of at most `window` samples gives one window with all of it. A longer one of N samples gives windows of

@@ -3,13 +3,13 @@ tests/runs.py."""
 
 import os
 
+
 # Tests share 2 cores with each other's subprocesses: one intra-op thread each avoids oversubscription.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-from huggingface_hub import HfApi, constants  # noqa: E402
-
 from hub_server import HubServer  # noqa: E402
+from huggingface_hub import HfApi, constants  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -23,7 +23,8 @@ def pytest_terminal_summary(terminalreporter):
     if reports:
         failed = sum(report.failed for report in reports)
         terminalreporter.write_line(
-            f"audio input matrix: {len(reports)} inputs tried, {len(reports) - failed} handled as expected, {failed} not"
+            f"audio input matrix: {len(reports)} inputs tried, {len(reports) - failed} handled as expected, "
+            f"{failed} not"
         )
     faults = [
         report
@@ -49,7 +50,9 @@ def hub(monkeypatch):
     with HubServer() as server:
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the loopback Hub speaks LFS only
         yield server
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from helpers import POLISH3
 
 
@@ -54,7 +53,12 @@ def make_iemocap_tree(root: Path) -> Path:
                 emotions += [_CODES[label]] * count
         emotions += [_DISTRACTORS[i % len(_DISTRACTORS)] for i in range(40)]
         # Four dialogs; the speaker letter alternates inside every dialog (the F/M of a dialog is not the speaker).
-        dialogs = [f"Ses0{session}F_impro05", f"Ses0{session}M_impro02", f"Ses0{session}F_script01_1", f"Ses0{session}M_script02_2b"]
+        dialogs = [
+            f"Ses0{session}F_impro05",
+            f"Ses0{session}M_impro02",
+            f"Ses0{session}F_script01_1",
+            f"Ses0{session}M_script02_2b",
+        ]
         lines = {dialog: [] for dialog in dialogs}
         numbers = {(dialog, letter): 0 for dialog in dialogs for letter in "FM"}
         for i, emotion in enumerate(emotions):
@@ -124,8 +128,12 @@ def make_emodb_tree(root: Path, count: int = 535) -> dict:
     (every 700/(700-count)-th cell left out, as the real release lacks some), plus a stray file. Returns
     {file stem: (speaker, emotion letter)} of the files written."""
     clip = wav_bytes(1600)
-    cells = [(s, t, e) for s in ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16") for t in EMODB_TEXTS
-             for e in "WLEAFTN"]
+    cells = [
+        (s, t, e)
+        for s in ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+        for t in EMODB_TEXTS
+        for e in "WLEAFTN"
+    ]
     drop = set(np.linspace(1, len(cells) - 1, len(cells) - count).astype(int).tolist())
     written = {}
     for i, (speaker, text, emotion) in enumerate(cells):

@@ -7,7 +7,9 @@ from modeling import Wav2Vec2FrameAlignedConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-POLISH3 = next((p for p in (REPO / "data" / "polish3", SHARED_DATA / "polish3") if (p / "metadata.csv").exists()), None)
+POLISH3 = next(
+    (p for p in (REPO / "data" / "polish3", SHARED_DATA / "polish3") if (p / "metadata.csv").exists()), None
+)
 NEMO4 = SHARED_DATA / "nemo4" if (SHARED_DATA / "nemo4" / "metadata.csv").exists() else None
 POLISH3_LABELS = ["anger", "fear", "neutral"]
 
@@ -80,9 +82,22 @@ def tiny_backbone_settings(model_type: str, **overrides) -> dict:
 
 
 TINY_BACKBONE_KEYS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim", "conv_kernel",
-    "conv_stride", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "hidden_dropout", "attention_dropout",
-    "activation_dropout", "feat_proj_dropout", "final_dropout", "layerdrop", "mask_time_prob",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "hidden_dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
 )
 
 
@@ -93,7 +108,9 @@ def save_plain_backbone(model_type: str, directory, seed: int = 0, **overrides):
 
     config_name, model_name = BACKBONES[model_type]
     torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides)))
+    model = getattr(transformers, model_name)(
+        getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides))
+    )
     model.save_pretrained(directory)
     from modeling.collator import make_feature_extractor
 

@@ -15,10 +15,10 @@ with 500/502/503 or a connection dropped before the answer, at most `max_failure
 """
 
 import base64
-import random
 import collections
 import hashlib
 import json
+import random
 import re
 import tempfile
 import threading
@@ -156,7 +156,11 @@ class HubServer:
                 path = value["path"]
                 if key == "file":
                     content = base64.b64decode(value["content"])
-                    files[path] = {"size": len(content), "oid": git_blob_sha1(content), "sha256": self.put_blob(content)}
+                    files[path] = {
+                        "size": len(content),
+                        "oid": git_blob_sha1(content),
+                        "sha256": self.put_blob(content),
+                    }
                 elif key == "lfsFile":
                     if not self.blob_path(value["oid"]).exists():
                         raise HubError(422, f"LFS object {value['oid']} for {path} was not uploaded")
@@ -348,7 +352,9 @@ class _Handler(BaseHTTPRequestHandler):
                 href = f"{self.hub.url}/lfs-upload/{obj['oid']}"
                 answer.update(authenticated=True, actions={"upload": {"href": href, "header": {}}})
             objects.append(answer)
-        self._send_json({"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"})
+        self._send_json(
+            {"transfer": "basic", "objects": objects}, headers={"Content-Type": "application/vnd.git-lfs+json"}
+        )
 
     def lfs_upload(self, segments):
         oid = segments[1]
@@ -379,7 +385,9 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in operations:
                 if key == "file":
                     self.hub.stats.regular_uploads[(repo.repo_id, value["path"])] += 1
-        self._send_json({"commitOid": sha, "commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{sha}", "pullRequestUrl": None})
+        self._send_json(
+            {"commitOid": sha, "commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{sha}", "pullRequestUrl": None}
+        )
 
     def create_branch(self, segments):
         self._require_token()
@@ -394,7 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def refs(self, segments):
         repo = self._repo(segments)
-        branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha} for name, sha in repo.branches.items()]
+        branches = [
+            {"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha} for name, sha in repo.branches.items()
+        ]
         self._send_json({"branches": branches, "converts": [], "tags": []})
 
     def repo_info(self, segments):
@@ -403,8 +413,23 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = [{"rfilename": path, "size": entry["size"]} for path, entry in sorted(files.items())]
         for sibling, entry in zip(siblings, (files[s["rfilename"]] for s in siblings)):
             if "lfs" in entry:
-                sibling["lfs"] = {"sha256": entry["sha256"], "size": entry["size"], "pointerSize": entry["lfs"]["pointerSize"]}
-        self._send_json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": sha, "private": repo.private, "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
+                sibling["lfs"] = {
+                    "sha256": entry["sha256"],
+                    "size": entry["size"],
+                    "pointerSize": entry["lfs"]["pointerSize"],
+                }
+        self._send_json(
+            {
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": sha,
+                "private": repo.private,
+                "siblings": siblings,
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+            }
+        )
 
     def tree(self, segments):
         _, files = self._repo(segments).resolve(segments[5])

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import torch
 import yaml
+from helpers import POLISH3, POLISH3_LABELS, tiny_config
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 from modeling.publishing.remote_code import hub_pipeline_files
-from modeling.training.io_utils import atomic_write_json
-
-from helpers import POLISH3, POLISH3_LABELS, tiny_config
+from modeling.rundir.atomic import atomic_write_json
 
 
 TINY_BACKBONE = {
@@ -65,25 +64,76 @@ SPEAKERS = ["m1", "m2", "m3", "m4", "m5"]
 
 
 FOLD_RESULTS = {
-    "1": {"validation": {"ua": 0.4, "wa": 0.41}, "test": {"ua": 0.52345, "wa": 0.5, "per_class_recall": [0.5555, 0.6667, 0.2778], "confusion_matrix": [[10, 5, 3], [4, 12, 2], [6, 7, 5]]}},
-    "2": {"validation": {"ua": 0.38, "wa": 0.39}, "test": {"ua": 0.44, "wa": 0.45, "per_class_recall": [0.4444, 0.5, 0.3889], "confusion_matrix": [[8, 6, 4], [5, 9, 4], [3, 8, 7]]}},
+    "1": {
+        "validation": {"ua": 0.4, "wa": 0.41},
+        "test": {
+            "ua": 0.52345,
+            "wa": 0.5,
+            "per_class_recall": [0.5555, 0.6667, 0.2778],
+            "confusion_matrix": [[10, 5, 3], [4, 12, 2], [6, 7, 5]],
+        },
+    },
+    "2": {
+        "validation": {"ua": 0.38, "wa": 0.39},
+        "test": {
+            "ua": 0.44,
+            "wa": 0.45,
+            "per_class_recall": [0.4444, 0.5, 0.3889],
+            "confusion_matrix": [[8, 6, 4], [5, 9, 4], [3, 8, 7]],
+        },
+    },
 }
 
 
 # The resolved config train.py records (modeling/run_config.py), shortened.
 TRAIN_CONFIG = {
     "seed": 42,
-    "data": {"loader": "audio_folder", "root": "data/polish3", "loader_args": {"labels": POLISH3_LABELS}, "folds": "leave_speakers_out"},
-    "model": {"name_or_path": None, "random_init": {"hidden_size": 32, "num_hidden_layers": 2}, "config_overrides": {}},
+    "data": {
+        "loader": "audio_folder",
+        "root": "data/polish3",
+        "loader_args": {"labels": POLISH3_LABELS},
+        "folds": "leave_speakers_out",
+    },
+    "model": {
+        "name_or_path": None,
+        "random_init": {"hidden_size": 32, "num_hidden_layers": 2},
+        "config_overrides": {},
+    },
     "training": {"full_determinism": True, "logging_steps": 10},
-    "stage1": {"pooling": "attentive", "epochs": 1, "batch_size": 4, "backbone_learning_rate": 1e-4, "num_trainable_layers": None, "eal_weight": 0.0, "fual_weight": 0.0},
-    "stage2": {"pooling": "cls_attention", "epochs": 1, "batch_size": 4, "backbone_learning_rate": 1e-5, "num_trainable_layers": 1, "eal_weight": 0.05, "fual_weight": 0.05},
+    "stage1": {
+        "pooling": "attentive",
+        "epochs": 1,
+        "batch_size": 4,
+        "backbone_learning_rate": 1e-4,
+        "num_trainable_layers": None,
+        "eal_weight": 0.0,
+        "fual_weight": 0.0,
+    },
+    "stage2": {
+        "pooling": "cls_attention",
+        "epochs": 1,
+        "batch_size": 4,
+        "backbone_learning_rate": 1e-5,
+        "num_trainable_layers": 1,
+        "eal_weight": 0.05,
+        "fual_weight": 0.05,
+    },
 }
 
 
 TINY_TRAIN_ARGS = [  # one fold of configs/demo.yaml on 6 clips per speaker, one epoch per stage: ~20 s on one core
-    "--config", "configs/demo.yaml", "--folds", "1", "--max-epochs", "1",
-    "--set", "data.max_per_speaker=6", "--set", "stage1.batch_size=6", "--set", "stage2.batch_size=6",
+    "--config",
+    "configs/demo.yaml",
+    "--folds",
+    "1",
+    "--max-epochs",
+    "1",
+    "--set",
+    "data.max_per_speaker=6",
+    "--set",
+    "stage1.batch_size=6",
+    "--set",
+    "stage2.batch_size=6",
 ]
 
 
@@ -111,14 +161,29 @@ def write_run(run_dir: Path, folds=FOLDS) -> Path:
         torch.manual_seed(seed)
         Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
         make_feature_extractor().save_pretrained(best)
-        speakers = {"train": [s for s in SPEAKERS if s not in (validation, test)], "validation": [validation], "test": [test]}
+        speakers = {
+            "train": [s for s in SPEAKERS if s not in (validation, test)],
+            "validation": [validation],
+            "test": [test],
+        }
         split = {"fold": int(name)}
-        split.update({k: {"speakers": v, "sessions": [], "num_examples": 90 * len(v), "class_counts": {}} for k, v in speakers.items()})
+        split.update(
+            {
+                k: {"speakers": v, "sessions": [], "num_examples": 90 * len(v), "class_counts": {}}
+                for k, v in speakers.items()
+            }
+        )
         atomic_write_json(fold_dir / "split.json", split)
         entries[name] = {
-            **FOLD_RESULTS[name], "checkpoint": f"fold{name}/stage2/best", "speakers": speakers,
+            **FOLD_RESULTS[name],
+            "checkpoint": f"fold{name}/stage2/best",
+            "speakers": speakers,
             "num_examples": {k: 90 * len(v) for k, v in speakers.items()},
-            "stage1": {"validation": {"ua": 0.3, "wa": 0.3}, "test": {"ua": 0.35, "wa": 0.36}, "checkpoint": f"fold{name}/stage1/best"},
+            "stage1": {
+                "validation": {"ua": 0.3, "wa": 0.3},
+                "test": {"ua": 0.35, "wa": 0.36},
+                "checkpoint": f"fold{name}/stage1/best",
+            },
         }
         atomic_write_json(fold_dir / "metrics.json", entries[name])
     results = {

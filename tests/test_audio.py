@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import polish3_clips, tiny_config
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import MIN_SAMPLES, AudioInputError, audio_duration, iter_audio_blocks, load_audio
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-
-from helpers import polish3_clips, tiny_config
 
 
 def tone(sampling_rate, seconds=1.0, frequency=440.0):
@@ -71,31 +70,63 @@ def _equals(expected):
 CASES = {
     "missing file": (lambda d: (str(d / "nope.wav"), None), _error(r"nope\.wav: file does not exist")),
     "directory": (lambda d: (str(d), None), _error(r"is a directory")),
-    "empty wav file": (lambda d: (write(d, "empty.wav", np.zeros(0, np.float32)), None), _error(r"empty\.wav: contains no samples")),
+    "empty wav file": (
+        lambda d: (write(d, "empty.wav", np.zeros(0, np.float32)), None),
+        _error(r"empty\.wav: contains no samples"),
+    ),
     "corrupt wav": (
-        lambda d: ((d / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 3) and str(d / "corrupt.wav"), None),
+        lambda d: (
+            (d / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" * 3) and str(d / "corrupt.wav"),
+            None,
+        ),
         _error(r"corrupt\.wav: cannot decode audio"),
     ),
     "text file": (
         lambda d: ((d / "notes.txt").write_text("not audio at all\n") and str(d / "notes.txt"), None),
         _error(r"notes\.txt: cannot decode audio"),
     ),
-    "zero-length array": (lambda d: (np.zeros(0, np.float32), 16000), _error(r"ndarray input of shape \(0,\): contains no samples")),
+    "zero-length array": (
+        lambda d: (np.zeros(0, np.float32), 16000),
+        _error(r"ndarray input of shape \(0,\): contains no samples"),
+    ),
     "empty list": (lambda d: ([], 16000), _error(r"contains no samples")),
-    "array without sampling rate": (lambda d: (np.zeros(1600, np.float32), None), _error(r"needs its `sampling_rate`")),
+    "array without sampling rate": (
+        lambda d: (np.zeros(1600, np.float32), None),
+        _error(r"needs its `sampling_rate`"),
+    ),
     "negative sampling rate": (lambda d: (np.zeros(1600, np.float32), -5), _error(r"invalid sampling rate -5")),
-    "NaN samples": (lambda d: (np.array([0.1, np.nan, 0.2] * 200, np.float32), 16000), _error(r"200 NaN/Inf samples \(first at sample 1\)")),
-    "Inf samples": (lambda d: (np.array([0.1] * 500 + [np.inf], np.float32), 16000), _error(r"1 NaN/Inf samples \(first at sample 500\)")),
+    "NaN samples": (
+        lambda d: (np.array([0.1, np.nan, 0.2] * 200, np.float32), 16000),
+        _error(r"200 NaN/Inf samples \(first at sample 1\)"),
+    ),
+    "Inf samples": (
+        lambda d: (np.array([0.1] * 500 + [np.inf], np.float32), 16000),
+        _error(r"1 NaN/Inf samples \(first at sample 500\)"),
+    ),
     "3-D array": (lambda d: (np.zeros((2, 2, 400), np.float32), 16000), _error(r"expected a 1-D or 2-D")),
     "string array": (lambda d: (np.array(["a", "b"]), 16000), _error(r"unsupported sample type")),
-    "dict without audio": (lambda d: ({"sampling_rate": 16000, "foo": 1}, None), _error(r"expected a dict with 'path', 'bytes', 'array' or 'raw'")),
+    "dict without audio": (
+        lambda d: ({"sampling_rate": 16000, "foo": 1}, None),
+        _error(r"expected a dict with 'path', 'bytes', 'array' or 'raw'"),
+    ),
     "shorter than receptive field": (
         lambda d: (np.full(100, 0.25, np.float32), 16000),
-        _ok(lambda w: (len(w) == MIN_SAMPLES and np.allclose(w[:100], 0.25) and np.all(w[100:] == 0)) or pytest.fail(w)),
+        _ok(
+            lambda w: (len(w) == MIN_SAMPLES and np.allclose(w[:100], 0.25) and np.all(w[100:] == 0)) or pytest.fail(w)
+        ),
     ),
-    "int16 array": (lambda d: (np.array([0, 16384, -32768] * 200, np.int16), 16000), _ok(_equals(np.array([0, 0.5, -1.0] * 200)))),
-    "int32 array": (lambda d: (np.array([0, 2**30, -(2**31)] * 200, np.int32), 16000), _ok(_equals(np.array([0, 0.5, -1.0] * 200)))),
-    "float64 array": (lambda d: (np.array([0.25, -0.5] * 300, np.float64), 16000), _ok(_equals(np.array([0.25, -0.5] * 300)))),
+    "int16 array": (
+        lambda d: (np.array([0, 16384, -32768] * 200, np.int16), 16000),
+        _ok(_equals(np.array([0, 0.5, -1.0] * 200))),
+    ),
+    "int32 array": (
+        lambda d: (np.array([0, 2**30, -(2**31)] * 200, np.int32), 16000),
+        _ok(_equals(np.array([0, 0.5, -1.0] * 200))),
+    ),
+    "float64 array": (
+        lambda d: (np.array([0.25, -0.5] * 300, np.float64), 16000),
+        _ok(_equals(np.array([0.25, -0.5] * 300))),
+    ),
     "torch tensor": (lambda d: (torch.tensor([0.25, -0.5] * 300), 16000), _ok(_equals(np.array([0.25, -0.5] * 300)))),
     "stereo array (samples, channels)": (
         lambda d: (np.stack([np.full(800, 0.2), np.full(800, 0.6)], axis=1).astype(np.float32), 16000),
@@ -109,18 +140,27 @@ CASES = {
         lambda d: (write(d, "stereo.wav", np.stack([tone(16000), tone(16000)], axis=1)), None),
         _ok(_is_tone(1.0)),
     ),
-    "6-channel flac": (lambda d: (write(d, "surround.flac", np.repeat(tone(16000)[:, None], 6, axis=1)), None), _ok(_is_tone(1.0))),
+    "6-channel flac": (
+        lambda d: (write(d, "surround.flac", np.repeat(tone(16000)[:, None], 6, axis=1)), None),
+        _ok(_is_tone(1.0)),
+    ),
     "8 kHz wav": (lambda d: (write(d, "8k.wav", tone(8000), 8000), None), _ok(_is_tone(1.0))),
     "22.05 kHz wav": (lambda d: (write(d, "22k.wav", tone(22050), 22050), None), _ok(_is_tone(1.0))),
     "44.1 kHz flac": (lambda d: (write(d, "44k.flac", tone(44100), 44100), None), _ok(_is_tone(1.0))),
-    "48 kHz ogg": (lambda d: (write(d, "48k.ogg", tone(48000), 48000, format="OGG", subtype="VORBIS"), None), _ok(_is_tone(1.0))),
+    "48 kHz ogg": (
+        lambda d: (write(d, "48k.ogg", tone(48000), 48000, format="OGG", subtype="VORBIS"), None),
+        _ok(_is_tone(1.0)),
+    ),
     "48 kHz array": (lambda d: (tone(48000, seconds=0.5), 48000), _ok(_is_tone(0.5))),
     "pipeline dict": (lambda d: ({"raw": tone(22050), "sampling_rate": 22050}, None), _ok(_is_tone(1.0))),
     "datasets dict with bytes": (
         lambda d: ({"path": "x.flac", "bytes": open(write(d, "b.flac", tone(44100), 44100), "rb").read()}, None),
         _ok(_is_tone(1.0)),
     ),
-    "datasets dict with path": (lambda d: ({"path": write(d, "p.wav", tone(8000), 8000), "bytes": None}, None), _ok(_is_tone(1.0))),
+    "datasets dict with path": (
+        lambda d: ({"path": write(d, "p.wav", tone(8000), 8000), "bytes": None}, None),
+        _ok(_is_tone(1.0)),
+    ),
     "int16 pcm wav": (lambda d: (write(d, "pcm16.wav", tone(16000), subtype="PCM_16"), None), _ok(_is_tone(1.0))),
     "very long 48 kHz stereo file (10 min)": (
         lambda d: (write(d, "long.flac", np.repeat(tone(48000, seconds=600)[:, None], 2, axis=1) * 0.5, 48000), None),

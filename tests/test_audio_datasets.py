@@ -9,21 +9,20 @@ import math
 import sys
 from types import SimpleNamespace
 
+import datasets.config
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 import torch
 from datasets import Audio, Dataset
+from helpers import polish3_clips, tiny_config
 
-import datasets.config
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling import audio as audio_module
 from modeling.audio import input_duration, load_audio
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.data.audio_columns import audio_lengths, readable_audio
-
-from helpers import polish3_clips, tiny_config
 
 
 class FakeAudioDecoder:
@@ -74,13 +73,23 @@ def train_two_steps(tmp_path, train_dataset, **args):
     torch.manual_seed(0)
     model = Wav2Vec2ForFrameAlignedClassification(tiny_config())
     settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=3, max_steps=2, learning_rate=1e-3,
-        report_to=[], save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, logging_steps=1,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=3,
+        max_steps=2,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        logging_steps=1,
         train_sampling_strategy="group_by_length",  # no length_column_name: lengths from the audio headers
     )
     settings.update(args)
     trainer = FrameAlignedTrainer(
-        model=model, args=FrameAlignedTrainingArguments(**settings), train_dataset=train_dataset,
+        model=model,
+        args=FrameAlignedTrainingArguments(**settings),
+        train_dataset=train_dataset,
         data_collator=AudioClassificationCollator(make_feature_extractor()),
     )
     trainer.train()
@@ -119,8 +128,13 @@ def test_decoder_objects_and_dict_forms_give_the_same_waveform(mixed_clips):
     with open(path, "rb") as f:
         embedded = {"path": None, "bytes": f.read()}
     data, rate = sf.read(path, dtype="float32")
-    for source in (FakeAudioDecoder(path), {"array": FakeAudioDecoder(path)}, embedded,
-                   {"array": data, "sampling_rate": rate}, {"path": path, "bytes": None}):
+    for source in (
+        FakeAudioDecoder(path),
+        {"array": FakeAudioDecoder(path)},
+        embedded,
+        {"array": data, "sampling_rate": rate},
+        {"path": path, "bytes": None},
+    ):
         np.testing.assert_allclose(load_audio(source), expected, atol=1e-6)
     assert input_duration(FakeAudioDecoder(path)) == pytest.approx(sf.info(path).duration)
     assert input_duration(embedded) == pytest.approx(sf.info(path).duration)

@@ -11,25 +11,28 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-import yaml
-from safetensors.torch import load_file
+from helpers import (
+    BACKBONES,
+    REPO,
+    polish3_clips,
+    save_plain_backbone,
+    tiny_backbone_settings,
+)
 
 import modeling
 from modeling import (
-    Data2VecAudioFrameAlignedConfig,
     Data2VecAudioForFrameAlignedClassification,
-    HubertFrameAlignedConfig,
+    Data2VecAudioFrameAlignedConfig,
     HubertForFrameAlignedClassification,
+    HubertFrameAlignedConfig,
     Wav2Vec2ForFrameAlignedClassification,
-    WavLMFrameAlignedConfig,
     WavLMForFrameAlignedClassification,
+    WavLMFrameAlignedConfig,
 )
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 from modeling.frames import frame_geometry
 from modeling.training.checkpoints import model_class_of
-
-from helpers import BACKBONES, POLISH3, POLISH3_LABELS, REPO, polish3_clips, save_plain_backbone, tiny_backbone_settings
 
 
 CLASSES = {
@@ -52,8 +55,9 @@ def tiny_model(model_type: str, seed: int = 0, **head) -> torch.nn.Module:
 def batch():
     """Two real clips (different lengths), zero-padded, with their mask."""
     waveforms = [load_audio(path)[:8000] for path, _ in polish3_clips(2)]
-    return make_feature_extractor()(waveforms, sampling_rate=16000, padding=True, return_tensors="pt",
-                                    return_attention_mask=True)
+    return make_feature_extractor()(
+        waveforms, sampling_rate=16000, padding=True, return_tensors="pt", return_attention_mask=True
+    )
 
 
 @pytest.mark.parametrize("model_type", list(BACKBONES))
@@ -143,7 +147,7 @@ def test_backbone_mask_follows_the_norm_type():
 
 @pytest.mark.parametrize("model_type", ["hubert", "data2vec-audio"])
 def test_frozen_prefix_cache_reproduces_the_full_forward(model_type, batch):
-    from modeling.training.prefix_model import FrozenPrefixModel, frozen_prefix_forward
+    from modeling.prefix_cache.model import FrozenPrefixModel, frozen_prefix_forward
 
     model = tiny_model(model_type, num_trainable_layers=1)
     with torch.no_grad():
@@ -159,7 +163,7 @@ def test_frozen_prefix_cache_reproduces_the_full_forward(model_type, batch):
     [("wavlm", {}, "relative position bias"), ("hubert", {"use_weighted_layer_sum": True}, "use_weighted_layer_sum")],
 )
 def test_frozen_prefix_cache_refuses_what_it_cannot_reproduce(model_type, head, message):
-    from modeling.training.prefix_model import FrozenPrefixModel
+    from modeling.prefix_cache.model import FrozenPrefixModel
 
     with pytest.raises(ValueError, match=message):
         FrozenPrefixModel(tiny_model(model_type, num_trainable_layers=1, **head))
@@ -183,7 +187,8 @@ def test_fresh_process_loads_each_backbone_through_remote_code(batch, tmp_path):
         from transformers import AutoModelForAudioClassification
         batch, result = torch.load({str(tmp_path / "batch.pt")!r}), {{}}
         for name in {list(expected)!r}:
-            model = AutoModelForAudioClassification.from_pretrained({str(tmp_path)!r} + "/" + name, trust_remote_code=True)
+            model = AutoModelForAudioClassification.from_pretrained({str(tmp_path)!r} + "/" + name,
+            trust_remote_code=True)
             with torch.no_grad():
                 logits = model.eval()(**batch).logits
             result[name] = [type(model).__module__ + "." + type(model).__name__, logits.tolist()]
@@ -191,8 +196,9 @@ def test_fresh_process_loads_each_backbone_through_remote_code(batch, tmp_path):
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    completed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
     for model_type, (class_name, logits) in expected.items():
@@ -205,7 +211,9 @@ def test_registered_with_the_auto_classes():
     from transformers import AutoConfig, AutoModelForAudioClassification
 
     for model_type, model_class in CLASSES.items():
-        config = AutoConfig.for_model(f"{model_type}-frame-aligned", num_labels=3, **tiny_backbone_settings(model_type))
+        config = AutoConfig.for_model(
+            f"{model_type}-frame-aligned", num_labels=3, **tiny_backbone_settings(model_type)
+        )
         assert type(AutoModelForAudioClassification.from_config(config)) is model_class
         assert getattr(modeling, model_class.__name__) is model_class
 

@@ -133,7 +133,9 @@ def test_padding_numbers_of_the_readme(padding_full):
     assert percent(cropped["ours"]["padding_fraction_mean"], 1) == 1.2  # "with max_length_seconds=20 … 1.2 %"
     corpus_name, corpus = by_prefix["corpus"]
     for row in outcome["results"]:  # the README's rows: IEMOCAP-like draws, and nEMO where it is present
-        if "LengthSortedSampler" in row["name"] and (corpus_name.startswith("nemo4") or corpus_name not in row["name"]):
+        if "LengthSortedSampler" in row["name"] and (
+            corpus_name.startswith("nemo4") or corpus_name not in row["name"]
+        ):
             assert row["met"] is True and row["target"] == 0.02, row["name"]
 
     if not corpus_name.startswith("nemo4"):

@@ -30,10 +30,17 @@ def fake_details(ours_over_peer, onnx_over_ours, int8_over_ours, flop_ratio=1.25
     variant = {"audio_s_per_cpu_s": 1.0, "fraction_of_matmul_peak": 0.5}
     details = {
         "throughput": {v: variant for v in ("peer", "ours_torch", "ours_onnx", "ours_int8")},
-        "ratios": {"ours_torch/peer": stats(ours_over_peer), "ours_onnx/ours_torch": stats(onnx_over_ours),
-                   "ours_int8/ours_torch": stats(int8_over_ours)},
-        "profile_split_ours_torch": {"cnn": {"share": 0.4}, "transformer": {"share": 0.5}, "head": {"share": 0.05},
-                                     "io": {"share": 0.05}},
+        "ratios": {
+            "ours_torch/peer": stats(ours_over_peer),
+            "ours_onnx/ours_torch": stats(onnx_over_ours),
+            "ours_int8/ours_torch": stats(int8_over_ours),
+        },
+        "profile_split_ours_torch": {
+            "cnn": {"share": 0.4},
+            "transformer": {"share": 0.5},
+            "head": {"share": 0.05},
+            "io": {"share": 0.05},
+        },
         "flop_ratio_ours_over_peer": flop_ratio,
         "label_agreement": {"int8_vs_onnx_fp32": 0.98},
     }
@@ -48,8 +55,11 @@ def test_targets_follow_the_issue():
     assert "cnn 40 %" in rows[1]["note"] and "transformer 50 %" in rows[1]["note"]  # the split shows where time goes
     rows = _rows(fake_details(0.77, 1.3, 2.1), "cfg")
     assert [row["met"] for row in rows] == [False, True, True]
-    demo = {"run": "runs/demo", "agreement": 0.965, "folds": {"fold1": {"agreement": 0.96, "clips": 450},
-                                                             "fold2": {"agreement": 0.97, "clips": 450}}}
+    demo = {
+        "run": "runs/demo",
+        "agreement": 0.965,
+        "folds": {"fold1": {"agreement": 0.96, "clips": 450}, "fold2": {"agreement": 0.97, "clips": 450}},
+    }
     row = agreement_row(demo)
     assert (row["target"], row["met"]) == (0.97, False) and row["note"] == "fold1 96.0 %, fold2 97.0 %"
 
@@ -75,6 +85,11 @@ def test_flop_ratio_is_the_head_difference_only():
     # ours (cls_attention, 1 layer): q/k/v/out projections and the FFN over T+1 tokens, attention scores and
     # weighted sum ((T+1)²·H each), α = CLS·frames (T·H), classifier on the CLS and every frame ((T+1)·H·C)
     tokens = frames + 1
-    ours_head = 2 * (4 * tokens * hidden * hidden + 2 * tokens * hidden * ff + 2 * tokens * tokens * hidden
-                     + frames * hidden + tokens * hidden * classes)
+    ours_head = 2 * (
+        4 * tokens * hidden * hidden
+        + 2 * tokens * hidden * ff
+        + 2 * tokens * tokens * hidden
+        + frames * hidden
+        + tokens * hidden * classes
+    )
     assert _forward_flops(ours, [array]) - _forward_flops(peer, [array]) == ours_head - peer_head

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
@@ -22,8 +23,6 @@ from modeling.frames import (
     samples_for_frames,
 )
 from modeling.publishing.remote_code import CORE, MODEL_FILES, PIPELINE_FILE, remote_code_files
-
-from helpers import tiny_config
 
 
 WAV2VEC2_CONV = dict(conv_dim=(16,) * 7, conv_kernel=WAV2VEC2_CONV_KERNEL, conv_stride=WAV2VEC2_CONV_STRIDE)
@@ -148,7 +147,11 @@ def sibling_imports(path: Path) -> set[str]:
 
 
 def test_core_files_import_only_their_siblings_relatively():
-    assert {path.name for path in CORE_FILES} >= {"frames.py", "modeling_frame_aligned.py", "pipeline_frame_aligned.py"}
+    assert {path.name for path in CORE_FILES} >= {
+        "frames.py",
+        "modeling_frame_aligned.py",
+        "pipeline_frame_aligned.py",
+    }
     for path in CORE_FILES:
         sibling_imports(path)
 
@@ -161,15 +164,19 @@ def test_remote_code_is_exactly_the_closure_of_the_model_and_the_pipeline():
             closure.add(name)
             todo += sibling_imports(CORE / name)
     files = remote_code_files()
-    assert set(files) == closure == {
-        "configuration_frame_aligned.py",
-        "modeling_frame_aligned.py",
-        "pooling_frame_aligned.py",
-        "frames.py",
-        "pipeline_frame_aligned.py",
-        "audio.py",
-        "collator.py",
-        "timeline_segments.py",
-    }
+    assert (
+        set(files)
+        == closure
+        == {
+            "configuration_frame_aligned.py",
+            "modeling_frame_aligned.py",
+            "pooling_frame_aligned.py",
+            "frames.py",
+            "pipeline_frame_aligned.py",
+            "audio.py",
+            "collator.py",
+            "timeline_segments.py",
+        }
+    )
     assert all(path == CORE / name for name, path in files.items())
     assert not any(name.startswith("timeline_plot") or "cli" in name for name in files)

@@ -30,7 +30,9 @@ def test_eal_matches_hand_computed_value_and_ignores_padding():
     frames_changed = frames.clone()
     frames_changed[0, 2] = torch.tensor([-100.0, 3.0])
     frames_changed[1, 1:] = 42.0
-    assert emotional_attention_loss(utterance, frames_changed, mask, margin=m).item() == pytest.approx(expected, rel=1e-6)
+    assert emotional_attention_loss(utterance, frames_changed, mask, margin=m).item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_eal_margin_shifts_the_softplus():
@@ -128,11 +130,13 @@ def test_both_losses_accept_bool_and_01_masks_identically(dtype):
     # Hand value of EAL on the second utterance: mean over its 3 valid frames only.
     cos = torch.nn.functional.cosine_similarity(utterance[1:2].detach(), frames[1, :3], dim=-1)
     expected = torch.nn.functional.softplus(0.8 - cos).mean()
-    assert emotional_attention_loss(utterance[1:2], frames[1:2], bool_mask[1:2].to(dtype), 0.8).item() == pytest.approx(
-        expected.item(), rel=1e-6
-    )
+    assert emotional_attention_loss(
+        utterance[1:2], frames[1:2], bool_mask[1:2].to(dtype), 0.8
+    ).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_masks_with_other_values_are_refused():
     with pytest.raises(ValueError, match="frame_mask must be bool or hold only 0 and 1"):
-        frame_utterance_alignment_loss(torch.zeros(1, 2), torch.zeros(1, 3, 2), torch.ones(1, 3) / 3, torch.tensor([[1, 2, 0]]))
+        frame_utterance_alignment_loss(
+            torch.zeros(1, 2), torch.zeros(1, 3, 2), torch.ones(1, 3) / 3, torch.tensor([[1, 2, 0]])
+        )

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from helpers import layer_norm_overrides, polish3_clips, tiny_config
 from transformers import Wav2Vec2ForPreTraining
 
 from modeling import POOLING_TYPES, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-
-from helpers import layer_norm_overrides, polish3_clips, tiny_config
 
 
 def make_model(seed=0, **overrides):
@@ -98,7 +97,9 @@ def test_layer_norm_backbone_is_padding_invariant(pooling, batch):
         )
     num_valid = alone.frame_mask.shape[1]
     torch.testing.assert_close(padded.logits[shortest], alone.logits[0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(padded.frame_weights[shortest, :num_valid], alone.frame_weights[0], atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        padded.frame_weights[shortest, :num_valid], alone.frame_weights[0], atol=1e-6, rtol=1e-4
+    )
     assert padded.frame_mask[shortest].sum() == num_valid
 
 
@@ -224,7 +225,6 @@ def test_invalid_config_values_are_rejected_with_the_field_name():
         tiny_config(num_trainable_layers=5)
     with pytest.raises(ValueError, match="pooling_num_heads"):
         tiny_config(pooling_num_heads=5)
-
 
 
 @pytest.mark.parametrize("norm", ["group", "layer"])

@@ -9,13 +9,12 @@ import textwrap
 
 import pytest
 import soundfile as sf
+from helpers import POLISH3, REPO, save_plain_backbone, tiny_config
+from runs import save_published
+from test_examples import tiny_backbone
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
-
-from helpers import save_plain_backbone, POLISH3, REPO, tiny_config
-from runs import save_published
-from test_examples import tiny_backbone
 
 
 def readme_blocks() -> list[str]:
@@ -74,9 +73,18 @@ def test_every_readme_python_snippet_runs(tmp_path):
             print(f"block {number} ok", flush=True)
     """)
     result = subprocess.run(
-        [sys.executable, "-c", runner], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
-             "HF_HOME": str(tmp_path / "hf")},
+        [sys.executable, "-c", runner],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "HF_HUB_OFFLINE": "1",
+            "PATH": "/usr/bin:/bin",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+            "HF_HOME": str(tmp_path / "hf"),
+        },
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count(" ok") == len(blocks)

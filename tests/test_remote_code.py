@@ -9,13 +9,12 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import POLISH3_LABELS, polish3_clips, tiny_config
 from transformers import AutoConfig, AutoModelForAudioClassification, pipeline
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
-
-from helpers import POLISH3_LABELS, polish3_clips, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from helpers import POLISH3_LABELS, layer_norm_overrides, tiny_config
 from transformers import pipeline
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.frames import frame_geometry
-from modeling.training.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
-
-from helpers import POLISH3_LABELS, layer_norm_overrides, tiny_config
+from modeling.trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
 
 pytestmark = pytest.mark.bad_input
@@ -105,11 +104,19 @@ def test_trainer_trains_and_predicts_on_short_clips(model_dir, tmp_path):
     clips = [waveform(80), waveform(1), waveform(80), waveform(1)]
     dataset = Dataset.from_dict({"audio": [{"raw": c, "sampling_rate": 16000} for c in clips], "label": [0, 1, 2, 0]})
     args = FrameAlignedTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=1,
-        report_to="none", remove_unused_columns=False, use_cpu=True, save_strategy="no",
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=1,
+        report_to="none",
+        remove_unused_columns=False,
+        use_cpu=True,
+        save_strategy="no",
     )
     trainer = FrameAlignedTrainer(
-        model=Wav2Vec2ForFrameAlignedClassification.from_pretrained(directory), args=args, train_dataset=dataset,
+        model=Wav2Vec2ForFrameAlignedClassification.from_pretrained(directory),
+        args=args,
+        train_dataset=dataset,
         data_collator=AudioClassificationCollator(make_feature_extractor(), min_samples=1),
     )
     trainer.train()

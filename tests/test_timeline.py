@@ -17,20 +17,25 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config
+from hub_server import HubServer
 from huggingface_hub import HfApi, constants
 from transformers import pipeline
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import AudioInputError, load_audio
-from modeling.collator import make_feature_extractor
 from modeling.cli.timeline import main
+from modeling.collator import make_feature_extractor
 from modeling.frames import frame_geometry, frames_for_samples
 from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
 from modeling.publishing.remote_code import hub_pipeline_files
-from modeling.timeline_segments import ChunkPrediction, iter_windows, merge_short_segments, smooth_frames, stitch_chunks
-
-from helpers import NEMO4, POLISH3, POLISH3_LABELS, layer_norm_overrides, polish3_clips, tiny_config
-from hub_server import HubServer
+from modeling.timeline_segments import (
+    ChunkPrediction,
+    iter_windows,
+    merge_short_segments,
+    smooth_frames,
+    stitch_chunks,
+)
 
 
 SR = 16_000
@@ -482,7 +487,8 @@ def test_batched_and_one_by_one_agree_with_a_layer_norm_backbone(timeline, sixty
 
 def test_group_norm_backbones_batch_only_equal_lengths_by_default(group_model, sixty_seconds):
     """wav2vec2-base-like backbones see padding (group norm over time, attention without a mask): by default only
-    equal-length inputs share a batch, so results equal one-by-one ones; `padded_batches=True` trades that for speed."""
+    equal-length inputs share a batch, so results equal one-by-one ones; `padded_batches=True` trades that for
+    speed."""
     group = pipeline("frame-aligned-emotion", model=str(group_model[0]), device="cpu")
     inputs = mixed_inputs(sixty_seconds)
     one_by_one = [group(item, sampling_rate=SR) for item in inputs]
@@ -588,13 +594,16 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
 
 
 def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_path, monkeypatch):
-    """The pipeline's `save_pretrained` ships its code; a process without the package loads it from a (loopback) Hub."""
+    """The pipeline's `save_pretrained` ships its code; a process without the package loads it from a (loopback)
+    Hub."""
     checkpoint, saved = layer_model[0], tmp_path / "saved"
     timeline.save_pretrained(saved)
     config = json.loads((saved / "config.json").read_text())
     impl = "pipeline_frame_aligned.FrameAlignedEmotionPipeline"
     assert config["custom_pipelines"]["frame-aligned-emotion"]["impl"] == impl
-    assert {"pipeline_frame_aligned.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(os.listdir(saved))
+    assert {"pipeline_frame_aligned.py", "audio.py", "collator.py", "modeling_frame_aligned.py"} <= set(
+        os.listdir(saved)
+    )
     assert "timeline_plot.py" not in os.listdir(saved)  # no matplotlib needed by Hub users
     # the same code and config entry for publishing scripts that upload a checkpoint folder without the pipeline
     # (computed from the core's files, without importing them: publishing needs no torch)
@@ -624,7 +633,10 @@ def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_p
         )
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
         env.update(
-            HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN="dummy", HF_HOME=str(tmp_path / "hf_home"),
+            HF_ENDPOINT=hub.url,
+            HF_HUB_DISABLE_XET="1",
+            HF_TOKEN="dummy",
+            HF_HOME=str(tmp_path / "hf_home"),
             NO_PROXY="127.0.0.1,localhost",
         )  # HF_ENDPOINT is read when huggingface_hub is imported: a fresh process
         completed = subprocess.run(

@@ -268,8 +268,16 @@ class FrameAlignedModelTester:
     def get_deterministic_config(self, **overrides):
         """No dropout, LayerDrop or SpecAugment: train-mode forwards are reproducible."""
         no_randomness = dict.fromkeys(
-            ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout",
-             "layerdrop", "mask_time_prob", "pooling_dropout"),
+            (
+                "hidden_dropout",
+                "attention_dropout",
+                "activation_dropout",
+                "feat_proj_dropout",
+                "final_dropout",
+                "layerdrop",
+                "mask_time_prob",
+                "pooling_dropout",
+            ),
             0.0,
         )
         return self.get_config(**{**no_randomness, **overrides})
@@ -315,7 +323,10 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = FrameAlignedModelTester(
-            self, self.model_class, pooling=self.pooling, use_weighted_layer_sum=self.use_weighted_layer_sum,
+            self,
+            self.model_class,
+            pooling=self.pooling,
+            use_weighted_layer_sum=self.use_weighted_layer_sum,
             **self.backbone,
         )
 
@@ -353,7 +364,9 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
             tuple_output = model(**inputs_dict, return_dict=False)
         self.assertEqual(dict_output.frame_mask.dtype, torch.bool)
         self.assertEqual(len(tuple_output), len(dict_output.to_tuple()))
-        self.assertTrue(torch.equal(tuple_output[list(dict_output.keys()).index("frame_mask")], dict_output.frame_mask))
+        self.assertTrue(
+            torch.equal(tuple_output[list(dict_output.keys()).index("frame_mask")], dict_output.frame_mask)
+        )
 
     # ---- Checks of our own, beyond the mixin -------------------------------------------------------------------
 
@@ -394,7 +407,9 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
             self.assertTrue(torch.equal(other.frame_mask, frame_mask))
             for key in ("loss", "logits", "utterance_embedding", "frame_weights"):
                 torch.testing.assert_close(other[key], reference[key], atol=1e-5, rtol=1e-4, msg=f"{name}: {key}")
-            torch.testing.assert_close(other.frame_logits[frame_mask], reference.frame_logits[frame_mask], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                other.frame_logits[frame_mask], reference.frame_logits[frame_mask], atol=1e-5, rtol=1e-4
+            )
 
     # torch warns (harmlessly) when a frozen layer is checkpointed with reentrant checkpointing.
     @pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad:UserWarning")
@@ -427,7 +442,9 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
             prepared = copy.deepcopy(reference_model)
             prepared.freeze_for_training()
             prefix = self.model_class.base_model_prefix
-            trainable = {name for name, p in prepared.named_parameters() if p.requires_grad} - {f"{prefix}.masked_spec_embed"}
+            trainable = {name for name, p in prepared.named_parameters() if p.requires_grad} - {
+                f"{prefix}.masked_spec_embed"
+            }
             self.assertEqual({name for name, g in grads.items() if g is not None}, trainable)
             top_layer = f"{prefix}.encoder.layers.{num_layers - 1}."
             self.assertEqual(any(name.startswith(top_layer) for name in trainable), num_trainable_layers != 0)
@@ -473,7 +490,8 @@ class FrameAlignedLayerNormBackboneModelTest(FrameAlignedModelTest):
 
 class HubertFrameAlignedModelTest(FrameAlignedModelTest):
     """hubert-base style backbone with `use_weighted_layer_sum=True` (SUPERB). On a post-norm encoder every parameter
-    gets a gradient; on a pre-norm one the final encoder norm is unused by the sum (as in transformers' own heads), which
+    gets a gradient; on a pre-norm one the final encoder norm is unused by the sum (as in transformers' own heads),
+    which
     the mixin's gradient-checkpointing test would flag, so the layer-norm variant below runs without the sum."""
 
     model_class = HubertForFrameAlignedClassification
@@ -496,8 +514,10 @@ class WavLMFrameAlignedModelTest(FrameAlignedModelTest):
     def test_training_gradient_checkpointing_use_reentrant_true(self):
         pass
 
-    @unittest.skip(reason="WavLM's eager attention (F.multi_head_attention_forward) returns weights the output does "
-                   "not depend on: no gradient reaches them (the backbone's behaviour, not the head's)")
+    @unittest.skip(
+        reason="WavLM's eager attention (F.multi_head_attention_forward) returns weights the output does "
+        "not depend on: no gradient reaches them (the backbone's behaviour, not the head's)"
+    )
     def test_retain_grad_hidden_states_attentions(self):
         pass
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.compare import RunMismatchError, compare_runs, comparison_markdown
-from ..training.io_utils import atomic_write_json, atomic_write_text
+from ..rundir.atomic import atomic_write_json, atomic_write_text
 
 
 def parse_args(argv=None) -> argparse.Namespace:

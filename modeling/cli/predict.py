@@ -27,7 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--errors", help="CSV of unreadable files (default: <output stem>.errors.csv)")
     parser.add_argument("--timeline", help="also write each file's timeline segments as JSON lines here")
     parser.add_argument(
-        "--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
         help="PyTorch, ONNX Runtime fp32 or ONNX Runtime dynamic int8 (ONNX files are created next to the model)",
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
@@ -37,7 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--path-column", help="the CSV column with the audio paths (default: file, path or audio)")
     parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx")
+    parser.add_argument(
+        "--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx"
+    )
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
@@ -60,9 +64,16 @@ def main(argv=None) -> int:
         paths = collect_inputs(args.inputs, args.path_column)
         pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads)
         summary = predict_files(
-            pipe, paths, args.output, errors_path=args.errors, timeline_path=args.timeline,
-            batch_size=args.batch_size, files_per_write=args.files_per_write, retry_errors=args.retry_errors,
-            progress=False if args.no_progress else None, pipeline_kwargs={"chunk_length_s": args.window},
+            pipe,
+            paths,
+            args.output,
+            errors_path=args.errors,
+            timeline_path=args.timeline,
+            batch_size=args.batch_size,
+            files_per_write=args.files_per_write,
+            retry_errors=args.retry_errors,
+            progress=False if args.no_progress else None,
+            pipeline_kwargs={"chunk_length_s": args.window},
         )
     except (BatchJobError, AudioInputError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)

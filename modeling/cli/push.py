@@ -15,7 +15,8 @@ import argparse
 import logging
 import sys
 
-from ..publishing.hub import describe_plan, logger as hub_logger, push_run
+from ..publishing.hub import describe_plan, push_run
+from ..publishing.hub import logger as hub_logger
 from ..publishing.run import PushError
 
 

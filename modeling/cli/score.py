@@ -22,9 +22,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--run-dir", required=True, help="A finished train.py run (fold<k>/stage2/best).")
     parser.add_argument("--config", required=True, help="YAML config of the corpus to score on (its data section).")
     parser.add_argument("--data-dir", help="Corpus folder; overrides the config's data.root.")
-    parser.add_argument("--label-map", nargs="+", default=[], metavar="SRC=DST",
-                        help="Rename corpus classes to the run's, e.g. anger=angry (classes mapping to none of the "
-                        "run's are left out and counted).")
+    parser.add_argument(
+        "--label-map",
+        nargs="+",
+        default=[],
+        metavar="SRC=DST",
+        help="Rename corpus classes to the run's, e.g. anger=angry (classes mapping to none of the "
+        "run's are left out and counted).",
+    )
     parser.add_argument("--split", help="Score one predefined split only (corpora with a `split` column).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per batch (longest first; default 8).")
     parser.add_argument("--output-dir", required=True, help="Where scores.json, scores.md, predictions.csv go.")
@@ -35,14 +40,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        scores = score_run(args.run_dir, args.config, args.output_dir, data_dir=args.data_dir,
-                           label_map=parse_label_map(args.label_map), split=args.split, batch_size=args.batch_size)
+        scores = score_run(
+            args.run_dir,
+            args.config,
+            args.output_dir,
+            data_dir=args.data_dir,
+            label_map=parse_label_map(args.label_map),
+            split=args.split,
+            batch_size=args.batch_size,
+        )
     except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for name, s in [*scores["folds"].items(), (ENSEMBLE, scores[ENSEMBLE])]:
-        print(f"{name:>9}: UA {100 * s['ua']:.2f} %  WA {100 * s['wa']:.2f} %  macro-F1 {100 * s['macro_f1']:.2f} %  "
-              f"(n = {s['n']})")
+        print(
+            f"{name:>9}: UA {100 * s['ua']:.2f} %  WA {100 * s['wa']:.2f} %  macro-F1 {100 * s['macro_f1']:.2f} %  "
+            f"(n = {s['n']})"
+        )
     if scores["left_out"]:
         print("left out (no run class): " + ", ".join(f"{k} ({v})" for k, v in scores["left_out"].items()))
     if scores["missing_classes"]:

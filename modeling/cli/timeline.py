@@ -14,8 +14,8 @@ from transformers.pipelines import pipeline
 
 from ..audio import AudioInputError, load_audio
 from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
+from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
-from ..training.io_utils import atomic_write_text
 
 
 def to_jsonable(value):

@@ -1,7 +1,8 @@
 """Plot of a frame-level emotion timeline: waveform with segments, stacked emotion probabilities, and α.
 
-Used by `python -m modeling.pipeline_frame_aligned --plot out.png`; kept apart from `timeline.py` so the pipeline (which may be
-shipped to the Hub as remote code) does not need matplotlib.
+Used by `python -m modeling.pipeline_frame_aligned --plot out.png`; kept apart from `timeline.py` so the pipeline
+(which
+may be shipped to the Hub as remote code) does not need matplotlib.
 """
 
 import math

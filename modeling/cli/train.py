@@ -19,13 +19,13 @@ from accelerate import PartialState
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
+from ..rundir.locks import LockHeldError
+from ..trainer.trainer import NonFiniteError
 from ..training.checkpoints import ModelSettingsError
+from ..training.config_checks import resolve_checked_config
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
-from ..training.config_checks import resolve_checked_config
 from ..training.run_config import ConfigError
-from ..training.run_lock import LockHeldError
-from ..training.trainer import NonFiniteError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,12 +36,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run, e.g. 1,3 (default: all).")
     parser.add_argument("--max-epochs", type=int, help="Cap the epochs of both stages (quick runs).")
     parser.add_argument("--seed", type=int, help="Overrides the config's seed.")
-    parser.add_argument("--skip-bad-audio", action="store_true",
-                        help="Leave out missing/unreadable/empty audio files (listed in OUTPUT/skipped_audio.json) "
-                        "instead of stopping.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override any config value, e.g. --set stage2.epochs=5 --set stage2.eal_weight=0 "
-                        "(repeatable; values are YAML).")
+    parser.add_argument(
+        "--skip-bad-audio",
+        action="store_true",
+        help="Leave out missing/unreadable/empty audio files (listed in OUTPUT/skipped_audio.json) "
+        "instead of stopping.",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override any config value, e.g. --set stage2.epochs=5 --set stage2.eal_weight=0 "
+        "(repeatable; values are YAML).",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,8 +62,15 @@ def main(argv=None) -> int:
         config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
     except (
-        ConfigError, CorpusError, DatasetCheckError, FoldError, RunConfigMismatchError, ModelSettingsError,
-        FileNotFoundError, LockHeldError, NonFiniteError,
+        ConfigError,
+        CorpusError,
+        DatasetCheckError,
+        FoldError,
+        RunConfigMismatchError,
+        ModelSettingsError,
+        FileNotFoundError,
+        LockHeldError,
+        NonFiniteError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,9 +7,9 @@ it has one, its loader: `iemocap`, `crema_d`, `ravdess`, `emodb`,
 `hub`; `corpus` (what they share), `catalog` (`load_corpus`, `corpus_info`), `folds`, `checks`.
 """
 
+from .audio_folder import load_audio_folder
 from .catalog import CORPORA, corpus_info, load_corpus
 from .corpus import CorpusError, CorpusInfo, select_speakers
-from .audio_folder import load_audio_folder
 from .crema_d import load_crema_d
 from .emodb import load_emodb
 from .hub import load_hub_dataset

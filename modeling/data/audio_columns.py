@@ -35,7 +35,9 @@ def readable_audio(dataset, column: str | None = None):
         return dataset
     for name in audio_columns(dataset):
         if (column is None or name == column) and dataset.features[name].decode:
-            dataset = dataset.cast_column(name, Audio(decode=False, sampling_rate=dataset.features[name].sampling_rate))
+            dataset = dataset.cast_column(
+                name, Audio(decode=False, sampling_rate=dataset.features[name].sampling_rate)
+            )
     return dataset
 
 

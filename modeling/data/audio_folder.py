@@ -93,7 +93,7 @@ def read_metadata_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise CorpusError(
-            f"{path}: row {line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as \"CSV UTF-8\"."
+            f'{path}: row {line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as "CSV UTF-8".'
         ) from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
@@ -158,7 +158,9 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
             row["split"] = canonical_split(record["split"]) or record["split"]
         rows.append(row)
     if problems:
-        raise CorpusError(f"{len(problems)} problem(s) in {metadata_path}:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise CorpusError(
+            f"{len(problems)} problem(s) in {metadata_path}:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
     if not rows:
         raise CorpusError(f"{metadata_path}: has a header but no rows.")
     return rows

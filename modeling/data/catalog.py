@@ -44,7 +44,9 @@ def load_corpus(loader: str, root: str | Path, **kwargs) -> Dataset:
     accepted = list(inspect.signature(LOADERS[loader]).parameters)[1:]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown and loader != "hub":  # the Hub loader passes extra arguments on to `datasets.load_dataset`
-        raise CorpusError(f"data.loader_args: unknown argument(s) {unknown} for loader {loader!r}; expected {accepted}.")
+        raise CorpusError(
+            f"data.loader_args: unknown argument(s) {unknown} for loader {loader!r}; expected {accepted}."
+        )
     return LOADERS[loader](root, **kwargs)
 
 

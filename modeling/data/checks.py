@@ -37,7 +37,12 @@ class BadAudio:
 
     def to_dict(self, dataset: Dataset) -> dict:
         example = dataset[self.row]
-        return {"file": self.audio, "reason": self.reason, "speaker": example["speaker"], "label": example["label_text"]}
+        return {
+            "file": self.audio,
+            "reason": self.reason,
+            "speaker": example["speaker"],
+            "label": example["label_text"],
+        }
 
 
 def _name(audio) -> str:

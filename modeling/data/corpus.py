@@ -65,8 +65,13 @@ class CorpusInfo:
 
     def card_fields(self) -> dict:
         """What a model card says about the corpus: name, hub_id, license, language, terms."""
-        return {"name": self.title, "hub_id": self.hub_id, "license": self.license, "language": self.language,
-                "terms": f"{self.terms} {self.citation}"}
+        return {
+            "name": self.title,
+            "hub_id": self.hub_id,
+            "license": self.license,
+            "language": self.language,
+            "terms": f"{self.terms} {self.citation}",
+        }
 
 
 def corpus_features(label_names: Iterable[str]) -> Features:
@@ -159,7 +164,9 @@ def drop_duplicates(corpus: str, rows: list[dict], recording_id) -> list[dict]:
         return rows
     duplicated = {key: group for key, group in groups.items() if len(group) > 1}
     keep = {id(min(group, key=lambda row: (len(str(row["audio"])), str(row["audio"])))) for group in groups.values()}
-    examples = "; ".join(f"{key}: {', '.join(str(r['audio']) for r in group[:2])}" for key, group in list(duplicated.items())[:3])
+    examples = "; ".join(
+        f"{key}: {', '.join(str(r['audio']) for r in group[:2])}" for key, group in list(duplicated.items())[:3]
+    )
     logger.warning(
         f"{corpus}: {len(rows) - len(groups)} duplicate file(s) of {len(duplicated)} recording(s) found and loaded "
         f"once (e.g. {examples}). A nested copy of the corpus folder, or a copied label or metadata file, is the "
@@ -179,7 +186,9 @@ def select_speakers(
         speakers = set(speakers)
         unknown = speakers - set(speaker_column)
         if unknown:
-            raise CorpusError(f"data.speakers: {sorted(unknown)} not in the corpus (it has {sorted(set(speaker_column))}).")
+            raise CorpusError(
+                f"data.speakers: {sorted(unknown)} not in the corpus (it has {sorted(set(speaker_column))})."
+            )
     by_speaker_label: dict[str, dict[int, list[int]]] = {}
     for i, (speaker, label) in enumerate(zip(speaker_column, dataset["label"])):
         if speakers is None or speaker in speakers:

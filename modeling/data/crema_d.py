@@ -63,7 +63,11 @@ def load_crema_d(root: str | Path, demographics: str | Path | None = None) -> Da
 
 
 def _genders(root: Path, demographics: str | Path | None) -> dict[str, str]:
-    candidates = [Path(demographics)] if demographics else [root / "VideoDemographics.csv", root.parent / "VideoDemographics.csv"]
+    candidates = (
+        [Path(demographics)]
+        if demographics
+        else [root / "VideoDemographics.csv", root.parent / "VideoDemographics.csv"]
+    )
     for path in candidates:
         if path.is_file():
             with open(path, newline="") as f:

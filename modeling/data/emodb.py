@@ -15,7 +15,15 @@ from datasets import Dataset
 from .corpus import CorpusInfo, build_dataset, drop_duplicates, match_files, warn_unmatched
 
 
-LABEL_MAP = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
+LABEL_MAP = {
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
+}
 MALE_SPEAKERS = ("03", "10", "11", "12", "15")
 FEMALE_SPEAKERS = ("08", "09", "13", "14", "16")
 NUM_UTTERANCES = 535
@@ -43,8 +51,10 @@ def load_emodb(root: str | Path) -> Dataset:
     root = Path(root).expanduser().resolve()
     genders = {**{s: "male" for s in MALE_SPEAKERS}, **{s: "female" for s in FEMALE_SPEAKERS}}
     matched, unmatched = match_files(root, _NAME)
-    rows = [{"audio": str(path), "label_text": LABEL_MAP[emotion], "speaker": speaker, "gender": genders.get(speaker, "")}
-            for path, (speaker, _, emotion, _) in matched]
+    rows = [
+        {"audio": str(path), "label_text": LABEL_MAP[emotion], "speaker": speaker, "gender": genders.get(speaker, "")}
+        for path, (speaker, _, emotion, _) in matched
+    ]
     rows = drop_duplicates("EmoDB", rows, lambda row: Path(row["audio"]).stem)
     warn_unmatched("EmoDB", unmatched, "<speaker><text><emotion><version>.wav (e.g. 03a01Fa.wav)")
     if not rows:

@@ -29,9 +29,14 @@ logger = logging.getLogger(__name__)
 FOLD_STRATEGIES = ("leave_one_session_out", "leave_speakers_out", "gender_pairs", "predefined")
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
 }
 
 
@@ -148,7 +153,9 @@ def predefined(dataset: Dataset) -> list[Fold]:
         elif speaker:
             speakers[name].add(speaker)
     if ignored:
-        logger.warning(f"data.folds predefined: left out rows whose split is not train/validation/test: {dict(ignored)}.")
+        logger.warning(
+            f"data.folds predefined: left out rows whose split is not train/validation/test: {dict(ignored)}."
+        )
     return [Fold(1, *(tuple(sorted(speakers[split])) for split in SPLITS), predefined=True)]
 
 

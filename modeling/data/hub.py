@@ -186,7 +186,9 @@ def parquet_folder(folder: Path, cache_dir: str | None = None, audio_column: str
         split = next((canonical_split(part) for part in parts if canonical_split(part)), "train")
         by_split.setdefault(split, []).append(path)
     key = hashlib.sha256(
-        json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*.parquet"))]).encode()
+        json.dumps(
+            [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.rglob("*.parquet"))]
+        ).encode()
     ).hexdigest()[:16]
     key += f"-{audio_column}"
     cache = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "frame_aligned_parquet" / key

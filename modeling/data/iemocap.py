@@ -61,14 +61,16 @@ def load_iemocap(root: str | Path) -> Dataset:
             utterance, gender_letter, emotion = match.groups()
             session = int(utterance[3:5])
             dialog = utterance.rsplit("_", 1)[0]
-            rows.append({
-                "audio": str(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utterance}.wav"),
-                "label_text": LABEL_MAP[emotion],
-                "speaker": utterance[:5] + gender_letter,
-                "gender": normalize_gender(gender_letter),
-                "session": session,
-                "utterance": utterance,
-            })
+            rows.append(
+                {
+                    "audio": str(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utterance}.wav"),
+                    "label_text": LABEL_MAP[emotion],
+                    "speaker": utterance[:5] + gender_letter,
+                    "gender": normalize_gender(gender_letter),
+                    "session": session,
+                    "utterance": utterance,
+                }
+            )
     rows = drop_duplicates("IEMOCAP", rows, lambda row: row["utterance"])  # an utterance labelled in two files
     return build_dataset(sorted(rows, key=lambda row: row["utterance"]), IEMOCAP.labels)
 

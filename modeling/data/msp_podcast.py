@@ -20,8 +20,18 @@ from datasets import Dataset
 from .corpus import CorpusError, CorpusInfo, build_dataset, drop_duplicates, normalize_gender
 
 
-EMOTIONS = {"A": "angry", "S": "sad", "H": "happy", "U": "surprise", "F": "fear", "D": "disgust", "C": "contempt",
-            "N": "neutral", "O": "other", "X": "no_agreement"}
+EMOTIONS = {
+    "A": "angry",
+    "S": "sad",
+    "H": "happy",
+    "U": "surprise",
+    "F": "fear",
+    "D": "disgust",
+    "C": "contempt",
+    "N": "neutral",
+    "O": "other",
+    "X": "no_agreement",
+}
 CLASS_SETS = {
     4: ("neutral", "happy", "sad", "angry"),
     8: ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust", "contempt"),
@@ -59,8 +69,9 @@ def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str
     root = Path(root).expanduser().resolve()
     labels_csv = root / "Labels" / "labels_consensus.csv"
     if not labels_csv.is_file():
-        raise FileNotFoundError(f"{labels_csv}: not found; expected the MSP-Podcast layout Audios/*.wav + "
-                                "Labels/labels_consensus.csv.")
+        raise FileNotFoundError(
+            f"{labels_csv}: not found; expected the MSP-Podcast layout Audios/*.wav + Labels/labels_consensus.csv."
+        )
     with open(labels_csv, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = sorted(set(COLUMNS) - set(reader.fieldnames or []))
@@ -75,9 +86,16 @@ def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str
         if emotion not in classes:
             continue
         partition = row["Split_Set"].strip()
-        rows.append({"audio": str(root / "Audios" / row["FileName"].strip()), "label_text": emotion,
-                     "speaker": row["SpkrID"].strip() or "Unknown", "gender": normalize_gender(row["Gender"]),
-                     "split": splits.get(partition, partition.lower()), "file": row["FileName"].strip()})
+        rows.append(
+            {
+                "audio": str(root / "Audios" / row["FileName"].strip()),
+                "label_text": emotion,
+                "speaker": row["SpkrID"].strip() or "Unknown",
+                "gender": normalize_gender(row["Gender"]),
+                "split": splits.get(partition, partition.lower()),
+                "file": row["FileName"].strip(),
+            }
+        )
     rows = drop_duplicates(str(labels_csv), rows, lambda row: row["file"])
     if not rows:
         raise CorpusError(f"{labels_csv}: no rows of the classes {list(classes)}.")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics.predictions import read_predictions
-from ..training.io_utils import read_json
-from ..training.run_dir import RunDir
+from ..rundir.atomic import read_json
+from ..rundir.layout import RunDir
 
 
 METRICS = ("ua", "wa", "macro_f1")
@@ -50,8 +50,10 @@ def load_run(path: str | os.PathLike) -> RunTest:
     for k in results["folds"]:
         csv_path = run.predictions(k, "test")
         if not csv_path.is_file():
-            raise FileNotFoundError(f"{csv_path}: missing (runs trained before per-utterance predictions cannot be "
-                                    "paired; re-score them with this version).")
+            raise FileNotFoundError(
+                f"{csv_path}: missing (runs trained before per-utterance predictions cannot be "
+                "paired; re-score them with this version)."
+            )
         predictions = read_predictions(csv_path)
         order = np.argsort(predictions.files, kind="stable")
         folds[k] = ([predictions.files[i] for i in order], predictions.labels[order], predictions.correct[order])
@@ -102,15 +104,26 @@ def paired_bootstrap(first: RunTest, other: RunTest, resamples: int = 2000, seed
         n = len(labels)
         draws = rng.integers(0, n, size=(resamples, n))
         identity = np.arange(n)[None, :]
-        for name, (a, b) in zip(("ua", "wa"), zip(_resampled_scores(labels, correct_a, draws, num_labels),
-                                                  _resampled_scores(labels, correct_b, draws, num_labels))):
+        for name, (a, b) in zip(
+            ("ua", "wa"),
+            zip(
+                _resampled_scores(labels, correct_a, draws, num_labels),
+                _resampled_scores(labels, correct_b, draws, num_labels),
+            ),
+        ):
             deltas[name] += (b - a) / len(first.folds)
         full_a = _resampled_scores(labels, correct_a, identity, num_labels)
         full_b = _resampled_scores(labels, correct_b, identity, num_labels)
         for i, name in enumerate(("ua", "wa")):
             observed[name] += float(full_b[i][0] - full_a[i][0]) / len(first.folds)
-    out = {name: {"observed": observed[name], "low": float(np.percentile(deltas[name], 2.5)),
-                  "high": float(np.percentile(deltas[name], 97.5))} for name in ("ua", "wa")}
+    out = {
+        name: {
+            "observed": observed[name],
+            "low": float(np.percentile(deltas[name], 2.5)),
+            "high": float(np.percentile(deltas[name], 97.5)),
+        }
+        for name in ("ua", "wa")
+    }
     return {**out, "resamples": resamples, "seed": seed}
 
 
@@ -140,8 +153,9 @@ def mcnemar_exact(correct_first: np.ndarray, correct_other: np.ndarray) -> dict:
 def _summary(run: RunTest) -> dict:
     folds = run.results["folds"]
     values = {m: [folds[k]["test"].get(m) for k in sorted(folds)] for m in METRICS}
-    return {m: {"mean": float(np.mean(v)), "std": float(np.std(v))} if None not in v else None
-            for m, v in values.items()}
+    return {
+        m: {"mean": float(np.mean(v)), "std": float(np.std(v))} if None not in v else None for m, v in values.items()
+    }
 
 
 def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: int = 0) -> dict:
@@ -161,16 +175,30 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
         check_pairable(first, other)
     comparisons = []
     for other in runs[1:]:
-        per_fold = {k: {m: _difference(other.results["folds"][k]["test"], first.results["folds"][k]["test"], m)
-                        for m in METRICS} for k in sorted(first.folds)}
+        per_fold = {
+            k: {
+                m: _difference(other.results["folds"][k]["test"], first.results["folds"][k]["test"], m)
+                for m in METRICS
+            }
+            for k in sorted(first.folds)
+        }
         correct_first = np.concatenate([first.folds[k][2] for k in sorted(first.folds)])
         correct_other = np.concatenate([other.folds[k][2] for k in sorted(first.folds)])
-        comparisons.append({"run": other.path, "per_fold": per_fold,
-                            "bootstrap": paired_bootstrap(first, other, resamples, seed),
-                            "mcnemar": mcnemar_exact(correct_first, correct_other)})
-    return {"runs": [{"run": run.path, **_summary(run)} for run in runs], "baseline": first.path,
-            "folds": sorted(first.folds), "num_test_utterances": int(sum(len(f[0]) for f in first.folds.values())),
-            "comparisons": comparisons}
+        comparisons.append(
+            {
+                "run": other.path,
+                "per_fold": per_fold,
+                "bootstrap": paired_bootstrap(first, other, resamples, seed),
+                "mcnemar": mcnemar_exact(correct_first, correct_other),
+            }
+        )
+    return {
+        "runs": [{"run": run.path, **_summary(run)} for run in runs],
+        "baseline": first.path,
+        "folds": sorted(first.folds),
+        "num_test_utterances": int(sum(len(f[0]) for f in first.folds.values())),
+        "comparisons": comparisons,
+    }
 
 
 def _difference(other: dict, first: dict, metric: str):
@@ -188,24 +216,47 @@ def _signed(value) -> str:
 def comparison_markdown(report: dict) -> str:
     """OUT.md: the runs' mean ± std, then per comparison the per-fold differences, the bootstrap intervals and
     McNemar's p-value (percentage points)."""
-    lines = ["# Run comparison", "",
-             f"Test utterances: {report['num_test_utterances']} in folds {report['folds']}; differences are against "
-             f"the first run (`{report['baseline']}`), in percentage points.", "",
-             "| Run | UA (%) | WA (%) | Macro-F1 (%) |", "|---|---:|---:|---:|"]
+    lines = [
+        "# Run comparison",
+        "",
+        f"Test utterances: {report['num_test_utterances']} in folds {report['folds']}; differences are against "
+        f"the first run (`{report['baseline']}`), in percentage points.",
+        "",
+        "| Run | UA (%) | WA (%) | Macro-F1 (%) |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| `{r['run']}` | {_pm(r['ua'])} | {_pm(r['wa'])} | {_pm(r['macro_f1'])} |" for r in report["runs"]]
     for comparison in report["comparisons"]:
         boot, mcnemar = comparison["bootstrap"], comparison["mcnemar"]
-        lines += ["", f"## `{comparison['run']}` − `{report['baseline']}`", "",
-                  "| Fold | ΔUA | ΔWA | ΔMacro-F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| fold{k} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
-                  for k, d in comparison["per_fold"].items()]
+        lines += [
+            "",
+            f"## `{comparison['run']}` − `{report['baseline']}`",
+            "",
+            "| Fold | ΔUA | ΔWA | ΔMacro-F1 |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| fold{k} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
+            for k, d in comparison["per_fold"].items()
+        ]
         lines += ["", f"Paired bootstrap ({boot['resamples']} resamples within folds, seed {boot['seed']}), 95 % CI:"]
-        lines += [f"- Δ{m.upper()} {_signed(boot[m]['observed'])} [{_signed(boot[m]['low'])}, {_signed(boot[m]['high'])}]"
-                  for m in ("ua", "wa")]
-        lines.append(f"- McNemar exact test: first right / other wrong b = {mcnemar['b']}, reverse c = {mcnemar['c']}, "
-                     f"p = {mcnemar['p_value']:.4g}")
+        lines += [
+            f"- Δ{m.upper()} {_signed(boot[m]['observed'])} [{_signed(boot[m]['low'])}, {_signed(boot[m]['high'])}]"
+            for m in ("ua", "wa")
+        ]
+        lines.append(
+            f"- McNemar exact test: first right / other wrong b = {mcnemar['b']}, reverse c = {mcnemar['c']}, "
+            f"p = {mcnemar['p_value']:.4g}"
+        )
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RunMismatchError", "compare_runs", "comparison_markdown", "exact_binomial_two_sided", "load_run",
-           "mcnemar_exact", "paired_bootstrap"]
+__all__ = [
+    "RunMismatchError",
+    "compare_runs",
+    "comparison_markdown",
+    "exact_binomial_two_sided",
+    "load_run",
+    "mcnemar_exact",
+    "paired_bootstrap",
+]

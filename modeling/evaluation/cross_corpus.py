@@ -23,10 +23,10 @@ from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
 from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
+from ..rundir.atomic import atomic_write_json, atomic_write_text
+from ..rundir.layout import RunDir
 from ..training.experiment import load_run_dataset
-from ..training.io_utils import atomic_write_json, atomic_write_text
 from ..training.run_config import DEFAULTS, ConfigError, _check_keys, read_config_file
-from ..training.run_dir import RunDir
 from ..training.scoring import PER_CLASS, predict
 
 
@@ -51,7 +51,9 @@ def run_models(run_dir: str | os.PathLike) -> tuple[dict[int, Path], list[str]]:
     """({fold: stage-2 best dir}, the run's classes in label-id order). Raises FileNotFoundError when the run has
     no finished stage 2, ValueError when the folds disagree on the classes."""
     run = RunDir(run_dir)
-    folds = sorted(int(p.name[4:]) for p in run.path.glob("fold*") if p.name[4:].isdigit() and run.best(p.name[4:]).is_dir())
+    folds = sorted(
+        int(p.name[4:]) for p in run.path.glob("fold*") if p.name[4:].isdigit() and run.best(p.name[4:]).is_dir()
+    )
     if not folds:
         raise FileNotFoundError(f"{run.path}: no fold<k>/stage2/best model (is it a finished train.py run?).")
     classes = {}
@@ -84,8 +86,10 @@ def target_rows(dataset: Dataset, classes: list[str], label_map: dict[str, str],
         else:
             left_out[name] += 1
     if not keep:
-        raise CorpusError(f"no utterance's class maps to the run's classes {classes} (corpus classes: {dict(left_out)}); "
-                          "pass --label-map SOURCE=TARGET.")
+        raise CorpusError(
+            f"no utterance's class maps to the run's classes {classes} (corpus classes: {dict(left_out)}); "
+            "pass --label-map SOURCE=TARGET."
+        )
     rows = dataset.select(keep).remove_columns("label").add_column("label", ids)
     missing = [name for name in classes if index[name] not in set(ids)]
     return rows, dict(sorted(left_out.items())), missing
@@ -94,7 +98,7 @@ def target_rows(dataset: Dataset, classes: list[str], label_map: dict[str, str],
 def corpus_config(config_path: str | os.PathLike, data_dir: str | None = None) -> dict:
     """{"data": ...} of a corpus config (any train.py config; only its `data` section is read, with `extends`).
     Raises ConfigError for unknown keys or a missing loader/root."""
-    data = (read_config_file(config_path).get("data") or {})
+    data = read_config_file(config_path).get("data") or {}
     problems = []
     _check_keys({"data": data}, {"data": DEFAULTS["data"]}, str(config_path), problems)
     if problems:
@@ -110,8 +114,9 @@ def member_scores(predictions: Predictions, num_labels: int) -> dict:
     return {"n": len(predictions.labels), **{key: metrics[key] for key in SCORE_KEYS}}
 
 
-def score_run(run_dir, config_path, output_dir, data_dir=None, label_map=None, split=None, batch_size=8,
-              progress=True) -> dict:
+def score_run(
+    run_dir, config_path, output_dir, data_dir=None, label_map=None, split=None, batch_size=8, progress=True
+) -> dict:
     """Score every fold's stage-2 best model of `run_dir` and their ensemble on the corpus of `config_path`.
 
     Returns the content of `OUT/scores.json`: {"run", "corpus", "classes", "label_map", "split", "n", "left_out"
@@ -128,19 +133,33 @@ def score_run(run_dir, config_path, output_dir, data_dir=None, label_map=None, s
     if bad:
         raise DatasetCheckError([b.reason for b in bad])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    common = dict(files=[relative_file(a, config["data"]["root"]) for a in rows["audio"]],
-                  speakers=list(rows["speaker"]), labels=np.asarray(rows["label"]), classes=classes)
+    common = dict(
+        files=[relative_file(a, config["data"]["root"]) for a in rows["audio"]],
+        speakers=list(rows["speaker"]),
+        labels=np.asarray(rows["label"]),
+        classes=classes,
+    )
     members = {}
     for k, best in models.items():
         model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best).to(device)
         logits = predict(model, rows, batch_size, progress=f"Scoring fold{k}").logits
         members[f"fold{k}"] = Predictions(probabilities=softmax(logits), **common)
-    members[ENSEMBLE] = Predictions(probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common)
+    members[ENSEMBLE] = Predictions(
+        probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common
+    )
     scores = {
-        "run": str(run_dir), "corpus": {"config": str(config_path), "loader": config["data"]["loader"],
-                                        "root": str(config["data"]["root"])},
-        "classes": classes, "label_map": label_map, "split": split, "n": len(rows),
-        "left_out": left_out, "missing_classes": missing,
+        "run": str(run_dir),
+        "corpus": {
+            "config": str(config_path),
+            "loader": config["data"]["loader"],
+            "root": str(config["data"]["root"]),
+        },
+        "classes": classes,
+        "label_map": label_map,
+        "split": split,
+        "n": len(rows),
+        "left_out": left_out,
+        "missing_classes": missing,
         "folds": {name: member_scores(p, len(classes)) for name, p in members.items() if name != ENSEMBLE},
         ENSEMBLE: member_scores(members[ENSEMBLE], len(classes)),
     }
@@ -152,10 +171,12 @@ def write_outputs(output_dir: Path, scores: dict, members: dict[str, Predictions
     names = list(members)
     n = len(members[ENSEMBLE].files)
     long = Predictions(
-        files=members[ENSEMBLE].files * len(names), speakers=members[ENSEMBLE].speakers * len(names),
+        files=members[ENSEMBLE].files * len(names),
+        speakers=members[ENSEMBLE].speakers * len(names),
         labels=np.concatenate([members[name].labels for name in names]),
         probabilities=np.concatenate([members[name].probabilities for name in names]),
-        classes=members[ENSEMBLE].classes, extra={"model": [name for name in names for _ in range(n)]},
+        classes=members[ENSEMBLE].classes,
+        extra={"model": [name for name in names for _ in range(n)]},
     )
     atomic_write_text(output_dir / "predictions.csv", predictions_csv(long))
     atomic_write_json(output_dir / "scores.json", scores)
@@ -170,22 +191,40 @@ def scores_markdown(scores: dict) -> str:
     """scores.md: one row per fold model and the ensemble (UA, WA, macro-F1, per-class F1 in %), what was left
     out, the run classes the corpus lacks, and the ensemble's confusion matrix."""
     classes = scores["classes"]
-    lines = [f"# Scores of `{scores['run']}` on `{scores['corpus']['config']}`", "",
-             f"- Corpus: `{scores['corpus']['loader']}` at `{scores['corpus']['root']}`"
-             + (f", split `{scores['split']}`" if scores["split"] else "") + f"; {scores['n']} utterances scored",
-             f"- Label map: {', '.join(f'{a} → {b}' for a, b in scores['label_map'].items()) or 'none'}",
-             f"- Left out (no run class): {', '.join(f'{k} ({v})' for k, v in scores['left_out'].items()) or 'none'}",
-             f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'}",
-             "- Ensemble: mean of the fold models' class probabilities", "",
-             "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(classes)]
+    lines = [
+        f"# Scores of `{scores['run']}` on `{scores['corpus']['config']}`",
+        "",
+        f"- Corpus: `{scores['corpus']['loader']}` at `{scores['corpus']['root']}`"
+        + (f", split `{scores['split']}`" if scores["split"] else "")
+        + f"; {scores['n']} utterances scored",
+        f"- Label map: {', '.join(f'{a} → {b}' for a, b in scores['label_map'].items()) or 'none'}",
+        f"- Left out (no run class): {', '.join(f'{k} ({v})' for k, v in scores['left_out'].items()) or 'none'}",
+        f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'}",
+        "- Ensemble: mean of the fold models' class probabilities",
+        "",
+        "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(classes),
+    ]
     for name, s in [*scores["folds"].items(), (ENSEMBLE, scores[ENSEMBLE])]:
-        cells = [name if name != ENSEMBLE else f"**{ENSEMBLE}**", str(s["n"]), _percent(s["ua"]), _percent(s["wa"]),
-                 _percent(s["macro_f1"]), *map(_percent, s["per_class_f1"])]
+        cells = [
+            name if name != ENSEMBLE else f"**{ENSEMBLE}**",
+            str(s["n"]),
+            _percent(s["ua"]),
+            _percent(s["wa"]),
+            _percent(s["macro_f1"]),
+            *map(_percent, s["per_class_f1"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Ensemble confusion matrix (rows: true, columns: predicted):", "",
-              "| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
-    lines += [f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(classes, scores[ENSEMBLE]["confusion_matrix"])]
+    lines += [
+        "",
+        "Ensemble confusion matrix (rows: true, columns: predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(classes) + " |",
+        "|---|" + "---:|" * len(classes),
+    ]
+    lines += [
+        f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(classes, scores[ENSEMBLE]["confusion_matrix"])
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 """CPU inference at scale: ONNX export and int8 quantisation (`onnx_export`), an ONNX Runtime backend for the
 pipelines (`onnx_backend`), and the resumable batch prediction job over thousands of files (`batch`).
 
-A wing: it imports the core (`modeling/*.py`) and `modeling.training.faults`/`io_utils`; nothing imports it but the
+A wing: it imports the core (`modeling/*.py`) and `modeling.rundir` (fault points, atomic writes); nothing imports it
+but the
 CLI (`modeling/cli/predict.py`) and the benchmarks. onnx/onnxruntime are needed only for the ONNX parts
 (`pip install -e ".[onnx]"`).
 """

@@ -32,8 +32,8 @@ from pathlib import Path
 import soundfile as sf
 
 from ..audio import AudioInputError
-from ..training.faults import fault_point
-from ..training.io_utils import atomic_write_text
+from ..rundir.atomic import atomic_write_text
+from ..rundir.faults import fault_point
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
@@ -259,7 +259,8 @@ class BatchSummary:
     def describe(self) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
         return (
-            f"{self.predicted} file(s) predicted ({self.audio_seconds / 3600:.3f} h of audio, {speed:.1f}× real time), "
+            f"{self.predicted} file(s) predicted ({self.audio_seconds / 3600:.3f} h of audio, "
+            f"{speed:.1f}× real time), "
             f"{self.failed} failed, {self.skipped} already done, {self.total} in all"
         )
 
@@ -337,7 +338,9 @@ def predict_files(
     total_hours = sum(seconds for _, seconds in timed) / 3600
     outputs.write([], unreadable, labels)
     bar = tqdm(
-        total=total_hours, unit="h", disable=(not progress) if progress is not None else None,
+        total=total_hours,
+        unit="h",
+        disable=(not progress) if progress is not None else None,
         bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]",
         desc="predict",
     )

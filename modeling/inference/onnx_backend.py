@@ -110,7 +110,9 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
             torch.set_num_threads(num_threads)
         return pipeline(TASK, model=str(model), pipeline_class=FrameAlignedEmotionPipeline, **kwargs)
     if not Path(model).is_dir():
-        raise ValueError(f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)")
+        raise ValueError(
+            f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)"
+        )
     config = AutoConfig.from_pretrained(model)
     onnx_model = OnnxFrameAlignedModel(ensure_onnx(model, int8=backend == "onnx-int8"), config, num_threads)
     try:

@@ -80,7 +80,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT
     return path
 
 
-def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    checkpoint: str | os.PathLike, output: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET
+) -> Path:
     """Load the checkpoint folder `checkpoint` (a `save_pretrained` directory) and export it to
     `output` (default `<checkpoint>/onnx/model.onnx`). Returns the path written.
 

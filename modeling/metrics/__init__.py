@@ -1,4 +1,5 @@
-"""UA / WA / macro-F1 / per-class precision, recall, F1 / confusion matrix as a local `evaluate` module (loaded by path, so it works offline).
+"""UA / WA / macro-F1 / per-class precision, recall, F1 / confusion matrix as a local `evaluate` module (loaded by
+path, so it works offline).
 
 `ser_accuracy/ser_accuracy.py` is the module; the helpers here load it once and adapt it to the `Trainer`.
 """

@@ -64,16 +64,25 @@ class Predictions:
 
 def predictions_csv(predictions: Predictions) -> str:
     """`predictions` as CSV text (the header above; probabilities with 6 decimals). Write it with
-    `modeling.training.io_utils.atomic_write_text`."""
+    `modeling.rundir.atomic.atomic_write_text`."""
     extra = predictions.extra or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*extra, "file", "speaker", "label", "predicted", *(PROBABILITY_PREFIX + c for c in predictions.classes)])
+    writer.writerow(
+        [*extra, "file", "speaker", "label", "predicted", *(PROBABILITY_PREFIX + c for c in predictions.classes)]
+    )
     for i, file in enumerate(predictions.files):
         probabilities = [f"{p:.6f}" for p in predictions.probabilities[i]]
-        writer.writerow([*(column[i] for column in extra.values()), file, predictions.speakers[i],
-                         predictions.classes[predictions.labels[i]], predictions.classes[predictions.predicted[i]],
-                         *probabilities])
+        writer.writerow(
+            [
+                *(column[i] for column in extra.values()),
+                file,
+                predictions.speakers[i],
+                predictions.classes[predictions.labels[i]],
+                predictions.classes[predictions.predicted[i]],
+                *probabilities,
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -83,14 +92,16 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        classes = [name[len(PROBABILITY_PREFIX):] for name in fields if name.startswith(PROBABILITY_PREFIX)]
+        classes = [name[len(PROBABILITY_PREFIX) :] for name in fields if name.startswith(PROBABILITY_PREFIX)]
         missing = {"file", "speaker", "label", "predicted"} - set(fields)
         if missing or not classes:
             raise ValueError(f"{path}: not a predictions CSV (missing {sorted(missing) or 'prob_<class> columns'}).")
         leading = fields[: fields.index("file")]
         rows = list(reader)
     index = {name: i for i, name in enumerate(classes)}
-    unknown = [(n + 2, row[key]) for n, row in enumerate(rows) for key in ("label", "predicted") if row[key] not in index]
+    unknown = [
+        (n + 2, row[key]) for n, row in enumerate(rows) for key in ("label", "predicted") if row[key] not in index
+    ]
     if unknown:
         raise ValueError(f"{path}: (line, label) {unknown[:5]} outside the classes {classes}.")
     return Predictions(

@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, RepoFile, get_token
 import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi, RepoFile, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
@@ -51,9 +51,16 @@ RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
 
 # Files of a checkpoint folder that belong on the Hub (trainer state, optimizer and RNG files stay local).
-CHECKPOINT_PATTERNS = ("config.json", "preprocessor_config.json", "*.safetensors", "model.safetensors.index.json", "*.py")
+CHECKPOINT_PATTERNS = (
+    "config.json",
+    "preprocessor_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "*.py",
+)
 # Exports written next to the checkpoint (`modeling.inference.onnx_export`), uploaded under the same relative path.
 CHECKPOINT_EXTRA_PATTERNS = ("onnx/*.onnx",)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Token and repo ids
@@ -135,7 +142,8 @@ def _run_files(run: Run) -> dict[str, Path | bytes]:
 
 def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | bytes]:
     files: dict[str, Path | bytes] = {**_checkpoint_files(fold.checkpoint), **_run_files(run)}
-    # the core's code, and config.json with `custom_pipelines`: from_pretrained and pipeline(model=REPO) work from the Hub
+    # the core's code, and config.json with `custom_pipelines`: from_pretrained and pipeline(model=REPO) work from the
+    # Hub
     files.update(hub_pipeline_files(fold.checkpoint))
     if fold.confusion_matrix_image:
         files[FOLD_IMAGE] = fold.confusion_matrix_image
@@ -146,13 +154,17 @@ def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | byte
     return files
 
 
-def plan_push(run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None) -> list[PushTarget]:
+def plan_push(
+    run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None
+) -> list[PushTarget]:
     """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`).
 
     Raises `PushError` for a fold whose results lack a metric its card reports, and for any file that contains a
     local absolute path (`public.find_local_paths`): nothing is uploaded.
     """
-    missing = [f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))]
+    missing = [
+        f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
+    ]
     if missing:
         raise PushError(
             f"{run.layout.results_json} lacks metrics the model cards report ({'; '.join(missing)}); the Hub rejects "
@@ -212,7 +224,9 @@ def is_unchanged(source: Path | bytes, remote) -> bool:
     return remote.blob_id == git_hash(_read(source))
 
 
-def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit_message: str | None = None) -> PushResult:
+def push_target(
+    api: HfApi, target: PushTarget, *, private: bool = False, commit_message: str | None = None
+) -> PushResult:
     """Create the repository/branch if needed and commit the files of `target` that differ from the remote ones."""
     api.create_repo(target.repo_id, private=private, exist_ok=True, repo_type="model")
     if target.revision != "main":
@@ -224,7 +238,9 @@ def push_target(api: HfApi, target: PushTarget, *, private: bool = False, commit
     if not changed:
         logger.info(f"{target.repo_id}@{target.revision}: up to date, nothing to upload.")
         return PushResult(target.repo_id, target.revision, [], unchanged)
-    logger.info(f"{target.repo_id}@{target.revision}: committing {len(changed)} changed file(s), {len(unchanged)} unchanged.")
+    logger.info(
+        f"{target.repo_id}@{target.revision}: committing {len(changed)} changed file(s), {len(unchanged)} unchanged."
+    )
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source) if isinstance(source, Path) else source)
         for path, source in sorted(target.files.items(), key=lambda item: item[0] == "README.md")  # the card last
@@ -291,7 +307,12 @@ def is_transient(error: BaseException) -> bool:
 
 
 def push_with_retries(
-    api: HfApi, target: PushTarget, *, private: bool = False, attempts: int = 4, base_wait_s: float = 1.0,
+    api: HfApi,
+    target: PushTarget,
+    *,
+    private: bool = False,
+    attempts: int = 4,
+    base_wait_s: float = 1.0,
     max_wait_s: float = 8.0,
 ) -> PushResult:
     """`push_target`, retried up to `attempts` times on transient failures (waits base_wait_s · 2^k, capped).
@@ -305,8 +326,10 @@ def push_with_retries(
         except Exception as error:
             if attempt < attempts and is_transient(error):
                 wait = min(base_wait_s * 2 ** (attempt - 1), max_wait_s)
-                logger.warning(f"{target.description} → {target.repo_id}@{target.revision}: {error!r}; retry "
-                               f"{attempt}/{attempts - 1} in {wait:.1f} s.")
+                logger.warning(
+                    f"{target.description} → {target.repo_id}@{target.revision}: {error!r}; retry "
+                    f"{attempt}/{attempts - 1} in {wait:.1f} s."
+                )
                 time.sleep(wait)
                 continue
             raise PushError(_failure_report(target, error, attempt)) from error

@@ -17,7 +17,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..data import corpus_info as data_corpus_info
-from ..training.io_utils import read_json
+from ..rundir.atomic import read_json
 from ..training.results import results_table
 from .run import FinishedFold, Run
 
@@ -37,6 +37,7 @@ PAPER = {
     "pages": "509",
     "doi": "10.3390/fi17110509",
 }
+
 
 def corpus_info(run: Run) -> dict:
     """What the card says about the run's corpus (its facts from `modeling.data`, or its name alone for another)."""
@@ -81,7 +82,9 @@ def describe_split(run: Run, name: str, split_name: str) -> str:
     details = (run.split(name) or {}).get(split_name) or {}
     extra = []
     if details.get("sessions"):
-        extra.append("session" + ("s " if len(details["sessions"]) > 1 else " ") + ", ".join(map(str, details["sessions"])))
+        extra.append(
+            "session" + ("s " if len(details["sessions"]) > 1 else " ") + ", ".join(map(str, details["sessions"]))
+        )
     if details.get("num_examples"):
         extra.append(f"{details['num_examples']} utterances")
     return speakers + (f" ({'; '.join(extra)})" if extra else "")
@@ -119,8 +122,12 @@ def config_table(config: dict) -> str:
         return "_The run's config.yaml has no stage1/stage2 sections._"
     lines = ["| Setting | Stage 1 | Stage 2 |", "|---|---|---|"]
     lines += [f"| {key} | {_cell(stage1.get(key, '–'))} | {_cell(stage2.get(key, '–'))} |" for key in keys]
-    others = [(f"{section}.{key}", _public(value)) for section in ("data", "model", "training")
-              for key, value in (config.get(section) or {}).items() if value not in (None, {}, [])]
+    others = [
+        (f"{section}.{key}", _public(value))
+        for section in ("data", "model", "training")
+        for key, value in (config.get(section) or {}).items()
+        if value not in (None, {}, [])
+    ]
     if "seed" in config:
         others.append(("seed", config["seed"]))
     if others:
@@ -196,9 +203,14 @@ def method_summary(arch: dict) -> tuple[str, str]:
         terms.append(f"λ_EAL · EAL (margin m = {arch['eal_margin']}, λ_EAL = {arch['eal_weight']})")
     if arch["fual_weight"]:
         terms.append(f"λ_FUAL · FUAL (λ_FUAL = {arch['fual_weight']})")
-    names = {2: "the Emotional Attention Loss (EAL) and the Frame-to-Utterance Alignment Loss (FUAL)",
-             0: "no auxiliary loss (the Table 3 CLS-pooling baseline)"}
-    losses = names.get(len(terms), "the Emotional Attention Loss (EAL)" if arch["eal_weight"] else "the Frame-to-Utterance Alignment Loss (FUAL)")
+    names = {
+        2: "the Emotional Attention Loss (EAL) and the Frame-to-Utterance Alignment Loss (FUAL)",
+        0: "no auxiliary loss (the Table 3 CLS-pooling baseline)",
+    }
+    losses = names.get(
+        len(terms),
+        "the Emotional Attention Loss (EAL)" if arch["eal_weight"] else "the Frame-to-Utterance Alignment Loss (FUAL)",
+    )
     return f"**{pooling}** and {losses} of Byun & Lee (2025)", " + ".join(["cross-entropy", *terms])
 
 
@@ -219,17 +231,38 @@ def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str
             dataset_args={"test_speakers": test_speakers} if test_speakers else None,
         )
         eval_results += [
-            EvalResult(metric_type="recall", metric_name="UA (unweighted accuracy, %)", metric_args={"average": "macro"},
-                       metric_value=run.percent(test.get("ua")), **common),
-            EvalResult(metric_type="accuracy", metric_name="WA (weighted accuracy, %)",
-                       metric_value=run.percent(test.get("wa")), **common),
+            EvalResult(
+                metric_type="recall",
+                metric_name="UA (unweighted accuracy, %)",
+                metric_args={"average": "macro"},
+                metric_value=run.percent(test.get("ua")),
+                **common,
+            ),
+            EvalResult(
+                metric_type="accuracy",
+                metric_name="WA (weighted accuracy, %)",
+                metric_value=run.percent(test.get("wa")),
+                **common,
+            ),
         ]
         if test.get("macro_f1") is not None:
-            eval_results.append(EvalResult(metric_type="f1", metric_name="Macro-F1 (%)", metric_args={"average": "macro"},
-                                           metric_value=run.percent(test["macro_f1"]), **common))
+            eval_results.append(
+                EvalResult(
+                    metric_type="f1",
+                    metric_name="Macro-F1 (%)",
+                    metric_args={"average": "macro"},
+                    metric_value=run.percent(test["macro_f1"]),
+                    **common,
+                )
+            )
     base_model = _base_model(run)
-    tags = ["audio-classification", "speech-emotion-recognition", backbone_kind(run)[1], "frame-utterance-alignment",
-            "custom_code"]
+    tags = [
+        "audio-classification",
+        "speech-emotion-recognition",
+        backbone_kind(run)[1],
+        "frame-utterance-alignment",
+        "custom_code",
+    ]
     return ModelCardData(
         library_name="transformers",
         pipeline_tag="audio-classification",
@@ -300,7 +333,7 @@ def _usage(repo_id: str, revision: str | None) -> str:
         'print(result["label"], result["scores"])  # + result["timeline"]: the emotion of every stretch of the file\n'
         "```\n\n"
         "The pipeline decodes WAV, FLAC, OGG and MP3 with soundfile (no FFmpeg) and takes arrays too "
-        '(`classifier(waveform, sampling_rate=sr)`). transformers\' `audio-classification` pipeline needs 16 kHz mono '
+        "(`classifier(waveform, sampling_rate=sr)`). transformers' `audio-classification` pipeline needs 16 kHz mono "
         "input: resample and down-mix first, e.g.\n\n"
         "```python\n"
         "import soundfile as sf, soxr\n"
@@ -311,7 +344,8 @@ def _usage(repo_id: str, revision: str | None) -> str:
         'print(classifier({"raw": waveform, "sampling_rate": 16000}, top_k=None))\n'
         "```\n\n"
         f'`AutoModel.from_pretrained("{repo_id}"{revision_arg}, trust_remote_code=True)` loads the model alone. '
-        "`trust_remote_code=True` runs `modeling_frame_aligned.py`, `configuration_frame_aligned.py` and the pipeline's "
+        "`trust_remote_code=True` runs `modeling_frame_aligned.py`, `configuration_frame_aligned.py` "
+        "and the pipeline's "
         "files from this repository: read them first."
     )
 
@@ -325,7 +359,12 @@ def _with_metadata(data: ModelCardData, body: str) -> str:
 
 
 def render_fold_card(
-    run: Run, fold: FinishedFold, repo_id: str, revision: str | None = None, license: str | None = None, template=FOLD_TEMPLATE
+    run: Run,
+    fold: FinishedFold,
+    repo_id: str,
+    revision: str | None = None,
+    license: str | None = None,
+    template=FOLD_TEMPLATE,
 ) -> str:
     """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
     arch = _architecture(fold)
@@ -334,7 +373,10 @@ def render_fold_card(
     if fold.confusion_matrix_image:
         image = f"![Confusion matrix of this fold's test speakers]({FOLD_IMAGE})"
     else:
-        image = "All folds' test speakers together:\n\n![Confusion matrix of all folds' test speakers](confusion_matrix.png)"
+        image = (
+            "All folds' test speakers together:\n\n"
+            "![Confusion matrix of all folds' test speakers](confusion_matrix.png)"
+        )
     body = _render(
         Path(template),
         repo_id=repo_id,

@@ -48,7 +48,8 @@ def remote_code_files() -> dict[str, Path]:
 
 def pipeline_config(checkpoint: str | os.PathLike) -> bytes:
     """The checkpoint's `config.json` with `custom_pipelines` naming the pipeline class of the core, and `AutoModel`
-    in `auto_map` (`register_for_auto_class` records one auto class per model class: AutoModelForAudioClassification)."""
+    in `auto_map` (`register_for_auto_class` records one auto class per model class:
+    AutoModelForAudioClassification)."""
     config = json.loads((Path(checkpoint) / "config.json").read_text())
     auto_map = config.get("auto_map") or {}
     if "AutoModelForAudioClassification" in auto_map:

@@ -1,5 +1,5 @@
 """A finished run directory of `train.py`, read for publishing: `results.json`, `config.yaml` and, per fold, the
-stage-2 checkpoint, `metrics.json` and `split.json`. The paths come from `modeling.training.run_dir`.
+stage-2 checkpoint, `metrics.json` and `split.json`. The paths come from `modeling.rundir.layout`.
 
 `load_run` checks everything a push needs locally and raises `PushError` naming the offending path or fold.
 This module reads JSON/YAML and files only: no torch.
@@ -15,16 +15,17 @@ from pathlib import Path
 import yaml
 
 from ..configuration_frame_aligned import label_names
-from ..training.integrity import checkpoint_problems
-from ..training.io_utils import read_json
-from ..training.run_dir import RunDir
+from ..rundir.atomic import read_json
+from ..rundir.integrity import checkpoint_problems
+from ..rundir.layout import RunDir
 
 
 logger = logging.getLogger(__name__)
 
 
 class PushError(ValueError):
-    """An input of `push_run` (token, run directory, fold, repo id) that cannot be published; raised before any upload."""
+    """An input of `push_run` (token, run directory, fold, repo id) that cannot be published; raised before any
+    upload."""
 
 
 @dataclass

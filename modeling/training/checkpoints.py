@@ -17,9 +17,9 @@ from transformers import PreTrainedConfig, set_seed
 from ..collator import make_feature_extractor
 from ..configuration_frame_aligned import frame_aligned_config_class
 from ..modeling_frame_aligned import FrameAlignedModelMixin, frame_aligned_model_class
-from .integrity import checkpoint_problems, write_manifest
-from .io_utils import atomic_directory, read_json
-from .run_dir import RunDir, checkpoint_dirs
+from ..rundir.atomic import atomic_directory, read_json
+from ..rundir.integrity import checkpoint_problems, write_manifest
+from ..rundir.layout import RunDir, checkpoint_dirs
 
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def check_backbone_loaded(model: FrameAlignedModelMixin, source: str | Path) -> 
         prefix = model.base_model_prefix
         raise BackboneWeightsError(
             f"{source}: {len(missing)} backbone tensors of {type(model).__name__} are missing from the checkpoint "
-            f"(e.g. {missing[:3]}), so its backbone would start from random weights. The checkpoint's config.json says "
+            f"(e.g. {missing[:3]}), so its backbone would start from random weights. "
+            "The checkpoint's config.json says "
             f"model_type={model.config.model_type!r}-compatible, but its weights are not a `{prefix}` backbone's: "
             "check model.name_or_path (and that config.json belongs to those weights)."
         )

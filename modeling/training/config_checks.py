@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..configuration_frame_aligned import frame_aligned_config_class
 from ..data.folds import Fold
+from ..trainer.trainer import FrameAlignedTrainingArguments
 from .run_config import ConfigError, listing, passthrough_settings, resolve_config_problems
 from .stage import stage_model_kwargs, training_argument_values
-from .trainer import FrameAlignedTrainingArguments
 
 
 PLACEHOLDER_LABELS = ["class0", "class1"]  # the corpus's labels are not known yet; they do not change any check

@@ -21,13 +21,13 @@ from datasets import Dataset
 from ..data import load_corpus, select_speakers
 from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
+from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
+from ..rundir.layout import STAGES, RunDir
+from ..rundir.locks import fold_lock, run_lock
 from .checkpoints import ModelSettingsError, initial_checkpoint
 from .config_checks import raise_on_setup_problems
-from .io_utils import atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config
-from .run_dir import STAGES, RunDir
-from .run_lock import fold_lock, run_lock
 from .scoring import fold_metrics
 from .stage import cpu_distributed, model_problems, train_stage
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io_utils import atomic_file  # noqa: E402
+from ..rundir.atomic import atomic_file  # noqa: E402
 
 
 def save_figure(figure, path: str | Path, dpi: int = 150) -> None:
@@ -41,7 +41,9 @@ def plot_confusion_matrix(matrix, label_names: list[str], path: str | Path, titl
     axis.set_title(title)
     for (row, column), count in np.ndenumerate(matrix):
         color = "white" if percent[row, column] > 60 else "black"
-        axis.text(column, row, f"{percent[row, column]:.1f}%\n({count})", ha="center", va="center", color=color, fontsize=8)
+        axis.text(
+            column, row, f"{percent[row, column]:.1f}%\n({count})", ha="center", va="center", color=color, fontsize=8
+        )
     save_figure(figure, path)
 
 

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from .io_utils import atomic_write_json, atomic_write_text, read_json
+from ..rundir.atomic import atomic_write_json, atomic_write_text, read_json
+from ..rundir.layout import CONFUSION_MATRIX, TSNE, RunDir
 from .plots import plot_confusion_matrix, plot_tsne
-from .run_dir import CONFUSION_MATRIX, TSNE, RunDir
 
 
 MAX_TSNE_PANELS = 6
@@ -38,8 +38,11 @@ SUMMARY_METRICS = ("ua", "wa", "macro_f1")
 
 def _over_folds(scores: list[dict]) -> dict[str, list[float]]:
     """{metric: per-fold values} of UA, WA and macro-F1 (macro-F1 only when every fold has it: older runs lack it)."""
-    return {metric: [score[metric] for score in scores] for metric in SUMMARY_METRICS
-            if all(score.get(metric) is not None for score in scores)}
+    return {
+        metric: [score[metric] for score in scores]
+        for metric in SUMMARY_METRICS
+        if all(score.get(metric) is not None for score in scores)
+    }
 
 
 def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
@@ -90,8 +93,13 @@ def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | 
     ]
     for k, fold in results["folds"].items():
         speakers = (test_speakers or {}).get(str(k)) or (fold.get("speakers") or {}).get("test") or []
-        cells = [f"fold{k}", ", ".join(map(str, speakers)) or "–", *pair(fold.get("validation") or {}),
-                 *pair(fold.get("test") or {}), " / ".join(pair((fold.get("stage1") or {}).get("test") or {}))]
+        cells = [
+            f"fold{k}",
+            ", ".join(map(str, speakers)) or "–",
+            *pair(fold.get("validation") or {}),
+            *pair(fold.get("test") or {}),
+            " / ".join(pair((fold.get("stage1") or {}).get("test") or {})),
+        ]
         if str(k) == str(highlight):
             cells = [f"**{cell}**" if cell != "–" else cell for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -108,8 +116,10 @@ def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | 
 def f1_table(results: dict, scale: float = 100.0) -> str:
     """Markdown table of the test macro-F1 and per-class F1 of each fold (in %), then mean ± std of macro-F1."""
     labels = results["labels"]
-    lines = ["| Fold | Test macro-F1 (%) | " + " | ".join(f"F1 {name} (%)" for name in labels) + " |",
-             "|---|---:|" + "---:|" * len(labels)]
+    lines = [
+        "| Fold | Test macro-F1 (%) | " + " | ".join(f"F1 {name} (%)" for name in labels) + " |",
+        "|---|---:|" + "---:|" * len(labels),
+    ]
     for k, fold in results["folds"].items():
         test = fold.get("test") or {}
         per_class = test.get("per_class_f1") or [None] * len(labels)
@@ -129,13 +139,15 @@ def results_markdown(results: dict) -> str:
     lines = [
         "# Results",
         "",
-        f"- Corpus: `{config['data']['loader']}` at `{config['data']['root']}`; labels: {', '.join(results['labels'])}",
+        f"- Corpus: `{config['data']['loader']}` at `{config['data']['root']}`; "
+        f"labels: {', '.join(results['labels'])}",
         f"- Folds: `{config['data']['folds']}`, {len(evaluated)} of {results['num_folds']} evaluated ({evaluated})",
         f"- Backbone: {model}",
         f"- Stage 2: pooling `{stage2['pooling']}`, λ_EAL = {stage2['eal_weight']}, λ_FUAL = {stage2['fual_weight']}, "
         f"margin = {stage2['eal_margin']}",
         "",
-        "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), in percent here; "
+        "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), "
+        "in percent here; "
         "`results.json` stores the same values as fractions in [0, 1]. Checkpoints are selected on validation UA; "
         "std is over folds (ddof=0).",
         "",

@@ -36,7 +36,7 @@ STAGE_DEFAULTS = {
     "eal_margin": 0.8,
     "fual_detach_target": False,
     # Stage 2 only: run the frozen CNN + lower layers once per fold and train from their cached output
-    # (modeling/training/prefix_*.py; about 1.6x faster epochs for wav2vec2-base). Dropout/LayerDrop/SpecAugment below
+    # (modeling/prefix_cache/; about 1.6x faster epochs for wav2vec2-base). Dropout/LayerDrop/SpecAugment below
     # the first trainable layer do not run then, and each clip keeps one fixed training crop.
     "cache_frozen_prefix": False,
     "prefix_cache_dtype": "float16",  # float32 | float16 | bfloat16
@@ -56,7 +56,8 @@ DEFAULTS = {
     },
     "model": {
         "name_or_path": None,  # pre-trained backbone: Hub id (facebook/wav2vec2-base) or local folder
-        "random_init": None,  # or: config arguments of a randomly initialised backbone (+ model_type: wav2vec2, hubert, wavlm, data2vec-audio)
+        # or: config arguments of a randomly initialised backbone (+ model_type: wav2vec2/hubert/wavlm/data2vec-audio)
+        "random_init": None,
         "config_overrides": {},  # extra config attributes for both stages (e.g. mask_time_prob, layerdrop)
     },
     "training": {
@@ -150,7 +151,7 @@ def training_argument_names() -> set[str]:
     """Fields of `FrameAlignedTrainingArguments` a config may set under training:/stage1:/stage2:."""
     from dataclasses import fields
 
-    from .trainer import FrameAlignedTrainingArguments
+    from ..trainer.trainer import FrameAlignedTrainingArguments
 
     return {f.name for f in fields(FrameAlignedTrainingArguments) if f.init} - set(RESERVED_TRAINING_ARGUMENTS)
 

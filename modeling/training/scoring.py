@@ -13,16 +13,16 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..collator import AudioClassificationCollator, make_feature_extractor
-
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
 from ..modeling_frame_aligned import FrameAlignedModelMixin
+from ..rundir.atomic import atomic_file, atomic_write_text
+from ..rundir.faults import fault_point
+from ..rundir.integrity import checkpoint_problems
+from ..rundir.layout import RunDir
+from ..trainer.sampling import longest_first
 from .checkpoints import model_class_of
-from .faults import fault_point
-from .integrity import checkpoint_problems
-from .io_utils import atomic_file, atomic_write_text
-from .run_dir import RunDir
 
 
 @dataclass
@@ -37,21 +37,8 @@ class Prediction:
         return compute_ser_metrics(self.logits.argmax(-1), self.labels, num_labels)
 
 
-def longest_first(dataset: Dataset) -> list[int]:
-    """Row indices by decreasing duration (ties by row): consecutive batches of similar length, little padding.
-
-    Checkpoint selection (Trainer evaluation) and the final scores (`predict`) both batch in this order, so the
-    validation UA a checkpoint was selected on is exactly the one reported, also for backbones that see padding
-    (wav2vec2-base gets no attention mask).
-    """
-    durations = list(dataset["duration"])
-    return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
-
-
 @torch.no_grad()
-def predict(
-    model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring"
-) -> Prediction:
+def predict(model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring") -> Prediction:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
     longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
     terminal only)."""
@@ -132,4 +119,4 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     }
 
 
-__all__ = ["PER_CLASS", "Prediction", "fold_metrics", "longest_first", "predict", "score_checkpoint", "split_predictions"]
+__all__ = ["PER_CLASS", "Prediction", "fold_metrics", "predict", "score_checkpoint", "split_predictions"]

@@ -19,16 +19,16 @@ from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
 from ..modeling_frame_aligned import FrameAlignedModelMixin
+from ..prefix_cache.model import prefix_cache_problem
+from ..prefix_cache.trainer import cached_stage_trainer
+from ..rundir.atomic import atomic_directory, cleanup_stale_tmp
+from ..rundir.faults import fault_point
+from ..rundir.integrity import write_manifest
+from ..rundir.layout import RunDir, checkpoint_dir
+from ..trainer.sampling import longest_first
+from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import check_backbone_loaded, label_maps, latest_checkpoint, model_class_of, usable_best
-from .faults import fault_point
-from .integrity import write_manifest
-from .io_utils import atomic_directory, cleanup_stale_tmp
-from .prefix_model import prefix_cache_problem
 from .run_config import passthrough_settings
-from .run_dir import RunDir, checkpoint_dir
-from .sampling import chunk
-from .scoring import longest_first
-from .trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,11 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
             problems.append(f"{stage}: {exc}")
             continue
         trainable = stage_config.num_trainable_layers
-        if config[stage]["cache_frozen_prefix"] and trainable is not None and trainable < stage_config.num_hidden_layers:
+        if (
+            config[stage]["cache_frozen_prefix"]
+            and trainable is not None
+            and trainable < stage_config.num_hidden_layers
+        ):
             problem = prefix_cache_problem(model_class, stage_config)
             problems += [f"{stage}: {problem}"] if problem else []
     return problems
@@ -163,45 +167,49 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
     run_name = f"fold{fold.number}-{stage}"
     if passthrough.get("run_name"):
         run_name = f"{passthrough['run_name']}-{run_name}"
-    return dict(
-        output_dir=str(output_dir),
-        num_train_epochs=settings["epochs"],
-        per_device_train_batch_size=settings["batch_size"],
-        per_device_eval_batch_size=settings["eval_batch_size"] or settings["batch_size"],
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-        learning_rate=settings["backbone_learning_rate"],
-        backbone_learning_rate=settings["backbone_learning_rate"],
-        pooling_learning_rate=settings["pooling_learning_rate"],
-        classifier_learning_rate=settings["classifier_learning_rate"],
-        weight_decay=settings["weight_decay"],
-        warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
-        lr_scheduler_type=settings["lr_scheduler_type"],
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
-        # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
-        metric_for_best_model="ua",
-        greater_is_better=True,
-        save_total_limit=training["save_total_limit"],
-        logging_strategy="steps",
-        logging_steps=training["logging_steps"],
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        full_determinism=training["full_determinism"],
-        remove_unused_columns=False,  # the collator needs the `audio` column
-        train_sampling_strategy="group_by_length",
-        length_column_name="duration",
-        dataloader_num_workers=training["dataloader_num_workers"],
-        dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=training["bf16"],
-        fp16=training["fp16"],
-        activation_checkpointing=training["activation_checkpointing"],
-        # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
-        activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
-        disable_tqdm=False,
-        use_cpu=cpu_distributed(),
-    ) | passthrough | {"run_name": run_name}
+    return (
+        dict(
+            output_dir=str(output_dir),
+            num_train_epochs=settings["epochs"],
+            per_device_train_batch_size=settings["batch_size"],
+            per_device_eval_batch_size=settings["eval_batch_size"] or settings["batch_size"],
+            gradient_accumulation_steps=settings["gradient_accumulation_steps"],
+            learning_rate=settings["backbone_learning_rate"],
+            backbone_learning_rate=settings["backbone_learning_rate"],
+            pooling_learning_rate=settings["pooling_learning_rate"],
+            classifier_learning_rate=settings["classifier_learning_rate"],
+            weight_decay=settings["weight_decay"],
+            warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type=settings["lr_scheduler_type"],
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
+            # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
+            metric_for_best_model="ua",
+            greater_is_better=True,
+            save_total_limit=training["save_total_limit"],
+            logging_strategy="steps",
+            logging_steps=training["logging_steps"],
+            report_to="none",
+            seed=seed,
+            data_seed=seed,
+            full_determinism=training["full_determinism"],
+            remove_unused_columns=False,  # the collator needs the `audio` column
+            train_sampling_strategy="group_by_length",
+            length_column_name="duration",
+            dataloader_num_workers=training["dataloader_num_workers"],
+            dataloader_pin_memory=torch.cuda.is_available(),
+            bf16=training["bf16"],
+            fp16=training["fp16"],
+            activation_checkpointing=training["activation_checkpointing"],
+            # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
+            activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
+            disable_tqdm=False,
+            use_cpu=cpu_distributed(),
+        )
+        | passthrough
+        | {"run_name": run_name}
+    )
 
 
 def train_stage(
@@ -245,7 +253,9 @@ def train_stage(
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
-        cache_dirs = {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
+        cache_dirs = {
+            split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")
+        }
         cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
     else:
@@ -280,45 +290,6 @@ def train_stage(
     return best_dir
 
 
-def cached_stage_trainer(
-    model, args, splits, settings: dict, feature_extractor, cache_dirs: dict[str, Path] | None, state
-):
-    """A trainer for stage 2 from the frozen prefix's cached output (`stage2.cache_frozen_prefix: true`).
-
-    The training crop is frozen into the cache (the start of each clip, not a random window). Validation batches
-    are the same longest-first batches as the uncached evaluation and the final scoring. `cache_dirs` ({"train":
-    ..., "validation": ...}) keeps the caches on disk; None keeps them in memory.
-    """
-    from .prefix_cache import FrozenPrefixCollator, build_prefix_cache
-    from .prefix_model import FrozenPrefixModel
-    from .prefix_trainer import FrozenPrefixTrainer
-
-    model.freeze_for_training()
-    model.to(args.device)
-    dtype = getattr(torch, settings["prefix_cache_dtype"])
-    cache_dirs = cache_dirs or {"train": None, "validation": None}
-    train_collator = AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=False)
-    validation = splits["validation"]
-    with state.main_process_first():  # on disk: the main process builds the cache, the others load it
-        train_cache = build_prefix_cache(
-            model, splits["train"], train_collator, batch_size=args.per_device_train_batch_size, dtype=dtype,
-            cache_dir=cache_dirs["train"], seed=args.seed,
-        )
-        validation_cache = build_prefix_cache(
-            model, validation, AudioClassificationCollator(feature_extractor),
-            batch_size=args.per_device_eval_batch_size, dtype=dtype, cache_dir=cache_dirs["validation"],
-            batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
-        )
-    return FrozenPrefixTrainer(
-        model=FrozenPrefixModel(model),
-        args=args,
-        train_dataset=train_cache,
-        eval_dataset=validation_cache,
-        data_collator=FrozenPrefixCollator(),
-        processing_class=feature_extractor,
-    )
-
-
 def reuse_stage1(fold: Fold, run: RunDir, from_run: RunDir, state: PartialState) -> Path:
     """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
     source, best_dir = from_run.best(fold.number, "stage1"), run.best(fold.number, "stage1")
@@ -341,7 +312,6 @@ def _link_or_copy(source, destination):
 __all__ = [
     "STAGE_TITLES",
     "StageTrainer",
-    "cached_stage_trainer",
     "cpu_distributed",
     "ddp_settings",
     "model_problems",

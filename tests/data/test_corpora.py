@@ -5,6 +5,15 @@ from collections import Counter
 
 import pytest
 from datasets import ClassLabel, Dataset, Features, Value
+from fake_corpora import (
+    IEMOCAP_TABLE1,
+    IEMOCAP_TOTAL,
+    make_crema_d_tree,
+    make_iemocap_tree,
+    make_ravdess_tree,
+    wav_bytes,
+)
+from helpers import NEMO4, POLISH3, POLISH3_LABELS, REPO
 
 from modeling.data.audio_folder import load_audio_folder
 from modeling.data.catalog import CORPORA, corpus_info, load_corpus
@@ -16,9 +25,6 @@ from modeling.data.nemo4 import NEMO4 as NEMO4_INFO
 from modeling.data.polish3 import POLISH3 as POLISH3_INFO
 from modeling.data.ravdess import RAVDESS, load_ravdess
 from modeling.training.run_config import resolve_config
-
-from fake_corpora import IEMOCAP_TABLE1, IEMOCAP_TOTAL, make_crema_d_tree, make_iemocap_tree, make_ravdess_tree, wav_bytes
-from helpers import NEMO4, POLISH3, POLISH3_LABELS, REPO
 
 
 COLUMNS = ["audio", "label", "label_text", "speaker", "gender", "session", "duration"]
@@ -73,7 +79,10 @@ def test_crema_d(tmp_path):
     assert (row["speaker"], row["gender"], row["label_text"], row["session"]) == ("1002", "female", "fear", -1)
     assert Counter(dataset["label_text"]) == {label: 8 for label in CREMA_D.labels}
     assert dict(Counter(zip(dataset["speaker"], dataset["gender"]))) == {
-        ("1001", "male"): 12, ("1002", "female"): 12, ("1003", "male"): 12, ("1004", "female"): 12
+        ("1001", "male"): 12,
+        ("1002", "female"): 12,
+        ("1003", "male"): 12,
+        ("1004", "female"): 12,
     }
 
 
@@ -89,7 +98,10 @@ def test_ravdess(tmp_path):
     assert Counter(dataset["label_text"])["neutral"] == 4
     assert Counter(dataset["label_text"])["surprise"] == 8
     assert dict(Counter(zip(dataset["speaker"], dataset["gender"]))) == {
-        ("01", "male"): 15, ("02", "female"): 15, ("03", "male"): 15, ("04", "female"): 15
+        ("01", "male"): 15,
+        ("02", "female"): 15,
+        ("03", "male"): 15,
+        ("04", "female"): 15,
     }
     with_song = load_ravdess(tmp_path, include_song=True)
     assert len(with_song) == 4 * (15 + 8)
@@ -112,7 +124,12 @@ def test_audio_folder_with_metadata_reads_polish3():
 
 def test_audio_folder_infers_sorted_labels_and_marks_unknown_ones(tmp_path):
     clip = wav_bytes()
-    rows = [("a.wav", "sad", "s1", "F"), ("b.wav", "angry", "s2", "m"), ("c.wav", "", "s2", ""), ("d.wav", "sda", "s1", "")]
+    rows = [
+        ("a.wav", "sad", "s1", "F"),
+        ("b.wav", "angry", "s2", "m"),
+        ("c.wav", "", "s2", ""),
+        ("d.wav", "sda", "s1", ""),
+    ]
     for name, *_ in rows:
         (tmp_path / name).write_bytes(clip)
     (tmp_path / "metadata.csv").write_text(
@@ -143,7 +160,10 @@ def test_audio_folder_label_subfolders(tmp_path):
     dataset = load_audio_folder(tmp_path, speaker_regex=r"^(spk\d+)_")
     assert dataset.features["label"].names == ["happy", "sad"]
     assert sorted(zip(dataset["label_text"], dataset["speaker"])) == [
-        ("happy", "spk1"), ("happy", "spk2"), ("sad", "spk1"), ("sad", "spk2")
+        ("happy", "spk1"),
+        ("happy", "spk2"),
+        ("sad", "spk1"),
+        ("sad", "spk2"),
     ]
     assert set(load_audio_folder(tmp_path)["speaker"]) == {""}
 
@@ -182,7 +202,9 @@ def test_hub_loader_on_a_local_parquet_dataset(tmp_path):
 def test_unknown_loader_and_loader_arguments():
     with pytest.raises(CorpusError, match="data.loader must be one of"):
         load_corpus("timit", "x")
-    with pytest.raises(CorpusError, match=r"unknown argument\(s\) \['lables'\] for loader 'audio_folder'; expected \['labels'"):
+    with pytest.raises(
+        CorpusError, match=r"unknown argument\(s\) \['lables'\] for loader 'audio_folder'; expected \['labels'"
+    ):
         load_corpus("audio_folder", POLISH3, lables=["a"])
 
 
@@ -191,7 +213,9 @@ def test_select_speakers_is_balanced_and_deterministic():
     subset = select_speakers(dataset, speakers=["m2", "m4"], max_per_speaker=7)
     assert Counter(subset["speaker"]) == {"m2": 7, "m4": 7}
     assert Counter(zip(subset["speaker"], subset["label_text"]))[("m2", "anger")] == 3
-    assert {label for speaker, label in zip(subset["speaker"], subset["label_text"]) if speaker == "m4"} == set(POLISH3_LABELS)
+    assert {label for speaker, label in zip(subset["speaker"], subset["label_text"]) if speaker == "m4"} == set(
+        POLISH3_LABELS
+    )
     assert list(select_speakers(dataset, ["m2", "m4"], 7)["audio"]) == list(subset["audio"])
     with pytest.raises(ValueError, match=r"data.speakers: \['x9'\] not in the corpus"):
         select_speakers(dataset, speakers=["x9"])
@@ -205,10 +229,21 @@ def test_corpus_facts_pin_the_label_order_and_license():
     assert list(POLISH3_INFO.labels) == POLISH3_LABELS and NEMO4_INFO.labels == ("neutral", "happy", "sad", "angry")
     assert POLISH3_INFO.id2label == {0: "anger", 1: "fear", 2: "neutral"}
     licenses = {name: info.license for name, info in CORPORA.items()}
-    assert licenses == {"iemocap": "other", "crema_d": "odbl", "ravdess": "cc-by-nc-sa-4.0", "polish3": "cc-by-4.0",
-                        "nemo4": "cc-by-nc-sa-4.0", "emodb": "other", "msp_podcast": "other"}
+    assert licenses == {
+        "iemocap": "other",
+        "crema_d": "odbl",
+        "ravdess": "cc-by-nc-sa-4.0",
+        "polish3": "cc-by-4.0",
+        "nemo4": "cc-by-nc-sa-4.0",
+        "emodb": "other",
+        "msp_podcast": "other",
+    }
     for info in CORPORA.values():
-        assert info.citation and info.card_fields()["terms"].endswith(info.citation) and info.language in ("en", "pl", "de")
+        assert (
+            info.citation
+            and info.card_fields()["terms"].endswith(info.citation)
+            and info.language in ("en", "pl", "de")
+        )
     assert "https://doi.org/10.34808/h46c-hb44" in POLISH3_INFO.citation
 
 

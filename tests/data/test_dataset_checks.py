@@ -7,14 +7,13 @@ import sys
 
 import pytest
 import yaml
+from fake_corpora import wav_bytes
+from helpers import POLISH3, REPO
 
 from modeling.data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from modeling.data.folds import Fold
-from modeling.training.run_config import resolve_config
 from modeling.training.experiment import checked_dataset
-
-from fake_corpora import wav_bytes
-from helpers import POLISH3, REPO
+from modeling.training.run_config import resolve_config
 
 
 def messy_corpus(root):
@@ -45,10 +44,21 @@ def messy_config(tmp_path, **data) -> dict:
     root = tmp_path / "corpus"
     root.mkdir()
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "data": {"loader": "audio_folder", "root": str(messy_corpus(root)), "loader_args": {"labels": ["angry", "sad"]}, **data},
-        "model": {"random_init": {"hidden_size": 32, "num_hidden_layers": 6, "num_attention_heads": 2}},  # loadable offline
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "loader": "audio_folder",
+                    "root": str(messy_corpus(root)),
+                    "loader_args": {"labels": ["angry", "sad"]},
+                    **data,
+                },
+                "model": {
+                    "random_init": {"hidden_size": 32, "num_hidden_layers": 6, "num_attention_heads": 2}
+                },  # loadable offline
+            }
+        )
+    )
     return resolve_config(path)
 
 
@@ -74,7 +84,10 @@ def test_skip_bad_audio_writes_a_report_and_keeps_checking_the_rest(tmp_path):
     report = json.loads((tmp_path / "run" / "skipped_audio.json").read_text())
     assert report["count"] == 4
     assert [item["file"].rsplit("/", 1)[-1] for item in report["skipped"]] == [
-        "s1_sad.wav", "s2_sad.wav", "s3_sad.wav", "s4_sad.wav"
+        "s1_sad.wav",
+        "s2_sad.wav",
+        "s3_sad.wav",
+        "s4_sad.wav",
     ]
     assert [item["speaker"] for item in report["skipped"]] == ["s1", "s2", "s3", "s4"]
     assert "does not exist" in report["skipped"][0]["reason"]
@@ -93,10 +106,18 @@ def test_clean_corpus_passes_and_skipped_rows_are_dropped(tmp_path):
     shutil.copytree(POLISH3, root, ignore=shutil.ignore_patterns("*.md"))
     (root / "audio" / "m2.a_nie_1.flac").unlink()
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"data": {"loader": "audio_folder", "root": str(root), "max_per_speaker": 9},
-                                    "model": {"name_or_path": "unused"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"loader": "audio_folder", "root": str(root), "max_per_speaker": 9},
+                "model": {"name_or_path": "unused"},
+            }
+        )
+    )
     config = resolve_config(path)
-    dataset, folds, selected = checked_dataset(config, tmp_path / "run", "2,4", skip_bad_audio=True, write_reports=True)
+    dataset, folds, selected = checked_dataset(
+        config, tmp_path / "run", "2,4", skip_bad_audio=True, write_reports=True
+    )
     assert len(dataset) == 44 and len(folds) == 5 and [f.number for f in selected] == [2, 4]
     assert json.loads((tmp_path / "run" / "skipped_audio.json").read_text())["count"] == 1
 
@@ -104,12 +125,16 @@ def test_clean_corpus_passes_and_skipped_rows_are_dropped(tmp_path):
 def test_fold_problems_name_the_fold_and_split():
     from modeling.data.corpus import build_dataset
 
-    rows = [{"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
-            for s in ("a", "b", "c") for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])]
+    rows = [
+        {"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
+        for s in ("a", "b", "c")
+        for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])
+    ]
     dataset = build_dataset(rows, ["x", "y"])
     problems = fold_problems(dataset, [Fold(1, ("a",), ("b",), ("c",)), Fold(2, ("a", "b"), ("b",), ("d",))])
     assert problems == [
-        "fold 1: class(es) ['y'] absent from the training split (speakers ['a']); every class needs training examples.",
+        "fold 1: class(es) ['y'] absent from the training split (speakers ['a']); "
+        "every class needs training examples.",
         "fold 2: speaker 'b' is in both train and validation.",
     ]
     assert label_problems(dataset) == [] and find_bad_audio(dataset.select([]), progress=False) == []
@@ -130,7 +155,10 @@ def test_cli_reports_problems_and_exits_2(tmp_path):
     path.write_text(yaml.safe_dump(config))
     process = subprocess.run(
         [sys.executable, "train.py", "--config", str(path), "--output-dir", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode == 2
     assert "problem(s) found before training" in process.stderr and "s3_sad.wav: cannot decode audio" in process.stderr

@@ -6,9 +6,6 @@ import logging
 import shutil
 
 import pytest
-
-from modeling.data import load_corpus
-
 from fake_corpora import (
     make_crema_d_tree,
     make_emodb_tree,
@@ -18,6 +15,8 @@ from fake_corpora import (
     wav_bytes,
 )
 from helpers import POLISH3
+
+from modeling.data import load_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +67,9 @@ def test_iemocap_utterance_labelled_twice(tmp_path, caplog):
     shutil.copy(evaluation / "Ses01F_impro05.txt", evaluation / "Ses01F_impro05 (copy).txt")
     dataset = load_corpus("iemocap", root)
     assert len(dataset) == 5531 and len(set(dataset["audio"])) == 5531
-    assert_reported(caplog, 272)  # that dialog's 4-class lines: 1085 session-1 lines dealt over 4 dialogs, 272 to the first
+    assert_reported(
+        caplog, 272
+    )  # that dialog's 4-class lines: 1085 session-1 lines dealt over 4 dialogs, 272 to the first
 
 
 def test_msp_podcast_row_listed_twice(tmp_path, caplog):
@@ -116,12 +117,24 @@ def test_hub_dataset_row_repeated(tmp_path, caplog):
 
     clips = [wav_bytes(800, seed=i) for i in range(3)]
     source = Dataset.from_dict(
-        {"speech": [{"path": "a.wav", "bytes": clips[0]}, {"path": "b.wav", "bytes": clips[1]},
-                    {"path": "a.wav", "bytes": clips[0]},  # the same recording again
-                    {"path": "a.wav", "bytes": clips[2]}],  # same name, another recording: kept
-         "emotion": [0, 1, 0, 1], "client": ["s1", "s1", "s1", "s2"]},
-        features=Features({"speech": {"path": Value("string"), "bytes": Value("binary")},
-                           "emotion": ClassLabel(names=["calm", "angry"]), "client": Value("string")}))
+        {
+            "speech": [
+                {"path": "a.wav", "bytes": clips[0]},
+                {"path": "b.wav", "bytes": clips[1]},
+                {"path": "a.wav", "bytes": clips[0]},  # the same recording again
+                {"path": "a.wav", "bytes": clips[2]},
+            ],  # same name, another recording: kept
+            "emotion": [0, 1, 0, 1],
+            "client": ["s1", "s1", "s1", "s2"],
+        },
+        features=Features(
+            {
+                "speech": {"path": Value("string"), "bytes": Value("binary")},
+                "emotion": ClassLabel(names=["calm", "angry"]),
+                "client": Value("string"),
+            }
+        ),
+    )
     (tmp_path / "data").mkdir()
     source.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
     dataset = load_corpus("hub", str(tmp_path), audio_column="speech", label_column="emotion", speaker_column="client")

@@ -3,6 +3,7 @@
 from collections import Counter
 
 import pytest
+from helpers import POLISH3, POLISH3_LABELS
 
 from modeling.data.audio_folder import load_audio_folder
 from modeling.data.corpus import build_dataset
@@ -15,8 +16,6 @@ from modeling.data.folds import (
     split_fold,
     split_summary,
 )
-
-from helpers import POLISH3, POLISH3_LABELS
 
 
 def corpus(speakers: dict[str, str], per_speaker: int = 2, session_of=None):
@@ -55,13 +54,20 @@ def test_iemocap_leave_one_session_out():
     assert folds[2].train == ("Ses01F", "Ses01M", "Ses02F", "Ses02M", "Ses04F", "Ses04M", "Ses05F", "Ses05M")
     assert_speaker_independent(dataset, folds)
     summary = split_summary(folds[2], split_fold(dataset, folds[2]))
-    assert summary["test"] == {"speakers": ["Ses03F"], "sessions": [3], "num_examples": 2, "class_counts": {"a": 1, "b": 1}}
+    assert summary["test"] == {
+        "speakers": ["Ses03F"],
+        "sessions": [3],
+        "num_examples": 2,
+        "class_counts": {"a": 1, "b": 1},
+    }
     assert summary["train"]["sessions"] == [1, 2, 4, 5]
 
 
 def test_leave_one_session_out_needs_one_male_and_one_female_per_session():
-    dataset = corpus({"Ses01F": "female", "Ses02F": "female", "Ses02M": "male", "Ses03F": "female", "Ses03M": "male"},
-                     session_of=lambda speaker: int(speaker[3:5]))
+    dataset = corpus(
+        {"Ses01F": "female", "Ses02F": "female", "Ses02M": "male", "Ses03F": "female", "Ses03M": "male"},
+        session_of=lambda speaker: int(speaker[3:5]),
+    )
     with pytest.raises(FoldError, match=r"session 1: expected one male .* got male \[\], female \['Ses01F'\]"):
         make_folds(dataset, "leave_one_session_out")
 
@@ -70,7 +76,11 @@ def test_polish3_leave_one_speaker_out():
     dataset = load_audio_folder(POLISH3, labels=POLISH3_LABELS)
     folds = make_folds(dataset, "leave_speakers_out")
     assert [(f.test, f.validation) for f in folds] == [
-        (("m1",), ("m2",)), (("m2",), ("m3",)), (("m3",), ("m4",)), (("m4",), ("m5",)), (("m5",), ("m1",))
+        (("m1",), ("m2",)),
+        (("m2",), ("m3",)),
+        (("m3",), ("m4",)),
+        (("m4",), ("m5",)),
+        (("m5",), ("m1",)),
     ]
     assert folds[0].train == ("m3", "m4", "m5")
     assert Counter(s for f in folds for s in f.test) == {f"m{i}": 1 for i in range(1, 6)}  # everyone tested once
@@ -98,7 +108,11 @@ def test_gender_pairs_mirror_iemocap():
     speakers = {"EB0": "female", "IC0": "female", "KD0": "female", "KS0": "male", "MP0": "male", "SM0": "male"}
     dataset = corpus(speakers)
     folds = make_folds(dataset, "gender_pairs")
-    assert [(f.validation, f.test) for f in folds] == [(("KS0",), ("EB0",)), (("MP0",), ("IC0",)), (("SM0",), ("KD0",))]
+    assert [(f.validation, f.test) for f in folds] == [
+        (("KS0",), ("EB0",)),
+        (("MP0",), ("IC0",)),
+        (("SM0",), ("KD0",)),
+    ]
     assert folds[0].train == ("IC0", "KD0", "MP0", "SM0")
     assert_speaker_independent(dataset, folds)
 
@@ -130,7 +144,8 @@ def test_overlapping_fold_is_refused():
 
 
 @pytest.mark.parametrize(
-    "text, expected", [(None, [1, 2, 3, 4, 5]), ("all", [1, 2, 3, 4, 5]), ("1,3", [1, 3]), ("3, 1,3", [1, 3]), ("5", [5])]
+    "text, expected",
+    [(None, [1, 2, 3, 4, 5]), ("all", [1, 2, 3, 4, 5]), ("1,3", [1, 3]), ("3, 1,3", [1, 3]), ("5", [5])],
 )
 def test_parse_fold_numbers(text, expected):
     assert parse_fold_numbers(text, 5) == expected

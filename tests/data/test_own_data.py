@@ -12,14 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import yaml
+from fake_corpora import copy_clips, make_split_folders, polish3_rows
+from helpers import POLISH3, REPO
 
 from modeling.data.audio_folder import load_audio_folder
 from modeling.data.corpus import CorpusError
 from modeling.data.folds import make_folds, split_fold
 from modeling.data.hub import load_hub_dataset
-
-from fake_corpora import copy_clips, make_split_folders, polish3_rows
-from helpers import POLISH3, REPO
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t", ","])
@@ -27,9 +26,17 @@ def test_excel_csv_utf8_with_bom_crlf_and_european_delimiters(tmp_path, delimite
     rows = polish3_rows(4)
     copy_clips(rows, tmp_path / "clips")
     lines = [delimiter.join(["file", "label", "speaker", "duration_s"])]
-    lines += [delimiter.join([f"clips/{r['file'].rsplit('/', 1)[-1]}", r["label"], r["speaker"],
-                              r["duration_s"].replace(".", ",") if delimiter != "," else r["duration_s"]])
-               for r in rows]
+    lines += [
+        delimiter.join(
+            [
+                f"clips/{r['file'].rsplit('/', 1)[-1]}",
+                r["label"],
+                r["speaker"],
+                r["duration_s"].replace(".", ",") if delimiter != "," else r["duration_s"],
+            ]
+        )
+        for r in rows
+    ]
     (tmp_path / "metadata.csv").write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
     dataset = load_audio_folder(tmp_path)
     assert list(dataset["label_text"]) == [r["label"] for r in rows]
@@ -40,7 +47,9 @@ def test_excel_csv_utf8_with_bom_crlf_and_european_delimiters(tmp_path, delimite
 
 def test_unreadable_csv_rows_are_named_with_file_and_row(tmp_path):
     path = tmp_path / "metadata.csv"
-    path.write_bytes("\ufefffile;label;speaker\r\na.wav;sad;s1\r\nb.wav;sad\r\n;happy;s2\r\nc.wav;sad;s1;x\r\n".encode())
+    path.write_bytes(
+        "\ufefffile;label;speaker\r\na.wav;sad;s1\r\nb.wav;sad\r\n;happy;s2\r\nc.wav;sad;s1;x\r\n".encode()
+    )
     with pytest.raises(CorpusError) as error:
         load_audio_folder(tmp_path)
     message = str(error.value)
@@ -79,7 +88,10 @@ def test_train_py_on_split_folders_without_speakers(tmp_path):
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [sys.executable, "train.py", "--config", str(tmp_path / "own.yaml"), "--output-dir", str(tmp_path / "run")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -95,13 +107,22 @@ def write_parquet_corpus(folder, rows: int, clip_files, splits=("train",), row_g
     (folder / "data").mkdir(parents=True, exist_ok=True)
     per_split = rows // len(splits)
     for split in splits:
-        audio = [{"bytes": blobs[i % len(blobs)][1], "path": f"{split}-{i:06d}-{blobs[i % len(blobs)][0]}"} for i in range(per_split)]
-        table = pa.table({
-            "audio": pa.array(audio, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-            "emotion": [("anger", "fear", "neutral")[i % 3] for i in range(per_split)],
-        })
-        pq.write_table(table, folder / "data" / f"{split}-00000-of-00001.parquet", row_group_size=row_group_size,
-                       use_dictionary=False)  # repeated clips must take their real size
+        audio = [
+            {"bytes": blobs[i % len(blobs)][1], "path": f"{split}-{i:06d}-{blobs[i % len(blobs)][0]}"}
+            for i in range(per_split)
+        ]
+        table = pa.table(
+            {
+                "audio": pa.array(audio, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                "emotion": [("anger", "fear", "neutral")[i % 3] for i in range(per_split)],
+            }
+        )
+        pq.write_table(
+            table,
+            folder / "data" / f"{split}-00000-of-00001.parquet",
+            row_group_size=row_group_size,
+            use_dictionary=False,
+        )  # repeated clips must take their real size
 
 
 def test_hub_loader_reads_every_split_of_a_local_parquet_dataset(tmp_path):
@@ -114,7 +135,11 @@ def test_hub_loader_reads_every_split_of_a_local_parquet_dataset(tmp_path):
     assert dataset[1]["audio"]["bytes"] == clips[1].read_bytes()
     assert dataset[1]["duration"] == pytest.approx(sf.info(clips[1]).duration)
     (fold,) = make_folds(dataset, "predefined")
-    assert {name: len(part) for name, part in split_fold(dataset, fold).items()} == {"train": 4, "validation": 4, "test": 4}
+    assert {name: len(part) for name, part in split_fold(dataset, fold).items()} == {
+        "train": 4,
+        "validation": 4,
+        "test": 4,
+    }
 
 
 MEMORY_PROBE = textwrap.dedent("""
@@ -148,9 +173,21 @@ def test_hub_loader_memory_does_not_grow_with_corpus_size(tmp_path):
         # Through sh, which forks python: a child exec'd straight from pytest would start with pytest's own peak
         # as its ru_maxrss (it is kept across execve).
         result = subprocess.run(
-            ["/bin/sh", "-c", '"$0" "$@"; status=$?; exit $status', sys.executable, "-c", MEMORY_PROBE, str(folder),
-             str(tmp_path / f"cache{megabytes:g}"), str(rows)],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
+            [
+                "/bin/sh",
+                "-c",
+                '"$0" "$@"; status=$?; exit $status',
+                sys.executable,
+                "-c",
+                MEMORY_PROBE,
+                str(folder),
+                str(tmp_path / f"cache{megabytes:g}"),
+                str(rows),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         before, after = map(int, result.stdout.split())

@@ -9,20 +9,21 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from helpers import POLISH3, REPO
+from runs import write_config  # noqa: E402
 
 from modeling.metrics import compute_ser_metrics
 from modeling.metrics.predictions import read_predictions
 from modeling.training.experiment import run_experiment
 from modeling.training.run_config import resolve_config
 
-from helpers import POLISH3, REPO
-
-from runs import write_config  # noqa: E402
-
 
 pytestmark = pytest.mark.slow
-TINY = dict(data={"speakers": ["m1", "m2", "m3"], "max_per_speaker": 9},
-            stage1={"epochs": 1, "batch_size": 3}, stage2={"epochs": 1, "batch_size": 3})
+TINY = dict(
+    data={"speakers": ["m1", "m2", "m3"], "max_per_speaker": 9},
+    stage1={"epochs": 1, "batch_size": 3},
+    stage2={"epochs": 1, "batch_size": 3},
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,9 @@ def runs(tmp_path_factory):
     run_a, run_b = tmp / "a", tmp / "b"
     run_experiment(resolve_config(write_config(tmp / "a.yaml", **TINY)), run_a, folds="1,2")
     stage2_b = {**TINY["stage2"], "eal_weight": 0.0, "fual_weight": 0.0}
-    config_b = write_config(tmp / "b.yaml", **{**TINY, "stage1": {**TINY["stage1"], "from_run": str(run_a)},
-                                               "stage2": stage2_b})
+    config_b = write_config(
+        tmp / "b.yaml", **{**TINY, "stage1": {**TINY["stage1"], "from_run": str(run_a)}, "stage2": stage2_b}
+    )
     run_experiment(resolve_config(config_b), run_b, folds="1,2")
     return run_a, run_b
 
@@ -75,8 +77,17 @@ def write_target_corpus(root):
             rows.append(f"clips/{row['speaker']}/{target.name},{names[row['label']]},{row['speaker']},male")
     (root / "metadata.csv").write_text("file,label,speaker,gender\n" + "\n".join(rows) + "\n")
     config = root / "target.yaml"
-    config.write_text(yaml.safe_dump({"data": {"loader": "audio_folder", "root": str(root),
-                                               "loader_args": {"labels": ["angry", "calm", "happy"]}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "loader": "audio_folder",
+                    "root": str(root),
+                    "loader_args": {"labels": ["angry", "calm", "happy"]},
+                }
+            }
+        )
+    )
     return config
 
 
@@ -85,8 +96,24 @@ def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
     config = write_target_corpus(tmp_path / "target")
     out = tmp_path / "scored"
     process = subprocess.run(
-        [sys.executable, "score.py", "--run-dir", str(run_a), "--config", str(config), "--label-map", "angry=anger",
-         "calm=neutral", "--output-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "score.py",
+            "--run-dir",
+            str(run_a),
+            "--config",
+            str(config),
+            "--label-map",
+            "angry=anger",
+            "calm=neutral",
+            "--output-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "ensemble: UA" in process.stdout and "left out (no run class): happy (6)" in process.stdout
     scores = json.loads((out / "scores.json").read_text())
@@ -98,7 +125,12 @@ def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
     by_model = {}
     for name in ("fold1", "fold2", "ensemble"):
         rows = models == name
-        by_model[name] = (long.probabilities[rows], long.labels[rows], long.predicted[rows], np.array(long.files)[rows])
+        by_model[name] = (
+            long.probabilities[rows],
+            long.labels[rows],
+            long.predicted[rows],
+            np.array(long.files)[rows],
+        )
         probabilities, labels, predicted, files = by_model[name]
         assert len(labels) == 12 and sorted(set(long.classes[i] for i in labels)) == ["anger", "neutral"]
         assert all(f.startswith("clips/m") for f in files)
@@ -113,14 +145,26 @@ def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
     assert np.allclose(by_model["ensemble"][0], mean, atol=2e-6)
     assert (by_model["ensemble"][2] == mean.argmax(axis=1)).mean() >= 11 / 12  # rounding may flip a near-tie
     markdown = (out / "scores.md").read_text()
-    assert "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
+    assert (
+        "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
+    )
 
 
 def test_score_py_rejects_a_malformed_label_map(runs, tmp_path, capsys):
     from modeling.cli.score import main
 
-    code = main(["--run-dir", str(runs[0]), "--config", str(write_target_corpus(tmp_path / "t")),
-                 "--label-map", "angry", "--output-dir", str(tmp_path / "o")])
+    code = main(
+        [
+            "--run-dir",
+            str(runs[0]),
+            "--config",
+            str(write_target_corpus(tmp_path / "t")),
+            "--label-map",
+            "angry",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "--label-map expects SOURCE=TARGET (e.g. anger=angry), got 'angry'" in capsys.readouterr().err
 
 
@@ -130,8 +174,9 @@ def compare(args, tmp_path, name="cmp", subprocess_run=False):
     out = tmp_path / f"{name}.md"
     argv = [*map(str, args), "--output", str(out)]
     if subprocess_run:
-        return subprocess.run([sys.executable, "compare_runs.py", *argv], cwd=REPO, capture_output=True, text=True,
-                              timeout=120), out
+        return subprocess.run(
+            [sys.executable, "compare_runs.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+        ), out
     import contextlib
     import io
     import types
@@ -159,12 +204,15 @@ def test_compare_runs_interval_contains_difference_and_is_reproducible(runs, tmp
         assert boot["low"] <= boot["observed"] <= boot["high"]
         for k in ("1", "2"):
             assert comparison["per_fold"][k][metric] == pytest.approx(
-                results[run_b]["folds"][k]["test"][metric] - results[run_a]["folds"][k]["test"][metric])
+                results[run_b]["folds"][k]["test"][metric] - results[run_a]["folds"][k]["test"][metric]
+            )
     assert comparison["bootstrap"]["resamples"] == 2000 and report["num_test_utterances"] == 18
     assert report["runs"][0]["ua"]["mean"] == pytest.approx(results[run_a]["mean"]["ua"])
     # McNemar counts from the per-utterance correctness of the two runs' CSVs
-    correct = {r: np.concatenate([read_predictions(r / f"fold{k}" / "predictions_test.csv").correct for k in (1, 2)])
-               for r in (run_a, run_b)}
+    correct = {
+        r: np.concatenate([read_predictions(r / f"fold{k}" / "predictions_test.csv").correct for k in (1, 2)])
+        for r in (run_a, run_b)
+    }
     assert comparison["mcnemar"]["b"] == int((correct[run_a] & ~correct[run_b]).sum())
     assert comparison["mcnemar"]["c"] == int((~correct[run_a] & correct[run_b]).sum())
     _, again = compare([run_a, run_b, "--seed", "3"], tmp_path, "again")
@@ -213,8 +261,10 @@ def test_model_card_model_index_has_macro_f1(runs):
     run = load_run(runs[0])
     data = card_data(run, list(run.folds.values()), "ser")
     f1 = [(r.dataset_config, r.metric_value, r.metric_args) for r in data.eval_results if r.metric_type == "f1"]
-    expected = [(f"fold{k}", round(100 * run.results["folds"][k]["test"]["macro_f1"], 2), {"average": "macro"})
-                for k in ("1", "2")]
+    expected = [
+        (f"fold{k}", round(100 * run.results["folds"][k]["test"]["macro_f1"], 2), {"average": "macro"})
+        for k in ("1", "2")
+    ]
     assert [(c, pytest.approx(v, abs=0.006), a) for c, v, a in expected] == f1 and "f1" in data.metrics
 
 
@@ -223,7 +273,7 @@ def synthetic_runs(tmp_path):
     often; returns the two RunTest objects of modeling.evaluation.compare."""
     from modeling.evaluation.compare import load_run
     from modeling.metrics.predictions import Predictions, predictions_csv
-    from modeling.training.io_utils import atomic_write_text
+    from modeling.rundir.atomic import atomic_write_text
 
     classes = ["anger", "fear", "neutral"]
     paths = []
@@ -235,8 +285,14 @@ def synthetic_runs(tmp_path):
             right = np.random.default_rng(100 * k + int(skill * 10)).random(40) < skill
             predicted = np.where(right, labels, (labels + 1) % 3)
             probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
-            atomic_write_text(run / f"fold{k}" / "predictions_test.csv", predictions_csv(Predictions(
-                [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes)))
+            atomic_write_text(
+                run / f"fold{k}" / "predictions_test.csv",
+                predictions_csv(
+                    Predictions(
+                        [f"s{k}/u{i:02d}.wav" for i in range(40)], [f"s{k}"] * 40, labels, probabilities, classes
+                    )
+                ),
+            )
             metrics = compute_ser_metrics(predicted, labels, 3)
             folds[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
         (run / "results.json").write_text(json.dumps({"folds": folds, "labels": classes}))
@@ -290,6 +346,7 @@ def test_readme_commands_parse_and_name_real_configs():
 
 def test_target_rows_one_predefined_split_with_a_label_map(tmp_path):
     from fake_corpora import make_msp_podcast_tree
+
     from modeling.data import CorpusError
     from modeling.data.msp_podcast import load_msp_podcast
     from modeling.evaluation.cross_corpus import target_rows
@@ -301,8 +358,11 @@ def test_target_rows_one_predefined_split_with_a_label_map(tmp_path):
     assert rows["label"] == [0, 2] and left_out == {} and missing == ["fear"]
     rows, left_out, _ = target_rows(dataset, ["anger", "fear", "neutral"], {"angry": "anger"}, None)
     assert len(rows) == 4 and left_out == {"happy": 2, "sad": 1}  # every split: happy and sad map to no run class
-    with pytest.raises(CorpusError, match=r"--split dev: not one of the corpus's splits \['test', 'test2', 'train', "
-                                          r"'validation'\]"):
+    with pytest.raises(
+        CorpusError,
+        match=r"--split dev: not one of the corpus's splits \['test', 'test2', 'train', "
+        r"'validation'\]",
+    ):
         target_rows(dataset, ["anger"], {}, "dev")
     with pytest.raises(CorpusError, match="no utterance's class maps to the run's classes"):
         target_rows(dataset, ["calm"], {}, None)

@@ -1,4 +1,5 @@
-"""CPU inference at scale (`modeling/inference/`, `predict.py`): ONNX export equals PyTorch, the ONNX Runtime backend of
+"""CPU inference at scale (`modeling/inference/`, `predict.py`): ONNX export equals PyTorch, the ONNX Runtime backend
+of
 the pipeline, the batch job over a folder with bad files, and kill -9 + resume → every file exactly once."""
 
 import csv
@@ -13,13 +14,12 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_config
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
-from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
-
-from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_config
+from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
 
 
 ort = pytest.importorskip("onnxruntime")
@@ -93,7 +93,9 @@ def test_pipeline_backends_give_the_same_results(checkpoint):
     from transformers import pipeline
 
     onnx_timeline = load_pipeline(checkpoint, backend="onnx")
-    classify = pipeline("audio-classification", model=onnx_timeline.model, feature_extractor=onnx_timeline.feature_extractor)
+    classify = pipeline(
+        "audio-classification", model=onnx_timeline.model, feature_extractor=onnx_timeline.feature_extractor
+    )
     waveform = load_audio(clips[0])
     got = {s["label"]: s["score"] for s in classify({"raw": waveform, "sampling_rate": 16000}, top_k=None)}
     assert got == pytest.approx({s["label"]: s["score"] for s in results["torch"][0]["scores"]}, abs=1e-5)
@@ -145,12 +147,23 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     rows = {os.path.relpath(row["file"], folder): row for row in read_csv(output)}
     names = sorted(os.path.basename(path) for path in clips)
     assert sorted(rows) == sorted(names + ["short.wav", "sub/stereo48k.wav"])
-    assert list(read_csv(output)[0]) == ["file", "duration_s", "label", "score", "prob_anger", "prob_fear", "prob_neutral"]
-    errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "out" / "predictions.errors.csv")}
+    assert list(read_csv(output)[0]) == [
+        "file",
+        "duration_s",
+        "label",
+        "score",
+        "prob_anger",
+        "prob_fear",
+        "prob_neutral",
+    ]
+    errors = {
+        os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "out" / "predictions.errors.csv")
+    }
     assert sorted(errors) == ["corrupt.wav", "truncated.flac"]
     assert errors["corrupt.wav"].startswith("cannot decode audio (Error opening")
     assert errors["truncated.flac"] == "cannot decode audio (Error : flac decoder lost sync.)."
-    # Values: durations from the audio itself, probabilities = the pipeline on the same file, rows sorted longest first.
+    # Values: durations from the audio itself, probabilities = the pipeline on the same file, rows sorted longest
+    # first.
     assert float(rows["short.wav"]["duration_s"]) == 0.1
     first = rows[os.path.basename(clips[0])]
     assert rows["sub/stereo48k.wav"]["duration_s"] == first["duration_s"] == f"{len(load_audio(clips[0])) / 16000:.3f}"
@@ -174,7 +187,10 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
 
 def test_collect_inputs_reads_csv_globs_and_reports_empty_sources(tmp_path):
     (tmp_path / "list.csv").write_text("file,label\naudio/a.wav,x\nb.flac,y\naudio/a.wav,x\n")
-    assert collect_inputs([str(tmp_path / "list.csv")]) == [str(tmp_path / "audio" / "a.wav"), str(tmp_path / "b.flac")]
+    assert collect_inputs([str(tmp_path / "list.csv")]) == [
+        str(tmp_path / "audio" / "a.wav"),
+        str(tmp_path / "b.flac"),
+    ]
     with pytest.raises(ValueError, match=r"nothing\*\.wav: matches no audio file"):
         collect_inputs([str(tmp_path / "nothing*.wav")])
     (tmp_path / "bad.csv").write_text("name\nx.wav\n")
@@ -184,8 +200,18 @@ def test_collect_inputs_reads_csv_globs_and_reports_empty_sources(tmp_path):
 
 def predict_command(folder, checkpoint, output):
     return [
-        sys.executable, "predict.py", str(folder), "--model", str(checkpoint), "--output", str(output),
-        "--timeline", str(output.with_suffix(".jsonl")), "--files-per-write", "2", "--no-progress",
+        sys.executable,
+        "predict.py",
+        str(folder),
+        "--model",
+        str(checkpoint),
+        "--output",
+        str(output),
+        "--timeline",
+        str(output.with_suffix(".jsonl")),
+        "--files-per-write",
+        "2",
+        "--no-progress",
     ]
 
 
@@ -223,7 +249,9 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
     # The rows equal an uninterrupted run's.
     reference = tmp_path / "reference.csv"
     predict_files(load_pipeline(checkpoint), collect_inputs([str(folder)]), reference, files_per_write=2)
-    assert sorted(map(tuple, (r.values() for r in rows))) == sorted(map(tuple, (r.values() for r in read_csv(reference))))
+    assert sorted(map(tuple, (r.values() for r in rows))) == sorted(
+        map(tuple, (r.values() for r in read_csv(reference)))
+    )
 
 
 def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
@@ -307,7 +335,9 @@ def test_outputs_of_another_label_set_are_refused_and_a_partial_line_is_cut(tmp_
 
     output = tmp_path / "p.csv"
     output.write_text("file,duration_s,label,score,prob_happy,prob_sad\na.wav,1.000,sad,0.600000,0.400000,0.600000\n")
-    with pytest.raises(BatchJobError, match=r"p.csv: existing columns .*prob_happy.* differ from this job's .*prob_anger"):
+    with pytest.raises(
+        BatchJobError, match=r"p.csv: existing columns .*prob_happy.* differ from this job's .*prob_anger"
+    ):
         JobOutputs.open(output, ["anger", "fear", "neutral"])
     output.write_bytes(b"file,error\na.wav,x\nb.wav,cannot dec")
     assert repair_partial_line(output) and output.read_bytes() == b"file,error\na.wav,x\n"

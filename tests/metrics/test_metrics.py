@@ -46,8 +46,11 @@ def test_trainer_compute_metrics_takes_logits():
     labels = np.array([0, 1, 2, 2])
     metrics = make_compute_metrics(3)(EvalPrediction(predictions=logits, label_ids=labels))
     # class 0: TP 1, predicted 2, support 1 → F1 = 2/3; class 1: 1; class 2: TP 1, predicted 1, support 2 → 2/3
-    assert metrics == {"ua": pytest.approx((1 + 1 + 0.5) / 3), "wa": pytest.approx(0.75),
-                       "macro_f1": pytest.approx((2 / 3 + 1 + 2 / 3) / 3)}
+    assert metrics == {
+        "ua": pytest.approx((1 + 1 + 0.5) / 3),
+        "wa": pytest.approx(0.75),
+        "macro_f1": pytest.approx((2 / 3 + 1 + 2 / 3) / 3),
+    }
 
 
 def test_macro_f1_and_per_class_precision_recall_f1_by_hand():

@@ -13,14 +13,13 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from helpers import polish3_clips
+from runs import save_published
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 from modeling.publishing.model_card import _usage
-
-from helpers import polish3_clips
-from runs import save_published
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +63,14 @@ def test_card_snippets_run_on_8k_stereo_and_48k_files(published, odd_files, tmp_
     script = "import sys\nsys.modules['modeling'] = None  # the Hub user's view: remote code only\n"
     script += "\n".join(runs) + "\nfrom transformers import AutoModel\n"
     script += f"print('@@ automodel', type({auto_model.replace('ORG/NAME-fold1', str(published))}).__name__)\n"
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sections = result.stdout.split("@@ ")[1:]
     assert sections[-1].strip() == "automodel Wav2Vec2ForFrameAlignedClassification"

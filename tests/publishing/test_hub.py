@@ -1,4 +1,5 @@
-"""push_to_hub.py / modeling.publishing.hub against a loopback Hub (tests/hub_server.py): publish → download → pipeline.
+"""push_to_hub.py / modeling.publishing.hub against a loopback Hub (tests/hub_server.py): publish → download →
+pipeline.
 
 The run directory follows train.py's contract (results.json, config.yaml, fold<k>/metrics.json, split.json,
 fold<k>/stage2/best/ with remote code). It holds tiny random checkpoints: the weights' quality does not matter here.
@@ -16,20 +17,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import REPO, polish3_clips
+from hub_server import HubServer
 from huggingface_hub import HfApi, constants
+from runs import FOLD_RESULTS, FOLDS, TINY_TRAIN_ARGS, write_run
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
-from modeling.collator import make_feature_extractor
 from modeling.cli.push import main as push_main
+from modeling.collator import make_feature_extractor
 from modeling.publishing.hub import push_run
 from modeling.publishing.model_card import render_fold_card
 from modeling.publishing.run import PushError, load_run
-from modeling.training.io_utils import atomic_write_json
-
-from helpers import REPO, polish3_clips
-from hub_server import HubServer
-from runs import FOLD_RESULTS, FOLDS, TINY_TRAIN_ARGS, write_run
+from modeling.rundir.atomic import atomic_write_json
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,11 @@ def trained_run(tmp_path_factory) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [sys.executable, "train.py", *TINY_TRAIN_ARGS, "--output-dir", str(run_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return run_dir
@@ -61,7 +65,11 @@ def hub_env(hub: HubServer, hf_home: Path) -> dict:
     """A fresh process's environment for the loopback Hub (HF_ENDPOINT is read when huggingface_hub is imported)."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(
-        HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN="dummy", HF_HOME=str(hf_home), NO_PROXY="127.0.0.1,localhost"
+        HF_ENDPOINT=hub.url,
+        HF_HUB_DISABLE_XET="1",
+        HF_TOKEN="dummy",
+        HF_HOME=str(hf_home),
+        NO_PROXY="127.0.0.1,localhost",
     )
     return env
 
@@ -93,14 +101,27 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     run_dir = trained_run
     completed = subprocess.run(
         [sys.executable, str(REPO / "push_to_hub.py"), "--run-dir", str(run_dir), "--repo-id", "org/ser"],
-        env=hub_env(hub, tmp_path / "pusher_home"), cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=hub_env(hub, tmp_path / "pusher_home"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "org/ser-fold1: uploaded" in completed.stdout
     best = run_dir / "fold1" / "stage2" / "best"
     files = set(hub.files("org/ser-fold1"))
-    assert {"model.safetensors", "config.json", "configuration_frame_aligned.py", "modeling_frame_aligned.py",
-            "preprocessor_config.json", "README.md", "confusion_matrix.png", "results.json", "split.json"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "configuration_frame_aligned.py",
+        "modeling_frame_aligned.py",
+        "preprocessor_config.json",
+        "README.md",
+        "confusion_matrix.png",
+        "results.json",
+        "split.json",
+    } <= files
     assert "auto_map" in json.loads(hub.read("org/ser-fold1", "config.json"))
     assert hub.entry("org/ser-fold1", "model.safetensors")["lfs"]["oid"] == hub.sha256(best / "model.safetensors")
     results = json.loads((run_dir / "results.json").read_text())
@@ -108,7 +129,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     (entry,) = front_matter(hub.read("org/ser-fold1", "README.md").decode())["model-index"][0]["results"]
     scale = 100 if results.get("metric_scale", "fraction") == "fraction" else 1
     assert {m["type"]: m["value"] for m in entry["metrics"]} == {
-        "recall": round(test["ua"] * scale, 2), "accuracy": round(test["wa"] * scale, 2),
+        "recall": round(test["ua"] * scale, 2),
+        "accuracy": round(test["wa"] * scale, 2),
         "f1": round(test["macro_f1"] * scale, 2),  # macro-F1, which train.py records
     }
 
@@ -133,14 +155,17 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         from transformers import pipeline
         waveform = np.load({str(tmp_path / "waveform.npy")!r})
         out = {{}}
-        for key, kwargs in {{"repo": {{"model": "org/ser-fold1"}}, "branch": {{"model": "org/ser", "revision": "fold1"}}}}.items():
+        for key, kwargs in {{"repo": {{"model": "org/ser-fold1"}}, "branch": {{"model": "org/ser", "revision":
+        "fold1"}}}}.items():
             classifier = pipeline("audio-classification", trust_remote_code=True, device="cpu", **kwargs)
             scores = classifier({{"raw": waveform, "sampling_rate": 16000}}, top_k=None)
-            out[key] = {{"class": type(classifier.model).__module__, "scores": {{s["label"]: s["score"] for s in scores}}}}
+            out[key] = {{"class": type(classifier.model).__module__, "scores": {{s["label"]: s["score"] for s in
+            scores}}}}
         # the published fold also carries the frame-level timeline pipeline (custom_pipelines in config.json)
         timeline = pipeline("frame-aligned-emotion", model="org/ser-fold1", trust_remote_code=True, device="cpu")
         result = timeline({{"raw": waveform, "sampling_rate": 16000}})
-        out["timeline"] = {{"class": type(timeline).__module__, "scores": {{s["label"]: s["score"] for s in result["scores"]}},
+        out["timeline"] = {{"class": type(timeline).__module__, "scores": {{s["label"]: s["score"] for s in
+        result["scores"]}},
                            "end": result["timeline"][-1]["end"], "duration": result["duration"]}}
         print(json.dumps(out))
         """
@@ -148,7 +173,12 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     hf_home = tmp_path / "empty_hf_home"
     hf_home.mkdir()
     completed = subprocess.run(
-        [sys.executable, "-c", script], env=hub_env(hub, hf_home), cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        env=hub_env(hub, hf_home),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -159,7 +189,10 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         assert output[key]["scores"].keys() == expected.keys()
         for label, score in expected.items():
             assert output[key]["scores"][label] == pytest.approx(score, abs=1e-5)
-    assert ("GET", "/org/ser-fold1/resolve/" + hub.repos[("model", "org/ser-fold1")].branches["main"] + "/model.safetensors") in hub.stats.requests
+    assert (
+        "GET",
+        "/org/ser-fold1/resolve/" + hub.repos[("model", "org/ser-fold1")].branches["main"] + "/model.safetensors",
+    ) in hub.stats.requests
 
 
 def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, run_dir):
@@ -173,7 +206,9 @@ def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, ru
     assert all(r.uploaded == [] and "model.safetensors" in r.unchanged for r in second)
     assert dict(hub.stats.commits) == commits and dict(hub.stats.regular_uploads) == regular
     assert lfs_uploads(hub, weights) == 1
-    assert not [r for r in hub.stats.requests[requests:] if r[0] == "PUT" or "/commit/" in r[1] or "/preupload/" in r[1]]
+    assert not [
+        r for r in hub.stats.requests[requests:] if r[0] == "PUT" or "/commit/" in r[1] or "/preupload/" in r[1]
+    ]
 
     third = push_run(run_dir, "org/ser", folds=[1], api=api, license="apache-2.0")
     assert third[0].uploaded == ["README.md"]
@@ -185,8 +220,11 @@ def test_second_push_sends_nothing_and_a_changed_card_only_the_card(hub, api, ru
 def test_interrupted_push_completes_on_the_next_run(hub, api, run_dir):
     push_run(run_dir, "org/ser", folds=["1"], api=api)
     hub.fail_next_commits = 2  # fold 2's commit fails after its weights were uploaded, also when retried
-    with pytest.raises(PushError, match=r"(?s)^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
-                       r"Injected failure.*Not on the Hub yet: .*model\.safetensors.*, README\.md \(a commit is atomic"):
+    with pytest.raises(
+        PushError,
+        match=r"(?s)^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
+        r"Injected failure.*Not on the Hub yet: .*model\.safetensors.*, README\.md \(a commit is atomic",
+    ):
         push_run(run_dir, "org/ser", api=api, retry={"attempts": 2, "base_wait_s": 0.01})
     weights2 = run_dir / "fold2" / "stage2" / "best" / "model.safetensors"
     assert hub.files("org/ser-fold2") == [".gitattributes"] and lfs_uploads(hub, weights2) == 1
@@ -222,19 +260,31 @@ def test_card_body_sections(run_dir):
     run = load_run(run_dir)
     card = render_fold_card(run, run.folds["1"], "org/ser-fold1")
     for expected in (
-        "fold 1** of a 5-fold speaker-independent cross-validation", "UA 52.34 %** and **WA 50.00 %**",
+        "fold 1** of a 5-fold speaker-independent cross-validation",
+        "UA 52.34 %** and **WA 50.00 %**",
         "stage-1 model of the same fold (attentive pooling, cross-entropy only) scores UA 35.00 % and WA 36.00 %",
         "**CLS self-attention pooling** and the Emotional Attention Loss (EAL) and the Frame-to-Utterance",
-        "Train speakers: m3, m4, m5 (270 utterances)", "Validation speakers (the checkpoint is selected on their UA): m2",
+        "Train speakers: m3, m4, m5 (270 utterances)",
+        "Validation speakers (the checkpoint is selected on their UA): m2",
         "Test speakers (the results below): m1 (90 utterances)",
-        "| backbone_learning_rate | `0.0001` | `1e-05` |", "| num_trainable_layers | `None` | `1` |",  # both stages
-        "| data.loader | `audio_folder` |", "| model.random_init | `{hidden_size: 32, num_hidden_layers: 2}` |",
+        "| backbone_learning_rate | `0.0001` | `1e-05` |",
+        "| num_trainable_layers | `None` | `1` |",  # both stages
+        "| data.loader | `audio_folder` |",
+        "| model.random_init | `{hidden_size: 32, num_hidden_layers: 2}` |",
         "| **fold1** | **m1** | **40.00** | **41.00** | **52.34** | **50.00** | **35.00 / 36.00** |",
         "| fold2 | m2 | 38.00 | 39.00 | 44.00 | 45.00 | 35.00 / 36.00 |",
         "| **mean ± std** (2 of 5 folds) | | | | **48.17 ± 4.17** | **47.50 ± 2.50** | – / – |",
-        "| **anger** | 10 | 5 | 3 | 55.55 |", "(confusion_matrix.png)",
-        "**Demo checkpoint.**", "initialised randomly", "Mięsikowska", "https://doi.org/10.34808/h46c-hb44",
-        "@article{byun2025frame", "doi     = {10.3390/fi17110509}", "volume  = {17}", "number  = {11}", "pages   = {509}",
+        "| **anger** | 10 | 5 | 3 | 55.55 |",
+        "(confusion_matrix.png)",
+        "**Demo checkpoint.**",
+        "initialised randomly",
+        "Mięsikowska",
+        "https://doi.org/10.34808/h46c-hb44",
+        "@article{byun2025frame",
+        "doi     = {10.3390/fi17110509}",
+        "volume  = {17}",
+        "number  = {11}",
+        "pages   = {509}",
     ):
         assert expected in card, expected
     assert "$" not in card.split("```bibtex")[0]  # every template field was filled
@@ -251,7 +301,10 @@ def test_percent_results_are_not_scaled_twice(tmp_path, metric_scale):
     atomic_write_json(run_dir / "results.json", results)
     run = load_run(run_dir)
     meta = front_matter(render_fold_card(run, run.folds["1"], "org/ser-fold1"))
-    assert {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]} == {"recall": 52.3, "accuracy": 50.0}
+    assert {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]} == {
+        "recall": 52.3,
+        "accuracy": 50.0,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,7 +396,12 @@ def test_private_repositories_are_hidden_from_anonymous_users(hub, api, run_dir)
 
 def test_server_errors_ranges_and_conflicts(hub, api, run_dir):
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     push_run(run_dir, "org/ser", folds=[1], api=api)
     with pytest.raises(HfHubHTTPError, match="409"):
@@ -360,5 +418,7 @@ def test_server_errors_ranges_and_conflicts(hub, api, run_dir):
     weights = (run_dir / "fold1" / "stage2" / "best" / "model.safetensors").read_bytes()
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=100-199"})) as response:
         assert response.status == 206 and response.read() == weights[100:200]
-    assert metadata.size == len(weights) and metadata.etag == hub.sha256(run_dir / "fold1" / "stage2" / "best" / "model.safetensors")
+    assert metadata.size == len(weights) and metadata.etag == hub.sha256(
+        run_dir / "fold1" / "stage2" / "best" / "model.safetensors"
+    )
     assert {s.rfilename for s in api.model_info("org/ser-fold1").siblings} == set(hub.files("org/ser-fold1"))

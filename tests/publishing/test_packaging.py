@@ -9,12 +9,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import REPO
+from runs import write_run
 
 from modeling.publishing.hub import describe_plan, plan_push
 from modeling.publishing.run import load_run
-
-from helpers import REPO
-from runs import write_run
 
 
 DRY_RUN = ["--repo-id", "org/ser", "--dry-run"]
@@ -28,7 +27,11 @@ def run_dir(tmp_path_factory) -> Path:
 def dry_run(script: Path, run_dir: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, script.name, "--run-dir", str(run_dir), *DRY_RUN, *extra],
-        cwd=script.parent, env=env, capture_output=True, text=True, timeout=120,
+        cwd=script.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -64,11 +67,30 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True).strip())
-    (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")  # torch, transformers, ... (not `modeling`)
-    probe = subprocess.run([python, "-c", "import modeling"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    site = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True
+        ).strip()
+    )
+    (site / "dependencies.pth").write_text(
+        sysconfig.get_path("purelib") + "\n"
+    )  # torch, transformers, ... (not `modeling`)
+    probe = subprocess.run(
+        [python, "-c", "import modeling"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert probe.returncode != 0, "the fresh virtualenv must not see the repository's editable install"
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(python),
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+    ]
     installed = subprocess.run([*pip, str(source)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
     assert (site / "modeling" / "publishing" / "model_cards" / "template.md").is_file()  # package data, not a link
@@ -81,11 +103,19 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     env.pop("PYTHONPATH", None)
     completed = subprocess.run(
         [python, "push_to_hub.py", "--run-dir", str(run_dir), *DRY_RUN, "--revision-per-fold"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = completed.stdout
-    for line in ("org/ser @ main (overview of 2 fold branch(es)):", "org/ser @ fold1 (fold 1):", "org/ser @ fold2 (fold 2):"):
+    for line in (
+        "org/ser @ main (overview of 2 fold branch(es)):",
+        "org/ser @ fold1 (fold 1):",
+        "org/ser @ fold2 (fold 2):",
+    ):
         assert line in out
     assert out.count("  README.md ") == 3 and out.endswith("Dry run: nothing was uploaded.\n")
     # the remote code comes from the installed package, not from the repository

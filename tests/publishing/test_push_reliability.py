@@ -8,20 +8,18 @@ import os
 import shutil
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
+from helpers import POLISH3, POLISH3_LABELS, REPO, tiny_config
 from huggingface_hub import HfApi
+from runs import TINY_TRAIN_ARGS, write_run
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 from modeling.publishing.hub import push_run
 from modeling.publishing.run import PushError
-from modeling.training.io_utils import atomic_write_json
-
-from helpers import POLISH3, POLISH3_LABELS, REPO, tiny_config
-from runs import TINY_TRAIN_ARGS, write_run
+from modeling.rundir.atomic import atomic_write_json
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,11 @@ def test_push_through_a_flaky_hub_completes_with_retries(hub, api, run_dir):
 
 def test_a_push_that_keeps_failing_names_the_fold_and_files_then_the_next_run_completes(hub, api, run_dir):
     hub.flaky(1.0, seed=0)  # every request fails
-    with pytest.raises(PushError, match=r"^Pushing fold 1 to org/down-fold1@main failed after 2 attempt\(s\): .*"
-                       r"Not on the Hub yet: config\.json, .*model\.safetensors.*, README\.md \(a commit is atomic"):
+    with pytest.raises(
+        PushError,
+        match=r"^Pushing fold 1 to org/down-fold1@main failed after 2 attempt\(s\): .*"
+        r"Not on the Hub yet: config\.json, .*model\.safetensors.*, README\.md \(a commit is atomic",
+    ):
         push_run(run_dir, "org/down", api=api, retry={**FAST_RETRY, "attempts": 2})
     assert ("model", "org/down-fold2") not in hub.repos  # stopped at the first fold
     hub.flaky(0)
@@ -70,8 +71,11 @@ def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):
     del results["folds"]["2"]["test"]["wa"]
     results["folds"]["1"]["validation"]["ua"] = None
     atomic_write_json(run / "results.json", results)
-    with pytest.raises(PushError, match=r"lacks metrics the model cards report \(fold 1: validation\.ua; fold 2: "
-                       r"test\.wa\); the Hub rejects"):
+    with pytest.raises(
+        PushError,
+        match=r"lacks metrics the model cards report \(fold 1: validation\.ua; fold 2: "
+        r"test\.wa\); the Hub rejects",
+    ):
         push_run(run, "org/missing", api=api)
     with pytest.raises(PushError, match=r"fold 2: test\.wa"):
         push_run(run, "org/missing", dry_run=True)
@@ -92,9 +96,24 @@ def test_a_run_from_a_private_path_publishes_no_local_path(hub, api, tmp_path):
     make_feature_extractor().save_pretrained(backbone)
     run = home / "runs" / "demo"
     completed = subprocess.run(
-        [sys.executable, "train.py", *TINY_TRAIN_ARGS, "--data-dir", str(corpus), "--output-dir", str(run),
-         "--set", f"model.name_or_path={backbone}", "--set", "model.random_init=null"],
-        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            *TINY_TRAIN_ARGS,
+            "--data-dir",
+            str(corpus),
+            "--output-dir",
+            str(run),
+            "--set",
+            f"model.name_or_path={backbone}",
+            "--set",
+            "model.random_init=null",
+        ],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert str(corpus) in (run / "results.json").read_text()  # the local record keeps it

@@ -19,16 +19,18 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback
 
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE.parent), str(HERE)]  # this checkout's `modeling`, then the helpers
 
+from runs import write_config  # noqa: E402
+
 from modeling.data.folds import make_folds, split_fold  # noqa: E402
+from modeling.rundir.layout import RunDir  # noqa: E402
 from modeling.training.checkpoints import initial_checkpoint  # noqa: E402
 from modeling.training.experiment import load_run_dataset  # noqa: E402
 from modeling.training.run_config import resolve_config  # noqa: E402
-from modeling.training.run_dir import RunDir  # noqa: E402
 from modeling.training.stage import cpu_distributed, train_stage  # noqa: E402
-from runs import write_config  # noqa: E402
 
 
 def combos() -> dict[str, dict]:

@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import POLISH3, REPO, save_plain_backbone
 from safetensors.torch import load_file
 
-from modeling.training.run_config import ConfigError
 from modeling.training.checkpoints import BackboneWeightsError, ModelSettingsError
 from modeling.training.experiment import run_experiment
-from modeling.training.run_config import resolve_config
-
-from helpers import POLISH3, REPO, save_plain_backbone
+from modeling.training.run_config import ConfigError, resolve_config
 
 
 # A real frame rate (320 samples per frame, like the base models) on a tiny backbone: fast on 1 s clips.
@@ -29,11 +27,22 @@ PREFIXES = {"hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec_au
 
 def write_config(path, backbone, **sections) -> str:
     """1 epoch per stage on 12 polish3 clips (3 speakers × 4; fold 1: 4 train, 4 validation, 4 test), no warm-up."""
-    data = dict(loader="audio_folder", root=str(POLISH3), loader_args={"labels": ["anger", "fear", "neutral"]},
-                speakers=["m1", "m2", "m3"], max_per_speaker=4)
+    data = dict(
+        loader="audio_folder",
+        root=str(POLISH3),
+        loader_args={"labels": ["anger", "fear", "neutral"]},
+        speakers=["m1", "m2", "m3"],
+        max_per_speaker=4,
+    )
     stage = dict(epochs=1, batch_size=4, max_length_seconds=1.0, warmup_ratio=0.0)
-    config = dict(seed=3, data=data, model={"name_or_path": str(backbone)}, training={"logging_steps": 1},
-                  stage1=dict(stage), stage2=dict(stage, num_trainable_layers=1))
+    config = dict(
+        seed=3,
+        data=data,
+        model={"name_or_path": str(backbone)},
+        training={"logging_steps": 1},
+        stage1=dict(stage),
+        stage2=dict(stage, num_trainable_layers=1),
+    )
     for name, values in sections.items():
         config[name] = {**config[name], **values}
     path.write_text(yaml.safe_dump(config))
@@ -47,8 +56,11 @@ def test_checkpoint_whose_backbone_does_not_load_stops_before_training(tmp_path)
     config_file = tmp_path / "backbone" / "config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "model_type": "wav2vec2"}))
     config = resolve_config(write_config(tmp_path / "run.yaml", tmp_path / "backbone"))
-    with pytest.raises(BackboneWeightsError, match=r"3 backbone tensors of Wav2Vec2ForFrameAlignedClassification are "
-                       r"missing from the checkpoint \(e.g. \['wav2vec2.encoder.pos_conv_embed.conv.bias'"):
+    with pytest.raises(
+        BackboneWeightsError,
+        match=r"3 backbone tensors of Wav2Vec2ForFrameAlignedClassification are "
+        r"missing from the checkpoint \(e.g. \['wav2vec2.encoder.pos_conv_embed.conv.bias'",
+    ):
         run_experiment(config, tmp_path / "run", folds="1")
     assert not list((tmp_path / "run").glob("fold1/stage1/checkpoint-*"))  # nothing trained
 
@@ -56,13 +68,19 @@ def test_checkpoint_whose_backbone_does_not_load_stops_before_training(tmp_path)
 def test_model_problems_are_listed_together_before_training(tmp_path):
     """A weighted layer sum with the frozen-prefix cache, and a classifier projection, on a WavLM checkpoint."""
     save_plain_backbone("wavlm", tmp_path / "backbone", **FAST_CONV)
-    config = resolve_config(write_config(
-        tmp_path / "run.yaml", tmp_path / "backbone",
-        model={"config_overrides": {"use_weighted_layer_sum": True}},
-        stage2={"cache_frozen_prefix": True},
-    ))
-    with pytest.raises(ModelSettingsError, match=r"(?s)stage2: WavLMForFrameAlignedClassification: the frozen-prefix "
-                       r"cache does not support use_weighted_layer_sum"):
+    config = resolve_config(
+        write_config(
+            tmp_path / "run.yaml",
+            tmp_path / "backbone",
+            model={"config_overrides": {"use_weighted_layer_sum": True}},
+            stage2={"cache_frozen_prefix": True},
+        )
+    )
+    with pytest.raises(
+        ModelSettingsError,
+        match=r"(?s)stage2: WavLMForFrameAlignedClassification: the frozen-prefix "
+        r"cache does not support use_weighted_layer_sum",
+    ):
         run_experiment(config, tmp_path / "run", folds="1")
     config["model"]["config_overrides"] = {"classifier_proj_size": 64}
     # a field the config class refuses is found by the config checks, before the model is loaded
@@ -72,13 +90,27 @@ def test_model_problems_are_listed_together_before_training(tmp_path):
 
 
 def test_random_init_takes_a_model_type(tmp_path):
-    from modeling.training.checkpoints import initial_checkpoint, model_class_of
-    from modeling.training.run_dir import RunDir
     from accelerate import PartialState
 
-    config = {"seed": 0, "model": {"name_or_path": None, "random_init": {
-        "model_type": "data2vec-audio", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "intermediate_size": 64, "conv_dim": [16, 16, 16], "num_conv_pos_embeddings": 2, **FAST_CONV}}}
+    from modeling.rundir.layout import RunDir
+    from modeling.training.checkpoints import initial_checkpoint, model_class_of
+
+    config = {
+        "seed": 0,
+        "model": {
+            "name_or_path": None,
+            "random_init": {
+                "model_type": "data2vec-audio",
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "conv_dim": [16, 16, 16],
+                "num_conv_pos_embeddings": 2,
+                **FAST_CONV,
+            },
+        },
+    }
     path = initial_checkpoint(config, RunDir(tmp_path), ["a", "b"], PartialState())
     assert json.loads((Path(path) / "config.json").read_text())["model_type"] == "data2vec-audio-frame-aligned"
     assert model_class_of(path).__name__ == "Data2VecAudioForFrameAlignedClassification"
@@ -99,7 +131,10 @@ def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, se
     run_dir = tmp_path / "run"
     process = subprocess.run(
         [sys.executable, "train.py", "--config", config, "--output-dir", str(run_dir), "--folds", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
@@ -122,8 +157,11 @@ def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, se
 
     run = load_run(run_dir)
     card = render_fold_card(run, run.folds["1"], "user/ser")
-    name, tag = {"hubert": ("HuBERT", "hubert"), "wavlm": ("WavLM", "wavlm"),
-                 "data2vec-audio": ("data2vec-audio", "data2vec-audio")}[model_type]
+    name, tag = {
+        "hubert": ("HuBERT", "hubert"),
+        "wavlm": ("WavLM", "wavlm"),
+        "data2vec-audio": ("data2vec-audio", "data2vec-audio"),
+    }[model_type]
     assert f"a {name} backbone fine-tuned from a local checkpoint (`backbone`)" in card and f"- {tag}\n" in card
     assert "wav2vec" not in card.split("## Limitations")[0].replace("Wav2Vec2FeatureExtractor", "")
     assert f"Speech emotion classifiers ({name} + CLS" in render_overview_card(run, "user/ser")
@@ -140,13 +178,17 @@ def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, se
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     module, name, shape = loaded.stdout.split()[-4], loaded.stdout.split()[-3], loaded.stdout.strip().split(" ", 2)[2]
     assert module.startswith("transformers_modules.") and name == type_name(model_type) and shape == "(1, 3)"
 
 
 def type_name(model_type: str) -> str:
-    return {"hubert": "HubertForFrameAlignedClassification", "wavlm": "WavLMForFrameAlignedClassification",
-            "data2vec-audio": "Data2VecAudioForFrameAlignedClassification"}[model_type]
+    return {
+        "hubert": "HubertForFrameAlignedClassification",
+        "wavlm": "WavLMForFrameAlignedClassification",
+        "data2vec-audio": "Data2VecAudioForFrameAlignedClassification",
+    }[model_type]

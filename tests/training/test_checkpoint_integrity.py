@@ -10,21 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import Dataset
+from helpers import REPO, polish3_clips, tiny_config
+from runs import write_config
+from test_crash_safety import assert_close, kill_at, no_fault_environment, numbers, run_to_completion, write_checkpoint
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
+from modeling.rundir.atomic import atomic_directory
+from modeling.rundir.faults import FAULT_ENV
+from modeling.rundir.integrity import MANIFEST, checkpoint_problems, safetensors_problem, write_manifest
+from modeling.trainer.trainer import FrameAlignedTrainingArguments
 from modeling.training.checkpoints import checkpoint_state, latest_checkpoint, usable_best
-from modeling.training.faults import FAULT_ENV
-from modeling.training.integrity import MANIFEST, checkpoint_problems, safetensors_problem, write_manifest
-from modeling.training.io_utils import atomic_directory
 from modeling.training.stage import StageTrainer
-from modeling.training.trainer import FrameAlignedTrainingArguments
-
-from helpers import REPO, polish3_clips, tiny_config
-from test_crash_safety import assert_close, kill_at, no_fault_environment, numbers, run_to_completion, write_checkpoint
-from runs import write_config
 
 
 pytestmark = pytest.mark.bad_input
@@ -68,8 +66,10 @@ def test_without_a_manifest_the_safetensors_header_and_length_are_checked(tmp_pa
     assert safetensors_problem(path) is None and checkpoint_problems(folder) == []
     size = path.stat().st_size
     truncate(path, keep=(size - 4) / size)
-    assert safetensors_problem(path) == f"model.safetensors: {size - 4} bytes, its header describes {size} " \
+    assert (
+        safetensors_problem(path) == f"model.safetensors: {size - 4} bytes, its header describes {size} "
         "(truncated or padded)"
+    )
     path.write_bytes(b"\x10\x00")
     assert "unreadable safetensors header" in safetensors_problem(path)
     path.write_bytes((10**6).to_bytes(8, "little") + b"{}")
@@ -92,8 +92,11 @@ def test_a_full_disk_while_writing_best_leaves_the_previous_one(tmp_path, monkey
     best.mkdir(parents=True)
     (best / "model.safetensors").write_bytes(b"previous")
     monkeypatch.setenv(FAULT_ENV, "atomic-directory:before-rename:stage1/best:enospc")
-    with pytest.raises(OSError, match=rf"^\[Errno {errno.ENOSPC}\] Writing {best} failed: No space left on device "
-                       r"\(injected\) \(atomic-directory:before-rename:stage1/best\); best keeps its previous content"):
+    with pytest.raises(
+        OSError,
+        match=rf"^\[Errno {errno.ENOSPC}\] Writing {best} failed: No space left on device "
+        r"\(injected\) \(atomic-directory:before-rename:stage1/best\); best keeps its previous content",
+    ):
         with atomic_directory(best) as tmp:
             (tmp / "model.safetensors").write_bytes(b"new")
     assert (best / "model.safetensors").read_bytes() == b"previous"
@@ -105,17 +108,29 @@ def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous
     dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
     stage_dir = tmp_path / "run" / "fold1" / "stage1"
     args = FrameAlignedTrainingArguments(
-        output_dir=str(stage_dir), per_device_train_batch_size=2, max_steps=4, save_steps=1, save_strategy="steps",
-        report_to="none", remove_unused_columns=False, use_cpu=True,
+        output_dir=str(stage_dir),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        save_steps=1,
+        save_strategy="steps",
+        report_to="none",
+        remove_unused_columns=False,
+        use_cpu=True,
     )
     collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
     trainer = StageTrainer(
-        model=Wav2Vec2ForFrameAlignedClassification(tiny_config()), args=args, train_dataset=dataset,
-        data_collator=collator, eval_data_collator=collator,
+        model=Wav2Vec2ForFrameAlignedClassification(tiny_config()),
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        eval_data_collator=collator,
     )
     monkeypatch.setenv(FAULT_ENV, "checkpoint:before-optimizer:stage1:enospc@2")
-    with pytest.raises(OSError, match=rf"^\[Errno {errno.ENOSPC}\] Saving the checkpoint {stage_dir}/checkpoint-2 "
-                       r"failed: No space left on device \(injected\)"):
+    with pytest.raises(
+        OSError,
+        match=rf"^\[Errno {errno.ENOSPC}\] Saving the checkpoint {stage_dir}/checkpoint-2 "
+        r"failed: No space left on device \(injected\)",
+    ):
         trainer.train()
     first, second = stage_dir / "checkpoint-1", stage_dir / "checkpoint-2"
     assert checkpoint_state(first) is None and (first / MANIFEST).is_file()
@@ -128,8 +143,9 @@ def test_damaged_checkpoints_mid_run_are_recovered_with_the_uninterrupted_result
     """Killed after scoring (both best models and all checkpoints written); then stage 1's best is bit-flipped,
     stage 2's best truncated and its last checkpoint bit-flipped: the re-run discards the three, re-makes stage 1's
     best from its last checkpoint, resumes stage 2 from the checkpoint before, and ends as the uninterrupted run."""
-    config = write_config(tmp_path / "tiny.yaml", data={"max_per_speaker": 6}, stage1={"epochs": 2},
-                          stage2={"epochs": 2})
+    config = write_config(
+        tmp_path / "tiny.yaml", data={"max_per_speaker": 6}, stage1={"epochs": 2}, stage2={"epochs": 2}
+    )
     reference = run_to_completion(config, tmp_path / "reference")
     run_dir = tmp_path / "run"
     kill_at(config, run_dir, "scoring:after-predictions:fold1")
@@ -140,7 +156,11 @@ def test_damaged_checkpoints_mid_run_are_recovered_with_the_uninterrupted_result
     flip_bit(last / "model.safetensors")
     process = subprocess.run(
         [sys.executable, "train.py", "--config", config, "--output-dir", str(run_dir), "--folds", "1"],
-        cwd=REPO, env=no_fault_environment(), capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=no_fault_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     log = process.stderr
@@ -160,6 +180,9 @@ def test_scoring_refuses_a_damaged_best_model(tmp_path):
     Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
     write_manifest(best)
     flip_bit(best / "model.safetensors")
-    with pytest.raises(ValueError, match=rf"^{best} is corrupt \(model\.safetensors: SHA-256 differs .*\); run the "
-                       "same command again"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{best} is corrupt \(model\.safetensors: SHA-256 differs .*\); run the "
+        "same command again",
+    ):
         score_checkpoint(best, splits={}, batch_size=2)

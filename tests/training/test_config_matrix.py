@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
 from modeling.cli.train import main
 from modeling.data.folds import Fold
@@ -12,14 +13,18 @@ from modeling.training.config_checks import resolve_checked_config
 from modeling.training.run_config import resolve_config
 from modeling.training.stage import training_arguments
 
-from helpers import REPO
-
 
 DEMO = str(REPO / "configs" / "demo.yaml")
 MATRIX = [
     ("stage2.lr_scheduler_type=linr", r"stage2.lr_scheduler_type must be one of \['linear', 'cosine'.*got 'linr'"),
-    ("stage2.num_trainable_layers=six", r"stage2.num_trainable_layers must be null \(all\) or an integer >= 0, got 'six'"),
-    ("stage2.pooling=cls", r"stage2.pooling must be one of \['mean', 'attentive', 'self_attention', 'cls_attention'\], got 'cls'"),
+    (
+        "stage2.num_trainable_layers=six",
+        r"stage2.num_trainable_layers must be null \(all\) or an integer >= 0, got 'six'",
+    ),
+    (
+        "stage2.pooling=cls",
+        r"stage2.pooling must be one of \['mean', 'attentive', 'self_attention', 'cls_attention'\], got 'cls'",
+    ),
     ("stage2.gradient_accumulation_steps=0", r"stage2.gradient_accumulation_steps must be an integer >= 1, got 0"),
     ("stage2.warmup_ratio=1.5", r"stage2.warmup_ratio must be a number in \[0, 1\).*got 1.5"),
     ("stage1.epoch=3", r"unknown key 'stage1.epoch'; expected one of \[.*'epochs'.*\] or a TrainingArguments field"),
@@ -68,8 +73,15 @@ def test_train_py_lists_every_problem_at_once(tmp_path):
 def test_training_arguments_pass_through_and_runs_are_named_per_fold_and_stage():
     config = resolve_checked_config(
         DEMO,
-        ["training.run_name=demo", "training.report_to=none", "stage2.eval_strategy=steps",
-         "stage2.save_strategy=steps", "stage2.eval_steps=5", "stage2.save_steps=5", "training.logging_first_step=true"],
+        [
+            "training.run_name=demo",
+            "training.report_to=none",
+            "stage2.eval_strategy=steps",
+            "stage2.save_strategy=steps",
+            "stage2.eval_steps=5",
+            "stage2.save_steps=5",
+            "training.logging_first_step=true",
+        ],
     )
     fold = Fold(3, ("a",), ("b",), ("c",))
     stage1 = training_arguments(config, "stage1", fold, REPO / "unused" / "stage1")

@@ -1,11 +1,9 @@
 """Every shipped config resolves; IEMOCAP carries Table 2; the ablations are the five rows of Table 3."""
 
-
 import pytest
+from helpers import REPO
 
 from modeling.training.run_config import ConfigError, resolve_config
-
-from helpers import REPO
 
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -20,8 +18,11 @@ def test_config_resolves(path):
 
 @pytest.mark.parametrize(
     "name, backbone",
-    [("iemocap", "facebook/wav2vec2-base"), ("iemocap_wavlm", "microsoft/wavlm-base-plus"),
-     ("iemocap_hubert", "facebook/hubert-base-ls960")],
+    [
+        ("iemocap", "facebook/wav2vec2-base"),
+        ("iemocap_wavlm", "microsoft/wavlm-base-plus"),
+        ("iemocap_hubert", "facebook/hubert-base-ls960"),
+    ],
 )
 def test_iemocap_has_table2_values(name, backbone):
     config = resolve_config(REPO / "configs" / f"{name}.yaml")
@@ -33,10 +34,21 @@ def test_iemocap_has_table2_values(name, backbone):
     }
     for stage, expected in table2.items():
         s = config[stage]
-        got = (s["epochs"], s["batch_size"], s["backbone_learning_rate"], s["classifier_learning_rate"],
-               s["pooling_learning_rate"], s["weight_decay"], s["num_trainable_layers"])
+        got = (
+            s["epochs"],
+            s["batch_size"],
+            s["backbone_learning_rate"],
+            s["classifier_learning_rate"],
+            s["pooling_learning_rate"],
+            s["weight_decay"],
+            s["num_trainable_layers"],
+        )
         assert got == expected, stage
-    assert (config["stage2"]["eal_margin"], config["stage2"]["eal_weight"], config["stage2"]["fual_weight"]) == (0.8, 0.05, 0.05)
+    assert (config["stage2"]["eal_margin"], config["stage2"]["eal_weight"], config["stage2"]["fual_weight"]) == (
+        0.8,
+        0.05,
+        0.05,
+    )
 
 
 def test_ablations_are_table3_rows():
@@ -56,7 +68,9 @@ def test_overrides_and_command_line_values(tmp_path):
     config = resolve_config(
         REPO / "configs" / "demo.yaml",
         overrides=["stage2.eal_weight=0", "stage1.backbone_learning_rate=3e-4", "data.speakers=[m1, m2, m3]"],
-        data_dir="elsewhere", max_epochs=1, seed=3,
+        data_dir="elsewhere",
+        max_epochs=1,
+        seed=3,
     )
     assert config["stage2"]["eal_weight"] == 0.0
     assert config["stage1"]["backbone_learning_rate"] == pytest.approx(3e-4)  # "3e-4" is a string to PyYAML
@@ -67,14 +81,20 @@ def test_overrides_and_command_line_values(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {epoch: 3}\n",
-         r"unknown key 'stage1.epoch'; expected one of \[.*'epochs'"),
+        (
+            "data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {epoch: 3}\n",
+            r"unknown key 'stage1.epoch'; expected one of \[.*'epochs'",
+        ),
         ("data: {loader: iemocap}\nmodel: {name_or_path: m}\n", "data.loader and data.root are required"),
         ("data: {loader: iemocap, root: x}\nmodel: {}\n", "set exactly one of model.name_or_path"),
-        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage2: {pooling_learning_rate: fast}\n",
-         r"stage2.pooling_learning_rate must be a number >= 0, got 'fast'"),
-        ("data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {pooling: cls_attention}\n",
-         "stage1.pooling must not be cls_attention"),
+        (
+            "data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage2: {pooling_learning_rate: fast}\n",
+            r"stage2.pooling_learning_rate must be a number >= 0, got 'fast'",
+        ),
+        (
+            "data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {pooling: cls_attention}\n",
+            "stage1.pooling must not be cls_attention",
+        ),
         ("extends: missing.yaml\n", r"missing.yaml: config file does not exist"),
     ],
 )

@@ -1,7 +1,7 @@
 """Crash safety of a run: kill -9 of train.py at named moments of both stages, then the same command again gives the
 results of an uninterrupted run; interrupted checkpoint saves are never resumed from.
 
-Every kill lands at a fault point (`modeling.training.faults.fault_point`), and each test checks that it did: no timing.
+Every kill lands at a fault point (`modeling.rundir.faults.fault_point`), and each test checks that it did: no timing.
 """
 
 import json
@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
+from runs import write_config
 from safetensors.torch import save_file
 
-from helpers import REPO
-from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
+from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
 from modeling.training.checkpoints import CHECKPOINT_FILES, is_complete_checkpoint, latest_checkpoint
-from runs import write_config
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,7 +118,11 @@ def no_fault_environment() -> dict:
 
 def run_to_completion(config: str, run_dir: Path) -> dict:
     process = subprocess.run(
-        train_command(config, run_dir), cwd=REPO, env=no_fault_environment(), capture_output=True, text=True,
+        train_command(config, run_dir),
+        cwd=REPO,
+        env=no_fault_environment(),
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
@@ -132,12 +136,17 @@ def kill_at(config: str, run_dir: Path, point: str, hit: int = 1) -> str:
     marker_log.unlink(missing_ok=True)
     env = {**no_fault_environment(), FAULT_ENV: f"{point}:kill@{hit}", FAULT_LOG_ENV: str(marker_log)}
     process = subprocess.run(
-        train_command(config, run_dir), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=600,
+        train_command(config, run_dir),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
     )
     where = f"fault point {point}: kill (hit {hit}, pid "
-    assert process.returncode == -signal.SIGKILL, f"not killed at {point} (code {process.returncode})\n" + (
-        process.stdout[-3000:]
+    assert process.returncode == -signal.SIGKILL, (
+        f"not killed at {point} (code {process.returncode})\n" + (process.stdout[-3000:])
     )
     markers = marker_log.read_text().splitlines() if marker_log.exists() else []
     assert len(markers) == 1 and markers[0].startswith(where), markers
@@ -188,10 +197,15 @@ def training_history(stage_dir: Path) -> dict:
 def test_training_history_sees_the_losses(tmp_path):
     """The comparison below is only as good as what `training_history` keeps."""
     stage_dir = tmp_path / "stage1"
-    state = {"global_step": 6, "best_global_step": 3, "best_metric": 0.5, "log_history": [
-        {"loss": 1.25, "grad_norm": 2.0, "learning_rate": 1e-3, "step": 1},
-        {"eval_loss": 1.1, "eval_ua": 0.5, "eval_runtime": 0.3, "eval_samples_per_second": 40.0, "step": 3},
-    ]}
+    state = {
+        "global_step": 6,
+        "best_global_step": 3,
+        "best_metric": 0.5,
+        "log_history": [
+            {"loss": 1.25, "grad_norm": 2.0, "learning_rate": 1e-3, "step": 1},
+            {"eval_loss": 1.1, "eval_ua": 0.5, "eval_runtime": 0.3, "eval_samples_per_second": 40.0, "step": 3},
+        ],
+    }
     write_checkpoint(stage_dir, 6, trainer_state=json.dumps(state))
     history = training_history(stage_dir)
     assert history["log_history"][0] == state["log_history"][0]

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from modeling.training.checkpoints import latest_checkpoint
-
 from helpers import REPO
 from runs import write_config
+
+from modeling.training.checkpoints import latest_checkpoint
 
 
 NUM_PROCESSES = 2
@@ -44,7 +43,9 @@ def run_bounded(command: list[str], log_dir: Path, env: dict) -> tuple[int, str,
     return returncode, stdout.read_text(), stderr.read_text()
 
 
-def assert_logged_loss_is_the_weighted_sum_of_the_terms(log_history: list[dict], eal_weight: float, fual_weight: float):
+def assert_logged_loss_is_the_weighted_sum_of_the_terms(
+    log_history: list[dict], eal_weight: float, fual_weight: float
+):
     """The Trainer's `loss` is the mean over processes of the loss; the terms are reduced by
     `FrameAlignedTrainer._mean_over_processes` (only with world size > 1). Both must describe the same steps."""
     checked = 0
@@ -69,8 +70,21 @@ def test_torchrun_two_cpu_processes_train_data_parallel(tmp_path):
     # CPU only (gloo) even where a GPU is visible; --standalone picks a free port (tests may run side by side).
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     returncode, stdout, stderr = run_bounded(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(NUM_PROCESSES),
-         "train.py", "--config", config, "--output-dir", str(run_dir), "--folds", "1"],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(NUM_PROCESSES),
+            "train.py",
+            "--config",
+            config,
+            "--output-dir",
+            str(run_dir),
+            "--folds",
+            "1",
+        ],
         tmp_path,
         env,
     )

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from helpers import polish3_clips, tiny_config
 from transformers import TrainerCallback
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments, NonFiniteError
-
-from helpers import polish3_clips, tiny_config
+from modeling.trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments, NonFiniteError
 
 
 pytestmark = pytest.mark.bad_input
@@ -37,11 +36,19 @@ def trainer_for(tmp_path, poison: Poison) -> FrameAlignedTrainer:
     dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
     torch.manual_seed(0)
     args = FrameAlignedTrainingArguments(
-        output_dir=str(tmp_path / "run" / "fold3" / "stage2"), per_device_train_batch_size=2, max_steps=4,
-        report_to="none", remove_unused_columns=False, use_cpu=True, save_strategy="no", logging_steps=1,
+        output_dir=str(tmp_path / "run" / "fold3" / "stage2"),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        report_to="none",
+        remove_unused_columns=False,
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
     )
     return FrameAlignedTrainer(
-        model=Wav2Vec2ForFrameAlignedClassification(tiny_config()), args=args, train_dataset=dataset,
+        model=Wav2Vec2ForFrameAlignedClassification(tiny_config()),
+        args=args,
+        train_dataset=dataset,
         data_collator=AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5),
         callbacks=[poison],
     )

@@ -5,11 +5,10 @@ import io
 import pytest
 import torch
 from datasets import Dataset
+from helpers import polish3_clips, tiny_config
 
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.training.scoring import predict
-
-from helpers import polish3_clips, tiny_config
 
 
 class Terminal(io.StringIO):
@@ -20,8 +19,9 @@ class Terminal(io.StringIO):
 @pytest.mark.parametrize("stream, shown", [(Terminal, True), (io.StringIO, False)])
 def test_scoring_shows_a_bar_only_on_a_terminal(monkeypatch, stream, shown):
     clips = polish3_clips(3)
-    dataset = Dataset.from_dict({"audio": [p for p, _ in clips], "label": [y for _, y in clips],
-                                 "duration": [1.0, 2.0, 3.0]})
+    dataset = Dataset.from_dict(
+        {"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration": [1.0, 2.0, 3.0]}
+    )
     torch.manual_seed(0)
     model = Wav2Vec2ForFrameAlignedClassification(tiny_config())
     err = stream()

@@ -21,9 +21,11 @@ def fold(ua, wa, matrix, test_speaker, stage1_ua=0.5):
 @pytest.fixture
 def results():
     folds = {1: fold(0.6, 0.7, [[3, 1], [1, 5]], "a", 0.4), 3: fold(0.8, 0.9, [[4, 0], [1, 5]], "c", 0.6)}
-    config = {"data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
-              "model": {"name_or_path": "m"},
-              "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8}}
+    config = {
+        "data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
+        "model": {"name_or_path": "m"},
+        "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8},
+    }
     return aggregate(folds, config, ["x", "y"], num_folds=3)
 
 
@@ -43,8 +45,12 @@ def test_table_is_in_percent_with_two_decimals(results):
 
 def test_table_of_an_older_run_in_percent_with_gaps_and_a_highlighted_fold():
     """The model cards' use: UA/WA stored as percents, no stage-1 scores, speakers from split.json, one fold bold."""
-    results = {"folds": {"1": {"test": {"ua": 61.5, "wa": 70.0}}, "2": {"validation": {"ua": 50.0}, "test": {"ua": 40.0}}},
-               "mean": {"ua": 50.75, "wa": 70.0}, "std": {"ua": 10.75}, "num_folds": 2}
+    results = {
+        "folds": {"1": {"test": {"ua": 61.5, "wa": 70.0}}, "2": {"validation": {"ua": 50.0}, "test": {"ua": 40.0}}},
+        "mean": {"ua": 50.75, "wa": 70.0},
+        "std": {"ua": 10.75},
+        "num_folds": 2,
+    }
     table = results_table(results, scale=1.0, test_speakers={"2": ["m2", "m3"]}, highlight="1").splitlines()
     assert table[2:] == [
         "| **fold1** | – | – | – | **61.50** | **70.00** | **– / –** |",
@@ -75,17 +81,22 @@ def test_macro_f1_mean_std_and_f1_table():
     folds = {1: fold(0.6, 0.7, [[3, 1], [1, 5]], "a"), 2: fold(0.8, 0.9, [[4, 0], [1, 5]], "b")}
     folds[1]["test"].update(macro_f1=0.5, per_class_f1=[0.4, 0.6])
     folds[2]["test"].update(macro_f1=0.7, per_class_f1=[0.8, 0.6])
-    config = {"data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
-              "model": {"name_or_path": "m"},
-              "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8}}
+    config = {
+        "data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
+        "model": {"name_or_path": "m"},
+        "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8},
+    }
     results = aggregate(folds, config, ["x", "y"], num_folds=2)
     assert results["mean"]["macro_f1"] == pytest.approx(0.6) and results["std"]["macro_f1"] == pytest.approx(0.1)
     from modeling.training.results import f1_table, results_markdown
 
     table = f1_table(results).splitlines()
     assert table[0] == "| Fold | Test macro-F1 (%) | F1 x (%) | F1 y (%) |"
-    assert table[2:] == ["| fold1 | 50.00 | 40.00 | 60.00 |", "| fold2 | 70.00 | 80.00 | 60.00 |",
-                         "| **mean ± std** | **60.00 ± 10.00** | | |"]
+    assert table[2:] == [
+        "| fold1 | 50.00 | 40.00 | 60.00 |",
+        "| fold2 | 70.00 | 80.00 | 60.00 |",
+        "| **mean ± std** | **60.00 ± 10.00** | | |",
+    ]
     assert "\n".join(table) in results_markdown(results)
 
 

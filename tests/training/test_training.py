@@ -13,6 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from fake_corpora import TONE_LABELS, make_tone_corpus
+from helpers import NEMO4, REPO
+from runs import UNEQUAL_LOSS_WEIGHTS, write_config
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -23,10 +26,6 @@ from modeling.data.folds import make_folds, split_fold
 from modeling.training.checkpoints import latest_checkpoint
 from modeling.training.experiment import RunConfigMismatchError, load_run_dataset, run_experiment
 from modeling.training.run_config import resolve_config
-
-from fake_corpora import TONE_LABELS, make_tone_corpus
-from helpers import NEMO4, REPO
-from runs import UNEQUAL_LOSS_WEIGHTS, write_config
 
 
 class SimulatedCrash(Exception):
@@ -64,7 +63,11 @@ def test_run_directory_contract(uninterrupted):
     assert matrix.shape == (3, 3) and matrix.sum() == 12 and list(matrix.sum(axis=1)) == [4, 4, 4]
     assert fold["test"]["wa"] == pytest.approx(np.trace(matrix) / 12)
     assert fold["test"]["ua"] == pytest.approx(np.mean(np.diag(matrix) / 4))
-    assert results["mean"] == {"ua": fold["test"]["ua"], "wa": fold["test"]["wa"], "macro_f1": fold["test"]["macro_f1"]}
+    assert results["mean"] == {
+        "ua": fold["test"]["ua"],
+        "wa": fold["test"]["wa"],
+        "macro_f1": fold["test"]["macro_f1"],
+    }
     assert results["std"] == {"ua": 0.0, "wa": 0.0, "macro_f1": 0.0}
     assert results["stage1"]["mean"] == {metric: fold["stage1"]["test"][metric] for metric in ("ua", "wa", "macro_f1")}
     assert results["labels"] == ["anger", "fear", "neutral"] and results["num_folds"] == 3
@@ -75,8 +78,13 @@ def test_run_directory_contract(uninterrupted):
     for stage in ("stage1", "stage2"):
         best = run_dir / "fold1" / stage / "best"
         names = {p.name for p in best.iterdir()}
-        assert {"config.json", "model.safetensors", "configuration_frame_aligned.py", "modeling_frame_aligned.py",
-                "preprocessor_config.json"} <= names
+        assert {
+            "config.json",
+            "model.safetensors",
+            "configuration_frame_aligned.py",
+            "modeling_frame_aligned.py",
+            "preprocessor_config.json",
+        } <= names
         saved = json.loads((best / "config.json").read_text())
         assert saved["id2label"] == {"0": "anger", "1": "fear", "2": "neutral"} and "auto_map" in saved
         assert saved["pooling"] == ("attentive" if stage == "stage1" else "cls_attention")
@@ -109,7 +117,11 @@ def test_stage1_reused_from_another_run(uninterrupted, tmp_path):
     """Table 3 rows share one stage 1: `stage1.from_run` copies it instead of training (here the +FUAL row)."""
     _, reference_dir, reference = uninterrupted
     config = resolve_config(
-        write_config(tmp_path / "row.yaml", stage1={"from_run": str(reference_dir)}, stage2={"eal_weight": 0.0, "fual_weight": 0.05})
+        write_config(
+            tmp_path / "row.yaml",
+            stage1={"from_run": str(reference_dir)},
+            stage2={"eal_weight": 0.0, "fual_weight": 0.05},
+        )
     )
     results = run_experiment(config, tmp_path / "run", folds="1")
     stage1 = tmp_path / "run" / "fold1" / "stage1"
@@ -158,9 +170,10 @@ def test_interrupted_stages_resume_to_the_same_results(uninterrupted, tmp_path, 
         return {key: fold[key] for key in ("validation", "test", "stage1")}
 
     assert numbers(results["folds"]["1"]) == numbers(reference["folds"]["1"])
-    with np.load(run_dir / "fold1" / "test_predictions.npz") as resumed, np.load(
-        reference_dir / "fold1" / "test_predictions.npz"
-    ) as straight:
+    with (
+        np.load(run_dir / "fold1" / "test_predictions.npz") as resumed,
+        np.load(reference_dir / "fold1" / "test_predictions.npz") as straight,
+    ):
         np.testing.assert_allclose(resumed["embeddings"], straight["embeddings"], rtol=1e-5, atol=1e-6)
 
 
@@ -168,8 +181,13 @@ def test_interrupted_stages_resume_to_the_same_results(uninterrupted, tmp_path, 
 def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
     """The CLI end to end on nEMO (when ../shared/data has it; else the bundled corpus)."""
     if NEMO4 is not None:
-        data = {"root": str(NEMO4), "loader_args": {"labels": ["neutral", "happy", "sad", "angry"]},
-                "speakers": ["EB0", "IC0", "KS0", "MP0"], "max_per_speaker": 12, "folds": "gender_pairs"}
+        data = {
+            "root": str(NEMO4),
+            "loader_args": {"labels": ["neutral", "happy", "sad", "angry"]},
+            "speakers": ["EB0", "IC0", "KS0", "MP0"],
+            "max_per_speaker": 12,
+            "folds": "gender_pairs",
+        }
         test_speaker, test_size, labels = "EB0", 12, ["neutral", "happy", "sad", "angry"]
     else:
         data = {"speakers": None, "max_per_speaker": 6, "num_folds": 5}
@@ -177,8 +195,22 @@ def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
     config = write_config(tmp_path / "real.yaml", data=data)
     run_dir = tmp_path / "run"
     process = subprocess.run(
-        [sys.executable, "train.py", "--config", config, "--output-dir", str(run_dir), "--folds", "1", "--max-epochs", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            config,
+            "--output-dir",
+            str(run_dir),
+            "--folds",
+            "1",
+            "--max-epochs",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Per-fold test UA/WA (%)" in process.stdout and f"| fold1 | {test_speaker} |" in process.stdout
@@ -196,7 +228,14 @@ def test_train_py_one_fold_one_epoch_on_real_speech(tmp_path):
     assert (run_dir / fold["checkpoint"] / "model.safetensors").is_file()
     steps = -(-fold["num_examples"]["train"] // 4)  # one epoch of batches of 4
     assert latest_checkpoint(run_dir / "fold1" / "stage1", remove_incomplete=False).endswith(f"checkpoint-{steps}")
-    for name in ("config.yaml", "results.md", "confusion_matrix.png", "tsne.png", "fold1/split.json", "fold1/metrics.json"):
+    for name in (
+        "config.yaml",
+        "results.md",
+        "confusion_matrix.png",
+        "tsne.png",
+        "fold1/split.json",
+        "fold1/metrics.json",
+    ):
         assert (run_dir / name).is_file(), name
 
 
@@ -225,7 +264,8 @@ class EvalBatchRecorder(TrainerCallback):
     def on_evaluate(self, args, state, control, eval_dataloader=None, **kwargs):
         with torch.random.fork_rng(devices=[]):  # iterating again must not move the training's random stream
             batches = [
-                (batch["attention_mask"].sum(-1).tolist(), batch["input_values"].shape[-1]) for batch in eval_dataloader
+                (batch["attention_mask"].sum(-1).tolist(), batch["input_values"].shape[-1])
+                for batch in eval_dataloader
             ]
         self.evaluations.append((Path(args.output_dir).name, state.global_step, batches))
 
@@ -239,11 +279,20 @@ def learning_run(tmp_path_factory):
     config = resolve_config(
         write_config(
             tmp / "tones.yaml",
-            data={"root": str(corpus), "loader_args": {"labels": list(TONE_LABELS)}, "speakers": None,
-                  "max_per_speaker": None},
+            data={
+                "root": str(corpus),
+                "loader_args": {"labels": list(TONE_LABELS)},
+                "speakers": None,
+                "max_per_speaker": None,
+            },
             stage1={**stage, "epochs": 4, "classifier_learning_rate": 3e-3},
-            stage2={**stage, **UNEQUAL_LOSS_WEIGHTS, "epochs": 5, "pooling_learning_rate": 3e-3,
-                    "classifier_learning_rate": 3e-3},
+            stage2={
+                **stage,
+                **UNEQUAL_LOSS_WEIGHTS,
+                "epochs": 5,
+                "pooling_learning_rate": 3e-3,
+                "classifier_learning_rate": 3e-3,
+            },
         )
     )
     recorder = EvalBatchRecorder()
@@ -252,12 +301,21 @@ def learning_run(tmp_path_factory):
     dataset = load_run_dataset(config)
     fold = make_folds(dataset, config["data"]["folds"], config["data"]["num_folds"])[0]
     assert (fold.train, fold.validation, fold.test) == (("m2",), ("m1",), ("f1",))
-    return {"config": config, "run_dir": run_dir, "results": results, "splits": split_fold(dataset, fold),
-            "evaluations": recorder.evaluations}
+    return {
+        "config": config,
+        "run_dir": run_dir,
+        "results": results,
+        "splits": split_fold(dataset, fold),
+        "evaluations": recorder.evaluations,
+    }
 
 
 def final_trainer_state(run_dir: Path, stage: str) -> dict:
-    return json.loads((Path(latest_checkpoint(run_dir / "fold1" / stage, remove_incomplete=False)) / "trainer_state.json").read_text())
+    return json.loads(
+        (
+            Path(latest_checkpoint(run_dir / "fold1" / stage, remove_incomplete=False)) / "trainer_state.json"
+        ).read_text()
+    )
 
 
 def validation_uas(state: dict) -> dict[int, float]:
@@ -313,7 +371,9 @@ def test_best_model_is_the_checkpoint_selected_on_validation_ua(learning_run):
         last = load_file(stage_dir / f"checkpoint-{state['global_step']}" / "model.safetensors")
         assert best.keys() == selected.keys() == last.keys()
         for name in best:
-            assert torch.equal(best[name], selected[name]), f"{stage}: best/ differs from checkpoint-{best_step}: {name}"
+            assert torch.equal(best[name], selected[name]), (
+                f"{stage}: best/ differs from checkpoint-{best_step}: {name}"
+            )
         assert not all(torch.equal(best[name], last[name]) for name in best)
 
 
@@ -364,7 +424,9 @@ def test_evaluation_sees_whole_clips_longest_first(learning_run):
     samples = [sf.info(path).frames for path in validation["audio"]]
     assert max(samples) > TONE_MAX_LENGTH_SECONDS * 16000  # precondition: a crop would show
     order = longest_first_by_hand(validation)
-    expected = [[samples[i] for i in order[k : k + TONE_EVAL_BATCH_SIZE]] for k in range(0, len(order), TONE_EVAL_BATCH_SIZE)]
+    expected = [
+        [samples[i] for i in order[k : k + TONE_EVAL_BATCH_SIZE]] for k in range(0, len(order), TONE_EVAL_BATCH_SIZE)
+    ]
     for stage in ("stage1", "stage2"):
         evaluations = [(step, batches) for name, step, batches in learning_run["evaluations"] if name == stage]
         assert len(evaluations) == learning_run["config"][stage]["epochs"]

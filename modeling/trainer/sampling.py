@@ -87,6 +87,17 @@ def length_sorted_indices(
     return [index for batch in batches for index in batch]
 
 
+def longest_first(dataset) -> list[int]:
+    """Row indices by decreasing duration (ties by row): consecutive batches of similar length, little padding.
+
+    Checkpoint selection (Trainer evaluation) and the final scores (`predict`) both batch in this order, so the
+    validation UA a checkpoint was selected on is exactly the one reported, also for backbones that see padding
+    (wav2vec2-base gets no attention mask).
+    """
+    durations = list(dataset["duration"])
+    return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+
+
 class EpochSampler(Sampler[int]):
     """Base of the samplers whose order in epoch e depends only on (`seed`, e).
 
@@ -214,6 +225,7 @@ __all__ = [
     "LengthSortedSampler",
     "LengthSortedSamplerMixin",
     "chunk",
+    "longest_first",
     "length_sorted_indices",
     "padding_fraction",
 ]

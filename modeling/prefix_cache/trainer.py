@@ -4,13 +4,15 @@ See `prefix_model.py` for the whole picture.
 """
 
 import os
+from pathlib import Path
 
 import torch
 
-from .prefix_cache import FrozenPrefixCache
-from .prefix_model import FrozenPrefixModel
-from .sampling import EpochSampler, LengthSortedSampler
-from .trainer import FrameAlignedTrainer
+from ..collator import AudioClassificationCollator
+from ..trainer.sampling import EpochSampler, LengthSortedSampler, chunk, longest_first
+from ..trainer.trainer import FrameAlignedTrainer
+from .cache import FrozenPrefixCache, FrozenPrefixCollator, build_prefix_cache
+from .model import FrozenPrefixModel
 
 
 class ReplayBatchesSampler(EpochSampler):
@@ -88,4 +90,48 @@ class FrozenPrefixTrainer(FrozenPrefixTrainerMixin, FrameAlignedTrainer):
     """`FrameAlignedTrainer` (CE + λ·EAL + λ·FUAL, LR groups) training stage 2 from a `FrozenPrefixCache`."""
 
 
-__all__ = ["FrozenPrefixTrainer", "FrozenPrefixTrainerMixin", "ReplayBatchesSampler"]
+def cached_stage_trainer(
+    model, args, splits, settings: dict, feature_extractor, cache_dirs: dict[str, Path] | None, state
+):
+    """A trainer for stage 2 from the frozen prefix's cached output (`stage2.cache_frozen_prefix: true`).
+
+    The training crop is frozen into the cache (the start of each clip, not a random window). Validation batches
+    are the same longest-first batches as the uncached evaluation and the final scoring. `cache_dirs` ({"train":
+    ..., "validation": ...}) keeps the caches on disk; None keeps them in memory.
+    """
+    model.freeze_for_training()
+    model.to(args.device)
+    dtype = getattr(torch, settings["prefix_cache_dtype"])
+    cache_dirs = cache_dirs or {"train": None, "validation": None}
+    train_collator = AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=False)
+    validation = splits["validation"]
+    with state.main_process_first():  # on disk: the main process builds the cache, the others load it
+        train_cache = build_prefix_cache(
+            model,
+            splits["train"],
+            train_collator,
+            batch_size=args.per_device_train_batch_size,
+            dtype=dtype,
+            cache_dir=cache_dirs["train"],
+            seed=args.seed,
+        )
+        validation_cache = build_prefix_cache(
+            model,
+            validation,
+            AudioClassificationCollator(feature_extractor),
+            batch_size=args.per_device_eval_batch_size,
+            dtype=dtype,
+            cache_dir=cache_dirs["validation"],
+            batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
+        )
+    return FrozenPrefixTrainer(
+        model=FrozenPrefixModel(model),
+        args=args,
+        train_dataset=train_cache,
+        eval_dataset=validation_cache,
+        data_collator=FrozenPrefixCollator(),
+        processing_class=feature_extractor,
+    )
+
+
+__all__ = ["FrozenPrefixTrainer", "FrozenPrefixTrainerMixin", "ReplayBatchesSampler", "cached_stage_trainer"]

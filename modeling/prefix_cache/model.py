@@ -36,9 +36,9 @@ What the cache changes (documented trade-offs; all are exact no-ops when the fro
 Usage (what `train.py` does with `stage2.cache_frozen_prefix: true`, see `stage.cached_stage_trainer`):
 
 ```python
-from modeling.training.prefix_cache import FrozenPrefixCollator, build_prefix_cache
-from modeling.training.prefix_model import FrozenPrefixModel
-from modeling.training.prefix_trainer import FrozenPrefixTrainer
+from modeling.prefix_cache.cache import FrozenPrefixCollator, build_prefix_cache
+from modeling.prefix_cache.model import FrozenPrefixModel
+from modeling.prefix_cache.trainer import FrozenPrefixTrainer
 
 model.freeze_for_training()
 train_cache = build_prefix_cache(model, train_dataset, collator, batch_size=32, dtype=torch.float16)
@@ -69,7 +69,8 @@ def prefix_cache_problem(model_class: type[FrameAlignedModelMixin], config) -> s
 
     Not supported: `use_weighted_layer_sum=True` (the sum reads every layer's output, the cache keeps only the input of
     the first trainable layer: the frozen layers' outputs would have to be cached too, N+1 times the memory), and
-    WavLM backbones (see `PREFIX_CACHE_BACKBONES`). Train those without the cache (`stage2.cache_frozen_prefix: false`).
+    WavLM backbones (see `PREFIX_CACHE_BACKBONES`). Train those without the cache (`stage2.cache_frozen_prefix:
+    false`).
     """
     name = model_class.__name__
     if config.use_weighted_layer_sum:
@@ -126,7 +127,8 @@ def frozen_prefix_forward(
     """Run the frozen prefix: the hidden states entering transformer layer N, and the frame mask.
 
     Mirrors `Wav2Vec2Model.forward` + `Wav2Vec2Encoder(StableLayerNorm).forward` up to layer N (same modules, same
-    order; HuBERT's and data2vec-audio's are the same sequence). Run the model in eval mode for a deterministic cache (`build_prefix_cache` does).
+    order; HuBERT's and data2vec-audio's are the same sequence). Run the model in eval mode for a deterministic cache
+    (`build_prefix_cache` does).
 
     Args:
         input_values: (B, S) padded 16 kHz waveforms.
@@ -145,7 +147,9 @@ def frozen_prefix_forward(
     backbone_mask = frame_mask if config.use_backbone_attention_mask and attention_mask is not None else None
 
     hidden_states = backbone.feature_projection(features)
-    if isinstance(hidden_states, tuple):  # wav2vec2, data2vec-audio: (projected, normalised features); HuBERT: a tensor
+    if isinstance(
+        hidden_states, tuple
+    ):  # wav2vec2, data2vec-audio: (projected, normalised features); HuBERT: a tensor
         hidden_states = hidden_states[0]
     hidden_states = backbone._mask_hidden_states(hidden_states, attention_mask=backbone_mask)  # SpecAugment
     if backbone_mask is not None:
@@ -198,7 +202,8 @@ class FrozenPrefixModel(nn.Module):
 
     Its submodules are the original model's own, registered under the same names (the backbone's prefix, e.g.
     `wav2vec2`, then `pooler`, `dropout`, `classifier`): its `state_dict()` is the original's, checkpoints
-    `FrozenPrefixTrainer` writes load with the model class's `from_pretrained`, and after training the original `model` holds the
+    `FrozenPrefixTrainer` writes load with the model class's `from_pretrained`, and after training the original
+    `model` holds the
     trained weights. The frozen modules stay in the state dict (a checkpoint must be complete) but never run.
 
     Args:

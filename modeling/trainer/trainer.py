@@ -12,8 +12,8 @@ from transformers import Trainer, TrainingArguments
 
 from ..data.audio_columns import readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
-from .faults import fault_point
-from .integrity import write_manifest
+from ..rundir.faults import fault_point
+from ..rundir.integrity import write_manifest
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -61,7 +61,10 @@ def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
     utterance, frames, logits, frame_logits, frame_weights = (
         tensor.float()
         for tensor in (
-            outputs.utterance_embedding, outputs.frame_embeddings, outputs.logits, outputs.frame_logits,
+            outputs.utterance_embedding,
+            outputs.frame_embeddings,
+            outputs.logits,
+            outputs.frame_logits,
             outputs.frame_weights,
         )
     )
@@ -95,7 +98,7 @@ def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
 
 
 def run_location(output_dir: str) -> str:
-    """"fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
+    """ "fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
     path = Path(output_dir)
     if path.parent.name.startswith("fold") and path.name.startswith("stage"):
         return f"fold {path.parent.name[4:]}, {path.name}"
@@ -132,7 +135,7 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       and step, instead of training on (and failing much later in a metric or a plot).
     - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
-      (`modeling.training.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
+      (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
       audio headers, so any dataset with an audio column works.
     - `datasets` `Audio()` columns work decoded or not, with or without torchcodec (without it they are read as
@@ -192,9 +195,10 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
                 write_manifest(folder)
         except OSError as error:
             raise OSError(
-                error.errno, f"Saving the checkpoint {folder} failed: {error.strerror or error} (file "
+                error.errno,
+                f"Saving the checkpoint {folder} failed: {error.strerror or error} (file "
                 f"{error.filename or '?'}). The previous checkpoints are intact; free space and run the same "
-                "command again to resume."
+                "command again to resume.",
             ) from error
 
     def log(self, logs: dict[str, float], *args, **kwargs):

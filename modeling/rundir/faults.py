@@ -41,10 +41,12 @@ def fault_point(name: str) -> None:
                                                      `cache_frozen_prefix` trainer has no checkpoint points).
         checkpoint:before-trainer-state:<stage>      a Trainer checkpoint folder with everything but
                                                      trainer_state.json (written last).
-        train:step:rank<r>:step<n>                   process r's training step n, before its loss is checked for NaN/Inf
+        train:step:rank<r>:step<n>                   process r's training step n, before its loss is checked for
+        NaN/Inf
                                                      (`training.trainer.FrameAlignedTrainer`): one rank of a
                                                      torchrun job can be made to fail.
-        lock:acquired:fold<k>                        the fold's lock is held, nothing trained yet (`training.run_lock`).
+        lock:acquired:fold<k>                        the fold's lock is held, nothing trained yet
+        (`training.run_lock`).
         best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`).
         scoring:after-predictions:fold<k>            both best models scored, test_predictions.npz written,
                                                      metrics.json not yet (`training.scoring.fold_metrics`).

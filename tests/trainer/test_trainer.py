@@ -3,18 +3,16 @@
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from datasets import Dataset
+from helpers import layer_norm_overrides, polish3_clips, tiny_config
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
-from modeling.training.sampling import LengthSortedSampler
-from modeling.training.trainer import auxiliary_losses
-
-from helpers import layer_norm_overrides, polish3_clips, tiny_config
+from modeling.trainer.sampling import LengthSortedSampler
+from modeling.trainer.trainer import auxiliary_losses
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +54,18 @@ def make_model(seed=0, **overrides):
 
 
 def sgd_step(tmp_path, model, dataset, batch_size: int, accumulation: int, **args):
-    """One optimizer step of plain SGD (constant rate) with `batch_size` × `accumulation` clips; returns the trainer."""
+    """One optimizer step of plain SGD (constant rate) with `batch_size` × `accumulation` clips; returns the
+    trainer."""
     trainer = make_trainer(
-        tmp_path / f"{batch_size}", model, dataset, per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", lr_scheduler_type="constant", **args,
+        tmp_path / f"{batch_size}",
+        model,
+        dataset,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        **args,
     )
     trainer.train()
     return trainer
@@ -96,7 +102,13 @@ def test_stage1_pooling_trains_on_cross_entropy_only(tmp_path, clips):
 def test_loss_terms_are_logged_as_window_averages_for_train_and_eval(tmp_path, dataset):
     model = make_model(pooling="cls_attention", eal_weight=0.5, fual_weight=0.25)
     trainer = make_trainer(
-        tmp_path, model, dataset, per_device_train_batch_size=2, max_steps=4, logging_steps=2, eval_strategy="steps",
+        tmp_path,
+        model,
+        dataset,
+        per_device_train_batch_size=2,
+        max_steps=4,
+        logging_steps=2,
+        eval_strategy="steps",
         eval_steps=4,
     )
     trainer.train()
@@ -180,12 +192,12 @@ def reference_sgd_update(model, batch, learning_rate):
     if model.config.uses_alignment_losses:
         loss = (
             loss
-            + model.config.eal_weight * emotional_attention_loss(
+            + model.config.eal_weight
+            * emotional_attention_loss(
                 out.utterance_embedding, out.frame_embeddings, out.frame_mask, model.config.eal_margin
             )
-            + model.config.fual_weight * frame_utterance_alignment_loss(
-                out.logits, out.frame_logits, out.frame_weights, out.frame_mask
-            )
+            + model.config.fual_weight
+            * frame_utterance_alignment_loss(out.logits, out.frame_logits, out.frame_weights, out.frame_mask)
         )
     loss.backward()
     return {n: -learning_rate * p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -198,7 +210,9 @@ def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_p
     clips), computed here without the Trainer. If the Trainer stopped dividing the loss by the accumulation steps
     (`accepts_loss_kwargs = True` on the model), the accumulated update would be 2× too large.
     """
-    overrides = dict(pooling=pooling, num_trainable_layers=1, eal_weight=0.5, fual_weight=0.25, **layer_norm_overrides())
+    overrides = dict(
+        pooling=pooling, num_trainable_layers=1, eal_weight=0.5, fual_weight=0.25, **layer_norm_overrides()
+    )
     learning_rate = 0.5
     initial = make_model(**overrides).state_dict()
     expected = reference_sgd_update(make_model(**overrides), collate(clips), learning_rate)
@@ -206,7 +220,9 @@ def test_unclipped_gradient_accumulation_has_the_scale_of_the_bigger_batch(tmp_p
     deltas = {}
     for batch_size, accumulation in ((4, 1), (2, 2)):
         model = make_model(**overrides)
-        trainer = sgd_step(tmp_path, model, dataset, batch_size, accumulation, learning_rate=learning_rate, max_grad_norm=0.0)
+        trainer = sgd_step(
+            tmp_path, model, dataset, batch_size, accumulation, learning_rate=learning_rate, max_grad_norm=0.0
+        )
         assert trainer.state.global_step == 1
         deltas[accumulation] = {n: p.detach() - initial[n] for n, p in model.named_parameters()}
 
@@ -242,7 +258,13 @@ def test_bf16_training_on_cpu_runs_the_head_in_bf16_and_computes_the_losses_in_f
         with_kwargs=True,
     )
     trainer = make_trainer(
-        tmp_path, model, dataset, per_device_train_batch_size=2, max_steps=3, logging_steps=1, bf16=True,
+        tmp_path,
+        model,
+        dataset,
+        per_device_train_batch_size=2,
+        max_steps=3,
+        logging_steps=1,
+        bf16=True,
         learning_rate=1e-2,
     )
     trainer.train()
@@ -303,9 +325,15 @@ def test_trainer_freezes_what_the_config_says(tmp_path, dataset):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     make_trainer(tmp_path, model, dataset, max_steps=2, learning_rate=1e-2).train()
     for name, parameter in model.named_parameters():
-        frozen = name.startswith(("wav2vec2.feature_extractor.", "wav2vec2.feature_projection.",
-                                  "wav2vec2.encoder.pos_conv_embed.", "wav2vec2.encoder.layers.0.",
-                                  "wav2vec2.encoder.layer_norm."))
+        frozen = name.startswith(
+            (
+                "wav2vec2.feature_extractor.",
+                "wav2vec2.feature_projection.",
+                "wav2vec2.encoder.pos_conv_embed.",
+                "wav2vec2.encoder.layers.0.",
+                "wav2vec2.encoder.layer_norm.",
+            )
+        )
         assert torch.equal(before[name], parameter.detach()) == frozen, name
 
 
@@ -324,8 +352,12 @@ def test_group_by_length_sorts_the_whole_training_set(tmp_path, dataset):
     lengths = [float(d) for d in (1.0, 3.0, 2.0, 4.0)]
     with_lengths = dataset.add_column("duration", lengths)
     trainer = make_trainer(
-        tmp_path, make_model(), with_lengths, per_device_train_batch_size=2,
-        train_sampling_strategy="group_by_length", length_column_name="duration",
+        tmp_path,
+        make_model(),
+        with_lengths,
+        per_device_train_batch_size=2,
+        train_sampling_strategy="group_by_length",
+        length_column_name="duration",
     )
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthSortedSampler)
@@ -338,8 +370,9 @@ def test_group_by_length_evaluates_longest_first_without_a_length_column(tmp_pat
     transformers' own eval sampler would raise for want of an `input_ids` column; ours runs longest first."""
     import soundfile as sf
 
-    trainer = make_trainer(tmp_path, make_model(), dataset, train_sampling_strategy="group_by_length",
-                           per_device_eval_batch_size=2)
+    trainer = make_trainer(
+        tmp_path, make_model(), dataset, train_sampling_strategy="group_by_length", per_device_eval_batch_size=2
+    )
     durations = [sf.info(path).duration for path, _ in clips]
     assert list(trainer._get_eval_sampler(dataset)) == sorted(range(len(clips)), key=lambda i: (-durations[i], i))
     metrics = trainer.evaluate()

@@ -42,8 +42,8 @@ def failed_write(path: Path, error: OSError) -> OSError:
     """An `OSError` (same errno) naming the target, the cause and that the previous content is intact."""
     state = "keeps its previous content" if path.exists() else "was not created"
     return OSError(
-        error.errno, f"Writing {path} failed: {error.strerror or error} ({error.filename or 'no file name'}); "
-        f"{path.name} {state}."
+        error.errno,
+        f"Writing {path} failed: {error.strerror or error} ({error.filename or 'no file name'}); {path.name} {state}.",
     )
 
 

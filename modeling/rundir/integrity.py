@@ -13,7 +13,7 @@ import os
 import struct
 from pathlib import Path
 
-from .io_utils import atomic_write_json
+from .atomic import atomic_write_json
 
 
 MANIFEST = "checksums.json"

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..modeling_frame_aligned import FrameAlignedModelMixin
-from .io_utils import atomic_directory, atomic_write_json
-from .prefix_model import frozen_prefix_forward, is_padding_independent, num_frozen_layers_of
-from .sampling import chunk, length_sorted_indices
+from ..rundir.atomic import atomic_directory, atomic_write_json
+from ..trainer.sampling import chunk, length_sorted_indices
+from .model import frozen_prefix_forward, is_padding_independent, num_frozen_layers_of
 
 
 logger = logging.getLogger(__name__)
@@ -319,7 +319,9 @@ def prefix_batches(
     return batches
 
 
-def _cache_metadata(model, dataset, collator, batches: list[list[int]], dtype: torch.dtype, keep_batches: bool) -> dict:
+def _cache_metadata(
+    model, dataset, collator, batches: list[list[int]], dtype: torch.dtype, keep_batches: bool
+) -> dict:
     """The cache's fingerprint (what its content depends on) and how it was cut."""
     collator_settings = {
         "collator": type(collator).__name__,

@@ -4,18 +4,17 @@ import csv
 
 import datasets
 import torch
+from helpers import POLISH3
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from modeling.training.sampling import (
+from modeling.trainer.sampling import (
     LengthSortedSampler,
     LengthSortedSamplerMixin,
     chunk,
     length_sorted_indices,
     padding_fraction,
 )
-
-from helpers import POLISH3
 
 
 def durations() -> list[float]:

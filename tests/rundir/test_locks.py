@@ -10,12 +10,11 @@ import sys
 import time
 
 import pytest
-
-from modeling.training.faults import FAULT_ENV, FAULT_LOG_ENV
-from modeling.training.run_lock import FileLock, LockHeldError
-
 from helpers import REPO
 from runs import write_config
+
+from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
+from modeling.rundir.locks import FileLock, LockHeldError
 
 
 pytestmark = pytest.mark.bad_input
@@ -26,8 +25,11 @@ def test_a_live_holder_is_refused_and_named(tmp_path):
     with FileLock(path, "Fold 1"):
         holder = json.loads(path.read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
-        with pytest.raises(LockHeldError, match=rf"^Fold 1 is being trained by process {os.getpid()} on host "
-                           rf"{socket.gethostname()} \(.*\) \(lock {path}\)\. Wait for it"):
+        with pytest.raises(
+            LockHeldError,
+            match=rf"^Fold 1 is being trained by process {os.getpid()} on host "
+            rf"{socket.gethostname()} \(.*\) \(lock {path}\)\. Wait for it",
+        ):
             FileLock(path, "Fold 1").acquire()
     assert not path.exists()  # released
 
@@ -53,7 +55,9 @@ def test_a_reused_process_id_is_not_the_holder(tmp_path):
 def test_a_holder_on_another_host_is_refused_with_the_file_to_delete(tmp_path):
     path = tmp_path / "train.lock"
     path.write_text(json.dumps({"pid": 1, "host": "node-17", "started": "5", "command": "train.py --folds 1"}))
-    with pytest.raises(LockHeldError, match=rf"process 1 on host node-17 .* if it is no longer running, delete {path}"):
+    with pytest.raises(
+        LockHeldError, match=rf"process 1 on host node-17 .* if it is no longer running, delete {path}"
+    ):
         FileLock(path, "Fold 1").acquire()
     assert json.loads(path.read_text())["host"] == "node-17"  # untouched
 
@@ -93,7 +97,10 @@ def test_same_fold_refused_other_fold_runs_then_stale_lock_taken_over(tmp_path):
     # A: holds fold 1's lock and is frozen there (SIGSTOP at the fault point: alive, holding it)
     holder_log = open(tmp_path / "holder.txt", "w")  # a file: a full pipe would block the holder
     holder = subprocess.Popen(
-        command(config, run_dir, "1"), cwd=REPO, stdout=holder_log, stderr=subprocess.STDOUT,
+        command(config, run_dir, "1"),
+        cwd=REPO,
+        stdout=holder_log,
+        stderr=subprocess.STDOUT,
         env={**clean_environment(), FAULT_ENV: "lock:acquired:fold1:stop", FAULT_LOG_ENV: str(log)},
     )
     try:
@@ -102,7 +109,9 @@ def test_same_fold_refused_other_fold_runs_then_stale_lock_taken_over(tmp_path):
         # B: the same fold → refuses at once, naming A
         second = train(config, run_dir, "1")
         assert second.returncode != 0
-        assert f"error: Fold 1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
+        assert (
+            f"error: Fold 1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
+        )
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert not (run_dir / "fold1" / "stage1").exists()
         # C: another fold of the same run directory trains meanwhile

@@ -7,13 +7,13 @@ import subprocess
 import sys
 import textwrap
 import time
-
 from pathlib import Path
 
 import pytest
 
-from modeling.training import faults as faults_module, io_utils
-from modeling.training.io_utils import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
+from modeling.rundir import atomic as io_utils
+from modeling.rundir import faults as faults_module
+from modeling.rundir.atomic import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
 
 
 def test_exception_inside_atomic_directory_keeps_the_previous_content(tmp_path):
@@ -43,8 +43,8 @@ def test_kill_9_during_writes_never_leaves_a_partial_file(tmp_path):
         f"""
         import sys
         from pathlib import Path
-        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the training wing alone: no torch/transformers
-        from training.io_utils import atomic_directory, atomic_write_json
+        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the rundir room alone: no torch
+        from rundir.atomic import atomic_directory, atomic_write_json
         folder = Path({str(tmp_path)!r})
         payload = list(range(300_000))
         i = 0
@@ -162,13 +162,14 @@ def test_atomic_directory_interrupted_before_the_rename_keeps_the_previous_direc
 
 
 def kill_writer(tmp_path: Path, point: str, code: str) -> list[str]:
-    """Run `code` (with io_utils imported) in a subprocess whose fault `point` is a SIGKILL; assert it was killed
+    """Run `code` (with the atomic writers imported) in a subprocess whose fault `point` is a SIGKILL; assert it was
+    killed
     there; returns the files left in tmp_path/data."""
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the training wing alone: no torch/transformers
-        from training.io_utils import atomic_directory, atomic_write_json
+        sys.path.insert(0, {str(Path(io_utils.__file__).parents[1])!r})  # the rundir room alone: no torch
+        from rundir.atomic import atomic_directory, atomic_write_json
         """
     )
     log = tmp_path / "faults.log"

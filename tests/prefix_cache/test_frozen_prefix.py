@@ -5,19 +5,18 @@ import pickle
 
 import pytest
 import torch
+from helpers import layer_norm_overrides, polish3_clips, tiny_config
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.training.prefix_cache import FrozenPrefixCache, FrozenPrefixCollator, build_prefix_cache
-from modeling.training.prefix_model import (
+from modeling.prefix_cache.cache import FrozenPrefixCache, FrozenPrefixCollator, build_prefix_cache
+from modeling.prefix_cache.model import (
     FrozenPrefixModel,
     disable_frozen_prefix_regularization,
     is_padding_independent,
 )
-from modeling.training.prefix_trainer import FrozenPrefixTrainer, ReplayBatchesSampler
-from modeling.training.trainer import auxiliary_losses
-
-from helpers import layer_norm_overrides, polish3_clips, tiny_config
+from modeling.prefix_cache.trainer import FrozenPrefixTrainer, ReplayBatchesSampler
+from modeling.trainer.trainer import auxiliary_losses
 
 
 BACKBONES = {"group_norm": {}, "layer_norm": layer_norm_overrides()}
@@ -233,7 +232,7 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
         assert torch.equal(unpickled[i]["hidden_states"], disk[i]["hidden_states"])
 
     # Same weights and data: the cache on disk is reused without running the prefix.
-    import modeling.training.prefix_cache as prefix_cache
+    import modeling.prefix_cache.cache as prefix_cache
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
@@ -285,11 +284,11 @@ def test_no_frozen_layers_is_an_error(clips, collator):
 def test_train_py_stage2_from_the_cache_end_to_end(tmp_path, on_disk):
     """`stage2.cache_frozen_prefix: true` through run_experiment: both stages finish, the frozen prefix of the stage-2
     checkpoint is bit-for-bit stage 1's, the trainable top layer did train, and the fold is scored."""
+    from runs import write_config
     from safetensors.torch import load_file
 
-    from modeling.training.run_config import resolve_config
     from modeling.training.experiment import run_experiment
-    from runs import write_config
+    from modeling.training.run_config import resolve_config
 
     config = resolve_config(
         write_config(
@@ -302,7 +301,11 @@ def test_train_py_stage2_from_the_cache_end_to_end(tmp_path, on_disk):
     assert 0.0 <= fold["test"]["ua"] <= 1.0 and fold["checkpoint"] == "fold1/stage2/best"
     stage1 = load_file(tmp_path / "run" / "fold1" / "stage1" / "best" / "model.safetensors")
     stage2 = load_file(tmp_path / "run" / "fold1" / "stage2" / "best" / "model.safetensors")
-    frozen = [k for k in stage1 if k.startswith(("wav2vec2.feature_", "wav2vec2.encoder.layers.0.", "wav2vec2.encoder.pos_conv"))]
+    frozen = [
+        k
+        for k in stage1
+        if k.startswith(("wav2vec2.feature_", "wav2vec2.encoder.layers.0.", "wav2vec2.encoder.pos_conv"))
+    ]
     assert frozen and all(torch.equal(stage1[k], stage2[k]) for k in frozen)
     top = [k for k in stage1 if k.startswith("wav2vec2.encoder.layers.1.")]
     assert top and any(not torch.equal(stage1[k], stage2[k]) for k in top)
