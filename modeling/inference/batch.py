@@ -138,7 +138,7 @@ def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
 def append_bytes(path: Path, data: bytes, point: str) -> None:
     """Append `data` (whole lines) and fsync. Fault point `predict:partial-write:<name>` sits inside the write, where
     half of the last line is written (what a kill inside the system call could leave)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as for open()
     try:
         last_line = data.rfind(b"\n", 0, len(data) - 1) + 1
         half = (last_line + len(data)) // 2

@@ -1,5 +1,8 @@
 """Crash-safe writes: a reader never sees a half-written results file or checkpoint directory.
 
+Files and folders get the mode a plain `open()` / `mkdir()` would give them (0666 / 0777 minus the umask), not
+`tempfile`'s private 0600 / 0700.
+
 Each write passes a named `fault_point` (see `faults.py`) where the crash tests stop the process on purpose.
 """
 
@@ -13,6 +16,26 @@ from pathlib import Path
 from .faults import fault_point
 
 
+def current_umask() -> int:
+    """The process's umask (Linux: read from /proc, so no other thread sees it changed; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: str | os.PathLike, directory: bool) -> None:
+    """Give a temporary file (0600) or folder (0700) of `tempfile` the mode `open()`/`mkdir()` would have given it
+    (0666/0777 minus the umask), so results and checkpoints are as readable as any other file the user writes."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w"):
     """Yield a temporary file in the same folder as `path` (opened with `mode`, "w" or "wb"); on success it is
@@ -21,6 +44,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
         try:
+            _as_if_created(f.name, directory=False)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -82,6 +106,7 @@ def atomic_directory(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
+        _as_if_created(tmp, directory=True)
         yield tmp
         fault_point(f"atomic-directory:before-rename:{_location(path)}")
     except OSError as error:  # e.g. a full disk: say what was being written, and that the old content is intact

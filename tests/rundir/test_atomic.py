@@ -221,3 +221,25 @@ def test_kill_9_inside_atomic_directory_keeps_the_previous_directory_after_clean
     cleanup_stale_tmp(folder)
     assert [p.name for p in folder.iterdir()] == ["best"]
     assert (folder / "best" / "a.json").read_text() == (folder / "best" / "b.json").read_text() == "v1"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_writes_follow_the_umask_like_any_other_file(tmp_path, umask):
+    """Issue 19: every file of the atomic writer was 0600 (`best/` 0700) whatever the umask, so results and
+    checkpoints were unreadable to a colleague sharing the cluster while `config.json` beside them was 0644."""
+    previous = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"ua": 0.5})
+        with io_utils.atomic_file(tmp_path / "model.safetensors", "wb") as f:
+            f.write(b"weights")
+        with atomic_directory(tmp_path / "best") as tmp:
+            (tmp / "config.json").write_text("{}")
+        (tmp_path / "plain.txt").write_text("written by open()")
+        os.mkdir(tmp_path / "plain_dir")
+    finally:
+        os.umask(previous)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("plain.txt") == 0o666 & ~umask and mode("plain_dir") == 0o777 & ~umask
+    assert mode("results.json") == mode("model.safetensors") == mode("plain.txt")
+    assert mode("best") == mode("plain_dir")
+    assert mode("best/config.json") == mode("plain.txt")
