@@ -8,6 +8,7 @@ Files are written next to the checkpoint, as the Hub's ONNX convention (Optimum,
 `push_to_hub.py` uploads them with the checkpoint when they exist.
 """
 
+import copy
 import os
 from pathlib import Path
 
@@ -45,12 +46,16 @@ class _ExportedOutputs(nn.Module):
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Export a loaded `Wav2Vec2ForFrameAlignedClassification` to `path` (TorchScript-based exporter,
+    """Export a loaded `*ForFrameAlignedClassification` model to `path` (TorchScript-based exporter,
     `dynamo=False`: it traces this model with dynamic axes; see docs). Axes `batch` and `samples` (inputs),
-    `frames` (outputs) are dynamic. The file is written under a temporary name and renamed. Returns `path`."""
+    `frames` (outputs) are dynamic. The file is written under a temporary name and renamed. Returns `path`.
+
+    The caller's model is left as it was: a copy is put in eval mode and float32 and exported (the exporter restores
+    the traced module's training mode recursively, and `.float()` would convert a bf16 model in place).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().float()
+    model = copy.deepcopy(model).eval().float()
     wrapper = _ExportedOutputs(model)
     # Two clips of different lengths (1 s and 0.75 s, zero-padded): the trace sees a real padded batch.
     mask = torch.ones(2, 16_000, dtype=torch.long)

@@ -342,3 +342,26 @@ def test_outputs_of_another_label_set_are_refused_and_a_partial_line_is_cut(tmp_
     output.write_bytes(b"file,error\na.wav,x\nb.wav,cannot dec")
     assert repair_partial_line(output) and output.read_bytes() == b"file,error\na.wav,x\n"
     assert not repair_partial_line(output)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_export_model_leaves_the_callers_model_as_it_was(tmp_path, mode):
+    """Issue 19: `export_model(model, path)` left a model in training mode (the exporter restores the wrapper's mode,
+    which starts in training mode): dropout stayed on and the caller's logits changed silently. Its mode (every
+    submodule's) and its dtype are as before, and its outputs do not change."""
+    from modeling.inference.onnx_export import export_model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForFrameAlignedClassification(tiny_config(final_dropout=0.5, hidden_dropout=0.3))
+    model.train(mode == "train")
+    model.pooler.eval()  # a mixed state: one submodule in another mode than its parent
+    modes = {name: module.training for name, module in model.named_modules()}
+    model = model.to(torch.bfloat16)
+    export_model(model, tmp_path / "model.onnx")
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    if mode == "eval":
+        waveform = torch.from_numpy(load_audio(polish3_clips(1)[0][0])[None, :16000]).to(torch.bfloat16)
+        with torch.no_grad():
+            first, second = model(waveform).logits, model(waveform).logits
+        assert torch.equal(first, second)
