@@ -220,6 +220,21 @@ def merge_short_segments(segments: list[list[int]], probabilities: np.ndarray, m
     return merged
 
 
+def label_by_mean(segments: list[list[int]], probabilities: np.ndarray) -> list[list[int]]:
+    """Give every segment the most probable class of its mean (T, C) distribution, and join neighbours that end up
+    with the same class. Absorbing a short segment can tip a segment's mean towards another class than the one
+    its frames started with: the label shown must be the one its own probabilities give. (Joining two segments
+    with the same most probable class keeps it: the joined mean is a weighted mean of the two.)"""
+    relabelled: list[list[int]] = []
+    for start, end, _ in segments:
+        label = int(probabilities[start:end].mean(axis=0).argmax())
+        if relabelled and relabelled[-1][2] == label:
+            relabelled[-1][1] = end
+        else:
+            relabelled.append([start, end, label])
+    return relabelled
+
+
 def ranked_scores(distribution: np.ndarray, id2label: dict[int, str]) -> list[dict]:
     order = np.argsort(-distribution, kind="stable")
     return [{"label": id2label[int(c)], "score": float(distribution[c])} for c in order]
@@ -235,7 +250,9 @@ def build_timeline(
     smoothing_frames: int = 1,
     min_segment_frames: int = 1,
 ) -> tuple[list[dict], np.ndarray]:
-    """Frames → segments of one dominant emotion.
+    """Frames → segments of one dominant emotion: runs of the smoothed frames' most probable class, runs shorter than
+    `min_segment_frames` absorbed by a neighbour, then each segment labelled with the most probable class of its mean
+    smoothed distribution (`label_by_mean`).
 
     Args:
         probabilities: (T, C) frame distributions; weights: (T,) α.
@@ -246,6 +263,7 @@ def build_timeline(
     """
     smoothed = smooth_frames(probabilities, smoothing, smoothing_frames)
     segments = merge_short_segments(label_runs(smoothed.argmax(axis=-1)), smoothed, min_segment_frames)
+    segments = label_by_mean(segments, smoothed)
     timeline = []
     for index, (start, end, label) in enumerate(segments):
         mean = smoothed[start:end].mean(axis=0)

@@ -31,6 +31,7 @@ from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
 from modeling.publishing.remote_code import hub_pipeline_files
 from modeling.timeline_segments import (
     ChunkPrediction,
+    build_timeline,
     iter_windows,
     merge_short_segments,
     smooth_frames,
@@ -204,6 +205,32 @@ def test_smoothing_and_short_segment_merging():
     assert merge_short_segments([[0, 10, 0], [10, 12, 1], [12, 30, 0]], probabilities, 3) == [[0, 30, 0]]
     assert merge_short_segments(segments, probabilities, 1) == segments
     assert merge_short_segments([[0, 2, 1]], probabilities[:2], 5) == [[0, 2, 1]]  # nothing to merge with
+
+
+def test_a_segment_is_labelled_with_its_most_probable_class():
+    """Issue 19: after a short segment was absorbed, the segment kept its neighbour's label although its own mean
+    distribution favoured another class (`0.00–0.40 neutral 0.33` while its scores gave anger 0.363)."""
+    id2label = {0: "neutral", 1: "anger"}
+    probabilities = np.tile([0.55, 0.45], (10, 1))
+    probabilities[:2] = [0.1, 0.9]  # 2 frames of anger, then 8 frames leaning neutral
+    timeline, _ = build_timeline(probabilities, np.full(10, 0.1), id2label, 0.02, 0.2, "none", 1, 5)
+    # one segment (the 2 frames are too short); its mean is anger (2·0.9 + 8·0.45) / 10 = 0.54 vs neutral 0.46
+    assert len(timeline) == 1
+    assert timeline[0]["label"] == "anger" and timeline[0]["score"] == pytest.approx(0.54)
+
+    rng = np.random.default_rng(0)  # and on random frames, with every smoothing
+    for smoothing in ("none", "mean", "median"):
+        for trial in range(20):
+            frames = rng.dirichlet(np.full(3, 0.7), size=200)
+            timeline, smoothed = build_timeline(
+                frames, np.full(200, 1 / 200), dict(enumerate("abc")), 0.02, 4.0, smoothing, 5, 1 + trial
+            )
+            for segment in timeline:
+                first, last = round(segment["start"] / 0.02), round(segment["end"] / 0.02)
+                mean = smoothed[first:last].mean(axis=0)
+                assert segment["label"] == "abc"[int(mean.argmax())], (smoothing, trial, segment)
+            labels = [segment["label"] for segment in timeline]
+            assert all(a != b for a, b in zip(labels, labels[1:]))  # neighbours differ: equal ones are one segment
 
 
 # ----------------------------------------------------------------------------------------------------------------
