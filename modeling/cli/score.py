@@ -60,7 +60,11 @@ def main(argv=None) -> int:
     if scores["left_out"]:
         print("left out (no run class): " + ", ".join(f"{k} ({v})" for k, v in scores["left_out"].items()))
     if scores["missing_classes"]:
-        print("run classes absent from the corpus: " + ", ".join(scores["missing_classes"]))
+        print(
+            "run classes absent from the corpus: "
+            + ", ".join(scores["missing_classes"])
+            + " (not scored: null per-class values, left out of UA and macro-F1)"
+        )
     print(f"→ {args.output_dir}/scores.md, scores.json, predictions.csv")
     return 0
 

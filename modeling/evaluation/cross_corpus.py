@@ -199,7 +199,8 @@ def scores_markdown(scores: dict) -> str:
         + f"; {scores['n']} utterances scored",
         f"- Label map: {', '.join(f'{a} → {b}' for a, b in scores['label_map'].items()) or 'none'}",
         f"- Left out (no run class): {', '.join(f'{k} ({v})' for k, v in scores['left_out'].items()) or 'none'}",
-        f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'}",
+        f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'} (not scored: "
+        "null per-class values, left out of UA and macro-F1)",
         "- Ensemble: mean of the fold models' class probabilities",
         "",
         "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",

@@ -73,9 +73,30 @@ def test_macro_f1_matches_scikit_learn_with_absent_and_never_predicted_classes()
     references = [0, 0, 1, 1, 1, 2, 2, 0]
     predictions = [0, 1, 1, 1, 3, 0, 1, 0]
     metrics = compute_ser_metrics(predictions, references, num_labels=5)
-    assert metrics["per_class_precision"] == [pytest.approx(2 / 3), 0.5, None, 0.0, None]
-    assert metrics["per_class_f1"] == [pytest.approx(2 / 3), pytest.approx(4 / 7), 0.0, 0.0, None]
-    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 4 / 7) / 4)
-    assert metrics["macro_f1"] == pytest.approx(f1_score(references, predictions, average="macro", zero_division=0))
-    _, _, f1, _ = precision_recall_fscore_support(references, predictions, labels=[0, 1, 2, 3], zero_division=0)
-    assert [metrics["per_class_f1"][c] for c in range(4)] == pytest.approx(f1)
+    assert metrics["per_class_precision"] == [pytest.approx(2 / 3), 0.5, None, None, None]
+    assert metrics["per_class_f1"] == [pytest.approx(2 / 3), pytest.approx(4 / 7), 0.0, None, None]
+    # over the classes with references (0, 1, 2): scikit-learn's macro F1 with those labels
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 4 / 7) / 3)
+    present = [0, 1, 2]
+    assert metrics["macro_f1"] == pytest.approx(
+        f1_score(references, predictions, labels=present, average="macro", zero_division=0)
+    )
+    _, _, f1, _ = precision_recall_fscore_support(references, predictions, labels=present, zero_division=0)
+    assert [metrics["per_class_f1"][c] for c in present] == pytest.approx(f1)
+
+
+def test_one_rule_for_a_class_the_references_lack():
+    """Issue 19: a run class the scored corpus lacks was left out of UA but counted as F1 = 0 in macro-F1
+    (`per_class_recall: null` but `per_class_f1: 0.0`). One rule for UA, macro-F1 and every per-class value: a class
+    without references is not scored (null, left out of both means); predictions of it are errors of the true
+    class (they lower its recall and F1, and WA)."""
+    references = [0, 0, 0, 1, 1, 1]
+    predictions = [0, 0, 2, 1, 1, 2]  # class 2 is a run class the corpus lacks, predicted twice
+    metrics = compute_ser_metrics(predictions, references, num_labels=3)
+    assert metrics["per_class_recall"][2] is None
+    assert metrics["per_class_precision"][2] is None and metrics["per_class_f1"][2] is None
+    assert metrics["ua"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    # F1 of classes 0 and 1: TP 2, FN 1, FP 0 → 2·2 / (2·2 + 1) = 0.8 each
+    assert metrics["per_class_f1"][:2] == pytest.approx([0.8, 0.8])
+    assert metrics["macro_f1"] == pytest.approx(0.8)
+    assert metrics["wa"] == pytest.approx(4 / 6)

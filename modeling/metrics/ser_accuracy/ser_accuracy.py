@@ -11,11 +11,14 @@ import numpy as np
 
 _DESCRIPTION = """
 UA (unweighted accuracy, also "balanced accuracy"): the mean over classes of per-class recall, so every class
-counts the same whatever its size. Classes absent from the references have no recall and are left out of the mean.
+counts the same whatever its size.
 WA (weighted accuracy): the fraction of correctly classified examples (plain accuracy).
-Macro-F1: the mean over classes of per-class F1 = 2·TP / (2·TP + FP + FN), over the classes that occur in the
-references or the predictions (as scikit-learn's `f1_score(average="macro")`; a class that is never predicted has
-precision 0 in that mean). The ranking metric of the Odyssey 2024 SER challenge (MSP-Podcast).
+Macro-F1: the mean over classes of per-class F1 = 2·TP / (2·TP + FP + FN) (scikit-learn's
+`f1_score(labels=<the classes with references>, average="macro", zero_division=0)`; a class that is never predicted
+has F1 0). The ranking metric of the Odyssey 2024 SER challenge (MSP-Podcast).
+One rule for a class without references (e.g. a class of the model that the scored corpus lacks): it is not
+scored. Its recall, precision and F1 are `None` and it is left out of UA and macro-F1 alike; predictions of it
+still count as errors of the true classes (they lower those classes' recall and F1, and WA).
 The confusion matrix has one row per true class and one column per predicted class (counts).
 """
 
@@ -28,11 +31,12 @@ Args:
 Returns:
     ua (`float`): mean per-class recall, in [0, 1].
     wa (`float`): accuracy, in [0, 1].
-    macro_f1 (`float`): mean per-class F1 over the classes present in references or predictions, in [0, 1].
+    macro_f1 (`float`): mean per-class F1 over the classes present in the references, in [0, 1].
     per_class_recall (`list` of `float` or `None`): recall of each class (`None` for classes absent from the
         references).
-    per_class_precision (`list` of `float` or `None`): precision of each class (`None` for classes never predicted).
-    per_class_f1 (`list` of `float` or `None`): F1 of each class (`None` for classes absent from both).
+    per_class_precision (`list` of `float` or `None`): precision of each class (`None` for classes absent from the
+        references, and for classes never predicted: 0/0).
+    per_class_f1 (`list` of `float` or `None`): F1 of each class (`None` for classes absent from the references).
     support (`list` of `int`): number of references of each class.
     confusion_matrix (`list` of `list` of `int`): (num_labels, num_labels), rows = true, columns = predicted.
 Examples:
@@ -76,11 +80,9 @@ class SerAccuracy(evaluate.Metric):
         np.add.at(matrix, (references, predictions), 1)
         support, predicted, hits = matrix.sum(axis=1), matrix.sum(axis=0), np.diag(matrix)
         recall = [float(hits[c] / support[c]) if support[c] else None for c in range(num_labels)]
-        precision = [float(hits[c] / predicted[c]) if predicted[c] else None for c in range(num_labels)]
-        f1 = [
-            float(2 * hits[c] / (support[c] + predicted[c])) if support[c] + predicted[c] else None
-            for c in range(num_labels)
-        ]
+        # A class without references is not scored (see the description): None for all three, out of both means.
+        precision = [float(hits[c] / predicted[c]) if support[c] and predicted[c] else None for c in range(num_labels)]
+        f1 = [float(2 * hits[c] / (support[c] + predicted[c])) if support[c] else None for c in range(num_labels)]
         return {
             "ua": float(np.mean([r for r in recall if r is not None])),
             "wa": float(np.trace(matrix) / matrix.sum()),
