@@ -25,10 +25,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--label-map",
         nargs="+",
+        action="extend",
         default=[],
         metavar="SRC=DST",
-        help="Rename corpus classes to the run's, e.g. anger=angry (classes mapping to none of the "
-        "run's are left out and counted).",
+        help="Rename corpus classes to the run's, e.g. anger=angry (repeatable; classes mapping to none of the "
+        "run's are left out and counted; an entry whose SRC the corpus lacks or whose DST the run lacks is an "
+        "error).",
     )
     parser.add_argument("--split", help="Score one predefined split only (corpora with a `split` column).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per batch (longest first; default 8).")

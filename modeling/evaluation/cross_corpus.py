@@ -37,14 +37,44 @@ SCORE_KEYS = ("ua", "wa", "macro_f1", *PER_CLASS, "confusion_matrix")
 
 
 def parse_label_map(items: list[str] | None) -> dict[str, str]:
-    """["anger=angry", ...] → {"anger": "angry"}; raises CorpusError naming a malformed item."""
-    mapping = {}
+    """["anger=angry", ...] → {"anger": "angry"} (items of every repeated `--label-map`, in order).
+
+    Raises:
+        CorpusError: a malformed item, or one source class mapped to two targets (both named).
+    """
+    mapping, problems = {}, []
     for item in items or []:
         source, sep, target = item.partition("=")
-        if not sep or not source.strip() or not target.strip():
-            raise CorpusError(f"--label-map expects SOURCE=TARGET (e.g. anger=angry), got {item!r}.")
-        mapping[source.strip()] = target.strip()
+        source, target = source.strip(), target.strip()
+        if not sep or not source or not target:
+            problems.append(f"--label-map expects SOURCE=TARGET (e.g. anger=angry), got {item!r}.")
+        elif mapping.get(source, target) != target:
+            problems.append(
+                f"--label-map: {source!r} is mapped twice ({source}={mapping[source]}, {source}={target})."
+            )
+        else:
+            mapping[source] = target
+    if problems:
+        raise CorpusError(" ".join(problems))
     return mapping
+
+
+def label_map_problems(label_map: dict[str, str], corpus_classes, classes: list[str]) -> list[str]:
+    """Every map entry that fits nothing: a source class the corpus lacks (e.g. the map written the wrong way
+    round), a target that is not one of the run's classes. Such an entry would silently leave rows out."""
+    corpus_classes = sorted(set(corpus_classes))
+    problems = []
+    for source, target in label_map.items():
+        if source not in corpus_classes:
+            problems.append(
+                f"--label-map {source}={target}: the corpus has no class {source!r} (its classes: "
+                f"{', '.join(corpus_classes)}); SOURCE is the corpus's class, TARGET the run's."
+            )
+        if target not in classes:
+            problems.append(
+                f"--label-map {source}={target}: {target!r} is not one of the run's classes ({', '.join(classes)})."
+            )
+    return problems
 
 
 def run_models(run_dir: str | os.PathLike) -> tuple[dict[int, Path], list[str]]:
@@ -66,7 +96,19 @@ def run_models(run_dir: str | os.PathLike) -> tuple[dict[int, Path], list[str]]:
 
 
 def target_rows(dataset: Dataset, classes: list[str], label_map: dict[str, str], split: str | None):
-    """(rows to score with `label` = the run's class id, {left-out target class: count}, run classes absent)."""
+    """(rows to score with `label` = the run's class id, {left-out target class: count}, run classes absent).
+
+    Raises:
+        CorpusError: a label-map entry that fits nothing (`label_map_problems`, all listed), an unknown split, no
+            row left to score.
+    """
+    names = dataset.features["label"].names
+    corpus_classes = [
+        names[label] if label >= 0 else text for label, text in zip(dataset["label"], dataset["label_text"])
+    ]
+    problems = label_map_problems(label_map, corpus_classes, classes)
+    if problems:
+        raise CorpusError("\n".join(problems))
     if split is not None:
         if "split" not in dataset.column_names:
             raise CorpusError(f"--split {split}: this corpus has no predefined splits (no `split` column).")
@@ -74,7 +116,6 @@ def target_rows(dataset: Dataset, classes: list[str], label_map: dict[str, str],
         if split not in present:
             raise CorpusError(f"--split {split}: not one of the corpus's splits {present}.")
         dataset = dataset.select([i for i, s in enumerate(dataset["split"]) if s == split])
-    names = dataset.features["label"].names
     index = {name: i for i, name in enumerate(classes)}
     keep, ids, left_out = [], [], Counter()
     for row, (label, text) in enumerate(zip(dataset["label"], dataset["label_text"])):
@@ -229,4 +270,12 @@ def scores_markdown(scores: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ENSEMBLE", "parse_label_map", "run_models", "score_run", "scores_markdown", "target_rows"]
+__all__ = [
+    "ENSEMBLE",
+    "label_map_problems",
+    "parse_label_map",
+    "run_models",
+    "score_run",
+    "scores_markdown",
+    "target_rows",
+]
