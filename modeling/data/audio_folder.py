@@ -2,11 +2,11 @@
 optionally under split folders (`train/`, `validation/`, `test/`) as in 🤗 datasets' audiofolder.
 
 Generic: the facts of the audio-folder corpora the project knows live in their own modules (`polish3`, `nemo4`).
-`metadata.csv` is read as spreadsheet programs write it: UTF-8 with or without a byte-order mark (Excel's "CSV
-UTF-8"), CRLF or LF line ends, and `,`, `;` (European locales), tab or `|` as the delimiter.
+`metadata.csv` is read as spreadsheet programs write it (`metadata_csv.read_metadata_csv`, also predict.py's reader):
+UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"), CRLF or LF line ends, and `,`, `;` (European
+locales), tab or `|` as the delimiter.
 """
 
-import csv
 import hashlib
 import re
 from collections import Counter
@@ -17,11 +17,10 @@ from datasets import Dataset
 
 from .corpus import CorpusError, audio_files, build_dataset, drop_duplicates, normalize_gender
 from .folds import canonical_split
+from .metadata_csv import FILE_COLUMNS, read_metadata_csv
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-DELIMITERS = ",;\t|"
-FILE_COLUMNS = ("file", "file_name")  # ours, and 🤗 audiofolder's
 
 
 def load_audio_folder(
@@ -79,58 +78,6 @@ def _rows_of_folder(root: Path, metadata: str, speaker_regex: str | None) -> lis
         return drop_duplicates(str(metadata_path), _rows_from_metadata(root, metadata_path), lambda row: row["audio"])
     rows = _rows_from_label_folders(root, speaker_regex)
     return drop_duplicates(str(root), rows, _folder_recording_ids(rows))
-
-
-def read_metadata_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """A spreadsheet's CSV → (header, [(row number as the spreadsheet shows it, {column: text})]).
-
-    Raises `CorpusError` for undecodable text, an unknown delimiter, or rows whose field count differs from the
-    header's (all such rows listed).
-    """
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # strips Excel's byte-order mark
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise CorpusError(
-            f'{path}: row {line}: not UTF-8 text ({error.reason} at byte {error.start}); save it as "CSV UTF-8".'
-        ) from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise CorpusError(f"{path}: empty file; expected a header like file,label,speaker.")
-    delimiter = _delimiter(lines[0], path)
-    records = list(csv.reader(lines, delimiter=delimiter))
-    header = [name.strip() for name in records[0]]
-    rows, problems = [], []
-    for number, record in enumerate(records[1:], start=2):
-        if not any(field.strip() for field in record):
-            continue  # blank lines spreadsheets leave at the end
-        if len(record) != len(header):
-            problems.append(
-                f"{path}: row {number}: {len(record)} field(s), the header has {len(header)} "
-                f"({delimiter!r}-separated): {delimiter.join(record)!r}."
-            )
-            continue
-        rows.append((number, {name: field.strip() for name, field in zip(header, record)}))
-    if problems:
-        raise CorpusError(f"{len(problems)} problem(s) in {path}:\n" + "\n".join(f"  - {p}" for p in problems))
-    return header, rows
-
-
-def _delimiter(header_line: str, path: Path) -> str:
-    """The header's delimiter: the candidate that splits it into the most known columns (Sniffer as a tie-break)."""
-    known = {"file", "file_name", "label", "speaker", "gender", "duration_s", "split"}
-    scores = {d: len(known & {name.strip().lower() for name in header_line.split(d)}) for d in DELIMITERS}
-    best = max(scores.values())
-    if best == 0:
-        try:
-            return csv.Sniffer().sniff(header_line, delimiters=DELIMITERS).delimiter
-        except csv.Error:
-            raise CorpusError(
-                f"{path}: row 1: cannot tell the delimiter of the header {header_line!r}; expected columns "
-                "file,label[,speaker,gender,duration_s,split] separated by ',', ';', tab or '|'."
-            ) from None
-    return next(d for d in DELIMITERS if scores[d] == best)
 
 
 def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:

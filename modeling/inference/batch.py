@@ -32,12 +32,14 @@ from pathlib import Path
 import soundfile as sf
 
 from ..audio import AudioInputError
+from ..data.corpus import CorpusError
+from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import fault_point
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
-CSV_PATH_COLUMNS = ("file", "path", "audio")
+CSV_PATH_COLUMNS = (*FILE_COLUMNS, *PATH_COLUMNS)
 ERROR_COLUMNS = ["file", "error"]
 
 
@@ -51,21 +53,22 @@ class BatchJobError(ValueError):
 
 
 def _csv_paths(csv_path: Path, path_column: str | None) -> list[str]:
-    """The audio paths listed in a CSV (relative paths are relative to the CSV's folder, as in metadata.csv)."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        candidates = [path_column] if path_column else list(CSV_PATH_COLUMNS)
-        column = next((name for name in candidates if name in columns), None)
-        if column is None:
-            raise BatchJobError(f"{csv_path}: no column {' / '.join(candidates)} with audio paths; columns: {columns}")
-        paths = []
-        for line, row in enumerate(reader, start=2):
-            value = (row.get(column) or "").strip()
-            if not value:
-                raise BatchJobError(f"{csv_path}, line {line}: empty '{column}'")
-            paths.append(os.path.normpath(os.path.join(csv_path.parent, value)))
-    return paths
+    """The audio paths listed in a CSV, read as train.py reads `metadata.csv` (`data.metadata_csv`: BOM, `;`/tab/`|`,
+    CRLF; relative paths are relative to the CSV's folder)."""
+    try:
+        columns, rows = read_metadata_csv(csv_path)
+    except CorpusError as error:
+        raise BatchJobError(str(error)) from None
+    candidates = [path_column] if path_column else list(CSV_PATH_COLUMNS)
+    column = next((name for name in candidates if name in columns), None)
+    if column is None:
+        raise BatchJobError(
+            f"{csv_path}: row 1: no column {' / '.join(candidates)} with audio paths; columns: {columns}"
+        )
+    empty = [number for number, row in rows if not row[column]]
+    if empty:
+        raise BatchJobError(f"{csv_path}: row(s) {empty[:10]}: empty '{column}'")
+    return [listed_path(csv_path, row[column]) for _, row in rows]
 
 
 def _folder_paths(folder: Path) -> list[str]:
@@ -78,7 +81,8 @@ def _folder_paths(folder: Path) -> list[str]:
 
 def collect_inputs(sources: list[str], path_column: str | None = None) -> list[str]:
     """Folders (searched recursively for audio extensions), glob patterns (`**` recursive), CSV files (a
-    `file`/`path`/`audio` column, or `path_column`) and single files → the audio paths, in order, each once.
+    `file`/`file_name`/`path`/`audio` column, or `path_column`; read as train.py reads `metadata.csv`) and single
+    files → the audio paths, in order, each once.
 
     Raises:
         BatchJobError: a source that matches nothing or a CSV without a path column (all such sources listed).

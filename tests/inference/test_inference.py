@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,7 +195,7 @@ def test_collect_inputs_reads_csv_globs_and_reports_empty_sources(tmp_path):
     with pytest.raises(ValueError, match=r"nothing\*\.wav: matches no audio file"):
         collect_inputs([str(tmp_path / "nothing*.wav")])
     (tmp_path / "bad.csv").write_text("name\nx.wav\n")
-    with pytest.raises(ValueError, match=r"bad.csv: no column file / path / audio"):
+    with pytest.raises(ValueError, match=r"bad.csv: row 1: no column file / file_name / path / audio"):
         collect_inputs([str(tmp_path / "bad.csv")])
 
 
@@ -365,3 +366,26 @@ def test_export_model_leaves_the_callers_model_as_it_was(tmp_path, mode):
         with torch.no_grad():
             first, second = model(waveform).logits, model(waveform).logits
         assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_predict_reads_every_metadata_csv_train_py_reads(tmp_path, delimiter):
+    """Issue 19: predict.py refused what train.py accepts: Excel's byte-order mark, `;`/tab/`|` delimiters, CRLF, the
+    `file_name` column of 🤗 audiofolder. Both read CSVs through one reader, so the same file gives the same files."""
+    from modeling.data.audio_folder import load_audio_folder
+
+    rows = polish3_clips(3)
+    lines = [delimiter.join(["file_name", "label", "speaker"])]
+    lines += [delimiter.join([f"../clips/{i}.flac", "anger", "s1"]) for i in range(len(rows))]
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "clips").mkdir()
+    for i, (path, _) in enumerate(rows):
+        (tmp_path / "clips" / f"{i}.flac").write_bytes(open(path, "rb").read())
+    csv_path = tmp_path / "corpus" / "metadata.csv"
+    csv_path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    expected = [str((tmp_path / "clips" / f"{i}.flac").resolve()) for i in range(len(rows))]
+    assert [str(Path(p).resolve()) for p in collect_inputs([str(csv_path)])] == expected
+    assert list(load_audio_folder(tmp_path / "corpus")["audio"]) == expected
+    csv_path.write_bytes(b"\xef\xbb\xbfname;label\r\nx.wav;a\r\n")
+    with pytest.raises(ValueError, match=r"metadata.csv: row 1: no column file / file_name / path / audio"):
+        collect_inputs([str(csv_path)])
