@@ -95,6 +95,7 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
             problems.append(f"{metadata_path}: row {number}: empty {file_column!r}.")
             continue
         row = {
+            "where": f"row {number}",
             "audio": str((root / record[file_column]).resolve()),
             "label_text": record["label"],
             "speaker": record.get("speaker", ""),
@@ -114,16 +115,16 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
 
 
 def _folder_recording_ids(rows: list[dict]):
-    """Recording ids of label-folder rows: a file is a copy of another when it has the same label, name and bytes
-    (`anger/a.wav` and `anger/anger/a.wav`); files named alike in other folders with other bytes stay distinct.
-    Only files whose (label, name) repeats are hashed."""
-    names = Counter((row["label_text"], Path(row["audio"]).name) for row in rows)
+    """Recording ids of label-folder rows: a file is a copy of another when it has the same name and bytes
+    (`anger/a.wav` and `anger/anger/a.wav`, or the same take filed under two labels, which `drop_duplicates`
+    refuses); files named alike with other bytes stay distinct. Only files whose name repeats are hashed."""
+    names = Counter(Path(row["audio"]).name for row in rows)
 
     def recording_id(row: dict):
-        key = (row["label_text"], Path(row["audio"]).name)
-        if names[key] == 1:
-            return key
-        return (*key, hashlib.sha1(Path(row["audio"]).read_bytes()).hexdigest())
+        name = Path(row["audio"]).name
+        if names[name] == 1:
+            return (name,)
+        return (name, hashlib.sha1(Path(row["audio"]).read_bytes()).hexdigest())
 
     return recording_id
 

@@ -156,6 +156,13 @@ def drop_duplicates(corpus: str, rows: list[dict], recording_id) -> list[dict]:
     name) are the same recording found twice, typically an archive unpacked into a nested copy of itself
     (`Actor_01/Actor_01/...`). The row whose audio path is shortest (the outer copy) is kept, in the original row
     order; a warning gives the count and examples. Returns the kept rows.
+
+    Before anything is dropped, the copies' labels (`label_text`) are compared: one recording with two labels is an
+    error, whichever label is right (and a misspelled label in a copy would otherwise vanish unreported).
+
+    Raises:
+        CorpusError: recordings whose rows carry different labels; every such recording listed with its rows
+            (`row["where"]`, e.g. "row 4" of a CSV, else its audio path) and their labels.
     """
     groups: dict = {}
     for row in rows:
@@ -163,14 +170,24 @@ def drop_duplicates(corpus: str, rows: list[dict], recording_id) -> list[dict]:
     if len(groups) == len(rows):
         return rows
     duplicated = {key: group for key, group in groups.items() if len(group) > 1}
+    conflicts = [group for group in duplicated.values() if len({row.get("label_text") for row in group}) > 1]
+    if conflicts:
+        lines = [
+            "; ".join(f"{row.get('where') or row['audio']}: {row['label_text']!r}" for row in group)
+            for group in conflicts
+        ]
+        raise CorpusError(
+            f"{corpus}: {len(conflicts)} recording(s) listed more than once with different labels (one recording "
+            "has one label: correct or remove the wrong rows):\n" + "\n".join(f"  - {line}" for line in lines)
+        )
     keep = {id(min(group, key=lambda row: (len(str(row["audio"])), str(row["audio"])))) for group in groups.values()}
     examples = "; ".join(
         f"{key}: {', '.join(str(r['audio']) for r in group[:2])}" for key, group in list(duplicated.items())[:3]
     )
     logger.warning(
         f"{corpus}: {len(rows) - len(groups)} duplicate file(s) of {len(duplicated)} recording(s) found and loaded "
-        f"once (e.g. {examples}). A nested copy of the corpus folder, or a copied label or metadata file, is the "
-        "usual cause."
+        f"once, with the same label (e.g. {examples}). A nested copy of the corpus folder, or a copied label or "
+        "metadata file, is the usual cause."
     )
     return [row for row in rows if id(row) in keep]
 

@@ -78,7 +78,7 @@ def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, spe
     """The corpus columns around the source's own (Arrow) audio column; only the small columns are rebuilt."""
     if isinstance(source.features[audio_column], Audio):
         source = source.cast_column(audio_column, Audio(decode=False))  # a change of feature, not of the data
-    source = _without_duplicates(dataset_id, source, audio_column)
+    source = _without_duplicates(dataset_id, source, audio_column, label_column)
     label_feature = source.features[label_column]
     names = label_feature.names if isinstance(label_feature, ClassLabel) else None
     raw_labels = list(source[label_column])
@@ -110,11 +110,11 @@ def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, spe
     return dataset
 
 
-def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str) -> Dataset:
+def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str, label_column: str) -> Dataset:
     """Rows whose audio has the same file name and the same bytes are one recording (a split uploaded twice, a
-    repeated row): keep the first, warn with the count. Same-named files with other bytes stay. Only the file names
-    are read for every row (the bytes stay in Arrow: memory does not grow with the corpus); the bytes of rows whose
-    names repeat are hashed."""
+    repeated row): keep the first, warn with the count; copies with different labels are an error
+    (`drop_duplicates`). Same-named files with other bytes stay. Only the file names are read for every row (the
+    bytes stay in Arrow: memory does not grow with the corpus); the bytes of rows whose names repeat are hashed."""
     if source._indices is not None:  # a selection of rows: give it its own table first
         source = source.flatten_indices()
     column = source.data.column(audio_column)  # Arrow: struct<bytes, path> or a string path
@@ -124,11 +124,24 @@ def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str) -> 
     repeated = [i for i, name in enumerate(names) if counts[name] > 1]
     if not repeated:
         return source
-    digests = {}
-    for i, audio in zip(repeated, source.select(repeated)[audio_column]):
+    feature = source.features[label_column]
+    names = feature.names if isinstance(feature, ClassLabel) else None
+    digests, label_texts = {}, {}
+    repeated_rows = source.select(repeated)
+    for i, audio, label in zip(repeated, repeated_rows[audio_column], repeated_rows[label_column]):
         audio = audio if isinstance(audio, dict) else {"path": str(audio), "bytes": None}
         digests[i] = hashlib.sha1(audio.get("bytes") or (audio.get("path") or "").encode()).hexdigest()
-    rows = [{"audio": name, "row": i, "id": (name, digests.get(i))} for i, name in enumerate(names)]
+        label_texts[i] = names[label] if names and isinstance(label, int) and label >= 0 else label
+    rows = [
+        {
+            "audio": name,
+            "row": i,
+            "where": f"row {i + 1}",
+            "label_text": label_texts.get(i),
+            "id": (name, digests.get(i)),
+        }
+        for i, name in enumerate(names)
+    ]
     kept = drop_duplicates(dataset_id, rows, lambda row: row["id"])
     return source if len(kept) == len(rows) else source.select([row["row"] for row in kept])
 

@@ -141,3 +141,57 @@ def test_hub_dataset_row_repeated(tmp_path, caplog):
     assert len(dataset) == 3 and list(dataset["speaker"]) == ["s1", "s1", "s2"]
     assert [a["bytes"] for a in dataset["audio"]] == [clips[0], clips[1], clips[2]]
     assert_reported(caplog, 1)
+
+
+@pytest.mark.bad_input
+def test_duplicate_metadata_rows_with_conflicting_labels_are_an_error_naming_the_rows(tmp_path):
+    """Issue 19: the first label won and the warning said only "1 duplicate file(s) ... loaded once"; a duplicate row
+    with an unknown label (`hapy`) was never reported, because the label check ran after de-duplication."""
+    from modeling.data import CorpusError
+
+    root = tmp_path / "own"
+    (root / "a").mkdir(parents=True)
+    for name in ("x.wav", "y.wav", "z.wav"):
+        (root / "a" / name).write_bytes(wav_bytes())
+    (root / "metadata.csv").write_text(
+        "file,label,speaker\na/x.wav,happy,s1\na/y.wav,fear,s1\n./a/x.wav,hapy,s1\na/z.wav,fear,s1\na/y.wav,anger,s2\n"
+    )
+    with pytest.raises(CorpusError) as error:
+        load_corpus("audio_folder", root, labels=["anger", "fear", "happy"])
+    message = str(error.value)
+    assert "2 recording(s) listed more than once with different labels" in message
+    assert "row 2: 'happy'" in message and "row 4: 'hapy'" in message  # x.wav
+    assert "row 3: 'fear'" in message and "row 6: 'anger'" in message  # y.wav
+
+
+@pytest.mark.bad_input
+def test_one_recording_in_two_label_folders_is_an_error(tmp_path):
+    from modeling.data import CorpusError
+
+    root = tmp_path / "folders"
+    for label in ("anger", "fear"):
+        (root / label).mkdir(parents=True)
+        (root / label / "other.wav").write_bytes(wav_bytes(seed=len(label)))  # same name, other bytes: two recordings
+    (root / "anger" / "take.wav").write_bytes(wav_bytes(seed=7))
+    (root / "fear" / "take.wav").write_bytes(wav_bytes(seed=7))  # the same recording filed under two labels
+    with pytest.raises(CorpusError, match=r"(?s)1 recording\(s\) .*different labels.*anger/take.wav: 'anger'.*"):
+        load_corpus("audio_folder", root)
+
+
+@pytest.mark.bad_input
+def test_hub_rows_of_one_recording_with_conflicting_labels_are_an_error(tmp_path):
+    from datasets import Dataset
+
+    from modeling.data import CorpusError
+
+    clip = wav_bytes(800, seed=3)
+    source = Dataset.from_dict(
+        {
+            "audio": [{"path": "a.wav", "bytes": clip}, {"path": "a.wav", "bytes": clip}],
+            "label": ["calm", "angry"],
+        }
+    )
+    (tmp_path / "data").mkdir()
+    source.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+    with pytest.raises(CorpusError, match=r"(?s)different labels.*row 1: 'calm'.*row 2: 'angry'"):
+        load_corpus("hub", str(tmp_path))
