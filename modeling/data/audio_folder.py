@@ -28,6 +28,9 @@ def load_audio_folder(
     labels: Iterable[str] | None = None,
     metadata: str = "metadata.csv",
     speaker_regex: str | None = None,
+    label_column: str = "label",
+    speaker_column: str | None = None,
+    gender_column: str | None = None,
 ) -> Dataset:
     """Your own corpus: a folder with `metadata.csv`, or `<label>/<file>` sub-folders.
 
@@ -42,18 +45,22 @@ def load_audio_folder(
             Without it, every `<root>/<label>/<file>.{wav,flac,ogg,mp3}` is an example.
         speaker_regex: for sub-folder corpora, a regular expression whose first group, searched in the file name,
             is the speaker (e.g. `"^([a-z]+\\d+)_"`); without it speakers are unknown (no speaker folds).
+        label_column, speaker_column, gender_column: the metadata's columns with the label, the speaker and the
+            gender (default `label`, and `speaker` / `gender` when present); a column named explicitly must exist.
     Raises:
-        CorpusError: an unreadable `metadata.csv` (every bad row named: file, row number, problem).
+        CorpusError: an unreadable `metadata.csv` (every bad row named: file, row number, problem), a named column it
+            lacks, or columns named for a folder of label sub-folders (which has none).
         FileNotFoundError: neither metadata, label sub-folders nor split folders.
     """
     root = Path(root).expanduser().resolve()
+    columns = {"label": label_column, "speaker": speaker_column, "gender": gender_column}
     split_dirs = {} if (root / metadata).is_file() else split_folders(root)
     if split_dirs:
         rows = []
         for split, folder in split_dirs.items():
-            rows += [{**row, "split": split} for row in _rows_of_folder(folder, metadata, speaker_regex)]
+            rows += [{**row, "split": split} for row in _rows_of_folder(folder, metadata, speaker_regex, columns)]
     else:
-        rows = _rows_of_folder(root, metadata, speaker_regex)
+        rows = _rows_of_folder(root, metadata, speaker_regex, columns)
     if labels is None:
         labels = sorted({row["label_text"] for row in rows if row["label_text"]})
     return build_dataset(rows, labels)
@@ -71,24 +78,35 @@ def split_folders(root: Path) -> dict[str, Path]:
     return found if "train" in found else {}
 
 
-def _rows_of_folder(root: Path, metadata: str, speaker_regex: str | None) -> list[dict]:
+def _rows_of_folder(root: Path, metadata: str, speaker_regex: str | None, columns: dict) -> list[dict]:
     """The rows of one folder (the corpus, or one of its split folders); a recording found twice is kept once."""
     metadata_path = root / metadata
     if metadata_path.is_file():  # a file listed twice is one recording
-        return drop_duplicates(str(metadata_path), _rows_from_metadata(root, metadata_path), lambda row: row["audio"])
+        rows = _rows_from_metadata(root, metadata_path, columns)
+        return drop_duplicates(str(metadata_path), rows, lambda row: row["audio"])
+    named = {f"{key}_column": value for key, value in columns.items() if value not in (None, "label")}
+    if named:
+        raise CorpusError(f"{root}: {named} name metadata columns, but the folder has no {metadata} (label folders).")
     rows = _rows_from_label_folders(root, speaker_regex)
     return drop_duplicates(str(root), rows, _folder_recording_ids(rows))
 
 
-def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
+def _rows_from_metadata(root: Path, metadata_path: Path, columns: dict) -> list[dict]:
     header, records = read_metadata_csv(metadata_path)
     file_column = next((name for name in FILE_COLUMNS if name in header), None)
-    missing = ([] if file_column else ["file"]) + ([] if "label" in header else ["label"])
+    label_column = columns["label"]
+    if label_column != "label" and label_column not in header:  # named by the user: say which option
+        raise CorpusError(f"{metadata_path}: row 1: no column {label_column!r} (label_column); its columns: {header}.")
+    missing = ([] if file_column else ["file"]) + ([] if label_column in header else [label_column])
     if missing:
         raise CorpusError(
             f"{metadata_path}: row 1: missing column(s) {missing}; expected a header with "
-            f"file,label[,speaker,gender,duration_s,split], got {header}."
+            f"file,{label_column}[,speaker,gender,duration_s,split], got {header}."
         )
+    named = {key: columns[key] or key for key in ("speaker", "gender")}
+    for key, column in named.items():
+        if columns[key] and column not in header:
+            raise CorpusError(f"{metadata_path}: row 1: no column {column!r} ({key}_column); its columns: {header}.")
     rows, problems = [], []
     for number, record in records:
         if not record[file_column]:
@@ -97,9 +115,9 @@ def _rows_from_metadata(root: Path, metadata_path: Path) -> list[dict]:
         row = {
             "where": f"row {number}",
             "audio": str((root / record[file_column]).resolve()),
-            "label_text": record["label"],
-            "speaker": record.get("speaker", ""),
-            "gender": normalize_gender(record.get("gender")),
+            "label_text": record[label_column],
+            "speaker": record.get(named["speaker"], ""),
+            "gender": normalize_gender(record.get(named["gender"])),
             "duration": _float_or_none(record.get("duration_s")),  # None: read from the file header
         }
         if record.get("split"):

@@ -57,21 +57,87 @@ def load_hub_dataset(
     Raises:
         CorpusError: a missing column (the source's columns are listed).
     """
+    columns = dict(
+        audio_column=audio_column,
+        label_column=label_column,
+        speaker_column=speaker_column,
+        gender_column=gender_column,
+        labels=labels,
+    )
     folder = Path(str(dataset_id)).expanduser()
+    if str(dataset_id) == "audiofolder" and "data_dir" in load_kwargs:  # datasets' own idiom for a local folder
+        folder = Path(str(load_kwargs["data_dir"])).expanduser()
+        if folder.is_dir() and _is_audio_folder(folder):
+            load_kwargs = {key: value for key, value in load_kwargs.items() if key != "data_dir"}
+            return local_audio_folder(folder, split, load_kwargs, **columns)
     if folder.is_dir() and _is_audio_folder(folder):
-        return load_audio_folder(folder, labels=labels)
+        return local_audio_folder(folder, split, load_kwargs, **columns)
     try:
         source = _load(dataset_id, split, audio_column, **load_kwargs)
     except Exception as error:  # an audiofolder repo on the Hub: datasets needs torchcodec to build it
-        if "torchcodec" not in str(error) or folder.is_dir():
+        if not _needs_torchcodec(error) or folder.is_dir():
             raise
-        return load_audio_folder(_download(dataset_id, load_kwargs.get("revision")), labels=labels)
+        revision = load_kwargs.get("revision")
+        rest = {key: value for key, value in load_kwargs.items() if key != "revision"}
+        return local_audio_folder(_download(dataset_id, revision), split, rest, **columns)
     if speaker_column is None and "speaker" in source.column_names:
         speaker_column = "speaker"
     missing = {audio_column, label_column, speaker_column, gender_column} - set(source.column_names) - {None}
     if missing:
         raise CorpusError(f"{dataset_id}: missing column(s) {sorted(missing)}; it has {source.column_names}.")
     return _corpus_dataset(dataset_id, source, audio_column, label_column, speaker_column, gender_column, labels)
+
+
+def local_audio_folder(
+    folder: Path,
+    split: str | None,
+    load_kwargs: dict,
+    *,
+    audio_column,
+    label_column,
+    speaker_column,
+    gender_column,
+    labels,
+) -> Dataset:
+    """An audiofolder read from its files and metadata.csv (no torchcodec), with the Hub loader's options honoured
+    as `datasets` would: the label / speaker / gender columns, and `split` (`train` for a folder without splits;
+    `None`: every split, in a `split` column). Options that cannot apply are refused, never dropped.
+
+    Raises:
+        CorpusError: a named column the metadata lacks, a split the folder lacks, `audio_column` other than
+            `audio` (an audiofolder lists its files in `file_name`), `load_dataset` arguments (nothing is built).
+    """
+    if load_kwargs:
+        raise CorpusError(
+            f"{folder}: data.loader_args {sorted(load_kwargs)} do not apply to a local audio folder (it is read from "
+            "its files and metadata.csv, not built by datasets.load_dataset)."
+        )
+    if audio_column != "audio":
+        raise CorpusError(
+            f"{folder}: audio_column {audio_column!r} does not apply to an audio folder: its metadata.csv lists the "
+            "audio files in `file_name` (or `file`)."
+        )
+    dataset = load_audio_folder(
+        folder, labels=labels, label_column=label_column, speaker_column=speaker_column, gender_column=gender_column
+    )
+    if split is None:
+        return dataset
+    present = sorted(set(dataset["split"])) if "split" in dataset.column_names else ["train"]
+    if split not in present:
+        raise CorpusError(f"{folder}: no split {split!r}; it has {present} (split: null reads every split).")
+    if "split" not in dataset.column_names:
+        return dataset
+    rows = [i for i, name in enumerate(dataset["split"]) if name == split]
+    return dataset.select(rows).remove_columns("split")
+
+
+def _needs_torchcodec(error: BaseException) -> bool:
+    """Whether `datasets` failed for want of torchcodec (the cause may sit below a DatasetGenerationError)."""
+    while error is not None:
+        if "torchcodec" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, speaker_column, gender_column, labels):
@@ -125,13 +191,13 @@ def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str, lab
     if not repeated:
         return source
     feature = source.features[label_column]
-    names = feature.names if isinstance(feature, ClassLabel) else None
+    class_names = feature.names if isinstance(feature, ClassLabel) else None
     digests, label_texts = {}, {}
     repeated_rows = source.select(repeated)
     for i, audio, label in zip(repeated, repeated_rows[audio_column], repeated_rows[label_column]):
         audio = audio if isinstance(audio, dict) else {"path": str(audio), "bytes": None}
         digests[i] = hashlib.sha1(audio.get("bytes") or (audio.get("path") or "").encode()).hexdigest()
-        label_texts[i] = names[label] if names and isinstance(label, int) and label >= 0 else label
+        label_texts[i] = class_names[label] if class_names and isinstance(label, int) and label >= 0 else label
     rows = [
         {
             "audio": name,

@@ -196,3 +196,60 @@ def test_hub_loader_memory_does_not_grow_with_corpus_size(tmp_path):
     growth_mb = (peaks[400 * SCALE] - peaks[100 * SCALE]) / 1024
     print(f"peak memory: {peaks} KiB, growth {growth_mb:.1f} MB")
     assert growth_mb < MAX_GROWTH_MB, peaks
+
+
+def own_folder(root, label_header="emotion", speaker_header="speaker"):
+    """An audiofolder as 🤗 datasets documents it: clips + metadata.csv with `file_name` and named columns."""
+    rows = polish3_rows(6)
+    copy_clips(rows, root)
+    lines = [f"file_name,{label_header},{speaker_header}"]
+    lines += [f"{r['file'].rsplit('/', 1)[-1]},{r['label']},{r['speaker']}" for r in rows]
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def test_hub_loader_honours_label_column_on_a_local_audio_folder(tmp_path):
+    """Issue 19: `loader: hub` on a folder with `file_name,emotion` and `label_column: emotion` failed asking for
+    `label` (the option was dropped for local audio folders); the speaker column is honoured the same way."""
+    from modeling.data import load_corpus
+
+    rows = own_folder(tmp_path / "own", speaker_header="client")
+    dataset = load_corpus("hub", str(tmp_path / "own"), label_column="emotion", speaker_column="client")
+    assert list(dataset["label_text"]) == [r["label"] for r in rows]
+    assert list(dataset["speaker"]) == [r["speaker"] for r in rows]
+    assert dataset.features["label"].names == sorted({r["label"] for r in rows})
+
+
+@pytest.mark.bad_input
+def test_a_misspelled_label_column_is_refused_on_a_local_audio_folder(tmp_path):
+    """...and a misspelled `label_column` on a folder that has `label` loaded the `label` column without a word."""
+    from modeling.data import load_corpus
+
+    own_folder(tmp_path / "own", label_header="label")
+    with pytest.raises(
+        CorpusError, match=r"no column 'emotoin' \(label_column\); its columns: \['file_name', 'label'"
+    ):
+        load_corpus("hub", str(tmp_path / "own"), label_column="emotoin")
+    with pytest.raises(CorpusError, match=r"no column 'client' \(speaker_column\)"):
+        load_corpus("hub", str(tmp_path / "own"), speaker_column="client")
+    with pytest.raises(CorpusError, match=r"data.loader_args \['revision'\] do not apply to a local audio folder"):
+        load_corpus("hub", str(tmp_path / "own"), revision="v1")
+
+
+def test_the_datasets_audiofolder_idiom_reads_data_dir_without_torchcodec(tmp_path):
+    """`root: audiofolder` + `loader_args: {data_dir: ...}` (datasets' own idiom) failed with DatasetGenerationError
+    without torchcodec; it reads the same rows as the folder itself, and `split` is honoured as datasets does."""
+    from modeling.data import load_corpus
+
+    rows = own_folder(tmp_path / "own")
+    dataset = load_corpus("hub", "audiofolder", data_dir=str(tmp_path / "own"), label_column="emotion")
+    assert list(dataset["label_text"]) == [r["label"] for r in rows]
+    assert dataset["audio"] == load_corpus("hub", str(tmp_path / "own"), label_column="emotion")["audio"]
+
+    counts = make_split_folders(tmp_path / "splits")
+    train = load_corpus("hub", "audiofolder", data_dir=str(tmp_path / "splits"))  # split: train, as datasets
+    assert len(train) == counts["train"] and "split" not in train.column_names
+    every = load_corpus("hub", str(tmp_path / "splits"), split=None)
+    assert len(every) == sum(counts.values()) and set(every["split"]) == {"train", "validation", "test"}
+    with pytest.raises(CorpusError, match=r"no split 'dev'; it has \['test', 'train', 'validation'\]"):
+        load_corpus("hub", str(tmp_path / "splits"), split="dev")
