@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
+from modeling.inference import load_pipeline
 
 from .common import WALL_TIMES, Profile, interleaved_times, pick_clips, ratio_result, ratio_stats, seconds_stats
 
@@ -178,7 +179,7 @@ def run(profile: Profile, context: dict, device: str = "cpu") -> dict:
             )
             results.append(result)
 
-            timeline = pipeline("frame-aligned-emotion", model=saved, device=device)  # registered by `modeling`
+            timeline = load_pipeline(saved, device=device)  # the one loader (modeling.auto_frame_aligned)
             details["timeline_pipeline"], result = compare(
                 "modeling.timeline pipeline, padded_batches=True",
                 lambda item: timeline(item, batch_size=1),

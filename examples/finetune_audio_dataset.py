@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from modeling import FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
+from modeling import AutoModelForFrameAlignedClassification, FrameAlignedTrainingArguments
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.data.hub import load_hub_dataset
 from modeling.metrics import compute_ser_metrics, make_compute_metrics
@@ -104,8 +104,9 @@ def main(argv=None) -> dict:
     labels = splits["train"].features["label"].names
     label_maps = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
 
-    stage1 = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
-        args.backbone, pooling="attentive", num_labels=len(labels), **label_maps
+    # The class from the backbone's model_type (wav2vec2, HuBERT, WavLM, data2vec-audio); a new head on it.
+    stage1 = AutoModelForFrameAlignedClassification.from_pretrained(
+        args.backbone, start_new_head=True, pooling="attentive", num_labels=len(labels), **label_maps
     )
     trainer = train_stage(
         stage1,
@@ -118,8 +119,9 @@ def main(argv=None) -> dict:
     )
     trainer.save_model(str(output / "stage1" / "best"))
 
-    stage2 = Wav2Vec2ForFrameAlignedClassification.from_pretrained(
+    stage2 = AutoModelForFrameAlignedClassification.from_pretrained(
         output / "stage1" / "best",
+        start_new_head=True,  # stage 2's CLS pooling and classifier replace stage 1's head
         pooling="cls_attention",
         num_trainable_layers=args.num_trainable_layers,
         eal_margin=0.8,

@@ -61,6 +61,7 @@ __all__ = [
 if importlib.util.find_spec("torch") is not None:
     from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
+    from .auto_frame_aligned import AutoModelForFrameAlignedClassification, BackboneWeightsError, HeadWeightsError
     from .losses import emotional_attention_loss, frame_utterance_alignment_loss
     from .modeling_frame_aligned import (
         FRAME_ALIGNED_MODELS,
@@ -82,6 +83,9 @@ if importlib.util.find_spec("torch") is not None:
         _model_class.register_for_auto_class("AutoModelForAudioClassification")
 
     __all__ += [
+        "AutoModelForFrameAlignedClassification",
+        "BackboneWeightsError",
+        "HeadWeightsError",
         "Wav2Vec2ForFrameAlignedClassification",
         "HubertForFrameAlignedClassification",
         "WavLMForFrameAlignedClassification",

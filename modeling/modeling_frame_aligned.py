@@ -26,9 +26,9 @@ from .configuration_frame_aligned import (
     HubertFrameAlignedConfig,
     Wav2Vec2FrameAlignedConfig,
     WavLMFrameAlignedConfig,
-    frame_aligned_config_class,
 )
 from .frames import frame_geometry, frames_for_samples, samples_for_frames
+from .loading_frame_aligned import FrameAlignedLoadingMixin
 from .pooling_frame_aligned import (  # noqa: F401  (re-exported: the pooling modules' former home)
     POOLING_CLASSES,
     FrameAlignedAttentivePooling,
@@ -103,7 +103,7 @@ def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: 
     return (hidden_states.detach().requires_grad_(True), *args[1:])
 
 
-class FrameAlignedModelMixin:
+class FrameAlignedModelMixin(FrameAlignedLoadingMixin):
     """The frame-aligned head, shared by every backbone: backbone → (weighted layer sum) → pooling
     (`config.pooling`) → linear classifier, exposing frame-level predictions and α.
 
@@ -112,8 +112,9 @@ class FrameAlignedModelMixin:
     `backbone_class` is that backbone's `*Model`. Used like the backbone's `*ForSequenceClassification`: loading a
     plain backbone checkpoint keeps the backbone and starts a new head; loading a checkpoint whose pooling differs
     from `config.pooling` (stage 1 → stage 2) keeps the backbone, starts a new pooling head and classifier, and
-    records what it dropped in `dropped_checkpoint_keys`. Backbone weights the checkpoint lacked are listed in
-    `missing_backbone_keys` (training refuses such a model).
+    records what it dropped in `dropped_checkpoint_keys`. A checkpoint whose backbone does not load completely is
+    refused (`BackboneWeightsError`; see `loading_frame_aligned.py`). Open checkpoints with
+    `AutoModelForFrameAlignedClassification` (`auto_frame_aligned.py`), which picks the class from `model_type`.
     """
 
     backbone_class: type[nn.Module]
@@ -129,8 +130,6 @@ class FrameAlignedModelMixin:
         self.pooler = POOLING_CLASSES[config.pooling](config)
         self.dropout = nn.Dropout(config.final_dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.dropped_checkpoint_keys: list[str] = []
-        self.missing_backbone_keys: list[str] = []
         for module in self.modules():
             if isinstance(module, GradientCheckpointingLayer):
                 module.register_forward_pre_hook(_checkpointed_input_requires_grad)
@@ -162,44 +161,6 @@ class FrameAlignedModelMixin:
         # is `Wav2Vec2Attention`, which dispatches on `config._attn_implementation` at every call, and the backbone and
         # pooling layers share `self.config`, so `set_attn_implementation("eager" | "sdpa")` works (WavLM: eager only).
         return True
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-        )
-        model._start_new_head_if_pooling_changed(loading_info)
-        model.missing_backbone_keys = model._missing_backbone_keys(loading_info)
-        return (model, loading_info) if output_loading_info else model
-
-    def _missing_backbone_keys(self, loading_info: dict) -> list[str]:
-        """Backbone weights the checkpoint did not have (SpecAugment's `masked_spec_embed` is exempt: a backbone
-        saved with masking off has none, and it is only used in training)."""
-        prefix = f"{self.base_model_prefix}."
-        return sorted(
-            key
-            for key in loading_info.get("missing_keys", [])
-            if key.startswith(prefix) and not key.endswith("masked_spec_embed")
-        )
-
-    def _start_new_head_if_pooling_changed(self, loading_info: dict):
-        """A classifier trained on another pooling's output is meaningless: re-initialise it with the pooler."""
-        missing = list(loading_info.get("missing_keys", []))
-        unexpected = list(loading_info.get("unexpected_keys", []))
-        if not any(key.startswith("pooler.") for key in missing + unexpected):
-            return
-        dropped = sorted(key for key in unexpected if key.startswith("pooler."))
-        if not any(key.startswith("classifier.") for key in missing):
-            with torch.no_grad():
-                self.classifier.weight.normal_(mean=0.0, std=self.config.initializer_range)
-                self.classifier.bias.zero_()
-            dropped += sorted(name for name, _ in self.classifier.named_parameters(prefix="classifier"))
-        self.dropped_checkpoint_keys = dropped
-        logger.warning(
-            f"Started a new `{self.config.pooling}` pooling head and classifier; the backbone was loaded from the "
-            f"checkpoint. Checkpoint weights not used: {dropped or 'none'}."
-        )
 
     def freeze_feature_encoder(self):
         """Stop gradients into the CNN feature encoder (also skips its backward pass entirely)."""
@@ -432,12 +393,6 @@ FRAME_ALIGNED_MODELS = {
 }
 
 
-def frame_aligned_model_class(model_type: str) -> type[FrameAlignedModelMixin]:
-    """The frame-aligned model class for a backbone's `model_type` ("hubert") or a frame-aligned one
-    ("hubert-frame-aligned"). Raises `ValueError` for other model types (see `frame_aligned_config_class`)."""
-    return FRAME_ALIGNED_MODELS[frame_aligned_config_class(model_type).model_type]
-
-
 __all__ = [
     "Data2VecAudioForFrameAlignedClassification",
     "FRAME_ALIGNED_MODELS",
@@ -446,5 +401,4 @@ __all__ = [
     "HubertForFrameAlignedClassification",
     "Wav2Vec2ForFrameAlignedClassification",
     "WavLMForFrameAlignedClassification",
-    "frame_aligned_model_class",
 ]

@@ -40,6 +40,7 @@ from .audio import (
 from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
+from .loading_frame_aligned import refuse_new_head
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
@@ -135,6 +136,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
         if self.feature_extractor is None:
             logger.warning("No feature extractor with the model: using the project's default (16 kHz, normalised).")
             self.feature_extractor = make_feature_extractor()
+        refuse_new_head(self.model, getattr(self.model, "name_or_path", "the model"))  # random head: no predictions
         self.model.eval()
         self.hop, self.receptive_field = frame_geometry(self.model.config)
         self.sampling_rate = int(self.feature_extractor.sampling_rate)

@@ -116,3 +116,24 @@ def save_plain_backbone(model_type: str, directory, seed: int = 0, **overrides):
 
     make_feature_extractor().save_pretrained(directory)
     return model
+
+
+def tiny_frame_aligned_model(model_type: str, seed: int = 0, **head):
+    """A tiny randomly initialised `*ForFrameAlignedClassification` of any backbone (polish3's 3 classes, stage 2's
+    CLS pooling by default), built through the one loader's `from_config`."""
+    import torch
+
+    from modeling import AutoModelForFrameAlignedClassification
+    from modeling.configuration_frame_aligned import frame_aligned_config_class
+
+    settings = {
+        "pooling": "cls_attention",
+        "num_labels": 3,
+        "id2label": dict(enumerate(POLISH3_LABELS)),
+        "label2id": {name: i for i, name in enumerate(POLISH3_LABELS)},
+        **tiny_backbone_settings(model_type),
+        **head,
+    }
+    torch.manual_seed(seed)
+    config = frame_aligned_config_class(model_type)(**settings)
+    return AutoModelForFrameAlignedClassification.from_config(config).eval()

@@ -45,6 +45,7 @@ def test_saved_directory_is_self_contained_remote_code(saved_model):
     assert config["model_type"] == "wav2vec2-frame-aligned"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_frame_aligned.Wav2Vec2FrameAlignedConfig",
+        "AutoModel": "modeling_frame_aligned.Wav2Vec2ForFrameAlignedClassification",  # complete on every save
         "AutoModelForAudioClassification": "modeling_frame_aligned.Wav2Vec2ForFrameAlignedClassification",
     }
     for name in ("configuration_frame_aligned.py", "modeling_frame_aligned.py", "preprocessor_config.json"):

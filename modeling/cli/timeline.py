@@ -10,10 +10,8 @@ import sys
 
 import numpy as np
 from tqdm.auto import tqdm
-from transformers.pipelines import pipeline
 
 from ..audio import AudioInputError, load_audio
-from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
 
@@ -85,7 +83,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
     parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
     parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's Hub code to run")
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
@@ -94,14 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    timeline = pipeline(
-        TASK,
-        model=args.model,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code or None,
-        # This module's class, even when the checkpoint's config names a Hub copy of it (`custom_pipelines`).
-        pipeline_class=FrameAlignedEmotionPipeline,
-    )
+    from ..inference import load_pipeline
+
+    # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
+    timeline = load_pipeline(args.model, backend="torch", device=args.device)
     try:
         names, sources = list(args.audio), list(args.audio)
         if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)

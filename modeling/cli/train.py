@@ -16,6 +16,7 @@ import sys
 
 from accelerate import PartialState
 
+from ..auto_frame_aligned import BackboneWeightsError, HeadWeightsError
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
         FoldError,
         RunConfigMismatchError,
         ModelSettingsError,
+        BackboneWeightsError,
+        HeadWeightsError,
         FileNotFoundError,
         LockHeldError,
         NonFiniteError,

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
-from ..modeling_frame_aligned import Wav2Vec2ForFrameAlignedClassification
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.layout import RunDir
 from ..training.experiment import load_run_dataset
@@ -182,7 +182,7 @@ def score_run(
     )
     members = {}
     for k, best in models.items():
-        model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(best).to(device)
+        model = AutoModelForFrameAlignedClassification.from_pretrained(best).to(device)
         logits = predict(model, rows, batch_size, progress=f"Scoring fold{k}").logits
         members[f"fold{k}"] = Predictions(probabilities=softmax(logits), **common)
     members[ENSEMBLE] = Predictions(

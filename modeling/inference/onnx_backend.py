@@ -24,6 +24,8 @@ from .onnx_export import OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+# `load_pipeline` keyword arguments that go to the model's `from_pretrained` (the rest go to the pipeline).
+MODEL_KWARGS = ("dtype", "attn_implementation", "device_map")
 
 
 def _session(path: Path, num_threads: int | None):
@@ -97,26 +99,32 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
     Raises:
         ValueError: an unknown backend.
     """
-    from transformers import AutoConfig, AutoFeatureExtractor
+    from transformers import AutoFeatureExtractor
     from transformers.pipelines import pipeline
 
+    from ..auto_frame_aligned import HUB_KWARGS, AutoModelForFrameAlignedClassification
     from ..collator import make_feature_extractor
     from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
 
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
+    hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(str(model), **hub_kwargs)
+    except (OSError, ValueError):
+        extractor = make_feature_extractor()
     if backend == "torch":
         if num_threads:
             torch.set_num_threads(num_threads)
-        return pipeline(TASK, model=str(model), pipeline_class=FrameAlignedEmotionPipeline, **kwargs)
+        model_kwargs = {key: kwargs.pop(key) for key in MODEL_KWARGS if key in kwargs}
+        loaded = AutoModelForFrameAlignedClassification.from_pretrained(model, **hub_kwargs, **model_kwargs)
+        return pipeline(
+            TASK, model=loaded, feature_extractor=extractor, pipeline_class=FrameAlignedEmotionPipeline, **kwargs
+        )
     if not Path(model).is_dir():
         raise ValueError(
             f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)"
         )
-    config = AutoConfig.from_pretrained(model)
+    config = AutoModelForFrameAlignedClassification.config_from_pretrained(model)
     onnx_model = OnnxFrameAlignedModel(ensure_onnx(model, int8=backend == "onnx-int8"), config, num_threads)
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(model)
-    except (OSError, ValueError):
-        extractor = make_feature_extractor()
     return FrameAlignedEmotionPipeline(model=onnx_model, feature_extractor=extractor, device=-1, **kwargs)

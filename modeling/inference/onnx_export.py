@@ -94,14 +94,12 @@ def export_onnx(
     Raises:
         FileNotFoundError: `checkpoint` has no config.json.
     """
-    from transformers import AutoModelForAudioClassification
-
-    import modeling  # noqa: F401  (registers the model with the Auto classes)
+    from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 
     if not (Path(checkpoint) / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: not a checkpoint folder (no config.json)")
     # Eager attention: one graph for every exporter/runtime version (SDPA exports too, but as a decomposed graph).
-    model = AutoModelForAudioClassification.from_pretrained(checkpoint, attn_implementation="eager")
+    model = AutoModelForFrameAlignedClassification.from_pretrained(checkpoint, attn_implementation="eager")
     return export_model(model, output or onnx_path(checkpoint), opset=opset)
 
 

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import PreTrainedConfig, set_seed
+from transformers import set_seed
 
+from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import make_feature_extractor
 from ..configuration_frame_aligned import frame_aligned_config_class
-from ..modeling_frame_aligned import FrameAlignedModelMixin, frame_aligned_model_class
 from ..rundir.atomic import atomic_directory, read_json
 from ..rundir.integrity import checkpoint_problems, write_manifest
 from ..rundir.layout import RunDir, checkpoint_dirs
@@ -38,43 +38,6 @@ class ModelSettingsError(ValueError):
     cannot use (found before training; `train.py` prints it and exits with status 2)."""
 
 
-class BackboneWeightsError(ModelSettingsError):
-    """A checkpoint's backbone weights did not load into the model class (a mismatched or broken checkpoint)."""
-
-
-def model_class_of(name_or_path: str | Path) -> type[FrameAlignedModelMixin]:
-    """The frame-aligned model class for a checkpoint (a Hub id or folder), from its config.json's `model_type`:
-    a plain backbone ("wav2vec2", "hubert", "wavlm", "data2vec-audio") or a frame-aligned checkpoint of one.
-
-    Raises:
-        ValueError: no readable config.json, or a model type without a frame-aligned class (the message names the
-            checkpoint, its model type and the supported ones).
-    """
-    try:
-        config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path))
-    except OSError as exc:
-        raise ValueError(f"{name_or_path}: cannot read the checkpoint's config.json ({exc}).") from exc
-    try:
-        return frame_aligned_model_class(config_dict.get("model_type"))
-    except ValueError as exc:
-        raise ValueError(f"{name_or_path}: {exc}") from None
-
-
-def check_backbone_loaded(model: FrameAlignedModelMixin, source: str | Path) -> None:
-    """Raise `BackboneWeightsError` when `from_pretrained(source)` left backbone tensors uninitialised: training would
-    otherwise start from a randomly initialised backbone without a word (transformers only logs missing keys)."""
-    missing = model.missing_backbone_keys
-    if missing:
-        prefix = model.base_model_prefix
-        raise BackboneWeightsError(
-            f"{source}: {len(missing)} backbone tensors of {type(model).__name__} are missing from the checkpoint "
-            f"(e.g. {missing[:3]}), so its backbone would start from random weights. "
-            "The checkpoint's config.json says "
-            f"model_type={model.config.model_type!r}-compatible, but its weights are not a `{prefix}` backbone's: "
-            "check model.name_or_path (and that config.json belongs to those weights)."
-        )
-
-
 def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state: PartialState) -> str:
     """What stage 1 starts from: `model.name_or_path`, or a randomly initialised backbone saved in
     `run.pretrained` (seeded by `seed`, made once and reused by every fold and on resume). `random_init` may name the
@@ -89,7 +52,7 @@ def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state:
         config_class = frame_aligned_config_class(settings.pop("model_type", "wav2vec2"))
         backbone_config = config_class(**settings, **label_maps(label_names))
         with atomic_directory(path) as tmp:
-            frame_aligned_model_class(config_class.model_type)(backbone_config).save_pretrained(tmp)
+            AutoModelForFrameAlignedClassification.from_config(backbone_config).save_pretrained(tmp)
             make_feature_extractor().save_pretrained(tmp)
             write_manifest(tmp)
     state.wait_for_everyone()
@@ -148,15 +111,12 @@ def usable_best(best_dir: Path, remove_corrupt: bool) -> bool:
 
 
 __all__ = [
-    "BackboneWeightsError",
     "CHECKPOINT_FILES",
     "ModelSettingsError",
-    "check_backbone_loaded",
     "checkpoint_state",
     "initial_checkpoint",
     "is_complete_checkpoint",
     "label_maps",
     "latest_checkpoint",
     "usable_best",
-    "model_class_of",
 ]

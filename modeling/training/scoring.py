@@ -12,6 +12,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
@@ -22,7 +23,6 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import checkpoint_problems
 from ..rundir.layout import RunDir
 from ..trainer.sampling import longest_first
-from .checkpoints import model_class_of
 
 
 @dataclass
@@ -65,7 +65,7 @@ def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Predi
     if problems:
         raise ValueError(f"{best_dir} is corrupt ({'; '.join(problems)}); run the same command again to rebuild it.")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model_class_of(best_dir).from_pretrained(best_dir).to(device)
+    model = AutoModelForFrameAlignedClassification.from_pretrained(best_dir).to(device)
     return {split: predict(model, splits[split], batch_size) for split in ("validation", "test")}
 
 

@@ -15,6 +15,7 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
+from ..auto_frame_aligned import AutoModelForFrameAlignedClassification, frame_aligned_class_of
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import make_compute_metrics
@@ -27,7 +28,7 @@ from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
-from .checkpoints import check_backbone_loaded, label_maps, latest_checkpoint, model_class_of, usable_best
+from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
 
 
@@ -99,18 +100,17 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
     """Everything wrong with the model settings, found before anything trains: a checkpoint without a frame-aligned
     class, each stage's config (fields the head refuses, e.g. `classifier_proj_size`), and a frozen-prefix cache
     the stage-2 model cannot use (weighted layer sum, WavLM). Missing backbone weights are found when stage 1 loads
-    its model (`check_backbone_loaded`), also before training."""
+    its model (`BackboneWeightsError`), also before training."""
     try:
-        model_class = model_class_of(init_path)
+        model_class = frame_aligned_class_of(init_path)
     except ValueError as exc:
         return [str(exc)]
     problems = []
     for stage in ("stage1", "stage2"):
         try:
-            stage_config = model_class.config_class.from_pretrained(
+            stage_config = AutoModelForFrameAlignedClassification.config_from_pretrained(
                 init_path, **stage_model_kwargs(config, stage, label_names)
             )
-            stage_config.check_head_fields()  # from_pretrained sets its keyword arguments after __init__'s checks
         except (ValueError, TypeError) as exc:
             problems.append(f"{stage}: {exc}")
             continue
@@ -247,9 +247,11 @@ def train_stage(
     )
 
     set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's initialisation
-    model_class = model_class_of(init_path)  # from the checkpoint's model_type: wav2vec2, HuBERT, WavLM, data2vec
-    model = model_class.from_pretrained(init_path, **stage_model_kwargs(config, stage, label_names))
-    check_backbone_loaded(model, init_path)
+    # The class from the checkpoint's model_type (wav2vec2, HuBERT, WavLM, data2vec-audio); a new head where the
+    # checkpoint has none (a plain backbone) or another pooling (stage 1 → 2); an incomplete backbone is refused.
+    model = AutoModelForFrameAlignedClassification.from_pretrained(
+        init_path, start_new_head=True, **stage_model_kwargs(config, stage, label_names)
+    )
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
@@ -277,7 +279,7 @@ def train_stage(
     best_checkpoint = checkpoint_dir(stage_dir, trainer.state.best_global_step)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
-            model_class.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            AutoModelForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
             feature_extractor.save_pretrained(tmp)
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")

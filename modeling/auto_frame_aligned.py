@@ -1,0 +1,118 @@
+"""The one way to open a checkpoint: `AutoModelForFrameAlignedClassification` (and its config).
+
+Every entry point opens models through it (train.py's stages, score.py, predict.py and its ONNX export, the timeline,
+the examples, the benchmarks); no other module names a concrete model class to open a checkpoint. It takes any of our
+frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio checkpoint (a Hub id or a
+folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
+
+```python
+>>> from modeling import AutoModelForFrameAlignedClassification
+>>> model = AutoModelForFrameAlignedClassification.from_pretrained("runs/demo/fold1/stage2/best")  # to predict
+>>> model = AutoModelForFrameAlignedClassification.from_pretrained(  # to train: a new head on a backbone
+...     "facebook/hubert-base-ls960", start_new_head=True, pooling="attentive", num_labels=4
+... )
+```
+
+A checkpoint whose backbone does not load completely is refused (`BackboneWeightsError`, naming the tensors, from the
+classes' own `from_pretrained`: `loading_frame_aligned.py`). To predict, the whole model must come from the checkpoint:
+a head that would be started anew (a plain backbone, another pooling or number of classes than the checkpoint's) is
+refused with `HeadWeightsError`; `start_new_head=True` (training) allows it and reports it in one line.
+
+Self-contained (relative imports only), like the rest of the core.
+"""
+
+import os
+
+from transformers import PreTrainedConfig
+
+from .configuration_frame_aligned import FrameAlignedConfigMixin, frame_aligned_config_class
+from .loading_frame_aligned import BackboneWeightsError, HeadWeightsError, refuse_new_head
+from .modeling_frame_aligned import FRAME_ALIGNED_MODELS, FrameAlignedModelMixin
+
+
+# `from_pretrained` arguments that say where a checkpoint is (passed on to reading its config.json too).
+HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder", "force_download", "proxies")
+
+
+def checkpoint_model_type(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
+    """The `model_type` in a checkpoint's config.json (a Hub id or folder).
+
+    Raises:
+        ValueError: no readable config.json (the message names the checkpoint).
+    """
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
+    except OSError as error:
+        raise ValueError(f"{name_or_path}: cannot read the checkpoint's config.json ({error}).") from error
+    return config_dict.get("model_type")
+
+
+def frame_aligned_class_of(name_or_path: str | os.PathLike, **hub_kwargs) -> type[FrameAlignedModelMixin]:
+    """The `*ForFrameAlignedClassification` class for a checkpoint, from its config.json's `model_type`: a plain
+    backbone ("wav2vec2", "hubert", "wavlm", "data2vec-audio") or a frame-aligned checkpoint of one.
+
+    Raises:
+        ValueError: no readable config.json, or a model type without a frame-aligned class (the message names the
+            checkpoint, its model type and the supported ones).
+    """
+    model_type = checkpoint_model_type(name_or_path, **hub_kwargs)
+    try:
+        return FRAME_ALIGNED_MODELS[frame_aligned_config_class(model_type).model_type]
+    except ValueError as error:
+        raise ValueError(f"{name_or_path}: {error}") from None
+
+
+class AutoModelForFrameAlignedClassification:
+    """Opens any frame-aligned or plain backbone checkpoint as the right `*ForFrameAlignedClassification` class (see
+    the module docstring). Not instantiable: use `from_pretrained`, `from_config` or `config_from_pretrained`."""
+
+    def __init__(self, *args, **kwargs):
+        raise OSError(f"{type(self).__name__} is not instantiable: use `{type(self).__name__}.from_pretrained(...)`.")
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, start_new_head: bool = False, **kwargs
+    ) -> FrameAlignedModelMixin:
+        """The checkpoint `name_or_path` (Hub id or folder) as a frame-aligned model.
+
+        Args:
+            start_new_head: `False` (to predict): every tensor must come from the checkpoint; `True` (to train): a
+                head the checkpoint lacks (a plain backbone, another `pooling` or `num_labels`) is started anew.
+            kwargs: `from_pretrained` arguments, including config fields (`pooling="cls_attention"`,
+                `num_trainable_layers=1`, `id2label=...`) and Hub arguments (`revision`, `token`, ...).
+        Raises:
+            ValueError: no readable config.json, or a model type without a frame-aligned class.
+            BackboneWeightsError: backbone tensors the checkpoint lacks (named).
+            HeadWeightsError: without `start_new_head`, head tensors that would start from random values (named).
+        """
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        model_class = frame_aligned_class_of(name_or_path, **hub_kwargs)
+        model = model_class.from_pretrained(name_or_path, **kwargs)
+        if not start_new_head:
+            refuse_new_head(model, name_or_path)
+        return model
+
+    @classmethod
+    def from_config(cls, config: FrameAlignedConfigMixin) -> FrameAlignedModelMixin:
+        """A randomly initialised model of the class for `config` (a frame-aligned config of any backbone)."""
+        return FRAME_ALIGNED_MODELS[frame_aligned_config_class(config.model_type).model_type](config)
+
+    @staticmethod
+    def config_from_pretrained(name_or_path: str | os.PathLike, **kwargs) -> FrameAlignedConfigMixin:
+        """The checkpoint's config as the frame-aligned config of its backbone (a plain backbone's config gets the
+        head's defaults); `kwargs` set fields (`pooling=...`) and Hub arguments. Raises `ValueError` as
+        `frame_aligned_class_of`, and for fields the head refuses (`check_head_fields`)."""
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        config_class = frame_aligned_class_of(name_or_path, **hub_kwargs).config_class
+        config = config_class.from_pretrained(name_or_path, **kwargs)
+        config.check_head_fields()  # from_pretrained sets its keyword arguments after __init__'s checks
+        return config
+
+
+__all__ = [
+    "AutoModelForFrameAlignedClassification",
+    "BackboneWeightsError",
+    "HeadWeightsError",
+    "checkpoint_model_type",
+    "frame_aligned_class_of",
+]
