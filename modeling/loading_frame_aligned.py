@@ -110,7 +110,8 @@ class FrameAlignedLoadingMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`, then the checks above.
+        """transformers' `from_pretrained`, then the checks above (on a checkpoint: not when the weights are passed
+        as `from_pretrained(None, config=..., state_dict=...)`).
 
         Raises:
             BackboneWeightsError: backbone tensors missing from the checkpoint (or of another shape), named.
@@ -120,7 +121,8 @@ class FrameAlignedLoadingMixin:
             model, loading_info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
-        model._check_backbone_loaded(loading_info, pretrained_model_name_or_path)
+        if pretrained_model_name_or_path is not None:  # None: weights given as `state_dict=`, no checkpoint to check
+            model._check_backbone_loaded(loading_info, pretrained_model_name_or_path)
         model._start_new_head_if_pooling_changed(loading_info)
         model._report_load(loading_info, pretrained_model_name_or_path)
         return (model, loading_info) if output_loading_info else model
@@ -176,6 +178,8 @@ class FrameAlignedLoadingMixin:
         self.new_head_keys = sorted(new_head)
         unused = sorted(set(loading_info.get("unexpected_keys", [])) - set(self.dropped_checkpoint_keys))
         parts = []
+        if source is None:
+            return
         if self.new_head_keys:
             parts.append(
                 f"started a new `{self.config.pooling}` head ({_by_prefix(self.new_head_keys)}) on the checkpoint's "

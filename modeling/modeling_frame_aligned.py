@@ -103,6 +103,22 @@ def _checkpointed_input_requires_grad(module: GradientCheckpointingLayer, args: 
     return (hidden_states.detach().requires_grad_(True), *args[1:])
 
 
+def adapter_parameter_ids(model: nn.Module) -> set[int]:
+    """`id`s of the parameters a peft adapter added to `model`: in every tuner layer (a module with a `base_layer`
+    and `active_adapters`, e.g. a LoRA `Linear`) those not in its base layer, and the trained copies of a
+    `modules_to_save` wrapper. Duck-typed: the core does not import peft."""
+    ids = set()
+    for module in model.modules():
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, nn.Module) and hasattr(module, "active_adapters"):
+            base_ids = {id(parameter) for parameter in base.parameters()}
+            ids |= {id(parameter) for parameter in module.parameters() if id(parameter) not in base_ids}
+        copies = getattr(module, "modules_to_save", None)
+        if isinstance(copies, nn.ModuleDict) and hasattr(module, "original_module"):
+            ids |= {id(parameter) for parameter in copies.parameters()}
+    return ids
+
+
 class FrameAlignedModelMixin(FrameAlignedLoadingMixin):
     """The frame-aligned head, shared by every backbone: backbone → (weighted layer sum) → pooling
     (`config.pooling`) → linear classifier, exposing frame-level predictions and α.
@@ -167,22 +183,34 @@ class FrameAlignedModelMixin(FrameAlignedLoadingMixin):
         self.base_model.feature_extractor._freeze_parameters()
 
     def freeze_for_training(self):
-        """Set `requires_grad` as the config says: CNN frozen, and with `num_trainable_layers = N`, everything
-        below the top N transformer layers (feature projection, positional convolution, lower layers) frozen. With
+        """Turn `requires_grad` off as the config says: the CNN always, and with `num_trainable_layers = N` everything
+        below the top N transformer layers (feature projection, positional convolution, lower layers). With
         `use_weighted_layer_sum` on a pre-norm encoder, its (unused) final layer norm is frozen too.
 
-        Call it after loading: `requires_grad` is not saved in checkpoints. `FrameAlignedTrainer` calls it.
+        It only ever turns `requires_grad` off, never on: what a caller froze stays frozen, and parameters a peft
+        adapter added (a tuner layer's own weights beside its `base_layer`, `modules_to_save` copies) keep what the
+        adapter set, wherever they sit. Call it after loading (`requires_grad` is not saved in checkpoints);
+        `FrameAlignedTrainer` calls it on every path (a model passed in, `model_init`, peft, resume, compile).
         """
-        self.requires_grad_(True)
-        self.freeze_feature_encoder()
+        adapter = adapter_parameter_ids(self)
+
+        def freeze(module: nn.Module):
+            for parameter in module.parameters():
+                if id(parameter) not in adapter:
+                    parameter.requires_grad_(False)
+
+        feature_extractor = self.base_model.feature_extractor
+        freeze(feature_extractor)
+        if not any(id(parameter) in adapter for parameter in feature_extractor.parameters()):
+            feature_extractor._requires_grad = False  # no backward pass through the CNN at all
         for module in self.frozen_backbone_modules():
-            module.requires_grad_(False)
+            freeze(module)
         if self.num_frozen_layers > 0 and getattr(self.base_model, "masked_spec_embed", None) is not None:
             self.base_model.masked_spec_embed.requires_grad_(False)
         if self.config.use_weighted_layer_sum and self.config.do_stable_layer_norm:
             # The weighted sum reads the layers' outputs; a pre-norm encoder's final norm (applied only to
             # `last_hidden_state`) is then unused, as in transformers' heads: no trainable parameter without gradient.
-            self.base_model.encoder.layer_norm.requires_grad_(False)
+            freeze(self.base_model.encoder.layer_norm)
 
     @property
     def num_frozen_layers(self) -> int:
@@ -394,6 +422,7 @@ FRAME_ALIGNED_MODELS = {
 
 
 __all__ = [
+    "adapter_parameter_ids",
     "Data2VecAudioForFrameAlignedClassification",
     "FRAME_ALIGNED_MODELS",
     "FrameAlignedClassifierOutput",

@@ -203,10 +203,17 @@ def test_freeze_for_training_follows_the_config_after_loading(tmp_path):
     assert any(name.startswith("wav2vec2.encoder.layers.3.") for name in trainable)
     assert "pooler.cls_token" in trainable and "classifier.weight" in trainable
 
-    model.config.num_trainable_layers = None  # stage 1: every transformer layer trains, the CNN never
+    model.config.num_trainable_layers = None  # it only ever turns requires_grad off: what is frozen stays frozen
+    model.freeze_for_training()
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+
+    model = Wav2Vec2ForFrameAlignedClassification.from_pretrained(tmp_path)  # stage 1: every layer trains, no CNN
     model.freeze_for_training()
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(name.startswith("wav2vec2.feature_extractor.") for name in frozen)
+    model.classifier.requires_grad_(False)  # the caller's own choice is kept
+    model.freeze_for_training()
+    assert not model.classifier.weight.requires_grad
 
 
 def test_frozen_cnn_gets_no_gradient(batch):

@@ -341,6 +341,34 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
     def test_model_get_set_embeddings(self):
         pass
 
+    def test_model_weights_reload_no_missing_tied_weights(self):
+        """The mixin's test nukes every weight on file and expects `from_pretrained` to load anyway, "yelling" about
+        each missing tensor. Our classes refuse a checkpoint whose backbone does not load (issue 19: transformers
+        would start it from random values), so the same file must be refused, naming exactly the backbone's
+        tensors (every one: none too many, none too few; `masked_spec_embed` is exempt, used in training only)."""
+        from safetensors.torch import save_file
+
+        from modeling import BackboneWeightsError
+        from modeling.loading_frame_aligned import SHOWN_KEYS
+
+        for model_class in self.all_model_classes:
+            config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+            model = model_class(config)
+            prefix = f"{model.base_model_prefix}."
+            expected = sorted(
+                name
+                for name in model.state_dict()
+                if name.startswith(prefix) and not name.endswith("masked_spec_embed")
+            )
+            with tempfile.TemporaryDirectory() as tmp_dir:
+                model.save_pretrained(tmp_dir)
+                save_file({"tensor": torch.tensor([1, 2])}, os.path.join(tmp_dir, "model.safetensors"))
+                with self.assertRaises(BackboneWeightsError) as refused:
+                    model_class.from_pretrained(tmp_dir)
+            message = str(refused.exception)
+            self.assertIn(f"{len(expected)} backbone tensors of {model_class.__name__} are missing", message)
+            self.assertIn(", ".join(expected[:SHOWN_KEYS]), message)
+
     def test_model_outputs_equivalence(self):
         # The mixin builds its failure message eagerly with `tuple_output - dict_output`, which torch refuses for bool
         # tensors, and our output carries the bool `frame_mask`. Run the mixin's check with `frame_mask` cast to long

@@ -38,12 +38,51 @@ class FrameAlignedTrainingArguments(TrainingArguments):
 
 
 def parameter_group_of(name: str) -> str:
-    """'backbone', 'pooling' or 'classifier' for a parameter name of `Wav2Vec2ForFrameAlignedClassification`."""
+    """'backbone', 'pooling' or 'classifier' for a parameter name of a `*ForFrameAlignedClassification` (used where
+    the model's own modules cannot be found: see `parameter_groups`)."""
     if name.startswith("pooler."):
         return "pooling"
     if name.startswith("classifier."):
         return "classifier"
     return "backbone"
+
+
+def frame_aligned_model(model):
+    """The model that knows how to freeze itself (a `*ForFrameAlignedClassification`, or the frozen-prefix model)
+    inside the wrappers a Trainer user may bring: peft (`get_base_model`), `torch.compile` (`_orig_mod`), DDP
+    (`module`). None when there is none. The check is on the class: peft's wrappers forward unknown attributes."""
+    for _ in range(8):
+        if model is None or hasattr(type(model), "freeze_for_training"):
+            return model
+        if hasattr(type(model), "get_base_model"):
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):
+            model = model.module
+        else:
+            return None
+    return None
+
+
+def freeze_for_training(model) -> None:
+    """`freeze_for_training()` of the frame-aligned model inside `model` (see `frame_aligned_model`), if any."""
+    inner = frame_aligned_model(model)
+    if inner is not None:
+        inner.freeze_for_training()
+
+
+def parameter_groups(model) -> dict[int, str]:
+    """{id(parameter): 'pooling' | 'classifier'} from the frame-aligned model's own `pooler` and `classifier`
+    modules, whatever the parameters are called in `model` (peft prefixes them with `base_model.model.` and wraps
+    `modules_to_save` copies; `torch.compile` with `_orig_mod.`). Parameters not listed are the backbone's."""
+    inner = frame_aligned_model(model)
+    groups = {}
+    for group, attribute in (("pooling", "pooler"), ("classifier", "classifier")):
+        module = getattr(inner, attribute, None)
+        if isinstance(module, torch.nn.Module):
+            groups.update({id(parameter): group for parameter in module.parameters()})
+    return groups
 
 
 def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
@@ -125,7 +164,7 @@ class LossTermAverager:
 
 
 class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
-    """Trainer for `Wav2Vec2ForFrameAlignedClassification`.
+    """Trainer for every `*ForFrameAlignedClassification` (wav2vec 2.0, HuBERT, WavLM, data2vec-audio).
 
     - loss = CE + λ_EAL·EAL + λ_FUAL·FUAL (λ from the model config; auxiliary terms only for `cls_attention`);
       `loss_ce`, `loss_eal`, `loss_fual` are logged as averages over each logging window (and `eval_loss_*`).
@@ -133,7 +172,10 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       norm weights get no weight decay, as in `Trainer`.
     - a NaN/Inf loss, logits or embeddings (training or evaluation) raises `NonFiniteError` naming the fold, stage
       and step, instead of training on (and failing much later in a metric or a plot).
-    - `model.freeze_for_training()` is applied at construction: CNN frozen, lower layers per `num_trainable_layers`.
+    - `freeze_for_training()` (CNN frozen, lower layers per `num_trainable_layers`; it only ever turns
+      `requires_grad` off and keeps a peft adapter's trainable set) is applied on every path: a model passed in
+      (also peft-wrapped or `torch.compile`d), one built by `model_init` (so `hyperparameter_search` too), and again
+      when training starts (after a resume, or a model swapped in).
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
       (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
@@ -144,10 +186,19 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     """
 
     def __init__(self, model=None, args=None, **kwargs):
-        if model is not None and hasattr(model, "freeze_for_training"):
-            model.freeze_for_training()
+        freeze_for_training(model)
         super().__init__(model=model, args=args, **kwargs)
         self.loss_terms = LossTermAverager()
+
+    def call_model_init(self, trial=None):
+        """`model_init`'s model, frozen as the config says (the path `hyperparameter_search` takes)."""
+        model = super().call_model_init(trial)
+        freeze_for_training(model)
+        return model
+
+    def train(self, *args, **kwargs):
+        freeze_for_training(self.model)  # idempotent (it only turns requires_grad off); model_init re-freezes its own
+        return super().train(*args, **kwargs)
 
     def _remove_unused_columns(self, dataset, description=None):
         dataset = readable_audio(dataset)
@@ -222,10 +273,12 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
             return self.optimizer
         model = self.model if model is None else model
         decay_names = set(self.get_decay_parameter_names(model))
+        known = parameter_groups(model)
         groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                groups.setdefault((parameter_group_of(name), name in decay_names), []).append(parameter)
+                group = known.get(id(parameter)) or parameter_group_of(name)
+                groups.setdefault((group, name in decay_names), []).append(parameter)
 
         param_groups = []
         for (group, decays), parameters in sorted(groups.items()):
@@ -252,6 +305,9 @@ __all__ = [
     "FrameAlignedTrainingArguments",
     "NonFiniteError",
     "auxiliary_losses",
+    "frame_aligned_model",
+    "freeze_for_training",
     "non_finite_values",
     "parameter_group_of",
+    "parameter_groups",
 ]
