@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics.predictions import read_predictions
-from ..rundir.atomic import read_json
-from ..rundir.layout import RunDir
+from ..rundir.reader import FinishedRun, fold_name
 
 
 METRICS = ("ua", "wa", "macro_f1")
@@ -42,19 +41,13 @@ class RunTest:
 
 
 def load_run(path: str | os.PathLike) -> RunTest:
-    run = RunDir(path)
-    if not run.results_json.is_file():
-        raise FileNotFoundError(f"{run.path}: no results.json (is it a finished train.py run?).")
-    results = read_json(run.results_json)
+    """One run's results and test predictions, read through `modeling.rundir.reader` (`RunReadError`, a ValueError,
+    names a missing results.json or predictions_test.csv)."""
+    run = FinishedRun(path)
+    results = run.results()
     folds = {}
     for k in results["folds"]:
-        csv_path = run.predictions(k, "test")
-        if not csv_path.is_file():
-            raise FileNotFoundError(
-                f"{csv_path}: missing (runs trained before per-utterance predictions cannot be "
-                "paired; re-score them with this version)."
-            )
-        predictions = read_predictions(csv_path)
+        predictions = read_predictions(run.predictions(k, "test"))
         order = np.argsort(predictions.files, kind="stable")
         folds[k] = ([predictions.files[i] for i in order], predictions.labels[order], predictions.correct[order])
     return RunTest(str(path), results, folds)
@@ -162,7 +155,7 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
     """The comparison of `paths[1:]` against `paths[0]` (see the module docstring); the content of OUT.json.
 
     Raises RunMismatchError when a run's folds, test files or labels differ from the first run's,
-    FileNotFoundError for a run without results.json or predictions_test.csv, ValueError for < 2 runs or
+    `RunReadError` (a ValueError) for a run without results.json or predictions_test.csv, ValueError for < 2 runs or
     resamples < 2000.
     """
     if len(paths) < 2:
@@ -176,11 +169,11 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
     comparisons = []
     for other in runs[1:]:
         per_fold = {
-            k: {
+            fold_name(k): {
                 m: _difference(other.results["folds"][k]["test"], first.results["folds"][k]["test"], m)
                 for m in METRICS
             }
-            for k in sorted(first.folds)
+            for k in sorted(first.folds, key=int)
         }
         correct_first = np.concatenate([first.folds[k][2] for k in sorted(first.folds)])
         correct_other = np.concatenate([other.folds[k][2] for k in sorted(first.folds)])
@@ -195,7 +188,7 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
     return {
         "runs": [{"run": run.path, **_summary(run)} for run in runs],
         "baseline": first.path,
-        "folds": sorted(first.folds),
+        "folds": [fold_name(k) for k in sorted(first.folds, key=int)],
         "num_test_utterances": int(sum(len(f[0]) for f in first.folds.values())),
         "comparisons": comparisons,
     }
@@ -236,8 +229,8 @@ def comparison_markdown(report: dict) -> str:
             "|---|---:|---:|---:|",
         ]
         lines += [
-            f"| fold{k} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
-            for k, d in comparison["per_fold"].items()
+            f"| {name} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
+            for name, d in comparison["per_fold"].items()
         ]
         lines += ["", f"Paired bootstrap ({boot['resamples']} resamples within folds, seed {boot['seed']}), 95 % CI:"]
         lines += [

@@ -8,7 +8,6 @@ Outputs (in `output_dir`): `scores.json`, `scores.md`, `predictions.csv` (long f
 utterance, `model` = fold<k> or ensemble, then the columns of `modeling.metrics.predictions`).
 """
 
-import json
 import logging
 import os
 from collections import Counter
@@ -24,7 +23,7 @@ from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
-from ..rundir.layout import RunDir
+from ..rundir.reader import FinishedRun, fold_name
 from ..training.experiment import load_run_dataset
 from ..training.run_config import DEFAULTS, ConfigError, _check_keys, read_config_file
 from ..training.scoring import PER_CLASS, predict
@@ -78,21 +77,14 @@ def label_map_problems(label_map: dict[str, str], corpus_classes, classes: list[
 
 
 def run_models(run_dir: str | os.PathLike) -> tuple[dict[int, Path], list[str]]:
-    """({fold: stage-2 best dir}, the run's classes in label-id order). Raises FileNotFoundError when the run has
-    no finished stage 2, ValueError when the folds disagree on the classes."""
-    run = RunDir(run_dir)
-    folds = sorted(
-        int(p.name[4:]) for p in run.path.glob("fold*") if p.name[4:].isdigit() and run.best(p.name[4:]).is_dir()
-    )
-    if not folds:
+    """({fold: stage-2 best dir}, the run's classes in label-id order), read through `modeling.rundir.reader`.
+    Raises FileNotFoundError when the run has no stage-2 best model, `RunReadError` (a ValueError) when the folds
+    disagree on the classes."""
+    run = FinishedRun(run_dir)
+    models = run.best_models("stage2")
+    if not models:
         raise FileNotFoundError(f"{run.path}: no fold<k>/stage2/best model (is it a finished train.py run?).")
-    classes = {}
-    for k in folds:
-        id2label = json.loads((run.best(k) / "config.json").read_text())["id2label"]
-        classes[k] = [id2label[str(i)] for i in range(len(id2label))]
-    if len({tuple(names) for names in classes.values()}) > 1:
-        raise ValueError(f"{run.path}: the folds' models have different classes: {classes}.")
-    return {k: run.best(k) for k in folds}, classes[folds[0]]
+    return models, run.labels()
 
 
 def target_rows(dataset: Dataset, classes: list[str], label_map: dict[str, str], split: str | None):
@@ -183,8 +175,8 @@ def score_run(
     members = {}
     for k, best in models.items():
         model = AutoModelForFrameAlignedClassification.from_pretrained(best).to(device)
-        logits = predict(model, rows, batch_size, progress=f"Scoring fold{k}").logits
-        members[f"fold{k}"] = Predictions(probabilities=softmax(logits), **common)
+        logits = predict(model, rows, batch_size, progress=f"Scoring {fold_name(k)}").logits
+        members[fold_name(k)] = Predictions(probabilities=softmax(logits), **common)
     members[ENSEMBLE] = Predictions(
         probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common
     )

@@ -1,8 +1,8 @@
 """How much int8 changes the answers: label agreement of ONNX Runtime int8 with fp32 on a trained run's checkpoints."""
 
 import os
-from pathlib import Path
 
+from ..rundir.reader import FinishedRun
 from .onnx_backend import load_pipeline
 
 
@@ -23,12 +23,9 @@ def run_int8_agreement(run_dir: str | os.PathLike, paths: list[str], num_threads
     """`int8_label_agreement` for every best checkpoint of a training run (`fold<k>/stage{1,2}/best`, e.g. `make
     demo`'s runs/demo) → {"run", "folds": {"fold1/stage2": {...}, ...}, "agreement": mean over the checkpoints};
     None when the run has no such checkpoint."""
-    checkpoints = sorted(Path(run_dir).glob("fold*/stage*/best/config.json"))
+    checkpoints = FinishedRun(run_dir).all_best_models()
     if not checkpoints:
         return None
-    folds = {
-        f"{config.parts[-4]}/{config.parts[-3]}": int8_label_agreement(config.parent, paths, num_threads)
-        for config in checkpoints
-    }
+    folds = {name: int8_label_agreement(best, paths, num_threads) for name, best in checkpoints.items()}
     mean = sum(fold["agreement"] for fold in folds.values()) / len(folds)
     return {"run": str(run_dir), "folds": folds, "agreement": mean}

@@ -37,6 +37,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, Repository
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
+from ..rundir.reader import fold_name
 from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
 from .public import find_local_paths, local_paths, missing_metrics, public_results
 from .remote_code import hub_pipeline_files
@@ -77,7 +78,7 @@ def resolve_token(token: str | None = None) -> str:
 
 
 def fold_repo_id(repo_id: str, fold: str) -> str:
-    return f"{repo_id}-fold{fold}"
+    return f"{repo_id}-{fold_name(fold)}"
 
 
 def check_repo_id(repo_id: str, run: Run, revision_per_fold: bool) -> None:

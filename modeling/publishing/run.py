@@ -1,5 +1,5 @@
-"""A finished run directory of `train.py`, read for publishing: `results.json`, `config.yaml` and, per fold, the
-stage-2 checkpoint, `metrics.json` and `split.json`. The paths come from `modeling.rundir.layout`.
+"""A finished run directory of `train.py`, checked for publishing: `results.json`, the config and, per fold, the
+stage-2 checkpoint, `metrics.json` and `split.json`, all read through `modeling.rundir.reader`.
 
 `load_run` checks everything a push needs locally and raises `PushError` naming the offending path or fold.
 This module reads JSON/YAML and files only: no torch.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from ..configuration_frame_aligned import label_names
 from ..rundir.atomic import read_json
 from ..rundir.integrity import checkpoint_problems
 from ..rundir.layout import RunDir
+from ..rundir.reader import FinishedRun, RunReadError, fold_name, fold_number
 
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class FinishedFold:
 
     @property
     def label(self) -> str:
-        return f"fold{self.name}"
+        return fold_name(self.name)
 
 
 @dataclass
@@ -86,15 +86,11 @@ class Run:
 
     def split(self, name: str) -> dict | None:
         """The fold's `split.json` (any fold of the run, published or not), or None."""
-        path = self.layout.split(name)
-        return read_json(path) if path.is_file() else None
+        return FinishedRun(self.path).split(name)
 
     def labels(self, fold: FinishedFold) -> list[str]:
-        """The class names in id order: `results.json`'s, else the fold's checkpoint's `id2label`."""
-        labels = fold.results.get("labels") or self.results.get("labels")
-        if labels:
-            return list(labels)
-        return label_names(read_json(fold.checkpoint / "config.json").get("id2label") or {})
+        """The class names in id order (`FinishedRun.labels`: results.json's, checked against the best models)."""
+        return fold.results.get("labels") or FinishedRun(self.path).labels()
 
     @property
     def corpus(self) -> str:
@@ -112,8 +108,15 @@ def _fold_sort_key(name: str):
 
 
 def normalize_fold(name) -> str:
-    """`1`, `"1"`, `"fold1"` → `"1"`."""
-    return str(name).strip().removeprefix("fold")
+    """`1`, `"1"`, `"fold1"` → `"1"` (the key of `results.json`; see `modeling.rundir.reader.fold_number`).
+
+    Raises:
+        PushError: not a fold (`--folds` names it).
+    """
+    try:
+        return str(fold_number(name))
+    except RunReadError as error:
+        raise PushError(f"--folds: {error}") from None
 
 
 def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
@@ -126,8 +129,12 @@ def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
     layout = RunDir(run_dir)
     if not layout.path.is_dir():
         raise PushError(f"Run directory {layout.path} does not exist (--run-dir).")
-    results = _load_results(layout)
-    run = Run(path=layout.path, results=results, config=_load_config(layout, results))
+    finished = FinishedRun(layout.path)
+    try:
+        results = finished.results()
+    except RunReadError as error:
+        raise PushError(str(error)) from None
+    run = Run(path=layout.path, results=results, config=_load_config(layout, finished))
 
     available = run.all_fold_names
     requested = available if folds is None else [normalize_fold(f) for f in folds]
@@ -144,38 +151,24 @@ def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
     return run
 
 
-def _load_results(layout: RunDir) -> dict:
-    """`results.json`, its folds keyed `"1"`, `"2"`, ... in order."""
-    path = layout.results_json
-    if not path.is_file():
-        raise PushError(
-            f"{path} not found: the run in {layout.path} has not finished (train.py writes results.json after the "
-            "last fold). Finish or resume the run first."
-        )
-    try:
-        results = read_json(path)
-    except ValueError as error:
-        raise PushError(f"{path} is not valid JSON ({error}).") from error
-    if not isinstance(results.get("folds"), dict) or not results["folds"]:
-        raise PushError(f"{path} has no 'folds' entry: it was not written by train.py.")
-    folds = {normalize_fold(k): v for k, v in results["folds"].items()}
-    results["folds"] = {name: folds[name] for name in sorted(folds, key=_fold_sort_key)}
-    return results
-
-
-def _load_config(layout: RunDir, results: dict) -> dict:
+def _load_config(layout: RunDir, run: FinishedRun) -> dict:
+    """The resolved config (`FinishedRun.config`, recorded in results.json); runs from before it was recorded
+    have it only in `config.yaml`."""
+    config = run.config()
+    if config is not None:
+        return config
     if layout.config.is_file():
         with open(layout.config) as f:
             return yaml.safe_load(f) or {}
-    logger.warning(f"{layout.config} not found: the card's training section uses results.json's 'config'.")
-    return results.get("config") or {}
+    logger.warning(f"{layout.config} not found and results.json records no config: the card has no training section.")
+    return {}
 
 
 def _load_fold(run: Run, name: str) -> FinishedFold:
     entry, layout = run.results["folds"][name], run.layout
     if not layout.is_finished(name):
         raise PushError(f"Fold {name} is unfinished: {layout.metrics(name)} not found.")
-    checkpoint = run.path / entry["checkpoint"] if entry.get("checkpoint") else layout.best(name, "stage2")
+    checkpoint = FinishedRun(run.path).best(name, "stage2")
     _check_checkpoint(checkpoint, name)
     image = layout.fold_confusion_matrix(name)
     return FinishedFold(name, checkpoint, entry, run.split(name), image if image.is_file() else None)

@@ -12,6 +12,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..data.audio_columns import readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
+from ..rundir import reader
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from .sampling import LengthSortedSamplerMixin
@@ -138,10 +139,7 @@ def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
 
 def run_location(output_dir: str) -> str:
     """ "fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
-    path = Path(output_dir)
-    if path.parent.name.startswith("fold") and path.name.startswith("stage"):
-        return f"fold {path.parent.name[4:]}, {path.name}"
-    return f"output directory {output_dir}"
+    return reader.run_location(output_dir) or f"output directory {output_dir}"
 
 
 class LossTermAverager:

@@ -21,9 +21,10 @@ from datasets import Dataset
 from ..data import load_corpus, select_speakers
 from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
-from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp, read_json
+from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
+from ..rundir.reader import FinishedRun
 from .checkpoints import ModelSettingsError, initial_checkpoint
 from .config_checks import raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
@@ -78,7 +79,7 @@ def checked_dataset(
         problems.append(str(error))
     problems += fold_problems(dataset, selected)
     label_names = dataset.features["label"].names
-    from_run = config["stage1"]["from_run"] and RunDir(config["stage1"]["from_run"])
+    from_run = config["stage1"]["from_run"] and FinishedRun(config["stage1"]["from_run"])
     for fold in selected:
         stage1_best = run.best(fold.number, "stage1")
         source = from_run and from_run.best(fold.number, "stage1")
@@ -134,7 +135,7 @@ def run_fold(
     """
     if run.metrics(fold.number).is_file():
         _log(state, f"Fold {fold.number}: finished earlier ({run.metrics(fold.number)}), skipping.")
-        return read_json(run.metrics(fold.number))
+        return FinishedRun(run.path).fold_metrics(fold.number)
     with fold_lock(run.fold_lock(fold.number), fold.number, enabled=state.is_main_process):
         return _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks)
 
@@ -143,7 +144,7 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
     fold_dir, metrics_path = run.fold(fold.number), run.metrics(fold.number)
     if metrics_path.is_file():  # another process finished it while this one waited to start
         _log(state, f"Fold {fold.number}: finished by another process ({metrics_path}), skipping.")
-        return read_json(metrics_path)
+        return FinishedRun(run.path).fold_metrics(fold.number)
     label_names = dataset.features["label"].names
     splits = split_fold(dataset, fold)
     if state.is_main_process:
@@ -159,7 +160,7 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
         metrics = fold_metrics(fold, splits, best_dirs, run, config, len(label_names))
         atomic_write_json(metrics_path, metrics)
     state.wait_for_everyone()
-    return read_json(metrics_path)
+    return FinishedRun(run.path).fold_metrics(fold.number)
 
 
 def run_experiment(

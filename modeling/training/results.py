@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 
-from ..rundir.atomic import atomic_write_json, atomic_write_text, read_json
+from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.layout import CONFUSION_MATRIX, TSNE, RunDir
+from ..rundir.reader import FinishedRun, fold_name
 from .plots import plot_confusion_matrix, plot_tsne
 
 
@@ -17,9 +18,10 @@ MAX_TSNE_PANELS = 6
 
 
 def finished_folds(run_dir: str | os.PathLike, num_folds: int) -> dict[int, dict]:
-    """{fold number: fold metrics} for every fold whose `fold<k>/metrics.json` exists (written last)."""
-    run = RunDir(run_dir)
-    return {k: read_json(run.metrics(k)) for k in range(1, num_folds + 1) if run.is_finished(k)}
+    """{fold number: fold metrics} for every fold k ≤ `num_folds` whose `fold<k>/metrics.json` exists (written
+    last), read through `modeling.rundir.reader`."""
+    run = FinishedRun(run_dir)
+    return {k: run.fold_metrics(k) for k in run.finished_folds() if k <= num_folds}
 
 
 def tsne_panels(run_dir: str | os.PathLike, fold_numbers: list[int]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -94,7 +96,7 @@ def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | 
     for k, fold in results["folds"].items():
         speakers = (test_speakers or {}).get(str(k)) or (fold.get("speakers") or {}).get("test") or []
         cells = [
-            f"fold{k}",
+            fold_name(k),
             ", ".join(map(str, speakers)) or "–",
             *pair(fold.get("validation") or {}),
             *pair(fold.get("test") or {}),
@@ -124,7 +126,8 @@ def f1_table(results: dict, scale: float = 100.0) -> str:
         test = fold.get("test") or {}
         per_class = test.get("per_class_f1") or [None] * len(labels)
         cells = [test.get("macro_f1"), *per_class]
-        lines.append(f"| fold{k} | " + " | ".join("–" if v is None else f"{scale * v:.2f}" for v in cells) + " |")
+        values = " | ".join("–" if v is None else f"{scale * v:.2f}" for v in cells)
+        lines.append(f"| {fold_name(k)} | {values} |")
     mean, std = (results.get("mean") or {}).get("macro_f1"), (results.get("std") or {}).get("macro_f1")
     if mean is not None:
         lines.append(f"| **mean ± std** | **{scale * mean:.2f} ± {scale * std:.2f}** |" + " |" * len(labels))

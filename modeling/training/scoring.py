@@ -22,6 +22,7 @@ from ..rundir.atomic import atomic_file, atomic_write_text
 from ..rundir.faults import fault_point
 from ..rundir.integrity import checkpoint_problems
 from ..rundir.layout import RunDir
+from ..rundir.reader import fold_name
 from ..trainer.sampling import longest_first
 
 
@@ -102,7 +103,7 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     test = predictions["stage2"]["test"]
     with atomic_file(run.test_predictions(fold.number), "wb") as f:
         np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))
-    fault_point(f"scoring:after-predictions:fold{fold.number}")
+    fault_point(f"scoring:after-predictions:{fold_name(fold.number)}")
 
     relative = {stage: run.relative(best_dir) for stage, best_dir in best_dirs.items()}
     return {

@@ -26,6 +26,7 @@ from ..rundir.atomic import atomic_directory, cleanup_stale_tmp
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
+from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import label_maps, latest_checkpoint, usable_best
@@ -164,7 +165,7 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
     settings, training = config[stage], config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     passthrough = passthrough_settings(config, stage)
-    run_name = f"fold{fold.number}-{stage}"
+    run_name = f"{fold_name(fold.number)}-{stage}"
     if passthrough.get("run_name"):
         run_name = f"{passthrough['run_name']}-{run_name}"
     return (
@@ -231,7 +232,7 @@ def train_stage(
         _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
-        return reuse_stage1(fold, run, RunDir(config["stage1"]["from_run"]), state)
+        return reuse_stage1(fold, run, FinishedRun(config["stage1"]["from_run"]), state)
     if state.is_main_process:
         cleanup_stale_tmp(stage_dir)
     resume_from = latest_checkpoint(stage_dir, remove_incomplete=state.is_main_process)
@@ -292,7 +293,7 @@ def train_stage(
     return best_dir
 
 
-def reuse_stage1(fold: Fold, run: RunDir, from_run: RunDir, state: PartialState) -> Path:
+def reuse_stage1(fold: Fold, run: RunDir, from_run: FinishedRun, state: PartialState) -> Path:
     """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
     source, best_dir = from_run.best(fold.number, "stage1"), run.best(fold.number, "stage1")
     _log(state, f"Fold {fold.number}: stage 1 reused from {source}.")
