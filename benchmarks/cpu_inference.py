@@ -35,6 +35,7 @@ from transformers.utils import logging as hf_logging
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
+from modeling.prediction_fields import PREDICTED, probabilities_of
 
 from .common import (
     POLISH3,
@@ -109,7 +110,7 @@ def make_runner(variant: str, ours_dir, peer_dir, threads: int):
 
     def run_ours(item):
         result = pipe(item["raw"], sampling_rate=item["sampling_rate"])
-        return result["label"], {entry["label"]: entry["score"] for entry in result["scores"]}
+        return result[PREDICTED], probabilities_of(result)
 
     return run_ours
 

@@ -25,6 +25,7 @@ from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
 from modeling.inference import load_pipeline
+from modeling.prediction_fields import PREDICTED, probabilities_of, probability_field
 
 from .common import WALL_TIMES, Profile, interleaved_times, pick_clips, ratio_result, ratio_stats, seconds_stats
 
@@ -33,15 +34,16 @@ BATCH_SIZE = 8
 
 
 def _top(result) -> tuple[str, float]:
-    """(label, score) of an audio-classification (list of scores) or timeline (dict) result."""
+    """(predicted class, its probability) of an audio-classification (transformers' [{"label", "score"}]) or timeline
+    (ours: "predicted", "prob_<class>") result."""
     if isinstance(result, dict):
-        return result["label"], float(result["score"])
+        return result[PREDICTED], float(result[probability_field(result[PREDICTED])])
     return result[0]["label"], float(result[0]["score"])
 
 
 def _scores(result) -> dict[str, float]:
     if isinstance(result, dict):
-        return {entry["label"]: float(entry["score"]) for entry in result["scores"]}
+        return probabilities_of(result)
     return {entry["label"]: float(entry["score"]) for entry in result}
 
 

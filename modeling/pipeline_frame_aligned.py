@@ -9,8 +9,8 @@ CLS-to-frame attention used by FUAL). `FrameAlignedEmotionPipeline` turns them i
 >>> from transformers import pipeline
 >>> timeline = pipeline("frame-aligned-emotion", model="path/to/checkpoint")
 >>> result = timeline("speech.flac")
->>> result["label"], result["timeline"][0]
-('angry', {'start': 0.0, 'end': 0.62, 'label': 'neutral', 'score': 0.71, 'weight': 0.0123, 'scores': [...]})
+>>> result["predicted"], result["prob_angry"], result["timeline"][0]
+('angry', 0.64, {'start': 0.0, 'end': 0.62, 'predicted': 'neutral', 'prob_angry': 0.21, ..., 'weight': 0.0123})
 ```
 
 This file is part of the remote-code core: it imports only its siblings (`.audio`, `.collator`,
@@ -41,13 +41,12 @@ from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .loading_frame_aligned import refuse_new_head
+from .prediction_fields import prediction_record, softmax
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
     build_timeline,
     iter_windows,
-    ranked_scores,
-    softmax,
     stitch_chunks,
 )
 
@@ -88,19 +87,19 @@ class FrameAlignedEmotionPipeline(Pipeline):
     [`~modeling.audio.AudioInputError`] naming it.
 
     Output per input:
-        - `label`, `score`, `scores` ([{"label", "score"}], all classes, best first): the utterance prediction. For an
-          input longer than `chunk_length_s` it is the duration-weighted mean of the windows' distributions (see
-          `stitch_chunks`).
-        - `timeline`: [{"start", "end", "label", "score", "weight", "scores"}]: contiguous segments covering
-          0..`duration` seconds; `score` is the mean (smoothed) probability of `label` over the segment, `scores`
-          the mean distribution, `weight` the mean α over the segment (α sums to 1 over the whole input, so
+        - `predicted`, `prob_<class>` (one per class, the model's label order): the utterance prediction (the
+          project's predictions vocabulary, `prediction_fields.py`). For an input longer than `chunk_length_s` the
+          probabilities are the duration-weighted mean of the windows' distributions (see `stitch_chunks`).
+        - `timeline`: [{"start", "end", "predicted", "prob_<class>"..., "weight"}]: contiguous segments covering
+          0..`duration` seconds; `prob_<class>` is the mean (smoothed) distribution over the segment and `predicted`
+          its most probable class, `weight` the mean α over the segment (α sums to 1 over the whole input, so
           `weight × number of frames` > 1 means "more important than average").
-        - `chunks`: [{"start", "end", "label", "score", "scores", "share"}]: the utterance prediction of every window
-          (one entry for a short input) and its share of the overall result.
+        - `chunks`: [{"start", "end", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
+          window (one entry for a short input) and its share of the overall result.
         - `duration` (seconds), `frame_duration` (seconds per frame: Π conv strides / sampling rate; 0.02 for
           wav2vec2), `num_frames` (T).
         - `frames` (only with `return_frames=True`): {"time" (T,), "probabilities" (T, C), "smoothed" (T, C),
-          "weights" (T,), "labels" [C names]} as numpy arrays.
+          "weights" (T,), "classes" [C names]} as numpy arrays.
 
     Parameters (at construction or per call):
         chunk_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
@@ -140,8 +139,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         self.model.eval()
         self.hop, self.receptive_field = frame_geometry(self.model.config)
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
-        self.labels = label_names(self.model.config.id2label)
-        self.id2label = dict(enumerate(self.labels))
+        self.classes = label_names(self.model.config.id2label)  # the class names, in label-id order
+        self.id2label = dict(enumerate(self.classes))
 
     @property
     def frame_duration(self) -> float:
@@ -228,11 +227,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
             smoothing_frames=max(1, round(smoothing_window_s / self.frame_duration)),
             min_segment_frames=max(1, round(min_segment_s / self.frame_duration)),
         )
-        scores = ranked_scores(utterance, self.id2label)
         result = {
-            "label": scores[0]["label"],
-            "score": scores[0]["score"],
-            "scores": scores,
+            **prediction_record(utterance, self.classes),
             "duration": round(duration, 6),
             "frame_duration": self.frame_duration,
             "num_frames": len(weights),
@@ -245,18 +241,15 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 "probabilities": probabilities,
                 "smoothed": smoothed,
                 "weights": weights,
-                "labels": list(self.labels),
+                "classes": list(self.classes),
             }
         return result
 
     def _chunk_result(self, chunk: ChunkPrediction, share: float) -> dict:
-        scores = ranked_scores(chunk.probabilities, self.id2label)
         return {
             "start": round(chunk.start / self.sampling_rate, 6),
             "end": round((chunk.start + chunk.num_samples) / self.sampling_rate, 6),
-            "label": scores[0]["label"],
-            "score": scores[0]["score"],
-            "scores": scores,
+            **prediction_record(chunk.probabilities, self.classes),
             "share": float(share),
         }
 

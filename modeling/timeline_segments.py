@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .prediction_fields import prediction_record
+
 
 SMOOTHING_METHODS = ("median", "mean", "none")
 
@@ -83,13 +85,6 @@ class ChunkPrediction:
     probabilities: np.ndarray
     frame_probabilities: np.ndarray
     frame_weights: np.ndarray
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def stitch_chunks(chunks: list[ChunkPrediction], hop: int):
@@ -235,11 +230,6 @@ def label_by_mean(segments: list[list[int]], probabilities: np.ndarray) -> list[
     return relabelled
 
 
-def ranked_scores(distribution: np.ndarray, id2label: dict[int, str]) -> list[dict]:
-    order = np.argsort(-distribution, kind="stable")
-    return [{"label": id2label[int(c)], "score": float(distribution[c])} for c in order]
-
-
 def build_timeline(
     probabilities: np.ndarray,
     weights: np.ndarray,
@@ -258,23 +248,24 @@ def build_timeline(
         probabilities: (T, C) frame distributions; weights: (T,) α.
         frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
     Returns:
-        The segments (start/end in seconds on the frame grid, except that the last one ends at `duration`, since
-        the conv stack yields no frame for the final < receptive-field samples) and the smoothed (T, C) frames.
+        The segments {"start", "end", "predicted", "prob_<class>"..., "weight"} (start/end in seconds on the frame
+        grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
+        < receptive-field samples; `prob_<class>` the mean smoothed distribution over the segment, `predicted` its
+        most probable class; `weight` the mean α) and the smoothed (T, C) frames.
     """
+    classes = [id2label[c] for c in range(probabilities.shape[1])]
     smoothed = smooth_frames(probabilities, smoothing, smoothing_frames)
     segments = merge_short_segments(label_runs(smoothed.argmax(axis=-1)), smoothed, min_segment_frames)
     segments = label_by_mean(segments, smoothed)
     timeline = []
-    for index, (start, end, label) in enumerate(segments):
+    for index, (start, end, _) in enumerate(segments):
         mean = smoothed[start:end].mean(axis=0)
         timeline.append(
             {
                 "start": round(start * frame_duration, 6),
                 "end": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
-                "label": id2label[label],
-                "score": float(mean[label]),
+                **prediction_record(mean / mean.sum(), classes),  # `predicted` = label_by_mean's class
                 "weight": float(weights[start:end].mean()),
-                "scores": ranked_scores(mean / mean.sum(), id2label),
             }
         )
     return timeline, smoothed

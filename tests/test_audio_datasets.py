@@ -23,6 +23,7 @@ from modeling import audio as audio_module
 from modeling.audio import input_duration, load_audio
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.data.audio_columns import audio_lengths, readable_audio
+from modeling.prediction_fields import probabilities_of
 
 
 class FakeAudioDecoder:
@@ -170,8 +171,8 @@ def test_timeline_pipeline_takes_decoders_and_embedded_bytes(tmp_path, mixed_cli
     path = mixed_clips[1][0]
     with open(path, "rb") as f:
         embedded = {"path": None, "bytes": f.read()}
-    expected = timeline(path)["scores"]
+    expected = timeline(path)
     for source in (FakeAudioDecoder(path), embedded):
-        scores = timeline(source)["scores"]
-        assert [s["label"] for s in scores] == [s["label"] for s in expected]
-        assert [s["score"] for s in scores] == pytest.approx([s["score"] for s in expected], abs=1e-6)
+        result = timeline(source)
+        assert result["predicted"] == expected["predicted"]
+        assert probabilities_of(result) == pytest.approx(probabilities_of(expected), abs=1e-6)

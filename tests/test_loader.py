@@ -94,7 +94,8 @@ def test_a_hubert_run_is_scored_with_the_hubert_class(tmp_path):
     """Issue 19: score.py loaded every fold into the wav2vec 2.0 class: on a HuBERT run the backbone was random, the
     probabilities in predictions.csv were nan, and the command exited 0 with a table of scores."""
     from modeling.evaluation.cross_corpus import score_run
-    from modeling.metrics.predictions import read_predictions, softmax
+    from modeling.metrics.predictions import read_predictions
+    from modeling.prediction_fields import softmax
     from modeling.training.scoring import predict
 
     best = tmp_path / "run" / "fold1" / "stage2" / "best"

@@ -28,6 +28,7 @@ from modeling.cli.timeline import main
 from modeling.collator import make_feature_extractor
 from modeling.frames import frame_geometry, frames_for_samples
 from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
+from modeling.prediction_fields import probabilities_of
 from modeling.publishing.remote_code import hub_pipeline_files
 from modeling.timeline_segments import (
     ChunkPrediction,
@@ -70,29 +71,25 @@ def model_outputs(model, waveform: np.ndarray):
     return q.double().numpy(), p.double().numpy(), alpha.double().numpy()
 
 
-def scores_by_label(scores: list[dict]) -> dict[str, float]:
-    return {entry["label"]: entry["score"] for entry in scores}
-
-
 def assert_contiguous(timeline: list[dict], duration: float):
     assert timeline[0]["start"] == 0.0
     assert timeline[-1]["end"] == pytest.approx(duration, abs=1e-6)
     for left, right in zip(timeline, timeline[1:]):
-        assert left["end"] == right["start"] and left["label"] != right["label"]
+        assert left["end"] == right["start"] and left["predicted"] != right["predicted"]
     for boundary in [segment["start"] for segment in timeline]:
         assert boundary / FRAME == pytest.approx(round(boundary / FRAME), abs=1e-6)  # on the 20 ms frame grid
     for segment in timeline:
-        assert sum(entry["score"] for entry in segment["scores"]) == pytest.approx(1.0, abs=1e-9)
+        assert sum(probabilities_of(segment).values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def segments(result: dict) -> list[tuple]:
-    return [(s["start"], s["end"], s["label"]) for s in result["timeline"]]
+    return [(s["start"], s["end"], s["predicted"]) for s in result["timeline"]]
 
 
 def same_results(a: dict, b: dict, atol: float = 1e-5):
-    assert a["label"] == b["label"]
-    for label, score in scores_by_label(a["scores"]).items():
-        assert scores_by_label(b["scores"])[label] == pytest.approx(score, abs=atol)
+    assert a["predicted"] == b["predicted"]
+    for label, score in probabilities_of(a).items():
+        assert probabilities_of(b)[label] == pytest.approx(score, abs=atol)
     assert segments(a) == segments(b)
 
 
@@ -162,8 +159,10 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
     result = timeline(path, smoothing="none", min_segment_s=0, return_frames=True)
     assert isinstance(timeline, FrameAlignedEmotionPipeline) and timeline.frame_duration == FRAME
     assert result["duration"] == pytest.approx(len(waveform) / SR)
-    assert result["label"] == POLISH3_LABELS[int(q.argmax())] and result["score"] == pytest.approx(q.max(), abs=1e-5)
-    assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, q)), abs=1e-5)
+    assert result["predicted"] == POLISH3_LABELS[int(q.argmax())] and result[
+        f"prob_{result['predicted']}"
+    ] == pytest.approx(q.max(), abs=1e-5)
+    assert probabilities_of(result) == pytest.approx(dict(zip(POLISH3_LABELS, q)), abs=1e-5)
     np.testing.assert_allclose(result["frames"]["probabilities"], p, atol=1e-5)
     np.testing.assert_allclose(result["frames"]["weights"], alpha, atol=1e-6)
     assert result["frames"]["weights"].sum() == pytest.approx(1.0, abs=1e-9) and result["num_frames"] == len(p)
@@ -175,18 +174,18 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
     frame_labels = p.argmax(-1)
     for segment in segments:
         first, last = round(segment["start"] / FRAME), min(round(segment["end"] / FRAME), len(p))
-        label = POLISH3_LABELS.index(segment["label"])
+        label = POLISH3_LABELS.index(segment["predicted"])
         assert (frame_labels[first:last] == label).all()  # no smoothing: a segment is a run of one argmax
-        assert segment["score"] == pytest.approx(p[first:last, label].mean(), abs=1e-5)
+        assert segment[f"prob_{segment['predicted']}"] == pytest.approx(p[first:last, label].mean(), abs=1e-5)
         assert segment["weight"] == pytest.approx(alpha[first:last].mean(), abs=1e-7)
         mean = dict(zip(POLISH3_LABELS, p[first:last].mean(0)))
-        assert scores_by_label(segment["scores"]) == pytest.approx(mean, abs=1e-5)
+        assert probabilities_of(segment) == pytest.approx(mean, abs=1e-5)
 
     smoothed = timeline(path, smoothing="median", smoothing_window_s=0.1, min_segment_s=0.2, return_frames=True)
     assert_contiguous(smoothed["timeline"], result["duration"])
     assert len(smoothed["timeline"]) == 1 or all(s["end"] - s["start"] >= 0.2 - 1e-9 for s in smoothed["timeline"])
     np.testing.assert_allclose(smoothed["frames"]["smoothed"].sum(-1), 1.0, atol=1e-9)
-    assert scores_by_label(smoothed["scores"]) == scores_by_label(result["scores"])  # utterance result unchanged
+    assert probabilities_of(smoothed) == probabilities_of(result)  # utterance result unchanged
 
 
 def test_smoothing_and_short_segment_merging():
@@ -216,7 +215,7 @@ def test_a_segment_is_labelled_with_its_most_probable_class():
     timeline, _ = build_timeline(probabilities, np.full(10, 0.1), id2label, 0.02, 0.2, "none", 1, 5)
     # one segment (the 2 frames are too short); its mean is anger (2·0.9 + 8·0.45) / 10 = 0.54 vs neutral 0.46
     assert len(timeline) == 1
-    assert timeline[0]["label"] == "anger" and timeline[0]["score"] == pytest.approx(0.54)
+    assert timeline[0]["predicted"] == "anger" and timeline[0]["prob_anger"] == pytest.approx(0.54)
 
     rng = np.random.default_rng(0)  # and on random frames, with every smoothing
     for smoothing in ("none", "mean", "median"):
@@ -228,8 +227,8 @@ def test_a_segment_is_labelled_with_its_most_probable_class():
             for segment in timeline:
                 first, last = round(segment["start"] / 0.02), round(segment["end"] / 0.02)
                 mean = smoothed[first:last].mean(axis=0)
-                assert segment["label"] == "abc"[int(mean.argmax())], (smoothing, trial, segment)
-            labels = [segment["label"] for segment in timeline]
+                assert segment["predicted"] == "abc"[int(mean.argmax())], (smoothing, trial, segment)
+            labels = [segment["predicted"] for segment in timeline]
             assert all(a != b for a, b in zip(labels, labels[1:]))  # neighbours differ: equal ones are one segment
 
 
@@ -276,10 +275,10 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
     frames = result["frames"]
     assert len(frames["weights"]) == result["num_frames"] == frames_for_samples(len(audio), 320, 400) == 2999
     assert frames["weights"].sum() == pytest.approx(1.0, abs=1e-9)
-    assert frames["labels"] == POLISH3_LABELS and frames["probabilities"].shape == (2999, 3)  # columns in class order
-    per_chunk = np.array([[scores_by_label(c["scores"])[label] for label in POLISH3_LABELS] for c in result["chunks"]])
+    assert frames["classes"] == POLISH3_LABELS and frames["probabilities"].shape == (2999, 3)  # columns in class order
+    per_chunk = np.array([[probabilities_of(c)[label] for label in POLISH3_LABELS] for c in result["chunks"]])
     overall = shares @ per_chunk  # duration-weighted
-    assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, overall)), abs=1e-9)
+    assert probabilities_of(result) == pytest.approx(dict(zip(POLISH3_LABELS, overall)), abs=1e-9)
 
     # A frame comes from the window it is most central in, exactly as that window alone predicts it; within a window
     # α keeps the model's proportions.
@@ -426,7 +425,7 @@ def test_window_boundaries_of_a_long_input_match_each_window_run_alone(timeline,
     np.testing.assert_allclose(frames["probabilities"], p, atol=atol)
     np.testing.assert_allclose(frames["weights"], alpha, rtol=1e-3, atol=1e-9)
     assert [chunk["share"] for chunk in result["chunks"]] == pytest.approx(list(shares), abs=1e-12)
-    assert scores_by_label(result["scores"]) == pytest.approx(dict(zip(POLISH3_LABELS, utterance)), abs=1e-5)
+    assert probabilities_of(result) == pytest.approx(dict(zip(POLISH3_LABELS, utterance)), abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -508,7 +507,7 @@ def test_batched_and_one_by_one_agree_with_a_layer_norm_backbone(timeline, sixty
     for single, in_batch in zip(one_by_one, batched):
         same_results(single, in_batch)
     # the comparison is not between constant outputs (a random CLS output varies little; its frames do)
-    assert len({segment["label"] for result in one_by_one for segment in result["timeline"]}) == 3
+    assert len({segment["predicted"] for result in one_by_one for segment in result["timeline"]}) == 3
     assert len(batched[-1]["chunks"]) == 2 and batched[-1]["duration"] == 25.0
 
 
@@ -522,9 +521,9 @@ def test_group_norm_backbones_batch_only_equal_lengths_by_default(group_model, s
     for single, in_batch in zip(one_by_one, group(inputs, batch_size=4, sampling_rate=SR)):
         same_results(single, in_batch, atol=1e-6)
     padded = group(inputs, batch_size=4, sampling_rate=SR, padded_batches=True)
-    agree = sum(a["label"] == b["label"] for a, b in zip(one_by_one, padded))
+    agree = sum(a["predicted"] == b["predicted"] for a, b in zip(one_by_one, padded))
     gap = max(
-        abs(scores_by_label(a["scores"])[label] - scores_by_label(b["scores"])[label])
+        abs(probabilities_of(a)[label] - probabilities_of(b)[label])
         for a, b in zip(one_by_one, padded)
         for label in POLISH3_LABELS
     )
@@ -555,7 +554,7 @@ def test_every_input_form_gives_the_same_result(timeline, tmp_path):
     stereo_48k = tmp_path / "stereo 48k.wav"
     sf.write(stereo_48k, np.stack([soxr.resample(waveform, SR, 48_000)] * 2, axis=1), 48_000, subtype="FLOAT")
     result = timeline(str(stereo_48k))
-    assert result["label"] == reference["label"]
+    assert result["predicted"] == reference["predicted"]
     assert result["duration"] == pytest.approx(reference["duration"], abs=1e-3)
 
 
@@ -603,8 +602,8 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
     assert [record["audio"] for record in records] == clips
     for clip, record in zip(clips, records):
         expected = timeline(clip)
-        assert f"{clip}  ({expected['duration']:.2f} s)  →  {expected['label']}" in printed
-        assert record["label"] == expected["label"] and "frames" not in record
+        assert f"{clip}  ({expected['duration']:.2f} s)  →  {expected['predicted']}" in printed
+        assert record["predicted"] == expected["predicted"] and "frames" not in record
         assert segments(record) == segments(expected)
     for i, clip in enumerate(clips):
         png = tmp_path / f"t-{i}-{os.path.splitext(os.path.basename(clip))[0]}.png"
@@ -654,7 +653,8 @@ def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_p
             from transformers import pipeline
             timeline = pipeline(model="org/timeline", trust_remote_code=True, device="cpu")
             result = timeline({clip!r})
-            output = {{"class": type(timeline).__module__, "label": result["label"], "timeline": result["timeline"]}}
+            output = {{"class": type(timeline).__module__, "predicted": result["predicted"]}}
+            output["timeline"] = result["timeline"]
             print(json.dumps(output))
             """
         )
@@ -672,7 +672,7 @@ def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_p
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
     assert output["class"].startswith("transformers_modules.") and output["class"].endswith(".pipeline_frame_aligned")
-    assert output["label"] == expected["label"]
+    assert output["predicted"] == expected["predicted"]
     assert segments(output) == segments(expected)
 
 
@@ -694,7 +694,7 @@ def test_nemo4_sentences_of_four_emotions(tmp_path):
     batched = timeline(paths, batch_size=8)
     for path, row, result in zip(paths, picked, batched):
         same_results(timeline(path), result)
-        assert {entry["label"] for entry in result["scores"]} == set(NEMO4_LABELS)
+        assert set(probabilities_of(result)) == set(NEMO4_LABELS)
         assert result["duration"] == pytest.approx(float(row["duration_s"]), abs=2e-3)
         assert_contiguous(result["timeline"], result["duration"])
     joined = np.concatenate([load_audio(path) for path in paths])  # ~14 s of sentences, four emotions

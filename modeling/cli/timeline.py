@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..audio import AudioInputError, load_audio
+from ..prediction_fields import PREDICTED, probabilities_of, probability_field
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
 
@@ -31,24 +32,29 @@ def to_jsonable(value):
     return value
 
 
+def _predicted(record: dict) -> str:
+    """ "anger 0.64": a record's predicted class and its probability."""
+    return f"{record[PREDICTED]:<12} {record[probability_field(record[PREDICTED])]:5.2f}"
+
+
 def format_result(name: str, result: dict) -> str:
     """A readable table: the utterance result, the segments and (for long inputs) the windows."""
-    distribution = "  ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
+    ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
+    distribution = "  ".join(f"{label} {p:.2f}" for label, p in ranked)
     lines = [
-        f"{name}  ({result['duration']:.2f} s)  →  {result['label']} {result['score']:.2f}   [{distribution}]",
-        f"  {'start':>8} {'end':>8}  {'emotion':<12} {'prob':>5}  {'α×T':>5}",
+        f"{name}  ({result['duration']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
+        f"  {'start':>8} {'end':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
     ]
     for segment in result["timeline"]:
         lines.append(
-            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {segment['label']:<12} {segment['score']:5.2f}"
+            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {_predicted(segment)}"
             f"  {segment['weight'] * result['num_frames']:5.2f}"
         )
     if len(result["chunks"]) > 1:
         lines.append(f"  windows ({len(result['chunks'])}):")
         for chunk in result["chunks"]:
             lines.append(
-                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {chunk['label']:<12} {chunk['score']:5.2f}"
-                f"  share {chunk['share']:.2f}"
+                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {_predicted(chunk)}  share {chunk['share']:.2f}"
             )
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..audio import TARGET_SAMPLING_RATE, iter_audio_blocks, load_audio  # noqa: E402
+from ..prediction_fields import PREDICTED, probabilities_of, probability_field  # noqa: E402
 
 
 # Fixed colours for the usual emotion names, so every plot reads the same; other labels get tab10 colours.
@@ -104,7 +105,7 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     if "frames" not in result:
         raise ValueError("plot_timeline needs the per-frame arrays: call the pipeline with return_frames=True.")
     frames = result["frames"]
-    labels = list(frames["labels"])
+    labels = list(frames["classes"])
     colors = emotion_colors(labels)
     duration = result["duration"]
 
@@ -118,12 +119,13 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
         wave_ax.set_ylim(-1.15 * peak, 1.35 * peak)
     wave_ax.set_yticks([])
     for segment in result["timeline"]:
-        wave_ax.axvspan(segment["start"], segment["end"], color=colors[segment["label"]], alpha=0.22, linewidth=0)
+        predicted = segment[PREDICTED]
+        wave_ax.axvspan(segment["start"], segment["end"], color=colors[predicted], alpha=0.22, linewidth=0)
         if segment["end"] - segment["start"] > 0.06 * duration:
             wave_ax.text(
                 (segment["start"] + segment["end"]) / 2,
                 0.93,
-                f"{segment['label']} {segment['score']:.2f}",
+                f"{predicted} {segment[probability_field(predicted)]:.2f}",
                 transform=wave_ax.get_xaxis_transform(),
                 ha="center",
                 va="top",
@@ -152,10 +154,11 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
             for ax in (wave_ax, prob_ax, alpha_ax):
                 ax.axvline(chunk["start"], color="#555555", linewidth=0.6, linestyle=":")
 
-    distribution = ", ".join(f"{s['label']} {s['score']:.2f}" for s in result["scores"])
+    ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
+    distribution = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
     if title is None:
         title = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "audio"
-    wave_ax.set_title(f"{title}  —  {result['label']} ({distribution})", fontsize=10, loc="left")
+    wave_ax.set_title(f"{title}  —  {result[PREDICTED]} ({distribution})", fontsize=10, loc="left")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120)

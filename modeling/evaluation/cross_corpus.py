@@ -21,7 +21,8 @@ from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
-from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
+from ..metrics.predictions import Predictions, predictions_csv, relative_file
+from ..prediction_fields import softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.reader import FinishedRun, fold_name
 from ..training.experiment import load_run_dataset

@@ -2,6 +2,7 @@
 
 import os
 
+from ..prediction_fields import PREDICTED
 from ..rundir.reader import FinishedRun
 from .onnx_backend import load_pipeline
 
@@ -13,7 +14,7 @@ def int8_label_agreement(checkpoint: str | os.PathLike, paths: list[str], num_th
     labels = {}
     for backend in ("onnx", "onnx-int8"):
         pipe = load_pipeline(checkpoint, backend=backend, num_threads=num_threads)
-        labels[backend] = [result["label"] for result in pipe(list(paths))]
+        labels[backend] = [result[PREDICTED] for result in pipe(list(paths))]
     pairs = list(zip(paths, labels["onnx"], labels["onnx-int8"]))
     disagreements = [(path, a, b) for path, a, b in pairs if a != b]
     return {"agreement": 1 - len(disagreements) / len(pairs), "clips": len(pairs), "disagreements": disagreements}

@@ -8,10 +8,11 @@ summary = predict_files(pipe, collect_inputs(["archive/"]), "predictions.csv", t
 ```
 
 Outputs (all appended batch by batch; one `os.write` per file per batch, fsynced):
-    predictions CSV   `file, duration_s, label, score, prob_<class>...` (one probability column per class, in the
-                      model's label order; `score` = the top probability), one row per good file.
+    predictions CSV   `file, duration_s, predicted, prob_<class>...` (the predicted class, then one probability
+                      column per class in the model's label order: `modeling.prediction_fields`), one row per good
+                      file. There is no `label` column: that name is the true class, unknown here.
     `<output>.errors.csv` (or `errors_path`)   `file, error`: files that could not be read, with the reason.
-    timeline JSON lines (optional)   one `{"file", "duration_s", "label", "timeline": [segments]}` per good file.
+    timeline JSON lines (optional)   one `{"file", "duration_s", "predicted", "timeline": [segments]}` per good file.
 
 Resume: a re-run with the same output skips every file already in the predictions CSV (and, unless
 `retry_errors`, those listed as errors). A kill can at worst leave a partial last line (the process died inside a
@@ -34,6 +35,7 @@ import soundfile as sf
 from ..audio import AudioInputError
 from ..data.corpus import CorpusError
 from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
+from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import fault_point
 
@@ -183,7 +185,7 @@ class JobOutputs:
         predictions = Path(predictions)
         errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
         timeline = Path(timeline) if timeline else None
-        header = ["file", "duration_s", "label", "score"] + [f"prob_{label}" for label in labels]
+        header = ["file", "duration_s", PREDICTED, *probability_fields(labels)]
         outputs = cls(predictions, errors, timeline, header)
         for path in (predictions, errors, timeline):
             if path is not None and repair_partial_line(path):
@@ -232,14 +234,18 @@ class JobOutputs:
 
 
 def _row(file: str, result: dict, labels: list[str]) -> list:
-    probabilities = {entry["label"]: entry["score"] for entry in result["scores"]}
-    return [file, f"{result['duration']:.3f}", result["label"], f"{result['score']:.6f}"] + [
-        f"{probabilities[label]:.6f}" for label in labels
+    return [file, f"{result['duration']:.3f}", result[PREDICTED]] + [
+        f"{result[field]:.6f}" for field in probability_fields(labels)
     ]
 
 
 def _timeline_line(file: str, result: dict) -> str:
-    record = {"file": file, "duration_s": result["duration"], "label": result["label"], "timeline": result["timeline"]}
+    record = {
+        "file": file,
+        "duration_s": result["duration"],
+        PREDICTED: result[PREDICTED],
+        "timeline": result["timeline"],
+    }
     return json.dumps(record, default=float) + "\n"
 
 
@@ -334,7 +340,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    labels = list(pipe.labels)
+    labels = list(pipe.classes)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
     timed, unreadable = header_durations(pending)

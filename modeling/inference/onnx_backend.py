@@ -3,7 +3,7 @@
 ```python
 from modeling.inference import load_pipeline
 timeline = load_pipeline("runs/demo/fold1/stage2/best", backend="onnx")        # or "onnx-int8", "torch"
-timeline("speech.flac")["label"]
+timeline("speech.flac")["predicted"]
 ```
 
 The ONNX graph (see `onnx_export`) takes `input_values` (B, N) float32 and `attention_mask` (B, N) int64 and returns

@@ -4,8 +4,9 @@ score.py. One row per utterance, in the split's row order:
     file,speaker,label,predicted,prob_<class 1>,...,prob_<class C>
 
 `file` is relative to the corpus root (`data.root`) when the audio lies under it (else as the corpus gave it),
-`label` and `predicted` are class names, `prob_<class>` the softmax of the model's logits (or, for an ensemble,
-the mean of the members' softmax outputs). Extra leading columns (`fold` in score.py) are allowed.
+`label` (the truth) and `predicted` are class names, `prob_<class>` the softmax of the model's logits (or, for an
+ensemble, the mean of the members' softmax outputs): the names of `modeling.prediction_fields`, the one owner of the
+predictions vocabulary. Extra leading columns (`model` in score.py: fold<k> or ensemble) are allowed.
 """
 
 import csv
@@ -16,15 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..prediction_fields import LABEL, PREDICTED, PROBABILITY_PREFIX, probability_fields
 
-PROBABILITY_PREFIX = "prob_"
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, C) logits, computed stably in float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+COLUMNS = ("file", "speaker", LABEL, PREDICTED)  # then prob_<class> per class
 
 
 def relative_file(audio, root: str | os.PathLike | None) -> str:
@@ -48,7 +44,7 @@ class Predictions:
     labels: np.ndarray
     probabilities: np.ndarray
     classes: list[str]
-    extra: dict[str, list] | None = None  # leading columns, e.g. {"fold": [...]}
+    extra: dict[str, list] | None = None  # leading columns, e.g. {"model": [...]}
     predicted_ids: np.ndarray | None = None  # as written (read back from a CSV); else the argmax
 
     @property
@@ -68,9 +64,7 @@ def predictions_csv(predictions: Predictions) -> str:
     extra = predictions.extra or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [*extra, "file", "speaker", "label", "predicted", *(PROBABILITY_PREFIX + c for c in predictions.classes)]
-    )
+    writer.writerow([*extra, *COLUMNS, *probability_fields(predictions.classes)])
     for i, file in enumerate(predictions.files):
         probabilities = [f"{p:.6f}" for p in predictions.probabilities[i]]
         writer.writerow(
@@ -93,28 +87,26 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         classes = [name[len(PROBABILITY_PREFIX) :] for name in fields if name.startswith(PROBABILITY_PREFIX)]
-        missing = {"file", "speaker", "label", "predicted"} - set(fields)
+        missing = set(COLUMNS) - set(fields)
         if missing or not classes:
             raise ValueError(f"{path}: not a predictions CSV (missing {sorted(missing) or 'prob_<class> columns'}).")
         leading = fields[: fields.index("file")]
         rows = list(reader)
     index = {name: i for i, name in enumerate(classes)}
-    unknown = [
-        (n + 2, row[key]) for n, row in enumerate(rows) for key in ("label", "predicted") if row[key] not in index
-    ]
+    unknown = [(n + 2, row[key]) for n, row in enumerate(rows) for key in (LABEL, PREDICTED) if row[key] not in index]
     if unknown:
         raise ValueError(f"{path}: (line, label) {unknown[:5]} outside the classes {classes}.")
     return Predictions(
         files=[row["file"] for row in rows],
         speakers=[row["speaker"] for row in rows],
-        labels=np.array([index[row["label"]] for row in rows], dtype=np.int64),
+        labels=np.array([index[row[LABEL]] for row in rows], dtype=np.int64),
         probabilities=np.array([[float(row[PROBABILITY_PREFIX + c]) for c in classes] for row in rows]).reshape(
             len(rows), len(classes)
         ),
         classes=classes,
         extra={name: [row[name] for row in rows] for name in leading} or None,
-        predicted_ids=np.array([index[row["predicted"]] for row in rows], dtype=np.int64),
+        predicted_ids=np.array([index[row[PREDICTED]] for row in rows], dtype=np.int64),
     )
 
 
-__all__ = ["PROBABILITY_PREFIX", "Predictions", "read_predictions", "relative_file", "predictions_csv", "softmax"]
+__all__ = ["COLUMNS", "Predictions", "read_predictions", "relative_file", "predictions_csv"]

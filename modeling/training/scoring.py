@@ -16,8 +16,9 @@ from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..metrics import compute_ser_metrics
-from ..metrics.predictions import Predictions, predictions_csv, relative_file, softmax
+from ..metrics.predictions import Predictions, predictions_csv, relative_file
 from ..modeling_frame_aligned import FrameAlignedModelMixin
+from ..prediction_fields import softmax
 from ..rundir.atomic import atomic_file, atomic_write_text
 from ..rundir.faults import fault_point
 from ..rundir.integrity import checkpoint_problems
@@ -27,8 +28,9 @@ from ..trainer.sampling import longest_first
 
 
 @dataclass
-class Prediction:
-    """Scores of one split: logits (N, num_labels), labels (N,), utterance embeddings (N, hidden_size)."""
+class SplitOutputs:
+    """The model's raw outputs on one split: logits (N, num_labels), true label ids (N,), utterance embeddings
+    (N, hidden_size). `split_predictions` turns them into per-utterance `Predictions` (the CSV's rows)."""
 
     logits: np.ndarray
     labels: np.ndarray
@@ -39,7 +41,9 @@ class Prediction:
 
 
 @torch.no_grad()
-def predict(model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring") -> Prediction:
+def predict(
+    model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring"
+) -> SplitOutputs:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
     longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
     terminal only)."""
@@ -57,10 +61,10 @@ def predict(model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, pr
         for j, row in enumerate(rows):
             logits[row] = output.logits[j].float().cpu().numpy()
             embeddings[row] = output.utterance_embedding[j].float().cpu().numpy()
-    return Prediction(np.stack(logits), np.asarray(list(dataset["label"])), np.stack(embeddings))
+    return SplitOutputs(np.stack(logits), np.asarray(list(dataset["label"])), np.stack(embeddings))
 
 
-def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, Prediction]:
+def score_checkpoint(best_dir: Path, splits, batch_size: int) -> dict[str, SplitOutputs]:
     """Predictions of a saved best model on the validation and test splits."""
     problems = checkpoint_problems(best_dir)
     if problems:
@@ -78,8 +82,8 @@ def _summary(metrics: dict, keep_matrix: bool) -> dict:
     return {key: metrics[key] for key in keys}
 
 
-def split_predictions(prediction: Prediction, rows: Dataset, classes: list[str], root) -> Predictions:
-    """A split's `Prediction` as per-utterance `Predictions` (files relative to the corpus root `root`)."""
+def split_predictions(prediction: SplitOutputs, rows: Dataset, classes: list[str], root) -> Predictions:
+    """A split's `SplitOutputs` as per-utterance `Predictions` (files relative to the corpus root `root`)."""
     return Predictions(
         files=[relative_file(audio, root) for audio in rows["audio"]],
         speakers=list(rows["speaker"]),
@@ -120,4 +124,4 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     }
 
 
-__all__ = ["PER_CLASS", "Prediction", "fold_metrics", "predict", "score_checkpoint", "split_predictions"]
+__all__ = ["PER_CLASS", "SplitOutputs", "fold_metrics", "predict", "score_checkpoint", "split_predictions"]

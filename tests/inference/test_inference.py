@@ -20,6 +20,7 @@ from helpers import POLISH3, REPO, layer_norm_overrides, polish3_clips, tiny_con
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.audio import load_audio
 from modeling.collator import make_feature_extractor
+from modeling.prediction_fields import probabilities_of
 from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
 
 
@@ -86,10 +87,9 @@ def test_pipeline_backends_give_the_same_results(checkpoint):
     results = {backend: load_pipeline(checkpoint, backend=backend)(clips) for backend in ("torch", "onnx")}
     assert onnx_path(checkpoint).is_file()
     for torch_result, onnx_result in zip(results["torch"], results["onnx"]):
-        assert torch_result["label"] == onnx_result["label"]
-        for a, b in zip(torch_result["scores"], onnx_result["scores"]):
-            assert a["label"] == b["label"] and abs(a["score"] - b["score"]) < 1e-5
-        assert [s["label"] for s in torch_result["timeline"]] == [s["label"] for s in onnx_result["timeline"]]
+        assert torch_result["predicted"] == onnx_result["predicted"]
+        assert probabilities_of(torch_result) == pytest.approx(probabilities_of(onnx_result), abs=1e-5)
+        assert [s["predicted"] for s in torch_result["timeline"]] == [s["predicted"] for s in onnx_result["timeline"]]
     # transformers' own audio-classification pipeline runs the ONNX model too, with the PyTorch model's scores
     from transformers import pipeline
 
@@ -99,7 +99,7 @@ def test_pipeline_backends_give_the_same_results(checkpoint):
     )
     waveform = load_audio(clips[0])
     got = {s["label"]: s["score"] for s in classify({"raw": waveform, "sampling_rate": 16000}, top_k=None)}
-    assert got == pytest.approx({s["label"]: s["score"] for s in results["torch"][0]["scores"]}, abs=1e-5)
+    assert got == pytest.approx(probabilities_of(results["torch"][0]), abs=1e-5)
     int8 = load_pipeline(checkpoint, backend="onnx-int8")
     assert onnx_path(checkpoint, int8=True).is_file()
     assert int8.model.path.name == "model_int8.onnx"
@@ -151,8 +151,7 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     assert list(read_csv(output)[0]) == [
         "file",
         "duration_s",
-        "label",
-        "score",
+        "predicted",
         "prob_anger",
         "prob_fear",
         "prob_neutral",
@@ -171,9 +170,9 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     for name in names:
         expected = pipe(str(folder / name))
         row = rows[name]
-        assert row["label"] == expected["label"]
-        for entry in expected["scores"]:
-            assert float(row[f"prob_{entry['label']}"]) == pytest.approx(entry["score"], abs=1e-6)
+        assert row["predicted"] == expected["predicted"]
+        for label, probability in probabilities_of(expected).items():
+            assert float(row[f"prob_{label}"]) == pytest.approx(probability, abs=1e-6)
         assert sum(float(row[f"prob_{label}"]) for label in ("anger", "fear", "neutral")) == pytest.approx(1, abs=1e-5)
     durations = [float(row["duration_s"]) for row in read_csv(output)]
     assert durations == sorted(durations, reverse=True)
@@ -242,7 +241,7 @@ def test_kill_9_mid_job_then_rerun_writes_every_file_exactly_once(tmp_path, chec
     rows = read_csv(output)
     files = [row["file"] for row in rows]
     assert len(files) == len(set(files)) == 5
-    assert all(row["label"] in ("anger", "fear", "neutral") and len(row) == 7 for row in rows)
+    assert all(row["predicted"] in ("anger", "fear", "neutral") and len(row) == 6 for row in rows)
     timeline_files = [json.loads(line)["file"] for line in output.with_suffix(".jsonl").read_text().splitlines()]
     assert sorted(timeline_files) == sorted(files)
     errors = read_csv(output.with_name("predictions.errors.csv"))
@@ -323,8 +322,8 @@ def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, chec
     clips = [path for path, _ in polish3_clips(6)]
     report = run_int8_agreement(tmp_path / "run", clips)
     assert list(report["folds"]) == ["fold2/stage2"] and report["folds"]["fold2/stage2"]["clips"] == 6
-    fp32 = [r["label"] for r in load_pipeline(best, backend="onnx")(clips)]
-    int8 = [r["label"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
+    fp32 = [r["predicted"] for r in load_pipeline(best, backend="onnx")(clips)]
+    int8 = [r["predicted"] for r in load_pipeline(best, backend="onnx-int8")(clips)]
     expected = [(path, a, b) for path, a, b in zip(clips, fp32, int8) if a != b]
     assert report["folds"]["fold2/stage2"]["disagreements"] == expected
     assert report["agreement"] == pytest.approx(1 - len(expected) / 6)

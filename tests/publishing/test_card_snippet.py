@@ -78,11 +78,11 @@ def test_card_snippets_run_on_8k_stereo_and_48k_files(published, odd_files, tmp_
         header, output = section.split("\n", 1)
         number, path = header.split(" ", 1)
         expected = expected_scores(published, path)
-        if number == "0":  # frame-aligned-emotion: label, then the scores dict
-            label, scores = output.strip().split(" ", 1)
-            scores = ast.literal_eval(scores)
-            assert {item["label"]: item["score"] for item in scores} == pytest.approx(expected, abs=1e-4)
-            assert label == max(expected, key=expected.get)
+        if number == "0":  # frame-aligned-emotion: the predicted class, then its prob_<class> fields
+            predicted, probabilities = output.strip().split(" ", 1)
+            probabilities = ast.literal_eval(probabilities)
+            assert {k.removeprefix("prob_"): v for k, v in probabilities.items()} == pytest.approx(expected, abs=1e-4)
+            assert predicted == max(expected, key=expected.get)
         else:
             scores = ast.literal_eval(output.strip())
             assert {item["label"]: item["score"] for item in scores} == pytest.approx(expected, abs=1e-4)

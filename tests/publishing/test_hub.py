@@ -164,8 +164,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         # the published fold also carries the frame-level timeline pipeline (custom_pipelines in config.json)
         timeline = pipeline("frame-aligned-emotion", model="org/ser-fold1", trust_remote_code=True, device="cpu")
         result = timeline({{"raw": waveform, "sampling_rate": 16000}})
-        out["timeline"] = {{"class": type(timeline).__module__, "scores": {{s["label"]: s["score"] for s in
-        result["scores"]}},
+        probabilities = {{k.removeprefix("prob_"): v for k, v in result.items() if k.startswith("prob_")}}
+        out["timeline"] = {{"class": type(timeline).__module__, "scores": probabilities,
                            "end": result["timeline"][-1]["end"], "duration": result["duration"]}}
         print(json.dumps(out))
         """

@@ -1,0 +1,76 @@
+"""The predictions vocabulary: the one owner of the names every output gives a prediction, in every CSV, JSON line,
+pipeline result and document of this project.
+
+- `label`: the true class (as 🤗 datasets' `label` column). Only where the truth is known: `predictions_<split>.csv`,
+  score.py's `predictions.csv`.
+- `predicted`: the predicted class, the most probable one.
+- `prob_<class>`: the probability of each class, one field per class in the model's label order (`id2label`): the
+  softmax of the logits (`softmax` below, the project's one softmax), the mean of the fold models' for an ensemble,
+  the mean over a segment's frames for a timeline segment.
+
+"score" never names a probability here: it means an evaluation metric (score.py's `scores.json`: UA, WA, macro-F1).
+transformers' own `audio-classification` pipeline keeps its format (`[{"label", "score"}]`, `label` the predicted
+class): that is transformers' vocabulary, not ours.
+
+Self-contained (numpy only): the pipeline imports it, so it is uploaded with every checkpoint as remote code.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+LABEL = "label"
+PREDICTED = "predicted"
+PROBABILITY_PREFIX = "prob_"
+
+
+def probability_field(class_name: str) -> str:
+    """`prob_<class>`: the field of one class's probability."""
+    return f"{PROBABILITY_PREFIX}{class_name}"
+
+
+def probability_fields(classes: Sequence[str]) -> list[str]:
+    """`prob_<class>` of every class, in order."""
+    return [probability_field(name) for name in classes]
+
+
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax of (..., C) logits, computed stably in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def prediction_record(distribution, classes: Sequence[str]) -> dict:
+    """{"predicted": the most probable class, "prob_<class>": probability, ...} of one (C,) distribution."""
+    distribution = np.asarray(distribution, dtype=np.float64)
+    if distribution.shape != (len(classes),):
+        raise ValueError(
+            f"a distribution over {len(classes)} classes has shape ({len(classes)},), got {distribution.shape}."
+        )
+    record = {PREDICTED: classes[int(distribution.argmax())]}
+    record.update({probability_field(name): float(p) for name, p in zip(classes, distribution)})
+    return record
+
+
+def probabilities_of(record: dict) -> dict[str, float]:
+    """{class: probability} from the `prob_<class>` fields of a record (a pipeline result, a segment, a CSV row), in
+    their order."""
+    return {
+        key[len(PROBABILITY_PREFIX) :]: float(value)
+        for key, value in record.items()
+        if key.startswith(PROBABILITY_PREFIX)
+    }
+
+
+__all__ = [
+    "LABEL",
+    "PREDICTED",
+    "PROBABILITY_PREFIX",
+    "prediction_record",
+    "probabilities_of",
+    "probability_field",
+    "probability_fields",
+    "softmax",
+]
