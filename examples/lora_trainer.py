@@ -7,9 +7,10 @@ from its `model_type`). `--data`: a folder with audio files and a `metadata.csv`
 dataset id. The last speaker (sorted) is held out for evaluation.
 
 What it shows: peft freezes the base model and trains the adapters plus `modules_to_save` (the pooling head and the
-classifier); `FrameAlignedTrainer` keeps that trainable set (its freezing only ever turns `requires_grad` off, and never
-touches an adapter's parameters), so the base weights never change and the saved adapter, loaded onto a fresh copy of
-the same backbone, reproduces the trained model: the script prints the largest logit difference (0 up to float error).
+classifier); `FrameAlignedTrainer` keeps that trainable set (its freezing only ever turns `requires_grad` off and
+never touches an adapter's parameters), so the base weights never change and the saved adapter, loaded onto a fresh
+copy of the same backbone, reproduces the trained model: the script prints the largest logit difference (0 up to
+float error).
 """
 
 import argparse
@@ -47,7 +48,7 @@ def speaker_split(corpus):
 
 
 def base_model(backbone: str, labels: list[str]):
-    """The backbone (class from its model_type) with a new CLS-pooling head, as both training and reloading build it."""
+    """The backbone (class from its model_type) with a new CLS-pooling head: built the same to train and to reload."""
     torch.manual_seed(0)
     return AutoModelForFrameAlignedClassification.from_pretrained(
         backbone,
