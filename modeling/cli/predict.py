@@ -47,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
     if not args.export_onnx and (not args.inputs or not args.output):
         parser.error("inputs and --output are required (or --export-onnx)")
+    if args.export_onnx and (args.inputs or args.output or args.timeline):
+        parser.error("--export-onnx writes the ONNX files only: it takes no inputs, --output or --timeline")
+    if args.path_column and not any(source.lower().endswith(".csv") for source in args.inputs):
+        parser.error(f"--path-column {args.path_column}: applies to CSV inputs only, and none is given")
     return args
 
 

@@ -388,3 +388,19 @@ def test_predict_reads_every_metadata_csv_train_py_reads(tmp_path, delimiter):
     csv_path.write_bytes(b"\xef\xbb\xbfname;label\r\nx.wav;a\r\n")
     with pytest.raises(ValueError, match=r"metadata.csv: row 1: no column file / file_name / path / audio"):
         collect_inputs([str(csv_path)])
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--export-onnx", "--model", "m", "a.wav"], "takes no inputs, --output or --timeline"),
+        (["a.wav", "--model", "m", "--output", "o.csv", "--path-column", "x"], "applies to CSV inputs only"),
+    ],
+)
+def test_predict_options_that_would_be_ignored_are_refused(argv, message, capsys):
+    from modeling.cli.predict import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
