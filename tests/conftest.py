@@ -60,3 +60,19 @@ def hub(monkeypatch):
 @pytest.fixture
 def api(hub) -> HfApi:
     return HfApi(endpoint=hub.url, token="dummy")
+
+
+@pytest.fixture(scope="session")
+def backbone_run(tmp_path_factory):
+    """`backbone_run(model_type)`: the finished 1-fold train.py run of that backbone (`backbone_runs.py`), trained
+    once per session and backbone, on first use."""
+    from backbone_runs import train_backbone_run
+
+    runs = {}
+
+    def get(model_type: str):
+        if model_type not in runs:
+            runs[model_type] = train_backbone_run(model_type, tmp_path_factory.mktemp(f"run-{model_type}"))
+        return runs[model_type]
+
+    return get

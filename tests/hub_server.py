@@ -75,6 +75,21 @@ class Repo:
         return sha, self.commits[sha]
 
 
+def client_env(server: "HubServer", hf_home) -> dict:
+    """A fresh process's environment for the loopback Hub (HF_ENDPOINT is read when huggingface_hub is imported)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(
+        HF_ENDPOINT=server.url,
+        HF_HUB_DISABLE_XET="1",
+        HF_TOKEN="dummy",
+        HF_HOME=str(hf_home),
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
 class HubServer:
     """`with HubServer() as hub:` serves on 127.0.0.1 at `hub.url` from a background thread."""
 

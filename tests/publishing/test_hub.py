@@ -19,6 +19,7 @@ import torch
 import yaml
 from helpers import REPO, polish3_clips
 from hub_server import HubServer
+from hub_server import client_env as hub_env
 from huggingface_hub import HfApi, constants
 from runs import FOLD_RESULTS, FOLDS, TINY_TRAIN_ARGS, write_run
 
@@ -59,19 +60,6 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def waveform() -> np.ndarray:
     return load_audio(polish3_clips(1)[0][0])
-
-
-def hub_env(hub: HubServer, hf_home: Path) -> dict:
-    """A fresh process's environment for the loopback Hub (HF_ENDPOINT is read when huggingface_hub is imported)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(
-        HF_ENDPOINT=hub.url,
-        HF_HUB_DISABLE_XET="1",
-        HF_TOKEN="dummy",
-        HF_HOME=str(hf_home),
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    return env
 
 
 def local_scores(checkpoint: Path, waveform: np.ndarray) -> dict[str, float]:

@@ -11,43 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from helpers import POLISH3, REPO, save_plain_backbone
+from backbone_runs import FAST_CONV, PREFIXES, write_config
+from helpers import save_plain_backbone
 from safetensors.torch import load_file
 
 from modeling import BackboneWeightsError
 from modeling.training.checkpoints import ModelSettingsError
 from modeling.training.experiment import run_experiment
 from modeling.training.run_config import ConfigError, resolve_config
-
-
-# A real frame rate (320 samples per frame, like the base models) on a tiny backbone: fast on 1 s clips.
-FAST_CONV = {"conv_kernel": [10, 8, 8], "conv_stride": [5, 8, 8]}
-PREFIXES = {"hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec_audio"}
-
-
-def write_config(path, backbone, **sections) -> str:
-    """1 epoch per stage on 12 polish3 clips (3 speakers × 4; fold 1: 4 train, 4 validation, 4 test), no warm-up."""
-    data = dict(
-        loader="audio_folder",
-        root=str(POLISH3),
-        loader_args={"labels": ["anger", "fear", "neutral"]},
-        speakers=["m1", "m2", "m3"],
-        max_per_speaker=4,
-    )
-    stage = dict(epochs=1, batch_size=4, max_length_seconds=1.0, warmup_ratio=0.0)
-    config = dict(
-        seed=3,
-        data=data,
-        model={"name_or_path": str(backbone)},
-        training={"logging_steps": 1},
-        stage1=dict(stage),
-        stage2=dict(stage, num_trainable_layers=1),
-    )
-    for name, values in sections.items():
-        config[name] = {**config[name], **values}
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 def test_checkpoint_whose_backbone_does_not_load_stops_before_training(tmp_path):
@@ -119,35 +90,19 @@ def test_random_init_takes_a_model_type(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model_type, sections",
-    [
-        ("hubert", {"stage2": {"cache_frozen_prefix": True}}),  # the frozen-prefix cache on HuBERT
-        ("wavlm", {"model": {"config_overrides": {"use_weighted_layer_sum": True}}}),  # SUPERB's weighted sum
-        ("data2vec-audio", {}),
-    ],
-)
-def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, sections, tmp_path):
-    save_plain_backbone(model_type, tmp_path / "backbone", **FAST_CONV)
-    config = write_config(tmp_path / "run.yaml", tmp_path / "backbone", **sections)
-    run_dir = tmp_path / "run"
-    process = subprocess.run(
-        [sys.executable, "train.py", "--config", config, "--output-dir", str(run_dir), "--folds", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
+@pytest.mark.parametrize("model_type", ["hubert", "wavlm", "data2vec-audio"])  # HuBERT: prefix cache; WavLM: SUPERB
+def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, backbone_run, tmp_path):
+    run = backbone_run(model_type)  # train.py --folds 1 from a plain checkpoint (backbone_runs.py), shared
+    run_dir = run.path
     results = json.loads((run_dir / "results.json").read_text())
     fold = results["folds"]["1"]
     assert 0.0 <= fold["test"]["ua"] <= 1.0 and fold["num_examples"]["test"] == 4
-    best = run_dir / "fold1" / "stage2" / "best"
+    best = run.best
     assert json.loads((best / "config.json").read_text())["model_type"] == f"{model_type}-frame-aligned"
 
     # The CNN is frozen in both stages: bit-identical to the source checkpoint's.
     prefix = PREFIXES[model_type]
-    source = load_file(tmp_path / "backbone" / "model.safetensors")
+    source = load_file(run.backbone / "model.safetensors")
     trained = load_file(best / "model.safetensors")
     cnn = [key for key in source if key.startswith("feature_extractor.")]
     assert cnn and all(torch.equal(trained[f"{prefix}.{key}"], source[key]) for key in cnn)
