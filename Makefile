@@ -23,8 +23,10 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) train.py --config configs/demo.yaml --output-dir $(DEMO_OUT)
 
+# Two workers (the tests run one thread each: a 2-core CI machine is used fully); tests sharing one trained run
+# (`xdist_group`) stay in one worker.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) -m benchmarks --quick

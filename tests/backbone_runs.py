@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import POLISH3, REPO, save_plain_backbone
 
@@ -49,6 +50,14 @@ def write_config(path, backbone, **sections) -> str:
         config[name] = {**config[name], **values}
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def per_backbone(model_types) -> list:
+    """`parametrize` values for tests that use `backbone_run`: under pytest-xdist (`make test`: `-n 2 --dist
+    loadgroup`) every test of one backbone runs in the same worker, so each backbone's run is trained once."""
+    return [
+        pytest.param(model_type, marks=pytest.mark.xdist_group(f"backbone-{model_type}")) for model_type in model_types
+    ]
 
 
 @dataclass

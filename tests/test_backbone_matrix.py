@@ -20,6 +20,7 @@ import textwrap
 import numpy as np
 import pytest
 import yaml
+from backbone_runs import per_backbone
 from helpers import BACKBONES, POLISH3
 from hub_server import client_env
 
@@ -38,7 +39,7 @@ def fold_test_clips(run) -> list[str]:
     return [str(POLISH3 / file) for file in read_predictions(run.path / "fold1" / "predictions_test.csv").files]
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", per_backbone(MODEL_TYPES))
 def test_score_py_reproduces_the_runs_own_test_predictions(model_type, backbone_run, tmp_path):
     run = backbone_run(model_type)
     split = json.loads((run.path / "fold1" / "split.json").read_text())
@@ -62,7 +63,7 @@ def test_score_py_reproduces_the_runs_own_test_predictions(model_type, backbone_
     assert np.isfinite(scored.probabilities).all()
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", per_backbone(MODEL_TYPES))
 def test_predict_py_torch_and_onnx_equal_the_pipeline(model_type, backbone_run, tmp_path):
     run = backbone_run(model_type)
     clips = fold_test_clips(run)
@@ -81,7 +82,7 @@ def test_predict_py_torch_and_onnx_equal_the_pipeline(model_type, backbone_run, 
             assert got == pytest.approx(probabilities_of(result), abs=tolerance), (backend, clip)
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", per_backbone(MODEL_TYPES))
 def test_a_pushed_fold_downloaded_in_a_fresh_process_equals_the_local_model(
     model_type, backbone_run, hub, api, tmp_path
 ):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from backbone_runs import FAST_CONV, PREFIXES, write_config
+from backbone_runs import FAST_CONV, PREFIXES, per_backbone, write_config
 from helpers import save_plain_backbone
 from safetensors.torch import load_file
 
@@ -90,7 +90,9 @@ def test_random_init_takes_a_model_type(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_type", ["hubert", "wavlm", "data2vec-audio"])  # HuBERT: prefix cache; WavLM: SUPERB
+@pytest.mark.parametrize(
+    "model_type", per_backbone(["hubert", "wavlm", "data2vec-audio"])
+)  # HuBERT: prefix cache; WavLM: SUPERB
 def test_train_py_from_a_plain_backbone_checkpoint_on_real_speech(model_type, backbone_run, tmp_path):
     run = backbone_run(model_type)  # train.py --folds 1 from a plain checkpoint (backbone_runs.py), shared
     run_dir = run.path
