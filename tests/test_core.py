@@ -174,6 +174,7 @@ def test_remote_code_is_exactly_the_closure_of_the_model_and_the_pipeline():
             "pooling_frame_aligned.py",
             "frames.py",
             "pipeline_frame_aligned.py",
+            "prediction_fields.py",
             "audio.py",
             "collator.py",
             "timeline_segments.py",
