@@ -202,11 +202,12 @@ def test_compare_runs_interval_contains_difference_and_is_reproducible(runs, tmp
         expected = results[run_b]["mean"][metric] - results[run_a]["mean"][metric]
         assert boot["observed"] == pytest.approx(expected, abs=1e-9)
         assert boot["low"] <= boot["observed"] <= boot["high"]
-        for k in ("1", "2"):
-            assert comparison["per_fold"][k][metric] == pytest.approx(
+        for k in ("1", "2"):  # fold names in the report, as in score.py's (results.json keys folds by number)
+            assert comparison["per_fold"][f"fold{k}"][metric] == pytest.approx(
                 results[run_b]["folds"][k]["test"][metric] - results[run_a]["folds"][k]["test"][metric]
             )
     assert comparison["bootstrap"]["resamples"] == 2000 and report["num_test_utterances"] == 18
+    assert report["folds"] == list(comparison["per_fold"]) == ["fold1", "fold2"]
     assert report["runs"][0]["ua"]["mean"] == pytest.approx(results[run_a]["mean"]["ua"])
     # McNemar counts from the per-utterance correctness of the two runs' CSVs
     correct = {
