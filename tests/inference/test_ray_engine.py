@@ -1,0 +1,204 @@
+"""`predict.py --engine ray` (`modeling/inference/ray_engine.py`) on a real local Ray with 2 CPUs: the same CSV as
+the local engine on a folder with bad and awkward files (every backend); `kill -9` of a Ray worker inside a block and
+of the driver, each followed by a complete CSV with every file exactly once; a file that kills its worker every time
+costs only itself; without Ray the engine says how to install it and the local engine still works.
+
+One Ray session serves the whole module (`ray_session` fixture); the driver-kill test starts its own in a subprocess.
+"""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ray
+from helpers import REPO
+from test_inference import awkward_folder, read_csv, save_checkpoint
+
+from modeling.cli.predict import main
+from modeling.inference.batch import collect_inputs
+from modeling.inference.ray_engine import parts_folder, predict_files_on_ray
+from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
+
+
+MARKER = re.compile(r"fault point (\S+): \w+ \(hit \d+, pid (\d+)\)")
+MARKER_WAIT_S = 240  # an upper bound for a worker to reach a fault point (seconds on 2 shared cores), never a timing
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three real clips, a 48 kHz stereo copy, a 0.1 s clip, a corrupt file and a truncated FLAC (test_inference)."""
+    folder = tmp_path_factory.mktemp("awkward") / "audio"
+    awkward_folder(folder)
+    return folder
+
+
+def local_outputs(checkpoint, folder, directory, backend="torch"):
+    """The local engine's outputs (2 files per write, as the Ray runs use 2 files per block)."""
+    directory.mkdir(exist_ok=True)
+    output = directory / f"local-{backend}.csv"
+    if not output.exists():
+        argv = [str(folder), "--model", str(checkpoint), "--output", str(output), "--backend", backend]
+        assert main(argv + ["--files-per-write", "2", "--timeline", str(output.with_suffix(".jsonl"))]) == 0
+    return output
+
+
+def assert_same_outputs(got, expected):
+    """Same rows (any order): file, duration, label equal; probabilities within 1e-5; same error rows; timeline
+    segments with the same labels and bounds."""
+    rows, reference = read_csv(got), read_csv(expected)
+    assert list(rows[0]) == list(reference[0])
+    files = [row["file"] for row in rows]
+    assert len(files) == len(set(files)) and sorted(files) == sorted(row["file"] for row in reference)
+    by_file = {row["file"]: row for row in reference}
+    for row in rows:
+        other = by_file[row["file"]]
+        assert (row["duration_s"], row["label"]) == (other["duration_s"], other["label"]), row["file"]
+        for column in [name for name in row if name == "score" or name.startswith("prob_")]:
+            assert abs(float(row[column]) - float(other[column])) <= 1e-5, (row["file"], column)
+    errors = got.with_name(got.stem + ".errors.csv"), expected.with_name(expected.stem + ".errors.csv")
+    assert sorted(map(tuple, csv.reader(open(errors[0])))) == sorted(map(tuple, csv.reader(open(errors[1]))))
+    timelines = [
+        {record["file"]: [(s["label"], s["start"], s["end"]) for s in record["timeline"]] for record in map_lines(p)}
+        for p in (got.with_suffix(".jsonl"), expected.with_suffix(".jsonl"))
+    ]
+    if got.with_suffix(".jsonl").exists():
+        assert timelines[0] == timelines[1]
+
+
+def map_lines(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
+def test_ray_engine_csv_equals_the_local_engine_csv(ray_session, checkpoint, folder, tmp_path_factory, backend):
+    directory = tmp_path_factory.getbasetemp() / "outputs"
+    expected = local_outputs(checkpoint, folder, directory, backend)
+    output = directory / f"ray-{backend}.csv"
+    argv = [str(folder), "--model", str(checkpoint), "--output", str(output), "--backend", backend, "--engine", "ray"]
+    argv += ["--actors", "2", "--files-per-write", "2", "--timeline", str(output.with_suffix(".jsonl"))]
+    assert main(argv + ["--no-progress"]) == 0
+    assert_same_outputs(output, expected)
+    errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(directory / f"ray-{backend}.errors.csv")}
+    assert sorted(errors) == ["corrupt.wav", "truncated.flac"]  # the truncated FLAC failed inside its block
+    assert errors["truncated.flac"] == "cannot decode audio (Error : flac decoder lost sync.)."
+    durations = [float(row["duration_s"]) for row in read_csv(output)]
+    assert durations == sorted(durations, reverse=True) and min(durations) == 0.1  # longest first, as locally
+    assert not parts_folder(output).exists()  # every part merged
+    # a re-run does nothing
+    summary = predict_files_on_ray(checkpoint, collect_inputs([str(folder)]), output, backend=backend, progress=False)
+    assert (summary.predicted, summary.failed, summary.skipped) == (0, 0, 7)
+
+
+def wait_for_markers(log, count):
+    """The fault markers of the log once it holds `count` of them: [(point, pid)]."""
+    deadline = time.monotonic() + MARKER_WAIT_S
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= count:
+            return [(name, int(pid)) for name, pid in (MARKER.fullmatch(line).groups() for line in lines)]
+        time.sleep(0.2)
+    pytest.fail(f"no fault marker #{count} in {log} after {MARKER_WAIT_S} s")
+
+
+@pytest.mark.bad_input
+def test_kill_9_of_a_worker_inside_a_block_retries_the_block(
+    ray_session, checkpoint, folder, tmp_path, tmp_path_factory, monkeypatch
+):
+    """The worker running block 1 stops itself once it predicted the block (fault point, SIGSTOP), is killed with
+    SIGKILL from here; Ray restarts the actor and runs block 1 again (a second marker, another pid), the job
+    completes: every file exactly once, the local engine's values."""
+    log = tmp_path / "faults.log"
+    monkeypatch.setenv(FAULT_ENV, "predict:ray:block1:predicted:stop")
+    monkeypatch.setenv(FAULT_LOG_ENV, str(log))
+    output = tmp_path / "predictions.csv"
+    outcome = {}
+
+    def job():
+        outcome["summary"] = predict_files_on_ray(
+            checkpoint,
+            collect_inputs([str(folder)]),
+            output,
+            actors=2,
+            files_per_block=2,
+            timeline_path=output.with_suffix(".jsonl"),
+            progress=False,
+        )
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    [(point, first_pid)] = wait_for_markers(log, 1)
+    assert point == "predict:ray:block1:predicted"
+    os.kill(first_pid, signal.SIGKILL)
+    second = wait_for_markers(log, 2)[1]
+    assert second[0] == point and second[1] != first_pid  # the same block, retried in a new worker process
+    os.kill(second[1], signal.SIGCONT)
+    thread.join(MARKER_WAIT_S)
+    assert not thread.is_alive(), "the job did not finish after the retried block went on"
+    summary = outcome["summary"]
+    assert (summary.predicted, summary.failed) == (5, 2)
+    assert_same_outputs(output, local_outputs(checkpoint, folder, tmp_path_factory.getbasetemp() / "outputs"))
+
+
+@pytest.mark.bad_input
+def test_kill_9_of_the_driver_then_the_rerun_predicts_only_the_rest(
+    ray_session, checkpoint, folder, tmp_path, tmp_path_factory
+):
+    """`predict.py --engine ray` (its own local Ray) is killed right after it recorded its second block; the same
+    command then merges what was recorded and predicts only the other files."""
+    output = tmp_path / "predictions.csv"
+    command = [sys.executable, "predict.py", str(folder), "--model", str(checkpoint), "--output", str(output)]
+    command += ["--engine", "ray", "--actors", "2", "--files-per-write", "2", "--no-progress"]
+    command += ["--timeline", str(output.with_suffix(".jsonl"))]
+    log = tmp_path / "faults.log"
+    env = {**os.environ, FAULT_ENV: "predict:ray:part-recorded:kill@2", FAULT_LOG_ENV: str(log)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = process.communicate(timeout=600)
+    finally:  # the killed driver's local Ray (its child processes) goes with it
+        with_group = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True).stdout.split()
+        for pid in map(int, with_group):
+            os.kill(pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert "fault point predict:ray:part-recorded:block" in log.read_text() and "(hit 2," in log.read_text()
+    manifest = map_lines(parts_folder(output) / "manifest.jsonl")
+    assert len(manifest) == 2  # two blocks recorded; at most the first in order merged
+    recorded = sum(entry["predicted"] for entry in manifest)
+    assert len(read_csv(output)) < recorded  # the block recorded last was not merged: its part files wait
+    assert list(parts_folder(output).glob("part-*.csv"))
+    # the same command, here with the module's Ray session: only what was not recorded is predicted
+    summary = predict_files_on_ray(
+        checkpoint,
+        collect_inputs([str(folder)]),
+        output,
+        actors=2,
+        files_per_block=2,
+        timeline_path=output.with_suffix(".jsonl"),
+        progress=False,
+    )
+    assert summary.predicted == 5 - recorded  # nothing recorded before the kill is predicted again
+    assert summary.skipped == 1 + sum(entry["predicted"] + entry["failed"] for entry in manifest)  # + corrupt.wav
+    assert_same_outputs(output, local_outputs(checkpoint, folder, tmp_path_factory.getbasetemp() / "outputs"))
+    assert not parts_folder(output).exists()
