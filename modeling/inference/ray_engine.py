@@ -108,6 +108,8 @@ class BlockPredictor:
         columns = {name: [] for name in RESULT_COLUMNS}
         for block, paths in zip(batch["block"], batch["paths"]):
             paths = [str(path) for path in paths]
+            for path in paths:
+                fault_point(f"predict:ray:file:{os.path.basename(path)}")
             results, failures = _predict_group(self.pipe, paths, self.batch_size, self.pipeline_kwargs)
             fault_point(f"predict:ray:block{int(block)}:predicted")
             columns["block"].append(int(block))
@@ -368,7 +370,7 @@ def _run_all(stream: "_Stream", blocks: list[list[str]]) -> None:
         singles = [[path] for block in lost for path in blocks[block]]
         lost = stream(singles, len(blocks))
         retries = stream.settings["max_retries"]
-        reason = f"the worker process died {retries + 1} times on this file (out of memory? a crash in a decoder?)"
+        reason = f"the worker process died {retries + 1} times on this file (out of memory? a crash?)"
         stream.parts.outputs.append([], [[singles[block][0], reason] for block in lost], [])
 
 

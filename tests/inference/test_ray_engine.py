@@ -202,3 +202,106 @@ def test_kill_9_of_the_driver_then_the_rerun_predicts_only_the_rest(
     assert summary.skipped == 1 + sum(entry["predicted"] + entry["failed"] for entry in manifest)  # + corrupt.wav
     assert_same_outputs(output, local_outputs(checkpoint, folder, tmp_path_factory.getbasetemp() / "outputs"))
     assert not parts_folder(output).exists()
+
+
+@pytest.mark.bad_input
+def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_path, monkeypatch):
+    """The driver dies after appending a block's rows to the final CSV but before removing its part files (fault
+    point `predict:group-written`, here a raise): the next run merges the part again and writes each file once."""
+    from modeling.inference.batch import JobOutputs, _csv_text, _row
+    from modeling.inference.ray_engine import PartFiles
+    from modeling.rundir.faults import FaultInjected
+
+    labels = ["anger", "neutral"]
+    output = tmp_path / "predictions.csv"
+
+    def result(block, files):
+        scores = [{"label": "neutral", "score": 0.75}, {"label": "anger", "score": 0.25}]
+        rows = [_row(f, {"duration": 1.5, "label": "neutral", "score": 0.75, "scores": scores}, labels) for f in files]
+        rows_text = _csv_text(rows).decode()
+        return {"block": block, "predicted": len(files), "failed": 0, "audio_seconds": 1.5, "rows": rows_text}
+
+    parts = PartFiles(output, JobOutputs.open(output, labels))
+    parts.merge_leftovers()
+    monkeypatch.setenv(FAULT_ENV, "predict:group-written:raise")
+    with pytest.raises(FaultInjected):
+        parts.record({**result(0, ["a.wav", "b.wav"]), "errors": "c.wav,cannot decode audio\n", "timeline": ""})
+    assert [row["file"] for row in read_csv(output)] == ["a.wav", "b.wav"]  # merged, part files still there
+    assert (parts_folder(output) / "part-000000.csv").exists()
+    monkeypatch.delenv(FAULT_ENV)
+    outputs = JobOutputs.open(output, labels)
+    again = PartFiles(output, outputs)
+    assert again.merge_leftovers() == 3
+    assert [row["file"] for row in read_csv(output)] == ["a.wav", "b.wav"]
+    assert [row["file"] for row in read_csv(tmp_path / "predictions.errors.csv")] == ["c.wav"]
+    assert again.record({**result(0, ["d.wav"]), "errors": "", "timeline": ""})
+    assert not again.record({**result(0, ["d.wav"]), "errors": "", "timeline": ""})  # a block arriving twice
+    assert [row["file"] for row in read_csv(output)] == ["a.wav", "b.wav", "d.wav"]
+    assert read_csv(output)[0] == {
+        "file": "a.wav",
+        "duration_s": "1.500",
+        "label": "neutral",
+        "score": "0.750000",
+        "prob_anger": "0.250000",
+        "prob_neutral": "0.750000",
+    }
+
+
+HIDE_RAY = """
+import importlib.abc, sys
+
+class HideRay(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, HideRay())
+sys.argv[0] = "predict.py"
+from modeling.cli.predict import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.bad_input
+def test_without_ray_the_ray_engine_says_how_to_install_it_and_the_local_engine_works(tmp_path, checkpoint, folder):
+    def predict(*extra):
+        command = [sys.executable, "-c", HIDE_RAY, str(folder), "--model", str(checkpoint), "--no-progress", *extra]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    refused = predict("--output", str(tmp_path / "ray.csv"), "--engine", "ray")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert 'predict.py: error: the Ray engine needs Ray Data: pip install -e ".[ray]"' in refused.stderr
+    assert "No module named 'ray'" in refused.stderr and not (tmp_path / "ray.csv").exists()
+    local = predict("--output", str(tmp_path / "local.csv"))
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert len(read_csv(tmp_path / "local.csv")) == 5
+
+
+@pytest.mark.bad_input
+def test_a_file_that_kills_its_worker_every_time_costs_only_that_file(
+    ray_session, checkpoint, folder, tmp_path, tmp_path_factory, monkeypatch
+):
+    """Every worker process that takes a block holding short.wav dies (SIGKILL at a fault point): Ray retries the
+    block (max_retries=1), then drops it; its files run again one per block and only short.wav is lost, listed with
+    the reason. Its block-mate is predicted, with the local engine's values."""
+    log = tmp_path / "faults.log"
+    monkeypatch.setenv(FAULT_ENV, "predict:ray:file:short.wav:kill")
+    monkeypatch.setenv(FAULT_LOG_ENV, str(log))
+    output = tmp_path / "predictions.csv"
+    summary = predict_files_on_ray(
+        checkpoint, collect_inputs([str(folder)]), output, actors=2, files_per_block=2, max_retries=1, progress=False
+    )
+    assert (summary.predicted, summary.failed) == (4, 3)
+    assert len(wait_for_markers(log, 4)) == 4  # 2 deaths in its block of 2, 2 alone
+    errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "predictions.errors.csv")}
+    assert errors.pop("short.wav") == "the worker process died 2 times on this file (out of memory? a crash?)"
+    assert sorted(errors) == ["corrupt.wav", "truncated.flac"]
+    reference = {
+        row["file"]: row
+        for row in read_csv(local_outputs(checkpoint, folder, tmp_path_factory.getbasetemp() / "outputs"))
+    }
+    rows = read_csv(output)
+    assert sorted(row["file"] for row in rows) == sorted(f for f in reference if not f.endswith("short.wav"))
+    for row in rows:
+        assert row["label"] == reference[row["file"]]["label"]
+        assert float(row["score"]) == pytest.approx(float(reference[row["file"]]["score"]), abs=1e-5)
