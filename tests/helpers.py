@@ -116,3 +116,11 @@ def save_plain_backbone(model_type: str, directory, seed: int = 0, **overrides):
 
     make_feature_extractor().save_pretrained(directory)
     return model
+
+
+def markdown_blocks(path, language: str) -> list[str]:
+    """The fenced ```<language> blocks of a Markdown file, in order (their text, without the fences)."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.S | re.M)
