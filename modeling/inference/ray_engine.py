@@ -95,9 +95,11 @@ class BlockPredictor:
     lines as text, formatted exactly as the local engine writes them.
     """
 
-    def __init__(self, model, backend, threads, batch_size, pipeline_kwargs, labels, with_timeline):
+    def __init__(self, model, backend, threads, batch_size, pipeline_kwargs, labels, with_timeline, cwd):
         from .onnx_backend import load_pipeline
 
+        if os.path.isdir(cwd):  # relative paths (of files and model) mean what they mean to the driver
+            os.chdir(cwd)
         self.pipe = load_pipeline(model, backend=backend, num_threads=threads)
         if list(self.pipe.labels) != list(labels):
             raise BatchJobError(f"{model}: labels {self.pipe.labels} on this node, {labels} on the driver")
@@ -329,6 +331,7 @@ def predict_files_on_ray(
         "pipeline_kwargs": pipeline_kwargs or {},
         "labels": labels,
         "with_timeline": outputs.timeline is not None,
+        "cwd": os.getcwd(),
     }
     bar = progress_bar(sum(seconds.values()) / 3600, progress)
     with ray_session(address, num_cpus) as ray:

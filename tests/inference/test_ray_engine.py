@@ -17,7 +17,7 @@ import time
 
 import pytest
 import ray
-from helpers import REPO
+from helpers import POLISH3, REPO, markdown_blocks
 from test_inference import awkward_folder, read_csv, save_checkpoint
 
 from modeling.cli.predict import main
@@ -305,3 +305,76 @@ def test_a_file_that_kills_its_worker_every_time_costs_only_that_file(
     for row in rows:
         assert row["label"] == reference[row["file"]]["label"]
         assert float(row["score"]) == pytest.approx(float(reference[row["file"]]["score"]), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# docs/scaling.md, as written
+# ----------------------------------------------------------------------------------------------------------------
+
+SCALING_PAGE = REPO / "docs" / "scaling.md"
+
+
+@pytest.fixture
+def demo_folder(tmp_path, checkpoint, monkeypatch):
+    """A folder holding runs/demo/fold1/stage2/best (the tiny checkpoint) and data/polish3 (4 real clips), and
+    predict.py; the current directory."""
+    import shutil
+
+    shutil.copytree(checkpoint, tmp_path / "runs/demo/fold1/stage2/best", ignore=shutil.ignore_patterns("onnx"))
+    audio = tmp_path / "data/polish3/audio"
+    audio.mkdir(parents=True)
+    for name in ["m1.a_nie_1.flac", "m1.n_nie_1.flac", "m2.s_stop_1.flac", "m3.a_nie_2.flac"]:
+        shutil.copy(POLISH3 / "audio" / name, audio / name)
+    shutil.copy(REPO / "predict.py", tmp_path / "predict.py")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_folder, capsys):
+    import shlex
+
+    commands = markdown_blocks(SCALING_PAGE, "bash")[0]
+    lines = [line.split("   #")[0].strip() for line in commands.splitlines()]
+    assert lines[0] == 'pip install -e ".[ray]"'
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert '\nray = ["ray[data]>=' in pyproject and '"frame-aligned-ser[onnx,ray]"]' in pyproject  # CI installs it
+    for command in lines[1:]:
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "predict.py"] and "--engine" in argv
+        assert main(argv[2:]) == 0, command
+    printed = capsys.readouterr().out
+    assert "0 file(s) predicted" in printed and "4 already done" in printed  # the second command resumed
+    assert len(read_csv("predictions.csv")) == 4
+    assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == [
+        "m1.a_nie_1.flac",
+        "m1.n_nie_1.flac",
+    ]
+    assert len((demo_folder / "m1.jsonl").read_text().splitlines()) == 2
+    assert (demo_folder / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
+    [snippet] = markdown_blocks(SCALING_PAGE, "python")
+    exec(snippet, {})
+    assert "4 file(s) predicted" in capsys.readouterr().out
+    assert_same_outputs(demo_folder / "ray.csv", demo_folder / "predictions.csv")  # onnx vs torch: within 1e-5
+
+
+def test_scaling_page_cluster_commands_run_as_written(demo_folder):
+    """`ray start --head`, then `predict.py --address`: a job joining a running cluster. The page's last line,
+    `ray stop`, would stop every Ray on the machine (this module's too): the test stops the processes the block
+    started instead, by their process group."""
+    cluster = markdown_blocks(SCALING_PAGE, "bash")[1]
+    lines = [line.split("   #")[0].strip() for line in cluster.splitlines()]
+    assert lines[2] == "ray start --head --port 6379 --num-cpus 2" and lines[-1] == "ray stop"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    script = "set -e\n" + "\n".join(lines[:-1])
+    shell = subprocess.Popen(
+        ["bash", "-c", script], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        output, _ = shell.communicate(timeout=400)
+    finally:  # the head's processes stay in the shell's process group
+        with_group = subprocess.run(["pgrep", "-g", str(shell.pid)], capture_output=True, text=True).stdout.split()
+        for pid in map(int, with_group):
+            os.kill(pid, signal.SIGKILL)
+    assert shell.returncode == 0, output.decode()[-3000:]
+    assert "Ray runtime started" in output.decode() and "4 file(s) predicted" in output.decode()
+    assert len(read_csv(demo_folder / "cluster.csv")) == 4
