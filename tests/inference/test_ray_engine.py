@@ -112,6 +112,12 @@ def test_ray_engine_csv_equals_the_local_engine_csv(ray_session, checkpoint, fol
     assert (summary.predicted, summary.failed, summary.skipped) == (0, 0, 7)
 
 
+def run_on_ray(checkpoint, folder, output, **kwargs):
+    """The Ray engine on `folder` (in the module's Ray session): 2 actors, 2 files per block, with a timeline."""
+    settings = dict(actors=2, files_per_block=2, timeline_path=output.with_suffix(".jsonl"), progress=False)
+    return predict_files_on_ray(checkpoint, collect_inputs([str(folder)]), output, **settings | kwargs)
+
+
 def wait_for_markers(log, count):
     """The fault markers of the log once it holds `count` of them: [(point, pid)]."""
     deadline = time.monotonic() + MARKER_WAIT_S
@@ -137,15 +143,7 @@ def test_kill_9_of_a_worker_inside_a_block_retries_the_block(
     outcome = {}
 
     def job():
-        outcome["summary"] = predict_files_on_ray(
-            checkpoint,
-            collect_inputs([str(folder)]),
-            output,
-            actors=2,
-            files_per_block=2,
-            timeline_path=output.with_suffix(".jsonl"),
-            progress=False,
-        )
+        outcome["summary"] = run_on_ray(checkpoint, folder, output)
 
     thread = threading.Thread(target=job, daemon=True)
     thread.start()
@@ -189,15 +187,7 @@ def test_kill_9_of_the_driver_then_the_rerun_predicts_only_the_rest(
     assert len(read_csv(output)) < recorded  # the block recorded last was not merged: its part files wait
     assert list(parts_folder(output).glob("part-*.csv"))
     # the same command, here with the module's Ray session: only what was not recorded is predicted
-    summary = predict_files_on_ray(
-        checkpoint,
-        collect_inputs([str(folder)]),
-        output,
-        actors=2,
-        files_per_block=2,
-        timeline_path=output.with_suffix(".jsonl"),
-        progress=False,
-    )
+    summary = run_on_ray(checkpoint, folder, output)
     assert summary.predicted == 5 - recorded  # nothing recorded before the kill is predicted again
     assert summary.skipped == 1 + sum(entry["predicted"] + entry["failed"] for entry in manifest)  # + corrupt.wav
     assert_same_outputs(output, local_outputs(checkpoint, folder, tmp_path_factory.getbasetemp() / "outputs"))
@@ -288,9 +278,7 @@ def test_a_file_that_kills_its_worker_every_time_costs_only_that_file(
     monkeypatch.setenv(FAULT_ENV, "predict:ray:file:short.wav:kill")
     monkeypatch.setenv(FAULT_LOG_ENV, str(log))
     output = tmp_path / "predictions.csv"
-    summary = predict_files_on_ray(
-        checkpoint, collect_inputs([str(folder)]), output, actors=2, files_per_block=2, max_retries=1, progress=False
-    )
+    summary = run_on_ray(checkpoint, folder, output, max_retries=1, timeline_path=None)
     assert (summary.predicted, summary.failed) == (4, 3)
     assert len(wait_for_markers(log, 4)) == 4  # 2 deaths in its block of 2, 2 alone
     errors = {os.path.basename(row["file"]): row["error"] for row in read_csv(tmp_path / "predictions.errors.csv")}

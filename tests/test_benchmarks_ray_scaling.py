@@ -1,0 +1,61 @@
+"""The timing-free parts of `benchmarks/ray_scaling.py`: the scaling figures and the 100,000-hour estimate from given
+measurements (hand-computed), and `TreeCpuMeter` charging the CPU of a child process that has exited."""
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.ray_scaling import TreeCpuMeter, estimate_archive, scaling_figures
+
+
+def job(files, audio, wall, cpu):
+    return {
+        "files": files,
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "audio_s_per_core_s": audio / cpu,
+        "audio_s_per_wall_s": audio / wall,
+    }
+
+
+def test_scaling_figures_from_given_measurements():
+    jobs = {
+        "local": job(100, 400.0, 80.0, 80.0),  # 5 audio s per core-s
+        "ray_1_actor": job(100, 400.0, 95.0, 90.0),  # 400 / 90 = 4.444
+        "ray_2_actors": job(100, 400.0, 50.0, 92.0),
+        "local_1_clip": job(1, 0.1, 2.0, 2.0),
+        "ray_1_actor_1_clip": job(1, 0.1, 9.0, 8.0),
+    }
+    figures = scaling_figures(jobs)
+    assert figures["ray1_over_local_audio_s_per_core_s"] == pytest.approx(80 / 90)
+    assert figures["ray2_over_ray1_wall_throughput"] == pytest.approx(95 / 50)
+    assert figures["ray2_over_ray1_audio_s_per_core_s"] == pytest.approx(90 / 92)
+    assert figures["ray_fixed_cpu_seconds_over_local"] == pytest.approx(6.0)  # 8 − 2
+    assert figures["ray_overhead_cpu_ms_per_file"] == pytest.approx(1000 * (90 - 80 - 6) / 100)  # 40 ms
+
+
+def test_archive_estimate():
+    estimate = estimate_archive(5.0, 0.95)
+    assert estimate["core_hours"] == pytest.approx(20_000)  # 100,000 h of audio at 5 audio s per core-s
+    assert estimate["wall_hours"][256] == pytest.approx(20_000 / (256 * 0.95))
+    assert set(estimate["wall_hours"]) == {64, 256, 1024}
+
+
+BURN = """
+import os, time
+end = time.process_time() + 1.5
+while time.process_time() < end:
+    pass
+times = os.times()
+print(times.user + times.system)
+"""
+
+
+def test_tree_cpu_meter_counts_a_child_that_has_exited():
+    meter = TreeCpuMeter(interval=0.05).start()
+    child = float(subprocess.run([sys.executable, "-c", BURN], capture_output=True, text=True, check=True).stdout)
+    measured = meter.stop()
+    assert child >= 1.5
+    assert child - 0.3 <= measured <= child + 1.0  # at most its last interval lost; plus this process's own work
