@@ -1,5 +1,6 @@
-"""The timing-free parts of `benchmarks/ray_scaling.py`: the scaling figures and the 100,000-hour estimate from given
-measurements (hand-computed), and `TreeCpuMeter` charging the CPU of a child process that has exited."""
+"""The timing-free parts of `benchmarks/ray_scaling.py`: the scaling figures (Ray's overhead split into fixed,
+daemons and per file) and the 100,000-hour estimate from given measurements (hand-computed), and `TreeCpuMeter`
+charging the CPU of a child process that has exited."""
 
 import subprocess
 import sys
@@ -28,12 +29,15 @@ def test_scaling_figures_from_given_measurements():
         "local_1_clip": job(1, 0.1, 2.0, 2.0),
         "ray_1_actor_1_clip": job(1, 0.1, 9.0, 8.0),
     }
-    figures = scaling_figures(jobs)
+    figures = scaling_figures(jobs, idle_cpu_per_wall_s=0.05)
     assert figures["ray1_over_local_audio_s_per_core_s"] == pytest.approx(80 / 90)
     assert figures["ray2_over_ray1_wall_throughput"] == pytest.approx(95 / 50)
     assert figures["ray2_over_ray1_audio_s_per_core_s"] == pytest.approx(90 / 92)
     assert figures["ray_fixed_cpu_seconds_over_local"] == pytest.approx(6.0)  # 8 − 2
-    assert figures["ray_overhead_cpu_ms_per_file"] == pytest.approx(1000 * (90 - 80 - 6) / 100)  # 40 ms
+    assert figures["ray_daemons_cpu_seconds"] == pytest.approx(0.05 * (95 - 9))  # 4.3 s
+    assert figures["ray_engine_cpu_ms_per_file"] == pytest.approx(1000 * (90 - 80 - 6 - 4.3) / 100)  # −3 ms
+    assert figures["ray1_marginal_audio_s_per_core_s"] == pytest.approx(400 / 84)  # without the fixed 6 s
+    assert figures["ray1_marginal_over_local_audio_s_per_core_s"] == pytest.approx(80 / 84)
 
 
 def test_archive_estimate():
