@@ -373,7 +373,8 @@ def _run_all(stream: "_Stream", blocks: list[list[str]]) -> None:
         singles = [[path] for block in lost for path in blocks[block]]
         lost = stream(singles, len(blocks))
         retries = stream.settings["max_retries"]
-        reason = f"the worker process died {retries + 1} times on this file (out of memory? a crash?)"
+        times = "once" if retries == 0 else f"{retries + 1} times"
+        reason = f"the worker process died {times} on this file (out of memory? a crash?)"
         stream.parts.outputs.append([], [[singles[block][0], reason] for block in lost], [])
 
 
