@@ -4,14 +4,16 @@ A stage-2 model of the profile's shape (random weights; full mode: wav2vec2-base
 when ../shared has it, else polish3) with, in this order: the local engine (`batch.predict_files`, 1 torch thread),
 the Ray engine with 1 actor and with 2 actors (`ray_engine.predict_files_on_ray`, 1 thread per actor, 16 files per
 block) on a local Ray of 2 CPUs started beforehand (a cluster is up before a job; its start is not counted). Then
-the local engine and the Ray engine with 1 actor on one 0.1 s clip: their fixed costs (model loads, actor start).
+the local engine and the Ray engine with 1 actor on one 0.1 s clip: their fixed costs (model loads, actor start);
+and the four jobs local / Ray 1 actor × all clips / one clip again with a toy model, whose forward pass costs
+almost nothing, so that the engine's cost per file shows.
 
 Clocks: wall-clock seconds of each job, and the CPU seconds of every process involved (this process and all its
 descendants: Ray's raylet, GCS and workers; `TreeCpuMeter` samples them every 0.2 s so that workers that exit are
 counted too). "Audio seconds per core-second" = audio seconds ÷ those CPU seconds: the Ray engine is charged for all
-of Ray, idle or not. Ray's extra CPU is split (`scaling_figures`) into a fixed cost per job (the difference of the
-1-clip jobs), its daemons' (their idle CPU per wall second, measured first, × the job's wall time) and the engine's
-cost per file (the rest).
+of Ray, idle or not. The meter also tells the driver's and the actors' CPU from that of Ray's own processes
+(raylet, GCS, monitors); `scaling_figures` splits Ray's extra CPU into a fixed cost per job, Ray's own processes and
+the engine's cost per file.
 
 Targets (issue #27): Ray with 1 actor ≥ 0.9× the local engine's audio s per core-s; 2 actors ≥ 1.7× 1 actor's
 wall-clock throughput on a quiet 2-core machine — the machine's load average is recorded before every job, and the
@@ -34,11 +36,10 @@ import torch
 from modeling import Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import make_feature_extractor
 
-from .common import Profile, pick_clips, ratio_result
+from .common import PROFILES, Profile, pick_clips, ratio_result
 
 
 CLIPS = {"full": 192, "quick": 96, "smoke": 4}
-IDLE_SECONDS = {"full": 30, "quick": 20, "smoke": 2}  # to measure the CPU of Ray's own processes while idle
 ARCHIVE_HOURS = 100_000
 FILES_PER_BLOCK = 16
 
@@ -50,7 +51,7 @@ class TreeCpuMeter:
     loses at most its last interval. Processes alive at `start` are counted from their value then."""
 
     def __init__(self, interval: float = 0.2):
-        self.interval, self.seen, self.base = interval, {}, {}
+        self.interval, self.seen, self.base, self.kinds = interval, {}, {}, {}
         self._stop = threading.Event()
         self._thread = None
 
@@ -60,9 +61,13 @@ class TreeCpuMeter:
         for process in [root, *root.children(recursive=True)]:
             try:
                 times = process.cpu_times()
-                found[(process.pid, process.create_time())] = times.user + times.system
+                key = (process.pid, process.create_time())
+                found[key] = times.user + times.system
+                title = " ".join(process.cmdline())
             except psutil.Error:
                 continue
+            kind = "driver" if process.pid == root.pid else "actor" if title.startswith("ray::MapWorker") else "ray"
+            self.kinds[key] = kind if self.kinds.get(key) != "actor" else "actor"  # an idle worker becomes an actor
         return found
 
     def _run(self):
@@ -80,7 +85,15 @@ class TreeCpuMeter:
         self._stop.set()
         self._thread.join()
         self.seen.update(self._sample())
-        return sum(value - self.base.get(key, 0.0) for key, value in self.seen.items())
+        return sum(self.by_kind().values())
+
+    def by_kind(self) -> dict[str, float]:
+        """CPU seconds of this process ("driver"), of Ray Data's actors ("actor") and of the rest ("ray": raylet, GCS,
+        monitors, agents, idle workers)."""
+        totals = {"driver": 0.0, "actor": 0.0, "ray": 0.0}
+        for key, value in self.seen.items():
+            totals[self.kinds[key]] += value - self.base.get(key, 0.0)
+        return totals
 
 
 def timed_job(job) -> dict:
@@ -91,30 +104,33 @@ def timed_job(job) -> dict:
     summary = job()
     wall = time.perf_counter() - started
     cpu = meter.stop()
+    kinds = meter.by_kind()
     assert summary.failed == 0, summary.describe()
     return {
         "files": summary.predicted,
         "audio_seconds": summary.audio_seconds,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
+        "engine_cpu_seconds": kinds["driver"] + kinds["actor"],  # without Ray's own processes
         "audio_s_per_core_s": summary.audio_seconds / cpu,
         "audio_s_per_wall_s": summary.audio_seconds / wall,
         "load_average_before": round(load, 2),
     }
 
 
-def scaling_figures(jobs: dict, idle_cpu_per_wall_s: float) -> dict:
-    """The ratios and Ray's overhead from the jobs' measurements and the CPU Ray's own processes use per wall second
-    while idle (timing-free arithmetic, tested).
+def scaling_figures(jobs: dict) -> dict:
+    """The ratios and Ray's overhead from the jobs' measurements (timing-free arithmetic, tested).
 
     Ray's extra CPU over the local engine (1 actor) = a fixed cost per job (the 1-clip jobs' difference: the actor's
-    process start, its model load) + its daemons (raylet, GCS, monitors: `idle_cpu_per_wall_s` × the job's extra
-    wall time) + the engine's cost per file (the rest). "Marginal" leaves out the fixed cost: what a job of an
-    archive's size sees."""
+    process start, its model load) + Ray's own processes (raylet, GCS, monitors; measured in the 1-actor job) + the
+    engine's cost per file, measured with a toy model (so that it is not lost in the model's time): the 1-actor job's
+    driver and actor CPU minus the local engine's, less the same difference for 1 clip, per further file.
+    "Marginal" leaves out the fixed cost: what a job of an archive's size sees."""
     local, one, two = jobs["local"], jobs["ray_1_actor"], jobs["ray_2_actors"]
     fixed = jobs["ray_1_actor_1_clip"]["cpu_seconds"] - jobs["local_1_clip"]["cpu_seconds"]
-    daemons = idle_cpu_per_wall_s * (one["wall_seconds"] - jobs["ray_1_actor_1_clip"]["wall_seconds"])
     marginal = one["audio_seconds"] / (one["cpu_seconds"] - fixed)
+    toy_extra = jobs["toy_ray_1_actor"]["engine_cpu_seconds"] - jobs["toy_local"]["cpu_seconds"]
+    toy_fixed = jobs["toy_ray_1_actor_1_clip"]["engine_cpu_seconds"] - jobs["toy_local_1_clip"]["cpu_seconds"]
     return {
         "ray1_over_local_audio_s_per_core_s": one["audio_s_per_core_s"] / local["audio_s_per_core_s"],
         "ray1_marginal_audio_s_per_core_s": marginal,
@@ -122,11 +138,9 @@ def scaling_figures(jobs: dict, idle_cpu_per_wall_s: float) -> dict:
         "ray2_over_ray1_wall_throughput": two["audio_s_per_wall_s"] / one["audio_s_per_wall_s"],
         "ray2_over_ray1_audio_s_per_core_s": two["audio_s_per_core_s"] / one["audio_s_per_core_s"],
         "ray_fixed_cpu_seconds_over_local": fixed,
-        "ray_daemons_cpu_per_wall_s": idle_cpu_per_wall_s,
-        "ray_daemons_cpu_seconds": daemons,
-        "ray_engine_cpu_ms_per_file": 1000
-        * (one["cpu_seconds"] - local["cpu_seconds"] - fixed - daemons)
-        / one["files"],
+        "ray_processes_cpu_per_wall_s": (one["cpu_seconds"] - one["engine_cpu_seconds"]) / one["wall_seconds"],
+        "ray_engine_cpu_ms_per_file": 1000 * (toy_extra - toy_fixed) / (jobs["toy_ray_1_actor"]["files"] - 1),
+        "toy_local_cpu_ms_per_file": 1000 * jobs["toy_local"]["cpu_seconds"] / jobs["toy_local"]["files"],
     }
 
 
@@ -168,11 +182,13 @@ def run(profile: Profile, context: dict) -> dict:
         short = folder / "short.wav"
         sf.write(short, np.zeros(1600, np.float32) + 0.01, 16_000)
 
-        def local(files):
+        toy = save_model(PROFILES["smoke"], folder / "toy")  # a model that costs ~nothing: the engine's overhead
+
+        def local(model, files):
             output = folder / f"local-{len(files)}-{time.monotonic_ns()}.csv"
             return lambda: predict_files(load_pipeline(model, num_threads=1), files, output, progress=False)
 
-        def on_ray(files, actors):
+        def on_ray(model, files, actors):
             output = folder / f"ray-{actors}-{len(files)}-{time.monotonic_ns()}.csv"
             return lambda: predict_files_on_ray(
                 model, files, output, actors=actors, threads=1, files_per_block=FILES_PER_BLOCK, progress=False
@@ -180,21 +196,21 @@ def run(profile: Profile, context: dict) -> dict:
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         try:
-            time.sleep(IDLE_SECONDS[profile.name])  # Ray's start-up settles
-            meter = TreeCpuMeter().start()
-            time.sleep(IDLE_SECONDS[profile.name])
-            idle_cpu_per_wall_s = meter.stop() / IDLE_SECONDS[profile.name]
             jobs = {
-                "local": timed_job(local(paths)),
-                "ray_1_actor": timed_job(on_ray(paths, 1)),
-                "ray_2_actors": timed_job(on_ray(paths, 2)),
-                "local_1_clip": timed_job(local([str(short)])),
-                "ray_1_actor_1_clip": timed_job(on_ray([str(short)], 1)),
+                "local": timed_job(local(model, paths)),
+                "ray_1_actor": timed_job(on_ray(model, paths, 1)),
+                "ray_2_actors": timed_job(on_ray(model, paths, 2)),
+                "local_1_clip": timed_job(local(model, [str(short)])),
+                "ray_1_actor_1_clip": timed_job(on_ray(model, [str(short)], 1)),
+                "toy_local": timed_job(local(toy, paths)),
+                "toy_ray_1_actor": timed_job(on_ray(toy, paths, 1)),
+                "toy_local_1_clip": timed_job(local(toy, [str(short)])),
+                "toy_ray_1_actor_1_clip": timed_job(on_ray(toy, [str(short)], 1)),
             }
         finally:
             ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)
-    figures = scaling_figures(jobs, idle_cpu_per_wall_s)
+    figures = scaling_figures(jobs)
     estimate = estimate_archive(
         figures["ray1_marginal_audio_s_per_core_s"], min(1.0, figures["ray2_over_ray1_audio_s_per_core_s"])
     )
@@ -216,8 +232,9 @@ def rows(details: dict, config: str) -> list[dict]:
 
     overhead = (
         f"Ray's extra CPU: {figures['ray_fixed_cpu_seconds_over_local']:.1f} s per job (actor start, model load) + "
-        f"its daemons {figures['ray_daemons_cpu_per_wall_s']:.3f} core ({figures['ray_daemons_cpu_seconds']:.1f} s "
-        f"here) + {figures['ray_engine_cpu_ms_per_file']:.1f} ms per file"
+        f"Ray's own processes {figures['ray_processes_cpu_per_wall_s']:.3f} core + the engine "
+        f"{figures['ray_engine_cpu_ms_per_file']:.1f} ms per file (toy model: local "
+        f"{figures['toy_local_cpu_ms_per_file']:.1f} ms per file)"
     )
     return [
         ratio_result(
