@@ -62,10 +62,10 @@ class TreeCpuMeter:
             try:
                 times = process.cpu_times()
                 key = (process.pid, process.create_time())
-                found[key] = times.user + times.system
                 title = " ".join(process.cmdline())
-            except psutil.Error:
+            except psutil.Error:  # it exited meanwhile
                 continue
+            found[key] = times.user + times.system
             kind = "driver" if process.pid == root.pid else "actor" if title.startswith("ray::MapWorker") else "ray"
             self.kinds[key] = kind if self.kinds.get(key) != "actor" else "actor"  # an idle worker becomes an actor
         return found
