@@ -44,6 +44,7 @@ def test_scaling_figures_from_given_measurements():
     assert figures["ray1_marginal_over_local_audio_s_per_core_s"] == pytest.approx(80 / 84)
     # the engine per file, with the toy model: ((10 − 3) − (5.5 − 0.5)) / 99 files
     assert figures["ray_engine_cpu_ms_per_file"] == pytest.approx(1000 * 2 / 99)
+    assert figures["ray_engine_cpu_ms_per_file_at_most"] == pytest.approx(1000 * 7 / 100)  # (10 − 3) / 100 files
     assert figures["toy_local_cpu_ms_per_file"] == pytest.approx(30)
 
 
