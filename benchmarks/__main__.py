@@ -16,7 +16,17 @@ import torch
 
 from modeling.rundir.atomic import atomic_write_json, atomic_write_text
 
-from . import backbones, cpu_inference, data_loading, frozen_prefix, gpu, head_overhead, inference, padding
+from . import (
+    backbones,
+    cpu_inference,
+    data_loading,
+    frozen_prefix,
+    gpu,
+    head_overhead,
+    inference,
+    padding,
+    ray_scaling,
+)
 from .common import PROFILES, machine_description
 from .report import render_markdown
 
@@ -32,6 +42,7 @@ BENCHMARKS = {
     "cpu_inference": cpu_inference.run,
     "int8_agreement": cpu_inference.run_int8_agreement_benchmark,
     "gpu": gpu.run,
+    "ray_scaling": ray_scaling.run,
 }
 
 

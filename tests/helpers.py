@@ -137,3 +137,11 @@ def tiny_frame_aligned_model(model_type: str, seed: int = 0, **head):
     torch.manual_seed(seed)
     config = frame_aligned_config_class(model_type)(**settings)
     return AutoModelForFrameAlignedClassification.from_config(config).eval()
+
+
+def markdown_blocks(path, language: str) -> list[str]:
+    """The fenced ```<language> blocks of a Markdown file, in order (their text, without the fences)."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.S | re.M)

@@ -4,6 +4,7 @@
     python predict.py "archive/**/*.wav" --model DIR --output out.csv --backend onnx-int8 --timeline out.jsonl
     python predict.py metadata.csv --model DIR --output out.csv          # a CSV with a file/path/audio column
     python predict.py --export-onnx --model DIR                          # DIR/onnx/model.onnx + model_int8.onnx
+    python predict.py archive/ --model DIR --output out.csv --engine ray # Ray Data actors (docs/scaling.md)
 
 Re-running the same command resumes: files already in the output are skipped. Unreadable files are listed in
 `<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again). The work is done by
@@ -34,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
     parser.add_argument("--batch-size", type=int, default=1, help="files per forward pass (1 is fastest on CPUs)")
-    parser.add_argument("--files-per-write", type=int, default=16, help="files per appended, fsynced group")
+    parser.add_argument(
+        "--files-per-write", type=int, default=16, help="files per appended, fsynced group (Ray: per block)"
+    )
     parser.add_argument("--window", type=float, default=20.0, help="longer files run in windows of this many s")
     parser.add_argument("--path-column", help="the CSV column with the audio paths (default: file, path or audio)")
     parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
@@ -42,6 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx"
     )
+    ray = parser.add_argument_group('the Ray engine (docs/scaling.md; pip install -e ".[ray]")')
+    ray.add_argument("--engine", choices=("local", "ray"), default="local", help="this process, or Ray Data actors")
+    ray.add_argument("--address", help="a Ray cluster to join (default: start a local Ray on this machine)")
+    ray.add_argument("--actors", type=int, help="actors, each holding the model (default: CPUs ÷ --cpus-per-actor)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs reserved per actor (default 1)")
+    ray.add_argument("--max-retries", type=int, default=3, help="retries of a block whose worker process died")
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
@@ -66,19 +75,33 @@ def main(argv=None) -> int:
         return 0
     try:
         paths = collect_inputs(args.inputs, args.path_column)
-        pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads)
-        summary = predict_files(
-            pipe,
-            paths,
-            args.output,
+        common = dict(
             errors_path=args.errors,
             timeline_path=args.timeline,
             batch_size=args.batch_size,
-            files_per_write=args.files_per_write,
             retry_errors=args.retry_errors,
             progress=False if args.no_progress else None,
             pipeline_kwargs={"chunk_length_s": args.window},
         )
+        if args.engine == "ray":
+            from ..inference.ray_engine import predict_files_on_ray
+
+            summary = predict_files_on_ray(
+                args.model,
+                paths,
+                args.output,
+                backend=args.backend,
+                threads=args.threads,
+                address=args.address,
+                actors=args.actors,
+                cpus_per_actor=args.cpus_per_actor,
+                files_per_block=args.files_per_write,
+                max_retries=args.max_retries,
+                **common,
+            )
+        else:
+            pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads)
+            summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
     except (BatchJobError, AudioInputError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2

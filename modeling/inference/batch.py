@@ -220,16 +220,26 @@ class JobOutputs:
 
     def write(self, results: list[tuple[str, dict]], failures: list[tuple[str, str]], labels: list[str]) -> None:
         """Append one group: timeline lines, then prediction rows, then error rows (each one fsynced write)."""
-        if self.timeline is not None and results:
-            lines = [_timeline_line(file, result) for file, result in results]
+        lines = [_timeline_line(file, result) for file, result in results] if self.timeline is not None else []
+        self.append([_row(f, r, labels) for f, r in results], [list(failure) for failure in failures], lines)
+
+    def append(self, rows: list[list], error_rows: list[list], timeline_lines: list[str]) -> None:
+        """Append rows formatted by `write` (also read back from the Ray engine's part files): timeline lines, then
+        prediction rows, then error rows, each one fsynced write. Rows of files already written are dropped, so
+        appending the same group twice (a merge interrupted by a kill and redone) writes each file once."""
+        rows = [row for row in rows if row[0] not in self.done]
+        error_rows = [row for row in error_rows if row[0] not in self.done and row[0] not in self.failed]
+        if self.timeline is not None and rows:
+            files = {row[0] for row in rows}
+            lines = [line for line in timeline_lines if json.loads(line)["file"] in files]
             append_bytes(self.timeline, "".join(lines).encode("utf-8"), "timeline")
-        if results:
+        if rows:
             fault_point("predict:before-rows")
-            append_bytes(self.predictions, _csv_text([_row(f, r, labels) for f, r in results]), "predictions")
-            self.done.update(file for file, _ in results)
-        if failures:
-            append_bytes(self.errors, _csv_text([list(failure) for failure in failures]), "errors")
-            self.failed.update(failures)
+            append_bytes(self.predictions, _csv_text(rows), "predictions")
+            self.done.update(row[0] for row in rows)
+        if error_rows:
+            append_bytes(self.errors, _csv_text(error_rows), "errors")
+            self.failed.update((file, error) for file, error in error_rows)
         fault_point("predict:group-written")
 
 
@@ -290,6 +300,19 @@ def header_durations(paths: list[str]) -> tuple[list[tuple[str, float]], list[tu
     return good, bad
 
 
+def progress_bar(total_hours: float, progress: bool | None):
+    """The job's tqdm bar on stderr: hours of audio done of `total_hours`, ETA (`progress` None: on a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total_hours,
+        unit="h",
+        disable=(not progress) if progress is not None else None,
+        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]",
+        desc="predict",
+    )
+
+
 def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict):
     """Predict a group of files; when one fails, each alone, so only the bad ones are lost."""
     try:
@@ -337,8 +360,6 @@ def predict_files(
     Raises:
         BatchJobError: the output was written by a model with other labels.
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     labels = list(pipe.classes)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
@@ -347,13 +368,7 @@ def predict_files(
     timed.sort(key=lambda item: -item[1])
     total_hours = sum(seconds for _, seconds in timed) / 3600
     outputs.write([], unreadable, labels)
-    bar = tqdm(
-        total=total_hours,
-        unit="h",
-        disable=(not progress) if progress is not None else None,
-        bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h audio [{elapsed}<{remaining}{postfix}]",
-        desc="predict",
-    )
+    bar = progress_bar(total_hours, progress)
     predicted, failed, audio_seconds, done_hours = 0, len(unreadable), 0.0, 0.0
     for start in range(0, len(timed), max(1, files_per_write)):
         group = timed[start : start + max(1, files_per_write)]

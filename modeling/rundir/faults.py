@@ -50,6 +50,11 @@ def fault_point(name: str) -> None:
         best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`).
         scoring:after-predictions:fold<k>            both best models scored, test_predictions.npz written,
                                                      metrics.json not yet (`training.scoring.fold_metrics`).
+        predict:ray:file:<file name>                 a Ray actor is about to predict a block holding that file
+                                                     (`inference.ray_engine.BlockPredictor`).
+        predict:ray:block<k>:predicted               a Ray actor predicted block k, its results not returned yet.
+        predict:ray:part-recorded:block<k>           the Ray driver wrote block k's part files and manifest line,
+                                                     not merged yet (`inference.ray_engine.PartFiles.record`).
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec:
