@@ -101,8 +101,8 @@ class BlockPredictor:
         if os.path.isdir(cwd):  # relative paths (of files and model) mean what they mean to the driver
             os.chdir(cwd)
         self.pipe = load_pipeline(model, backend=backend, num_threads=threads)
-        if list(self.pipe.labels) != list(labels):
-            raise BatchJobError(f"{model}: labels {self.pipe.labels} on this node, {labels} on the driver")
+        if list(self.pipe.classes) != list(labels):
+            raise BatchJobError(f"{model}: labels {self.pipe.classes} on this node, {labels} on the driver")
         self.labels, self.batch_size, self.with_timeline = list(labels), batch_size, with_timeline
         self.pipeline_kwargs = pipeline_kwargs
 
@@ -317,7 +317,7 @@ def predict_files_on_ray(
     started = time.perf_counter()
     # The one loader, once on the driver: the label order of the columns, and the ONNX files in place before any
     # actor starts (two actors never export at once).
-    labels = list(load_pipeline(model, backend=backend).labels)
+    labels = list(load_pipeline(model, backend=backend).classes)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
     parts = PartFiles(output, outputs)
     parts.merge_leftovers()

@@ -63,7 +63,7 @@ def local_outputs(checkpoint, folder, directory, backend="torch"):
 
 
 def assert_same_outputs(got, expected):
-    """Same rows (any order): file, duration, label equal; probabilities within 1e-5; same error rows; timeline
+    """Same rows (any order): file, duration, predicted class equal; probabilities within 1e-5; same error rows; timeline
     segments with the same labels and bounds."""
     rows, reference = read_csv(got), read_csv(expected)
     assert list(rows[0]) == list(reference[0])
@@ -72,13 +72,16 @@ def assert_same_outputs(got, expected):
     by_file = {row["file"]: row for row in reference}
     for row in rows:
         other = by_file[row["file"]]
-        assert (row["duration_s"], row["label"]) == (other["duration_s"], other["label"]), row["file"]
-        for column in [name for name in row if name == "score" or name.startswith("prob_")]:
+        assert (row["duration_s"], row["predicted"]) == (other["duration_s"], other["predicted"]), row["file"]
+        for column in [name for name in row if name.startswith("prob_")]:
             assert abs(float(row[column]) - float(other[column])) <= 1e-5, (row["file"], column)
     errors = got.with_name(got.stem + ".errors.csv"), expected.with_name(expected.stem + ".errors.csv")
     assert sorted(map(tuple, csv.reader(open(errors[0])))) == sorted(map(tuple, csv.reader(open(errors[1]))))
     timelines = [
-        {record["file"]: [(s["label"], s["start"], s["end"]) for s in record["timeline"]] for record in map_lines(p)}
+        {
+            record["file"]: [(s["predicted"], s["start"], s["end"]) for s in record["timeline"]]
+            for record in map_lines(p)
+        }
         for p in (got.with_suffix(".jsonl"), expected.with_suffix(".jsonl"))
     ]
     if got.with_suffix(".jsonl").exists():
@@ -207,8 +210,8 @@ def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_pat
     output = tmp_path / "predictions.csv"
 
     def result(block, files):
-        scores = [{"label": "neutral", "score": 0.75}, {"label": "anger", "score": 0.25}]
-        rows = [_row(f, {"duration": 1.5, "label": "neutral", "score": 0.75, "scores": scores}, labels) for f in files]
+        result = {"duration": 1.5, "predicted": "neutral", "prob_anger": 0.25, "prob_neutral": 0.75}
+        rows = [_row(f, result, labels) for f in files]
         rows_text = _csv_text(rows).decode()
         return {"block": block, "predicted": len(files), "failed": 0, "audio_seconds": 1.5, "rows": rows_text}
 
@@ -231,8 +234,7 @@ def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_pat
     assert read_csv(output)[0] == {
         "file": "a.wav",
         "duration_s": "1.500",
-        "label": "neutral",
-        "score": "0.750000",
+        "predicted": "neutral",
         "prob_anger": "0.250000",
         "prob_neutral": "0.750000",
     }
@@ -292,8 +294,9 @@ def test_a_file_that_kills_its_worker_every_time_costs_only_that_file(
     rows = read_csv(output)
     assert sorted(row["file"] for row in rows) == sorted(f for f in reference if not f.endswith("short.wav"))
     for row in rows:
-        assert row["label"] == reference[row["file"]]["label"]
-        assert float(row["score"]) == pytest.approx(float(reference[row["file"]]["score"]), abs=1e-5)
+        assert row["predicted"] == reference[row["file"]]["predicted"]
+        for column in [name for name in row if name.startswith("prob_")]:
+            assert float(row[column]) == pytest.approx(float(reference[row["file"]][column]), abs=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,7 +329,7 @@ def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_
     lines = [line.split("   #")[0].strip() for line in commands.splitlines()]
     assert lines[0] == 'pip install -e ".[ray]"'
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert '\nray = ["ray[data]>=' in pyproject and '"frame-aligned-ser[onnx,ray]"]' in pyproject  # CI installs it
+    assert '\nray = ["ray[data]>=' in pyproject and '"frame-aligned-ser[onnx,ray]"' in pyproject  # CI installs it
     for command in lines[1:]:
         argv = shlex.split(command)
         assert argv[:2] == ["python", "predict.py"] and "--engine" in argv
