@@ -63,8 +63,8 @@ def local_outputs(checkpoint, folder, directory, backend="torch"):
 
 
 def assert_same_outputs(got, expected):
-    """Same rows (any order): file, duration, predicted class equal; probabilities within 1e-5; same error rows; timeline
-    segments with the same labels and bounds."""
+    """Same rows (any order): file, duration, predicted class equal; probabilities within 1e-5; same error rows;
+    timeline segments with the same classes and bounds."""
     rows, reference = read_csv(got), read_csv(expected)
     assert list(rows[0]) == list(reference[0])
     files = [row["file"] for row in rows]
