@@ -9,7 +9,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 TORCH_PIP_ARGS ?=
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: setup
 # Two workers (the tests run one thread each: a 2-core CI machine is used fully); tests sharing one trained run
 # (`xdist_group`) stay in one worker.
 test: setup
+	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not heavy"
+
+# Everything, the `heavy` end-to-end runs included (tests/README.md lists them).
+test-all: setup
 	$(PY) -m pytest tests -n 2 --dist loadgroup
 
 bench: setup
