@@ -117,6 +117,26 @@ def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
     return {"loss_eal": eal, "loss_fual": fual}
 
 
+def data_parallel_mean(per_device: torch.Tensor, labels: torch.Tensor, model: torch.nn.DataParallel) -> torch.Tensor:
+    """The batch mean of a mean-reduced loss that `nn.DataParallel` returns once per device (shape (devices,)).
+
+    `python train.py` (no torchrun) on a machine with several GPUs makes the Trainer wrap the model in
+    `nn.DataParallel`: each replica gets a `torch.chunk` of the batch and returns its own mean cross-entropy, gathered
+    into a vector. The Trainer's `loss.mean()` would weigh a short last chunk (5 clips on 2 GPUs: 3 and 2) like a
+    full one; this weighs each device's mean by its number of clips, which gives the single-device batch mean.
+    The other outputs (logits, embeddings, frame weights) are gathered along the batch, so EAL and FUAL computed
+    from them are already the batch's.
+    """
+    if per_device.dim() == 0:
+        return per_device
+    devices = len(model.device_ids) or per_device.numel()
+    sizes = [len(part) for part in labels.chunk(devices)]
+    if len(sizes) != per_device.numel():
+        raise ValueError(f"nn.DataParallel returned {per_device.numel()} losses for {len(sizes)} chunks of the batch.")
+    counts = torch.tensor(sizes, dtype=per_device.dtype, device=per_device.device)
+    return (per_device * counts).sum() / counts.sum()
+
+
 class NonFiniteError(FloatingPointError):
     """A NaN or Inf in a loss, the logits or the embeddings: training stops (`FrameAlignedTrainer`)."""
 
@@ -212,6 +232,8 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         config = self.accelerator.unwrap_model(model).config
+        if isinstance(model, torch.nn.DataParallel) and outputs.loss is not None:
+            outputs.loss = data_parallel_mean(outputs.loss, inputs["labels"], model)
         terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
         loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
         self._check_finite(loss, outputs, model.training)
@@ -303,6 +325,7 @@ __all__ = [
     "FrameAlignedTrainingArguments",
     "NonFiniteError",
     "auxiliary_losses",
+    "data_parallel_mean",
     "frame_aligned_model",
     "freeze_for_training",
     "non_finite_values",
