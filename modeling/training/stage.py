@@ -27,6 +27,7 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
+from ..trainer.distributed import ddp_settings
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import label_maps, latest_checkpoint, usable_best
@@ -124,30 +125,6 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
             problem = prefix_cache_problem(model_class, stage_config)
             problems += [f"{stage}: {problem}"] if problem else []
     return problems
-
-
-def ddp_settings(model: FrameAlignedModelMixin) -> dict:
-    """What `DistributedDataParallel` needs for this model, as `TrainingArguments` fields (used under torchrun only).
-
-    DDP's default assumes every trainable parameter gets a gradient in every step; then, with activation
-    checkpointing, the Trainer turns `find_unused_parameters` off. Two things break that assumption here:
-    LayerDrop (`config.layerdrop > 0`: each process skips a random subset of the trainable layers in each step) and
-    SpecAugment's learned `masked_spec_embed` (trainable when all layers train; used only in steps that mask). With
-    either, DDP must look for parameters without a gradient (`find_unused_parameters=True`; otherwise "Expected to
-    have finished reduction in the prior iteration", or a hang); that works with activation checkpointing because it
-    is non-reentrant (`use_reentrant=False`, set by `training_arguments`). Without them, `False` (no graph walk per
-    step). Never a static graph: LayerDrop changes the graph from step to step.
-    """
-    config = model.config
-    trainable_layers = config.num_hidden_layers - model.num_frozen_layers
-    spec_embed = getattr(model.base_model, "masked_spec_embed", None)
-    spec_augment = getattr(config, "apply_spec_augment", True) and (
-        config.mask_time_prob > 0 or getattr(config, "mask_feature_prob", 0) > 0
-    )
-    unused = (config.layerdrop > 0 and trainable_layers > 0) or (
-        spec_augment and spec_embed is not None and model.num_frozen_layers == 0
-    )
-    return {"ddp_find_unused_parameters": bool(unused), "ddp_static_graph": False}
 
 
 def training_arguments(

@@ -1,0 +1,66 @@
+"""Multi-GPU readiness on two gloo ranks (issue 21): DDP's `find_unused_parameters` comes from the parameters that
+really get gradients. The ranks are forked
+(`gloo_ranks.run_ranks`): seconds each."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from gloo_ranks import run_ranks
+from helpers import polish3_clips, tiny_config
+
+from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
+from modeling.collator import AudioClassificationCollator, make_feature_extractor
+from modeling.trainer.distributed import parameters_without_gradient
+from modeling.training.stage import ddp_settings
+
+
+def spec_embed_config():
+    """wav2vec2-base's SpecAugment probability with SpecAugment off: `masked_spec_embed` trains but is never used."""
+    return tiny_config(apply_spec_augment=False, mask_time_prob=0.05, pooling="attentive")
+
+
+def test_parameters_without_gradient_are_found_by_running_a_step():
+    torch.manual_seed(0)
+    model = Wav2Vec2ForFrameAlignedClassification(spec_embed_config()).eval()
+    assert parameters_without_gradient(model) == ["wav2vec2.masked_spec_embed"]
+    assert not model.training and all(p.grad is None for p in model.parameters())  # nothing of the probe remains
+
+    used = Wav2Vec2ForFrameAlignedClassification(tiny_config(mask_time_prob=0.05, pooling="attentive"))
+    torch.manual_seed(1), np.random.seed(1)
+    expected = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(1), np.random.seed(1)
+    assert parameters_without_gradient(used) == []  # SpecAugment on: masked_spec_embed gets its gradient
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+
+
+def _train_two_steps(rank, out_dir):
+    torch.manual_seed(0)
+    model = Wav2Vec2ForFrameAlignedClassification(spec_embed_config())
+    clips = polish3_clips(8)
+    dataset = Dataset.from_dict({"audio": [p for p, _ in clips], "label": [y for _, y in clips]})
+    settings = ddp_settings(model)
+    args = FrameAlignedTrainingArguments(
+        output_dir=str(out_dir / "trainer"),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        **settings,
+    )
+    collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
+    trainer = FrameAlignedTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer.train()
+    return {"steps": trainer.state.global_step, **settings}
+
+
+@pytest.mark.slow
+def test_ddp_trains_with_a_trainable_parameter_that_gets_no_gradient(tmp_path, monkeypatch):
+    """Two ranks, 2 steps: before the fix `find_unused_parameters` stayed off (SpecAugment's fields looked
+    enabled) and step 2 failed with "Expected to have finished reduction in the prior iteration"."""
+    ranks = run_ranks(_train_two_steps, tmp_path)
+    assert [r["steps"] for r in ranks] == [2, 2]
+    assert all(r["ddp_find_unused_parameters"] for r in ranks)
