@@ -1,6 +1,9 @@
-"""Multi-GPU readiness on two gloo ranks (issue 21): DDP's `find_unused_parameters` comes from the parameters that
-really get gradients. The ranks are forked
+"""Multi-GPU readiness on two gloo ranks (issue 21): the config's `ddp_timeout` reaches the process group; DDP's
+`find_unused_parameters` comes from the parameters that really get gradients. The ranks are forked
 (`gloo_ranks.run_ranks`): seconds each."""
+
+import copy
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +15,39 @@ from helpers import polish3_clips, tiny_config
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.trainer.distributed import parameters_without_gradient
+from modeling.training.run_config import DEFAULTS
 from modeling.training.stage import ddp_settings
+
+
+TIMEOUT_S = 3
+MAIN_PROCESS_WORK_S = 8  # rank 0 works alone this long; rank 1 waits at a barrier
+
+
+def _wait_for_a_busy_main_process(rank, out_dir):
+    from modeling.training.experiment import distributed_state
+
+    config = copy.deepcopy(DEFAULTS)
+    config["training"]["ddp_timeout"] = TIMEOUT_S
+    state = distributed_state(config)
+    if rank == 0:
+        time.sleep(MAIN_PROCESS_WORK_S)
+        return {"waited_s": None, "error": None}
+    start = time.monotonic()
+    try:
+        state.wait_for_everyone()
+        error = None
+    except Exception as exception:  # gloo: "Timed out waiting ... for recv" (a DistBackendError / RuntimeError)
+        error = f"{type(exception).__name__}: {exception}"
+    return {"waited_s": time.monotonic() - start, "error": error}
+
+
+def test_ddp_timeout_of_the_config_is_the_process_groups(tmp_path):
+    """`training.ddp_timeout: 3` applies to the run's process group (before the fix the experiment's first
+    `PartialState()` created it with torch's default, and the waiting rank waited the whole 8 s)."""
+    ranks = run_ranks(_wait_for_a_busy_main_process, tmp_path, timeout_s=MAIN_PROCESS_WORK_S + 60)
+    waiting = ranks[1]
+    assert waiting["error"] is not None, waiting
+    assert TIMEOUT_S - 0.5 <= waiting["waited_s"] < MAIN_PROCESS_WORK_S - 2, waiting
 
 
 def spec_embed_config():
