@@ -15,6 +15,7 @@ from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
+from .evaluation import evaluation_loop_like_scoring
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -242,6 +243,17 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
             outputs.loss = loss
             return loss, outputs
         return loss
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Evaluation with the final scoring's batches and precision, also under DDP and bf16/fp16
+        (`evaluation.evaluation_loop_like_scoring`); FSDP and DeepSpeed (sharded weights) keep transformers' loop."""
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)
 
     def _check_finite(self, loss: torch.Tensor, outputs, training: bool):
         step = self.state.global_step + (1 if training else 0)

@@ -99,3 +99,83 @@ def test_ddp_trains_with_a_trainable_parameter_that_gets_no_gradient(tmp_path, m
     ranks = run_ranks(_train_two_steps, tmp_path)
     assert [r["steps"] for r in ranks] == [2, 2]
     assert all(r["ddp_find_unused_parameters"] for r in ranks)
+
+
+def _eval_model():
+    torch.manual_seed(3)  # group-norm CNN (tiny_config's default, as wav2vec2-base): no attention mask, padding shows
+    return Wav2Vec2ForFrameAlignedClassification(tiny_config(eal_weight=0.3, fual_weight=0.7))
+
+
+def _eval_dataset():
+    import soundfile
+
+    clips = polish3_clips(5)  # eval batches of 2: [2, 2, 1] → under 2 ranks accelerate pads the last one
+    durations = [soundfile.info(path).duration for path, _ in clips]
+    return Dataset.from_dict({"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration": durations})
+
+
+def _evaluate_in_bf16(rank, out_dir):
+    seen = {}
+
+    def compute_metrics(prediction):
+        seen["logits"] = prediction.predictions.tolist()
+        return {"ua": 0.0}
+
+    args = FrameAlignedTrainingArguments(
+        output_dir=str(out_dir / "trainer"),
+        per_device_eval_batch_size=2,
+        bf16=True,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length",
+        length_column_name="duration",
+    )
+    trainer = FrameAlignedTrainer(
+        model=_eval_model(),
+        args=args,
+        eval_dataset=_eval_dataset(),
+        data_collator=AudioClassificationCollator(make_feature_extractor()),
+        compute_metrics=compute_metrics,
+    )
+    metrics = trainer.evaluate()
+    return {"logits": seen["logits"], "metrics": metrics}
+
+
+@pytest.mark.slow
+def test_ddp_bf16_evaluation_gives_the_final_scorings_predictions(tmp_path):
+    """The UA a checkpoint is selected on is computed from the predictions the fold's report gives: two ranks,
+    bf16, a padded last batch → the logits of `scoring.predict` (fp32, one process, whole clips, longest first).
+    Before the fix the clip of the last batch was padded to the longest clip's length and all ran under autocast."""
+    from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
+    from modeling.trainer.sampling import longest_first
+    from modeling.training.scoring import predict
+
+    ranks = run_ranks(_evaluate_in_bf16, tmp_path)
+    dataset = _eval_dataset()
+    model = _eval_model().eval()
+    reference = predict(model, dataset, batch_size=2)
+    order = longest_first(dataset)
+    for rank in ranks:
+        np.testing.assert_allclose(np.asarray(rank["logits"]), reference.logits[order], rtol=1e-5, atol=1e-6)
+    scores = [{k: v for k, v in r["metrics"].items() if "_runtime" not in k and "_per_second" not in k} for r in ranks]
+    assert scores[0] == scores[1]
+
+    # eval_loss and its terms: sample-weighted means over the single-process batches, in fp32
+    collator = AudioClassificationCollator(make_feature_extractor())
+    sums = np.zeros(4)
+    with torch.no_grad():
+        for start in range(0, len(order), 2):
+            rows = order[start : start + 2]
+            out = model(**collator([dataset[i] for i in rows]))
+            eal = emotional_attention_loss(
+                out.utterance_embedding, out.frame_embeddings, out.frame_mask, model.config.eal_margin
+            )
+            fual = frame_utterance_alignment_loss(out.logits, out.frame_logits, out.frame_weights, out.frame_mask)
+            terms = [out.loss + 0.3 * eal + 0.7 * fual, out.loss, eal, fual]
+            sums += np.array([float(term) for term in terms]) * len(rows)
+    expected = sums / len(order)
+    metrics = ranks[0]["metrics"]
+    got = [metrics[key] for key in ("eval_loss", "eval_loss_ce", "eval_loss_eal", "eval_loss_fual")]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
