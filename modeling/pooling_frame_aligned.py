@@ -102,8 +102,12 @@ class FrameAlignedPoolingEncoder(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """hidden_states: (B, S, H); frame_mask: (B, S) bool → (B, S, H)."""
+        # allow_is_bidirectional_skip=False: the skip tests `frame_mask.all()`, a host sync in every step.
         attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=frame_mask,
+            allow_is_bidirectional_skip=False,
         )
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask=attention_mask)
