@@ -28,6 +28,7 @@ from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.distributed import ddp_settings
+from ..trainer.memory import release_trainer
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import label_maps, latest_checkpoint, usable_best
@@ -262,6 +263,7 @@ def train_stage(
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
+    release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
         f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA {trainer.state.best_metric:.4f} "
