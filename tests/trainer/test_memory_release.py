@@ -5,7 +5,6 @@ import gc
 import weakref
 
 import pytest
-import torch
 from datasets import Dataset
 from helpers import polish3_clips, tiny_config
 
