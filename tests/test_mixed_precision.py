@@ -28,3 +28,20 @@ def test_frame_weights_are_an_fp32_softmax_under_bf16_autocast(pooling):
         out.logits.float(), out.frame_logits.float(), out.frame_weights, out.frame_mask
     )
     assert fual >= 0
+
+
+def test_a_bf16_config_is_accepted_on_a_machine_without_a_gpu(tmp_path):
+    """`training.bf16: true` runs as CPU autocast where there is no GPU (the check refused it: "Your setup doesn't
+    support bf16/gpu"), with the stage's TrainingArguments on the CPU."""
+    from runs import write_config
+
+    from modeling.data.folds import Fold
+    from modeling.training.config_checks import check_training_setup
+    from modeling.training.run_config import resolve_config
+    from modeling.training.stage import training_arguments
+
+    config = resolve_config(write_config(tmp_path / "bf16.yaml", training={"bf16": True}))
+    assert check_training_setup(config) == []
+    if not torch.cuda.is_available():
+        args = training_arguments(config, "stage2", Fold(1, (), (), ()), tmp_path / "stage2")
+        assert args.bf16 and args.use_cpu and args.device.type == "cpu"

@@ -74,6 +74,11 @@ def cpu_distributed() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def accelerator_available() -> bool:
+    """A CUDA (or ROCm) GPU, or Apple's MPS."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def stage_seed(seed: int, fold: int, stage: str) -> int:
     """A seed per (fold, stage): the same whether a stage runs straight through or resumes."""
     return seed + 1000 * fold + (0 if stage == "stage1" else 500)
@@ -184,7 +189,8 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
             disable_tqdm=False,
-            use_cpu=cpu_distributed(),
+            # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
+            use_cpu=cpu_distributed() or not accelerator_available(),
         )
         | passthrough
         | {"run_name": run_name}
