@@ -133,6 +133,15 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
     return problems
 
 
+def prefix_cache_dirs(run: RunDir, fold: Fold, stage: str, settings: dict, num_processes: int) -> dict | None:
+    """Where the frozen-prefix caches go: {"train": dir, "validation": dir} on disk when `prefix_cache_on_disk`, and
+    always with several processes (DDP): the main process builds each cache once and the others memory-map it; in
+    memory every process would build its own copy, after the main one. None: in memory."""
+    if not settings["prefix_cache_on_disk"] and num_processes <= 1:
+        return None
+    return {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
+
+
 def training_arguments(
     config: dict, stage: str, fold: Fold, output_dir: Path, model: FrameAlignedModelMixin | None = None
 ) -> FrameAlignedTrainingArguments:
@@ -240,10 +249,7 @@ def train_stage(
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
-        cache_dirs = {
-            split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")
-        }
-        cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
+        cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
     else:
         trainer = StageTrainer(
@@ -303,6 +309,7 @@ __all__ = [
     "cpu_distributed",
     "ddp_settings",
     "model_problems",
+    "prefix_cache_dirs",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",
