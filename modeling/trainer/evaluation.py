@@ -34,8 +34,6 @@ def single_process_batches(trainer, dataset) -> list[list[int]]:
 def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "eval") -> EvalLoopOutput:
     """`Trainer.evaluation_loop` computed as the final scoring (see the module docstring); every process returns
     the same `EvalLoopOutput` (predictions = logits in the eval sampler's order)."""
-    from .trainer import LOSS_TERMS, auxiliary_losses
-
     dataset = dataloader.dataset
     batches = single_process_batches(trainer, dataset)
     state = trainer.accelerator.state
@@ -55,11 +53,11 @@ def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "
         for index, batch in zip(mine, loader):
             batch = trainer._prepare_inputs(batch)
             outputs = type(model).forward(model, **batch)  # not accelerate's autocast-patched instance forward
-            terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
-            loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+            loss, terms = trainer.loss_and_terms(outputs, config)
             trainer._check_finite(loss, outputs, training=False)
-            sums = torch.stack([loss] + [terms[name] for name in LOSS_TERMS]).float() * len(batch["labels"])
-            results.append((index, outputs.logits.float().cpu().numpy(), batch["labels"].cpu().numpy(), sums.cpu()))
+            sums = torch.stack([loss, *terms.values()]).float() * len(batch["labels"])
+            logits, labels = outputs.logits.float().cpu().numpy(), batch["labels"].cpu().numpy()
+            results.append((index, logits, labels, sums.cpu(), list(terms)))
     if state.num_processes > 1:
         results = gather_object(results)
     results.sort(key=lambda result: result[0])
@@ -70,7 +68,7 @@ def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "
     if trainer.compute_metrics is not None:
         metrics = trainer.compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
     metrics["loss"] = means[0]
-    metrics.update({name: round(value, 6) for name, value in zip(LOSS_TERMS, means[1:])})
+    metrics.update({name: round(value, 6) for name, value in zip(results[0][4], means[1:])})
     metrics = {
         key if key.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{key}": value
         for key, value in metrics.items()

@@ -264,14 +264,19 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         config = self.accelerator.unwrap_model(model).config
         if isinstance(model, torch.nn.DataParallel) and outputs.loss is not None:
             outputs.loss = data_parallel_mean(outputs.loss, inputs["labels"], model)
-        terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
-        loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        loss, terms = self.loss_and_terms(outputs, config)
         self._check_finite(loss, outputs, model.training)
         self.loss_terms.add("train" if model.training else "eval", terms)
         if return_outputs:
             outputs.loss = loss
             return loss, outputs
         return loss
+
+    def loss_and_terms(self, outputs, config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(CE + λ_EAL·EAL + λ_FUAL·FUAL, {"loss_ce", "loss_eal", "loss_fual"}) of a model output."""
+        terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
+        loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        return loss, terms
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
