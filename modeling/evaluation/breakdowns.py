@@ -142,6 +142,32 @@ def merge_breakdowns(parts: Sequence[dict], num_labels: int) -> dict:
     return _from_matrices(matrices, num_labels, parts[0]["resamples"], parts[0]["seed"])
 
 
+def shared_speakers(folds: dict) -> dict[str, list[str]]:
+    """{fold: speakers its test split shares with its train or validation split} of results.json-style folds
+    ({fold: {"speakers": {"train", "validation", "test"}}}); only the speaker-dependent folds appear."""
+    shared = {}
+    for k, fold in folds.items():
+        speakers = fold.get("speakers") or {}
+        seen = set(speakers.get("train") or []) | set(speakers.get("validation") or [])
+        common = sorted(set(speakers.get("test") or []) & seen - {""})
+        if common:
+            shared[str(k)] = common
+    return shared
+
+
+def speaker_dependent_note(shared: dict[str, list[str]]) -> str:
+    """One Markdown line labelling speaker-dependent results ("" when every fold is speaker-independent)."""
+    if not shared:
+        return ""
+    folds = ", ".join(
+        f"{k if str(k).startswith('fold') else f'fold {k}'} ({len(s)} shared)" for k, s in shared.items()
+    )
+    return (
+        f"**Speaker-dependent results**: the test speakers of {folds} also appear in training or validation "
+        "(the corpus's official folds), so these numbers are not speaker-independent."
+    )
+
+
 def _percent(value) -> str:
     return "–" if value is None or value != value else f"{100 * value:.1f}"
 
@@ -202,5 +228,7 @@ __all__ = [
     "group_scores",
     "matrix_scores",
     "merge_breakdowns",
+    "shared_speakers",
     "short_breakdown_table",
+    "speaker_dependent_note",
 ]

@@ -28,7 +28,7 @@ from ..rundir.reader import FinishedRun, fold_name
 from ..training.experiment import load_run_dataset
 from ..training.run_config import DEFAULTS, ConfigError, _check_keys, read_config_file
 from ..training.scoring import PER_CLASS, predict
-from .breakdowns import breakdown_table, breakdowns
+from .breakdowns import breakdown_table, breakdowns, shared_speakers, speaker_dependent_note
 from .calibration import calibration_table, plot_reliability, probability_scores
 from .robustness import delta_scores, perturbed_copy, robustness_markdown, temporary_folder
 
@@ -224,6 +224,7 @@ def score_run(
         "calibrated": calibrated,
         "calibration": calibration,
     }
+    scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows)
     if perturbations:
         scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
         scores["perturb_seed"] = perturb_seed
@@ -239,6 +240,25 @@ def score_run(
 
 
 CLEAN = "clean"
+
+
+def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
+    """{fold<k>: scored speakers that fold's model trained or validated on}, when the scored corpus is the run's own
+    (same loader and root), plus the run's own speaker-dependent folds (results.json); empty when independent."""
+    try:
+        results = FinishedRun(run_dir).results()
+    except ValueError:
+        return {}
+    shared = {fold_name(k): s for k, s in shared_speakers(results.get("folds") or {}).items()}
+    data = (results.get("config") or {}).get("data") or {}
+    same = data.get("loader") == config["data"]["loader"] and str(data.get("root")) == str(config["data"]["root"])
+    scored = set(rows["speaker"]) - {""}
+    for k, fold in (results.get("folds") or {}).items() if same else []:
+        speakers = fold.get("speakers") or {}
+        seen = (set(speakers.get("train") or []) | set(speakers.get("validation") or [])) & scored
+        if seen:
+            shared[fold_name(k)] = sorted(seen | set(shared.get(fold_name(k), [])))
+    return shared
 
 
 def clean_members(logits: dict, temperatures: dict, common: dict):
@@ -326,6 +346,7 @@ def scores_markdown(scores: dict) -> str:
         f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'} (not scored: "
         "null per-class values, left out of UA and macro-F1)",
         "- Ensemble: mean of the fold models' class probabilities",
+        *([speaker_dependent_note(scores["speaker_dependent"])] if scores.get("speaker_dependent") else []),
         "",
         "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(classes),

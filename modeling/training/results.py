@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ..evaluation.breakdowns import breakdown_table, merge_breakdowns
+from ..evaluation.breakdowns import breakdown_table, merge_breakdowns, shared_speakers, speaker_dependent_note
 from ..evaluation.calibration import calibration_table, plot_reliability
 from ..prediction_fields import softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
@@ -64,6 +64,7 @@ def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_
         },
         "labels": list(label_names),
         "breakdowns": merge_breakdowns([fold.get("breakdowns") for fold in folds.values()], len(label_names)),
+        "speaker_dependent": shared_speakers(folds),
         "num_folds": num_folds,
         "folds_evaluated": sorted(folds),
         "metric_scale": "fraction",
@@ -200,6 +201,7 @@ def results_markdown(results: dict) -> str:
         f"- Stage 2: pooling `{stage2['pooling']}`, λ_EAL = {stage2['eal_weight']}, λ_FUAL = {stage2['fual_weight']}, "
         f"margin = {stage2['eal_margin']}",
         "",
+        *([speaker_dependent_note(results["speaker_dependent"]), ""] if results.get("speaker_dependent") else []),
         "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), "
         "in percent here; "
         "`results.json` stores the same values as fractions in [0, 1]. Checkpoints are selected on validation UA; "
