@@ -165,19 +165,28 @@ def _validation_speaker(corpus: EmoBoxCorpus, k: int) -> str | None:
     return speakers[(k - 1) % len(speakers)] if len(speakers) > 1 else None
 
 
-def load_emobox(root: str | os.PathLike, corpus: str, metadata_dir: str | os.PathLike) -> Dataset:
+def load_emobox(
+    root: str | os.PathLike, corpus: str, metadata_dir: str | os.PathLike, labels: list[str] | None = None
+) -> Dataset:
     """One EmoBox corpus as a corpus Dataset with its official folds (module docstring).
 
     Args:
         root: the user's copy of the corpus (what EmoBox calls `downloads/<corpus>`).
         corpus: EmoBox's name of the corpus (`cafe`, `iemocap`, `cremad`, ...).
         metadata_dir: EmoBox's `data` folder (or its `<corpus>` sub-folder).
+        labels: the class order (label ids) to use; default: label_map.json's. It must name exactly the corpus's
+            classes.
     Raises:
         EmoBoxError: metadata problems (`read_emobox`), segments (start_time/end_time: not supported), and every
             recording a fold file names that is missing under `root` (the fold file, the key and the path named).
     """
     root = Path(root).expanduser()
     meta = read_emobox(metadata_dir, corpus)
+    if labels is not None and sorted(labels) != sorted(meta.classes):
+        raise EmoBoxError(
+            f"EmoBox {corpus}: loader_args.labels {list(labels)} must name exactly the classes of its label_map.json "
+            f"{meta.classes}."
+        )
     missing, segments = [], []
     for key, record in meta.records.items():
         path = audio_path(root, corpus, str(record["wav"]))
@@ -205,7 +214,7 @@ def load_emobox(root: str | os.PathLike, corpus: str, metadata_dir: str | os.Pat
         }
         for key in keys
     ]
-    dataset = build_dataset(rows, meta.classes)
+    dataset = build_dataset(rows, list(labels) if labels is not None else meta.classes)
     dataset = dataset.add_column("emobox_key", keys)
     for k in sorted(meta.folds):
         split_of = {key: split for split, names in meta.folds[k].items() for key in names}

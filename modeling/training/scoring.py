@@ -98,7 +98,7 @@ def split_predictions(
     )
 
 
-def test_breakdowns(outputs: SplitOutputs, rows: Dataset, num_labels: int) -> dict:
+def split_breakdowns(outputs: SplitOutputs, rows: Dataset, num_labels: int) -> dict:
     """Per-speaker and per-gender scores of a split (`modeling.evaluation.breakdowns`)."""
     groups = {name: list(rows[name]) for name in ("speaker", "gender") if name in rows.column_names}
     return breakdowns(outputs.labels, outputs.logits.argmax(-1), groups, num_labels)
@@ -148,7 +148,7 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
     return {
         "validation": _summary(scores["stage2"]["validation"], False),
         "test": _summary(scores["stage2"]["test"], True),
-        "breakdowns": test_breakdowns(test, splits["test"], num_labels),
+        "breakdowns": split_breakdowns(test, splits["test"], num_labels),
         "calibration": calibration,
         "checkpoint": relative["stage2"],
         "speakers": {split: list(fold.speakers(split)) for split in ("train", "validation", "test")},
