@@ -13,6 +13,7 @@ import sys
 
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
+from ..evaluation.breakdowns import breakdown_summary
 from ..evaluation.cross_corpus import ENSEMBLE, parse_label_map, score_run
 from ..evaluation.perturbations import parse_perturbation
 from ..training.run_config import ConfigError
@@ -80,6 +81,8 @@ def main(argv=None) -> int:
             f"{name:>9}: UA {100 * s['ua']:.2f} %  WA {100 * s['wa']:.2f} %  macro-F1 {100 * s['macro_f1']:.2f} %  "
             f"(n = {s['n']})"
         )
+    if scores[ENSEMBLE].get("breakdowns"):
+        print(f"ensemble {breakdown_summary(scores[ENSEMBLE]['breakdowns'])}")
     for spec, entry in (scores.get("perturbations") or {}).items():
         e = entry["models"][ENSEMBLE]
         print(f"{spec}: ensemble ΔUA {100 * e['delta_ua']:+.2f}  Δmacro-F1 {100 * e['delta_macro_f1']:+.2f} (points)")

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,12 +141,23 @@ def read_emobox(metadata_dir: str | os.PathLike, corpus: str) -> EmoBoxCorpus:
 
 
 def audio_path(root: Path, corpus: str, wav: str) -> Path:
-    """The user's copy of a recording: `root` / `wav` without EmoBox's `downloads/<corpus>/` prefix."""
+    """The user's copy of a recording: `root` / `wav` without EmoBox's `downloads/<corpus>/` prefix. Where that file
+    does not exist, the path's Unicode NFC/NFD forms and its cp437 reading are tried: some of EmoBox's paths are
+    mis-decoded archive names (CaFE's `D‚go–t` is `Dégoût` read as cp1252 from a cp437 zip); the first that exists
+    is returned, else the path as written."""
     relative = wav.replace("\\", "/")
     for prefix in (f"downloads/{corpus}/", "downloads/"):
         if relative.startswith(prefix):
             relative = relative[len(prefix) :]
             break
+    candidates = [relative, unicodedata.normalize("NFC", relative), unicodedata.normalize("NFD", relative)]
+    try:
+        candidates.append(relative.encode("cp1252").decode("cp437"))
+    except UnicodeError:
+        pass
+    for candidate in candidates:
+        if (root / candidate).is_file():
+            return root / candidate
     return root / relative
 
 

@@ -127,6 +127,17 @@ def test_a_fold_file_naming_a_missing_recording_is_named(emobox, tmp_path):
         read_emobox(tmp_path, "alpha")
 
 
+def test_mis_decoded_emobox_paths_find_the_real_file(tmp_path):
+    """CaFE's fold files write `D‚go–t` for the folder `Dégoût` (cp437 archive names read as cp1252)."""
+    from modeling.data.emobox import audio_path
+
+    real = tmp_path / "CaFE_48k" / "Dégoût" / "Fort" / "08-D-2-5.wav"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"")
+    assert audio_path(tmp_path, "cafe", "downloads/cafe/CaFE_48k/D\u201ago\u2013t/Fort/08-D-2-5.wav") == real
+    assert audio_path(tmp_path, "cafe", "downloads/cafe/x.wav") == tmp_path / "x.wav"  # missing: as written
+
+
 def test_predictions_in_emobox_evaluation_form():
     predictions = Predictions(
         ["m1/a.flac", "m1/b.flac"],
