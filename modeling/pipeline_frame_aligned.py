@@ -42,6 +42,7 @@ from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .loading_frame_aligned import refuse_new_head
 from .prediction_fields import prediction_record, softmax
+from .timeline_recording import as_segments, clip_segments, iter_segment_audio, recording_duration
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
@@ -118,6 +119,13 @@ class FrameAlignedEmotionPipeline(Pipeline):
             (e.g. the windows of a long input, all but its last) share a batch; `True` batches them anyway (faster,
             slightly different probabilities, as in training).
         return_frames (`bool`, defaults to `False`): add the per-frame arrays (for plots).
+        segments (per call, one input only): the stretches of a long recording to label, each a `Segment`, a mapping
+            `{"start_s", "end_s"[, "speaker"]}` or a tuple `(start_s, end_s[, speaker])` (seconds; files:
+            `modeling.segments.read_segments`). Then the result is a list with one dict per segment, in the given
+            order: `start_s`, `end_s`, `speaker`, and the result above of the model run on that segment alone
+            (`timeline` and `chunks` in recording seconds). The audio is read one segment at a time (a file by
+            seeking), never whole. A segment ending past the audio's end is clipped with a warning; one starting at
+            or after it raises `SegmentError` (`timeline_recording.clip_segments`). No segments: `[]` and a warning.
         sampling_rate (`int`, *optional*, per call): the rate of array inputs.
 
     `__call__` is overridden: the base class's DataLoader neither sorts by length nor streams a long input window by
@@ -157,6 +165,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
         smoothing_window_s=None,
         min_segment_s=None,
         return_frames=None,
+        segments=None,
         **kwargs,
     ):
         if kwargs:
@@ -166,6 +175,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
             chunk_overlap_s=chunk_overlap_s,
             padded_batches=padded_batches,
             sampling_rate=sampling_rate,
+            segments=segments,
         )
         if chunk_length_s == 0:
             preprocess_params["chunk_length_s"] = None  # 0: never chunk (None means "not given" here)
@@ -262,6 +272,10 @@ class FrameAlignedEmotionPipeline(Pipeline):
         postprocess_params = {**self._postprocess_params, **postprocess_params}
         batch_size = batch_size or self._batch_size or 1
         single = not isinstance(inputs, (list, tuple))
+        if "segments" in preprocess_params:
+            if not single:
+                raise TypeError("`segments` describe one recording: pass one audio input with them, not a list.")
+            return list(self._iter_segments(inputs, batch_size, postprocess_params, **preprocess_params))
         results = self._run([inputs] if single else list(inputs), batch_size, postprocess_params, **preprocess_params)
         return results[0] if single else results
 
@@ -303,6 +317,55 @@ class FrameAlignedEmotionPipeline(Pipeline):
                 source, window, step, batch_size, padded_batches, postprocess_params
             )
         return results
+
+    def iter_segments(self, audio, segments, batch_size: int | None = None, **kwargs):
+        """Like `pipeline(audio, segments=segments, ...)`, one segment's result at a time (write them as they come)."""
+        preprocess_params, _, postprocess_params = self._sanitize_parameters(segments=segments, **kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        yield from self._iter_segments(
+            audio, batch_size or self._batch_size or 1, postprocess_params, **preprocess_params
+        )
+
+    def _iter_segments(self, audio, batch_size, postprocess_params, segments, sampling_rate=None, **window_params):
+        """Segment by segment: each one's audio is read alone (a file by seeking), `batch_size` segments per batch."""
+        name = describe_source(audio)
+        if not isinstance(audio, (str, os.PathLike)):
+            rate = sampling_rate if sampling_rate is not None else self.sampling_rate
+            audio = load_audio(audio, rate, target_sampling_rate=self.sampling_rate, name=name)
+        segments = as_segments(segments)
+        duration = recording_duration(audio, self.sampling_rate, name)
+        segments = clip_segments(segments, duration, name, logger.warning)
+        if not segments:
+            logger.warning(f"{name}: no segments (no speech found?): the result is empty.")
+        batch = []
+        for item in iter_segment_audio(audio, segments, self.sampling_rate, self.receptive_field, name):
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self._segment_results(batch, postprocess_params, window_params)
+                batch = []
+        yield from self._segment_results(batch, postprocess_params, window_params)
+
+    def _segment_results(self, batch, postprocess_params, window_params) -> list[dict]:
+        """Per segment: start_s, end_s, speaker, the utterance prediction of the segment alone and its timeline
+        (in recording seconds)."""
+        if not batch:
+            return []
+        results = self._run([cut for _, cut in batch], len(batch), postprocess_params, **window_params)
+        records = []
+        for (segment, _), result in zip(batch, results):
+            for key in ("timeline", "chunks"):  # segment seconds → recording seconds
+                result[key] = [
+                    {
+                        **part,
+                        "start": round(part["start"] + segment.start_s, 6),
+                        "end": round(part["end"] + segment.start_s, 6),
+                    }
+                    for part in result[key]
+                ]
+            record = {"start_s": segment.start_s, "end_s": segment.end_s, "speaker": segment.speaker}
+            records.append({**record, **result})
+        return records
 
     def _window_and_step(self, chunk_length_s, chunk_overlap_s) -> tuple[int | None, int | None]:
         if chunk_length_s is None:
