@@ -4,6 +4,7 @@ is read segment by segment (a 10-hour file in bounded memory), past-the-end segm
 refused, and a constant model's timeline over identical-class clips has one class only."""
 
 import csv
+import json
 import os
 import struct
 import tracemalloc
@@ -156,3 +157,38 @@ def test_a_constant_model_gives_one_class_over_identical_class_clips(tmp_path):
         assert [(t["start"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
         assert result["timeline"][-1]["end"] == pytest.approx(len(audio) / SR)
         assert result["predicted"] == POLISH3_LABELS[1]
+
+
+def test_cli_segments_outputs_lanes_and_a_corrupt_file_in_between(emotion, recording, tmp_path, capsys):
+    import matplotlib.image
+
+    from modeling.cli.timeline import main
+
+    path, audio = recording
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "call.rttm").write_text(
+        "SPEAKER call 1 0.0 1.1 <NA> <NA> A <NA> <NA>\nSPEAKER call 1 0.9 1.5 <NA> <NA> B <NA> <NA>\n"
+        "SPEAKER call 1 2.6 2.0 <NA> <NA> A <NA> <NA>\nSPEAKER call 1 4.0 2.8 <NA> <NA> B <NA> <NA>\n"
+    )
+    corrupt = folder / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF....WAVEnot audio")
+    (folder / "corrupt.rttm").write_text("SPEAKER corrupt 1 0.0 1.0 <NA> <NA> A <NA> <NA>\n")
+    model = emotion.model.name_or_path
+    argv = [path, str(corrupt), "--model", model, "--segments", str(folder), "--out", str(tmp_path / "o.csv")]
+    argv += ["--out", str(tmp_path / "o.srt"), "--lanes", str(tmp_path / "lanes.png")]
+    assert main(argv) == 2  # the corrupt file is reported; the recording before it is done
+    captured = capsys.readouterr()
+    assert "corrupt.wav" in captured.err and "call.flac  (" in captured.out and "4 segments" in captured.out
+    rows = (tmp_path / "o-0-call.csv").read_text().splitlines()
+    expected = emotion(path, segments=[(0.0, 1.1, "A"), (0.9, 2.4, "B"), (2.6, 4.6, "A"), (4.0, 6.8, "B")])
+    assert [row.split(",")[:4] for row in rows[1:]] == [
+        [str(r["start_s"]), str(r["end_s"]), r["speaker"], r["predicted"]] for r in expected
+    ]
+    assert "00:00:02,600 --> 00:00:04,600" in (tmp_path / "o-0-call.srt").read_text()
+    image = matplotlib.image.imread(tmp_path / "lanes-0-call.png")
+    assert image.shape[1] > 1000 and image[..., :3].std() > 0.05  # a drawn figure
+    assert not (tmp_path / "o-1-corrupt.csv").exists()
+    # Whole-file mode goes on after a corrupt file too.
+    assert main([str(corrupt), path, "--model", model, "--json", str(tmp_path / "t.json")]) == 2
+    assert [r["audio"] for r in json.loads((tmp_path / "t.json").read_text())] == [path]
