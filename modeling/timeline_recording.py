@@ -190,4 +190,51 @@ def iter_segment_audio(
             )
 
 
-__all__ = ["Segment", "SegmentError", "as_segments", "clip_segments", "iter_segment_audio", "recording_duration"]
+def iter_segment_results(run, audio, segments, sampling_rate: int, min_samples: int, batch_size: int, warn):
+    """The pipeline's `segments=` path: segments checked and clipped, their audio read one at a time, `batch_size`
+    cuts per `run(cuts) → [results]` call, each result with the segment's `start_s`, `end_s`, `speaker` first and its
+    `timeline` / `windows` moved to recording seconds.
+
+    Args:
+        run: the pipeline on a list of (N,) arrays at `sampling_rate` → one result dict per array.
+        audio: a path (read by seeking) or a (N,) array at `sampling_rate`.
+        warn: called with each warning (clipped segments, no segments).
+    """
+    name = describe_source(audio)
+    segments = clip_segments(as_segments(segments), recording_duration(audio, sampling_rate, name), name, warn)
+    if not segments:
+        warn(f"{name}: no segments (no speech found?): the result is empty.")
+    batch = []
+    for item in iter_segment_audio(audio, segments, sampling_rate, min_samples, name):
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield from _results(run, batch)
+            batch = []
+    yield from _results(run, batch)
+
+
+def _results(run, batch: list[tuple[Segment, np.ndarray]]) -> list[dict]:
+    records = []
+    for (segment, _), result in zip(batch, run([cut for _, cut in batch]) if batch else []):
+        for key in ("timeline", "windows"):  # segment seconds → recording seconds
+            result[key] = [
+                {
+                    **part,
+                    "start": round(part["start"] + segment.start_s, 6),
+                    "end": round(part["end"] + segment.start_s, 6),
+                }
+                for part in result[key]
+            ]
+        records.append({"start_s": segment.start_s, "end_s": segment.end_s, "speaker": segment.speaker, **result})
+    return records
+
+
+__all__ = [
+    "Segment",
+    "SegmentError",
+    "as_segments",
+    "clip_segments",
+    "iter_segment_audio",
+    "iter_segment_results",
+    "recording_duration",
+]

@@ -78,17 +78,17 @@ SEGMENTS = [(0.0, 1.1, "A"), (0.9, 2.4, "B"), (3.05, 3.3, "A"), (2.0, 6.8, None)
 
 def test_each_segment_equals_the_model_on_the_cut_segment_alone(emotion, recording):
     path, audio = recording
-    records = emotion(path, segments=SEGMENTS, chunk_length_s=2.0, chunk_overlap_s=0.5, batch_size=3)
+    records = emotion(path, segments=SEGMENTS, window_length_s=2.0, window_overlap_s=0.5, batch_size=3)
     assert [(r["start_s"], r["end_s"], r["speaker"]) for r in records] == SEGMENTS
     for record, (start, end, _) in zip(records, SEGMENTS):
         cut = audio[int(start * SR) : int(end * SR)]
-        alone = emotion(cut, chunk_length_s=2.0, chunk_overlap_s=0.5)
+        alone = emotion(cut, window_length_s=2.0, window_overlap_s=0.5)
         assert_same_prediction(record, alone)
         assert record["duration"] == pytest.approx(len(cut) / SR, abs=1e-6)
         assert record["timeline"][0]["start"] == start  # recording seconds
         assert record["timeline"][-1]["end"] == pytest.approx(start + alone["timeline"][-1]["end"], abs=1e-6)
         assert [t["predicted"] for t in record["timeline"]] == [t["predicted"] for t in alone["timeline"]]
-    assert len(records[3]["chunks"]) > 1  # 4.8 s in 2 s windows
+    assert len(records[3]["windows"]) > 1  # 4.8 s in 2 s windows
     # The same from an array, and from iter_segments one at a time.
     assert_same_prediction(emotion(audio, segments=SEGMENTS[:1])[0], records[0])
     streamed = list(emotion.iter_segments(path, SEGMENTS[2:3]))
@@ -153,7 +153,7 @@ def test_a_constant_model_gives_one_class_over_identical_class_clips(tmp_path):
     clips = [load_audio(POLISH3 / row["file"]) for row in polish3_rows("fear", count=12)]  # ~10 s of fear
     audio = np.concatenate(clips)
     for smoothing in ("median", "mean", "none"):
-        result = emotion(audio, chunk_length_s=4.0, chunk_overlap_s=1.0, smoothing=smoothing, min_segment_s=0.5)
+        result = emotion(audio, window_length_s=4.0, window_overlap_s=1.0, smoothing=smoothing, min_segment_s=0.5)
         assert [(t["start"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
         assert result["timeline"][-1]["end"] == pytest.approx(len(audio) / SR)
         assert result["predicted"] == POLISH3_LABELS[1]
@@ -192,3 +192,15 @@ def test_cli_segments_outputs_lanes_and_a_corrupt_file_in_between(emotion, recor
     # Whole-file mode goes on after a corrupt file too.
     assert main([str(corrupt), path, "--model", model, "--json", str(tmp_path / "t.json")]) == 2
     assert [r["audio"] for r in json.loads((tmp_path / "t.json").read_text())] == [path]
+
+
+def test_deprecated_chunk_names_still_work_with_a_warning(emotion, recording):
+    _, audio = recording
+    expected = emotion(audio, window_length_s=2.0, window_overlap_s=0.5)
+    with pytest.warns(
+        FutureWarning, match="`chunk_length_s` is deprecated and will be removed: use `window_length_s`"
+    ):
+        old = emotion(audio, chunk_length_s=2.0, chunk_overlap_s=0.5)
+    assert old["windows"] == expected["windows"] and len(old["windows"]) > 1
+    with pytest.raises(TypeError, match="give only `window_length_s`"):
+        emotion(audio, chunk_length_s=2.0, window_length_s=2.0)

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             retry_errors=args.retry_errors,
             progress=False if args.no_progress else None,
-            pipeline_kwargs={"chunk_length_s": args.window},
+            pipeline_kwargs={"window_length_s": args.window},
         )
         if args.segments or args.vad:
             from ..inference.recordings import SegmentSource

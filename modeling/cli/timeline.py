@@ -56,12 +56,10 @@ def format_result(name: str, result: dict) -> str:
             f"  {segment['start']:8.2f} {segment['end']:8.2f}  {_predicted(segment)}"
             f"  {segment['weight'] * result['num_frames']:5.2f}"
         )
-    if len(result["chunks"]) > 1:
-        lines.append(f"  windows ({len(result['chunks'])}):")
-        for chunk in result["chunks"]:
-            lines.append(
-                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {_predicted(chunk)}  share {chunk['share']:.2f}"
-            )
+    if len(result["windows"]) > 1:
+        lines.append(f"  windows ({len(result['windows'])}):")
+        for part in result["windows"]:
+            lines.append(f"  {part['start']:8.2f} {part['end']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
     return "\n".join(lines)
 
 
@@ -89,8 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
     parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--window", type=float, default=20.0, help="chunk length in seconds (0: never chunk)")
-    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive chunks in seconds")
+    parser.add_argument("--window", type=float, default=20.0, help="part length in seconds (0: never part)")
+    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive windows in seconds")
     parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
     parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
     parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
@@ -164,8 +162,8 @@ def main(argv=None) -> int:
     timeline = load_pipeline(args.model, backend="torch", device=args.device)
     settings = dict(
         batch_size=args.batch_size,
-        chunk_length_s=args.window,
-        chunk_overlap_s=args.overlap,
+        window_length_s=args.window,
+        window_overlap_s=args.overlap,
         smoothing=args.smoothing,
         smoothing_window_s=args.smoothing_window,
         min_segment_s=args.min_segment,

@@ -149,10 +149,10 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     alpha_ax.set_xlabel("time (s)")
     alpha_ax.set_xlim(0, duration)
 
-    if len(result["chunks"]) > 1:
-        for chunk in result["chunks"][1:]:
+    if len(result["windows"]) > 1:
+        for part in result["windows"][1:]:
             for ax in (wave_ax, prob_ax, alpha_ax):
-                ax.axvline(chunk["start"], color="#555555", linewidth=0.6, linestyle=":")
+                ax.axvline(part["start"], color="#555555", linewidth=0.6, linestyle=":")
 
     ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
     distribution = ", ".join(f"{name} {p:.2f}" for name, p in ranked)

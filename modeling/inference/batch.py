@@ -393,7 +393,7 @@ def predict_files(
     Files are sorted by header duration, longest first (similar lengths share a forward pass; the slowest part shows
     first in the ETA), run `batch_size` per forward pass and written `files_per_write` at a time. See the module
     docstring for the outputs and resume. `progress`: a tqdm bar (files, hours of audio, ETA) on stderr (`None`:
-    only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `chunk_length_s`). `segments` (a
+    only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `window_length_s`). `segments` (a
     `recordings.SegmentSource`): long-recording mode, one row per segment (`file, start_s, end_s, speaker,
     predicted, prob_<class>...`), a recording's rows written together (resume skips recordings already in the CSV);
     a recording without segments (no speech) is listed in the errors CSV with the reason.
