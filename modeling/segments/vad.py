@@ -40,8 +40,12 @@ class _Session:
     @classmethod
     def get(cls):
         if cls._model is None:
-            from silero_vad import load_silero_vad
-
+            try:
+                from silero_vad import load_silero_vad
+            except ImportError as error:
+                raise ImportError(
+                    'The voice-activity detector needs silero-vad: pip install -e ".[vad]" (or give segment files).'
+                ) from error
             cls._model = load_silero_vad(sequence=True)
         return cls._model.session
 
