@@ -291,7 +291,7 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
         ratio = frames["weights"][frame] / frames["weights"][frame + 1]
         alone_alpha = alone["frames"]["weights"]
         assert ratio == pytest.approx(alone_alpha[local] / alone_alpha[local + 1], rel=1e-4)
-    assert len(timeline(audio[: 25 * SR], window_length_s=0)["windows"]) == 1  # 0: never part
+    assert len(timeline(audio[: 25 * SR], window_length_s=0)["windows"]) == 1  # 0: never cut into windows
 
 
 def test_a_long_file_streams_and_equals_the_in_memory_result(timeline, sixty_seconds, tmp_path):

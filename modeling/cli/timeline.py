@@ -87,7 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
     parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--window", type=float, default=20.0, help="window length in seconds (0: never cut into windows)")
+    parser.add_argument(
+        "--window", type=float, default=20.0, help="window length in seconds (0: never cut into windows)"
+    )
     parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive windows in seconds")
     parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
     parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
