@@ -151,10 +151,12 @@ def write_long_recording(path: Path, by_speaker, seconds: float, seed: int) -> f
 def measure(model: str, path: str) -> dict:
     """In this (fresh) process: VAD + per-segment labelling of one recording; times and peak memory."""
     from modeling.inference import load_pipeline
-    from modeling.segments.vad import detect_speech
+    from modeling.segments.vad import _Session, detect_speech
 
     torch.set_num_threads(1)
     pipe = load_pipeline(model)
+    _Session.get()  # the VAD model: loaded before the measured part
+    loaded_mb = _memory_mb("VmHWM")
     started, started_cpu = time.perf_counter(), time.process_time()
     segments = detect_speech(path)
     vad_cpu_s = time.process_time() - started_cpu
@@ -170,7 +172,18 @@ def measure(model: str, path: str) -> dict:
         "rtf_wall": round(total_s / duration, 4),
         "vad_share": round(vad_cpu_s / cpu_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "loaded_rss_mb": loaded_mb,  # peak once the model and the VAD are loaded, before any audio
+        "growth_mb": round(_memory_mb("VmHWM") - loaded_mb, 1),  # what labelling the recording added to the peak
     }
+
+
+def _memory_mb(field: str) -> float:
+    """VmHWM (peak resident set) or VmRSS of this process from /proc, in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
 
 
 def measure_in_fresh_process(model: str, path: Path) -> dict:
@@ -215,14 +228,22 @@ def render(report: dict) -> str:
         lines.append("")
     speed = report["speed"]
     lines += ["## Long recordings (VAD + per-segment labelling, torch 1 thread)", "", "| audio | segments |"]
-    lines[-1] += " CPU s | wall s | RTF (CPU) | RTF (wall) | VAD share | peak RSS MB |"
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines[-1] += (
+        " CPU s | wall s | RTF (CPU) | RTF (wall) | VAD share | peak RSS MB | of it after loading | growth MB |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for row in (speed["quarter"], speed["full"]):
         lines.append(
             f"| {row['audio_s'] / 60:.1f} min | {row['segments']} | {row['cpu_seconds']} | {row['seconds']} | "
-            f"{row['rtf']} | {row['rtf_wall']} | {row['vad_share']} | {row['peak_rss_mb']} |"
+            f"{row['rtf']} | {row['rtf_wall']} | {row['vad_share']} | {row['peak_rss_mb']} | {row['loaded_rss_mb']} | "
+            f"{row['growth_mb']} |"
         )
-    lines += ["", f"Peak memory, full ÷ quarter length: {speed['memory_ratio']} (flat = 1).", ""]
+    lines += [
+        "",
+        f"Peak memory, full ÷ quarter length: {speed['memory_ratio']} (flat = 1); growth while labelling "
+        f"{speed['quarter']['growth_mb']} MB and {speed['full']['growth_mb']} MB.",
+        "",
+    ]
     return "\n".join(lines)
 
 
