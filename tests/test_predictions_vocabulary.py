@@ -52,12 +52,20 @@ def test_the_pipeline_result_predict_csv_and_the_readme_agree(checkpoint, tmp_pa
     pipe = load_pipeline(checkpoint)
     clips = [path for path, _ in polish3_clips(2)]
     result = pipe(clips[0])
-    assert set(result) == {PREDICTED, *PROBABILITIES, "duration", "frame_duration", "num_frames", "timeline", "chunks"}
+    assert set(result) == {
+        PREDICTED,
+        *PROBABILITIES,
+        "duration",
+        "frame_duration",
+        "num_frames",
+        "timeline",
+        "windows",
+    }
     assert result[PREDICTED] == max(probabilities_of(result), key=probabilities_of(result).get)
     for segment in result["timeline"]:
         assert set(segment) == {"start", "end", PREDICTED, *PROBABILITIES, "weight"}
-    for chunk in result["chunks"]:
-        assert set(chunk) == {"start", "end", PREDICTED, *PROBABILITIES, "share"}
+    for part in result["windows"]:
+        assert set(part) == {"start", "end", PREDICTED, *PROBABILITIES, "share"}
 
     output, timeline = tmp_path / "out.csv", tmp_path / "out.jsonl"
     predict_files(pipe, clips, output, timeline_path=timeline)
