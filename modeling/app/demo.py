@@ -152,8 +152,9 @@ def ensemble_of(models: list[DemoModel]) -> DemoModel:
     return DemoModel(ENSEMBLE, pipeline, "+".join(backends), note, [m.name for m in models])
 
 
-def load_hub_models(repo_ids: list[str], revision: str | None = None) -> list[DemoModel]:
-    """The published folds `repo_ids`, each through its remote code (`pipeline(TASK, trust_remote_code=True)`) and run
+def load_hub_models(repo_ids: list[str]) -> list[DemoModel]:
+    """The published folds `repo_ids` (`ORG/NAME`, or `ORG/NAME@branch` for a fold on a branch), each through its
+    remote code (`pipeline(TASK, trust_remote_code=True)`) and run
     by the backend its repository's `onnx/backend.json` names (the measured choice made before publishing; PyTorch
     when there is none)."""
     import json
@@ -163,7 +164,9 @@ def load_hub_models(repo_ids: list[str], revision: str | None = None) -> list[De
     from transformers import pipeline
 
     models = []
-    for repo_id in repo_ids:
+    for ref in repo_ids:
+        repo_id, _, revision = ref.partition("@")
+        revision = revision or None
         pipe = pipeline(TASK, model=repo_id, revision=revision, trust_remote_code=True)
         backend, note = "torch", "PyTorch fp32 (the repository has no measured ONNX choice)"
         try:
@@ -175,7 +178,7 @@ def load_hub_models(repo_ids: list[str], revision: str | None = None) -> list[De
             path = hf_hub_download(repo_id, choice["file"], revision=revision)
             pipe.model = OnnxModel(path, pipe.model.config)
             backend, note = choice["backend"], choice["reason"]
-        models.append(DemoModel(repo_id.split("/")[-1], pipe, backend, note))
+        models.append(DemoModel(revision or repo_id.split("/")[-1], pipe, backend, note))
     return models
 
 

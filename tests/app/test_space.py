@@ -1,0 +1,109 @@
+"""`push_to_hub.py --space`: the demo Space against the loopback Hub (tests/hub_server.py) — its files, front matter,
+the cards' links, idempotence — and the Space's files as pushed, run in a fresh process where the `modeling` package
+cannot be imported, loading the published folds by id: labels and probabilities equal the local pipeline's, each fold
+on the backend its `onnx/backend.json` names."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from helpers import POLISH3, REPO
+from hub_server import client_env as hub_env
+from runs import write_run
+
+from modeling.audio import load_audio
+from modeling.cli.push import main as push_main
+from modeling.prediction_fields import probabilities_of
+from modeling.publishing.hub import push_run
+from modeling.publishing.space import GRADIO_SDK_VERSION
+
+
+pytest.importorskip("onnxruntime")
+
+CLIP = POLISH3 / "audio" / "m2.s_tak_1.flac"
+SPACE_FILES = [".gitattributes", "README.md", "app.py", "demo.py", "example.flac", "requirements.txt"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """write_run's 2 folds; fold 1 with its measured ONNX backend choice (published with it), fold 2 without."""
+    from modeling.inference.backend_choice import backend_choice
+
+    run = write_run(tmp_path_factory.mktemp("space") / "run")
+    clips = sorted(str(p) for p in (POLISH3 / "audio").glob("m[45]*.flac"))[::15]
+    backend_choice(run / "fold1" / "stage2" / "best", clips)
+    return run
+
+
+def front_matter(readme: bytes) -> dict:
+    return yaml.safe_load(readme.decode().split("---\n")[1])
+
+
+def test_space_files_front_matter_card_links_and_second_push_sends_nothing(hub, api, run_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "dummy")
+    assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--space", "org/ser-demo"]) == 0
+    assert "Space org/ser-demo: uploaded 5 file(s)" in capsys.readouterr().out
+    assert hub.files("org/ser-demo", repo_type="space") == SPACE_FILES  # no weights: the folds are loaded by id
+    meta = front_matter(hub.read("org/ser-demo", "README.md", repo_type="space"))
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert meta["sdk_version"] == GRADIO_SDK_VERSION == __import__("gradio").__version__  # the tested gradio
+    assert meta["models"] == ["org/ser-fold1", "org/ser-fold2"]
+    app = hub.read("org/ser-demo", "app.py", repo_type="space").decode()
+    assert "FOLD_REPOS = [\n    'org/ser-fold1',\n    'org/ser-fold2',\n]" in app
+    assert hub.read("org/ser-demo", "demo.py", repo_type="space") == (REPO / "modeling/app/demo.py").read_bytes()
+    for fold in ("org/ser-fold1", "org/ser-fold2"):
+        card = hub.read(fold, "README.md").decode()
+        assert "[org/ser-demo](https://huggingface.co/spaces/org/ser-demo)" in card
+    assert "onnx/backend.json" in hub.files("org/ser-fold1") and "onnx/backend.json" not in hub.files("org/ser-fold2")
+    again = push_run(run_dir, "org/ser", space="org/ser-demo", api=api)
+    assert [result.uploaded for result in again] == [[], [], []]
+
+
+@pytest.mark.heavy
+def test_space_files_run_alone_and_equal_the_local_pipeline(hub, api, run_dir, tmp_path):
+    """Heavy (~45 s on a loaded 2-core machine): a fresh interpreter imports gradio, torch and transformers and loads
+    both folds through their remote code from the loopback Hub."""
+    from modeling.inference import load_pipeline
+
+    assert CLIP.is_file()
+    push_run(run_dir, "org/ser", space="org/ser-demo", api=api)
+    env = hub_env(hub, tmp_path / "hf_home")
+    env.pop("PYTHONPATH", None)
+    script = f"""
+import json, sys
+from huggingface_hub import snapshot_download
+folder = snapshot_download("org/ser-demo", repo_type="space")
+sys.path.insert(0, folder)
+sys.modules["modeling"] = None  # the project's package is on this venv's path: block it, the Space has none
+import app
+from demo import run_request
+menu = {{m.name: m for m in app.MENU}}
+out = {{}}
+for name in menu:
+    label, figure, rows, header, status = run_request(menu, {str(CLIP)!r}, name)
+    out[name] = {{"label": label, "backend": menu[name].backend, "rows": len(rows), "status": status}}
+print(json.dumps(out))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(got) == ["fold ensemble", "ser-fold1", "ser-fold2"]
+    choice = json.loads((run_dir / "fold1/stage2/best/onnx/backend.json").read_text())
+    assert got["ser-fold1"]["backend"] == choice["backend"] and got["ser-fold2"]["backend"] == "torch"
+    waveform = load_audio(CLIP)
+    local = {
+        "ser-fold1": probabilities_of(
+            load_pipeline(run_dir / "fold1/stage2/best", backend=choice["backend"])(waveform)
+        ),
+        "ser-fold2": probabilities_of(load_pipeline(run_dir / "fold2/stage2/best")(waveform)),
+    }
+    local["fold ensemble"] = {c: (local["ser-fold1"][c] + local["ser-fold2"][c]) / 2 for c in local["ser-fold1"]}
+    for name, probabilities in local.items():
+        assert got[name]["label"] == pytest.approx(probabilities, abs=1e-5), name
+        assert got[name]["rows"] >= 1 and got[name]["status"].startswith(
+            f"**{max(probabilities, key=probabilities.get)}**"
+        )
