@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from helpers import POLISH3, REPO
@@ -23,6 +24,7 @@ from modeling.publishing.space import GRADIO_SDK_VERSION
 pytest.importorskip("onnxruntime")
 
 CLIP = POLISH3 / "audio" / "m2.s_tak_1.flac"
+CHOICE_CLIPS = sorted(str(p) for p in (POLISH3 / "audio").glob("*.flac"))[::45]  # 10 clips, every speaker
 SPACE_FILES = [".gitattributes", "README.md", "app.py", "demo.py", "example.flac", "requirements.txt"]
 
 
@@ -32,8 +34,7 @@ def run_dir(tmp_path_factory):
     from modeling.inference.backend_choice import backend_choice
 
     run = write_run(tmp_path_factory.mktemp("space") / "run")
-    clips = sorted(str(p) for p in (POLISH3 / "audio").glob("m[45]*.flac"))[::15]
-    backend_choice(run / "fold1" / "stage2" / "best", clips)
+    backend_choice(run / "fold1" / "stage2" / "best", CHOICE_CLIPS)
     return run
 
 
@@ -107,3 +108,35 @@ print(json.dumps(out))
         assert got[name]["rows"] >= 1 and got[name]["status"].startswith(
             f"**{max(probabilities, key=probabilities.get)}**"
         )
+
+
+def test_backend_choice_measures_int8_agreement_and_picks_the_fastest_that_keeps_the_labels(run_dir):
+    """On the run fixture's fold 1 (`backend_choice` already ran there, as `python app.py` runs it)."""
+    import onnx
+
+    from modeling.inference import load_pipeline
+    from modeling.inference.backend_choice import backend_choice, choice_path
+
+    tmp_path = run_dir / "fold1" / "stage2" / "best"
+    clips = CHOICE_CLIPS
+    choice = backend_choice(tmp_path, clips)  # read back
+    held_out = clips[1::2]
+    labels = {
+        backend: [r["predicted"] for r in load_pipeline(tmp_path, backend=backend)(held_out)]
+        for backend in ("onnx", "onnx-int8", "onnx-int8-static")
+    }
+    agreement = {
+        b: np.mean([a == c for a, c in zip(labels["onnx"], labels[b])]) for b in ("onnx-int8", "onnx-int8-static")
+    }
+    assert choice["agreement"] == pytest.approx(agreement)
+    assert (choice["calibration_clips"], choice["agreement_clips"]) == (len(clips[0::2]), len(held_out))
+    expected = next((b for b in ("onnx-int8-static", "onnx-int8") if agreement[b] >= 0.97), "onnx")
+    assert choice["backend"] == expected and json.loads(choice_path(tmp_path).read_text()) == choice
+    # the static model quantises the convolutions: every Conv reads a dequantised (int8) weight
+    graph = onnx.load(tmp_path / "onnx" / "model_int8_static.onnx").graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert convs and all(producers.get(node.input[1]) == "DequantizeLinear" for node in convs)
+    # a threshold no int8 model can reach: fp32 ONNX, and the reason says so
+    strict = backend_choice(tmp_path, clips, min_agreement=1.01)
+    assert strict["backend"] == "onnx" and strict["reason"].startswith("fp32 ONNX: no int8 model reaches 101%")
