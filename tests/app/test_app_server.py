@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import POLISH3, REPO
+from helpers import POLISH3, REPO, markdown_blocks
 from runs import write_run
 
 from modeling.audio import load_audio
@@ -197,3 +197,31 @@ def test_browser_bad_inputs_give_a_message_and_the_next_request_works(server, br
         # the server still serves: a good clip right after
         status = analyse_in_browser(browser, server, CLIPS[1])
         assert status.startswith(reference["fold ensemble", CLIPS[1].name][0]), (kind, status)
+
+
+def test_docs_demo_python_client_block_runs_against_the_server(server, reference, capsys, monkeypatch):
+    """docs/demo.md's gradio_client block, as written (its URL pointed at this server's port)."""
+    block = markdown_blocks(REPO / "docs" / "demo.md", "python")[0]
+    assert 'Client("http://127.0.0.1:7860/")' in block
+    monkeypatch.chdir(REPO)
+    exec(block.replace("http://127.0.0.1:7860/", server), {})
+    predicted, probabilities = reference["fold1", "m1.a_nie_1.flac"]
+    first = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("Loaded as API")][0]
+    ranked = sorted(probabilities.items(), key=lambda item: -item[1])  # gr.Label lists the most probable first
+    assert first == f"{predicted} {{{', '.join(f'{c!r}: {round(p, 3)}' for c, p in ranked)}}}"
+
+
+def test_docs_demo_bash_commands_parse():
+    """Every `python app.py` / `push_to_hub.py` line of docs/demo.md parses with the command's own parser."""
+    from modeling.app.launch import parse_args as app_args
+    from modeling.cli.push import parse_args as push_args
+
+    lines = [
+        line.split("#")[0].split()
+        for block in markdown_blocks(REPO / "docs" / "demo.md", "bash")
+        for line in block.splitlines()
+        if line.startswith("python ")
+    ]
+    assert [line[1] for line in lines] == ["app.py", "push_to_hub.py"]
+    assert app_args(lines[0][2:]).model == "runs/demo"
+    assert push_args(lines[1][2:]).space == "ORG/NAME-demo"

@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import POLISH3, REPO
+from helpers import POLISH3, REPO, markdown_blocks
 from hub_server import client_env as hub_env
 from runs import write_run
 
 from modeling.audio import load_audio
 from modeling.cli.push import main as push_main
+from modeling.inference.backend_choice import default_clips
 from modeling.prediction_fields import probabilities_of
 from modeling.publishing.hub import push_run
 from modeling.publishing.space import GRADIO_SDK_VERSION
@@ -24,7 +25,7 @@ from modeling.publishing.space import GRADIO_SDK_VERSION
 pytest.importorskip("onnxruntime")
 
 CLIP = POLISH3 / "audio" / "m2.s_tak_1.flac"
-CHOICE_CLIPS = sorted(str(p) for p in (POLISH3 / "audio").glob("*.flac"))[::45]  # 10 clips, every speaker
+CHOICE_CLIPS = default_clips()  # 40 bundled clips, every speaker and class: what `python app.py` uses
 SPACE_FILES = [".gitattributes", "README.md", "app.py", "demo.py", "example.flac", "requirements.txt"]
 
 
@@ -140,3 +141,16 @@ def test_backend_choice_measures_int8_agreement_and_picks_the_fastest_that_keeps
     # a threshold no int8 model can reach: fp32 ONNX, and the reason says so
     strict = backend_choice(tmp_path, clips, min_agreement=1.01)
     assert strict["backend"] == "onnx" and strict["reason"].startswith("fp32 ONNX: no int8 model reaches 101%")
+
+
+@pytest.mark.heavy
+def test_docs_demo_backend_choice_block_runs(run_dir, capsys):
+    """docs/demo.md's backend-choice block, as written, on the fixture's run in place of runs/demo. Heavy (~10 s
+    unloaded): it exports, quantises and measures fold 2 (the fixture did fold 1; `test_backend_choice_...` checks
+    the values)."""
+    block = markdown_blocks(REPO / "docs" / "demo.md", "python")[1]
+    assert 'FinishedRun("runs/demo")' in block
+    exec(block.replace("runs/demo", str(run_dir)), {})
+    lines = capsys.readouterr().out.splitlines()
+    reasons = [json.loads((run_dir / f"fold{k}/stage2/best/onnx/backend.json").read_text())["reason"] for k in (1, 2)]
+    assert lines == [f"1 {reasons[0]}", f"2 {reasons[1]}"]
