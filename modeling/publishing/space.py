@@ -29,8 +29,8 @@ EXAMPLE_NAME = "example.flac"
 # checkpoints' remote code (transformers, torch, soundfile, soxr); versions as the project's own dependencies.
 REQUIREMENTS = (
     "--extra-index-url https://download.pytorch.org/whl/cpu",
-    "torch>=2.6",
-    "transformers>=5.0,<6",
+    "torch==2.13.0",  # the versions the project is tested with (a CPU wheel from the index above)
+    "transformers>=5.24,<6",
     "huggingface-hub>=1.0",
     "numpy",
     "soundfile>=0.12",
