@@ -50,29 +50,10 @@ class DemoModel:
 # ----------------------------------------------------------------------------------------------------------------
 # Models: fold ensemble, an ONNX Runtime stand-in for the Space
 # ----------------------------------------------------------------------------------------------------------------
-class FoldEnsemble(nn.Module):
-    """The fold models as one model: the utterance distribution is the mean of the folds' softmax (as score.py's
-    ensemble), each frame's distribution the mean of the folds' frame softmax, α the mean of the folds' α. Returned as
-    logits = log(mean probability), so the pipeline's softmax gives the mean back exactly.
-
-    Args:
-        models: the folds' models (PyTorch or ONNX stand-ins), same classes and frame geometry.
-    Raises:
-        ValueError: the folds' classes differ.
-    """
+class _CpuModel(nn.Module):
+    """What the pipelines ask of a model besides `config` and `__call__`: CPU, float32, no generation."""
 
     main_input_name = "input_values"
-
-    def __init__(self, models):
-        super().__init__()
-        self.members = list(models)
-        if not self.members:
-            raise ValueError("a fold ensemble needs at least one model")
-        labels = [dict(m.config.id2label) for m in self.members]
-        if any(other != labels[0] for other in labels[1:]):
-            raise ValueError(f"the folds' classes differ: {labels}")
-        self.config = self.members[0].config
-        self.name_or_path = ENSEMBLE
 
     @property
     def device(self) -> torch.device:
@@ -84,6 +65,29 @@ class FoldEnsemble(nn.Module):
 
     def can_generate(self) -> bool:
         return False
+
+
+class FoldEnsemble(_CpuModel):
+    """The fold models as one model: the utterance distribution is the mean of the folds' softmax (as score.py's
+    ensemble), each frame's distribution the mean of the folds' frame softmax, α the mean of the folds' α. Returned as
+    logits = log(mean probability), so the pipeline's softmax gives the mean back exactly.
+
+    Args:
+        models: the folds' models (PyTorch or ONNX stand-ins), same classes and frame geometry.
+    Raises:
+        ValueError: the folds' classes differ.
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        self.members = list(models)
+        if not self.members:
+            raise ValueError("a fold ensemble needs at least one model")
+        labels = [dict(m.config.id2label) for m in self.members]
+        if any(other != labels[0] for other in labels[1:]):
+            raise ValueError(f"the folds' classes differ: {labels}")
+        self.config = self.members[0].config
+        self.name_or_path = ENSEMBLE
 
     def eval(self):
         for member in self.members:
@@ -107,11 +111,9 @@ class FoldEnsemble(nn.Module):
         )
 
 
-class OnnxModel(nn.Module):
+class OnnxModel(_CpuModel):
     """An exported checkpoint run by ONNX Runtime on the CPU, with the PyTorch model's call signature (the Space's
     copy of `modeling.inference.onnx_backend.OnnxFrameAlignedModel`, which the Space cannot import)."""
-
-    main_input_name = "input_values"
 
     def __init__(self, path, config):
         super().__init__()
@@ -122,17 +124,6 @@ class OnnxModel(nn.Module):
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         self.config = config
         self.name_or_path = getattr(config, "_name_or_path", str(path))
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    def can_generate(self) -> bool:
-        return False
 
     def forward(self, input_values, attention_mask=None, **unused):
         values = np.ascontiguousarray(torch.as_tensor(input_values).float().numpy())
