@@ -127,12 +127,17 @@ def space_files(run: Run, fold_refs: list[str], space_id: str, license: str | No
     files: dict[str, bytes | Path] = {
         "app.py": app_source(fold_refs).encode(),
         "demo.py": APP_SOURCE,
-        "requirements.txt": ("\n".join(REQUIREMENTS) + "\n").encode(),
+        "requirements.txt": space_requirements().encode(),
     }
     if EXAMPLE_CLIP.is_file():
         files[EXAMPLE_NAME] = EXAMPLE_CLIP
     files["README.md"] = space_readme(run, fold_refs, space_id, license).encode()
     return files
+
+
+def space_requirements() -> str:
+    """The Space's requirements.txt (gradio is installed by the Hub at `sdk_version`)."""
+    return "\n".join(REQUIREMENTS) + "\n"
 
 
 def space_link(space_id: str | None) -> str:
