@@ -105,3 +105,27 @@ def test_fold_ensemble_refuses_folds_with_different_classes():
     )
     with pytest.raises(ValueError, match="the folds' classes differ"):
         FoldEnsemble([one, other])
+
+
+def test_app_latency_percentiles_and_verdict_from_given_numbers():
+    """benchmarks/app_latency.py's timing-free parts: linear-interpolation percentiles and the target verdict."""
+    from benchmarks.app_latency import percentile, verdict
+
+    times = [1.0, 2.0, 3.0, 4.0, 10.0]
+    assert percentile(times, 50) == 3.0 and percentile(times, 95) == pytest.approx(4.0 + 0.8 * 6.0)
+    latencies = {
+        "torch": {"speedup_p50": 1.0},
+        "onnx": {"speedup_p50": 1.3},
+        "onnx-int8": {"speedup_p50": 1.9},
+        "onnx-int8-static": {"speedup_p50": 2.4},
+    }
+    agreement = {
+        "fold1": {"agreement": {"onnx-int8-static": 0.98, "onnx-int8": 1.0}},
+        "fold2": {"agreement": {"onnx-int8-static": 0.965, "onnx-int8": 1.0}},
+    }
+    assert verdict(latencies, agreement) == (
+        "onnx-int8-static: 2.40× PyTorch fp32 (p50) at ≥ 96% label agreement on every demo fold: target "
+        "(≥ 2× at ≥ 97%) NOT met"
+    )
+    agreement["fold2"]["agreement"]["onnx-int8-static"] = 0.97
+    assert verdict(latencies, agreement).endswith("met") and "NOT" not in verdict(latencies, agreement)
