@@ -10,8 +10,8 @@ CPU Space has 2 vCPUs). The backends run interleaved, `--requests` times each (2
 p50 and p95 latency, the p50 speed-up over PyTorch fp32. The model has the profile's shape and random weights (speed
 does not depend on the weights); static int8 is calibrated on 20 real clips.
 
-Label agreement needs trained weights: on the demo run's checkpoints (`--demo-run`, default runs/demo, when it exists)
-each fold's int8 models are compared with fp32 ONNX on held-out real clips (`modeling.inference.backend_choice`).
+Label agreement needs trained weights: on the demo run (`--demo-run`, default runs/demo, when it exists) each best
+checkpoint's int8 models are compared with fp32 ONNX on held-out real clips (`modeling.inference.backend_choice`).
 Target (issue 26): ≥ 2× PyTorch fp32 at ≥ 97 % label agreement. Results: benchmarks/app_latency.json (+ .md).
 """
 
@@ -92,14 +92,15 @@ def latency(checkpoint: Path, clip: Path, requests: int, calibration: list[str])
 
 
 def demo_agreement(run_dir: Path, clips: list[str]) -> dict | None:
-    """Per fold of the demo run: int8 agreements with fp32 ONNX and the chosen backend (backend_choice)."""
-    folds = FinishedRun(run_dir).best_models()
-    if not folds:
+    """Per best checkpoint of the demo run (`fold<k>/stage<s>`): int8 agreements with fp32 ONNX on held-out real
+    clips and the chosen backend (backend_choice)."""
+    checkpoints = FinishedRun(run_dir).all_best_models()
+    if not checkpoints:
         return None
     out = {}
-    for k, best in folds.items():
+    for name, best in checkpoints.items():
         choice = backend_choice(best, clips)
-        out[f"fold{k}"] = {key: choice[key] for key in ("backend", "agreement", "agreement_clips", "reason")}
+        out[name] = {key: choice[key] for key in ("backend", "agreement", "agreement_clips", "reason")}
     return out
 
 
@@ -111,7 +112,7 @@ def verdict(latencies: dict, agreement: dict | None) -> str:
     worst = min(fold["agreement"][best] for fold in agreement.values())
     met = speedup >= TARGET_SPEEDUP and worst >= TARGET_AGREEMENT
     return (
-        f"{best}: {speedup:.2f}× PyTorch fp32 (p50) at ≥ {worst:.0%} label agreement on every demo fold: target "
+        f"{best}: {speedup:.2f}× PyTorch fp32 (p50) at ≥ {worst:.0%} label agreement on every demo checkpoint: target "
         f"(≥ {TARGET_SPEEDUP:g}× at ≥ {TARGET_AGREEMENT:.0%}) {'met' if met else 'NOT met'}"
     )
 
@@ -127,7 +128,7 @@ def render(results: dict) -> str:
     for backend, row in results["latency"].items():
         lines.append(f"| {backend} | {row['p50_s']:.3f} | {row['p95_s']:.3f} | {row['speedup_p50']:.2f}× |")
     if results["agreement"]:
-        lines += ["", "| demo fold | chosen backend | static int8 agreement | dynamic int8 agreement | clips |"]
+        lines += ["", "| demo checkpoint | chosen backend | static int8 agreement | dynamic int8 agreement | clips |"]
         lines += ["|---|---|---|---|---|"]
         for fold, row in results["agreement"].items():
             a = row["agreement"]

@@ -124,7 +124,7 @@ def test_app_latency_percentiles_and_verdict_from_given_numbers():
         "fold2": {"agreement": {"onnx-int8-static": 0.965, "onnx-int8": 1.0}},
     }
     assert verdict(latencies, agreement) == (
-        "onnx-int8-static: 2.40× PyTorch fp32 (p50) at ≥ 96% label agreement on every demo fold: target "
+        "onnx-int8-static: 2.40× PyTorch fp32 (p50) at ≥ 96% label agreement on every demo checkpoint: target "
         "(≥ 2× at ≥ 97%) NOT met"
     )
     agreement["fold2"]["agreement"]["onnx-int8-static"] = 0.97
