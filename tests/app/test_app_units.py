@@ -129,3 +129,26 @@ def test_app_latency_percentiles_and_verdict_from_given_numbers():
     )
     agreement["fold2"]["agreement"]["onnx-int8-static"] = 0.97
     assert verdict(latencies, agreement).endswith("met") and "NOT" not in verdict(latencies, agreement)
+
+
+def test_demo_page_is_self_contained_and_its_imports_are_in_the_space_requirements():
+    """demo.py is uploaded to the Space alone: no relative or `modeling` import, and every package it imports is in
+    the Space's requirements.txt (gradio and pandas come with the Hub's gradio)."""
+    import ast
+    import sys
+
+    from modeling.publishing.space import APP_SOURCE, space_requirements
+
+    tree = ast.parse(APP_SOURCE.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module, f"relative import in demo.py line {node.lineno}"
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+    third_party = {name for name in imported if name not in sys.stdlib_module_names}
+    assert "modeling" not in third_party
+    required = {line.split("=")[0].split(">")[0].split("<")[0] for line in space_requirements().splitlines()}
+    pip_names = {"huggingface_hub": "huggingface-hub"}
+    assert {pip_names.get(name, name) for name in third_party} - required == {"gradio", "pandas"}
