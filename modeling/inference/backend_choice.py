@@ -8,13 +8,14 @@ only when its agreement is at least `min_agreement`. The choice and its measurem
 the threshold are the same:
 
     {"backend": "onnx-int8-static", "file": "onnx/model_int8_static.onnx", "min_agreement": 0.97,
-     "calibration_clips": 20, "agreement_clips": 20,
+     "calibration_clips": 20, "agreement_clips": 20, "clips_digest": "<sha1 of the clips' names and sizes>",
      "agreement": {"onnx-int8-static": 1.0, "onnx-int8": 0.95}, "reason": "static int8: 100 % label agreement ..."}
 
 Calibration and agreement use disjoint clips (even / odd positions of `clips`), so the agreement is not measured on
 the data the activation ranges were fitted to.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -65,11 +66,7 @@ def backend_choice(
     stored = choice_path(checkpoint)
     if stored.is_file():
         choice = json.loads(stored.read_text())
-        same = (choice.get("calibration_clips"), choice.get("agreement_clips"), choice.get("min_agreement")) == (
-            len(calibration),
-            len(held_out),
-            min_agreement,
-        )
+        same = (choice.get("clips_digest"), choice.get("min_agreement")) == (clips_digest(clips), min_agreement)
         if same and (checkpoint / choice["file"]).is_file():
             return choice
     fp32 = ensure_onnx(checkpoint)
@@ -83,28 +80,40 @@ def backend_choice(
         backend: sum(a == b for a, b in zip(labels["onnx"], labels[backend])) / len(held_out)
         for backend in INT8_PREFERENCE
     }
-    chosen = next((b for b in INT8_PREFERENCE if agreement[b] >= min_agreement), "onnx")
-    measured = ", ".join(f"{NAMES[b]} {agreement[b]:.0%}" for b in INT8_PREFERENCE)
-    if chosen == "onnx":
-        reason = (
-            f"fp32 ONNX: no int8 model reaches {min_agreement:.0%} label agreement ({measured} of {len(held_out)} "
-            "clips)"
-        )
-    else:
-        reason = (
-            f"{NAMES[chosen]}: {agreement[chosen]:.0%} label agreement with fp32 on {len(held_out)} clips ({measured})"
-        )
+    chosen, reason = choose(agreement, min_agreement, len(held_out))
     choice = {
         "backend": chosen,
         "file": _file_of(checkpoint, chosen),
         "min_agreement": min_agreement,
         "calibration_clips": len(calibration),
         "agreement_clips": len(held_out),
+        "clips_digest": clips_digest(clips),
         "agreement": agreement,
         "reason": reason,
     }
     atomic_write_json(stored, choice)
     return choice
+
+
+def clips_digest(clips: list[str]) -> str:
+    """sha1 of the clips' file names and sizes, in order: the stored choice is reused only for the same clips (names,
+    not paths: nothing of this machine's folders is published)."""
+    digest = hashlib.sha1()
+    for clip in clips:
+        digest.update(f"{os.path.basename(clip)}:{os.path.getsize(clip)};".encode())
+    return digest.hexdigest()
+
+
+def choose(agreement: dict[str, float], min_agreement: float, clips: int) -> tuple[str, str]:
+    """(backend, reason) from the measured agreements {"onnx-int8-static": a, "onnx-int8": b}: the first int8 model
+    of `INT8_PREFERENCE` whose agreement is at least `min_agreement`, else fp32 ONNX."""
+    chosen = next((b for b in INT8_PREFERENCE if agreement[b] >= min_agreement), "onnx")
+    measured = ", ".join(f"{NAMES[b]} {agreement[b]:.0%}" for b in INT8_PREFERENCE)
+    if chosen == "onnx":
+        return chosen, (
+            f"fp32 ONNX: no int8 model reaches {min_agreement:.0%} label agreement ({measured} of {clips} clips)"
+        )
+    return chosen, f"{NAMES[chosen]}: {agreement[chosen]:.0%} label agreement with fp32 on {clips} clips ({measured})"
 
 
 def default_clips(count: int = 40) -> list[str]:

@@ -47,8 +47,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):
-    """`python app.py --model RUN --backend torch --max-duration-s 5` on a free port; yields its URL."""
+def server_process(run_dir, tmp_path_factory):
+    """`python app.py --model RUN --backend torch --max-duration-s 5` started on a free port (not waited for)."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
@@ -57,7 +57,15 @@ def server(run_dir, tmp_path_factory):
     command += ["--max-duration-s", "5"]
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    yield process, f"http://127.0.0.1:{port}/", log
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(server_process, reference):
+    """The server's URL once it serves (the reference results are computed while it starts)."""
+    process, url, log = server_process
     deadline = time.monotonic() + 180
     while True:
         if process.poll() is not None:
@@ -65,20 +73,16 @@ def server(run_dir, tmp_path_factory):
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return url
         except OSError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
             pytest.fail(f"app.py did not serve {url} within 180 s:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def reference(run_dir):
+def reference(run_dir, server_process):
     """The pipeline's results in this process: {(model, clip name): (predicted, {class: probability})}."""
     from modeling.inference import load_pipeline
 
