@@ -105,16 +105,21 @@ def demo_agreement(run_dir: Path, clips: list[str]) -> dict | None:
 
 
 def verdict(latencies: dict, agreement: dict | None) -> str:
-    best = max(("onnx-int8-static", "onnx-int8"), key=lambda b: latencies[b]["speedup_p50"])
-    speedup = latencies[best]["speedup_p50"]
+    """The target check: the fastest int8 model whose label agreement is ≥ TARGET_AGREEMENT on every demo checkpoint,
+    and its p50 speed-up over PyTorch fp32."""
+    int8 = ("onnx-int8-static", "onnx-int8")
     if agreement is None:
-        return f"{best}: {speedup:.2f}× PyTorch fp32 (p50); agreement not measured (no trained demo run)"
-    worst = min(fold["agreement"][best] for fold in agreement.values())
-    met = speedup >= TARGET_SPEEDUP and worst >= TARGET_AGREEMENT
-    return (
-        f"{best}: {speedup:.2f}× PyTorch fp32 (p50) at ≥ {worst:.0%} label agreement on every demo checkpoint: target "
-        f"(≥ {TARGET_SPEEDUP:g}× at ≥ {TARGET_AGREEMENT:.0%}) {'met' if met else 'NOT met'}"
-    )
+        best = max(int8, key=lambda b: latencies[b]["speedup_p50"])
+        return f"{best}: {latencies[best]['speedup_p50']:.2f}× PyTorch fp32 (p50); agreement not measured"
+    worst = {b: min(fold["agreement"][b] for fold in agreement.values()) for b in int8}
+    measured = ", ".join(f"{b} {latencies[b]['speedup_p50']:.2f}× at ≥ {worst[b]:.0%}" for b in int8)
+    keeping = [b for b in int8 if worst[b] >= TARGET_AGREEMENT]
+    target = f"(≥ {TARGET_SPEEDUP:g}× at ≥ {TARGET_AGREEMENT:.0%} label agreement on every demo checkpoint)"
+    if not keeping:
+        return f"no int8 model keeps the labels ({measured}): target {target} NOT met"
+    best = max(keeping, key=lambda b: latencies[b]["speedup_p50"])
+    met = latencies[best]["speedup_p50"] >= TARGET_SPEEDUP
+    return f"{best} ({measured}): target {target} {'met' if met else 'NOT met'}"
 
 
 def render(results: dict) -> str:
