@@ -64,9 +64,12 @@ def load_models(
         models = load_hub_models([repo.strip() for repo in target.split(",") if repo.strip()])
     else:
         models = []
+        clips = clips or default_clips()
         for name, checkpoint in checkpoints.items():
-            if backend == "auto":
-                choice = backend_choice(checkpoint, clips or default_clips(), min_agreement, num_threads)
+            if backend == "auto" and len(clips) < 2:
+                chosen, note = "onnx", "fp32 ONNX: no speech clips to measure int8 agreement on (--agreement-clips)"
+            elif backend == "auto":
+                choice = backend_choice(checkpoint, clips, min_agreement, num_threads)
                 chosen, note = choice["backend"], choice["reason"]
             else:
                 chosen, note = backend, BACKEND_NOTES[backend]

@@ -187,7 +187,7 @@ def plan_push(
     if space:
         check_space_id(space)
         refs = [f"{t.repo_id}@{t.revision}" if t.revision != "main" else t.repo_id for t in targets[: len(run.folds)]]
-        files = space_files(run, refs, space, license)
+        files = space_files(run, refs, space)  # the Space holds code (Apache-2.0), not the models
         targets.append(PushTarget(space, "main", files, f"demo Space of {len(refs)} fold(s)", repo_type="space"))
     paths = local_paths(run)
     leaks = [f"{t.repo_id}@{t.revision}/{leak}" for t in targets for leak in find_local_paths(t.files, paths)]

@@ -75,7 +75,7 @@ def app_source(fold_refs: list[str]) -> str:
     )
 
 
-def space_readme(run: Run, fold_refs: list[str], space_id: str, license: str | None = None) -> str:
+def space_readme(run: Run, fold_refs: list[str], space_id: str) -> str:
     """README.md of the Space: the front matter the Hub reads (sdk, sdk_version, models) and a short body."""
     repos = sorted({ref.split("@")[0] for ref in fold_refs})
     labels = ", ".join(run.labels(next(iter(run.folds.values()))))
@@ -90,7 +90,7 @@ def space_readme(run: Run, fold_refs: list[str], space_id: str, license: str | N
         f'python_version: "{PYTHON_VERSION}"',
         "app_file: app.py",
         "pinned: false",
-        f"license: {license or 'apache-2.0'}",
+        "license: apache-2.0",  # the Space holds the project's code; each model repo states its own license
         "short_description: Speech emotion per utterance and per 20 ms frame",
         "models:",
         *[f"  - {repo}" for repo in repos],
@@ -120,7 +120,7 @@ ATTRIBUTION.md in the project repository).
     return "\n".join(front) + "\n" + body
 
 
-def space_files(run: Run, fold_refs: list[str], space_id: str, license: str | None = None) -> dict[str, bytes | Path]:
+def space_files(run: Run, fold_refs: list[str], space_id: str) -> dict[str, bytes | Path]:
     """{path in the Space: content} (see the module docstring)."""
     if not APP_SOURCE.is_file():
         raise PushError(f"{APP_SOURCE}: the demo's page is missing from this installation")
@@ -131,7 +131,7 @@ def space_files(run: Run, fold_refs: list[str], space_id: str, license: str | No
     }
     if EXAMPLE_CLIP.is_file():
         files[EXAMPLE_NAME] = EXAMPLE_CLIP
-    files["README.md"] = space_readme(run, fold_refs, space_id, license).encode()
+    files["README.md"] = space_readme(run, fold_refs, space_id).encode()
     return files
 
 
