@@ -77,6 +77,11 @@ REGISTRY = {
     "tests/inference/test_inference.py::test_readme_batch_commands_run_as_written (with the values checked)",
     ("inference.md", 'timeline = load_pipeline("runs/demo/fold1/stage2/best", backend="onnx")'): "run by "
     "tests/inference/test_inference.py::test_readme_batch_commands_run_as_written",
+    ("gpu.md", None): "run by tests/test_gpu_page.py (the GPU benchmark command, which says 'not run' without CUDA; "
+    "the torchrun command line parsed by train.py) and tests/test_benchmarks.py (the benchmark's dry run)",
+    ("emobox.md", None): "run by tests/data/test_docs_emobox.py (EmoBox's layout generated; the bash block trains, "
+    "heavy)",
+    ("evaluation_breakdowns_calibration.md", None): "run by tests/evaluation/test_docs_evaluation.py",
     ("scaling.md", None): "run by tests/inference/test_ray_engine.py::"
     "test_scaling_page_ray_commands_and_snippet_run_as_written and tests/training/test_multinode.py (the Slurm "
     "scripts under bash with recorders, the torchrun and accelerate commands)",

@@ -18,6 +18,21 @@ import sys
 from ..audio import AudioInputError
 
 
+GPU_BATCH_SIZE = 16  # files (windows of at most --window s) per forward pass on a GPU
+
+
+def device_and_batch_size(device: str | None, batch_size: int | None, engine: str = "local") -> tuple[str, int]:
+    """The device (`--device`, else the first GPU if any, else the CPU; the Ray engine's actors use the CPU) and
+    the batch size (`--batch-size`, else 1 on the CPU, `GPU_BATCH_SIZE` on a GPU)."""
+    import torch
+
+    if device is None:
+        device = "cuda:0" if engine == "local" and torch.cuda.is_available() else "cpu"
+    if batch_size is None:
+        batch_size = 1 if torch.device(device).type == "cpu" else GPU_BATCH_SIZE
+    return device, batch_size
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -34,7 +49,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="PyTorch, ONNX Runtime fp32 or ONNX Runtime dynamic int8 (ONNX files are created next to the model)",
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the runtime's)")
-    parser.add_argument("--batch-size", type=int, default=1, help="files per forward pass (1 is fastest on CPUs)")
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:1 (default: the first GPU when there is one, else the CPU); local engine"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"files per forward pass (default: 1 on the CPU, where it is fastest; {GPU_BATCH_SIZE} on a GPU)",
+    )
     parser.add_argument(
         "--files-per-write", type=int, default=16, help="files per appended, fsynced group (Ray: per block)"
     )
@@ -42,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--path-column", help="the CSV column with the audio paths (default: file, path or audio)")
     parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="prob_<class> from the raw softmax (T = 1), not the checkpoint's calibration_temperature",
+    )
     parser.add_argument(
         "--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx"
     )
@@ -60,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--export-onnx writes the ONNX files only: it takes no inputs, --output or --timeline")
     if args.path_column and not any(source.lower().endswith(".csv") for source in args.inputs):
         parser.error(f"--path-column {args.path_column}: applies to CSV inputs only, and none is given")
+    if args.device and args.engine == "ray":
+        parser.error("--device applies to the local engine (the Ray engine's actors run on CPUs)")
+    if args.no_calibration and args.engine == "ray":
+        parser.error("--no-calibration: not supported by --engine ray (its actors use the checkpoint's temperature)")
+    args.device, args.batch_size = device_and_batch_size(args.device, args.batch_size, args.engine)
     return args
 
 
@@ -100,7 +133,13 @@ def main(argv=None) -> int:
                 **common,
             )
         else:
-            pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads)
+            pipe = load_pipeline(
+                args.model,
+                backend=args.backend,
+                num_threads=args.threads,
+                device=args.device,
+                calibrated=not args.no_calibration,
+            )
             summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
     except (BatchJobError, AudioInputError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)

@@ -12,6 +12,8 @@ run ends with the same results as an uninterrupted one. Seeds depend only on (se
 
 import logging
 import os
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -25,10 +27,11 @@ from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
 from ..rundir.reader import FinishedRun
+from ..trainer.trainer import FrameAlignedTrainingArguments
 from .checkpoints import ModelSettingsError, initial_checkpoint
 from .config_checks import raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
-from .run_config import config_differences, dump_config
+from .run_config import config_differences, dump_config, passthrough_settings
 from .scoring import fold_metrics
 from .stage import cpu_distributed, model_problems, train_stage
 
@@ -95,6 +98,38 @@ def checked_dataset(
     return dataset, folds, selected
 
 
+def distributed_state(config: dict) -> PartialState:
+    """The run's `PartialState`, its process group created with the config's `ddp_timeout` and `ddp_backend`.
+
+    The first `PartialState` creates the process group; the `TrainingArguments` built later for each stage cannot
+    change it, so their `ddp_timeout` would be ignored (torch's default then: 10 minutes for NCCL, 30 for gloo).
+    `ddp_timeout` (seconds, `TrainingArguments`' default 1800) may be set under `training:` or a stage; the process
+    group has one timeout, so the larger of the two stages' values is used.
+    """
+    values = [passthrough_settings(config, stage) for stage in STAGES]
+    timeout = max(value.get("ddp_timeout", FrameAlignedTrainingArguments.ddp_timeout) for value in values)
+    kwargs = {"timeout": timedelta(seconds=timeout)}
+    backends = {value["ddp_backend"] for value in values if value.get("ddp_backend")}
+    if len(backends) > 1:
+        raise ValueError(f"ddp_backend differs between the stages ({sorted(backends)}): set it once, under training:.")
+    if backends:
+        kwargs["backend"] = backends.pop()
+    return PartialState(cpu=cpu_distributed(), **kwargs)
+
+
+def wait_for_main_process(state: PartialState, path: Path, poll_s: float = 1.0):
+    """Wait until the main process has written `path`, then synchronise.
+
+    The other processes poll the file instead of waiting in a collective: rank-0-only work (scoring a fold, writing
+    results and plots) can take longer than `ddp_timeout` on a large corpus without the process-group watchdog
+    killing a job whose training has finished. If the main process fails, torchrun stops the others.
+    """
+    if not state.is_main_process:
+        while not path.exists():
+            time.sleep(poll_s)
+    state.wait_for_everyone()
+
+
 def _log(state: PartialState, message: str):
     if state.is_main_process:
         logger.info(message)
@@ -159,7 +194,7 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
         _log(state, f"Fold {fold.number}: scoring the best checkpoints on validation and test.")
         metrics = fold_metrics(fold, splits, best_dirs, run, config, len(label_names))
         atomic_write_json(metrics_path, metrics)
-    state.wait_for_everyone()
+    wait_for_main_process(state, metrics_path)
     return FinishedRun(run.path).fold_metrics(fold.number)
 
 
@@ -182,7 +217,7 @@ def run_experiment(
         The content of `results.json` (every finished fold of this run directory).
     """
     raise_on_setup_problems(config)  # both stages' model configs and TrainingArguments, before anything else
-    state = PartialState(cpu=cpu_distributed())
+    state = distributed_state(config)
     run = RunDir(output_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(config, run, state)
@@ -215,8 +250,10 @@ def run_experiment(
 __all__ = [
     "RunConfigMismatchError",
     "checked_dataset",
+    "distributed_state",
     "load_run_dataset",
     "prepare_run_dir",
     "run_experiment",
     "run_fold",
+    "wait_for_main_process",
 ]

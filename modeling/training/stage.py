@@ -27,15 +27,25 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
+from ..trainer.distributed import ddp_settings
+from ..trainer.memory import release_trainer
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+from . import schema
 from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
 
 
 logger = logging.getLogger(__name__)
 
-STAGE_TITLES = {"stage1": "stage 1 (attentive pooling, CE)", "stage2": "stage 2"}
+
+def stage_title(stage: str, settings: dict) -> str:
+    """ "stage 1 (attentive pooling, CE)", "stage 2 (cls_attention pooling, CE + 0.05·EAL + 0.05·FUAL)": the stage
+    with the pooling and losses its settings configure (EAL and FUAL act with CLS pooling only)."""
+    losses = "CE"
+    if settings["pooling"] == "cls_attention":
+        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
+    return f"stage {stage.removeprefix('stage')} ({settings['pooling']} pooling, {losses})"
 
 
 class StageTrainer(FrameAlignedTrainer):
@@ -72,6 +82,11 @@ def cpu_distributed() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def accelerator_available() -> bool:
+    """A CUDA (or ROCm) GPU, or Apple's MPS."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def stage_seed(seed: int, fold: int, stage: str) -> int:
     """A seed per (fold, stage): the same whether a stage runs straight through or resumes."""
     return seed + 1000 * fold + (0 if stage == "stage1" else 500)
@@ -84,16 +99,10 @@ def _log(state: PartialState, message: str):
 
 def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict:
     """Config attributes `from_pretrained` sets for a stage (pooling, frozen layers, loss weights, labels)."""
-    settings = config[stage]
     return {
         **(config["model"]["config_overrides"] or {}),
         **label_maps(label_names),
-        "pooling": settings["pooling"],
-        "num_trainable_layers": settings["num_trainable_layers"],
-        "eal_weight": settings["eal_weight"],
-        "fual_weight": settings["fual_weight"],
-        "eal_margin": settings["eal_margin"],
-        "fual_detach_target": settings["fual_detach_target"],
+        **schema.model_kwargs(config[stage], stage),  # the options declared `to_model` in schema.py
     }
 
 
@@ -126,28 +135,13 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
     return problems
 
 
-def ddp_settings(model: FrameAlignedModelMixin) -> dict:
-    """What `DistributedDataParallel` needs for this model, as `TrainingArguments` fields (used under torchrun only).
-
-    DDP's default assumes every trainable parameter gets a gradient in every step; then, with activation
-    checkpointing, the Trainer turns `find_unused_parameters` off. Two things break that assumption here:
-    LayerDrop (`config.layerdrop > 0`: each process skips a random subset of the trainable layers in each step) and
-    SpecAugment's learned `masked_spec_embed` (trainable when all layers train; used only in steps that mask). With
-    either, DDP must look for parameters without a gradient (`find_unused_parameters=True`; otherwise "Expected to
-    have finished reduction in the prior iteration", or a hang); that works with activation checkpointing because it
-    is non-reentrant (`use_reentrant=False`, set by `training_arguments`). Without them, `False` (no graph walk per
-    step). Never a static graph: LayerDrop changes the graph from step to step.
-    """
-    config = model.config
-    trainable_layers = config.num_hidden_layers - model.num_frozen_layers
-    spec_embed = getattr(model.base_model, "masked_spec_embed", None)
-    spec_augment = getattr(config, "apply_spec_augment", True) and (
-        config.mask_time_prob > 0 or getattr(config, "mask_feature_prob", 0) > 0
-    )
-    unused = (config.layerdrop > 0 and trainable_layers > 0) or (
-        spec_augment and spec_embed is not None and model.num_frozen_layers == 0
-    )
-    return {"ddp_find_unused_parameters": bool(unused), "ddp_static_graph": False}
+def prefix_cache_dirs(run: RunDir, fold: Fold, stage: str, settings: dict, num_processes: int) -> dict | None:
+    """Where the frozen-prefix caches go: {"train": dir, "validation": dir} on disk when `prefix_cache_on_disk`, and
+    always with several processes (DDP): the main process builds each cache once and the others memory-map it; in
+    memory every process would build its own copy, after the main one. None: in memory."""
+    if not settings["prefix_cache_on_disk"] and num_processes <= 1:
+        return None
+    return {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
 
 
 def training_arguments(
@@ -162,51 +156,37 @@ def training_arguments(
 
 def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
     """The keyword arguments of `training_arguments`, without the DDP settings (see there)."""
-    settings, training = config[stage], config["training"]
+    training = config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     passthrough = passthrough_settings(config, stage)
     run_name = f"{fold_name(fold.number)}-{stage}"
     if passthrough.get("run_name"):
         run_name = f"{passthrough['run_name']}-{run_name}"
     return (
-        dict(
+        # the options declared `to_args` in schema.py (epochs, batch sizes, learning rates, warmup, ...)
+        schema.training_argument_kwargs(training, "training")
+        | schema.training_argument_kwargs(config[stage], stage)
+        | dict(
             output_dir=str(output_dir),
-            num_train_epochs=settings["epochs"],
-            per_device_train_batch_size=settings["batch_size"],
-            per_device_eval_batch_size=settings["eval_batch_size"] or settings["batch_size"],
-            gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-            learning_rate=settings["backbone_learning_rate"],
-            backbone_learning_rate=settings["backbone_learning_rate"],
-            pooling_learning_rate=settings["pooling_learning_rate"],
-            classifier_learning_rate=settings["classifier_learning_rate"],
-            weight_decay=settings["weight_decay"],
-            warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
-            lr_scheduler_type=settings["lr_scheduler_type"],
             eval_strategy="epoch",
             save_strategy="epoch",
             # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
             # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
             metric_for_best_model="ua",
             greater_is_better=True,
-            save_total_limit=training["save_total_limit"],
             logging_strategy="steps",
-            logging_steps=training["logging_steps"],
             report_to="none",
             seed=seed,
             data_seed=seed,
-            full_determinism=training["full_determinism"],
             remove_unused_columns=False,  # the collator needs the `audio` column
             train_sampling_strategy="group_by_length",
             length_column_name="duration",
-            dataloader_num_workers=training["dataloader_num_workers"],
             dataloader_pin_memory=torch.cuda.is_available(),
-            bf16=training["bf16"],
-            fp16=training["fp16"],
-            activation_checkpointing=training["activation_checkpointing"],
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
             disable_tqdm=False,
-            use_cpu=cpu_distributed(),
+            # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
+            use_cpu=cpu_distributed() or not accelerator_available(),
         )
         | passthrough
         | {"run_name": run_name}
@@ -229,7 +209,9 @@ def train_stage(
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
+        _log(
+            state, f"Fold {fold.number}: {stage_title(stage, config[stage])} already finished ({best_dir}), skipping."
+        )
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
         return reuse_stage1(fold, run, FinishedRun(config["stage1"]["from_run"]), state)
@@ -238,12 +220,9 @@ def train_stage(
     resume_from = latest_checkpoint(stage_dir, remove_incomplete=state.is_main_process)
     state.wait_for_everyone()
     settings = config[stage]
-    losses = "CE"
-    if settings["pooling"] == "cls_attention":
-        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} · {settings['pooling']} pooling · {losses} · {fold.describe()}"
+        f"Fold {fold.number}: {stage_title(stage, settings)} · {fold.describe()}"
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
@@ -256,10 +235,7 @@ def train_stage(
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
-        cache_dirs = {
-            split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")
-        }
-        cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
+        cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
     else:
         trainer = StageTrainer(
@@ -285,9 +261,10 @@ def train_stage(
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
+    release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA {trainer.state.best_metric:.4f} "
+        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation UA {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
     return best_dir
@@ -313,14 +290,15 @@ def _link_or_copy(source, destination):
 
 
 __all__ = [
-    "STAGE_TITLES",
     "StageTrainer",
     "cpu_distributed",
     "ddp_settings",
     "model_problems",
+    "prefix_cache_dirs",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",
+    "stage_title",
     "train_stage",
     "training_arguments",
     "training_argument_values",
