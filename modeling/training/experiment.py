@@ -21,7 +21,14 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from ..data import load_corpus, select_speakers
-from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
+from ..data.checks import (
+    BadAudio,
+    DatasetCheckError,
+    find_bad_audio,
+    fold_problems,
+    label_map_problems,
+    label_problems,
+)
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
 from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
 from ..rundir.layout import STAGES, RunDir
@@ -51,18 +58,40 @@ def load_run_dataset(config: dict) -> Dataset:
     return dataset
 
 
+def find_bad_audio_in_parallel(dataset: Dataset, state: PartialState | None, progress: bool, gather=None) -> list:
+    """`find_bad_audio` with the decoding shared by the processes: each decodes every `num_processes`-th clip and
+    the findings are gathered (`gather`: accelerate's `gather_object`), so every process gets the whole list, in row
+    order, and a large corpus is decoded once, not once per process."""
+    if state is None or state.num_processes <= 1:
+        return find_bad_audio(dataset, progress=progress)
+    from accelerate.utils import gather_object
+
+    rows = range(state.process_index, len(dataset), state.num_processes)
+    found = [
+        BadAudio(rows[bad.row], bad.audio, bad.reason)
+        for bad in find_bad_audio(dataset.select(rows), progress=progress)
+    ]
+    return sorted((gather or gather_object)(found), key=lambda bad: bad.row)
+
+
 def checked_dataset(
-    config: dict, run_dir: str | os.PathLike, fold_numbers: str | None, skip_bad_audio: bool, write_reports: bool
+    config: dict,
+    run_dir: str | os.PathLike,
+    fold_numbers: str | None,
+    skip_bad_audio: bool,
+    write_reports: bool,
+    state: PartialState | None = None,
 ) -> tuple[Dataset, list[Fold], list[Fold]]:
     """Load the corpus and run every check; returns (dataset, all folds, selected folds).
 
     Raises `DatasetCheckError` listing every problem. With `skip_bad_audio`, rows with bad audio are dropped and
-    listed in the run's `skipped_audio.json` instead.
+    listed in the run's `skipped_audio.json` instead. With `state` (several processes) the audio decoding is shared
+    (`find_bad_audio_in_parallel`).
     """
     run = RunDir(run_dir)
     dataset = load_run_dataset(config)
     problems = label_problems(dataset)
-    bad_audio = find_bad_audio(dataset, progress=write_reports)
+    bad_audio = find_bad_audio_in_parallel(dataset, state, progress=write_reports)
     if skip_bad_audio:
         if write_reports:
             skipped = [bad.to_dict(dataset) for bad in bad_audio]
@@ -221,7 +250,7 @@ def run_experiment(
     run = RunDir(output_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     prepare_run_dir(config, run, state)
-    dataset, all_folds, selected = checked_dataset(config, run, folds, skip_bad_audio, state.is_main_process)
+    dataset, all_folds, selected = checked_dataset(config, run, folds, skip_bad_audio, state.is_main_process, state)
     label_names = dataset.features["label"].names
     _log(
         state,
@@ -251,6 +280,7 @@ __all__ = [
     "RunConfigMismatchError",
     "checked_dataset",
     "distributed_state",
+    "find_bad_audio_in_parallel",
     "load_run_dataset",
     "prepare_run_dir",
     "run_experiment",
