@@ -41,7 +41,7 @@ from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .loading_frame_aligned import refuse_new_head
-from .prediction_fields import prediction_record, softmax
+from .prediction_fields import calibration_temperature, prediction_record, softmax
 from .timeline_segments import (
     SMOOTHING_METHODS,
     ChunkPrediction,
@@ -130,8 +130,11 @@ class FrameAlignedEmotionPipeline(Pipeline):
     _load_feature_extractor = None  # optional: `make_feature_extractor()` when the checkpoint has none
     _load_tokenizer = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, calibrated: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        # Utterance and window probabilities: softmax(logits / T), T the checkpoint's calibration temperature
+        # (prediction_fields.calibration_temperature); calibrated=False: T = 1. Frame probabilities stay uncalibrated.
+        self.temperature = calibration_temperature(self.model.config, calibrated)
         if self.feature_extractor is None:
             logger.warning("No feature extractor with the model: using the project's default (16 kHz, normalised).")
             self.feature_extractor = make_feature_extractor()
@@ -407,7 +410,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
         return ChunkPrediction(
             start=0,
             num_samples=num_samples,
-            probabilities=softmax(outputs["logits"][row].numpy()),
+            probabilities=softmax(outputs["logits"][row].numpy(), self.temperature),
             frame_probabilities=softmax(outputs["frame_logits"][row][valid].numpy()),
             frame_weights=outputs["frame_weights"][row][valid].numpy().astype(np.float64),
         )

@@ -66,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="prob_<class> from the raw softmax (T = 1), not the checkpoint's calibration_temperature",
+    )
+    parser.add_argument(
         "--export-onnx", action="store_true", help="only write MODEL/onnx/model.onnx and model_int8.onnx"
     )
     ray = parser.add_argument_group('the Ray engine (docs/scaling.md; pip install -e ".[ray]")')
@@ -85,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--path-column {args.path_column}: applies to CSV inputs only, and none is given")
     if args.device and args.engine == "ray":
         parser.error("--device applies to the local engine (the Ray engine's actors run on CPUs)")
+    if args.no_calibration and args.engine == "ray":
+        parser.error("--no-calibration: not supported by --engine ray (its actors use the checkpoint's temperature)")
     args.device, args.batch_size = device_and_batch_size(args.device, args.batch_size, args.engine)
     return args
 
@@ -126,7 +133,13 @@ def main(argv=None) -> int:
                 **common,
             )
         else:
-            pipe = load_pipeline(args.model, backend=args.backend, num_threads=args.threads, device=args.device)
+            pipe = load_pipeline(
+                args.model,
+                backend=args.backend,
+                num_threads=args.threads,
+                device=args.device,
+                calibrated=not args.no_calibration,
+            )
             summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
     except (BatchJobError, AudioInputError, ValueError) as error:
         print(f"predict.py: error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..data import corpus_info as data_corpus_info
+from ..evaluation.breakdowns import shared_speakers, short_breakdown_table, speaker_dependent_note
 from ..rundir.atomic import read_json
 from ..training.results import results_table
 from .run import FinishedFold, Run
@@ -60,7 +61,15 @@ def fold_results_table(run: Run, highlight: str | None = None) -> str:
     """The run's results table (`modeling.training.results.results_table`), test speakers from split.json where
     results.json lacks them, `highlight` (a fold name) in bold."""
     speakers = {name: _speakers(run, name).get("test", []) for name in run.all_fold_names}
-    return results_table(run.results, scale=run.percent_scale, test_speakers=speakers, highlight=highlight)
+    table = results_table(run.results, scale=run.percent_scale, test_speakers=speakers, highlight=highlight)
+    shared = run.results.get("speaker_dependent") or shared_speakers(run.results.get("folds") or {})
+    if shared:
+        table = speaker_dependent_note(shared) + "\n\n" + table
+    breakdown = run.results.get("breakdowns")
+    if breakdown:  # per gender and the worst speaker, all folds' test utterances together
+        table += "\n\nPer gender and worst test speaker (all folds, 95 % bootstrap CI):\n\n"
+        table += short_breakdown_table(breakdown)
+    return table
 
 
 SPLITS = ("train", "validation", "test")
