@@ -208,3 +208,27 @@ def test_the_start_up_audio_check_is_shared_by_the_processes(tmp_path, monkeypat
         )
         assert decoded == paths[rank::2]
     assert found[0] == expected
+
+
+def _build_longer_than_the_timeout(rank, out_dir):
+    from modeling.prefix_cache.trainer import main_process_builds_first
+    from modeling.training.experiment import distributed_state
+
+    config = copy.deepcopy(DEFAULTS)
+    config["training"]["ddp_timeout"] = TIMEOUT_S
+    state = distributed_state(config)
+    cache_dir = out_dir / "prefix_cache" / "train"
+
+    def build():
+        if rank == 0:
+            time.sleep(TIMEOUT_S + 3)  # the main process builds the cache for longer than ddp_timeout
+            (out_dir / "built.txt").write_text("cache")
+        return (out_dir / "built.txt").read_text()
+
+    return {"loaded": main_process_builds_first(state, build, cache_dir)}
+
+
+def test_the_others_wait_for_the_prefix_cache_without_a_collective(tmp_path):
+    """The main process builds the frozen-prefix cache for longer than `ddp_timeout`; the others load it after
+    (they waited in a barrier before, which the watchdog ends after `ddp_timeout`)."""
+    assert [r["loaded"] for r in run_ranks(_build_longer_than_the_timeout, tmp_path)] == ["cache", "cache"]
