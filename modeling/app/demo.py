@@ -339,6 +339,11 @@ def build_demo(
                     label="status",
                 )
         plot = gr.Plot(label="frame timeline", elem_id="timeline")
-        table = gr.Dataframe(label="segments", elem_id="segments", interactive=False)
+        table = gr.Dataframe(
+            # the frame classifier's segments: on an uncertain clip their class can differ from the utterance's
+            label="frame-timeline segments (the frame classifier; may differ from the utterance emotion)",
+            elem_id="segments",
+            interactive=False,
+        )
         button.click(on_click, [audio, choice], [emotion, plot, table, status], api_name="analyse")
     return demo

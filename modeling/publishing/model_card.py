@@ -24,7 +24,13 @@ from .run import FinishedFold, Run
 from .space import space_link
 
 
-MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # package data: found from a regular install too
+# The templates' one source is the repository's top-level model_cards/; a wheel carries them as the package data
+# modeling/publishing/model_cards/ (setup.py maps the folder), so a regular install publishes too.
+_INSTALLED_CARDS, _CHECKOUT_CARDS = (
+    Path(__file__).resolve().parent / "model_cards",
+    Path(__file__).resolve().parents[2] / "model_cards",
+)
+MODEL_CARDS = _INSTALLED_CARDS if _INSTALLED_CARDS.is_dir() else _CHECKOUT_CARDS
 FOLD_TEMPLATE = MODEL_CARDS / "template.md"
 OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
 FOLD_IMAGE = "fold_confusion_matrix.png"  # a fold's own confusion matrix in its Hub repository (see hub.fold_files)

@@ -37,6 +37,13 @@ class FrameAlignedTrainingArguments(TrainingArguments):
     backbone_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the backbone."})
     pooling_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the pooling head."})
     classifier_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the classifier."})
+    eval_longest_first: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate and predict longest clip first (`modeling.longest_first`: little padding, the order "
+            "train.py's scores use). None: when train_sampling_strategy is group_by_length."
+        },
+    )
 
 
 def parameter_group_of(name: str) -> str:
@@ -219,6 +226,9 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
       audio headers, so any dataset with an audio column works.
+    - evaluation is its own pass: `eval_data_collator` (e.g. whole clips, where training uses random crops) serves
+      `evaluate` and `predict`, batched longest first (`eval_longest_first`, `modeling.longest_first`): the
+      validation UA a checkpoint is selected on is the one train.py's scoring reports.
     - `datasets` `Audio()` columns work decoded or not, with or without torchcodec (without it they are read as
       `Audio(decode=False)`; see `modeling.data.audio_columns.readable_audio`), and `remove_unused_columns=True`
       keeps the collator's audio and label columns.
@@ -229,11 +239,40 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     # wait for the device in every step). True / False force the deferred / immediate check.
     defer_non_finite_check: bool | None = None
 
-    def __init__(self, model=None, args=None, **kwargs):
+    def __init__(self, model=None, args=None, eval_data_collator=None, **kwargs):
+        """`eval_data_collator`: the collator of `evaluate` / `predict` (default: `data_collator`); other arguments as
+        `transformers.Trainer`."""
         freeze_for_training(model)
         super().__init__(model=model, args=args, **kwargs)
+        self.eval_data_collator = eval_data_collator
         self.loss_terms = LossTermAverager()
         self._pending_finite_checks: list[tuple[int, list[str], torch.Tensor]] = []
+
+    def _with_eval_collator(self, build, dataset):
+        if self.eval_data_collator is None:
+            return build(dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return build(dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+
+    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
+    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
+    # trainer_state.json: these two hooks mark the moments between those files.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
     def call_model_init(self, trial=None):
         """`model_init`'s model, frozen as the config says (the path `hyperparameter_search` takes)."""
