@@ -85,6 +85,8 @@ REGISTRY = {
     ("demo.md", None): "run by tests/app/test_app_server.py (app.py started as a server on a free port, the "
     "gradio_client block against it, every command line parsed) and tests/app/test_space.py (the push with --space, "
     "the backend-choice block, heavy)",
+    ("long_recordings.md", None): "run by tests/test_docs_long_recordings.py (its python blocks, and each bash line "
+    "given to the command's main with the shell's argument splitting)",
     ("scaling.md", None): "run by tests/inference/test_ray_engine.py::"
     "test_scaling_page_ray_commands_and_snippet_run_as_written and tests/training/test_multinode.py (the Slurm "
     "scripts under bash with recorders, the torchrun and accelerate commands)",
