@@ -15,6 +15,13 @@ from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
+from .loss_options import (
+    LABEL_DISTRIBUTION,
+    UtteranceLossMixin,
+    loss_option_problems,
+    parse_class_weights,
+    with_distribution_column,
+)
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -36,6 +43,20 @@ class FrameAlignedTrainingArguments(TrainingArguments):
     backbone_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the backbone."})
     pooling_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the pooling head."})
     classifier_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the classifier."})
+    # The utterance loss (modeling/trainer/loss_options.py, docs/imbalance_and_soft_labels.md); EAL/FUAL unchanged.
+    class_weights: dict | str | None = field(
+        default=None,
+        metadata={"help": "inverse | inverse_sqrt (from the training counts) | {class name: weight} (JSON)."},
+    )
+    focal_gamma: float = field(default=0.0, metadata={"help": "Focal loss γ >= 0 (0 = cross-entropy)."})
+    soft_labels: bool = field(default=False, metadata={"help": "Train against the label_distribution column."})
+
+    def __post_init__(self):
+        problems = loss_option_problems(self.class_weights, self.focal_gamma)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.class_weights = parse_class_weights(self.class_weights)  # JSON text from a command line → dict
+        super().__post_init__()
 
 
 def parameter_group_of(name: str) -> str:
@@ -161,10 +182,12 @@ class LossTermAverager:
         return averages
 
 
-class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
+class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer):
     """Trainer for every `*ForFrameAlignedClassification` (wav2vec 2.0, HuBERT, WavLM, data2vec-audio).
 
     - loss = CE + λ_EAL·EAL + λ_FUAL·FUAL (λ from the model config; auxiliary terms only for `cls_attention`);
+      the utterance term CE can be class-weighted, focal or against soft targets (`class_weights`, `focal_gamma`,
+      `soft_labels`: `modeling.trainer.loss_options`), logged as `loss_ce` all the same;
       `loss_ce`, `loss_eal`, `loss_fual` are logged as averages over each logging window (and `eval_loss_*`).
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
@@ -185,6 +208,8 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
 
     def __init__(self, model=None, args=None, **kwargs):
         freeze_for_training(model)
+        if getattr(args, "soft_labels", False):  # our collator passes the distributions on when asked
+            kwargs["data_collator"] = with_distribution_column(kwargs.get("data_collator"))
         super().__init__(model=model, args=args, **kwargs)
         self.loss_terms = LossTermAverager()
 
@@ -205,14 +230,16 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         self._set_signature_columns_if_needed()
         collator = self.data_collator
         needed = [getattr(collator, "audio_column", None), getattr(collator, "label_column", None)]
-        needed += [self.args.length_column_name, "duration"]
+        needed += [self.args.length_column_name, "duration", getattr(collator, "distribution_column", None)]
         self._signature_columns = list(dict.fromkeys(self._signature_columns + [c for c in needed if c]))
         return super()._remove_unused_columns(dataset, description)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        distribution = inputs.get(LABEL_DISTRIBUTION)
+        outputs = model(**{key: value for key, value in inputs.items() if key != LABEL_DISTRIBUTION})
         config = self.accelerator.unwrap_model(model).config
-        terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
+        utterance = self.utterance_loss_term(outputs, inputs.get("labels"), distribution, model.training)
+        terms = {"loss_ce": utterance, **auxiliary_losses(outputs, config)}
         loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
         self._check_finite(loss, outputs, model.training)
         self.loss_terms.add("train" if model.training else "eval", terms)
