@@ -93,9 +93,12 @@ def resolve_class_weights(class_weights, label_names: Sequence[str], train_label
     return torch.tensor([float(weights[name]) for name in label_names], dtype=torch.float32)
 
 
-def distribution_problems(rows, num_classes: int, where: str = "label_distribution") -> list[str]:
+def distribution_problems(
+    rows, num_classes: int, where: str = "label_distribution", row_names: Sequence[str] | None = None
+) -> list[str]:
     """One message per row of a label-distribution column that is not C numbers >= 0 summing to 1 (within
-    `DISTRIBUTION_TOLERANCE`); at most 20 rows are named, then a count."""
+    `DISTRIBUTION_TOLERANCE`), naming the row (and its `row_names` entry, e.g. the audio file); at most 20 rows are
+    named, then a count."""
     problems = []
     for row, values in enumerate(rows):
         problem = None
@@ -108,9 +111,36 @@ def distribution_problems(rows, num_classes: int, where: str = "label_distributi
         elif abs(sum(values) - 1.0) > DISTRIBUTION_TOLERANCE:
             problem = f"sums to {sum(values):.6g}, not 1: {list(values)}"
         if problem:
-            problems.append(f"{where}, row {row}: {problem}.")
+            name = f" ({row_names[row]})" if row_names is not None else ""
+            problems.append(f"{where}, row {row}{name}: {problem}.")
     if len(problems) > 20:
         problems = problems[:20] + [f"{where}: {len(problems) - 20} more row(s) with the same kinds of problem."]
+    return problems
+
+
+def dataset_loss_problems(stage_settings: dict[str, dict], dataset) -> list[str]:
+    """Before training (train.py's checks): each stage's explicit class weights against the corpus's classes, and,
+    where a stage trains on soft labels, the corpus's `label_distribution` column (present; C numbers >= 0 summing
+    to 1 per row).
+
+    Args:
+        stage_settings: {"stage1": {...}, "stage2": {...}} with `class_weights`, `focal_gamma`, `soft_labels`.
+        dataset: the corpus (`label` a ClassLabel; `audio` names the rows).
+    """
+    names = dataset.features["label"].names
+    problems = []
+    for stage, settings in stage_settings.items():
+        found = loss_option_problems(settings.get("class_weights"), settings.get("focal_gamma", 0.0), names)
+        problems += [f"{stage}.{problem}" for problem in found]
+    soft = [stage for stage, settings in stage_settings.items() if settings.get("soft_labels")]
+    if soft and LABEL_DISTRIBUTION not in dataset.column_names:
+        problems.append(
+            f"{'/'.join(soft)}.soft_labels: the corpus has no {LABEL_DISTRIBUTION!r} column (its loader does not "
+            f"read annotator votes; columns: {dataset.column_names})."
+        )
+    elif soft:
+        audio = [str(a.get("path") if isinstance(a, dict) else a) for a in dataset["audio"]]
+        problems += distribution_problems(dataset[LABEL_DISTRIBUTION], len(names), row_names=audio)
     return problems
 
 
@@ -182,6 +212,7 @@ __all__ = [
     "LABEL_DISTRIBUTION",
     "UtteranceLossMixin",
     "class_counts",
+    "dataset_loss_problems",
     "distribution_problems",
     "loss_option_problems",
     "parse_class_weights",

@@ -50,6 +50,9 @@ class FrameAlignedTrainingArguments(TrainingArguments):
     )
     focal_gamma: float = field(default=0.0, metadata={"help": "Focal loss γ >= 0 (0 = cross-entropy)."})
     soft_labels: bool = field(default=False, metadata={"help": "Train against the label_distribution column."})
+    class_balanced_sampling: bool = field(
+        default=False, metadata={"help": "Every class equally often per epoch (ClassBalancedSampler)."}
+    )
 
     def __post_init__(self):
         problems = loss_option_problems(self.class_weights, self.focal_gamma)

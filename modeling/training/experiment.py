@@ -25,6 +25,7 @@ from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
 from ..rundir.reader import FinishedRun
+from ..trainer.loss_options import dataset_loss_problems
 from .checkpoints import ModelSettingsError, initial_checkpoint
 from .config_checks import raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
@@ -78,6 +79,7 @@ def checked_dataset(
     except FoldError as error:
         problems.append(str(error))
     problems += fold_problems(dataset, selected)
+    problems += dataset_loss_problems({stage: config[stage] for stage in STAGES}, dataset)
     label_names = dataset.features["label"].names
     from_run = config["stage1"]["from_run"] and FinishedRun(config["stage1"]["from_run"])
     for fold in selected:

@@ -41,6 +41,13 @@ STAGE_DEFAULTS = {
     "cache_frozen_prefix": False,
     "prefix_cache_dtype": "float16",  # float32 | float16 | bfloat16
     "prefix_cache_on_disk": False,  # memory-mapped under fold<k>/stage2/prefix_cache (reused on resume)
+    # Imbalance and soft labels (docs/imbalance_and_soft_labels.md): the utterance loss only, EAL/FUAL unchanged.
+    "class_weights": None,  # null | inverse | inverse_sqrt (training-split counts) | {class name: weight}
+    "focal_gamma": 0.0,  # focal loss γ (0 = cross-entropy)
+    "soft_labels": False,  # train against the corpus's label_distribution (annotator votes); metrics: consensus
+    "class_balanced_sampling": False,  # every class equally often per epoch, batches still length-sorted
+    # The checkpoint kept as best/: ua | wa | macro_f1 | loss (validation; loss: lower is better).
+    "metric_for_best_model": "ua",
 }
 
 DEFAULTS = {
@@ -136,11 +143,11 @@ RESERVED_TRAINING_ARGUMENTS = {
     "warmup_steps": "warmup_ratio",
     "seed": "the top-level seed",
     "data_seed": "the top-level seed",
-    "metric_for_best_model": "nothing: train.py selects on validation UA",
-    "greater_is_better": "nothing: train.py selects on validation UA",
+    "metric_for_best_model": "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)",
+    "greater_is_better": "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)",
     "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
     "remove_unused_columns": "nothing: the collator needs the audio column",
-    "train_sampling_strategy": "nothing: batches are always length-sorted",
+    "train_sampling_strategy": "nothing: batches are always length-sorted (see class_balanced_sampling)",
     "length_column_name": "nothing: lengths are the corpus's `duration`",
     "use_cpu": "nothing: chosen from the hardware and torchrun",
 }
@@ -259,6 +266,7 @@ FLOAT_KEYS = (
     "fual_weight",
     "eal_margin",
     "max_length_seconds",
+    "focal_gamma",
 )
 
 
@@ -279,6 +287,8 @@ def _scheduler_types() -> list[str]:
 def _stage_rules() -> dict:
     """key → (accepts(value), what is allowed), for the stage settings."""
     from ..configuration_frame_aligned import POOLING_TYPES
+    from ..trainer.loss_options import loss_option_problems
+    from ..trainer.selection import SELECTION_METRICS
 
     nonnegative = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
     flag = (lambda v: isinstance(v, bool), "true or false")
@@ -304,6 +314,14 @@ def _stage_rules() -> dict:
         "prefix_cache_dtype": (lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
         "prefix_cache_on_disk": flag,
         "from_run": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
+        "class_weights": (
+            lambda v: not loss_option_problems(v, 0.0),
+            "null, inverse, inverse_sqrt or a mapping {class name: weight > 0}",
+        ),
+        "focal_gamma": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 = cross-entropy)"),
+        "soft_labels": flag,
+        "class_balanced_sampling": flag,
+        "metric_for_best_model": (lambda v: v in SELECTION_METRICS, f"one of {list(SELECTION_METRICS)}"),
     }
 
 
@@ -362,6 +380,9 @@ def _check_values(config: dict, invalid: set | None = None) -> list[str]:
             invalid.add(("training", key))
     if config["stage1"]["pooling"] == "cls_attention":
         problems.append("stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
+    for key in ("soft_labels", "class_balanced_sampling"):  # the cache replays fixed batches without the corpus rows
+        if config["stage2"]["cache_frozen_prefix"] and config["stage2"][key]:
+            problems.append(f"stage2.{key} does not work with stage2.cache_frozen_prefix; turn one of them off.")
     return problems
 
 

@@ -27,7 +27,9 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
+from ..trainer.loss_options import resolve_class_weights
 from ..trainer.sampling import longest_first
+from ..trainer.selection import metric_title, selection_arguments
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
@@ -184,10 +186,14 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             lr_scheduler_type=settings["lr_scheduler_type"],
             eval_strategy="epoch",
             save_strategy="epoch",
-            # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
-            # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
-            metric_for_best_model="ua",
-            greater_is_better=True,
+            # The best checkpoint (on the stage's validation metric_for_best_model) is found from
+            # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
+            # when a run directory is moved between runs.
+            **selection_arguments(settings["metric_for_best_model"]),
+            class_weights=settings["class_weights"],
+            focal_gamma=settings["focal_gamma"],
+            soft_labels=settings["soft_labels"],
+            class_balanced_sampling=settings["class_balanced_sampling"],
             save_total_limit=training["save_total_limit"],
             logging_strategy="steps",
             logging_steps=training["logging_steps"],
@@ -255,6 +261,10 @@ def train_stage(
     )
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
+    if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
+        weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
+        args.class_weights = dict(zip(label_names, weights))
+        _log(state, f"Fold {fold.number}: {stage} class weights ({settings['class_weights']}): {args.class_weights}")
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
         cache_dirs = {
             split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")
@@ -287,7 +297,8 @@ def train_stage(
     state.wait_for_everyone()
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation UA {trainer.state.best_metric:.4f} "
+        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation "
+        f"{metric_title(settings['metric_for_best_model'])} {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
     return best_dir
