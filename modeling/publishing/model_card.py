@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from ..data import corpus_info as data_corpus_info
 from ..rundir.atomic import read_json
 from ..training.results import results_table
+from ..training.selection import metric_title, stage_selection
 from .run import FinishedFold, Run
 
 
@@ -387,6 +388,7 @@ def render_fold_card(
         labels=", ".join(f"`{label}`" for label in labels),
         train_speakers=describe_split(run, fold.name, "train"),
         validation_speakers=describe_split(run, fold.name, "validation"),
+        selection_metric=metric_title(stage_selection(run.config)["stage2"]),  # the published model: stage 2's best
         test_speakers=describe_split(run, fold.name, "test"),
         test_ua=_fmt(run.percent(test.get("ua"))),
         test_wa=_fmt(run.percent(test.get("wa"))),

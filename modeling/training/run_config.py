@@ -288,7 +288,7 @@ def _stage_rules() -> dict:
     """key → (accepts(value), what is allowed), for the stage settings."""
     from ..configuration_frame_aligned import POOLING_TYPES
     from ..trainer.loss_options import loss_option_problems
-    from ..trainer.selection import SELECTION_METRICS
+    from .selection import SELECTION_METRICS
 
     nonnegative = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
     flag = (lambda v: isinstance(v, bool), "true or false")

@@ -29,10 +29,10 @@ from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.loss_options import resolve_class_weights
 from ..trainer.sampling import longest_first
-from ..trainer.selection import metric_title, selection_arguments
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
+from .selection import metric_title, selection_arguments
 
 
 logger = logging.getLogger(__name__)

@@ -21,9 +21,32 @@ def selection_arguments(metric: str) -> dict:
     return {"metric_for_best_model": metric, "greater_is_better": metric != "loss"}
 
 
+def stage_selection(config: dict) -> dict[str, str]:
+    """{"stage1": metric, "stage2": metric} of a resolved config (runs from before the option: "ua")."""
+    return {stage: (config.get(stage) or {}).get("metric_for_best_model") or "ua" for stage in ("stage1", "stage2")}
+
+
+def selection_sentence(config: dict) -> str:
+    """ "Checkpoints are selected on validation UA." or, when the stages differ, which stage on which metric."""
+    selection = stage_selection(config)
+    if selection["stage1"] == selection["stage2"]:
+        return f"Checkpoints are selected on validation {metric_title(selection['stage2'])}."
+    return (
+        f"Checkpoints are selected on validation {metric_title(selection['stage1'])} in stage 1 and on validation "
+        f"{metric_title(selection['stage2'])} in stage 2."
+    )
+
+
 def metric_title(metric: str) -> str:
     """'macro-F1' for 'macro_f1' (the field's standard terms), the name itself when unknown."""
     return METRIC_TITLES.get(metric, metric)
 
 
-__all__ = ["METRIC_TITLES", "SELECTION_METRICS", "metric_title", "selection_arguments"]
+__all__ = [
+    "METRIC_TITLES",
+    "SELECTION_METRICS",
+    "metric_title",
+    "selection_arguments",
+    "selection_sentence",
+    "stage_selection",
+]
