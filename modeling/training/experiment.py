@@ -19,6 +19,7 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from ..data import load_corpus, select_speakers
+from ..data.catalog import accepts_distribution
 from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
 from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
@@ -43,7 +44,10 @@ class RunConfigMismatchError(ValueError):
 
 def load_run_dataset(config: dict) -> Dataset:
     data = config["data"]
-    dataset = load_corpus(data["loader"], data["root"], **(data["loader_args"] or {}))
+    loader_args = dict(data["loader_args"] or {})
+    if any(config[stage].get("soft_labels") for stage in STAGES) and accepts_distribution(data["loader"]):
+        loader_args.setdefault("label_distribution", True)  # the corpus's annotator votes (modeling/data/votes.py)
+    dataset = load_corpus(data["loader"], data["root"], **loader_args)
     if data["speakers"] is not None or data["max_per_speaker"] is not None:
         dataset = select_speakers(dataset, data["speakers"], data["max_per_speaker"])
     return dataset
