@@ -293,6 +293,14 @@ class FrameAlignedModelMixin(FrameAlignedLoadingMixin):
         if output_hidden_states is not None:
             backbone_kwargs["output_hidden_states"] = output_hidden_states
         weighted = self.config.use_weighted_layer_sum
+        if weighted and self.training and getattr(self.config, "layerdrop", 0.0) > 0.0:
+            # transformers ≥ 5 records a hidden state per layer that runs: a layer LayerDrop skips leaves none, so the
+            # weights would meet fewer states than layers (a crash at a random step, or the wrong layers summed).
+            raise ValueError(
+                f"use_weighted_layer_sum=True needs every layer's hidden state, but layerdrop="
+                f"{self.config.layerdrop} skips random layers in training; set config.layerdrop = 0.0 (train.py: "
+                "model.config_overrides: {layerdrop: 0.0})"
+            )
         if weighted:
             return_hidden_states = backbone_kwargs.get("output_hidden_states", self.config.output_hidden_states)
             backbone_kwargs["output_hidden_states"] = True
@@ -322,7 +330,15 @@ class FrameAlignedModelMixin(FrameAlignedLoadingMixin):
         transformers' `*ForSequenceClassification` with `use_weighted_layer_sum=True`).
 
         hidden_states: num_hidden_layers + 1 tensors (B, T, H) (`output_hidden_states=True`) → (B, T, H).
+
+        Raises:
+            ValueError: when the count of hidden states is not the count of weights.
         """
+        if len(hidden_states) != self.layer_weights.shape[0]:
+            raise ValueError(
+                f"the weighted layer sum has {self.layer_weights.shape[0]} weights (num_hidden_layers + 1) but got "
+                f"{len(hidden_states)} hidden states"
+            )
         stacked = torch.stack(hidden_states, dim=1)
         weights = nn.functional.softmax(self.layer_weights, dim=-1)
         return (stacked * weights.view(-1, 1, 1)).sum(dim=1)

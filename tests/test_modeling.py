@@ -247,3 +247,17 @@ def test_training_on_clips_shorter_than_the_spec_augment_span_does_not_crash(nor
     assert out.frame_mask.sum().item() == 5
     model.eval()
     assert model(short[:1]).frame_mask.shape[1] == 5  # inference is untouched
+
+
+def test_weighted_layer_sum_refuses_layerdrop_in_training_and_works_in_eval(batch):
+    """transformers ≥ 5 records a hidden state only for the layers that run: with LayerDrop the weighted sum met fewer
+    states than weights at a random training step (the common test's retain-grad run crashed now and then)."""
+    model = make_model(use_weighted_layer_sum=True, layerdrop=0.5)
+    with torch.no_grad():
+        logits = model(**inputs(batch)).logits  # eval: LayerDrop is off, every layer runs
+    assert logits.shape == (3, 3)
+    model.train()
+    with pytest.raises(ValueError, match=r"layerdrop=0\.5 skips random layers"):
+        model(**inputs(batch))
+    with pytest.raises(ValueError, match="3 weights .* but got 2 hidden states"):
+        model.weighted_layer_sum(tuple(torch.zeros(3, 4, 32) for _ in range(2)))

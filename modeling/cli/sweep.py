@@ -38,8 +38,8 @@ def main(argv=None) -> int:
     try:
         if args.dry_run:
             sweep = read_sweep(args.sweep)
-            for run, config in planned_configs(sweep, Path(args.output_dir), args.data_dir, args.max_epochs):
-                shared = f" (stage 1 from {config['stage1']['from_run']})" if config["stage1"]["from_run"] else ""
+            for run, _ in planned_configs(sweep, Path(args.output_dir), args.data_dir, args.max_epochs):
+                shared = f" (stage 1 from {run.shared_from})" if run.shared_from else ""
                 print(f"{Path(args.output_dir) / run.name}: {' '.join(run.set_arguments())}{shared}")
             return 0
         run_sweep(args.sweep, args.output_dir, args.data_dir, args.folds, args.max_epochs, args.skip_bad_audio)

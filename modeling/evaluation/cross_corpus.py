@@ -136,7 +136,7 @@ def corpus_config(config_path: str | os.PathLike, data_dir: str | None = None) -
     problems = []
     _check_keys({"data": data}, {"data": DEFAULTS["data"]}, str(config_path), problems)
     if problems:
-        raise ConfigError(f"{config_path}: " + "; ".join(problems))
+        raise ConfigError(f"{config_path}: " + "; ".join(map(str, problems)))
     data = {**DEFAULTS["data"], **data, **({"root": data_dir} if data_dir else {})}
     if not data["loader"] or not data["root"]:
         raise ConfigError(f"{config_path}: data.loader and data.root are required (or pass --data-dir).")

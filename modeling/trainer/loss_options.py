@@ -144,6 +144,11 @@ def dataset_loss_problems(stage_settings: dict[str, dict], dataset) -> list[str]
     return problems
 
 
+def wants_distributions(args) -> bool:
+    """Whether `args` (any `TrainingArguments`, or None) asks for soft labels."""
+    return bool(getattr(args, "soft_labels", False))
+
+
 def with_distribution_column(collator):
     """`collator` with `distribution_column=LABEL_DISTRIBUTION` when it is our `AudioClassificationCollator`
     without one (a copy); any other collator as it is (it must put `label_distribution` in the batch itself)."""
@@ -217,5 +222,6 @@ __all__ = [
     "loss_option_problems",
     "parse_class_weights",
     "resolve_class_weights",
+    "wants_distributions",
     "with_distribution_column",
 ]

@@ -20,6 +20,7 @@ from .loss_options import (
     UtteranceLossMixin,
     loss_option_problems,
     parse_class_weights,
+    wants_distributions,
     with_distribution_column,
 )
 from .sampling import LengthSortedSamplerMixin
@@ -211,7 +212,7 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
 
     def __init__(self, model=None, args=None, **kwargs):
         freeze_for_training(model)
-        if getattr(args, "soft_labels", False):  # our collator passes the distributions on when asked
+        if wants_distributions(args):  # our collator passes the distributions on when asked
             kwargs["data_collator"] = with_distribution_column(kwargs.get("data_collator"))
         super().__init__(model=model, args=args, **kwargs)
         self.loss_terms = LossTermAverager()

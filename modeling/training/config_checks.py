@@ -12,15 +12,17 @@ from pathlib import Path
 
 from ..configuration_frame_aligned import frame_aligned_config_class
 from ..data.folds import Fold
+from ..data.problems import Problem
 from ..trainer.trainer import FrameAlignedTrainingArguments
-from .run_config import ConfigError, listing, passthrough_settings, resolve_config_problems
+from .run_config import ConfigError, passthrough_settings, resolve_config_problems
 from .stage import stage_model_kwargs, training_argument_values
 
 
+PREREQUISITE_KEYS = ("data.loader", "data.root", "model.name_or_path", "model.random_init")
 PLACEHOLDER_LABELS = ["class0", "class1"]  # the corpus's labels are not known yet; they do not change any check
 
 
-def backbone_config(config: dict) -> tuple[dict | None, list[str]]:
+def backbone_config(config: dict) -> tuple[dict | None, list[Problem]]:
     """The backbone's config as a dict (from `model.random_init` or `model.name_or_path`), or the problem."""
     model = config["model"]
     if model["random_init"]:
@@ -29,17 +31,18 @@ def backbone_config(config: dict) -> tuple[dict | None, list[str]]:
             config_class = frame_aligned_config_class(model["random_init"].get("model_type", "wav2vec2"))
             return {**config_class(**settings).to_dict(), "model_type": config_class.model_type}, []
         except (TypeError, ValueError) as error:
-            return None, [f"model.random_init = {model['random_init']!r}: {error}"]
+            return None, [Problem("model.random_init", f"model.random_init = {model['random_init']!r}: {error}")]
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(model["name_or_path"]).to_dict(), []
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return None, [f"model.name_or_path = {model['name_or_path']!r}: cannot read its config ({first_line})."]
+        message = f"model.name_or_path = {model['name_or_path']!r}: cannot read its config ({first_line})."
+        return None, [Problem("model.name_or_path", message, model["name_or_path"])]
 
 
-def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = frozenset()) -> list[str]:
+def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = frozenset()) -> list[Problem]:
     """What the stage's model config (backbone + pooling, frozen layers, loss weights) refuses; keys in `skip`
     ((stage, key), already reported) are left at the config class's defaults."""
     kwargs = stage_model_kwargs(config, stage, PLACEHOLDER_LABELS)
@@ -48,11 +51,11 @@ def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = 
     try:  # the backbone's own frame-aligned config (wav2vec2, HuBERT, WavLM, data2vec-audio)
         frame_aligned_config_class(backbone.get("model_type", "wav2vec2"))(**{**settings, **kwargs})
     except (TypeError, ValueError) as error:
-        return [f"{stage}: the model config refuses these settings: {error}"]
+        return [Problem(stage, f"{stage}: the model config refuses these settings: {error}")]
     return []
 
 
-def training_arguments_problems(config: dict, stage: str) -> list[str]:
+def training_arguments_problems(config: dict, stage: str) -> list[Problem]:
     """Build the stage's `TrainingArguments`; on failure, find the key(s) responsible by trying each set field."""
     fold = Fold(1, (), (), ())
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,13 +69,14 @@ def training_arguments_problems(config: dict, stage: str) -> list[str]:
         for key, value in passthrough_settings(config, stage).items():
             single = _build_error({**base, key: value})
             if single is not None:
-                problems.append(f"{_section_of(config, stage, key)}.{key} = {value!r}: {single}")
+                where = f"{_section_of(config, stage, key)}.{key}"
+                problems.append(Problem(where, f"{where} = {value!r}: {single}", value))
         if not problems:
-            problems.append(f"{stage}: TrainingArguments refuses the combination: {error}")
+            problems.append(Problem(stage, f"{stage}: TrainingArguments refuses the combination: {error}"))
         return problems
 
 
-def _tracker_problems(config: dict, stage: str, report_to) -> list[str]:
+def _tracker_problems(config: dict, stage: str, report_to) -> list[Problem]:
     """Trackers named in `report_to` must be installed (the Trainer would raise only when the stage starts)."""
     from transformers.integrations import get_available_reporting_integrations
 
@@ -81,10 +85,12 @@ def _tracker_problems(config: dict, stage: str, report_to) -> list[str]:
     missing = [name for name in names if name not in ("none", "all") and name not in available]
     if not missing:
         return []
-    return [
-        f"{_section_of(config, stage, 'report_to')}.report_to = {report_to!r}: {missing} not installed "
-        f"(installed trackers: {available or 'none'}); pip install it, or leave it out."
-    ]
+    where = f"{_section_of(config, stage, 'report_to')}.report_to"
+    message = (
+        f"{where} = {report_to!r}: {missing} not installed (installed trackers: {available or 'none'}); "
+        "pip install it, or leave it out."
+    )
+    return [Problem(where, message, report_to)]
 
 
 def _build_error(values: dict) -> str | None:
@@ -95,32 +101,36 @@ def _build_error(values: dict) -> str | None:
     return None
 
 
-def _strategy_problems(values: dict, stage: str) -> list[str]:
+def _strategy_problems(values: dict, stage: str) -> list[Problem]:
     """The best checkpoint is found among saved ones by its evaluation: saves must follow evaluations."""
     eval_strategy, save_strategy = str(values.get("eval_strategy")), str(values.get("save_strategy"))
     problems = []
     if eval_strategy != save_strategy:
-        problems.append(
+        message = (
             f"{stage}: eval_strategy ({eval_strategy!r}) and save_strategy ({save_strategy!r}) must be equal "
             "(the best checkpoint is chosen among saved ones by its validation UA)."
         )
+        problems.append(Problem(f"{stage}.eval_strategy", message, eval_strategy))
     elif eval_strategy == "steps" and values.get("eval_steps") != values.get("save_steps"):
-        problems.append(
+        message = (
             f"{stage}: eval_steps ({values.get('eval_steps')!r}) and save_steps ({values.get('save_steps')!r}) "
             "must be equal (every evaluated step needs its checkpoint)."
         )
+        problems.append(Problem(f"{stage}.eval_steps", message, values.get("eval_steps")))
     return problems
 
 
-def _ignored_step_problems(config: dict, stage: str, values: dict) -> list[str]:
+def _ignored_step_problems(config: dict, stage: str, values: dict) -> list[Problem]:
     """`eval_steps` / `save_steps` only act with the `steps` strategy: set otherwise, they would be ignored."""
     problems = []
     for key, strategy in (("eval_steps", "eval_strategy"), ("save_steps", "save_strategy")):
         if key in passthrough_settings(config, stage) and str(values.get(strategy)) != "steps":
-            problems.append(
-                f"{_section_of(config, stage, key)}.{key} = {values[key]!r} has no effect with {strategy} "
-                f"{str(values.get(strategy))!r}: also set eval_strategy: steps and save_strategy: steps (equal steps)."
+            where = f"{_section_of(config, stage, key)}.{key}"
+            message = (
+                f"{where} = {values[key]!r} has no effect with {strategy} {str(values.get(strategy))!r}: "
+                "also set eval_strategy: steps and save_strategy: steps (equal steps)."
             )
+            problems.append(Problem(where, message, values[key]))
     return problems
 
 
@@ -128,7 +138,7 @@ def _section_of(config: dict, stage: str, key: str) -> str:
     return stage if key in config[stage] else "training"
 
 
-def check_training_setup(config: dict, skip: set = frozenset()) -> list[str]:
+def check_training_setup(config: dict, skip: set = frozenset()) -> list[Problem]:
     """Every problem building both stages' model configs and `TrainingArguments` would meet (empty: fine).
 
     `skip`: (section, key) pairs already reported (and reset to defaults) by `resolve_config`.
@@ -145,7 +155,7 @@ def raise_on_setup_problems(config: dict, source: str = "the config"):
     """`ConfigError` listing every problem of `check_training_setup`."""
     problems = check_training_setup(config)
     if problems:
-        raise ConfigError(listing(source, problems))
+        raise ConfigError(problems, source=source)
 
 
 def resolve_checked_config(
@@ -153,11 +163,11 @@ def resolve_checked_config(
 ) -> dict:
     """`resolve_config` + `check_training_setup`, every problem of both in one `ConfigError` (what train.py runs)."""
     config, problems, invalid = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
-    model_ok = not any(p.startswith(("set exactly one of model", "data.loader and")) for p in problems)
-    if model_ok:
+    # Building the stages needs a backbone and a corpus: skip it when those keys are the problem.
+    if not any(problem.key in PREREQUISITE_KEYS for problem in problems):
         problems += check_training_setup(config, skip=invalid)
     if problems:
-        raise ConfigError(listing(str(path), problems))
+        raise ConfigError(problems, source=str(path))
     return config
 
 

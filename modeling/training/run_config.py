@@ -1,14 +1,15 @@
 """Experiment configs (YAML): defaults, `extends:` inheritance, command-line overrides, validation.
 
 A config has the sections below (every key optional except `data.loader`, `data.root` and one of
-`model.name_or_path` / `model.random_init`); `DEFAULTS` documents them. The resolved config (defaults merged,
+`model.name_or_path` / `model.random_init`); `schema.py` declares them (defaults, types, allowed values, docs;
+docs/configuration.md is generated from it). The resolved config (defaults merged,
 overrides applied) is what a run records in `RUN/config.yaml` and `results.json`.
 
 `training:`, `stage1:` and `stage2:` also take any `transformers.TrainingArguments` field (`report_to`, `run_name`,
 `eval_steps`, ...; `training:` for both stages, a stage's own value wins), except those train.py sets itself
-(`RESERVED_TRAINING_ARGUMENTS`). Every problem is collected and reported at once (`ConfigError`); the stages'
-model configs and `TrainingArguments` are built from the config before anything trains
-(`modeling.training.config_checks.check_training_setup`).
+(`RESERVED_TRAINING_ARGUMENTS`). Every problem is collected and reported at once (`ConfigError`, which is
+`modeling.data.problems.CheckError`); the stages' model configs and `TrainingArguments` are built from the config
+before anything trains (`modeling.training.config_checks.check_training_setup`).
 """
 
 import copy
@@ -16,86 +17,15 @@ from pathlib import Path
 
 import yaml
 
-
-STAGE_DEFAULTS = {
-    "pooling": "attentive",
-    "epochs": 1,
-    "batch_size": 32,
-    "eval_batch_size": None,  # default: batch_size
-    "gradient_accumulation_steps": 1,
-    "backbone_learning_rate": 1e-4,
-    "pooling_learning_rate": 5e-4,
-    "classifier_learning_rate": 1e-4,
-    "weight_decay": 0.01,
-    "warmup_ratio": 0.1,
-    "lr_scheduler_type": "linear",
-    "max_length_seconds": None,  # training crops (random window); evaluation uses whole clips
-    "num_trainable_layers": None,  # None: every transformer layer trains (CNN always frozen)
-    "eal_weight": 0.0,
-    "fual_weight": 0.0,
-    "eal_margin": 0.8,
-    "fual_detach_target": False,
-    # Stage 2 only: run the frozen CNN + lower layers once per fold and train from their cached output
-    # (modeling/prefix_cache/; about 1.6x faster epochs for wav2vec2-base). Dropout/LayerDrop/SpecAugment below
-    # the first trainable layer do not run then, and each clip keeps one fixed training crop.
-    "cache_frozen_prefix": False,
-    "prefix_cache_dtype": "float16",  # float32 | float16 | bfloat16
-    "prefix_cache_on_disk": False,  # memory-mapped under fold<k>/stage2/prefix_cache (reused on resume)
-    # Imbalance and soft labels (docs/imbalance_and_soft_labels.md): the utterance loss only, EAL/FUAL unchanged.
-    "class_weights": None,  # null | inverse | inverse_sqrt (training-split counts) | {class name: weight}
-    "focal_gamma": 0.0,  # focal loss γ (0 = cross-entropy)
-    "soft_labels": False,  # train against the corpus's label_distribution (annotator votes); metrics: consensus
-    "class_balanced_sampling": False,  # every class equally often per epoch, batches still length-sorted
-    # The checkpoint kept as best/: ua | wa | macro_f1 | loss (validation; loss: lower is better).
-    "metric_for_best_model": "ua",
-}
-
-DEFAULTS = {
-    "seed": 42,
-    "data": {
-        "loader": None,  # iemocap | crema_d | ravdess | audio_folder | hub
-        "root": None,  # corpus folder (relative to the working directory) or Hub dataset id
-        "loader_args": {},  # extra keyword arguments of the loader (e.g. labels, split, speaker_column)
-        "folds": "leave_speakers_out",  # leave_one_session_out | leave_speakers_out | gender_pairs | predefined
-        "num_folds": None,  # leave_speakers_out: number of speaker groups (default: one per speaker)
-        "speakers": None,  # keep only these speakers
-        "max_per_speaker": None,  # keep at most this many clips per speaker (classes interleaved)
-    },
-    "model": {
-        "name_or_path": None,  # pre-trained backbone: Hub id (facebook/wav2vec2-base) or local folder
-        # or: config arguments of a randomly initialised backbone (+ model_type: wav2vec2/hubert/wavlm/data2vec-audio)
-        "random_init": None,
-        "config_overrides": {},  # extra config attributes for both stages (e.g. mask_time_prob, layerdrop)
-    },
-    "training": {
-        "full_determinism": False,  # torch deterministic algorithms (slower on GPU)
-        "save_total_limit": 2,  # Trainer checkpoints kept per stage (the best one is always kept)
-        "logging_steps": 10,
-        "dataloader_num_workers": 0,
-        "bf16": False,
-        "fp16": False,
-        "activation_checkpointing": False,  # recompute activations in backward (less memory)
-    },
-    # from_run: reuse fold<k>/stage1/best of another run directory instead of training stage 1 (Table 3 ablations
-    # share one stage 1).
-    "stage1": {**STAGE_DEFAULTS, "pooling": "attentive", "from_run": None},
-    "stage2": {
-        **STAGE_DEFAULTS,
-        "pooling": "cls_attention",
-        "backbone_learning_rate": 1e-5,
-        "pooling_learning_rate": 3e-4,
-        "classifier_learning_rate": 3e-4,
-        "num_trainable_layers": 6,
-        "eal_weight": 0.05,
-        "fual_weight": 0.05,
-    },
-}
-# Sections whose content is free-form (passed through to a loader or a model config).
-FREE_FORM = {("data", "loader_args"), ("model", "random_init"), ("model", "config_overrides")}
+from ..data.problems import CheckError, Problem, report
+from . import schema
 
 
-class ConfigError(ValueError):
-    """An invalid config: the message names the file and the key."""
+DEFAULTS = schema.defaults()  # the resolved config of an empty file (see schema.py for every option)
+# TrainingArguments fields train.py derives from its own keys or fixes (with what to set instead).
+RESERVED_TRAINING_ARGUMENTS = schema.reserved_training_arguments()
+PASSTHROUGH_SECTIONS = schema.PASSTHROUGH_SECTIONS
+ConfigError = CheckError  # the one error class of the checks (modeling.data.problems)
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -133,27 +63,6 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.strip().split("."), yaml.safe_load(value)
 
 
-# TrainingArguments fields train.py derives from its own keys or fixes (with what to set instead).
-RESERVED_TRAINING_ARGUMENTS = {
-    "output_dir": "--output-dir",
-    "num_train_epochs": "epochs",
-    "per_device_train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "eval_batch_size",
-    "learning_rate": "backbone_learning_rate",
-    "warmup_steps": "warmup_ratio",
-    "seed": "the top-level seed",
-    "data_seed": "the top-level seed",
-    "metric_for_best_model": "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)",
-    "greater_is_better": "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)",
-    "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
-    "remove_unused_columns": "nothing: the collator needs the audio column",
-    "train_sampling_strategy": "nothing: batches are always length-sorted (see class_balanced_sampling)",
-    "length_column_name": "nothing: lengths are the corpus's `duration`",
-    "use_cpu": "nothing: chosen from the hardware and torchrun",
-}
-PASSTHROUGH_SECTIONS = ("training", "stage1", "stage2")
-
-
 def training_argument_names() -> set[str]:
     """Fields of `FrameAlignedTrainingArguments` a config may set under training:/stage1:/stage2:."""
     from dataclasses import fields
@@ -173,31 +82,44 @@ def passthrough_settings(config: dict, stage: str) -> dict:
     }
 
 
-def _check_keys(config: dict, defaults: dict, source: str, problems: list[str], prefix: tuple = ()):
-    """Append a problem for each unknown, reserved or misplaced key, and remove that key from `config`."""
+def _check_keys(config: dict, defaults: dict, source: str, problems: list, prefix: tuple = ()):
+    """Append a `Problem` for each unknown, reserved or misplaced key (naming the nearest valid key), and remove
+    that key from `config`. `source` is unused (kept for callers)."""
     for key, value in list(config.items()):
         where = ".".join(prefix + (key,))
         problem = None
         if key not in defaults:
             problem = _unknown_key_problem(defaults, prefix, key, value, where)
         elif isinstance(defaults[key], dict) and value is not None and not isinstance(value, dict):
-            problem = f"{where!r} must be a mapping, got {value!r}."
-        elif isinstance(defaults[key], dict) and prefix + (key,) not in FREE_FORM and isinstance(value, dict):
+            problem = Problem(where, f"{where!r} must be a mapping, got {value!r}.", value)
+        elif isinstance(defaults[key], dict) and not _free_form(prefix, key) and isinstance(value, dict):
             _check_keys(value, defaults[key], source, problems, prefix + (key,))
         if problem:
             problems.append(problem)
             del config[key]
 
 
-def _unknown_key_problem(defaults: dict, prefix: tuple, key: str, value, where: str) -> str | None:
+def _free_form(prefix: tuple, key: str) -> bool:
+    """Whether `prefix.key` is a free-form mapping (loader arguments, model config arguments): keys not checked."""
+    section = schema.options(prefix[0]) if len(prefix) == 1 and prefix[0] in schema.SECTIONS else {}
+    return key in section and section[key].meta["free_form"]
+
+
+def _unknown_key_problem(defaults: dict, prefix: tuple, key: str, value, where: str) -> Problem | None:
     """None for a `TrainingArguments` field under training:/stage1:/stage2:, else what is wrong with the key."""
-    if len(prefix) != 1 or prefix[0] not in PASSTHROUGH_SECTIONS:
-        return f"unknown key {where!r}; expected one of {sorted(defaults)}."
-    if key in RESERVED_TRAINING_ARGUMENTS:
-        return f"{where} is set by train.py; set {RESERVED_TRAINING_ARGUMENTS[key]} instead (got {value!r})."
-    if key in training_argument_names():
+    passthrough = len(prefix) == 1 and prefix[0] in PASSTHROUGH_SECTIONS
+    if passthrough and key in RESERVED_TRAINING_ARGUMENTS:
+        message = f"{where} is set by train.py; set {RESERVED_TRAINING_ARGUMENTS[key]} instead (got {value!r})."
+        return Problem(where, message, value, cause=None)
+    if passthrough and key in training_argument_names():
         return None
-    return f"unknown key {where!r}; expected one of {sorted(defaults)} or a TrainingArguments field."
+    candidates = list(defaults) + (
+        sorted(training_argument_names() | set(RESERVED_TRAINING_ARGUMENTS)) if passthrough else []
+    )
+    guess = schema.nearest(key, candidates)
+    message = f"unknown key {where!r}; " + (f"did you mean {'.'.join(prefix + (guess,))!r}? " if guess else "")
+    message += f"expected one of {sorted(defaults)}" + (" or a TrainingArguments field." if passthrough else ".")
+    return Problem(where, message, value)
 
 
 def resolve_config(
@@ -209,12 +131,12 @@ def resolve_config(
 ) -> dict:
     """Defaults ← config file (with `extends`) ← `--set` overrides ← `--data-dir` / `--max-epochs` / `--seed`.
 
-    Every problem (unknown keys; bad values, with what is allowed) is listed in one `ConfigError`. train.py also
-    builds both stages' model configs and `TrainingArguments` first: `config_checks.resolve_checked_config`.
+    Every problem (unknown keys; bad values, with what is allowed) is listed in one `ConfigError` (= `CheckError`).
+    train.py also builds both stages' model configs and `TrainingArguments` first: `config_checks.check_config`.
     """
     config, problems, _ = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
     if problems:
-        raise ConfigError(listing(str(path), problems))
+        raise ConfigError(problems, source=str(path))
     return config
 
 
@@ -224,7 +146,7 @@ def resolve_config_problems(
     data_dir: str | None = None,
     max_epochs: int | None = None,
     seed: int | None = None,
-) -> tuple[dict, list[str], set[tuple[str, str]]]:
+) -> tuple[dict, list[Problem], set[tuple[str, str]]]:
     """`resolve_config` without raising: (config with each bad value reset to its default, the problems, the
     (section, key) pairs reset)."""
     source = str(path)
@@ -235,7 +157,7 @@ def resolve_config_problems(
         for key in keys[:-1]:
             node = node.setdefault(key, {})
         node[keys[-1]] = value
-    problems: list[str] = []
+    problems: list[Problem] = []
     _check_keys(config, DEFAULTS, source, problems)  # drops what it reports, so the checks below still run
     config = _merge(DEFAULTS, config)
     if data_dir is not None:
@@ -243,147 +165,104 @@ def resolve_config_problems(
     if seed is not None:
         config["seed"] = seed
     if max_epochs is not None:
-        for stage in ("stage1", "stage2"):
-            if _is_number(config[stage]["epochs"]):
-                config[stage]["epochs"] = min(config[stage]["epochs"], max_epochs)
+        for stage in schema.STAGES:
+            epochs = coerce(schema.options(stage)["epochs"], config[stage]["epochs"])
+            if isinstance(epochs, (int, float)) and not isinstance(epochs, bool):
+                config[stage]["epochs"] = min(epochs, max_epochs)
     invalid: set[tuple[str, str]] = set()
-    problems += _check_values(config, invalid)
+    problems += check_values(config, invalid)
     return config, problems, invalid
 
 
-def listing(source: str, problems: list[str]) -> str:
-    """The message of a `ConfigError` with several problems."""
-    return f"{len(problems)} problem(s) in {source} (nothing trained):\n" + "\n".join(f"  - {p}" for p in problems)
+def listing(source: str, problems: list) -> str:
+    """The message of a `ConfigError` with several problems (grouped by cause)."""
+    return report(problems, source)
 
 
-FLOAT_KEYS = (
-    "backbone_learning_rate",
-    "pooling_learning_rate",
-    "classifier_learning_rate",
-    "weight_decay",
-    "warmup_ratio",
-    "eal_weight",
-    "fual_weight",
-    "eal_margin",
-    "max_length_seconds",
-    "focal_gamma",
-)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _scheduler_types() -> list[str]:
-    from transformers.trainer_utils import SchedulerType
-
-    return [member.value for member in SchedulerType]
-
-
-def _stage_rules() -> dict:
-    """key → (accepts(value), what is allowed), for the stage settings."""
-    from ..configuration_frame_aligned import POOLING_TYPES
-    from ..trainer.loss_options import loss_option_problems
-    from .selection import SELECTION_METRICS
-
-    nonnegative = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
-    flag = (lambda v: isinstance(v, bool), "true or false")
-    return {
-        "pooling": (lambda v: v in POOLING_TYPES, f"one of {list(POOLING_TYPES)}"),
-        "epochs": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-        "batch_size": (lambda v: _is_int(v) and v > 0, "an integer >= 1"),
-        "eval_batch_size": (lambda v: v is None or (_is_int(v) and v > 0), "null (= batch_size) or an integer >= 1"),
-        "gradient_accumulation_steps": (lambda v: _is_int(v) and v > 0, "an integer >= 1"),
-        "backbone_learning_rate": nonnegative,
-        "pooling_learning_rate": nonnegative,
-        "classifier_learning_rate": nonnegative,
-        "weight_decay": nonnegative,
-        "warmup_ratio": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (a fraction of the steps)"),
-        "lr_scheduler_type": (lambda v: v in _scheduler_types(), f"one of {_scheduler_types()}"),
-        "max_length_seconds": (lambda v: v is None or (_is_number(v) and v > 0), "null (whole clips) or a number > 0"),
-        "num_trainable_layers": (lambda v: v is None or (_is_int(v) and v >= 0), "null (all) or an integer >= 0"),
-        "eal_weight": nonnegative,
-        "fual_weight": nonnegative,
-        "eal_margin": (_is_number, "a number"),
-        "fual_detach_target": flag,
-        "cache_frozen_prefix": flag,
-        "prefix_cache_dtype": (lambda v: v in ("float32", "float16", "bfloat16"), "float32, float16 or bfloat16"),
-        "prefix_cache_on_disk": flag,
-        "from_run": (lambda v: v is None or isinstance(v, str), "null or a run directory"),
-        "class_weights": (
-            lambda v: not loss_option_problems(v, 0.0),
-            "null, inverse, inverse_sqrt or a mapping {class name: weight > 0}",
-        ),
-        "focal_gamma": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 = cross-entropy)"),
-        "soft_labels": flag,
-        "class_balanced_sampling": flag,
-        "metric_for_best_model": (lambda v: v in SELECTION_METRICS, f"one of {list(SELECTION_METRICS)}"),
-    }
-
-
-TRAINING_RULES = {
-    "full_determinism": (lambda v: isinstance(v, bool), "true or false"),
-    "save_total_limit": (lambda v: v is None or (_is_int(v) and v > 0), "null or an integer >= 1"),
-    "logging_steps": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "dataloader_num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "bf16": (lambda v: isinstance(v, bool), "true or false"),
-    "fp16": (lambda v: isinstance(v, bool), "true or false"),
-    "activation_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
-}
-
-
-def _coerce_floats(settings: dict):
-    """PyYAML reads `1e-4` (no dot) as a string: accept it as the number it means (others stay for the rules)."""
-    for key in FLOAT_KEYS:
-        value = settings[key]
-        if isinstance(value, str):
-            try:
-                settings[key] = float(value)
-            except ValueError:
-                pass
-
-
-def _check_values(config: dict, invalid: set | None = None) -> list[str]:
-    """Every bad value of the resolved config: key, value and what is allowed. Each bad stage/training value is
-    reset to its default and its (section, key) added to `invalid`, so later checks neither trip on it again nor
-    report it twice."""
+def check_values(config: dict, invalid: set | None = None) -> list[Problem]:
+    """Every bad value of the resolved config (key, value and what is allowed, from the schema), then the rules
+    that tie keys together (`schema.CROSS_CHECKS`). Each bad value is reset to its default and its (section, key)
+    added to `invalid`, so later checks neither trip on it again nor report it twice."""
     invalid = set() if invalid is None else invalid
-    data, model = config["data"], config["model"]
     problems = []
-    if not data["loader"] or not data["root"]:
-        problems.append("data.loader and data.root are required (or pass --data-dir).")
-    if bool(model["name_or_path"]) == bool(model["random_init"]):
-        problems.append(
-            "set exactly one of model.name_or_path (a pre-trained backbone, e.g. facebook/wav2vec2-base) "
-            f"and model.random_init (a randomly initialised backbone config), got {model}."
-        )
-    from ..data.folds import FOLD_STRATEGIES
-
-    if data["folds"] not in FOLD_STRATEGIES:
-        problems.append(f"data.folds must be one of {list(FOLD_STRATEGIES)}, got {data['folds']!r}.")
-    rules = _stage_rules()
-    for stage in ("stage1", "stage2"):
-        _coerce_floats(config[stage])
-        for key, value in config[stage].items():
-            if key in rules and not rules[key][0](value):
-                problems.append(f"{stage}.{key} must be {rules[key][1]}, got {value!r}.")
-                config[stage][key] = DEFAULTS[stage][key]
-                invalid.add((stage, key))
-    for key, (accepts, allowed) in TRAINING_RULES.items():
-        if not accepts(config["training"][key]):
-            problems.append(f"training.{key} must be {allowed}, got {config['training'][key]!r}.")
-            config["training"][key] = DEFAULTS["training"][key]
-            invalid.add(("training", key))
-    if config["stage1"]["pooling"] == "cls_attention":
-        problems.append("stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
-    for key in ("soft_labels", "class_balanced_sampling"):  # the cache replays fixed batches without the corpus rows
-        if config["stage2"]["cache_frozen_prefix"] and config["stage2"][key]:
-            problems.append(f"stage2.{key} does not work with stage2.cache_frozen_prefix; turn one of them off.")
+    for section in ("", *schema.SECTIONS):
+        settings = config if section == "" else config[section]
+        for name, option in schema.options(section).items():
+            value = settings[name] = coerce(option, settings[name])
+            if not accepts(option, value):
+                problems.append(
+                    Problem(option.key, f"{option.key} must be {allowed_text(option)}, got {value!r}.", value)
+                )
+                settings[name] = copy.deepcopy(DEFAULTS[section][name] if section else DEFAULTS[name])
+                invalid.add((section, name))
+    reported = {".".join(filter(None, pair)) for pair in invalid}
+    for keys, message in schema.cross_problems(config):
+        if not reported.intersection(keys):  # a bad value, reset to its default, is not reported twice
+            problems.append(Problem(keys[0], message))
     return problems
+
+
+# ---- the value of one option (from its declaration in schema.py) ----
+
+
+def allowed_text(o: schema.Option) -> str:
+    """What the option accepts, in words ("an integer >= 1", "null (all) or an integer >= 0", ...)."""
+    base, nullable = schema.base_type(o.type)
+    meta = o.meta
+    if meta["allowed"]:
+        text = meta["allowed"]
+    elif meta["choices"] is not None:
+        text = f"one of {schema.choices_of(o)}"
+    elif base is bool:
+        text = "true or false"
+    elif base in (int, float):
+        text = "an integer" if base is int else "a number"
+        low, high = meta["minimum"] if meta["minimum"] is not None else meta["above"], meta["below"]
+        if low is not None and high is not None:
+            text += f" in {'[' if meta['minimum'] is not None else '('}{low}, {high})"
+        elif low is not None:
+            text += f" {'>=' if meta['minimum'] is not None else '>'} {low}"
+    else:
+        text = {str: "a string", dict: "a mapping", list: "a list"}.get(base, base.__name__)
+    if meta["required"]:
+        return f"{text} (required)"
+    if nullable:
+        return f"null ({meta['null']}) or {text}" if meta["null"] else f"null or {text}"
+    return text
+
+
+def coerce(o: schema.Option, value):
+    """PyYAML reads `1e-4` (no dot) as a string: a float option takes it as the number it means."""
+    if schema.base_type(o.type)[0] is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def accepts(o: schema.Option, value) -> bool:
+    """Whether `value` (coerced) is allowed for the option."""
+    base, nullable = schema.base_type(o.type)
+    if value is None:
+        return nullable
+    if o.meta["choices"] is not None:
+        return value in schema.choices_of(o)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is float:
+        ok = is_number
+    elif base is int:
+        ok = is_number and isinstance(value, int)
+    else:
+        ok = isinstance(value, schema.union_types(o.type))  # `dict | str | None`: either
+    if not ok or base not in (int, float):
+        return ok
+    meta = o.meta
+    return not (
+        (meta["minimum"] is not None and value < meta["minimum"])
+        or (meta["above"] is not None and value <= meta["above"])
+        or (meta["below"] is not None and value >= meta["below"])
+    )
 
 
 def dump_config(config: dict) -> str:
@@ -409,6 +288,10 @@ __all__ = [
     "RESERVED_TRAINING_ARGUMENTS",
     "config_differences",
     "dump_config",
+    "accepts",
+    "allowed_text",
+    "check_values",
+    "coerce",
     "listing",
     "passthrough_settings",
     "read_config_file",

@@ -30,6 +30,7 @@ from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.loss_options import resolve_class_weights
 from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+from . import schema
 from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
 from .selection import metric_title, selection_arguments
@@ -37,7 +38,14 @@ from .selection import metric_title, selection_arguments
 
 logger = logging.getLogger(__name__)
 
-STAGE_TITLES = {"stage1": "stage 1 (attentive pooling, CE)", "stage2": "stage 2"}
+
+def stage_title(stage: str, settings: dict) -> str:
+    """ "stage 1 (attentive pooling, CE)", "stage 2 (cls_attention pooling, CE + 0.05·EAL + 0.05·FUAL)": the stage
+    with the pooling and losses its settings configure (EAL and FUAL act with CLS pooling only)."""
+    losses = "CE"
+    if settings["pooling"] == "cls_attention":
+        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
+    return f"stage {stage.removeprefix('stage')} ({settings['pooling']} pooling, {losses})"
 
 
 class StageTrainer(FrameAlignedTrainer):
@@ -86,16 +94,10 @@ def _log(state: PartialState, message: str):
 
 def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict:
     """Config attributes `from_pretrained` sets for a stage (pooling, frozen layers, loss weights, labels)."""
-    settings = config[stage]
     return {
         **(config["model"]["config_overrides"] or {}),
         **label_maps(label_names),
-        "pooling": settings["pooling"],
-        "num_trainable_layers": settings["num_trainable_layers"],
-        "eal_weight": settings["eal_weight"],
-        "fual_weight": settings["fual_weight"],
-        "eal_margin": settings["eal_margin"],
-        "fual_detach_target": settings["fual_detach_target"],
+        **schema.model_kwargs(config[stage], stage),  # the options declared `to_model` in schema.py
     }
 
 
@@ -164,51 +166,33 @@ def training_arguments(
 
 def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
     """The keyword arguments of `training_arguments`, without the DDP settings (see there)."""
-    settings, training = config[stage], config["training"]
+    training = config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     passthrough = passthrough_settings(config, stage)
     run_name = f"{fold_name(fold.number)}-{stage}"
     if passthrough.get("run_name"):
         run_name = f"{passthrough['run_name']}-{run_name}"
     return (
-        dict(
+        # the options declared `to_args` in schema.py (epochs, batch sizes, learning rates, warmup, ...)
+        schema.training_argument_kwargs(training, "training")
+        | schema.training_argument_kwargs(config[stage], stage)
+        | dict(
             output_dir=str(output_dir),
-            num_train_epochs=settings["epochs"],
-            per_device_train_batch_size=settings["batch_size"],
-            per_device_eval_batch_size=settings["eval_batch_size"] or settings["batch_size"],
-            gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-            learning_rate=settings["backbone_learning_rate"],
-            backbone_learning_rate=settings["backbone_learning_rate"],
-            pooling_learning_rate=settings["pooling_learning_rate"],
-            classifier_learning_rate=settings["classifier_learning_rate"],
-            weight_decay=settings["weight_decay"],
-            warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of the total steps
-            lr_scheduler_type=settings["lr_scheduler_type"],
             eval_strategy="epoch",
             save_strategy="epoch",
             # The best checkpoint (on the stage's validation metric_for_best_model) is found from
             # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
-            # when a run directory is moved between runs.
-            **selection_arguments(settings["metric_for_best_model"]),
-            class_weights=settings["class_weights"],
-            focal_gamma=settings["focal_gamma"],
-            soft_labels=settings["soft_labels"],
-            class_balanced_sampling=settings["class_balanced_sampling"],
-            save_total_limit=training["save_total_limit"],
+            # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
+            # class_balanced_sampling: `to_args` in schema.py.)
+            **selection_arguments(config[stage]["metric_for_best_model"]),
             logging_strategy="steps",
-            logging_steps=training["logging_steps"],
             report_to="none",
             seed=seed,
             data_seed=seed,
-            full_determinism=training["full_determinism"],
             remove_unused_columns=False,  # the collator needs the `audio` column
             train_sampling_strategy="group_by_length",
             length_column_name="duration",
-            dataloader_num_workers=training["dataloader_num_workers"],
             dataloader_pin_memory=torch.cuda.is_available(),
-            bf16=training["bf16"],
-            fp16=training["fp16"],
-            activation_checkpointing=training["activation_checkpointing"],
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
             disable_tqdm=False,
@@ -235,7 +219,9 @@ def train_stage(
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(state, f"Fold {fold.number}: {STAGE_TITLES[stage]} already finished ({best_dir}), skipping.")
+        _log(
+            state, f"Fold {fold.number}: {stage_title(stage, config[stage])} already finished ({best_dir}), skipping."
+        )
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
         return reuse_stage1(fold, run, FinishedRun(config["stage1"]["from_run"]), state)
@@ -244,12 +230,9 @@ def train_stage(
     resume_from = latest_checkpoint(stage_dir, remove_incomplete=state.is_main_process)
     state.wait_for_everyone()
     settings = config[stage]
-    losses = "CE"
-    if settings["pooling"] == "cls_attention":
-        losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} · {settings['pooling']} pooling · {losses} · {fold.describe()}"
+        f"Fold {fold.number}: {stage_title(stage, settings)} · {fold.describe()}"
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
@@ -297,7 +280,7 @@ def train_stage(
     state.wait_for_everyone()
     _log(
         state,
-        f"Fold {fold.number}: {STAGE_TITLES[stage]} done, best validation "
+        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation "
         f"{metric_title(settings['metric_for_best_model'])} {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
@@ -324,7 +307,6 @@ def _link_or_copy(source, destination):
 
 
 __all__ = [
-    "STAGE_TITLES",
     "StageTrainer",
     "cpu_distributed",
     "ddp_settings",
@@ -332,6 +314,7 @@ __all__ = [
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",
+    "stage_title",
     "train_stage",
     "training_arguments",
     "training_argument_values",

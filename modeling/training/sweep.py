@@ -34,6 +34,7 @@ class SweepRun:
 
     name: str
     overrides: dict = field(default_factory=dict)
+    shared_from: Path | None = None  # the run whose stage 1 this run reuses (set by `planned_configs`)
 
     def set_arguments(self) -> list[str]:
         return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]  # JSON is YAML
@@ -91,6 +92,7 @@ def planned_configs(sweep: Sweep, output_dir: Path, data_dir=None, max_epochs=No
         overrides = run.set_arguments()
         if sweep.shares_stage1 and index > 0:
             overrides.append(f"stage1.from_run={first}")
+            run.shared_from = first
         try:
             planned.append((run, resolve_checked_config(sweep.base, overrides, data_dir, max_epochs)))
         except ConfigError as error:

@@ -27,9 +27,13 @@ MATRIX = [
     ),
     ("stage2.gradient_accumulation_steps=0", r"stage2.gradient_accumulation_steps must be an integer >= 1, got 0"),
     ("stage2.warmup_ratio=1.5", r"stage2.warmup_ratio must be a number in \[0, 1\).*got 1.5"),
-    ("stage1.epoch=3", r"unknown key 'stage1.epoch'; expected one of \[.*'epochs'.*\] or a TrainingArguments field"),
-    ("training.report_too=tensorboard", r"unknown key 'training.report_too'"),
-    ("modle.name_or_path=x", r"unknown key 'modle'; expected one of \['data', 'model'"),
+    (
+        "stage1.epoch=3",
+        r"unknown key 'stage1.epoch'; did you mean 'stage1.epochs'\? expected one of \[.*'epochs'.*\] or a "
+        "TrainingArguments field",
+    ),
+    ("training.report_too=tensorboard", r"unknown key 'training.report_too'; did you mean 'training.report_to'\?"),
+    ("modle.name_or_path=x", r"unknown key 'modle'; did you mean 'model'\? expected one of \['data', 'model'"),
     ("stage2.num_trainable_layers=3", r"stage2: the model config refuses.*between 0 and num_hidden_layers=2, got 3"),
     ("stage2.optim=adamw_fast", r"stage2.optim = 'adamw_fast': adamw_fast is not a valid OptimizerNames"),
     ("training.report_to=wandb", r"training.report_to = 'wandb': \['wandb'\] not installed"),

@@ -23,10 +23,11 @@ def test_every_bad_option_is_listed_at_once(tmp_path):
         resolve_checked_config(path)
     message = str(error.value)
     for expected in (
-        "stage1.class_weights must be null, inverse, inverse_sqrt or a mapping {class name: weight > 0}, got 'bal",
-        "stage1.focal_gamma must be a number >= 0 (0 = cross-entropy), got -0.5",
+        "stage1.class_weights must be null, one of ['inverse', 'inverse_sqrt'] (from the training counts) or a "
+        "mapping {class name: weight}, got 'balanced'.",
+        "stage1.focal_gamma must be a number >= 0, got -0.5",
         "stage1.metric_for_best_model must be one of ['ua', 'wa', 'macro_f1', 'loss'], got 'f1'",
-        "stage2.class_weights must be null, inverse, inverse_sqrt or a mapping",
+        "stage2.class_weights: weights must be finite numbers > 0, got {'anger': 0}.",
         "stage2.soft_labels does not work with stage2.cache_frozen_prefix",
         "training.greater_is_better is set by train.py; set nothing: it follows stage1/stage2.metric_for_best_model",
     ):
