@@ -42,19 +42,30 @@ def render_markdown(report: dict) -> str:
         if status:
             lines.append(f"- **{name}**: {status}")
     gpu = report["benchmarks"].get("gpu", {})
-    if gpu.get("measurements"):
+    if gpu.get("training"):
+        config = gpu.get("config", {})
         lines += [
             "",
-            f"## GPU ({gpu.get('device')})",
+            f"## GPU ({gpu.get('device')}): {config.get('batch_size')} clips × {config.get('clip_seconds')} s "
+            "per step",
             "",
-            "| dtype/attention | step s | samples/s | peak GiB |",
-            "|---|---|---|---|",
+            f"Clips: {gpu.get('clips')}.",
+            "",
+            "| stage/precision | ms/step | samples/s | peak GiB | host syncs/step |",
+            "|---|---|---|---|---|",
         ]
-        for variant, values in gpu["measurements"].items():
-            peak = values["peak_memory_gib"]
+        for row, values in gpu["training"].items():
+            peak = values["peak_gib"]
             lines.append(
-                f"| {variant} | {values['step_seconds']:.4f} | {values['samples_per_second']:.1f} | "
-                f"{'–' if peak is None else f'{peak:.2f}'} |"
+                f"| {row} | {values['ms_per_step']} | {values['samples_per_second']} | "
+                f"{'–' if peak is None else peak} | {values['host_syncs_per_step']} |"
             )
+        evaluation, cache = gpu["evaluation"], gpu["prefix_cache"]
+        lines += [
+            "",
+            f"Evaluation (fp32, forward only): {evaluation['ms_per_batch']} ms/batch, "
+            f"{evaluation['samples_per_second']} samples/s. Frozen-prefix cache (fp16): "
+            f"{cache['clips_per_second']} clips/s.",
+        ]
     lines += ["", f"Total wall time: {report.get('total_wall_seconds')} s.", ""]
     return "\n".join(lines)

@@ -57,6 +57,11 @@ class FrameAlignedConfigMixin:
             `feat_extract_norm="layer"` backbones (data2vec-audio always has layer-normalised convolutions):
             `"group"` ones (wav2vec2-base, hubert-base, wavlm-base) were pre-trained on zero-padded batches without a
             mask. Pooling, frame weights and losses always use the true lengths.
+        calibration_temperature (`float`, *optional*):
+            Temperature T of the utterance probabilities, softmax(logits / T) (temperature scaling, Guo et al. 2017):
+            fitted by train.py on each fold's validation split after checkpoint selection. The logits are unchanged
+            (so is the predicted class); the pipelines, the ONNX backend, predict.py and score.py compute their
+            probabilities with it (`prediction_fields.calibration_temperature`). `None`: not calibrated (T = 1).
 
     Inherited fields, and what the head does with them:
         use_weighted_layer_sum (`bool`): the pooling runs on softmax(w)·(all hidden states) instead of the last
@@ -100,6 +105,7 @@ class FrameAlignedConfigMixin:
         fual_detach_target=False,
         num_trainable_layers=None,
         backbone_attention_mask=None,
+        calibration_temperature=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -114,6 +120,7 @@ class FrameAlignedConfigMixin:
         self.fual_detach_target = fual_detach_target
         self.num_trainable_layers = num_trainable_layers
         self.backbone_attention_mask = backbone_attention_mask
+        self.calibration_temperature = calibration_temperature
         self.check_head_fields()
 
     def check_head_fields(self):
@@ -142,6 +149,11 @@ class FrameAlignedConfigMixin:
                 f"{name}: `classifier_proj_size={proj_size}` is not supported: the frame-aligned head has no "
                 "projection before its classifier (the classifier reads the pooled hidden_size vector). Remove it "
                 f"(the default {self.unused_classifier_proj_size} is carried but unused)."
+            )
+        temperature = getattr(self, "calibration_temperature", None)
+        if temperature is not None and not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+            raise ValueError(
+                f"{name}: `calibration_temperature` must be a positive number or None, got {temperature!r}."
             )
         if getattr(self, "add_adapter", False):
             raise ValueError(f"{name}: frame-aligned classification does not support adapters (add_adapter=True).")

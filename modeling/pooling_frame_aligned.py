@@ -16,11 +16,13 @@ from .configuration_frame_aligned import FrameAlignedConfigMixin
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis restricted to `mask`; exactly zero where `mask` is False.
+    """Softmax over the last axis restricted to `mask`; exactly zero where `mask` is False. Computed and returned in
+    fp32 whatever the dtype of `scores`: CUDA autocast promotes softmax to fp32, CPU autocast keeps bf16 (α then
+    summed to 1 only within 1e-3 and FUAL, a KL against α, came out slightly negative); this makes both the same.
 
-    scores: (batch_size, num_frames) float; mask: (batch_size, num_frames) bool → (batch_size, num_frames).
+    scores: (batch_size, num_frames) float; mask: (batch_size, num_frames) bool → (batch_size, num_frames) float32.
     """
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    scores = scores.float().masked_fill(~mask, torch.finfo(torch.float32).min)
     return scores.softmax(dim=-1) * mask
 
 
@@ -47,7 +49,7 @@ class FrameAlignedAttentivePooling(nn.Module):
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor):
         """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
         weights = masked_softmax(self.score(hidden_states).squeeze(-1), frame_mask)
-        return torch.einsum("bt,bth->bh", weights, hidden_states), hidden_states, weights
+        return torch.einsum("bt,bth->bh", weights.to(hidden_states.dtype), hidden_states), hidden_states, weights
 
 
 class FrameAlignedFeedForward(nn.Module):
@@ -102,8 +104,12 @@ class FrameAlignedPoolingEncoder(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """hidden_states: (B, S, H); frame_mask: (B, S) bool → (B, S, H)."""
+        # allow_is_bidirectional_skip=False: the skip tests `frame_mask.all()`, a host sync in every step.
         attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=frame_mask
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=frame_mask,
+            allow_is_bidirectional_skip=False,
         )
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask=attention_mask)
@@ -122,7 +128,7 @@ class FrameAlignedSelfAttentionPooling(nn.Module):
         """hidden_states: (B, T, H); frame_mask: (B, T) → utterance (B, H), frames (B, T, H), α (B, T)."""
         frames = self.encoder(hidden_states, frame_mask)
         weights = masked_softmax(self.score(frames).squeeze(-1), frame_mask)
-        return torch.einsum("bt,bth->bh", weights, frames), frames, weights
+        return torch.einsum("bt,bth->bh", weights.to(frames.dtype), frames), frames, weights
 
 
 class FrameAlignedCLSAttentionPooling(nn.Module):

@@ -5,7 +5,8 @@ pipeline result and document of this project.
   score.py's `predictions.csv`.
 - `predicted`: the predicted class, the most probable one.
 - `prob_<class>`: the probability of each class, one field per class in the model's label order (`id2label`): the
-  softmax of the logits (`softmax` below, the project's one softmax), the mean of the fold models' for an ensemble,
+  softmax of the logits divided by the checkpoint's calibration temperature (`softmax` below, the project's one
+  softmax; `calibration_temperature`), the mean of the fold models' for an ensemble,
   the mean over a segment's frames for a timeline segment.
 
 "score" never names a probability here: it means an evaluation metric (score.py's `scores.json`: UA, WA, macro-F1).
@@ -35,11 +36,38 @@ def probability_fields(classes: Sequence[str]) -> list[str]:
     return [probability_field(name) for name in classes]
 
 
-def softmax(logits) -> np.ndarray:
-    """Row-wise softmax of (..., C) logits, computed stably in float64."""
+def softmax(logits, temperature: float | None = None) -> np.ndarray:
+    """Row-wise softmax of (..., C) logits, computed stably in float64: softmax(logits / T) with the calibration
+    temperature T (`temperature`; None or 1: the plain softmax). Temperature scaling (Guo et al., ICML 2017) leaves
+    the argmax unchanged: the predicted class is the same, only the probabilities are calibrated.
+
+    Raises:
+        ValueError: a temperature that is not a positive finite number.
+    """
     logits = np.asarray(logits, dtype=np.float64)
+    if temperature is not None:
+        logits = logits / checked_temperature(temperature)
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def checked_temperature(temperature) -> float:
+    """`temperature` as a float; ValueError unless it is a positive finite number."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"a calibration temperature must be a positive finite number, got {temperature!r}.")
+    return value
+
+
+def calibration_temperature(config, calibrated: bool = True) -> float:
+    """The temperature T a model's probabilities are computed with: its config's `calibration_temperature` (fitted
+    on the validation split after checkpoint selection; docs/evaluation_breakdowns_calibration.md), 1.0 when the
+    checkpoint has none or `calibrated` is False (the raw softmax)."""
+    value = getattr(config, "calibration_temperature", None) if calibrated else None
+    return 1.0 if value is None else checked_temperature(value)
 
 
 def prediction_record(distribution, classes: Sequence[str]) -> dict:
@@ -68,6 +96,8 @@ __all__ = [
     "LABEL",
     "PREDICTED",
     "PROBABILITY_PREFIX",
+    "calibration_temperature",
+    "checked_temperature",
     "prediction_record",
     "probabilities_of",
     "probability_field",

@@ -48,17 +48,50 @@ def test_entry_point_writes_json_and_markdown(smoke_report):
     assert markdown.count("\n| ") >= len(report["summary"]) + 1
 
 
-def test_gpu_section_says_not_run_without_cuda_and_its_code_path_runs(smoke_report):
-    import torch
+def test_gpu_dry_run_runs_every_row_without_host_syncs(tmp_path):
+    """`python -m benchmarks.gpu --dry-run`: every row of the GPU benchmark at toy size on the CPU, no host sync in
+    any training step, the markdown table rendered from it (issue 21). Without CUDA the section says "not run"
+    (`test_gpu_page.py`)."""
+    from test_gpu_page import page_command
 
     from benchmarks import gpu
+    from benchmarks.common import machine_description
+    from benchmarks.report import render_markdown
 
-    report, _ = smoke_report
-    if not torch.cuda.is_available():
-        assert report["benchmarks"]["gpu"]["status"] == gpu.NOT_RUN
-    dry = gpu.run(PROFILES["smoke"], {}, device="cpu", dry_run=True)  # the CUDA code path, on the CPU
-    assert set(dry["measurements"]) == {f"{dtype}/{attention}" for dtype, attention in gpu.VARIANTS}
-    assert all(values["step_seconds"] > 0 for values in dry["measurements"].values())
+    argv = page_command("--dry-run")  # docs/gpu.md's command, as written (its output file under tmp_path)
+    assert argv[:3] == ["python", "-m", "benchmarks.gpu"]
+    output = tmp_path / argv[argv.index("--output") + 1]
+    argv[argv.index("--output") + 1] = str(output)
+    assert gpu.main(argv[3:]) == 0
+    dry = json.loads(output.read_text())
+    assert dry["status"].startswith("dry run on cpu")
+    assert set(dry["training"]) == {f"{stage}/{precision}" for stage in gpu.STAGES for precision in gpu.PRECISIONS}
+    assert all(row["ms_per_step"] > 0 and row["host_syncs_per_step"] == 0 for row in dry["training"].values())
+    assert dry["config"]["batch_size"] == gpu.DRY_BATCH and "polish3" in dry["clips"] or "nemo4" in dry["clips"]
+    assert dry["evaluation"]["samples_per_second"] > 0 and dry["prefix_cache"]["clips_per_second"] > 0
+    machine = machine_description() | {"torch_threads": 1, "load_average_at_start": None}
+    markdown = render_markdown({"mode": "smoke", "machine": machine, "benchmarks": {"gpu": dry}, "summary": []})
+    assert "| stage2/bf16+checkpointing |" in markdown
+
+
+def test_gpu_benchmark_clips_are_real_speech_of_exactly_8_s(tmp_path):
+    """32 × 8 s steps need 8 s clips: nEMO's long ones, or the corpus's clips joined end to end (and said so)."""
+    import soundfile
+
+    from benchmarks import gpu
+    from benchmarks.common import corpus_rows
+
+    corpus, rows = corpus_rows()
+    clips = gpu.long_clips(3, 8.0, tmp_path)
+    for path in clips["files"]:
+        audio, rate = soundfile.read(path)
+        assert rate == 16000 and audio.shape == (128000,) and np.abs(audio).max() > 0.01
+    if sum(row["duration_s"] >= 8.0 for row in rows) < 3:
+        assert "joined end to end" in clips["source"] and corpus in clips["source"]
+        first = soundfile.read(rows[0]["path"], dtype="float32")[0]  # the first clip opens the first joined one
+        np.testing.assert_allclose(
+            soundfile.read(clips["files"][0], dtype="float32")[0][: len(first)], first, atol=1e-4
+        )
 
 
 def test_unknown_benchmark_is_rejected(tmp_path):

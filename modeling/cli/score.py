@@ -13,7 +13,9 @@ import sys
 
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
+from ..evaluation.breakdowns import breakdown_summary
 from ..evaluation.cross_corpus import ENSEMBLE, parse_label_map, score_run
+from ..evaluation.perturbations import parse_perturbation
 from ..training.run_config import ConfigError
 
 
@@ -34,6 +36,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--split", help="Score one predefined split only (corpora with a `split` column).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per batch (longest first; default 8).")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="Probabilities from the raw softmax (T = 1) instead of each fold model's calibration temperature.",
+    )
+    parser.add_argument(
+        "--ensemble-calibration",
+        metavar="CONFIG",
+        help="A corpus config whose utterances no fold model saw (same --label-map): the ensemble is calibrated as "
+        "an ensemble there (its own temperature on the log of its mean probabilities).",
+    )
+    parser.add_argument(
+        "--perturb",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SPEC",
+        help="Also score perturbed copies (repeatable): noise:snr_db=10[,color=pink], telephone[:codec=gsm], "
+        "mp3|vorbis|opus[:compression_level=0.9], reverb:rt60_s=0.5[,drr_db=0] "
+        "(docs/evaluation_breakdowns_calibration.md).",
+    )
+    parser.add_argument("--perturb-seed", type=int, default=0, help="Seed of the perturbations' noise (default 0).")
     parser.add_argument("--output-dir", required=True, help="Where scores.json, scores.md, predictions.csv go.")
     return parser.parse_args(argv)
 
@@ -42,6 +66,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
+        perturbations = [parse_perturbation(spec) for spec in args.perturb]
         scores = score_run(
             args.run_dir,
             args.config,
@@ -50,6 +75,10 @@ def main(argv=None) -> int:
             label_map=parse_label_map(args.label_map),
             split=args.split,
             batch_size=args.batch_size,
+            calibrated=not args.no_calibration,
+            perturbations=perturbations,
+            perturb_seed=args.perturb_seed,
+            ensemble_calibration=args.ensemble_calibration,
         )
     except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -59,6 +88,11 @@ def main(argv=None) -> int:
             f"{name:>9}: UA {100 * s['ua']:.2f} %  WA {100 * s['wa']:.2f} %  macro-F1 {100 * s['macro_f1']:.2f} %  "
             f"(n = {s['n']})"
         )
+    if scores[ENSEMBLE].get("breakdowns"):
+        print(f"ensemble {breakdown_summary(scores[ENSEMBLE]['breakdowns'])}")
+    for spec, entry in (scores.get("perturbations") or {}).items():
+        e = entry["models"][ENSEMBLE]
+        print(f"{spec}: ensemble ΔUA {100 * e['delta_ua']:+.2f}  Δmacro-F1 {100 * e['delta_macro_f1']:+.2f} (points)")
     if scores["left_out"]:
         print("left out (no run class): " + ", ".join(f"{k} ({v})" for k, v in scores["left_out"].items()))
     if scores["missing_classes"]:

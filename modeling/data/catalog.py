@@ -13,6 +13,7 @@ from datasets import Dataset
 from .audio_folder import load_audio_folder
 from .corpus import CorpusError, CorpusInfo
 from .crema_d import CREMA_D, load_crema_d
+from .emobox import load_emobox
 from .emodb import EMODB, load_emodb
 from .hub import load_hub_dataset
 from .iemocap import IEMOCAP, load_iemocap
@@ -32,6 +33,7 @@ LOADERS = {
     "emodb": load_emodb,
     "msp_podcast": load_msp_podcast,
     "audio_folder": load_audio_folder,
+    "emobox": load_emobox,
     "hub": load_hub_dataset,
 }
 

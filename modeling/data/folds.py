@@ -12,12 +12,14 @@ Strategies (`data.folds` in a config):
 
 - `predefined`: the dataset's own train/validation/test split, one fold; rows carry it in a `split` column
   (`train`; `validation`, also written `valid`, `val`, `dev`; `test`); rows with other values are left out and
-  logged. No speaker column is needed (speaker independence is then the dataset's own business).
+  logged. Several official folds (EmoBox's): one `split_fold<k>` column per fold, "" where a row is not in it.
+  No speaker column is needed (speaker independence is then the dataset's own business).
 
 Fold numbers are 1-based everywhere (`--folds 1,3`, `fold1/`, results.json).
 """
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,6 +55,7 @@ class Fold:
     validation: tuple[str, ...]
     test: tuple[str, ...]
     predefined: bool = False  # rows are split by their `split` column, not by speaker
+    split_column: str = "split"  # predefined: the column holding this fold's split (`split_fold<k>`: one per fold)
 
     def speakers(self, split: str) -> tuple[str, ...]:
         return getattr(self, split)
@@ -138,25 +141,37 @@ def canonical_split(value) -> str | None:
 
 
 def predefined(dataset: Dataset) -> list[Fold]:
-    """One fold from the dataset's `split` column (speakers listed per split for the reports; may be empty)."""
+    """One fold from the dataset's `split` column, or one fold per `split_fold<k>` column (several official folds,
+    e.g. EmoBox's); speakers listed per split for the reports (may be empty)."""
+    numbered = sorted(int(m.group(1)) for c in dataset.column_names for m in [_SPLIT_FOLD.match(c)] if m)
+    if numbered:
+        return [_predefined_fold(dataset, k, f"split_fold{k}") for k in numbered]
     if "split" not in dataset.column_names:
         raise FoldError(
             "data.folds: predefined needs a `split` column (train/validation/test): split folders "
             "(<root>/train, <root>/validation, <root>/test) or a `split` column in metadata.csv / the dataset."
         )
+    return [_predefined_fold(dataset, 1, "split")]
+
+
+_SPLIT_FOLD = re.compile(r"^split_fold(\d+)$")
+
+
+def _predefined_fold(dataset: Dataset, number: int, column: str) -> Fold:
     speakers = {split: set() for split in SPLITS}
     ignored = Counter()
-    for split, speaker in zip(dataset["split"], dataset["speaker"]):
+    for split, speaker in zip(dataset[column], dataset["speaker"]):
         name = canonical_split(split)
         if name is None:
             ignored[str(split)] += 1
         elif speaker:
             speakers[name].add(speaker)
+    ignored.pop("", None)  # "" in split_fold<k>: the utterance is not part of fold k
     if ignored:
         logger.warning(
             f"data.folds predefined: left out rows whose split is not train/validation/test: {dict(ignored)}."
         )
-    return [Fold(1, *(tuple(sorted(speakers[split])) for split in SPLITS), predefined=True)]
+    return Fold(number, *(tuple(sorted(speakers[split])) for split in SPLITS), predefined=True, split_column=column)
 
 
 def make_folds(dataset: Dataset, strategy: str, num_folds: int | None = None) -> list[Fold]:
@@ -190,7 +205,7 @@ def split_fold(dataset: Dataset, fold: Fold) -> DatasetDict:
     """The rows of each split of `fold` (original row order), after checking speaker independence (for
     speaker folds; a predefined fold takes the `split` column as it is)."""
     if fold.predefined:
-        names = [canonical_split(value) for value in dataset["split"]]
+        names = [canonical_split(value) for value in dataset[fold.split_column]]
         return DatasetDict(
             {split: dataset.select([i for i, name in enumerate(names) if name == split]) for split in SPLITS}
         )

@@ -8,6 +8,8 @@ run, per fold: the differences. Paired statistics on the test utterances of all 
   same draw for both runs: paired); the statistic is the mean over folds of the per-fold UA (or WA) — the number
   the results tables report — and ΔUA = other − first. The 95 % interval is the 2.5th–97.5th percentile of the
   resampled differences (percentile bootstrap; seeded, so the same seed gives the same interval).
+- Per gender and per test speaker: the differences of results.json's breakdowns (`modeling.evaluation.breakdowns`;
+  point differences, since a group's own interval is in each run's results).
 - McNemar's exact test on per-utterance correctness: b = first right and other wrong, c = the reverse;
   p = two-sided binomial test of b successes in b + c trials with p = 0.5 (`scipy.stats.binomtest`; by hand
   without scipy); p = 1 when b + c = 0.
@@ -181,6 +183,7 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
             {
                 "run": other.path,
                 "per_fold": per_fold,
+                "per_group": group_differences(first.results.get("breakdowns"), other.results.get("breakdowns")),
                 "bootstrap": paired_bootstrap(first, other, resamples, seed),
                 "mcnemar": mcnemar_exact(correct_first, correct_other),
             }
@@ -194,6 +197,23 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
     }
 
 
+def group_differences(first: dict | None, other: dict | None) -> dict | None:
+    """Per gender and per test speaker (results.json's `breakdowns`, all folds together): {"gender": {name: {"n",
+    "ua", "wa", "macro_f1"}}, "speaker": {...}}, each Δ = other − first (fractions); None when a run has no
+    breakdowns (trained before they were recorded). Groups present in one run only are left out."""
+    if not first or not other:
+        return None
+    out = {}
+    for grouping in ("gender", "speaker"):
+        a, b = first.get(grouping) or {}, other.get(grouping) or {}
+        out[grouping] = {
+            name: {"n": a[name]["n"], **{m: _difference(b[name], a[name], m) for m in METRICS}}
+            for name in a
+            if name in b
+        }
+    return out
+
+
 def _difference(other: dict, first: dict, metric: str):
     return None if other.get(metric) is None or first.get(metric) is None else float(other[metric] - first[metric])
 
@@ -204,6 +224,18 @@ def _pm(entry) -> str:
 
 def _signed(value) -> str:
     return "–" if value is None else f"{100 * value:+.2f}"
+
+
+def _group_lines(per_group: dict | None) -> list[str]:
+    if not per_group:
+        return []
+    lines = ["", "| Group (all folds' test utterances) | n | ΔUA | ΔWA | ΔMacro-F1 |", "|---|---:|---:|---:|---:|"]
+    for grouping in ("gender", "speaker"):
+        lines += [
+            f"| {grouping} {name} | {d['n']} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
+            for name, d in per_group[grouping].items()
+        ]
+    return lines
 
 
 def comparison_markdown(report: dict) -> str:
@@ -232,6 +264,7 @@ def comparison_markdown(report: dict) -> str:
             f"| {name} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
             for name, d in comparison["per_fold"].items()
         ]
+        lines += _group_lines(comparison.get("per_group"))
         lines += ["", f"Paired bootstrap ({boot['resamples']} resamples within folds, seed {boot['seed']}), 95 % CI:"]
         lines += [
             f"- Δ{m.upper()} {_signed(boot[m]['observed'])} [{_signed(boot[m]['low'])}, {_signed(boot[m]['high'])}]"

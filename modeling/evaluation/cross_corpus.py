@@ -11,6 +11,7 @@ utterance, `model` = fold<k> or ensemble, then the columns of `modeling.metrics.
 import logging
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,15 @@ from ..data import CorpusError
 from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file
-from ..prediction_fields import softmax
+from ..prediction_fields import calibration_temperature, softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.reader import FinishedRun, fold_name
 from ..training.experiment import load_run_dataset
 from ..training.run_config import DEFAULTS, ConfigError, _check_keys, read_config_file
 from ..training.scoring import PER_CLASS, predict
+from .breakdowns import breakdown_table, breakdowns, shared_speakers, speaker_dependent_note
+from .calibration import calibration_table, fit_temperature, plot_reliability, probability_scores
+from .robustness import delta_scores, perturbed_copy, robustness_markdown, temporary_folder
 
 
 logger = logging.getLogger(__name__)
@@ -143,13 +147,30 @@ def corpus_config(config_path: str | os.PathLike, data_dir: str | None = None) -
     return {"data": data}
 
 
-def member_scores(predictions: Predictions, num_labels: int) -> dict:
+def member_scores(predictions: Predictions, num_labels: int, genders: list[str] | None = None) -> dict:
+    """Scores of one model (or the ensemble), with per-speaker and per-gender breakdowns."""
     metrics = compute_ser_metrics(predictions.predicted, predictions.labels, num_labels)
-    return {"n": len(predictions.labels), **{key: metrics[key] for key in SCORE_KEYS}}
+    groups = {"speaker": predictions.speakers, **({"gender": genders} if genders is not None else {})}
+    return {
+        "n": len(predictions.labels),
+        **{key: metrics[key] for key in SCORE_KEYS},
+        "breakdowns": breakdowns(predictions.labels, predictions.predicted, groups, num_labels),
+    }
 
 
 def score_run(
-    run_dir, config_path, output_dir, data_dir=None, label_map=None, split=None, batch_size=8, progress=True
+    run_dir,
+    config_path,
+    output_dir,
+    data_dir=None,
+    label_map=None,
+    split=None,
+    batch_size=8,
+    progress=True,
+    calibrated=True,
+    perturbations=None,
+    perturb_seed=0,
+    ensemble_calibration=None,
 ) -> dict:
     """Score every fold's stage-2 best model of `run_dir` and their ensemble on the corpus of `config_path`.
 
@@ -157,6 +178,14 @@ def score_run(
     ({target class: count}), "missing_classes", "folds" ({"fold<k>": scores}), "ensemble": scores}, scores =
     {"n", "ua", "wa", "macro_f1", "per_class_precision", "per_class_recall", "per_class_f1", "support",
     "confusion_matrix"} (fractions in [0, 1]; rows of the matrix = true class, in the run's class order).
+    Probabilities are softmax(logits / T) with each fold model's calibration temperature (`calibrated=False`: T = 1);
+    the ensemble averages them. "calibration": per model and for the ensemble, ECE (15 bins) and Brier before (T = 1)
+    and after, on this corpus; OUT/reliability.png: the ensemble's reliability diagram. `perturbations` (parsed
+    `Perturbation`s): "perturbations" = {spec: {"measured", "models": {fold<k>/ensemble: {"ua", "macro_f1",
+    "delta_ua", "delta_macro_f1"}}}}, every model on each perturbed copy (seeded by `perturb_seed`).
+    `ensemble_calibration`: a corpus config whose utterances no fold model trained or validated on (same label
+    map): the ensemble gets a temperature of its own, fitted there on the log of its mean probabilities, and its
+    probabilities become softmax(log p̄ / T_ensemble) (calibrated as an ensemble).
     Raises CorpusError (bad label map, nothing to score), DatasetCheckError (unreadable audio: every file listed).
     """
     models, classes = run_models(run_dir)
@@ -166,39 +195,156 @@ def score_run(
     bad = find_bad_audio(rows, progress=progress)
     if bad:
         raise DatasetCheckError([b.reason for b in bad])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     common = dict(
         files=[relative_file(a, config["data"]["root"]) for a in rows["audio"]],
         speakers=list(rows["speaker"]),
         labels=np.asarray(rows["label"]),
         classes=classes,
     )
-    members = {}
-    for k, best in models.items():
-        model = AutoModelForFrameAlignedClassification.from_pretrained(best).to(device)
-        logits = predict(model, rows, batch_size, progress=f"Scoring {fold_name(k)}").logits
-        members[fold_name(k)] = Predictions(probabilities=softmax(logits), **common)
-    members[ENSEMBLE] = Predictions(
-        probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common
-    )
+    genders = list(rows["gender"]) if "gender" in rows.column_names else None
+    perturbations = perturbations or []
+    with temporary_folder(output_dir) as folder:
+        held_out = None if ensemble_calibration is None else (run_dir, ensemble_calibration, classes, label_map)
+        variants, measured = scored_variants(rows, perturbations, perturb_seed, Path(folder), held_out)
+        logits, temperatures = variant_logits(models, variants, batch_size, calibrated)
+    members, raw, calibration = clean_members(logits[CLEAN], temperatures, common)
+    if ensemble_calibration is not None:
+        ensemble_temperature(members, calibration, raw[ENSEMBLE], logits[HELD_OUT], temperatures, variants[HELD_OUT])
+        calibration[ENSEMBLE]["fitted_on"] = str(ensemble_calibration)
     scores = {
         "run": str(run_dir),
-        "corpus": {
-            "config": str(config_path),
-            "loader": config["data"]["loader"],
-            "root": str(config["data"]["root"]),
-        },
+        "corpus": {"config": str(config_path), **{key: str(config["data"][key]) for key in ("loader", "root")}},
         "classes": classes,
         "label_map": label_map,
         "split": split,
         "n": len(rows),
         "left_out": left_out,
         "missing_classes": missing,
-        "folds": {name: member_scores(p, len(classes)) for name, p in members.items() if name != ENSEMBLE},
-        ENSEMBLE: member_scores(members[ENSEMBLE], len(classes)),
+        "folds": {name: member_scores(p, len(classes), genders) for name, p in members.items() if name != ENSEMBLE},
+        ENSEMBLE: member_scores(members[ENSEMBLE], len(classes), genders),
+        "calibrated": calibrated,
+        "calibration": calibration,
     }
+    scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows)
+    if perturbations:
+        scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
+        scores["perturb_seed"] = perturb_seed
     write_outputs(Path(output_dir), scores, members)
+    ensemble = members[ENSEMBLE]
+    plot_reliability(raw[ENSEMBLE], ensemble.probabilities, ensemble.labels, Path(output_dir) / "reliability.png")
     return scores
+
+
+CLEAN = "clean"
+HELD_OUT = "ensemble-calibration"
+
+
+def scored_variants(rows: Dataset, perturbations: list, seed: int, folder: Path, held_out: tuple | None):
+    """({variant: rows}: the clean rows, the ensemble's calibration rows (`held_out`: arguments of
+    `held_out_rows`), each perturbed copy written under `folder`; {perturbation spec: measured})."""
+    variants, measured = {CLEAN: rows}, {}
+    if held_out is not None:
+        variants[HELD_OUT] = held_out_rows(*held_out)
+    for i, perturbation in enumerate(perturbations):
+        variants[perturbation.spec], measured[perturbation.spec] = perturbed_copy(
+            rows, perturbation, seed, folder / str(i)
+        )
+    return variants, measured
+
+
+def held_out_rows(run_dir, config_path, classes: list[str], label_map: dict) -> Dataset:
+    """The rows of the ensemble's calibration corpus. Raises CorpusError when a fold model trained or validated on
+    one of its speakers (same loader and root as the run): the temperature would be fitted on seen data."""
+    config = corpus_config(config_path)
+    rows, _, _ = target_rows(load_run_dataset(config), classes, label_map, None)
+    seen = run_speaker_overlap(run_dir, config, rows)
+    if seen:
+        raise CorpusError(
+            f"--ensemble-calibration {config_path}: fold models trained or validated on its speakers ({seen}); "
+            "calibrate the ensemble on utterances none of them saw."
+        )
+    return rows
+
+
+def ensemble_temperature(members, calibration, raw_ensemble, held_out_logits, temperatures, held_out) -> None:
+    """Fit T_ensemble on the held-out rows (log of the members' mean calibrated probabilities) and apply it to the
+    ensemble's probabilities in `members` and its entry of `calibration` (before: the uncalibrated mean), in
+    place."""
+    mean = np.mean([softmax(held_out_logits[name], temperatures[name]) for name in held_out_logits], axis=0)
+    t = fit_temperature(np.log(np.clip(mean, 1e-12, None)), np.asarray(held_out["label"]))
+    before = members[ENSEMBLE].probabilities
+    after = softmax(np.log(np.clip(before, 1e-12, None)), t)
+    members[ENSEMBLE] = replace(members[ENSEMBLE], probabilities=after)
+    calibration[ENSEMBLE] = {"temperature": t, **probability_scores(raw_ensemble, after, members[ENSEMBLE].labels)}
+
+
+def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
+    """{fold<k>: scored speakers that fold's model trained or validated on}, when the scored corpus is the run's own
+    (same loader and root), plus the run's own speaker-dependent folds (results.json); empty when independent."""
+    try:
+        results = FinishedRun(run_dir).results()
+    except ValueError:
+        return {}
+    shared = {fold_name(k): s for k, s in shared_speakers(results.get("folds") or {}).items()}
+    data = (results.get("config") or {}).get("data") or {}
+    same = data.get("loader") == config["data"]["loader"] and str(data.get("root")) == str(config["data"]["root"])
+    scored = set(rows["speaker"]) - {""}
+    for k, fold in (results.get("folds") or {}).items() if same else []:
+        speakers = fold.get("speakers") or {}
+        seen = (set(speakers.get("train") or []) | set(speakers.get("validation") or [])) & scored
+        if seen:
+            shared[fold_name(k)] = sorted(seen | set(shared.get(fold_name(k), [])))
+    return shared
+
+
+def clean_members(logits: dict, temperatures: dict, common: dict):
+    """({fold<k>/ensemble: Predictions (calibrated)}, {same: uncalibrated probabilities}, {same: ECE / Brier before
+    and after}): the ensemble averages the members' calibrated probabilities."""
+    members, raw = {}, {}
+    for name, values in logits.items():
+        raw[name] = softmax(values)
+        members[name] = Predictions(probabilities=softmax(values, temperatures[name]), **common)
+    raw[ENSEMBLE] = np.mean(list(raw.values()), axis=0)
+    members[ENSEMBLE] = Predictions(
+        probabilities=np.mean([m.probabilities for m in members.values()], axis=0), **common
+    )
+    calibration = {
+        name: {"temperature": temperatures.get(name), **probability_scores(raw[name], p.probabilities, p.labels)}
+        for name, p in members.items()
+    }
+    return members, raw, calibration
+
+
+def variant_logits(models: dict, variants: dict, batch_size: int, calibrated: bool):
+    """({variant: {fold<k>: (N, C) logits}}, {fold<k>: temperature}): each fold model loaded once, run on every
+    variant (the clean rows and each perturbed copy)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    logits, temperatures = {name: {} for name in variants}, {}
+    for k, best in models.items():
+        model = AutoModelForFrameAlignedClassification.from_pretrained(best).to(device)
+        temperatures[fold_name(k)] = calibration_temperature(model.config, calibrated)
+        for variant, rows in variants.items():
+            title = f"Scoring {fold_name(k)}" + ("" if variant == CLEAN else f" ({variant})")
+            logits[variant][fold_name(k)] = predict(model, rows, batch_size, progress=title).logits
+    return logits, temperatures
+
+
+def perturbation_scores(scores: dict, logits: dict, temperatures: dict, measured: dict, labels) -> dict:
+    """{spec: {"measured", "models": {fold<k>/ensemble: {"ua", "macro_f1", "delta_ua", "delta_macro_f1"}}}}."""
+    num_labels = len(scores["classes"])
+    out = {}
+    for spec in measured:
+        probabilities = {name: softmax(values, temperatures[name]) for name, values in logits[spec].items()}
+        probabilities[ENSEMBLE] = np.mean(list(probabilities.values()), axis=0)
+        clean = {**scores["folds"], ENSEMBLE: scores[ENSEMBLE]}
+        out[spec] = {
+            "measured": measured[spec],
+            "models": {
+                name: delta_scores(clean[name], p.argmax(axis=1), labels, num_labels)
+                for name, p in probabilities.items()
+            },
+        }
+    return out
 
 
 def write_outputs(output_dir: Path, scores: dict, members: dict[str, Predictions]):
@@ -236,6 +382,7 @@ def scores_markdown(scores: dict) -> str:
         f"- Run classes absent from the corpus: {', '.join(scores['missing_classes']) or 'none'} (not scored: "
         "null per-class values, left out of UA and macro-F1)",
         "- Ensemble: mean of the fold models' class probabilities",
+        *([speaker_dependent_note(scores["speaker_dependent"])] if scores.get("speaker_dependent") else []),
         "",
         "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(classes),
@@ -260,6 +407,38 @@ def scores_markdown(scores: dict) -> str:
     lines += [
         f"| {c} | " + " | ".join(map(str, row)) + " |" for c, row in zip(classes, scores[ENSEMBLE]["confusion_matrix"])
     ]
+    if scores.get("calibration"):
+        lines += [
+            "",
+            "Calibration on this corpus (T: each fold model's temperature, fitted on its validation split; the "
+            "ensemble averages the calibrated probabilities, then takes its own T where --ensemble-calibration gave "
+            "held-out utterances; before = T = 1"
+            + ("" if scores.get("calibrated", True) else "; --no-calibration: after = before")
+            + "):",
+            "",
+            calibration_table(scores["calibration"]),
+            "",
+            "![Reliability diagram of the ensemble](reliability.png)",
+        ]
+    if scores.get("perturbations"):
+        names = [*scores["folds"], ENSEMBLE]
+        lines += [
+            "",
+            f"Robustness (seed {scores['perturb_seed']}; Δ = perturbed − clean, percentage points; "
+            "docs/evaluation_breakdowns_calibration.md describes each effect):",
+            "",
+            robustness_markdown(scores["perturbations"], names),
+        ]
+    breakdown = scores[ENSEMBLE].get("breakdowns")
+    if breakdown:
+        lines += [
+            "",
+            f"Ensemble per gender and per speaker (95 % percentile bootstrap intervals, {breakdown['resamples']} "
+            f"resamples, seed {breakdown['seed']}; groups under {breakdown['min_group_size']} utterances get none; "
+            "each fold model's breakdown is in scores.json):",
+            "",
+            breakdown_table(breakdown),
+        ]
     return "\n".join(lines) + "\n"
 
 

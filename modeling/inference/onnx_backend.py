@@ -23,12 +23,49 @@ from ..modeling_frame_aligned import FrameAlignedClassifierOutput
 from .onnx_export import OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-static")
 # `load_pipeline` keyword arguments that go to the model's `from_pretrained` (the rest go to the pipeline).
 MODEL_KWARGS = ("dtype", "attn_implementation", "device_map")
 
 
-def _session(path: Path, num_threads: int | None):
+def cuda_device_index(device) -> int | None:
+    """The CUDA device index `device` asks for (a pipeline's `device`: -1, "cpu", 0, "cuda", "cuda:1",
+    `torch.device`), or None for the CPU. Raises `ValueError` for another kind of device."""
+    if device is None:
+        return None
+    if isinstance(device, int):
+        return device if device >= 0 else None
+    device = torch.device(device)
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"device {str(device)!r}: the ONNX backends run on the CPU or a CUDA GPU")
+    return device.index or 0
+
+
+def execution_providers(device=None, available: list[str] | None = None) -> list:
+    """ONNX Runtime's execution providers for `device` (see `cuda_device_index`): the CUDA provider on that GPU
+    (with the CPU provider for the operators it lacks, e.g. int8 `MatMulInteger`), or the CPU provider.
+
+    Raises:
+        ValueError: a GPU is asked for but this ONNX Runtime has no CUDA provider (`pip install onnxruntime-gpu`).
+    """
+    index = cuda_device_index(device)
+    if index is None:
+        return ["CPUExecutionProvider"]
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ValueError(
+            f"device={device!r} asks for a GPU, but this ONNX Runtime has no CUDAExecutionProvider (installed: "
+            f"{available}): pip install onnxruntime-gpu, or pass device=-1 for the CPU."
+        )
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+def _session(path: Path, num_threads: int | None, providers: list | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -36,25 +73,28 @@ def _session(path: Path, num_threads: int | None):
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
 
 
 class OnnxFrameAlignedModel(nn.Module):
-    """A frame-aligned model run by ONNX Runtime (CPU), with the PyTorch model's call signature.
+    """A frame-aligned model run by ONNX Runtime (CPU or CUDA), with the PyTorch model's call signature.
+
+    Inputs and outputs are CPU tensors whatever the device (ONNX Runtime copies them to and from the GPU).
 
     Args:
         path: the `.onnx` file.
         config: the checkpoint's `Wav2Vec2FrameAlignedConfig` (labels, conv geometry for the pipelines).
         num_threads: ONNX Runtime intra-op threads (default: ONNX Runtime's choice, all cores).
+        providers: ONNX Runtime execution providers (default: the CPU's; see `execution_providers`).
     """
 
     main_input_name = "input_values"
 
-    def __init__(self, path: str | os.PathLike, config, num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, config, num_threads: int | None = None, providers: list | None = None):
         super().__init__()
         self.path = Path(path)
         self.config = config
-        self.session = _session(self.path, num_threads)
+        self.session = _session(self.path, num_threads, providers)
         self.name_or_path = getattr(config, "_name_or_path", str(self.path))
 
     @property
@@ -93,11 +133,13 @@ def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
 
 def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads: int | None = None, **kwargs):
     """A `FrameAlignedEmotionPipeline` for the checkpoint folder `model`, run by PyTorch (`"torch"`) or ONNX Runtime
-    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8). The ONNX files are created next to the checkpoint on first use.
-    `num_threads` sets torch's or ONNX Runtime's intra-op threads; `kwargs` go to `pipeline(...)` (e.g. `device`).
+    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8, `"onnx-int8-static"`: calibrated QDQ int8, made first by
+    `backend_choice`). The fp32 and dynamic int8 ONNX files are created next to the checkpoint on first use.
+    `num_threads` sets torch's or ONNX Runtime's intra-op threads; `kwargs` go to `pipeline(...)`. `device` (-1 or
+    "cpu", a GPU index, "cuda:1") places the PyTorch model, or picks ONNX Runtime's CUDA execution provider.
 
     Raises:
-        ValueError: an unknown backend.
+        ValueError: an unknown backend; a GPU `device` for an ONNX backend without ONNX Runtime's CUDA provider.
     """
     from transformers import AutoFeatureExtractor
     from transformers.pipelines import pipeline
@@ -121,10 +163,18 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
         return pipeline(
             TASK, model=loaded, feature_extractor=extractor, pipeline_class=FrameAlignedEmotionPipeline, **kwargs
         )
+    static = backend == "onnx-int8-static"
+    if static and not onnx_path(model, static=True).is_file():
+        raise FileNotFoundError(
+            f"{onnx_path(model, static=True)}: no static int8 model yet; it needs calibration clips: "
+            "modeling.inference.backend_choice.backend_choice(checkpoint, clips) (or onnx_export.quantize_int8_static)"
+        )
     if not Path(model).is_dir():
         raise ValueError(
             f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)"
         )
+    providers = execution_providers(kwargs.pop("device", None))  # the pipeline itself stays on the CPU
     config = AutoModelForFrameAlignedClassification.config_from_pretrained(model)
-    onnx_model = OnnxFrameAlignedModel(ensure_onnx(model, int8=backend == "onnx-int8"), config, num_threads)
+    path = onnx_path(model, static=True) if static else ensure_onnx(model, int8=backend == "onnx-int8")
+    onnx_model = OnnxFrameAlignedModel(path, config, num_threads, providers)
     return FrameAlignedEmotionPipeline(model=onnx_model, feature_extractor=extractor, device=-1, **kwargs)

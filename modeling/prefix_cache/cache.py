@@ -371,7 +371,14 @@ def _prefix_rows(model, indexed_batches, n: int, dtype: torch.dtype, keep_batche
             batch["input_values"].to(device),
             None if attention_mask is None else attention_mask.to(device),
         )
-        hidden_states = hidden_states.to("cpu", dtype)
+        stored = hidden_states.to("cpu", dtype)
+        if dtype == torch.float16 and not torch.isfinite(stored).all() and torch.isfinite(hidden_states).all():
+            raise ValueError(
+                f"The frozen prefix's outputs reach {hidden_states.abs().max().item():.4g}, above float16's largest "
+                f"value (65504), for clips {list(batch_indices)}: stored as inf. Set prefix_cache_dtype: bfloat16 "
+                "(the same memory, float32's range) or float32."
+            )
+        hidden_states = stored
         valid = frame_mask.sum(dim=-1).tolist()
         for row, index in enumerate(batch_indices):
             length = hidden_states.shape[1] if keep_batches else int(valid[row])

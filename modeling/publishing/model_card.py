@@ -17,13 +17,21 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..data import corpus_info as data_corpus_info
+from ..evaluation.breakdowns import shared_speakers, short_breakdown_table, speaker_dependent_note
 from ..rundir.atomic import read_json
 from ..training.results import results_table
 from ..training.selection import metric_title, stage_selection
 from .run import FinishedFold, Run
+from .space import space_link
 
 
-MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # package data: found from a regular install too
+# The templates' one source is the repository's top-level model_cards/; a wheel carries them as the package data
+# modeling/publishing/model_cards/ (setup.py maps the folder), so a regular install publishes too.
+_INSTALLED_CARDS, _CHECKOUT_CARDS = (
+    Path(__file__).resolve().parent / "model_cards",
+    Path(__file__).resolve().parents[2] / "model_cards",
+)
+MODEL_CARDS = _INSTALLED_CARDS if _INSTALLED_CARDS.is_dir() else _CHECKOUT_CARDS
 FOLD_TEMPLATE = MODEL_CARDS / "template.md"
 OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
 FOLD_IMAGE = "fold_confusion_matrix.png"  # a fold's own confusion matrix in its Hub repository (see hub.fold_files)
@@ -61,7 +69,15 @@ def fold_results_table(run: Run, highlight: str | None = None) -> str:
     """The run's results table (`modeling.training.results.results_table`), test speakers from split.json where
     results.json lacks them, `highlight` (a fold name) in bold."""
     speakers = {name: _speakers(run, name).get("test", []) for name in run.all_fold_names}
-    return results_table(run.results, scale=run.percent_scale, test_speakers=speakers, highlight=highlight)
+    table = results_table(run.results, scale=run.percent_scale, test_speakers=speakers, highlight=highlight)
+    shared = run.results.get("speaker_dependent") or shared_speakers(run.results.get("folds") or {})
+    if shared:
+        table = speaker_dependent_note(shared) + "\n\n" + table
+    breakdown = run.results.get("breakdowns")
+    if breakdown:  # per gender and the worst speaker, all folds' test utterances together
+        table += "\n\nPer gender and worst test speaker (all folds, 95 % bootstrap CI):\n\n"
+        table += short_breakdown_table(breakdown)
+    return table
 
 
 SPLITS = ("train", "validation", "test")
@@ -367,6 +383,7 @@ def render_fold_card(
     revision: str | None = None,
     license: str | None = None,
     template=FOLD_TEMPLATE,
+    space: str | None = None,
 ) -> str:
     """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
     arch = _architecture(fold)
@@ -399,7 +416,7 @@ def render_fold_card(
         pooling=arch["pooling"],
         method=method_summary(arch)[0],
         loss=method_summary(arch)[1],
-        usage=_usage(repo_id, revision),
+        usage=_usage(repo_id, revision) + space_link(space),
         config_table=config_table(run.config),
         results_table=fold_results_table(run, highlight=fold.name),
         confusion_table=confusion_table(labels, test.get("confusion_matrix"), test.get("per_class_recall")),
@@ -412,7 +429,9 @@ def render_fold_card(
     return _with_metadata(card_data(run, [fold], name, license), body)
 
 
-def render_overview_card(run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE) -> str:
+def render_overview_card(
+    run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE, space: str | None = None
+) -> str:
     """The README.md of `main` with `revision_per_fold`: what each branch holds and the run's results."""
     folds = [run.folds[name] for name in run.folds]
     first = folds[0]
@@ -431,7 +450,7 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
         labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,
         first_fold=first.label,
-        usage=_usage(repo_id, first.label),
+        usage=_usage(repo_id, first.label) + space_link(space),
         fold_list=", ".join(f'"{fold.label}"' for fold in folds),
         config_table=config_table(run.config),
         results_table=fold_results_table(run),

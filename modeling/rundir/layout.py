@@ -20,6 +20,7 @@ RUN/
     metrics.json               the fold's scores, written last: its existence means the fold is done
   results.json  results.md     every finished fold, mean ± std over folds
   confusion_matrix.png  tsne.png
+  reliability.png              reliability diagram of all folds' test predictions, before / after calibration
 ```
 
 Imports nothing but the standard library: the publishing wing reads runs through it without torch.
@@ -38,6 +39,7 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CONFUSION_MATRIX = "confusion_matrix.png"  # also a fold's own, optional, fold<k>/confusion_matrix.png
 TSNE = "tsne.png"
+RELIABILITY = "reliability.png"
 
 
 def checkpoint_dir(stage_dir: str | os.PathLike, step: int) -> Path:
@@ -93,6 +95,7 @@ class RunDir:
     results_md = _InRun(RESULTS_MD)
     confusion_matrix = _InRun(CONFUSION_MATRIX)
     tsne = _InRun(TSNE)
+    reliability = _InRun(RELIABILITY)
 
     # One fold -------------------------------------------------------------------------------------------------
     def fold(self, k: int | str) -> Path:

@@ -164,6 +164,14 @@ def with_distribution_column(collator):
 class UtteranceLossMixin:
     """`FrameAlignedTrainer`'s utterance term from `args.class_weights`, `args.focal_gamma`, `args.soft_labels`."""
 
+    def _prepare_inputs(self, inputs):
+        """Evaluation batches go to the model as they are (`modeling.trainer.evaluation`): without the soft targets,
+        which only training uses (metrics and the validation loss stay on the consensus label)."""
+        inputs = super()._prepare_inputs(inputs)
+        if LABEL_DISTRIBUTION in inputs and not self.model.training:
+            inputs = {key: value for key, value in inputs.items() if key != LABEL_DISTRIBUTION}
+        return inputs
+
     def utterance_loss_term(self, outputs, labels, distribution, training: bool) -> torch.Tensor:
         """The model's own CE when no option is set; else `utterance_loss` on the logits (fp32)."""
         args = self.args

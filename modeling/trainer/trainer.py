@@ -15,6 +15,7 @@ from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
+from .evaluation import evaluation_loop_like_scoring
 from .loss_options import (
     LABEL_DISTRIBUTION,
     UtteranceLossMixin,
@@ -61,6 +62,14 @@ class FrameAlignedTrainingArguments(TrainingArguments):
             raise ValueError("; ".join(problems))
         self.class_weights = parse_class_weights(self.class_weights)  # JSON text from a command line → dict
         super().__post_init__()
+
+    eval_longest_first: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate and predict longest clip first (`modeling.longest_first`: little padding, the order "
+            "train.py's scores use). None: when train_sampling_strategy is group_by_length."
+        },
+    )
 
 
 def parameter_group_of(name: str) -> str:
@@ -142,24 +151,52 @@ def auxiliary_losses(outputs, config) -> dict[str, torch.Tensor]:
     return {"loss_eal": eal, "loss_fual": fual}
 
 
+def data_parallel_mean(per_device: torch.Tensor, labels: torch.Tensor, model: torch.nn.DataParallel) -> torch.Tensor:
+    """The batch mean of a mean-reduced loss that `nn.DataParallel` returns once per device (shape (devices,)).
+
+    `python train.py` (no torchrun) on a machine with several GPUs makes the Trainer wrap the model in
+    `nn.DataParallel`: each replica gets a `torch.chunk` of the batch and returns its own mean cross-entropy, gathered
+    into a vector. The Trainer's `loss.mean()` would weigh a short last chunk (5 clips on 2 GPUs: 3 and 2) like a
+    full one; this weighs each device's mean by its number of clips, which gives the single-device batch mean.
+    The other outputs (logits, embeddings, frame weights) are gathered along the batch, so EAL and FUAL computed
+    from them are already the batch's.
+    """
+    if per_device.dim() == 0:
+        return per_device
+    devices = len(model.device_ids) or per_device.numel()
+    sizes = [len(part) for part in labels.chunk(devices)]
+    if len(sizes) != per_device.numel():
+        raise ValueError(f"nn.DataParallel returned {per_device.numel()} losses for {len(sizes)} chunks of the batch.")
+    counts = torch.tensor(sizes, dtype=per_device.dtype, device=per_device.device)
+    return (per_device * counts).sum() / counts.sum()
+
+
 class NonFiniteError(FloatingPointError):
     """A NaN or Inf in a loss, the logits or the embeddings: training stops (`FrameAlignedTrainer`)."""
 
 
-def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
-    """Names of the tensors among loss, logits, utterance and frame embeddings that hold a NaN or Inf.
-
-    One host synchronisation: the checks are stacked and read back together.
+def finite_flags(loss: torch.Tensor, outputs) -> tuple[list[str], torch.Tensor]:
+    """(names, flags): for each of loss, logits, utterance and frame embeddings (valid frames only), whether it holds
+    only finite values, as one bool tensor on the device (no host synchronisation: no boolean indexing, nothing read).
     """
+    frames = outputs.frame_embeddings
+    if frames is not None and outputs.frame_mask is not None:  # padded frames may hold anything
+        frames = frames.detach().masked_fill(~outputs.frame_mask[..., None], 0)
     tensors = {
         "loss": loss,
         "logits": outputs.logits,
         "utterance_embedding": outputs.utterance_embedding,
-        "frame_embeddings": outputs.frame_embeddings[outputs.frame_mask] if outputs.frame_mask is not None else None,
+        "frame_embeddings": frames,
     }
     tensors = {name: tensor for name, tensor in tensors.items() if tensor is not None}
-    finite = torch.stack([torch.isfinite(tensor.detach()).all() for tensor in tensors.values()]).tolist()
-    return [name for name, ok in zip(tensors, finite) if not ok]
+    return list(tensors), torch.stack([torch.isfinite(tensor.detach()).all() for tensor in tensors.values()])
+
+
+def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
+    """Names of the tensors among loss, logits, utterance and frame embeddings that hold a NaN or Inf (one host
+    synchronisation: see `finite_flags` for the check without one)."""
+    names, flags = finite_flags(loss, outputs)
+    return [name for name, ok in zip(names, flags.tolist()) if not ok]
 
 
 def run_location(output_dir: str) -> str:
@@ -168,22 +205,34 @@ def run_location(output_dir: str) -> str:
 
 
 class LossTermAverager:
-    """Running sums of the loss terms between two log calls, kept apart for training and evaluation."""
+    """Running sums of the loss terms between two log calls, kept apart for training and evaluation.
+
+    The sums stay on the device (`add` reads nothing: no host synchronisation per step); `pop` reads them once.
+    """
 
     def __init__(self):
-        self.sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+        self.sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self.counts = {"train": 0, "eval": 0}
 
     def add(self, split: str, terms: dict[str, torch.Tensor]):
         for name, value in terms.items():
-            self.sums[split][name] = self.sums[split].get(name, 0.0) + float(value.detach())
+            value = value.detach().float()
+            total = self.sums[split].get(name)
+            self.sums[split][name] = value if total is None else total + value
         self.counts[split] += 1
 
-    def pop(self, split: str) -> dict[str, float]:
+    def pop_tensor(self, split: str) -> dict[str, torch.Tensor]:
+        """The averages as 0-d tensors on the device (nothing read), and a new window."""
         count = self.counts[split]
         averages = {name: total / count for name, total in self.sums[split].items()} if count else {}
         self.sums[split], self.counts[split] = {}, 0
         return averages
+
+    def pop(self, split: str) -> dict[str, float]:
+        averages = self.pop_tensor(split)
+        if not averages:
+            return {}
+        return dict(zip(averages, torch.stack(list(averages.values())).tolist()))
 
 
 class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer):
@@ -196,7 +245,10 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
     - a NaN/Inf loss, logits or embeddings (training or evaluation) raises `NonFiniteError` naming the fold, stage
-      and step, instead of training on (and failing much later in a metric or a plot).
+      and step, instead of training on (and failing much later in a metric or a plot): at once on the CPU, at the
+      next logging step / checkpoint save on an accelerator (`defer_non_finite_check`: no host sync per step).
+    - evaluation gives the final scoring's predictions (its batches, fp32), also under DDP and bf16/fp16
+      (`evaluation.py`); `nn.DataParallel`'s per-device losses are combined into the batch mean.
     - `freeze_for_training()` (CNN frozen, lower layers per `num_trainable_layers`; it only ever turns
       `requires_grad` off and keeps a peft adapter's trainable set) is applied on every path: a model passed in
       (also peft-wrapped or `torch.compile`d), one built by `model_init` (so `hyperparameter_search` too), and again
@@ -205,17 +257,55 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
       (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
       audio headers, so any dataset with an audio column works.
+    - evaluation is its own pass: `eval_data_collator` (e.g. whole clips, where training uses random crops) serves
+      `evaluate` and `predict`, batched longest first (`eval_longest_first`, `modeling.longest_first`): the
+      validation UA a checkpoint is selected on is the one train.py's scoring reports.
     - `datasets` `Audio()` columns work decoded or not, with or without torchcodec (without it they are read as
       `Audio(decode=False)`; see `modeling.data.audio_columns.readable_audio`), and `remove_unused_columns=True`
       keeps the collator's audio and label columns.
     """
 
-    def __init__(self, model=None, args=None, **kwargs):
+    # When a training step's non-finite check is read: None = at once on the CPU (reading costs nothing there), at the
+    # next logging step / checkpoint save / end of training on an accelerator (reading at once would make the host
+    # wait for the device in every step). True / False force the deferred / immediate check.
+    defer_non_finite_check: bool | None = None
+
+    def __init__(self, model=None, args=None, eval_data_collator=None, **kwargs):
+        """`eval_data_collator`: the collator of `evaluate` / `predict` (default: `data_collator`); other arguments as
+        `transformers.Trainer`."""
         freeze_for_training(model)
         if wants_distributions(args):  # our collator passes the distributions on when asked
             kwargs["data_collator"] = with_distribution_column(kwargs.get("data_collator"))
         super().__init__(model=model, args=args, **kwargs)
+        self.eval_data_collator = eval_data_collator
         self.loss_terms = LossTermAverager()
+        self._pending_finite_checks: list[tuple[int, list[str], torch.Tensor]] = []
+
+    def _with_eval_collator(self, build, dataset):
+        if self.eval_data_collator is None:
+            return build(dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return build(dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+
+    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
+    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
+    # trainer_state.json: these two hooks mark the moments between those files.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
     def call_model_init(self, trial=None):
         """`model_init`'s model, frozen as the config says (the path `hyperparameter_search` takes)."""
@@ -225,7 +315,10 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
 
     def train(self, *args, **kwargs):
         freeze_for_training(self.model)  # idempotent (it only turns requires_grad off); model_init re-freezes its own
-        return super().train(*args, **kwargs)
+        self._pending_finite_checks = []
+        output = super().train(*args, **kwargs)
+        self._raise_on_pending_non_finite()  # the steps after the last logging step
+        return output
 
     def _remove_unused_columns(self, dataset, description=None):
         dataset = readable_audio(dataset)
@@ -242,9 +335,11 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
         distribution = inputs.get(LABEL_DISTRIBUTION)
         outputs = model(**{key: value for key, value in inputs.items() if key != LABEL_DISTRIBUTION})
         config = self.accelerator.unwrap_model(model).config
-        utterance = self.utterance_loss_term(outputs, inputs.get("labels"), distribution, model.training)
-        terms = {"loss_ce": utterance, **auxiliary_losses(outputs, config)}
-        loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        if isinstance(model, torch.nn.DataParallel) and outputs.loss is not None:
+            outputs.loss = data_parallel_mean(outputs.loss, inputs["labels"], model)
+        # the utterance term: the model's CE, or weighted / focal / soft (`loss_options`); EAL and FUAL as they are
+        outputs.loss = self.utterance_loss_term(outputs, inputs.get("labels"), distribution, model.training)
+        loss, terms = self.loss_and_terms(outputs, config)
         self._check_finite(loss, outputs, model.training)
         self.loss_terms.add("train" if model.training else "eval", terms)
         if return_outputs:
@@ -252,12 +347,48 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
             return loss, outputs
         return loss
 
+    def loss_and_terms(self, outputs, config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(CE + λ_EAL·EAL + λ_FUAL·FUAL, {"loss_ce", "loss_eal", "loss_fual"}) of a model output."""
+        terms = {"loss_ce": outputs.loss, **auxiliary_losses(outputs, config)}
+        loss = terms["loss_ce"] + config.eal_weight * terms["loss_eal"] + config.fual_weight * terms["loss_fual"]
+        return loss, terms
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Evaluation with the final scoring's batches and precision, also under DDP and bf16/fp16
+        (`evaluation.evaluation_loop_like_scoring`); FSDP and DeepSpeed (sharded weights) keep transformers' loop."""
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)
+
     def _check_finite(self, loss: torch.Tensor, outputs, training: bool):
         step = self.state.global_step + (1 if training else 0)
         if training:  # test-only: a crash test makes one process fail here (`faults.fault_point`)
             fault_point(f"train:step:rank{self.args.process_index}:step{step}")
-        bad = non_finite_values(loss, outputs)
-        if bad:
+        names, flags = finite_flags(loss, outputs)
+        defer = self.defer_non_finite_check
+        if defer is None:
+            defer = self.args.device.type != "cpu"
+        if training and defer:
+            self._pending_finite_checks.append((step, names, flags))
+            return
+        self._raise_if_non_finite([(step, names, flags)], training)
+
+    def _raise_on_pending_non_finite(self):
+        """Read the deferred non-finite checks of the training steps since the last read (one host sync)."""
+        pending, self._pending_finite_checks = self._pending_finite_checks, []
+        if pending:
+            self._raise_if_non_finite(pending, training=True)
+
+    def _raise_if_non_finite(self, checks: list[tuple[int, list[str], torch.Tensor]], training: bool):
+        all_finite = torch.stack([flags.all() for _, _, flags in checks]).tolist()
+        for (step, names, flags), ok in zip(checks, all_finite):
+            if ok:
+                continue
+            bad = [name for name, finite in zip(names, flags.tolist()) if not finite]
             what = f"training step {step}" if training else f"evaluation after step {step}"
             raise NonFiniteError(
                 f"{run_location(self.args.output_dir)}, {what}: non-finite values (NaN or Inf) in {', '.join(bad)}. "
@@ -268,6 +399,7 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
         """The Trainer's checkpoint, then its files' sizes and SHA-256 (`integrity.write_manifest`), verified on
         resume. A failed write (e.g. a full disk) raises an `OSError` naming the checkpoint and the cause; the
         partial checkpoint is never resumed from (no trainer_state.json / no manifest)."""
+        self._raise_on_pending_non_finite()  # never save a model trained on non-finite values
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         try:
             super()._save_checkpoint(model, trial)
@@ -286,16 +418,18 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
         if is_eval:
             logs.update({f"eval_{name}": value for name, value in self._mean_over_processes("eval").items()})
         elif "loss" in logs:
+            self._raise_on_pending_non_finite()  # before a non-finite loss is logged
             logs.update(self._mean_over_processes("train"))
         super().log(logs, *args, **kwargs)
 
     def _mean_over_processes(self, split: str) -> dict[str, float]:
-        averages = self.loss_terms.pop(split)
-        if self.args.world_size <= 1 or not averages:
-            return {name: round(value, 6) for name, value in averages.items()}
-        values = torch.tensor([averages.get(name, 0.0) for name in LOSS_TERMS], device=self.args.device)
-        values = self.accelerator.reduce(values, reduction="mean")
-        return {name: round(float(value), 6) for name, value in zip(LOSS_TERMS, values)}
+        averages = self.loss_terms.pop_tensor(split)
+        if not averages:
+            return {}
+        values = torch.stack([averages[name] for name in LOSS_TERMS]).to(self.args.device)
+        if self.args.world_size > 1:
+            values = self.accelerator.reduce(values, reduction="mean")
+        return {name: round(value, 6) for name, value in zip(LOSS_TERMS, values.tolist())}
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -334,8 +468,10 @@ __all__ = [
     "FrameAlignedTrainingArguments",
     "NonFiniteError",
     "auxiliary_losses",
+    "data_parallel_mean",
     "frame_aligned_model",
     "freeze_for_training",
+    "finite_flags",
     "non_finite_values",
     "parameter_group_of",
     "parameter_groups",

@@ -8,8 +8,11 @@ import os
 
 import numpy as np
 
+from ..evaluation.breakdowns import breakdown_table, merge_breakdowns, shared_speakers, speaker_dependent_note
+from ..evaluation.calibration import calibration_table, plot_reliability
+from ..prediction_fields import softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
-from ..rundir.layout import CONFUSION_MATRIX, TSNE, RunDir
+from ..rundir.layout import CONFUSION_MATRIX, RELIABILITY, TSNE, RunDir
 from ..rundir.reader import FinishedRun, fold_name
 from .plots import plot_confusion_matrix, plot_tsne
 from .selection import selection_sentence, stage_selection
@@ -61,6 +64,8 @@ def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_
             "std": {metric: float(np.std(values)) for metric, values in stage1.items()},
         },
         "labels": list(label_names),
+        "breakdowns": merge_breakdowns([fold.get("breakdowns") for fold in folds.values()], len(label_names)),
+        "speaker_dependent": shared_speakers(folds),
         "num_folds": num_folds,
         "folds_evaluated": sorted(folds),
         "metric_scale": "fraction",
@@ -136,6 +141,53 @@ def f1_table(results: dict, scale: float = 100.0) -> str:
     return "\n".join(lines)
 
 
+def breakdown_section(results: dict) -> list[str]:
+    """results.md's per-gender and per-speaker table (all folds' test utterances together), when recorded."""
+    if not results.get("breakdowns"):
+        return []
+    b = results["breakdowns"]
+    return [
+        "Per gender and per test speaker (every fold's test utterances together; 95 % percentile bootstrap "
+        f"intervals, {b['resamples']} resamples, seed {b['seed']}; groups under {b['min_group_size']} utterances get "
+        "none):",
+        "",
+        breakdown_table(b),
+        "",
+    ]
+
+
+def calibration_section(results: dict) -> list[str]:
+    """results.md's calibration table (each fold's test split, T fitted on its validation split), when recorded."""
+    folds = {fold_name(k): f["calibration"]["test"] for k, f in results["folds"].items() if f.get("calibration")}
+    if not folds:
+        return []
+    return [
+        "Calibration: temperature T fitted per fold on its validation split after checkpoint selection (stored in "
+        "the checkpoint's `calibration_temperature`); expected calibration error (15 bins) and Brier score of the "
+        "test predictions before and after:",
+        "",
+        calibration_table(folds),
+        "",
+        f"![Reliability diagram (all test folds)]({RELIABILITY})",
+        "",
+    ]
+
+
+def reliability_arrays(run_dir: str | os.PathLike, fold_numbers: list[int]):
+    """(uncalibrated, calibrated probabilities, labels) of every fold's test split that saved logits (pooled)."""
+    run, parts = RunDir(run_dir), []
+    for k in fold_numbers:
+        path = run.test_predictions(k)
+        if path.is_file():
+            with np.load(path) as arrays:
+                if "logits" in arrays and "temperature" in arrays:
+                    logits, temperature = arrays["logits"], float(arrays["temperature"])
+                    parts.append((softmax(logits), softmax(logits, temperature), arrays["labels"]))
+    if not parts:
+        return None
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+
+
 def results_markdown(results: dict) -> str:
     config = results["config"]
     model = config["model"]["name_or_path"] or "randomly initialised backbone (model.random_init)"
@@ -151,6 +203,7 @@ def results_markdown(results: dict) -> str:
         f"- Stage 2: pooling `{stage2['pooling']}`, λ_EAL = {stage2['eal_weight']}, λ_FUAL = {stage2['fual_weight']}, "
         f"margin = {stage2['eal_margin']}",
         "",
+        *([speaker_dependent_note(results["speaker_dependent"]), ""] if results.get("speaker_dependent") else []),
         "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), "
         "in percent here; "
         "`results.json` stores the same values as fractions in [0, 1]. "
@@ -163,6 +216,8 @@ def results_markdown(results: dict) -> str:
         "",
         f1_table(results),
         "",
+        *breakdown_section(results),
+        *calibration_section(results),
         f"![Confusion matrix (all test folds)]({CONFUSION_MATRIX})",
         "",
         f"![t-SNE of utterance embeddings]({TSNE})",
@@ -186,6 +241,9 @@ def write_results(
     )
     if tsne_panels:
         plot_tsne(tsne_panels[:MAX_TSNE_PANELS], results["labels"], run.tsne)
+    reliability = reliability_arrays(run_dir, results["folds_evaluated"])
+    if reliability is not None:
+        plot_reliability(*reliability, run.reliability, title=f"Test folds {results['folds_evaluated']}")
 
 
 __all__ = [

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
+from ..evaluation.breakdowns import breakdowns
+from ..evaluation.calibration import calibration_scores, fit_temperature, store_temperature
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file
 from ..modeling_frame_aligned import FrameAlignedModelMixin
@@ -82,15 +84,38 @@ def _summary(metrics: dict, keep_matrix: bool) -> dict:
     return {key: metrics[key] for key in keys}
 
 
-def split_predictions(prediction: SplitOutputs, rows: Dataset, classes: list[str], root) -> Predictions:
-    """A split's `SplitOutputs` as per-utterance `Predictions` (files relative to the corpus root `root`)."""
+def split_predictions(
+    prediction: SplitOutputs, rows: Dataset, classes: list[str], root, temperature: float | None = None
+) -> Predictions:
+    """A split's `SplitOutputs` as per-utterance `Predictions` (files relative to the corpus root `root`;
+    probabilities softmax(logits / temperature))."""
     return Predictions(
         files=[relative_file(audio, root) for audio in rows["audio"]],
         speakers=list(rows["speaker"]),
         labels=np.asarray(prediction.labels),
-        probabilities=softmax(prediction.logits),
+        probabilities=softmax(prediction.logits, temperature),
         classes=list(classes),
     )
+
+
+def split_breakdowns(outputs: SplitOutputs, rows: Dataset, num_labels: int) -> dict:
+    """Per-speaker and per-gender scores of a split (`modeling.evaluation.breakdowns`)."""
+    groups = {name: list(rows[name]) for name in ("speaker", "gender") if name in rows.column_names}
+    return breakdowns(outputs.labels, outputs.logits.argmax(-1), groups, num_labels)
+
+
+def calibrate(outputs: dict[str, SplitOutputs], best_dir: Path) -> dict:
+    """Temperature scaling of the selected stage-2 model: T fitted on the validation split (after selection),
+    stored in its best/config.json (`calibration_temperature`); ECE / Brier / NLL before and after on validation
+    and test (`modeling.evaluation.calibration`)."""
+    validation = outputs["validation"]
+    temperature = fit_temperature(validation.logits, validation.labels)
+    store_temperature(best_dir, temperature)
+    return {
+        "temperature": temperature,
+        "fitted_on": "validation",
+        **{split: calibration_scores(outputs[split].logits, outputs[split].labels, temperature) for split in outputs},
+    }
 
 
 def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, config: dict, num_labels: int) -> dict:
@@ -101,18 +126,30 @@ def fold_metrics(fold: Fold, splits, best_dirs: dict[str, Path], run: RunDir, co
         predictions[stage] = score_checkpoint(best_dir, splits, batch_size)
         scores[stage] = {split: prediction.metrics(num_labels) for split, prediction in predictions[stage].items()}
     classes = splits["test"].features["label"].names
+    calibration = calibrate(predictions["stage2"], best_dirs["stage2"])
     for split in ("validation", "test"):
-        rows = split_predictions(predictions["stage2"][split], splits[split], classes, config["data"]["root"])
+        rows = split_predictions(
+            predictions["stage2"][split], splits[split], classes, config["data"]["root"], calibration["temperature"]
+        )
         atomic_write_text(run.predictions(fold.number, split), predictions_csv(rows))
     test = predictions["stage2"]["test"]
     with atomic_file(run.test_predictions(fold.number), "wb") as f:
-        np.savez(f, embeddings=test.embeddings, labels=test.labels, predictions=test.logits.argmax(-1))
+        np.savez(
+            f,
+            embeddings=test.embeddings,
+            labels=test.labels,
+            predictions=test.logits.argmax(-1),
+            logits=test.logits,
+            temperature=calibration["temperature"],
+        )
     fault_point(f"scoring:after-predictions:{fold_name(fold.number)}")
 
     relative = {stage: run.relative(best_dir) for stage, best_dir in best_dirs.items()}
     return {
         "validation": _summary(scores["stage2"]["validation"], False),
         "test": _summary(scores["stage2"]["test"], True),
+        "breakdowns": split_breakdowns(test, splits["test"], num_labels),
+        "calibration": calibration,
         "checkpoint": relative["stage2"],
         "speakers": {split: list(fold.speakers(split)) for split in ("train", "validation", "test")},
         "num_examples": {split: len(splits[split]) for split in ("train", "validation", "test")},

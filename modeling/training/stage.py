@@ -27,8 +27,9 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
+from ..trainer.distributed import ddp_settings
 from ..trainer.loss_options import resolve_class_weights
-from ..trainer.sampling import longest_first
+from ..trainer.memory import release_trainer
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from . import schema
 from .checkpoints import label_maps, latest_checkpoint, usable_best
@@ -48,38 +49,14 @@ def stage_title(stage: str, settings: dict) -> str:
     return f"stage {stage.removeprefix('stage')} ({settings['pooling']} pooling, {losses})"
 
 
-class StageTrainer(FrameAlignedTrainer):
-    """`FrameAlignedTrainer` that evaluates whole clips (no random crop), longest first (see `longest_first`)."""
-
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.eval_data_collator = eval_data_collator
-
-    def _get_eval_sampler(self, eval_dataset):
-        return longest_first(eval_dataset)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
-
-    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
-    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
-    # trainer_state.json: these two hooks mark the moments between those files.
-    def _save_optimizer_and_scheduler(self, output_dir):
-        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
-        super()._save_optimizer_and_scheduler(output_dir)
-
-    def _save_rng_state(self, output_dir):
-        super()._save_rng_state(output_dir)
-        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
-
-
 def cpu_distributed() -> bool:
     """Launched by torchrun without GPUs: accelerate needs `cpu=True` to set up gloo data parallelism."""
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def accelerator_available() -> bool:
+    """A CUDA (or ROCm) GPU, or Apple's MPS."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def stage_seed(seed: int, fold: int, stage: str) -> int:
@@ -130,28 +107,13 @@ def model_problems(config: dict, init_path: str, label_names: list[str]) -> list
     return problems
 
 
-def ddp_settings(model: FrameAlignedModelMixin) -> dict:
-    """What `DistributedDataParallel` needs for this model, as `TrainingArguments` fields (used under torchrun only).
-
-    DDP's default assumes every trainable parameter gets a gradient in every step; then, with activation
-    checkpointing, the Trainer turns `find_unused_parameters` off. Two things break that assumption here:
-    LayerDrop (`config.layerdrop > 0`: each process skips a random subset of the trainable layers in each step) and
-    SpecAugment's learned `masked_spec_embed` (trainable when all layers train; used only in steps that mask). With
-    either, DDP must look for parameters without a gradient (`find_unused_parameters=True`; otherwise "Expected to
-    have finished reduction in the prior iteration", or a hang); that works with activation checkpointing because it
-    is non-reentrant (`use_reentrant=False`, set by `training_arguments`). Without them, `False` (no graph walk per
-    step). Never a static graph: LayerDrop changes the graph from step to step.
-    """
-    config = model.config
-    trainable_layers = config.num_hidden_layers - model.num_frozen_layers
-    spec_embed = getattr(model.base_model, "masked_spec_embed", None)
-    spec_augment = getattr(config, "apply_spec_augment", True) and (
-        config.mask_time_prob > 0 or getattr(config, "mask_feature_prob", 0) > 0
-    )
-    unused = (config.layerdrop > 0 and trainable_layers > 0) or (
-        spec_augment and spec_embed is not None and model.num_frozen_layers == 0
-    )
-    return {"ddp_find_unused_parameters": bool(unused), "ddp_static_graph": False}
+def prefix_cache_dirs(run: RunDir, fold: Fold, stage: str, settings: dict, num_processes: int) -> dict | None:
+    """Where the frozen-prefix caches go: {"train": dir, "validation": dir} on disk when `prefix_cache_on_disk`, and
+    always with several processes (DDP): the main process builds each cache once and the others memory-map it; in
+    memory every process would build its own copy, after the main one. None: in memory."""
+    if not settings["prefix_cache_on_disk"] and num_processes <= 1:
+        return None
+    return {split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")}
 
 
 def training_arguments(
@@ -196,7 +158,8 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
             disable_tqdm=False,
-            use_cpu=cpu_distributed(),
+            # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
+            use_cpu=cpu_distributed() or not accelerator_available(),
         )
         | passthrough
         | {"run_name": run_name}
@@ -249,13 +212,10 @@ def train_stage(
         args.class_weights = dict(zip(label_names, weights))
         _log(state, f"Fold {fold.number}: {stage} class weights ({settings['class_weights']}): {args.class_weights}")
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
-        cache_dirs = {
-            split: run.prefix_cache(fold.number, stage, split).resolve() for split in ("train", "validation")
-        }
-        cache_dirs = cache_dirs if settings["prefix_cache_on_disk"] else None
+        cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
     else:
-        trainer = StageTrainer(
+        trainer = FrameAlignedTrainer(
             model=model,
             args=args,
             train_dataset=splits["train"],
@@ -278,6 +238,7 @@ def train_stage(
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")
     state.wait_for_everyone()
+    release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
         f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation "
@@ -307,10 +268,10 @@ def _link_or_copy(source, destination):
 
 
 __all__ = [
-    "StageTrainer",
     "cpu_distributed",
     "ddp_settings",
     "model_problems",
+    "prefix_cache_dirs",
     "reuse_stage1",
     "stage_model_kwargs",
     "stage_seed",

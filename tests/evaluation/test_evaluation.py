@@ -12,8 +12,10 @@ import yaml
 from helpers import POLISH3, REPO
 from runs import write_config  # noqa: E402
 
+from modeling.audio import load_audio
 from modeling.metrics import compute_ser_metrics
 from modeling.metrics.predictions import read_predictions
+from modeling.prediction_fields import softmax
 from modeling.training.experiment import run_experiment
 from modeling.training.run_config import resolve_config
 
@@ -58,6 +60,36 @@ def test_fold_predictions_csv_match_metrics(runs):
     results = json.loads((run_a / "results.json").read_text())
     f1s = [results["folds"][k]["test"]["macro_f1"] for k in ("1", "2")]
     assert results["mean"]["macro_f1"] == pytest.approx(np.mean(f1s))
+    # Per-speaker breakdowns: recomputed from each speaker's rows of the test CSVs; genders from polish3 (all male).
+    pooled = [read_predictions(run_a / f"fold{k}" / "predictions_test.csv") for k in (1, 2)]
+    breakdown = results["breakdowns"]
+    assert sorted(breakdown["speaker"]) == sorted({s for p in pooled for s in p.speakers})
+    for p in pooled:
+        for speaker in set(p.speakers):
+            rows = np.array(p.speakers) == speaker
+            expected = compute_ser_metrics(p.predicted[rows], p.labels[rows], 3)
+            assert breakdown["speaker"][speaker]["ua"] == pytest.approx(expected["ua"]), speaker
+            assert breakdown["speaker"][speaker]["n"] == int(rows.sum())
+    assert list(breakdown["gender"]) == ["male"] and breakdown["gender"]["male"]["n"] == 18
+    worst = min(breakdown["speaker"].values(), key=lambda s: s["ua"])["ua"]
+    assert breakdown["worst_speaker"]["ua"] == worst
+    assert "Worst speaker: " in (run_a / "results.md").read_text()
+    assert json.loads((run_a / "fold1" / "metrics.json").read_text())["breakdowns"]["gender"]["male"]["n"] == 9
+    # Calibration: T fitted on validation, stored in best/config.json (checksums still valid), applied to the CSVs.
+    from modeling.rundir.integrity import checkpoint_problems
+
+    for k in (1, 2):
+        calibration = json.loads((run_a / f"fold{k}" / "metrics.json").read_text())["calibration"]
+        best = run_a / f"fold{k}" / "stage2" / "best"
+        assert json.loads((best / "config.json").read_text())["calibration_temperature"] == calibration["temperature"]
+        assert checkpoint_problems(best) == [] and calibration["validation"]["n"] == 9
+        assert calibration["validation"]["nll_after"] <= calibration["validation"]["nll_before"] + 1e-9
+        arrays = np.load(run_a / f"fold{k}" / "test_predictions.npz")
+        csv_probabilities = read_predictions(run_a / f"fold{k}" / "predictions_test.csv").probabilities
+        assert float(arrays["temperature"]) == calibration["temperature"]
+        assert np.allclose(csv_probabilities, softmax(arrays["logits"], calibration["temperature"]), atol=1e-6)
+    markdown = (run_a / "results.md").read_text()
+    assert "Calibration: temperature T fitted per fold" in markdown and (run_a / "reliability.png").stat().st_size
 
 
 def write_target_corpus(root):
@@ -139,15 +171,104 @@ def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
         for key in ("ua", "wa", "macro_f1"):
             assert reported[key] == pytest.approx(expected[key]), (name, key)
         assert reported["confusion_matrix"] == expected["confusion_matrix"] and reported["n"] == 12
+        for speaker in ("m4", "m5"):  # per-speaker breakdown, recomputed from the CSV's rows
+            rows = np.array(long.speakers)[models == name] == speaker
+            by_hand = compute_ser_metrics(predicted[rows], labels[rows], 3)
+            assert reported["breakdowns"]["speaker"][speaker]["ua"] == pytest.approx(by_hand["ua"])
+        assert reported["breakdowns"]["gender"]["male"]["n"] == 12
         assert reported["per_class_recall"][1] is None  # fear: absent from the corpus
     # The ensemble is the mean of the fold models' probabilities (CSV keeps 6 decimals).
     mean = (by_model["fold1"][0] + by_model["fold2"][0]) / 2
     assert np.allclose(by_model["ensemble"][0], mean, atol=2e-6)
     assert (by_model["ensemble"][2] == mean.argmax(axis=1)).mean() >= 11 / 12  # rounding may flip a near-tie
+    best_t = json.loads((run_a / "fold1" / "stage2" / "best" / "config.json").read_text())["calibration_temperature"]
+    assert scores["calibration"]["fold1"]["temperature"] == best_t and scores["calibrated"] is True
+    assert (out / "reliability.png").is_file()
     markdown = (out / "scores.md").read_text()
+    assert (
+        "Ensemble per gender and per speaker" in markdown
+        and "| speaker m4 (too small for an interval) | 6 |" in markdown
+    )
     assert (
         "| **ensemble** | 12 |" in markdown and "happy (6)" in markdown and "absent from the corpus: fear" in markdown
     )
+
+
+def test_score_py_perturb_scores_each_model_on_the_perturbed_audio(runs, tmp_path):
+    """--perturb: the perturbed UA of every model equals the UA of the calibrated pipeline run by hand on the clips
+    perturbed by hand (same seed and names), and ΔUA = perturbed − clean."""
+    from modeling.evaluation.cross_corpus import score_run
+    from modeling.evaluation.perturbations import parse_perturbation
+    from modeling.inference import load_pipeline
+
+    run_a, _ = runs
+    config = write_target_corpus(tmp_path / "target")
+    perturbation = parse_perturbation("noise:snr_db=0")
+    scores = score_run(
+        run_a,
+        config,
+        tmp_path / "out",
+        label_map={"angry": "anger", "calm": "neutral"},
+        perturbations=[perturbation],
+        perturb_seed=7,
+        progress=False,
+    )
+    entry = scores["perturbations"]["noise:snr_db=0"]
+    assert entry["measured"]["mean_snr_db"] == pytest.approx(0.0, abs=0.01)
+    rows = [line.split(",") for line in (tmp_path / "target" / "metadata.csv").read_text().splitlines()[1:]]
+    rows = [(tmp_path / "target" / r[0], {"angry": 0, "calm": 2}[r[1]]) for r in rows if r[1] != "happy"]
+    labels = np.array([label for _, label in rows])
+    probabilities = {}
+    for k in (1, 2):
+        pipe = load_pipeline(run_a / f"fold{k}" / "stage2" / "best")
+        clips = [perturbation.apply(load_audio(path), 7, str(path)) for path, _ in rows]
+        results = pipe([{"raw": clip, "sampling_rate": 16000} for clip in clips], chunk_length_s=0)
+        probabilities[f"fold{k}"] = np.array([[r[f"prob_{c}"] for c in scores["classes"]] for r in results])
+    probabilities["ensemble"] = (probabilities["fold1"] + probabilities["fold2"]) / 2
+    for name, p in probabilities.items():
+        by_hand = compute_ser_metrics(p.argmax(axis=1), labels, 3)
+        model = entry["models"][name]
+        clean = scores["ensemble"] if name == "ensemble" else scores["folds"][name]
+        assert model["ua"] == pytest.approx(by_hand["ua"]) and model["macro_f1"] == pytest.approx(by_hand["macro_f1"])
+        assert model["delta_ua"] == pytest.approx(by_hand["ua"] - clean["ua"])
+    assert "| `noise:snr_db=0` | mean_snr_db 0.00 |" in (tmp_path / "out" / "scores.md").read_text()
+    assert not list((tmp_path / "out").glob(".perturbed-*"))  # the perturbed copies are removed
+
+
+def test_ensemble_calibrated_as_an_ensemble_on_held_out_utterances(runs, tmp_path):
+    """--ensemble-calibration: T_ensemble is the NLL-optimal temperature of log(mean calibrated member
+    probabilities) on the held-out rows (recomputed from predictions.csv), applied to the ensemble only; a corpus the
+    fold models trained on is refused."""
+    from modeling.data import CorpusError
+    from modeling.evaluation.calibration import fit_temperature
+    from modeling.evaluation.cross_corpus import score_run
+
+    run_a, _ = runs
+    config = write_target_corpus(tmp_path / "target")
+    label_map = {"angry": "anger", "calm": "neutral"}
+    plain = score_run(run_a, config, tmp_path / "plain", label_map=label_map, progress=False)
+    scores = score_run(
+        run_a, config, tmp_path / "out", label_map=label_map, progress=False, ensemble_calibration=config
+    )
+    long = read_predictions(tmp_path / "plain" / "predictions.csv")
+    models = np.array(long.extra["model"])
+    mean = long.probabilities[models == "ensemble"]
+    expected = fit_temperature(np.log(np.clip(mean, 1e-12, None)), long.labels[models == "ensemble"])
+    assert scores["calibration"]["ensemble"]["temperature"] == pytest.approx(expected, rel=1e-3)
+    assert scores["calibration"]["ensemble"]["fitted_on"] == str(config)
+    assert scores["calibration"]["fold1"] == plain["calibration"]["fold1"]  # members untouched
+    calibrated = read_predictions(tmp_path / "out" / "predictions.csv")
+    rows = np.array(calibrated.extra["model"]) == "ensemble"
+    by_hand = softmax(np.log(np.clip(mean, 1e-12, None)), scores["calibration"]["ensemble"]["temperature"])
+    assert np.allclose(calibrated.probabilities[rows], by_hand, atol=2e-5)
+    with pytest.raises(CorpusError, match=r"--ensemble-calibration .*a\.yaml: fold models trained or validated"):
+        score_run(
+            run_a,
+            run_a.parent / "a.yaml",
+            tmp_path / "x",
+            progress=False,
+            ensemble_calibration=run_a.parent / "a.yaml",
+        )
 
 
 def test_score_py_rejects_a_malformed_label_map(runs, tmp_path, capsys):
@@ -267,6 +388,10 @@ def test_model_card_model_index_has_macro_f1(runs):
         for k in ("1", "2")
     ]
     assert [(c, pytest.approx(v, abs=0.006), a) for c, v, a in expected] == f1 and "f1" in data.metrics
+    from modeling.publishing.model_card import render_fold_card
+
+    card = render_fold_card(run, next(iter(run.folds.values())), "user/ser")
+    assert "Per gender and worst test speaker" in card and "| gender male | 18 |" in card
 
 
 def synthetic_runs(tmp_path):
@@ -334,7 +459,7 @@ def readme_commands(text, script):
 def test_readme_commands_parse_and_name_real_configs():
     from modeling.cli import compare_runs, score
 
-    text = (REPO / "README.md").read_text() + (REPO / "configs" / "ablations" / "README.md").read_text()
+    text = "".join((REPO / name).read_text() for name in ("README.md", "docs/evaluation.md", "docs/training.md"))
     scores = [argv for argv in readme_commands(text, "score.py") if argv]
     compares = [argv for argv in readme_commands(text, "compare_runs.py") if argv]
     assert len(scores) >= 4 and len(compares) >= 2
