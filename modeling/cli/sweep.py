@@ -1,6 +1,6 @@
 """A grid of train.py runs sharing one stage 1 per fold, then their comparison (`sweep.py`):
 
-    python sweep.py --sweep configs/sweeps/table4_margin_eal.yaml --data-dir /data/IEMOCAP_full_release \\
+    python sweep.py --sweep sweeps/table4_margin_eal.yaml --data-dir /data/IEMOCAP_full_release \\
         --output-dir runs/table4
 
 Each run is `OUTPUT/<name>` (resumed like any run); OUTPUT/comparison.md (compare_runs against the first run) and
@@ -22,7 +22,7 @@ from ..training.sweep import planned_configs, read_sweep, run_sweep
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", required=True, help="Sweep file (see configs/sweeps/).")
+    parser.add_argument("--sweep", required=True, help="Sweep file (see sweeps/).")
     parser.add_argument("--output-dir", required=True, help="Folder of the runs (one sub-folder per run).")
     parser.add_argument("--data-dir", help="Corpus folder (or Hub dataset id); overrides data.root of every run.")
     parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run (default: all).")

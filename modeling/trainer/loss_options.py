@@ -68,6 +68,24 @@ def loss_option_problems(class_weights, focal_gamma, label_names: Sequence[str] 
     return problems
 
 
+def stage_loss_problems(config: dict, stages) -> list[tuple[tuple[str, ...], str]]:
+    """[(keys, message)] of a resolved train.py config (`modeling.training.schema.cross_problems`): each stage's
+    class_weights (a bad value is reset to null, as bad values are, so the TrainingArguments built next do not
+    refuse it again), and soft labels or class-balanced sampling with the frozen-prefix cache (it replays cached
+    batches without the corpus's rows)."""
+    problems = []
+    for stage in stages:
+        settings = config[stage]
+        found = loss_option_problems(settings["class_weights"], 0.0)
+        problems += [((f"{stage}.class_weights",), f"{stage}.{message}") for message in found]
+        settings["class_weights"] = None if found else settings["class_weights"]
+        for name in ("soft_labels", "class_balanced_sampling"):
+            if settings["cache_frozen_prefix"] and settings[name]:
+                message = f"{stage}.{name} does not work with {stage}.cache_frozen_prefix; turn one of them off."
+                problems.append(((f"{stage}.{name}", f"{stage}.cache_frozen_prefix"), message))
+    return problems
+
+
 def class_counts(labels: Sequence[int], num_classes: int) -> list[int]:
     """(C,) number of examples per label id (ids outside [0, C) are not counted)."""
     counts = [0] * num_classes
@@ -230,6 +248,7 @@ __all__ = [
     "loss_option_problems",
     "parse_class_weights",
     "resolve_class_weights",
+    "stage_loss_problems",
     "wants_distributions",
     "with_distribution_column",
 ]

@@ -258,31 +258,16 @@ class StageSettings:
     )
     # Imbalance, soft labels, selection (docs/imbalance_and_soft_labels.md): the utterance loss only; EAL/FUAL as is.
     class_weights: dict | str | None = option(
-        None,
-        "Class-weighted utterance loss: inverse or inverse_sqrt (from the training split's counts, mean example "
-        "weight 1), or {class name: weight}.",
-        null="no weights",
-        allowed="inverse, inverse_sqrt or a mapping {class name: weight > 0}",
-        to_args="class_weights",
-    )
-    focal_gamma: float = option(
-        0.0, "Focal loss γ of the utterance loss (0 = cross-entropy).", minimum=0, to_args="focal_gamma"
-    )
-    soft_labels: bool = option(
-        False,
-        "Train the utterance loss against the corpus's label_distribution (annotator votes); metrics stay on the "
-        "consensus label.",
-        to_args="soft_labels",
-    )
+        None, "Class-weighted utterance loss (inverse, inverse_sqrt: from the training counts).", null="no weights",
+        allowed="inverse, inverse_sqrt or a mapping {class name: weight > 0}", to_args="class_weights",
+    )  # fmt: skip
+    focal_gamma: float = option(0.0, "Focal loss γ (0 = cross-entropy).", minimum=0, to_args="focal_gamma")
+    soft_labels: bool = option(False, "Train on the corpus's label_distribution (votes).", to_args="soft_labels")
     class_balanced_sampling: bool = option(
-        False,
-        "Draw every class equally often per epoch (batches still length-sorted).",
-        to_args="class_balanced_sampling",
+        False, "Every class equally often per epoch (length-sorted).", to_args="class_balanced_sampling"
     )
     metric_for_best_model: str = option(
-        "ua",
-        "Validation metric that selects the stage's best checkpoint (loss: lower is better).",
-        choices="selection_metrics",
+        "ua", "Validation metric selecting best/ (loss: lower is better).", choices="selection_metrics"
     )
 
 
@@ -462,27 +447,9 @@ def cross_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
         problems.append(
             (("stage1.pooling",), "stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
         )
-    problems += loss_option_problems(config)
-    return problems
+    from ..trainer.loss_options import stage_loss_problems  # class_weights; what the prefix cache cannot honour
 
-
-def loss_option_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
-    """The utterance-loss options: class_weights' scheme or weights (`modeling.trainer.loss_options`), and the
-    options the frozen-prefix cache cannot honour (it replays fixed batches of cached features, without the rows)."""
-    from ..trainer.loss_options import loss_option_problems as problems_of
-
-    problems = []
-    for stage in STAGES:
-        settings = config[stage]
-        found = problems_of(settings["class_weights"], 0.0)
-        problems += [((f"{stage}.class_weights",), f"{stage}.{message}") for message in found]
-        if found:  # reset, as check_values resets a bad value: the TrainingArguments built next must not refuse it
-            settings["class_weights"] = None
-        for name in ("soft_labels", "class_balanced_sampling"):
-            if settings["cache_frozen_prefix"] and settings[name]:
-                message = f"{stage}.{name} does not work with {stage}.cache_frozen_prefix; turn one of them off."
-                problems.append(((f"{stage}.{name}", f"{stage}.cache_frozen_prefix"), message))
-    return problems
+    return problems + stage_loss_problems(config, STAGES)
 
 
 # ---- what a stage passes on ----

@@ -1,6 +1,6 @@
 """Grids of train.py runs that share one stage 1 per fold: the paper's Tables 4 and 5, the imbalance study.
 
-A sweep file (YAML, `configs/sweeps/`) names a base config and the runs:
+A sweep file (YAML, `sweeps/`) names a base config and the runs:
 
     base: ../iemocap.yaml            # relative to the sweep file
     set: {stage2.fual_weight: 0.05}  # overrides of every run

@@ -6,7 +6,7 @@ from helpers import REPO
 from modeling.training.run_config import ConfigError, resolve_config
 
 
-CONFIGS = sorted(path for path in (REPO / "configs").rglob("*.yaml") if "sweeps" not in path.parts)  # not configs
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))

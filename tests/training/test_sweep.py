@@ -13,7 +13,7 @@ from modeling.training.run_config import ConfigError
 from modeling.training.sweep import planned_configs, read_sweep, run_sweep, sweep_markdown
 
 
-SWEEPS = REPO / "configs" / "sweeps"
+SWEEPS = REPO / "sweeps"
 
 
 def test_table4_is_the_nine_margin_and_eal_weight_runs_sharing_stage1():
