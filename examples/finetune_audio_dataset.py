@@ -18,11 +18,17 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from modeling import AutoModelForFrameAlignedClassification, FrameAlignedTrainingArguments
-from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.data.hub import load_hub_dataset
+from modeling import (
+    AudioClassificationCollator,
+    AutoModelForFrameAlignedClassification,
+    CheckError,
+    FrameAlignedTrainer,
+    FrameAlignedTrainingArguments,
+    Problem,
+    load_hub_dataset,
+    make_feature_extractor,
+)
 from modeling.metrics import compute_ser_metrics, make_compute_metrics
-from modeling.training.stage import StageTrainer  # FrameAlignedTrainer + whole-clip, longest-first evaluation
 
 
 def parse_args(argv=None):
@@ -83,7 +89,7 @@ def train_stage(model, splits, output_dir: Path, epochs: float, batch_size: int,
         report_to="none",
         logging_steps=10,
     )
-    trainer = StageTrainer(
+    trainer = FrameAlignedTrainer(  # evaluation: whole clips (eval_data_collator), longest first (group_by_length)
         model=model,
         args=args,
         train_dataset=splits["train"],
@@ -97,16 +103,35 @@ def train_stage(model, splits, output_dir: Path, epochs: float, batch_size: int,
     return trainer
 
 
+STAGE1 = {"pooling": "attentive"}
+STAGE2 = {"pooling": "cls_attention", "eal_margin": 0.8, "eal_weight": 0.05, "fual_weight": 0.05}
+
+
+def check_settings(args, label_maps: dict):
+    """Both stages' model configs, built before anything trains (a bad --num-trainable-layers is found now, not
+    after stage 1): raises `CheckError` listing every problem."""
+    problems = []
+    stages = {"stage 1": STAGE1, "stage 2": {**STAGE2, "num_trainable_layers": args.num_trainable_layers}}
+    for stage, settings in stages.items():
+        try:
+            AutoModelForFrameAlignedClassification.config_from_pretrained(args.backbone, **settings, **label_maps)
+        except (OSError, TypeError, ValueError) as error:
+            problems.append(Problem(stage, f"{stage} with --backbone {args.backbone}: {error}"))
+    if problems:
+        raise CheckError(problems, source="the command line")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     output = Path(args.output_dir)
     splits = load_splits(args)
     labels = splits["train"].features["label"].names
     label_maps = {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+    check_settings(args, label_maps)
 
     # The class from the backbone's model_type (wav2vec2, HuBERT, WavLM, data2vec-audio); a new head on it.
     stage1 = AutoModelForFrameAlignedClassification.from_pretrained(
-        args.backbone, start_new_head=True, pooling="attentive", num_labels=len(labels), **label_maps
+        args.backbone, start_new_head=True, num_labels=len(labels), **STAGE1, **label_maps
     )
     trainer = train_stage(
         stage1,
@@ -122,11 +147,8 @@ def main(argv=None) -> dict:
     stage2 = AutoModelForFrameAlignedClassification.from_pretrained(
         output / "stage1" / "best",
         start_new_head=True,  # stage 2's CLS pooling and classifier replace stage 1's head
-        pooling="cls_attention",
         num_trainable_layers=args.num_trainable_layers,
-        eal_margin=0.8,
-        eal_weight=0.05,
-        fual_weight=0.05,
+        **STAGE2,
     )
     trainer = train_stage(
         stage2,

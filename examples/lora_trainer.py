@@ -21,9 +21,14 @@ import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from modeling import AutoModelForFrameAlignedClassification, FrameAlignedTrainer, FrameAlignedTrainingArguments
-from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.data.hub import load_hub_dataset
+from modeling import (
+    AudioClassificationCollator,
+    AutoModelForFrameAlignedClassification,
+    FrameAlignedTrainer,
+    FrameAlignedTrainingArguments,
+    load_hub_dataset,
+    make_feature_extractor,
+)
 from modeling.metrics import compute_ser_metrics, make_compute_metrics
 
 

@@ -14,9 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from modeling import AutoModelForFrameAlignedClassification, FrameAlignedTrainer, FrameAlignedTrainingArguments
-from modeling.collator import AudioClassificationCollator, make_feature_extractor
-from modeling.data.hub import load_hub_dataset
+from modeling import (
+    AudioClassificationCollator,
+    AutoModelForFrameAlignedClassification,
+    FrameAlignedTrainer,
+    FrameAlignedTrainingArguments,
+    load_hub_dataset,
+    make_feature_extractor,
+)
 from modeling.metrics import make_compute_metrics
 
 

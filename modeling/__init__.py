@@ -20,7 +20,7 @@ config, the corpus loaders, `load_audio` and the publishing wing.
 
 import importlib.util
 
-from .audio import load_audio
+from .audio import AudioInputError, load_audio
 from .configuration_frame_aligned import (
     FRAME_ALIGNED_CONFIGS,
     POOLING_TYPES,
@@ -28,6 +28,7 @@ from .configuration_frame_aligned import (
     HubertFrameAlignedConfig,
     Wav2Vec2FrameAlignedConfig,
     WavLMFrameAlignedConfig,
+    label_names,
 )
 from .data import (
     load_audio_folder,
@@ -39,6 +40,7 @@ from .data import (
     load_msp_podcast,
     load_ravdess,
 )
+from .data.problems import CheckError, Problem
 
 
 __all__ = [
@@ -47,6 +49,10 @@ __all__ = [
     "HubertFrameAlignedConfig",
     "WavLMFrameAlignedConfig",
     "Data2VecAudioFrameAlignedConfig",
+    "AudioInputError",
+    "CheckError",
+    "Problem",
+    "label_names",
     "load_audio",
     "load_corpus",
     "load_audio_folder",
@@ -62,6 +68,7 @@ if importlib.util.find_spec("torch") is not None:
     from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
     from .auto_frame_aligned import AutoModelForFrameAlignedClassification, BackboneWeightsError, HeadWeightsError
+    from .collator import AudioClassificationCollator, make_feature_extractor
     from .losses import emotional_attention_loss, frame_utterance_alignment_loss
     from .modeling_frame_aligned import (
         FRAME_ALIGNED_MODELS,
@@ -72,6 +79,7 @@ if importlib.util.find_spec("torch") is not None:
         WavLMForFrameAlignedClassification,
     )
     from .pipeline_frame_aligned import FrameAlignedEmotionPipeline  # registers the "frame-aligned-emotion" task
+    from .trainer.sampling import longest_first
     from .trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
     for _model_type, _config_class in FRAME_ALIGNED_CONFIGS.items():  # one pair per backbone
@@ -96,4 +104,7 @@ if importlib.util.find_spec("torch") is not None:
         "FrameAlignedTrainer",
         "FrameAlignedTrainingArguments",
         "FrameAlignedEmotionPipeline",
+        "AudioClassificationCollator",
+        "make_feature_extractor",
+        "longest_first",
     ]

@@ -18,15 +18,11 @@ from tqdm.auto import tqdm
 from ..audio import AudioInputError, load_audio
 from ..configuration_frame_aligned import label_names
 from .folds import SPLITS, Fold, speaker_overlap_problems, split_fold
+from .problems import CheckError, Problem, as_problem
 
 
-class DatasetCheckError(ValueError):
-    """Raised with the full list of problems found before training."""
-
-    def __init__(self, problems: list[str], hint: str = ""):
-        self.problems = list(problems)
-        lines = [f"{len(self.problems)} problem(s) found before training:"] + [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines + ([hint] if hint else [])))
+# Raised with the full list of problems found before training, grouped by cause (the one error of the checks).
+DatasetCheckError = CheckError
 
 
 @dataclass(frozen=True)
@@ -60,41 +56,54 @@ def find_bad_audio(dataset: Dataset, progress: bool = True) -> list[BadAudio]:
     return bad
 
 
-def label_problems(dataset: Dataset) -> list[str]:
-    """One message per row whose label is empty or not one of the dataset's classes."""
+def label_problems(dataset: Dataset) -> list[Problem]:
+    """One problem per row whose label is empty or not one of the dataset's classes; rows with the same label share
+    a `cause` ("unknown label 'x'; expected one of [...]"), so a label list that misses a class is one group."""
     names = dataset.features["label"].names
     problems = []
     for audio, label, text in zip(dataset["audio"], dataset["label"], dataset["label_text"]):
         if label >= 0:
             continue
-        if not text:
-            problems.append(f"{_name(audio)}: empty label; expected one of {names}.")
-        else:
-            problems.append(f"{_name(audio)}: unknown label {text!r}; expected one of {names}.")
+        cause = (
+            f"empty label; expected one of {names}" if not text else f"unknown label {text!r}; expected one of {names}"
+        )
+        problems.append(Problem(_name(audio), f"{_name(audio)}: {cause}.", text, cause=cause))
     return problems
 
 
-def fold_problems(dataset: Dataset, folds: list[Fold]) -> list[str]:
-    """Speakers in two splits, empty splits, and classes missing from a training split, for every fold."""
+def fold_problems(dataset: Dataset, folds: list[Fold]) -> list[Problem]:
+    """Speakers in two splits, empty splits, and classes missing from a training split, for every fold (a class
+    missing from several folds is one cause)."""
     names = dataset.features["label"].names
     problems = []
     for fold in folds:
         overlap = speaker_overlap_problems(fold)
         if overlap:
-            problems += overlap
+            problems += [as_problem(problem) for problem in overlap]
             continue
         splits = split_fold(dataset, fold)
-        problems += speaker_overlap_problems(fold, splits)
+        problems += [as_problem(problem) for problem in speaker_overlap_problems(fold, splits)]
         for split in SPLITS:
             if len(splits[split]) == 0:
                 where = "" if fold.predefined else f" (speakers {list(fold.speakers(split))})"
-                problems.append(f"fold {fold.number}: the {split} split{where} is empty.")
+                problems.append(
+                    Problem(f"fold {fold.number}", f"fold {fold.number}: the {split} split{where} is empty.")
+                )
         present = set(splits["train"]["label"])
         absent = [name for i, name in enumerate(names) if i not in present]
         if absent:
-            problems.append(
+            message = (
                 f"fold {fold.number}: class(es) {absent} absent from the training split "
                 f"(speakers {list(fold.train)}); every class needs training examples."
+            )
+            problems.append(
+                Problem(
+                    f"fold {fold.number}",
+                    message,
+                    absent,
+                    cause=f"class(es) {absent} absent from "
+                    "the training split of a fold; every class needs training examples",
+                )
             )
     return problems
 

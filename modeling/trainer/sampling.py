@@ -87,15 +87,25 @@ def length_sorted_indices(
     return [index for batch in batches for index in batch]
 
 
-def longest_first(dataset) -> list[int]:
-    """Row indices by decreasing duration (ties by row): consecutive batches of similar length, little padding.
+def longest_first(dataset_or_lengths) -> list[int]:
+    """THE evaluation order: row indices by decreasing length (ties by row), so consecutive batches hold clips of
+    similar length (little padding) and the order is deterministic.
 
-    Checkpoint selection (Trainer evaluation) and the final scores (`predict`) both batch in this order, so the
-    validation UA a checkpoint was selected on is exactly the one reported, also for backbones that see padding
-    (wav2vec2-base gets no attention mask).
+    Checkpoint selection (`FrameAlignedTrainer`'s evaluation), the frozen-prefix cache's validation batches and the
+    final scores (`modeling.training.scoring`) all batch in this order, so the validation UA a checkpoint was
+    selected on is exactly the one reported, also for backbones that see padding (wav2vec2-base gets no attention
+    mask).
+
+    Args:
+        dataset_or_lengths: a dataset with a `duration` column (seconds), or the (N,) lengths themselves.
+    Returns:
+        A permutation of range(N).
     """
-    durations = list(dataset["duration"])
-    return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    lengths = dataset_or_lengths
+    if hasattr(dataset_or_lengths, "column_names"):
+        lengths = dataset_or_lengths["duration"]
+    lengths = [float(length) for length in lengths]
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
 class EpochSampler(Sampler[int]):
@@ -174,14 +184,18 @@ class LengthSortedSamplerMixin:
         )
 
     def _get_eval_sampler(self, eval_dataset):
-        """With `group_by_length`, evaluation runs longest first (little padding, deterministic); transformers' own
-        eval sampler would need an `input_ids` column or `length_column_name` and raises otherwise."""
-        if self.args.train_sampling_strategy != "group_by_length" or eval_dataset is None:
+        """Evaluation (and prediction) runs `longest_first` when `args.eval_longest_first` says so (default: with
+        `group_by_length`): little padding, deterministic; transformers' own eval sampler would need an `input_ids`
+        column or `length_column_name` and raises otherwise."""
+        longest = getattr(self.args, "eval_longest_first", None)
+        if longest is None:
+            longest = self.args.train_sampling_strategy == "group_by_length"
+        if not longest or eval_dataset is None:
             return super()._get_eval_sampler(eval_dataset)
         lengths = self._train_lengths(eval_dataset)
         if lengths is None:
             return super()._get_eval_sampler(eval_dataset)
-        return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        return longest_first(lengths)
 
     def _train_lengths(self, train_dataset) -> list[float] | None:
         from datasets import Dataset

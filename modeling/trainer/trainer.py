@@ -37,6 +37,13 @@ class FrameAlignedTrainingArguments(TrainingArguments):
     backbone_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the backbone."})
     pooling_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the pooling head."})
     classifier_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the classifier."})
+    eval_longest_first: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate and predict longest clip first (`modeling.longest_first`: little padding, the order "
+            "train.py's scores use). None: when train_sampling_strategy is group_by_length."
+        },
+    )
 
 
 def parameter_group_of(name: str) -> str:
@@ -210,7 +217,10 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
     - a NaN/Inf loss, logits or embeddings (training or evaluation) raises `NonFiniteError` naming the fold, stage
-      and step, instead of training on (and failing much later in a metric or a plot).
+      and step, instead of training on (and failing much later in a metric or a plot): at once on the CPU, at the
+      next logging step / checkpoint save on an accelerator (`defer_non_finite_check`: no host sync per step).
+    - evaluation gives the final scoring's predictions (its batches, fp32), also under DDP and bf16/fp16
+      (`evaluation.py`); `nn.DataParallel`'s per-device losses are combined into the batch mean.
     - `freeze_for_training()` (CNN frozen, lower layers per `num_trainable_layers`; it only ever turns
       `requires_grad` off and keeps a peft adapter's trainable set) is applied on every path: a model passed in
       (also peft-wrapped or `torch.compile`d), one built by `model_init` (so `hyperparameter_search` too), and again
@@ -219,6 +229,9 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
       (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
       mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
       audio headers, so any dataset with an audio column works.
+    - evaluation is its own pass: `eval_data_collator` (e.g. whole clips, where training uses random crops) serves
+      `evaluate` and `predict`, batched longest first (`eval_longest_first`, `modeling.longest_first`): the
+      validation UA a checkpoint is selected on is the one train.py's scoring reports.
     - `datasets` `Audio()` columns work decoded or not, with or without torchcodec (without it they are read as
       `Audio(decode=False)`; see `modeling.data.audio_columns.readable_audio`), and `remove_unused_columns=True`
       keeps the collator's audio and label columns.
@@ -229,11 +242,40 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     # wait for the device in every step). True / False force the deferred / immediate check.
     defer_non_finite_check: bool | None = None
 
-    def __init__(self, model=None, args=None, **kwargs):
+    def __init__(self, model=None, args=None, eval_data_collator=None, **kwargs):
+        """`eval_data_collator`: the collator of `evaluate` / `predict` (default: `data_collator`); other arguments as
+        `transformers.Trainer`."""
         freeze_for_training(model)
         super().__init__(model=model, args=args, **kwargs)
+        self.eval_data_collator = eval_data_collator
         self.loss_terms = LossTermAverager()
         self._pending_finite_checks: list[tuple[int, list[str], torch.Tensor]] = []
+
+    def _with_eval_collator(self, build, dataset):
+        if self.eval_data_collator is None:
+            return build(dataset)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return build(dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+
+    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
+    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
+    # trainer_state.json: these two hooks mark the moments between those files.
+    def _save_optimizer_and_scheduler(self, output_dir):
+        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
     def call_model_init(self, trial=None):
         """`model_init`'s model, frozen as the config says (the path `hyperparameter_search` takes)."""

@@ -7,8 +7,10 @@ one later: resuming verifies each checkpoint (its files, then their sizes and SH
 optimizer and scheduler that one saved.
 """
 
+import contextlib
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 from accelerate import PartialState
@@ -17,6 +19,7 @@ from transformers import set_seed
 from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import make_feature_extractor
 from ..configuration_frame_aligned import frame_aligned_config_class
+from ..data.problems import CheckError, Problem
 from ..rundir.atomic import atomic_directory, read_json
 from ..rundir.integrity import checkpoint_problems, write_manifest
 from ..rundir.layout import RunDir, checkpoint_dirs
@@ -33,9 +36,9 @@ def label_maps(label_names: list[str]) -> dict:
     return {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
 
 
-class ModelSettingsError(ValueError):
-    """The model settings cannot train: an unsupported checkpoint, a config field the head refuses, a cache the model
-    cannot use (found before training; `train.py` prints it and exits with status 2)."""
+# The model settings cannot train: an unsupported checkpoint, a config field the head refuses, a cache the model
+# cannot use (found before training; `train.py` prints it and exits with status 2). The one error of the checks.
+ModelSettingsError = CheckError
 
 
 def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state: PartialState) -> str:
@@ -59,17 +62,35 @@ def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state:
     return str(path)
 
 
-def checkpoint_state(path: Path) -> str | None:
-    """None for a Trainer checkpoint that is complete and intact, else why not ("incomplete: ...", "corrupt: ...")."""
+@contextlib.contextmanager
+def model_check_path(config: dict, label_names: list[str]):
+    """A checkpoint path to check the model settings on before anything is written: `model.name_or_path`, or for
+    `model.random_init` a temporary folder holding only its config.json (what `initial_checkpoint` would save)."""
+    model = config["model"]
+    if model["name_or_path"]:
+        yield model["name_or_path"]
+        return
+    settings = dict(model["random_init"])
+    config_class = frame_aligned_config_class(settings.pop("model_type", "wav2vec2"))
+    with tempfile.TemporaryDirectory() as tmp:
+        config_class(**settings, **label_maps(label_names)).save_pretrained(tmp)
+        yield tmp
+
+
+def checkpoint_state(path: Path) -> Problem | None:
+    """None for a Trainer checkpoint that is complete and intact, else why not: a `Problem` whose `cause` is
+    "incomplete" (interrupted while saving) or "corrupt" (files differ from checksums.json)."""
     missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
     if missing:
-        return f"incomplete (interrupted while saving): no {', '.join(missing)}"
+        message = f"incomplete (interrupted while saving): no {', '.join(missing)}"
+        return Problem(str(path), message, missing, cause="incomplete")
     try:
         read_json(path / "trainer_state.json")
     except ValueError:
-        return "incomplete (interrupted while saving): trainer_state.json is cut short"
+        message = "incomplete (interrupted while saving): trainer_state.json is cut short"
+        return Problem(str(path), message, cause="incomplete")
     problems = checkpoint_problems(path)
-    return f"corrupt: {'; '.join(problems)}" if problems else None
+    return Problem(str(path), f"corrupt: {'; '.join(problems)}", problems, cause="corrupt") if problems else None
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -88,8 +109,7 @@ def latest_checkpoint(stage_dir: Path, remove_incomplete: bool) -> str | None:
             found = found or str(path)
             continue
         if remove_incomplete:
-            kind = "corrupt" if problem.startswith("corrupt") else "incomplete"
-            logger.warning(f"Removing {kind} checkpoint {path} ({problem}).")
+            logger.warning(f"Removing {problem.cause} checkpoint {path} ({problem.message}).")
             shutil.rmtree(path, ignore_errors=True)
     return found
 
@@ -118,5 +138,6 @@ __all__ = [
     "is_complete_checkpoint",
     "label_maps",
     "latest_checkpoint",
+    "model_check_path",
     "usable_best",
 ]

@@ -21,14 +21,22 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from ..data import load_corpus, select_speakers
-from ..data.checks import DatasetCheckError, find_bad_audio, fold_problems, label_map_problems, label_problems
+from ..data.checks import (
+    BadAudio,
+    DatasetCheckError,
+    find_bad_audio,
+    fold_problems,
+    label_map_problems,
+    label_problems,
+)
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
+from ..data.problems import CheckError, Problem
 from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
 from ..rundir.reader import FinishedRun
 from ..trainer.trainer import FrameAlignedTrainingArguments
-from .checkpoints import ModelSettingsError, initial_checkpoint
+from .checkpoints import initial_checkpoint, model_check_path
 from .config_checks import raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config, passthrough_settings
@@ -39,8 +47,8 @@ from .stage import cpu_distributed, model_problems, train_stage
 logger = logging.getLogger(__name__)
 
 
-class RunConfigMismatchError(ValueError):
-    """The output directory holds a run made with another config."""
+class RunConfigMismatchError(CheckError):
+    """The output directory holds a run made with another config (a `CheckError`: found before anything runs)."""
 
 
 def load_run_dataset(config: dict) -> Dataset:
@@ -51,28 +59,72 @@ def load_run_dataset(config: dict) -> Dataset:
     return dataset
 
 
+def find_bad_audio_in_parallel(dataset: Dataset, state: PartialState | None, progress: bool, gather=None) -> list:
+    """`find_bad_audio` with the decoding shared by the processes: each decodes every `num_processes`-th clip and
+    the findings are gathered (`gather`: accelerate's `gather_object`), so every process gets the whole list, in row
+    order, and a large corpus is decoded once, not once per process."""
+    if state is None or state.num_processes <= 1:
+        return find_bad_audio(dataset, progress=progress)
+    from accelerate.utils import gather_object
+
+    rows = range(state.process_index, len(dataset), state.num_processes)
+    found = [
+        BadAudio(rows[bad.row], bad.audio, bad.reason)
+        for bad in find_bad_audio(dataset.select(rows), progress=progress)
+    ]
+    return sorted((gather or gather_object)(found), key=lambda bad: bad.row)
+
+
 def checked_dataset(
-    config: dict, run_dir: str | os.PathLike, fold_numbers: str | None, skip_bad_audio: bool, write_reports: bool
+    config: dict,
+    run_dir: str | os.PathLike,
+    fold_numbers: str | None,
+    skip_bad_audio: bool,
+    write_reports: bool,
+    state: PartialState | None = None,
 ) -> tuple[Dataset, list[Fold], list[Fold]]:
     """Load the corpus and run every check; returns (dataset, all folds, selected folds).
 
-    Raises `DatasetCheckError` listing every problem. With `skip_bad_audio`, rows with bad audio are dropped and
-    listed in the run's `skipped_audio.json` instead.
+    Raises `DatasetCheckError` (= `CheckError`) listing every problem, grouped by cause; then nothing is written.
+    With `skip_bad_audio`, rows with bad audio are dropped and (with `write_reports`, once every check passed) listed
+    in the run's `skipped_audio.json` instead. With `state` (several processes) the audio decoding is shared
+    (`find_bad_audio_in_parallel`).
     """
+    dataset, folds, selected, skipped = _checked_dataset(
+        config, run_dir, fold_numbers, skip_bad_audio, write_reports, state
+    )
+    if write_reports and skip_bad_audio:
+        write_skipped_audio(RunDir(run_dir), skipped)
+    return dataset, folds, selected
+
+
+def write_skipped_audio(run: RunDir, skipped: list[dict]):
+    """`skipped_audio.json`: the bad audio files `--skip-bad-audio` left out."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.skipped_audio, {"count": len(skipped), "skipped": skipped})
+    if skipped:
+        logger.warning(f"Skipping {len(skipped)} bad audio file(s); see {run.skipped_audio}.")
+
+
+def _bad_audio_problem(bad: BadAudio) -> Problem:
+    """A bad file; files that fail the same way ("file does not exist") share a cause."""
+    detail = bad.reason.removeprefix(f"{bad.audio}: ")
+    return Problem(bad.audio, bad.reason, bad.audio, cause=detail if detail != bad.reason else None)
+
+
+def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, state=None) -> tuple:
+    """`checked_dataset` without writing: (dataset, all folds, selected folds, skipped-audio report rows)."""
     run = RunDir(run_dir)
     dataset = load_run_dataset(config)
     problems = label_problems(dataset)
-    bad_audio = find_bad_audio(dataset, progress=write_reports)
+    bad_audio = find_bad_audio_in_parallel(dataset, state, progress=progress)
+    skipped = []
     if skip_bad_audio:
-        if write_reports:
-            skipped = [bad.to_dict(dataset) for bad in bad_audio]
-            atomic_write_json(run.skipped_audio, {"count": len(skipped), "skipped": skipped})
-            if skipped:
-                logger.warning(f"Skipping {len(skipped)} bad audio file(s); see {run.skipped_audio}.")
+        skipped = [bad.to_dict(dataset) for bad in bad_audio]
         bad_rows = {bad.row for bad in bad_audio}
         dataset = dataset.select([i for i in range(len(dataset)) if i not in bad_rows])
     else:
-        problems += [bad.reason for bad in bad_audio]
+        problems += [_bad_audio_problem(bad) for bad in bad_audio]
 
     folds, selected = [], []
     try:
@@ -94,8 +146,8 @@ def checked_dataset(
             problems += label_map_problems(source, label_names)
     if problems:
         hint = "" if skip_bad_audio or not bad_audio else "Pass --skip-bad-audio to leave out the bad audio files."
-        raise DatasetCheckError(problems, hint)
-    return dataset, folds, selected
+        raise DatasetCheckError(problems, hint=hint)
+    return dataset, folds, selected, skipped
 
 
 def distributed_state(config: dict) -> PartialState:
@@ -135,8 +187,8 @@ def _log(state: PartialState, message: str):
         logger.info(message)
 
 
-def prepare_run_dir(config: dict, run: RunDir, state: PartialState):
-    """Record the resolved config; refuse to mix two configs in one output directory."""
+def check_run_dir(config: dict, run: RunDir):
+    """Refuse to mix two configs in one output directory (`RunConfigMismatchError`); reads only."""
     config_path = run.config
     if config_path.is_file():
         differences = config_differences(yaml.safe_load(config_path.read_text()), config)
@@ -146,8 +198,14 @@ def prepare_run_dir(config: dict, run: RunDir, state: PartialState):
                 + "; ".join(differences)
                 + "). Use a new --output-dir, or the same settings to resume."
             )
-    elif state.is_main_process:
-        atomic_write_text(config_path, dump_config(config))
+
+
+def prepare_run_dir(config: dict, run: RunDir, state: PartialState):
+    """Record the resolved config (after every check passed); refuse to mix two configs in one output directory."""
+    check_run_dir(config, run)
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.config.is_file() and state.is_main_process:
+        atomic_write_text(run.config, dump_config(config))
     with run_lock(run.lock, enabled=state.is_main_process):  # not while another process writes results.json
         if state.is_main_process:
             cleanup_stale_tmp(run.path)
@@ -216,13 +274,24 @@ def run_experiment(
     Returns:
         The content of `results.json` (every finished fold of this run directory).
     """
-    raise_on_setup_problems(config)  # both stages' model configs and TrainingArguments, before anything else
+    # Every check first (config, output directory, corpus, model settings); nothing is written before they pass,
+    # so a corrected command runs in the same --output-dir.
+    raise_on_setup_problems(config)  # both stages' model configs and TrainingArguments
     state = distributed_state(config)
     run = RunDir(output_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
-    prepare_run_dir(config, run, state)
-    dataset, all_folds, selected = checked_dataset(config, run, folds, skip_bad_audio, state.is_main_process)
+    check_run_dir(config, run)
+    dataset, all_folds, selected, skipped = _checked_dataset(
+        config, run, folds, skip_bad_audio, state.is_main_process, state
+    )
     label_names = dataset.features["label"].names
+    with model_check_path(config, label_names) as check_path:
+        problems = model_problems(config, check_path, label_names)
+    if problems:
+        raise CheckError(problems, source=f"the model settings ({config['model']['name_or_path'] or 'random_init'})")
+
+    prepare_run_dir(config, run, state)
+    if skip_bad_audio and state.is_main_process:
+        write_skipped_audio(run, skipped)
     _log(
         state,
         f"{len(dataset)} utterances, {len(label_names)} classes {label_names}, {len(all_folds)} folds "
@@ -230,11 +299,6 @@ def run_experiment(
     )
     with run_lock(run.lock, enabled=state.is_main_process):
         init_path = initial_checkpoint(config, run, label_names, state)
-    problems = model_problems(config, init_path, label_names)
-    if problems:
-        raise ModelSettingsError(
-            f"The model settings cannot train ({init_path}):\n" + "\n".join(f"- {p}" for p in problems)
-        )
     for fold in selected:
         run_fold(fold, dataset, config, run, init_path, state, callbacks)
 
@@ -249,8 +313,10 @@ def run_experiment(
 
 __all__ = [
     "RunConfigMismatchError",
+    "check_run_dir",
     "checked_dataset",
     "distributed_state",
+    "find_bad_audio_in_parallel",
     "load_run_dataset",
     "prepare_run_dir",
     "run_experiment",

@@ -29,7 +29,6 @@ from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.distributed import ddp_settings
 from ..trainer.memory import release_trainer
-from ..trainer.sampling import longest_first
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from . import schema
 from .checkpoints import label_maps, latest_checkpoint, usable_best
@@ -46,35 +45,6 @@ def stage_title(stage: str, settings: dict) -> str:
     if settings["pooling"] == "cls_attention":
         losses += f" + {settings['eal_weight']}·EAL + {settings['fual_weight']}·FUAL"
     return f"stage {stage.removeprefix('stage')} ({settings['pooling']} pooling, {losses})"
-
-
-class StageTrainer(FrameAlignedTrainer):
-    """`FrameAlignedTrainer` that evaluates whole clips (no random crop), longest first (see `longest_first`)."""
-
-    def __init__(self, *args, eval_data_collator=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.eval_data_collator = eval_data_collator
-
-    def _get_eval_sampler(self, eval_dataset):
-        return longest_first(eval_dataset)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator
-
-    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
-    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
-    # trainer_state.json: these two hooks mark the moments between those files.
-    def _save_optimizer_and_scheduler(self, output_dir):
-        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
-        super()._save_optimizer_and_scheduler(output_dir)
-
-    def _save_rng_state(self, output_dir):
-        super()._save_rng_state(output_dir)
-        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
 
 def cpu_distributed() -> bool:
@@ -238,7 +208,7 @@ def train_stage(
         cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
     else:
-        trainer = StageTrainer(
+        trainer = FrameAlignedTrainer(
             model=model,
             args=args,
             train_dataset=splits["train"],
@@ -290,7 +260,6 @@ def _link_or_copy(source, destination):
 
 
 __all__ = [
-    "StageTrainer",
     "cpu_distributed",
     "ddp_settings",
     "model_problems",

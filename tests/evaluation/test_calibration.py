@@ -117,3 +117,26 @@ def test_pipeline_onnx_and_predict_py_give_the_same_calibrated_probabilities(cal
         with open(out, newline="") as f:
             (row,) = list(csv.DictReader(f))
         assert probabilities_of(row) == pytest.approx(expected, abs=2e-6)
+
+
+def test_ensemble_temperature_is_fitted_on_the_calibrated_members_mean():
+    """Two members that report 3·z (z: the true logits of the held-out labels). With member temperatures 3 the mean
+    is already calibrated (T_ensemble ≈ 1); with temperatures 1 it is three times too sharp (T_ensemble ≈ 3)."""
+    from modeling.evaluation.cross_corpus import ENSEMBLE, ensemble_temperature
+    from modeling.metrics.predictions import Predictions
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, size=(3000, 3))
+    labels = (rng.random((3000, 1)) > np.cumsum(softmax(z), axis=1)).sum(axis=1)
+    logits = {"fold1": 3 * z, "fold2": 3 * z}
+    for member_t, expected in ((3.0, 1.0), (1.0, 3.0)):
+        temperatures = {"fold1": member_t, "fold2": member_t}
+        mean = softmax(3 * z, member_t)
+        common = dict(files=["f"] * 3000, speakers=["s"] * 3000, labels=labels, classes=["a", "b", "c"])
+        members = {ENSEMBLE: Predictions(probabilities=mean, **common)}
+        calibration = {ENSEMBLE: {}}
+        ensemble_temperature(members, calibration, softmax(3 * z), logits, temperatures, {"label": labels})
+        assert calibration[ENSEMBLE]["temperature"] == pytest.approx(expected, rel=0.05), member_t
+        assert np.allclose(
+            members[ENSEMBLE].probabilities, softmax(np.log(mean), calibration[ENSEMBLE]["temperature"])
+        )

@@ -1,6 +1,6 @@
 """Launched ONCE by `torchrun --nproc_per_node 2` from tests/test_distributed.py: trains stage 2 of fold 1 of a
 tiny run with every combination of activation checkpointing × LayerDrop {0, 0.5} × num_trainable_layers {all, 1}
-(× the frozen-prefix cache, which needs frozen layers), through the real `train_stage` (our `StageTrainer` /
+(× the frozen-prefix cache, which needs frozen layers), through the real `train_stage` (our `FrameAlignedTrainer` /
 `FrozenPrefixTrainer`, the DDP settings of `stage.ddp_settings`), a few steps each.
 
 Each process writes `<out>/<combo>.rank<r>.json`: the sha256 of its final weights, the DDP settings used and the

@@ -20,9 +20,8 @@ from modeling.collator import AudioClassificationCollator, make_feature_extracto
 from modeling.rundir.atomic import atomic_directory
 from modeling.rundir.faults import FAULT_ENV
 from modeling.rundir.integrity import MANIFEST, checkpoint_problems, safetensors_problem, write_manifest
-from modeling.trainer.trainer import FrameAlignedTrainingArguments
+from modeling.trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from modeling.training.checkpoints import checkpoint_state, latest_checkpoint, usable_best
-from modeling.training.stage import StageTrainer
 
 
 pytestmark = pytest.mark.bad_input
@@ -54,7 +53,7 @@ def test_a_damaged_checkpoint_is_removed_and_the_previous_one_resumed(tmp_path, 
         "truncated": f"model.safetensors: {size // 2} bytes, {size} recorded (truncated?)",
         "bit-flipped": "model.safetensors: SHA-256 differs from the recorded one (corrupted)",
     }[damage]
-    assert checkpoint_state(bad) == f"corrupt: {expected}"
+    assert checkpoint_state(bad).message == f"corrupt: {expected}" and checkpoint_state(bad).cause == "corrupt"
     assert latest_checkpoint(stage_dir, remove_incomplete=True) == str(good)
     assert f"Removing corrupt checkpoint {bad} (corrupt: {expected})." in caplog.text
     assert not bad.exists() and checkpoint_state(good) is None
@@ -118,7 +117,7 @@ def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous
         use_cpu=True,
     )
     collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
-    trainer = StageTrainer(
+    trainer = FrameAlignedTrainer(
         model=Wav2Vec2ForFrameAlignedClassification(tiny_config()),
         args=args,
         train_dataset=dataset,
@@ -134,7 +133,7 @@ def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous
         trainer.train()
     first, second = stage_dir / "checkpoint-1", stage_dir / "checkpoint-2"
     assert checkpoint_state(first) is None and (first / MANIFEST).is_file()
-    assert checkpoint_state(second).startswith("incomplete")
+    assert checkpoint_state(second).cause == "incomplete"
     assert latest_checkpoint(stage_dir, remove_incomplete=True) == str(first) and not second.exists()
 
 
