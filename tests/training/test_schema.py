@@ -193,7 +193,7 @@ USERS = {
     "modeling/publishing/model_card.py",  # reads a checkpoint's config.json (eal_weight, ...) for the card
     "modeling/publishing/public.py",
     "modeling/evaluation/cross_corpus.py",  # reads a config's data section
-    "modeling/evaluation/emobox_export.py",  # reads a run's data.loader_args (its EmoBox corpus)
+    "modeling/evaluation/emobox_export.py",  # reads a finished run's data.loader_args (its EmoBox corpus)
     "modeling/training/selection.py",  # metric_for_best_model → the TrainingArguments that select on it
     "modeling/training/sweep.py",  # stage1.from_run of the runs that share the first run's stage 1
     "modeling/trainer/loss_options.py",  # the same names are FrameAlignedTrainingArguments fields (Trainer users)
