@@ -169,3 +169,19 @@ def test_one_file_hasher(tmp_path):
     path.write_bytes(b"\x00\x01" * 700_000)  # over one read chunk
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
     assert _sha256(path) == sha256_of(path) == _sha256(path.read_bytes()) == expected
+
+
+def test_one_owner_per_helper_name():
+    """One `corpus_info` (the corpus facts lookup, data/catalog.py), one `longest_first`, one `sha256_of`."""
+    import ast
+
+    defined = {}
+    for path in sorted((REPO / "modeling").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name in ("corpus_info", "longest_first", "sha256_of"):
+                defined.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    assert defined == {
+        "corpus_info": ["modeling/data/catalog.py"],
+        "longest_first": ["modeling/trainer/sampling.py"],
+        "sha256_of": ["modeling/rundir/integrity.py"],
+    }
