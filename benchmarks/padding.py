@@ -26,7 +26,7 @@ from .common import corpus_rows, ratio_result
 
 
 BATCH_SIZE = 32
-IEMOCAP_SIZE = 5531  # the 4-class set (method.md, Table 1)
+IEMOCAP_SIZE = 5531  # the 4-class set (docs/method.md, Table 1)
 IEMOCAP_MEAN_S = 4.5
 IEMOCAP_RANGE_S = (0.6, 34.0)
 IEMOCAP_CV = 0.7  # std / mean; an assumption (≈ 3.2 s std): the issue only fixes the mean and the range

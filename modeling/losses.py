@@ -1,4 +1,4 @@
-"""The auxiliary losses of stage 2 (method.md): pure functions on model outputs.
+"""The auxiliary losses of stage 2 (docs/method.md): pure functions on model outputs.
 
 Every reduction runs over valid frames only (`frame_mask`); each returns the mean over the batch.
 """

@@ -29,16 +29,7 @@ from .configuration_frame_aligned import (
 )
 from .frames import frame_geometry, frames_for_samples, samples_for_frames
 from .loading_frame_aligned import FrameAlignedLoadingMixin
-from .pooling_frame_aligned import (  # noqa: F401  (re-exported: the pooling modules' former home)
-    POOLING_CLASSES,
-    FrameAlignedAttentivePooling,
-    FrameAlignedCLSAttentionPooling,
-    FrameAlignedMeanPooling,
-    FrameAlignedPoolingEncoder,
-    FrameAlignedPoolingLayer,
-    FrameAlignedSelfAttentionPooling,
-    masked_softmax,
-)
+from .pooling_frame_aligned import POOLING_CLASSES, FrameAlignedCLSAttentionPooling
 
 
 logger = logging.get_logger(__name__)

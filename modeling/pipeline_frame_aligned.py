@@ -22,6 +22,7 @@ command line (`python -m modeling.cli.timeline`, alias `python -m modeling.timel
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +43,13 @@ from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .loading_frame_aligned import refuse_new_head
 from .prediction_fields import calibration_temperature, prediction_record, softmax
+from .timeline_recording import iter_segment_results
 from .timeline_segments import (
     SMOOTHING_METHODS,
-    ChunkPrediction,
+    WindowPrediction,
     build_timeline,
     iter_windows,
-    stitch_chunks,
+    stitch_windows,
 )
 
 
@@ -64,6 +66,17 @@ TASK = "frame-aligned-emotion"
 def _given(**parameters) -> dict:
     """The parameters a caller gave (`None` means "not given")."""
     return {name: value for name, value in parameters.items() if value is not None}
+
+
+def _renamed(kwargs: dict, old: str, new: str, value):
+    """A deprecated parameter name (`chunk_*`, renamed `window_*`): its value with a FutureWarning."""
+    if old not in kwargs:
+        return value
+    old_value = kwargs.pop(old)
+    if value is not None:
+        raise TypeError(f"`{old}` is the deprecated name of `{new}`: give only `{new}`.")
+    warnings.warn(f"`{old}` is deprecated and will be removed: use `{new}`.", FutureWarning, stacklevel=4)
+    return old_value
 
 
 @dataclass(eq=False)  # identity comparison: the fields hold arrays
@@ -88,13 +101,13 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     Output per input:
         - `predicted`, `prob_<class>` (one per class, the model's label order): the utterance prediction (the
-          project's predictions vocabulary, `prediction_fields.py`). For an input longer than `chunk_length_s` the
-          probabilities are the duration-weighted mean of the windows' distributions (see `stitch_chunks`).
+          project's predictions vocabulary, `prediction_fields.py`). For an input longer than `window_length_s` the
+          probabilities are the duration-weighted mean of the windows' distributions (see `stitch_windows`).
         - `timeline`: [{"start", "end", "predicted", "prob_<class>"..., "weight"}]: contiguous segments covering
           0..`duration` seconds; `prob_<class>` is the mean (smoothed) distribution over the segment and `predicted`
           its most probable class, `weight` the mean α over the segment (α sums to 1 over the whole input, so
           `weight × number of frames` > 1 means "more important than average").
-        - `chunks`: [{"start", "end", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
+        - `windows`: [{"start", "end", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
           window (one entry for a short input) and its share of the overall result.
         - `duration` (seconds), `frame_duration` (seconds per frame: Π conv strides / sampling rate; 0.02 for
           wav2vec2), `num_frames` (T).
@@ -102,10 +115,11 @@ class FrameAlignedEmotionPipeline(Pipeline):
           "weights" (T,), "classes" [C names]} as numpy arrays.
 
     Parameters (at construction or per call):
-        chunk_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
+        window_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
             length (the last one runs to the input's end: up to one frame hop longer, so that the windows give every
             frame of the whole input), in bounded memory (files are streamed). `0` runs every input whole.
-        chunk_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field).
+        window_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field).
+            (`chunk_length_s`, `chunk_overlap_s`: their deprecated names, accepted with a FutureWarning.)
         smoothing (`str`, defaults to `"median"`): "median", "mean" or "none" smoothing of the frame distributions
             before the segments are cut (the utterance result and `frames["probabilities"]` are not smoothed).
         smoothing_window_s (`float`, defaults to 0.2): its window (rounded to an odd number of frames).
@@ -118,6 +132,13 @@ class FrameAlignedEmotionPipeline(Pipeline):
             (e.g. the windows of a long input, all but its last) share a batch; `True` batches them anyway (faster,
             slightly different probabilities, as in training).
         return_frames (`bool`, defaults to `False`): add the per-frame arrays (for plots).
+        segments (per call, one input only): the stretches of a long recording to label, each a `Segment`, a mapping
+            `{"start_s", "end_s"[, "speaker"]}` or a tuple `(start_s, end_s[, speaker])` (seconds; files:
+            `modeling.segments.read_segments`). Then the result is a list with one dict per segment, in the given
+            order: `start_s`, `end_s`, `speaker`, and the result above of the model run on that segment alone
+            (`timeline` and `windows` in recording seconds). The audio is read one segment at a time (a file by
+            seeking), never whole. A segment ending past the audio's end is clipped with a warning; one starting at
+            or after it raises `SegmentError` (`timeline_recording.clip_segments`). No segments: `[]` and a warning.
         sampling_rate (`int`, *optional*, per call): the rate of array inputs.
 
     `__call__` is overridden: the base class's DataLoader neither sorts by length nor streams a long input window by
@@ -152,26 +173,30 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     def _sanitize_parameters(
         self,
-        chunk_length_s=None,
-        chunk_overlap_s=None,
+        window_length_s=None,
+        window_overlap_s=None,
         padded_batches=None,
         sampling_rate=None,
         smoothing=None,
         smoothing_window_s=None,
         min_segment_s=None,
         return_frames=None,
+        segments=None,
         **kwargs,
     ):
+        window_length_s = _renamed(kwargs, "chunk_length_s", "window_length_s", window_length_s)
+        window_overlap_s = _renamed(kwargs, "chunk_overlap_s", "window_overlap_s", window_overlap_s)
         if kwargs:
             raise TypeError(f"Unknown arguments for the {TASK} pipeline: {sorted(kwargs)}.")
         preprocess_params = _given(
-            chunk_length_s=chunk_length_s,
-            chunk_overlap_s=chunk_overlap_s,
+            window_length_s=window_length_s,
+            window_overlap_s=window_overlap_s,
             padded_batches=padded_batches,
             sampling_rate=sampling_rate,
+            segments=segments,
         )
-        if chunk_length_s == 0:
-            preprocess_params["chunk_length_s"] = None  # 0: never chunk (None means "not given" here)
+        if window_length_s == 0:
+            preprocess_params["window_length_s"] = None  # 0: never cut into windows (None means "not given" here)
         if smoothing is not None and smoothing not in SMOOTHING_METHODS:
             raise ValueError(f"`smoothing` must be one of {SMOOTHING_METHODS}, got {smoothing!r}.")
         postprocess_params = _given(
@@ -209,7 +234,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     def postprocess(
         self,
-        chunks: list[ChunkPrediction],
+        windows: list[WindowPrediction],
         num_samples: int,
         smoothing: str = "median",
         smoothing_window_s: float = 0.2,
@@ -217,8 +242,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         return_frames: bool = False,
     ) -> dict:
         """The windows of one input → utterance result, per-window results and the timeline."""
-        chunks = sorted(chunks, key=lambda chunk: chunk.start)
-        probabilities, weights, utterance, shares = stitch_chunks(chunks, self.hop)
+        windows = sorted(windows, key=lambda part: part.start)
+        probabilities, weights, utterance, shares = stitch_windows(windows, self.hop)
         duration = num_samples / self.sampling_rate
         timeline, smoothed = build_timeline(
             probabilities,
@@ -236,7 +261,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
             "frame_duration": self.frame_duration,
             "num_frames": len(weights),
             "timeline": timeline,
-            "chunks": [self._chunk_result(chunk, share) for chunk, share in zip(chunks, shares)],
+            "windows": [self._window_result(part, share) for part, share in zip(windows, shares)],
         }
         if return_frames:
             result["frames"] = {
@@ -248,11 +273,11 @@ class FrameAlignedEmotionPipeline(Pipeline):
             }
         return result
 
-    def _chunk_result(self, chunk: ChunkPrediction, share: float) -> dict:
+    def _window_result(self, part: WindowPrediction, share: float) -> dict:
         return {
-            "start": round(chunk.start / self.sampling_rate, 6),
-            "end": round((chunk.start + chunk.num_samples) / self.sampling_rate, 6),
-            **prediction_record(chunk.probabilities, self.classes),
+            "start": round(part.start / self.sampling_rate, 6),
+            "end": round((part.start + part.num_samples) / self.sampling_rate, 6),
+            **prediction_record(part.probabilities, self.classes),
             "share": float(share),
         }
 
@@ -265,6 +290,10 @@ class FrameAlignedEmotionPipeline(Pipeline):
         postprocess_params = {**self._postprocess_params, **postprocess_params}
         batch_size = batch_size or self._batch_size or 1
         single = not isinstance(inputs, (list, tuple))
+        if "segments" in preprocess_params:
+            if not single:
+                raise TypeError("`segments` describe one recording: pass one audio input with them, not a list.")
+            return list(self._iter_segments(inputs, batch_size, postprocess_params, **preprocess_params))
         results = self._run([inputs] if single else list(inputs), batch_size, postprocess_params, **preprocess_params)
         return results[0] if single else results
 
@@ -273,12 +302,12 @@ class FrameAlignedEmotionPipeline(Pipeline):
         inputs: list,
         batch_size: int,
         postprocess_params: dict,
-        chunk_length_s: float | None = 20.0,
-        chunk_overlap_s: float = 4.0,
+        window_length_s: float | None = 20.0,
+        window_overlap_s: float = 4.0,
         padded_batches: bool | None = None,
         sampling_rate: int | None = None,
     ) -> list[dict]:
-        window, step = self._window_and_step(chunk_length_s, chunk_overlap_s)
+        window, step = self._window_and_step(window_length_s, window_overlap_s)
         if padded_batches is None:
             config = self.model.config
             padded_batches = getattr(config, "use_backbone_attention_mask", config.feat_extract_norm == "layer")
@@ -307,16 +336,38 @@ class FrameAlignedEmotionPipeline(Pipeline):
             )
         return results
 
-    def _window_and_step(self, chunk_length_s, chunk_overlap_s) -> tuple[int | None, int | None]:
-        if chunk_length_s is None:
+    def iter_segments(self, audio, segments, batch_size: int | None = None, **kwargs):
+        """Like `pipeline(audio, segments=segments, ...)`, one segment's result at a time (write them as they come)."""
+        preprocess_params, _, postprocess_params = self._sanitize_parameters(segments=segments, **kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        yield from self._iter_segments(
+            audio, batch_size or self._batch_size or 1, postprocess_params, **preprocess_params
+        )
+
+    def _iter_segments(self, audio, batch_size, postprocess_params, segments, sampling_rate=None, **window_params):
+        """Segment by segment (`timeline_recording.iter_segment_results`), `batch_size` segments per batch."""
+        if not isinstance(audio, (str, os.PathLike)):
+            rate = sampling_rate if sampling_rate is not None else self.sampling_rate
+            audio = load_audio(audio, rate, target_sampling_rate=self.sampling_rate, name=describe_source(audio))
+
+        def run(cuts: list[np.ndarray]) -> list[dict]:
+            return self._run(cuts, len(cuts), postprocess_params, **window_params)
+
+        yield from iter_segment_results(
+            run, audio, segments, self.sampling_rate, self.receptive_field, batch_size, logger.warning
+        )
+
+    def _window_and_step(self, window_length_s, window_overlap_s) -> tuple[int | None, int | None]:
+        if window_length_s is None:
             return None, None
-        window = int(round(chunk_length_s * self.sampling_rate))
+        window = int(round(window_length_s * self.sampling_rate))
         # Consecutive windows must share at least one receptive field, or a frame between them would be lost.
-        overlap = max(int(round(chunk_overlap_s * self.sampling_rate)), self.receptive_field)
+        overlap = max(int(round(window_overlap_s * self.sampling_rate)), self.receptive_field)
         if window < 2 * self.receptive_field or overlap >= window:
             raise ValueError(
-                f"chunk_length_s={chunk_length_s} must exceed chunk_overlap_s={chunk_overlap_s} (and the receptive "
-                f"field, {self.receptive_field / self.sampling_rate:.3f} s) by at least one frame."
+                f"window_length_s={window_length_s} must exceed window_overlap_s={window_overlap_s} (and the "
+                f"receptive field, {self.receptive_field / self.sampling_rate:.3f} s) by at least one frame."
             )
         step = max(self.hop, (window - overlap) // self.hop * self.hop)  # windows start on the frame grid
         return window, step
@@ -381,13 +432,13 @@ class FrameAlignedEmotionPipeline(Pipeline):
         source.array = None
         return self.postprocess(predictions, total, **postprocess_params)
 
-    def _predict_windows(self, batch: list[tuple[int, np.ndarray]], padded_batches: bool) -> list[ChunkPrediction]:
+    def _predict_windows(self, batch: list[tuple[int, np.ndarray]], padded_batches: bool) -> list[WindowPrediction]:
         predictions = self._predict([audio for _, audio in batch], padded_batches)
         for (start, _), prediction in zip(batch, predictions):
             prediction.start = start
         return predictions
 
-    def _predict(self, audios: list[np.ndarray], padded_batches: bool) -> list[ChunkPrediction]:
+    def _predict(self, audios: list[np.ndarray], padded_batches: bool) -> list[WindowPrediction]:
         """Forward passes over `audios` (one batch, split into equal-length groups unless padding is allowed)."""
         if not audios:
             return []
@@ -398,16 +449,16 @@ class FrameAlignedEmotionPipeline(Pipeline):
             for i, audio in enumerate(audios):
                 by_length.setdefault(len(audio), []).append(i)
             groups = list(by_length.values())
-        predictions: list[ChunkPrediction | None] = [None] * len(audios)
+        predictions: list[WindowPrediction | None] = [None] * len(audios)
         for group in groups:
             outputs = self.forward(self.preprocess([audios[i] for i in group]))
             for row, i in enumerate(group):
                 predictions[i] = self._unbatch(outputs, row, len(audios[i]))
         return predictions
 
-    def _unbatch(self, outputs: dict, row: int, num_samples: int) -> ChunkPrediction:
+    def _unbatch(self, outputs: dict, row: int, num_samples: int) -> WindowPrediction:
         valid = outputs["frame_mask"][row].bool()
-        return ChunkPrediction(
+        return WindowPrediction(
             start=0,
             num_samples=num_samples,
             probabilities=softmax(outputs["logits"][row].numpy(), self.temperature),

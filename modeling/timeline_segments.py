@@ -69,7 +69,7 @@ def iter_windows(blocks: Iterable[np.ndarray], window: int, step: int, hop: int)
 
 
 @dataclass
-class ChunkPrediction:
+class WindowPrediction:
     """The model's output for one window of an input.
 
     Attributes:
@@ -87,7 +87,7 @@ class ChunkPrediction:
     frame_weights: np.ndarray
 
 
-def stitch_chunks(chunks: list[ChunkPrediction], hop: int):
+def stitch_windows(windows: list[WindowPrediction], hop: int):
     """Join overlapping windows into one frame sequence with no gaps and no overlaps.
 
     Each frame is taken from the window in which it is most central: between consecutive windows the ownership
@@ -100,30 +100,30 @@ def stitch_chunks(chunks: list[ChunkPrediction], hop: int):
     weighting counts every second of audio once, and coincides with weighting by the renormalised α mass.
 
     Args:
-        chunks: the windows of one input, sorted by start.
+        windows: the windows of one input, sorted by start.
         hop: samples per frame.
     Returns:
         frame_probabilities (T, C), frame_weights (T,) summing to 1, probabilities (C,), shares (K,) summing to 1.
     """
-    offsets = [chunk.start // hop for chunk in chunks]
-    ends = [offset + len(chunk.frame_weights) for offset, chunk in zip(offsets, chunks)]
+    offsets = [part.start // hop for part in windows]
+    ends = [offset + len(part.frame_weights) for offset, part in zip(offsets, windows)]
     bounds = [0]
-    for k in range(len(chunks) - 1):
+    for k in range(len(windows) - 1):
         bounds.append(min(max((offsets[k + 1] + ends[k]) // 2, offsets[k + 1]), ends[k]))
     bounds.append(ends[-1])
     total = bounds[-1]
-    probabilities = np.zeros((total, chunks[0].frame_probabilities.shape[1]))
+    probabilities = np.zeros((total, windows[0].frame_probabilities.shape[1]))
     weights = np.zeros(total)
-    shares = np.zeros(len(chunks))
-    for k, chunk in enumerate(chunks):
+    shares = np.zeros(len(windows))
+    for k, part in enumerate(windows):
         low, high = bounds[k], max(bounds[k], bounds[k + 1])
         local = slice(low - offsets[k], high - offsets[k])
-        probabilities[low:high] = chunk.frame_probabilities[local]
-        alpha = chunk.frame_weights[local].astype(np.float64)
+        probabilities[low:high] = part.frame_probabilities[local]
+        alpha = part.frame_weights[local].astype(np.float64)
         alpha = alpha / alpha.sum() if alpha.sum() > 0 else np.full(len(alpha), 1.0 / max(len(alpha), 1))
         shares[k] = (high - low) / total
         weights[low:high] = alpha * shares[k]
-    utterance = sum(share * chunk.probabilities for share, chunk in zip(shares, chunks))
+    utterance = sum(share * part.probabilities for share, part in zip(shares, windows))
     return probabilities, weights, utterance / utterance.sum(), shares
 
 

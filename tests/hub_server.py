@@ -326,6 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = self._json()
         repo_type = payload.get("type") or "model"
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
+        if repo_type == "space" and payload.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubError(400, f"A Space needs an sdk (gradio, docker or static), got {payload.get('sdk')!r}")
         private = bool(payload.get("private")) or payload.get("visibility") == "private"
         url = f"{self.hub.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
         with self.hub.lock:

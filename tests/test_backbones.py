@@ -237,16 +237,16 @@ def test_timeline_frame_rate_comes_from_each_backbones_conv_stack(model_type, co
 
 
 def test_readme_backbones_snippet_runs(tmp_path, capsys):
-    """README "Backbones": the snippet as written, with its Hub ids pointing at tiny checkpoints saved by transformers'
-    own WavLMModel / HubertModel (the Hub is not reachable here)."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Backbones", 1)[1]
+    """docs/model.md "Backbones": the snippet as written, with its Hub ids pointing at tiny checkpoints saved by
+    transformers' own WavLMModel / HubertModel (the Hub is not reachable here)."""
+    readme = (REPO / "docs" / "model.md").read_text()
+    section = readme.split("## Backbones", 1)[1]
     snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
     for model_type, hub_id in (("wavlm", "microsoft/wavlm-base-plus"), ("hubert", "facebook/hubert-base-ls960")):
-        assert hub_id in snippet and hub_id in readme.split("### Backbones", 1)[1].split("```", 1)[0]
+        assert hub_id in snippet and hub_id in readme.split("## Backbones", 1)[1].split("```", 1)[0]
         save_plain_backbone(model_type, tmp_path / model_type)
         snippet = snippet.replace(f'"{hub_id}"', repr(str(tmp_path / model_type)))
-    exec(compile(snippet, "README.md", "exec"), {})
+    exec(compile(snippet, "docs/model.md", "exec"), {})
     assert (
         capsys.readouterr()
         .out.strip()

@@ -178,6 +178,7 @@ def test_remote_code_is_exactly_the_closure_of_the_model_and_the_pipeline():
             "audio.py",
             "collator.py",
             "timeline_segments.py",
+            "timeline_recording.py",
         }
     )
     assert all(path == CORE / name for name, path in files.items())

@@ -1,4 +1,4 @@
-"""EAL and FUAL against hand-computed values (method.md)."""
+"""EAL and FUAL against hand-computed values (docs/method.md)."""
 
 import math
 

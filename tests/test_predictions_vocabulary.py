@@ -1,6 +1,6 @@
 """One predictions vocabulary (issue 19): `label` = the truth, `predicted` = the predicted class, `prob_<class>` = the
 probabilities, in the pipeline's results, predict.py's CSV and JSON lines, the per-utterance predictions CSVs and the
-README's table; "score" never names a probability.
+docs/predictions.md's table; "score" never names a probability.
 
 The issue's case: the predicted class was the `label` column of predict.py's CSV but `predicted` in
 `predictions_<split>.csv` (where `label` is the truth), and "score" was a probability in predict.py and the
@@ -33,18 +33,20 @@ def checkpoint(tmp_path_factory):
 
 
 def readme_columns() -> dict[str, list[str]]:
-    """The README's "Predictions files" table: {file: columns}, `prob_<class>...` expanded to polish3's classes."""
-    section = (REPO / "README.md").read_text().split("### Predictions files", 1)[1].split("\n## ", 1)[0]
+    """docs/predictions.md's "Which file has which columns" table: {"<file> (<writer>)": columns}, `prob_<class>...`
+    expanded to polish3's classes."""
+    text = (REPO / "docs" / "predictions.md").read_text()
+    section = text.split("## Which file has which columns", 1)[1].split("\n## ", 1)[0]
     table = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0].startswith("`") and cells[1].startswith("`"):
-            columns = re.match(r"`([^`]*)`", cells[1]).group(1)
+        if len(cells) == 3 and cells[2].startswith("`"):
+            columns = re.match(r"`([^`]*)`", cells[2]).group(1)
             names = [name.strip() for name in columns.split(",")]
             expanded = []
             for name in names:
                 expanded += PROBABILITIES if name == "prob_<class>..." else [name]
-            table[cells[0]] = expanded
+            table[f"{cells[0]} ({cells[1]})"] = expanded
     return table
 
 
@@ -52,30 +54,37 @@ def test_the_pipeline_result_predict_csv_and_the_readme_agree(checkpoint, tmp_pa
     pipe = load_pipeline(checkpoint)
     clips = [path for path, _ in polish3_clips(2)]
     result = pipe(clips[0])
-    assert set(result) == {PREDICTED, *PROBABILITIES, "duration", "frame_duration", "num_frames", "timeline", "chunks"}
+    assert set(result) == {
+        PREDICTED,
+        *PROBABILITIES,
+        "duration",
+        "frame_duration",
+        "num_frames",
+        "timeline",
+        "windows",
+    }
     assert result[PREDICTED] == max(probabilities_of(result), key=probabilities_of(result).get)
     for segment in result["timeline"]:
         assert set(segment) == {"start", "end", PREDICTED, *PROBABILITIES, "weight"}
-    for chunk in result["chunks"]:
-        assert set(chunk) == {"start", "end", PREDICTED, *PROBABILITIES, "share"}
+    for part in result["windows"]:
+        assert set(part) == {"start", "end", PREDICTED, *PROBABILITIES, "share"}
 
     output, timeline = tmp_path / "out.csv", tmp_path / "out.jsonl"
     predict_files(pipe, clips, output, timeline_path=timeline)
     with open(output, newline="") as f:
         header = next(csv.reader(f))
     table = readme_columns()
-    assert header == ["file", "duration_s", PREDICTED, *PROBABILITIES] == table["`--output` CSV (predict.py)"]
+    assert header == ["file", "duration_s", PREDICTED, *PROBABILITIES] == table["the `--output` CSV (`predict.py`)"]
     record = json.loads(timeline.read_text().splitlines()[0])
-    assert (
-        list(record) == table["`--timeline` JSON lines (predict.py)"] == ["file", "duration_s", PREDICTED, "timeline"]
-    )
+    timeline_columns = table["the `--timeline` JSON lines (`predict.py`)"]
+    assert list(record) == timeline_columns == ["file", "duration_s", PREDICTED, "timeline"]
 
     truth = Predictions(["a.wav"], ["s1"], np.array([0]), softmax(np.array([[0.1, 2.0, 0.3]])), POLISH3_LABELS)
     written = predictions_csv(truth).splitlines()
-    assert written[0].split(",") == table["`fold<k>/predictions_{validation,test}.csv` (train.py)"]
+    assert written[0].split(",") == table["`fold<k>/predictions_{validation,test}.csv` (`train.py`)"]
     assert written[1].startswith("a.wav,s1,anger,fear,")  # label = the truth (anger), predicted = fear
     long = Predictions(**{**truth.__dict__, "extra": {"model": ["ensemble"]}})
-    assert predictions_csv(long).splitlines()[0].split(",") == table["`OUT/predictions.csv` (score.py)"]
+    assert predictions_csv(long).splitlines()[0].split(",") == table["`OUT/predictions.csv` (`score.py`)"]
     (tmp_path / "p.csv").write_text("\n".join(written) + "\n")
     assert read_predictions(tmp_path / "p.csv").predicted.tolist() == [1]
 

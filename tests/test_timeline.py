@@ -31,12 +31,12 @@ from modeling.pipeline_frame_aligned import FrameAlignedEmotionPipeline
 from modeling.prediction_fields import probabilities_of
 from modeling.publishing.remote_code import hub_pipeline_files
 from modeling.timeline_segments import (
-    ChunkPrediction,
+    WindowPrediction,
     build_timeline,
     iter_windows,
     merge_short_segments,
     smooth_frames,
-    stitch_chunks,
+    stitch_windows,
 )
 
 
@@ -166,7 +166,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
     np.testing.assert_allclose(result["frames"]["probabilities"], p, atol=1e-5)
     np.testing.assert_allclose(result["frames"]["weights"], alpha, atol=1e-6)
     assert result["frames"]["weights"].sum() == pytest.approx(1.0, abs=1e-9) and result["num_frames"] == len(p)
-    assert len(result["chunks"]) == 1 and result["chunks"][0]["share"] == 1.0
+    assert len(result["windows"]) == 1 and result["windows"][0]["share"] == 1.0
 
     segments = result["timeline"]
     assert_contiguous(segments, result["duration"])
@@ -265,10 +265,12 @@ def test_windows_stream_with_bounded_lookahead():
 def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, sixty_seconds):
     audio, clip_labels = sixty_seconds
     assert len(set(clip_labels)) == 3 and len(audio) == 60 * SR
-    result = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4, batch_size=2, return_frames=True)
+    result = timeline(
+        audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, batch_size=2, return_frames=True
+    )
 
-    assert [(c["start"], c["end"]) for c in result["chunks"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
-    shares = np.array([c["share"] for c in result["chunks"]])
+    assert [(c["start"], c["end"]) for c in result["windows"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
+    shares = np.array([c["share"] for c in result["windows"]])
     assert shares.sum() == pytest.approx(1.0)
     assert result["duration"] == 60.0
     assert_contiguous(result["timeline"], 60.0)
@@ -276,20 +278,20 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
     assert len(frames["weights"]) == result["num_frames"] == frames_for_samples(len(audio), 320, 400) == 2999
     assert frames["weights"].sum() == pytest.approx(1.0, abs=1e-9)
     assert frames["classes"] == POLISH3_LABELS and frames["probabilities"].shape == (2999, 3)  # columns in class order
-    per_chunk = np.array([[probabilities_of(c)[label] for label in POLISH3_LABELS] for c in result["chunks"]])
-    overall = shares @ per_chunk  # duration-weighted
+    per_window = np.array([[probabilities_of(c)[label] for label in POLISH3_LABELS] for c in result["windows"]])
+    overall = shares @ per_window  # duration-weighted
     assert probabilities_of(result) == pytest.approx(dict(zip(POLISH3_LABELS, overall)), abs=1e-9)
 
     # A frame comes from the window it is most central in, exactly as that window alone predicts it; within a window
     # α keeps the model's proportions.
     for window_start, frame in [(0, 100), (16, 1250), (40, 2900)]:
-        alone = timeline(audio[window_start * SR : (window_start + 20) * SR], chunk_length_s=0, return_frames=True)
+        alone = timeline(audio[window_start * SR : (window_start + 20) * SR], window_length_s=0, return_frames=True)
         local = frame - window_start * SR // 320
         np.testing.assert_allclose(frames["probabilities"][frame], alone["frames"]["probabilities"][local], atol=1e-5)
         ratio = frames["weights"][frame] / frames["weights"][frame + 1]
         alone_alpha = alone["frames"]["weights"]
         assert ratio == pytest.approx(alone_alpha[local] / alone_alpha[local + 1], rel=1e-4)
-    assert len(timeline(audio[: 25 * SR], chunk_length_s=0)["chunks"]) == 1  # 0: never chunk
+    assert len(timeline(audio[: 25 * SR], window_length_s=0)["windows"]) == 1  # 0: never cut into windows
 
 
 def test_a_long_file_streams_and_equals_the_in_memory_result(timeline, sixty_seconds, tmp_path):
@@ -302,13 +304,13 @@ def test_a_long_file_streams_and_equals_the_in_memory_result(timeline, sixty_sec
     in_memory = timeline(load_audio(path), sampling_rate=SR, batch_size=4, return_frames=True)
     same_results(streamed, in_memory, atol=1e-6)
     np.testing.assert_allclose(streamed["frames"]["probabilities"], in_memory["frames"]["probabilities"], atol=1e-6)
-    assert streamed["duration"] == pytest.approx(60.0, abs=1e-3) and len(streamed["chunks"]) == 4
+    assert streamed["duration"] == pytest.approx(60.0, abs=1e-3) and len(streamed["windows"]) == 4
 
 
 def most_central_owner(offsets: list[int], counts: list[int]) -> np.ndarray:
     """Reference stitching, frame by frame: the window in which frame t is most central, i.e. with the most frames
     of context on its shorter side, min(t − first frame, last frame − t); on a tie the later window (ownership
-    changes at the middle of an overlap, as `stitch_chunks` documents)."""
+    changes at the middle of an overlap, as `stitch_windows` documents)."""
     total = max(offset + count for offset, count in zip(offsets, counts))
     owner = np.full(total, -1)
     for t in range(total):
@@ -349,7 +351,7 @@ def boundary_probes(offsets, counts) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "seconds, chunk_s, overlap_s",
+    "seconds, window_s, overlap_s",
     [
         (60.0, 20.0, 4.0),  # the pipeline's default windows; the last one ends at the input's end
         (25.0, 20.0, 4.0),  # two windows overlapping by 15 s
@@ -358,32 +360,32 @@ def boundary_probes(offsets, counts) -> list[int]:
         (10.01, 2.0, 0.0),  # overlap = one receptive field: consecutive windows share one frame (the last, 91)
     ],
 )
-def test_stitching_takes_each_frame_from_the_window_it_is_most_central_in(seconds, chunk_s, overlap_s):
-    """`stitch_chunks` on synthetic windows whose frames say where they come from (window k, local frame i), against
+def test_stitching_takes_each_frame_from_the_window_it_is_most_central_in(seconds, window_s, overlap_s):
+    """`stitch_windows` on synthetic windows whose frames say where they come from (window k, local frame i), against
     the frame-by-frame reference, on every frame, for the geometries the pipeline produces (its window/step rule)."""
     hop, field = 320, 400
-    window = int(chunk_s * SR)
+    window = int(window_s * SR)
     overlap = max(int(overlap_s * SR), field)
     step = max(hop, (window - overlap) // hop * hop)  # as FrameAlignedEmotionPipeline._window_and_step
     windows = list(iter_windows([np.zeros(int(seconds * SR), dtype=np.float32)], window, step, hop))
     assert len(windows) >= 2
     rng = np.random.default_rng(0)
-    chunks = []
+    predictions = []
     for k, (start, audio) in enumerate(windows):
         count = frames_for_samples(len(audio), hop, field)
         identity = np.stack([np.full(count, k), np.arange(count)], axis=1).astype(np.float64)
         q = rng.dirichlet(np.ones(2))
-        chunks.append(ChunkPrediction(start, len(audio), q, identity, rng.uniform(0.1, 1.0, count)))
-    offsets = [chunk.start // hop for chunk in chunks]
-    counts = [len(chunk.frame_weights) for chunk in chunks]
+        predictions.append(WindowPrediction(start, len(audio), q, identity, rng.uniform(0.1, 1.0, count)))
+    offsets = [part.start // hop for part in predictions]
+    counts = [len(part.frame_weights) for part in predictions]
 
-    probabilities, weights, utterance, shares = stitch_chunks(chunks, hop)
+    probabilities, weights, utterance, shares = stitch_windows(predictions, hop)
     owner, p, alpha, expected_utterance, expected_shares = reference_stitch(
         offsets,
         counts,
-        [chunk.frame_probabilities for chunk in chunks],
-        [chunk.frame_weights for chunk in chunks],
-        [chunk.probabilities for chunk in chunks],
+        [part.frame_probabilities for part in predictions],
+        [part.frame_weights for part in predictions],
+        [part.probabilities for part in predictions],
     )
     assert len(probabilities) == len(owner) == frames_for_samples(int(seconds * SR), hop, field)  # every frame
     for t in boundary_probes(offsets, counts):  # the frames a wrong rule gets wrong, reported one by one
@@ -400,8 +402,10 @@ def test_window_boundaries_of_a_long_input_match_each_window_run_alone(timeline,
     model run on each window alone, every frame taken from the window it is most central in. Checked on every frame,
     and named at the frames next to window starts, ends and overlap middles, where the windows disagree."""
     audio = sixty_seconds[0]
-    result = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4, batch_size=2, return_frames=True)
-    starts = [round(chunk["start"] * SR) for chunk in result["chunks"]]
+    result = timeline(
+        audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, batch_size=2, return_frames=True
+    )
+    starts = [round(part["start"] * SR) for part in result["windows"]]
     assert starts == [0, 16 * SR, 32 * SR, 40 * SR]
     alone = [model_outputs(layer_model[1], audio[start : start + 20 * SR]) for start in starts]
     offsets = [start // 320 for start in starts]
@@ -424,7 +428,7 @@ def test_window_boundaries_of_a_long_input_match_each_window_run_alone(timeline,
         np.testing.assert_allclose(frames["probabilities"][t], p[t], atol=atol, err_msg=f"frame {t}")
     np.testing.assert_allclose(frames["probabilities"], p, atol=atol)
     np.testing.assert_allclose(frames["weights"], alpha, rtol=1e-3, atol=1e-9)
-    assert [chunk["share"] for chunk in result["chunks"]] == pytest.approx(list(shares), abs=1e-12)
+    assert [part["share"] for part in result["windows"]] == pytest.approx(list(shares), abs=1e-12)
     assert probabilities_of(result) == pytest.approx(dict(zip(POLISH3_LABELS, utterance)), abs=1e-5)
 
 
@@ -458,21 +462,21 @@ def test_windows_yield_every_frame_of_the_whole_input(num_samples):
     assert windows[-1][0] + len(windows[-1][1]) == num_samples
     assert all(start % hop == 0 and len(audio) <= window + hop - 1 for start, audio in windows)
     assert all(len(audio) == window for _, audio in windows[:-1])
-    chunks = [
-        ChunkPrediction(start, len(audio), np.ones(2) / 2, np.full((count, 2), 0.5), np.ones(count))
+    predictions = [
+        WindowPrediction(start, len(audio), np.ones(2) / 2, np.full((count, 2), 0.5), np.ones(count))
         for (start, audio), count in zip(windows, counts)
     ]
-    assert len(stitch_chunks(chunks, hop)[0]) == len(most_central_owner(offsets, counts)) == whole
+    assert len(stitch_windows(predictions, hop)[0]) == len(most_central_owner(offsets, counts)) == whole
 
 
 def test_the_pipeline_gives_the_final_frames_of_the_last_window_run_alone(timeline, layer_model, sixty_seconds):
     """25 s + 200 samples: the windows 0–20 s and 5 s–end give 1,250 frames, the count of the whole input run in one
     go; the final frames are the model's on the last window alone (which runs to the input's end)."""
     audio = sixty_seconds[0][: 25 * SR + 200]  # (len − window) % 320 = 200, (window − 400) % 320 = 240: 440 ≥ 320
-    result = timeline(audio, sampling_rate=SR, chunk_length_s=20, chunk_overlap_s=4, return_frames=True)
+    result = timeline(audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, return_frames=True)
     whole = len(model_outputs(layer_model[1], audio)[1])  # the model on the whole input in one go
     assert result["num_frames"] == len(result["frames"]["probabilities"]) == whole == 1250
-    assert [(chunk["start"], chunk["end"]) for chunk in result["chunks"]] == [(0.0, 20.0), (5.0, 25.0125)]
+    assert [(part["start"], part["end"]) for part in result["windows"]] == [(0.0, 20.0), (5.0, 25.0125)]
     last_start = 5 * SR
     _, p, alpha = model_outputs(layer_model[1], audio[last_start:])  # 20 s + 200 samples
     assert len(p) == 1250 - last_start // 320 == 1000  # the last window's frames end with the input's last frame
@@ -508,7 +512,7 @@ def test_batched_and_one_by_one_agree_with_a_layer_norm_backbone(timeline, sixty
         same_results(single, in_batch)
     # the comparison is not between constant outputs (a random CLS output varies little; its frames do)
     assert len({segment["predicted"] for result in one_by_one for segment in result["timeline"]}) == 3
-    assert len(batched[-1]["chunks"]) == 2 and batched[-1]["duration"] == 25.0
+    assert len(batched[-1]["windows"]) == 2 and batched[-1]["duration"] == 25.0
 
 
 def test_group_norm_backbones_batch_only_equal_lengths_by_default(group_model, sixty_seconds):
@@ -581,8 +585,8 @@ def test_bad_parameters_are_rejected(timeline):
         timeline(clip, top_k=3)
     with pytest.raises(ValueError, match="smoothing"):
         timeline(clip, smoothing="gaussian")
-    with pytest.raises(ValueError, match="chunk_length_s"):
-        timeline(clip, chunk_length_s=4, chunk_overlap_s=4)
+    with pytest.raises(ValueError, match="window_length_s"):
+        timeline(clip, window_length_s=4, window_overlap_s=4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -698,6 +702,6 @@ def test_nemo4_sentences_of_four_emotions(tmp_path):
         assert result["duration"] == pytest.approx(float(row["duration_s"]), abs=2e-3)
         assert_contiguous(result["timeline"], result["duration"])
     joined = np.concatenate([load_audio(path) for path in paths])  # ~14 s of sentences, four emotions
-    long = timeline(joined, sampling_rate=SR, chunk_length_s=5, chunk_overlap_s=1, return_frames=True)
-    assert len(long["chunks"]) >= 3 and long["frames"]["weights"].sum() == pytest.approx(1.0)
+    long = timeline(joined, sampling_rate=SR, window_length_s=5, window_overlap_s=1, return_frames=True)
+    assert len(long["windows"]) >= 3 and long["frames"]["weights"].sum() == pytest.approx(1.0)
     assert_contiguous(long["timeline"], len(joined) / SR)

@@ -5,6 +5,8 @@
     python predict.py metadata.csv --model DIR --output out.csv          # a CSV with a file/path/audio column
     python predict.py --export-onnx --model DIR                          # DIR/onnx/model.onnx + model_int8.onnx
     python predict.py archive/ --model DIR --output out.csv --engine ray # Ray Data actors (docs/scaling.md)
+    python predict.py calls/ --model DIR --output segments.csv --segments auto   # long recordings: a row per segment
+    python predict.py calls/ --model DIR --output segments.csv --vad            # segments from silero-vad
 
 Re-running the same command resumes: files already in the output are skipped. Unreadable files are listed in
 `<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again). The work is done by
@@ -62,6 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--files-per-write", type=int, default=16, help="files per appended, fsynced group (Ray: per block)"
     )
     parser.add_argument("--window", type=float, default=20.0, help="longer files run in windows of this many s")
+    long = parser.add_argument_group("long recordings, segment by segment (docs/long_recordings.md)")
+    long.add_argument(
+        "--segments",
+        metavar="auto|FOLDER",
+        help="each recording's segment file (<stem>.rttm/.srt/.vtt/.csv/.json/.jsonl) beside it (auto) or in FOLDER",
+    )
+    long.add_argument("--vad", action="store_true", help="segments from silero-vad (where no segment file is found)")
     parser.add_argument("--path-column", help="the CSV column with the audio paths (default: file, path or audio)")
     parser.add_argument("--retry-errors", action="store_true", help="try the files listed as errors again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("inputs and --output are required (or --export-onnx)")
     if args.export_onnx and (args.inputs or args.output or args.timeline):
         parser.error("--export-onnx writes the ONNX files only: it takes no inputs, --output or --timeline")
+    if (args.segments or args.vad) and args.engine == "ray":
+        parser.error("--segments/--vad run with the local engine only")
     if args.path_column and not any(source.lower().endswith(".csv") for source in args.inputs):
         parser.error(f"--path-column {args.path_column}: applies to CSV inputs only, and none is given")
     if args.device and args.engine == "ray":
@@ -114,8 +125,12 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             retry_errors=args.retry_errors,
             progress=False if args.no_progress else None,
-            pipeline_kwargs={"chunk_length_s": args.window},
+            pipeline_kwargs={"window_length_s": args.window},
         )
+        if args.segments or args.vad:
+            from ..inference.recordings import SegmentSource
+
+            common["segments"] = SegmentSource(args.segments, args.vad)
         if args.engine == "ray":
             from ..inference.ray_engine import predict_files_on_ray
 
@@ -141,7 +156,7 @@ def main(argv=None) -> int:
                 calibrated=not args.no_calibration,
             )
             summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
-    except (BatchJobError, AudioInputError, ValueError) as error:
+    except (BatchJobError, AudioInputError, ValueError) as error:  # SegmentError is a ValueError
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
     for path in summary.repaired:

@@ -5,6 +5,7 @@
     python push_to_hub.py --run-dir runs/demo --repo-id ORG/NAME --folds 1,3
     python push_to_hub.py --run-dir runs/demo --repo-id ORG/NAME --revision-per-fold   # branches fold1..fold5
     python push_to_hub.py --run-dir runs/demo --repo-id ORG/NAME --dry-run             # check + show, no upload
+    python push_to_hub.py --run-dir runs/demo --repo-id ORG/NAME --space ORG/NAME-demo # + a Gradio demo Space
 
 The token comes from HF_TOKEN or `hf auth login`; the Hub from HF_ENDPOINT (default https://huggingface.co).
 Re-running the same command uploads only what changed, and completes a push that was interrupted. The work is
@@ -35,6 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--license", help="License of the card (default: the training corpus's license).")
     parser.add_argument("--dry-run", action="store_true", help="Check the run and list what would be uploaded.")
+    parser.add_argument(
+        "--space",
+        help="ORG/NAME of a demo Space (Gradio) published after the folds; it loads them by id and every model card "
+        "links to it (docs/demo.md).",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +58,7 @@ def main(argv=None) -> int:
             revision_per_fold=args.revision_per_fold,
             dry_run=args.dry_run,
             license=args.license,
+            space=args.space,
         )
     except PushError as error:
         print(f"push_to_hub.py: error: {error}", file=sys.stderr)
@@ -62,7 +69,8 @@ def main(argv=None) -> int:
         return 0
     for result in outcome:
         status = f"uploaded {len(result.uploaded)} file(s)" if result.uploaded else "up to date"
-        print(f"{result.url}: {status}, {len(result.unchanged)} unchanged")
+        kind = "Space " if args.space and result.repo_id == args.space else ""
+        print(f"{kind}{result.url}: {status}, {len(result.unchanged)} unchanged")
     return 0
 
 

@@ -1,6 +1,12 @@
 """`python -m modeling.cli.timeline AUDIO... --model DIR_OR_HUB_ID [--plot out.png] [--json out.json]`: the utterance
 emotion and a frame-level emotion timeline for audio files, printed as a table per file (alias:
 `python -m modeling.timeline`). The work is done by `FrameAlignedEmotionPipeline`; plotting is in `timeline_plot.py`.
+
+Long recordings, segment by segment (docs/long_recordings.md):
+`... call.wav --segments call.rttm|auto|FOLDER [--vad] --out call.csv --out call.srt --lanes call.png`: the emotion
+of every segment (speaker turn, subtitle cue, VAD region) with the timeline inside it, written as CSV, JSON lines,
+RTTM, SRT or WebVTT (by extension) and drawn as one lane per speaker. A file that cannot be read is reported and the
+others go on (exit status 2 at the end).
 """
 
 import argparse
@@ -50,12 +56,10 @@ def format_result(name: str, result: dict) -> str:
             f"  {segment['start']:8.2f} {segment['end']:8.2f}  {_predicted(segment)}"
             f"  {segment['weight'] * result['num_frames']:5.2f}"
         )
-    if len(result["chunks"]) > 1:
-        lines.append(f"  windows ({len(result['chunks'])}):")
-        for chunk in result["chunks"]:
-            lines.append(
-                f"  {chunk['start']:8.2f} {chunk['end']:8.2f}  {_predicted(chunk)}  share {chunk['share']:.2f}"
-            )
+    if len(result["windows"]) > 1:
+        lines.append(f"  windows ({len(result['windows'])}):")
+        for part in result["windows"]:
+            lines.append(f"  {part['start']:8.2f} {part['end']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
     return "\n".join(lines)
 
 
@@ -83,16 +87,73 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
     parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--window", type=float, default=20.0, help="chunk length in seconds (0: never chunk)")
-    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive chunks in seconds")
+    parser.add_argument(
+        "--window", type=float, default=20.0, help="window length in seconds (0: never cut into windows)"
+    )
+    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive windows in seconds")
     parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
     parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
     parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
+    long = parser.add_argument_group("long recordings, segment by segment")
+    long.add_argument("--segments", help="a segment file (one audio), or auto / FOLDER: <audio stem>.rttm/.srt/...")
+    long.add_argument("--vad", action="store_true", help="segments from silero-vad (where no segment file is found)")
+    long.add_argument("--out", action="append", default=[], help="results as .csv/.jsonl/.rttm/.srt/.vtt (repeat)")
+    long.add_argument("--lanes", help="a PNG: one lane per speaker, coloured by emotion, shade = probability")
     parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model is required (or set FRAME_ALIGNED_MODEL)")
+    segment_mode = bool(args.segments or args.vad)
+    if (args.out or args.lanes) and not segment_mode:
+        parser.error("--out and --lanes write per-segment results: give --segments or --vad")
+    if segment_mode and (args.join or args.plot):
+        parser.error("--join and --plot apply to whole files; with --segments/--vad use --lanes")
+    if args.segments and os.path.isfile(args.segments) and len(args.audio) > 1:
+        parser.error(f"--segments {args.segments}: one segment file for {len(args.audio)} recordings; use auto/FOLDER")
     return args
+
+
+def format_segments(name: str, duration: float, records: list[dict]) -> str:
+    """A readable table of one recording's segments."""
+    lines = [f"{name}  ({duration:.2f} s, {len(records)} segments)"]
+    lines.append(f"  {'start_s':>9} {'end_s':>9}  {'speaker':<12} {'predicted':<12} {'prob':>5}")
+    for r in records:
+        lines.append(f"  {r['start_s']:9.2f} {r['end_s']:9.2f}  {str(r['speaker'] or '-'):<12} {_predicted(r)}")
+    return "\n".join(lines)
+
+
+def run_segments(timeline, args, settings: dict) -> int:
+    """Per recording: segments (file or VAD) → per-segment results → table, --out files, --lanes figure. A
+    recording that fails is reported and the others go on."""
+    from ..inference.recordings import SegmentSource
+    from ..segments import SegmentError, read_segments, write_segment_results
+    from ..timeline_recording import recording_duration
+
+    single_file = args.segments if args.segments and os.path.isfile(args.segments) else None
+    source = None if single_file else SegmentSource(args.segments, args.vad)
+    failed = 0
+    for name in args.audio:
+        stem = os.path.splitext(os.path.basename(name))[0]
+        try:
+            segments = read_segments(single_file, stem) if single_file else source.segments_for(name)
+            records = list(timeline.iter_segments(name, segments, **settings))
+            duration = recording_duration(name, timeline.sampling_rate, name)
+        except (AudioInputError, SegmentError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(format_segments(name, duration, records), end="\n\n")
+        for out in args.out:
+            path = plot_paths(out, args.audio)[args.audio.index(name)]
+            write_segment_results(path, records, list(timeline.classes), stem)
+            print(f"wrote {path}")
+        if args.lanes:
+            from .timeline_plot import plot_lanes
+
+            path = plot_paths(args.lanes, args.audio)[args.audio.index(name)]
+            plot_lanes(records, list(timeline.classes), path, duration, title=os.path.basename(name))
+            print(f"wrote {path}")
+    return 2 if failed else 0
 
 
 def main(argv=None) -> int:
@@ -101,31 +162,46 @@ def main(argv=None) -> int:
 
     # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
     timeline = load_pipeline(args.model, backend="torch", device=args.device)
+    settings = dict(
+        batch_size=args.batch_size,
+        window_length_s=args.window,
+        window_overlap_s=args.overlap,
+        smoothing=args.smoothing,
+        smoothing_window_s=args.smoothing_window,
+        min_segment_s=args.min_segment,
+    )
+    if args.segments or args.vad:
+        return run_segments(timeline, args, settings)
+    settings["return_frames"] = bool(args.plot or args.json_frames)
     try:
         names, sources = list(args.audio), list(args.audio)
         if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)
             names = [f"{len(sources)} files joined"]
             rate = timeline.sampling_rate
             sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
-        settings = dict(
-            batch_size=args.batch_size,
-            chunk_length_s=args.window,
-            chunk_overlap_s=args.overlap,
-            smoothing=args.smoothing,
-            smoothing_window_s=args.smoothing_window,
-            min_segment_s=args.min_segment,
-            return_frames=bool(args.plot or args.json_frames),
-        )
-        # Groups of files so a progress bar moves (tqdm: quiet unless a terminal); results equal one call's.
-        group = max(1, args.batch_size) * 4
-        results = []
-        with tqdm(total=len(sources), desc="Timeline", unit="file", disable=None if len(sources) > 1 else True) as bar:
-            for start in range(0, len(sources), group):
-                results += timeline(sources[start : start + group], **settings)
-                bar.update(len(sources[start : start + group]))
     except AudioInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Groups of files so a progress bar moves (tqdm: quiet unless a terminal); results equal one call's. A group
+    # with an unreadable file runs file by file: the bad file is reported, the others go on.
+    group = max(1, args.batch_size) * 4
+    results, kept, failed = [], [], 0
+    with tqdm(total=len(sources), desc="Timeline", unit="file", disable=None if len(sources) > 1 else True) as bar:
+        for start in range(0, len(sources), group):
+            pairs = list(zip(names[start : start + group], sources[start : start + group]))
+            try:
+                results += timeline([source for _, source in pairs], **settings)
+                kept += pairs
+            except AudioInputError:
+                for name, source in pairs:
+                    try:
+                        results.append(timeline(source, **settings))
+                        kept.append((name, source))
+                    except AudioInputError as error:
+                        print(f"error: {error}", file=sys.stderr)
+                        failed += 1
+            bar.update(len(pairs))
+    names, sources = [name for name, _ in kept], [source for _, source in kept]
     for name, result in zip(names, results):
         print(format_result(name, result), end="\n\n")
     if args.json:
@@ -141,7 +217,7 @@ def main(argv=None) -> int:
             title = name if args.join else os.path.basename(name)
             plotting.plot_timeline(result, source, path, title=title)
             print(f"wrote {path}")
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

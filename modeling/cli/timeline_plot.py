@@ -149,16 +149,85 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     alpha_ax.set_xlabel("time (s)")
     alpha_ax.set_xlim(0, duration)
 
-    if len(result["chunks"]) > 1:
-        for chunk in result["chunks"][1:]:
+    if len(result["windows"]) > 1:
+        for part in result["windows"][1:]:
             for ax in (wave_ax, prob_ax, alpha_ax):
-                ax.axvline(chunk["start"], color="#555555", linewidth=0.6, linestyle=":")
+                ax.axvline(part["start"], color="#555555", linewidth=0.6, linestyle=":")
 
     ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
     distribution = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
     if title is None:
         title = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "audio"
     wave_ax.set_title(f"{title}  —  {result[PREDICTED]} ({distribution})", fontsize=10, loc="left")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return figure
+
+
+def _clock(seconds: float, _=None) -> str:
+    minutes, whole = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{whole:02d}" if hours else f"{minutes}:{whole:02d}"
+
+
+def plot_lanes(records: list[dict], classes: list[str], path: str, duration: float, title: str | None = None):
+    """Who felt what when: one lane per speaker along the recording, each segment outlined, filled with its frame
+    timeline coloured by emotion, the shade the probability of the shown emotion (pale = 1/C, i.e. no better than
+    chance; full = 1). The segment's utterance-level emotion ("anger 0.78") is written above it when there is
+    room (the lanes are drawn top-down: lane 0 on top).
+
+    Args:
+        records: per-segment results (`pipeline(audio, segments=...)`), timelines in recording seconds.
+        classes: the model's classes (legend order); duration: the recording's length in seconds.
+    Returns:
+        The matplotlib figure (already saved and closed).
+    """
+    colors = emotion_colors(classes)
+    speakers = sorted({r["speaker"] or "speech" for r in records}) or ["speech"]
+    figure, ax = plt.subplots(figsize=(13, 1.4 + 0.75 * len(speakers)))
+    chance = 1.0 / len(classes)
+    for record in records:
+        lane = speakers.index(record["speaker"] or "speech")
+        for part in record["timeline"]:
+            p = part[probability_field(part[PREDICTED])]
+            shade = 0.12 + 0.88 * min(1.0, max(0.0, (p - chance) / (1.0 - chance)))
+            ax.broken_barh(
+                [(part["start"], part["end"] - part["start"])],
+                (lane - 0.35, 0.7),
+                color=colors[part[PREDICTED]],
+                alpha=shade,
+                linewidth=0,
+            )
+        width = record["end_s"] - record["start_s"]
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (record["start_s"], lane - 0.35), width, 0.7, fill=False, edgecolor="#222222", linewidth=0.6
+            )
+        )
+        label = f"{record[PREDICTED]} {record[probability_field(record[PREDICTED])]:.2f}"
+        if width > 0.0065 * len(label) * duration:  # room for the text (7 pt on a 13-inch figure)
+            ax.text(record["start_s"] + width / 2, lane - 0.38, label, ha="center", va="bottom", fontsize=7)
+    ax.set_yticks(range(len(speakers)), speakers)
+    ax.set_ylim(len(speakers) - 0.4, -0.6)
+    ax.set_xlim(0, duration)
+    if duration > 120:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_clock))
+    ax.set_xlabel("time (h:mm:ss)" if duration >= 3600 else "time (m:ss)" if duration > 120 else "time (s)")
+    handles = [matplotlib.patches.Patch(color=colors[name], label=name) for name in classes]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=8,
+        frameon=False,
+        title="shade = probability\n(pale: chance, full: 1)\nabove a segment: its\nutterance-level emotion",
+        title_fontsize=7,
+    )
+    ax.set_title(
+        f"{title or 'recording'}  —  {len(records)} segments, {len(speakers)} lane(s)", fontsize=10, loc="left"
+    )
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -38,6 +38,7 @@ from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_me
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import fault_point
+from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_rows
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
@@ -127,6 +128,19 @@ def repair_partial_line(path: Path) -> bool:
     return True
 
 
+def cut_last_recording(path: Path, header: list[str]) -> None:
+    """Long-recording mode: a recording's rows are one write, but a kill inside it can leave some whole rows and
+    no partial line. The last recording of the file may thus be incomplete: its rows are cut off, and it is done
+    again (a resumed job redoes at most one recording)."""
+    rows = _read_rows(path, header)
+    if not rows:
+        return
+    last = rows[-1]["file"]
+    while rows and rows[-1]["file"] == last:
+        rows.pop()
+    atomic_write_text(path, _csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
+
+
 def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
     """The rows of an output CSV written before; its header must be `expected_header`."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -175,21 +189,27 @@ class JobOutputs:
     errors: Path
     timeline: Path | None
     header: list[str]
+    per_segment: bool = False  # long-recording mode: one row per segment (`recordings.py`)
     done: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
     repaired: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, predictions, labels, errors=None, timeline=None, retry_errors: bool = False) -> "JobOutputs":
+    def open(
+        cls, predictions, labels, errors=None, timeline=None, retry_errors: bool = False, per_segment: bool = False
+    ) -> "JobOutputs":
         """Repair, check and read the outputs of an earlier run of the same job (all optional)."""
         predictions = Path(predictions)
         errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
         timeline = Path(timeline) if timeline else None
-        header = ["file", "duration_s", PREDICTED, *probability_fields(labels)]
-        outputs = cls(predictions, errors, timeline, header)
+        times = SEGMENT_COLUMNS if per_segment else ["duration_s"]
+        header = ["file", *times, PREDICTED, *probability_fields(labels)]
+        outputs = cls(predictions, errors, timeline, header, per_segment)
         for path in (predictions, errors, timeline):
             if path is not None and repair_partial_line(path):
                 outputs.repaired.append(str(path))
+        if per_segment:
+            cut_last_recording(predictions, header)
         outputs.done = {row["file"] for row in _read_rows(predictions, header)}
         failed = {row["file"]: row["error"] for row in _read_rows(errors, ERROR_COLUMNS)}
         if retry_errors and failed:
@@ -220,8 +240,14 @@ class JobOutputs:
 
     def write(self, results: list[tuple[str, dict]], failures: list[tuple[str, str]], labels: list[str]) -> None:
         """Append one group: timeline lines, then prediction rows, then error rows (each one fsynced write)."""
-        lines = [_timeline_line(file, result) for file, result in results] if self.timeline is not None else []
-        self.append([_row(f, r, labels) for f, r in results], [list(failure) for failure in failures], lines)
+        lines = []
+        if self.timeline is not None:
+            lines = [_timeline_line(file, result, labels, self.per_segment) for file, result in results]
+        if self.per_segment:  # all rows of a recording in one write: it is done entirely or not at all
+            rows = [row for file, result in results for row in segment_rows(file, result, labels)]
+        else:
+            rows = [_row(file, result, labels) for file, result in results]
+        self.append(rows, [list(failure) for failure in failures], lines)
 
     def append(self, rows: list[list], error_rows: list[list], timeline_lines: list[str]) -> None:
         """Append rows formatted by `write` (also read back from the Ray engine's part files): timeline lines, then
@@ -249,13 +275,12 @@ def _row(file: str, result: dict, labels: list[str]) -> list:
     ]
 
 
-def _timeline_line(file: str, result: dict) -> str:
-    record = {
-        "file": file,
-        "duration_s": result["duration"],
-        PREDICTED: result[PREDICTED],
-        "timeline": result["timeline"],
-    }
+def _timeline_line(file: str, result: dict, labels: list[str] | None = None, per_segment: bool = False) -> str:
+    record = {"file": file, "duration_s": result["duration"]}
+    if per_segment:
+        record["segments"] = [segment_record(segment, labels) for segment in result["segments"]]
+    else:
+        record.update({PREDICTED: result[PREDICTED], "timeline": result["timeline"]})
     return json.dumps(record, default=float) + "\n"
 
 
@@ -313,8 +338,16 @@ def progress_bar(total_hours: float, progress: bool | None):
     )
 
 
-def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict):
-    """Predict a group of files; when one fails, each alone, so only the bad ones are lost."""
+def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict, segments=None):
+    """Predict a group of files; when one fails, each alone, so only the bad ones are lost. With `segments` (a
+    `SegmentSource`), each file is a long recording predicted segment by segment."""
+    if segments is not None:
+        results, failures = [], []
+        for path in paths:
+            done, failed = _single(pipe, path, {**pipeline_kwargs, "batch_size": batch_size}, segments)
+            results += done
+            failures += failed
+        return results, failures
     try:
         return list(zip(paths, pipe(paths, batch_size=batch_size, **pipeline_kwargs))), []
     except Exception:  # noqa: BLE001  (isolate the failing file(s) below)
@@ -327,9 +360,13 @@ def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dic
     return results, failures
 
 
-def _single(pipe, path: str, pipeline_kwargs: dict):
+def _single(pipe, path: str, pipeline_kwargs: dict, segments: SegmentSource | None = None):
     try:
+        if segments is not None:
+            return [(path, predict_recording(pipe, path, segments, pipeline_kwargs))], []
         return [(path, pipe(path, **pipeline_kwargs))], []
+    except NoSegments as error:
+        return [], [(path, str(error))]
     except AudioInputError as error:
         message = str(error)
         return [], [(path, message[len(path) + 2 :] if message.startswith(path + ": ") else message)]
@@ -349,20 +386,24 @@ def predict_files(
     retry_errors: bool = False,
     progress: bool | None = None,
     pipeline_kwargs: dict | None = None,
+    segments: SegmentSource | None = None,
 ) -> BatchSummary:
     """Predict every file of `paths` with `pipe` (a `FrameAlignedEmotionPipeline`, any backend) into `output`.
 
     Files are sorted by header duration, longest first (similar lengths share a forward pass; the slowest part shows
     first in the ETA), run `batch_size` per forward pass and written `files_per_write` at a time. See the module
     docstring for the outputs and resume. `progress`: a tqdm bar (files, hours of audio, ETA) on stderr (`None`:
-    only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `chunk_length_s`).
+    only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `window_length_s`). `segments` (a
+    `recordings.SegmentSource`): long-recording mode, one row per segment (`file, start_s, end_s, speaker,
+    predicted, prob_<class>...`), a recording's rows written together (resume skips recordings already in the CSV);
+    a recording without segments (no speech) is listed in the errors CSV with the reason.
 
     Raises:
         BatchJobError: the output was written by a model with other labels.
     """
     started = time.perf_counter()
     labels = list(pipe.classes)
-    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
+    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, segments is not None)
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
     timed, unreadable = header_durations(pending)
     timed.sort(key=lambda item: -item[1])
@@ -372,7 +413,8 @@ def predict_files(
     predicted, failed, audio_seconds, done_hours = 0, len(unreadable), 0.0, 0.0
     for start in range(0, len(timed), max(1, files_per_write)):
         group = timed[start : start + max(1, files_per_write)]
-        results, failures = _predict_group(pipe, [path for path, _ in group], batch_size, pipeline_kwargs or {})
+        paths_of_group = [path for path, _ in group]
+        results, failures = _predict_group(pipe, paths_of_group, batch_size, pipeline_kwargs or {}, segments)
         outputs.write(results, failures, labels)
         predicted, failed = predicted + len(results), failed + len(failures)
         audio_seconds += sum(result["duration"] for _, result in results)

@@ -23,7 +23,7 @@ from ..modeling_frame_aligned import FrameAlignedClassifierOutput
 from .onnx_export import OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-static")
 # `load_pipeline` keyword arguments that go to the model's `from_pretrained` (the rest go to the pipeline).
 MODEL_KWARGS = ("dtype", "attn_implementation", "device_map")
 
@@ -133,7 +133,8 @@ def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
 
 def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads: int | None = None, **kwargs):
     """A `FrameAlignedEmotionPipeline` for the checkpoint folder `model`, run by PyTorch (`"torch"`) or ONNX Runtime
-    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8). The ONNX files are created next to the checkpoint on first use.
+    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8, `"onnx-int8-static"`: calibrated QDQ int8, made first by
+    `backend_choice`). The fp32 and dynamic int8 ONNX files are created next to the checkpoint on first use.
     `num_threads` sets torch's or ONNX Runtime's intra-op threads; `kwargs` go to `pipeline(...)`. `device` (-1 or
     "cpu", a GPU index, "cuda:1") places the PyTorch model, or picks ONNX Runtime's CUDA execution provider.
 
@@ -162,12 +163,18 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
         return pipeline(
             TASK, model=loaded, feature_extractor=extractor, pipeline_class=FrameAlignedEmotionPipeline, **kwargs
         )
+    static = backend == "onnx-int8-static"
+    if static and not onnx_path(model, static=True).is_file():
+        raise FileNotFoundError(
+            f"{onnx_path(model, static=True)}: no static int8 model yet; it needs calibration clips: "
+            "modeling.inference.backend_choice.backend_choice(checkpoint, clips) (or onnx_export.quantize_int8_static)"
+        )
     if not Path(model).is_dir():
         raise ValueError(
             f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)"
         )
     providers = execution_providers(kwargs.pop("device", None))  # the pipeline itself stays on the CPU
     config = AutoModelForFrameAlignedClassification.config_from_pretrained(model)
-    path = ensure_onnx(model, int8=backend == "onnx-int8")
+    path = onnx_path(model, static=True) if static else ensure_onnx(model, int8=backend == "onnx-int8")
     onnx_model = OnnxFrameAlignedModel(path, config, num_threads, providers)
     return FrameAlignedEmotionPipeline(model=onnx_model, feature_extractor=extractor, device=-1, **kwargs)

@@ -4,6 +4,8 @@ Files are written next to the checkpoint, as the Hub's ONNX convention (Optimum,
 
     <checkpoint>/onnx/model.onnx        fp32, from `export_onnx`
     <checkpoint>/onnx/model_int8.onnx   dynamic int8 (MatMul/Gemm weights), from `quantize_int8`
+    <checkpoint>/onnx/model_int8_static.onnx   static (calibrated) QDQ int8 of the convolutions and matrix products,
+                                        from `quantize_int8_static` on real speech clips
 
 `push_to_hub.py` uploads them with the checkpoint when they exist.
 """
@@ -19,17 +21,23 @@ from torch import nn
 ONNX_DIR = "onnx"
 FP32_NAME = "model.onnx"
 INT8_NAME = "model_int8.onnx"
+INT8_STATIC_NAME = "model_int8_static.onnx"
 INPUT_NAMES = ["input_values", "attention_mask"]
 OUTPUT_NAMES = ["logits", "frame_logits", "frame_weights", "frame_mask"]
 DEFAULT_OPSET = 17
 # The int8 path that helps on CPUs: weights of the transformer's and the head's matrix products. Quantising the
 # convolutions too (the feature encoder) was measured slower than fp32 PyTorch here (ecosystem-notes.md).
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
+# Static (calibrated) quantisation: activation ranges are measured once on real speech, so the convolutions of the
+# feature encoder can run in int8 without quantising their inputs on the fly (the cost that made dynamic int8 slower).
+STATIC_OP_TYPES = ("Conv", "MatMul", "Gemm")
+CALIBRATION_MAX_S = 6.0  # each calibration clip is cut to this many seconds (the ranges saturate on short clips)
 
 
-def onnx_path(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
-    """Where the export of `checkpoint` lives: `<checkpoint>/onnx/model.onnx` (or `model_int8.onnx`)."""
-    return Path(checkpoint) / ONNX_DIR / (INT8_NAME if int8 else FP32_NAME)
+def onnx_path(checkpoint: str | os.PathLike, int8: bool = False, static: bool = False) -> Path:
+    """Where the export of `checkpoint` lives: `<checkpoint>/onnx/model.onnx` (or `model_int8.onnx`, or with
+    `static=True` `model_int8_static.onnx`)."""
+    return Path(checkpoint) / ONNX_DIR / (INT8_STATIC_NAME if static else INT8_NAME if int8 else FP32_NAME)
 
 
 class _ExportedOutputs(nn.Module):
@@ -120,5 +128,81 @@ def quantize_int8(fp32_path: str | os.PathLike, output: str | os.PathLike | None
         per_channel=False,
         weight_type=QuantType.QInt8,
     )
+    os.replace(temporary, output)
+    return output
+
+
+class _CalibrationClips:
+    """onnxruntime's `CalibrationDataReader` over real clips: one clip (1, N) per call, normalised by the checkpoint's
+    feature extractor as the pipelines do."""
+
+    def __init__(self, clips: list, feature_extractor):
+        from ..audio import load_audio
+
+        self.feature_extractor = feature_extractor
+        rate = int(feature_extractor.sampling_rate)
+        self._waveforms = iter(
+            [load_audio(clip, target_sampling_rate=rate)[: int(CALIBRATION_MAX_S * rate)] for clip in clips]
+        )
+
+    def get_next(self) -> dict | None:
+        waveform = next(self._waveforms, None)
+        if waveform is None:
+            return None
+        features = self.feature_extractor(
+            [waveform],
+            sampling_rate=self.feature_extractor.sampling_rate,
+            return_attention_mask=True,
+            return_tensors="np",
+        )
+        return {
+            "input_values": features["input_values"].astype("float32"),
+            "attention_mask": features["attention_mask"].astype("int64"),
+        }
+
+
+def quantize_int8_static(
+    fp32_path: str | os.PathLike,
+    clips: list,
+    output: str | os.PathLike | None = None,
+    feature_extractor=None,
+) -> Path:
+    """Static int8 quantisation (onnxruntime.quantization.quantize_static, QDQ format) of an exported model:
+    Conv, MatMul and Gemm weights int8 per output channel, their input activations uint8 with ranges calibrated
+    (MinMax) on `clips` (audio files or arrays at 16 kHz: real speech, each cut to `CALIBRATION_MAX_S` seconds).
+    The model is shape-inferred first (`quant_pre_process`, without its own optimisation: ONNX Runtime fuses at load).
+    Output default: `model_int8_static.onnx` beside `fp32_path`. Returns the path written.
+
+    Raises:
+        ValueError: no calibration clips.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..collator import make_feature_extractor
+
+    if not clips:
+        raise ValueError("static int8 quantisation needs calibration clips (real speech); got none")
+    fp32_path = Path(fp32_path)
+    output = Path(output) if output else fp32_path.with_name(INT8_STATIC_NAME)
+    temporary = output.with_name(output.name + ".tmp")
+    reader = _CalibrationClips(list(clips), feature_extractor or make_feature_extractor())
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(temporary),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(STATIC_OP_TYPES),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"CalibTensorRangeSymmetric": False},
+        )
     os.replace(temporary, output)
     return output

@@ -43,6 +43,7 @@ from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
 from .public import find_local_paths, local_paths, missing_metrics, public_results
 from .remote_code import hub_pipeline_files
 from .run import FinishedFold, PushError, Run, load_run
+from .space import check_space_id, space_files
 
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ CHECKPOINT_PATTERNS = (
     "*.py",
 )
 # Exports written next to the checkpoint (`modeling.inference.onnx_export`), uploaded under the same relative path.
-CHECKPOINT_EXTRA_PATTERNS = ("onnx/*.onnx",)
+CHECKPOINT_EXTRA_PATTERNS = ("onnx/*.onnx", "onnx/backend.json")  # backend.json: the measured CPU backend choice
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class PushTarget:
     files: dict[str, Path | bytes]
     description: str
     pending: list[str] | None = None  # the files found missing or changed on the Hub, once compared
+    repo_type: str = "model"  # "space" for the demo Space (`space.py`)
 
 
 @dataclass
@@ -157,9 +159,10 @@ def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | byte
 
 
 def plan_push(
-    run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None
+    run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None, space: str | None = None
 ) -> list[PushTarget]:
-    """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`).
+    """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`, the demo Space
+    `space` after every fold it loads; each card then links to it).
 
     Raises `PushError` for a fold whose results lack a metric its card reports, and for any file that contains a
     local absolute path (`public.find_local_paths`): nothing is uploaded.
@@ -176,12 +179,17 @@ def plan_push(
     for name, fold in run.folds.items():
         target_repo = repo_id if revision_per_fold else fold_repo_id(repo_id, name)
         revision = fold.label if revision_per_fold else None
-        card = render_fold_card(run, fold, target_repo, revision, license)
+        card = render_fold_card(run, fold, target_repo, revision, license, space=space)
         targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), f"fold {name}"))
     if revision_per_fold:
-        overview = render_overview_card(run, repo_id, license)
+        overview = render_overview_card(run, repo_id, license, space=space)
         files = {**_run_files(run), "README.md": overview.encode()}
         targets.append(PushTarget(repo_id, "main", files, f"overview of {len(run.folds)} fold branch(es)"))
+    if space:
+        check_space_id(space)
+        refs = [f"{t.repo_id}@{t.revision}" if t.revision != "main" else t.repo_id for t in targets[: len(run.folds)]]
+        files = space_files(run, refs, space)  # the Space holds code (Apache-2.0), not the models
+        targets.append(PushTarget(space, "main", files, f"demo Space of {len(refs)} fold(s)", repo_type="space"))
     paths = local_paths(run)
     leaks = [f"{t.repo_id}@{t.revision}/{leak}" for t in targets for leak in find_local_paths(t.files, paths)]
     if leaks:
@@ -203,10 +211,10 @@ def _sha256(source: Path | bytes) -> str:
     return hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_of(source)
 
 
-def remote_files(api: HfApi, repo_id: str, revision: str) -> dict:
+def remote_files(api: HfApi, repo_id: str, revision: str, repo_type: str = "model") -> dict:
     """{path: RepoFile} at `revision`; empty when the repository or the branch does not exist yet."""
     try:
-        entries = api.list_repo_tree(repo_id, revision=revision, recursive=True)
+        entries = api.list_repo_tree(repo_id, revision=revision, recursive=True, repo_type=repo_type)
         return {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return {}
@@ -225,10 +233,12 @@ def push_target(
     api: HfApi, target: PushTarget, *, private: bool = False, commit_message: str | None = None
 ) -> PushResult:
     """Create the repository/branch if needed and commit the files of `target` that differ from the remote ones."""
-    api.create_repo(target.repo_id, private=private, exist_ok=True, repo_type="model")
+    kind = target.repo_type
+    space_sdk = {"space_sdk": "gradio"} if kind == "space" else {}
+    api.create_repo(target.repo_id, private=private, exist_ok=True, repo_type=kind, **space_sdk)
     if target.revision != "main":
-        api.create_branch(target.repo_id, branch=target.revision, exist_ok=True)
-    remote = remote_files(api, target.repo_id, target.revision)
+        api.create_branch(target.repo_id, branch=target.revision, exist_ok=True, repo_type=kind)
+    remote = remote_files(api, target.repo_id, target.revision, repo_type=kind)
     changed = [path for path, source in target.files.items() if not is_unchanged(source, remote.get(path))]
     target.pending = changed
     unchanged = [path for path in target.files if path not in changed]
@@ -249,6 +259,7 @@ def push_target(
         commit_message=commit_message or f"Upload {target.description}",
         commit_description="Changed files: " + ", ".join(changed),
         revision=target.revision,
+        repo_type=kind,
     )
     return PushResult(target.repo_id, target.revision, changed, unchanged, info.commit_url)
 
@@ -262,6 +273,7 @@ def push_run(
     revision_per_fold: bool = False,
     dry_run: bool = False,
     license: str | None = None,
+    space: str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
     api: HfApi | None = None,
@@ -277,6 +289,8 @@ def push_run(
         private: create the repositories private (existing repositories keep their visibility).
         dry_run: check everything and return the planned commits without a token or any request.
         license: the card's license; default the training corpus's.
+        space: `ORG/NAME` of a demo Space (Gradio) to publish after the folds, loading them by id
+            (`publishing/space.py`); each model card links to it.
         token, endpoint, api: Hub access (default: `resolve_token()` and `HF_ENDPOINT`).
         retry: keyword arguments of `push_with_retries` (attempts, base_wait_s, max_wait_s).
     Returns:
@@ -288,7 +302,7 @@ def push_run(
     """
     run = load_run(run_dir, folds)
     check_repo_id(repo_id, run, revision_per_fold)
-    targets = plan_push(run, repo_id, revision_per_fold=revision_per_fold, license=license)
+    targets = plan_push(run, repo_id, revision_per_fold=revision_per_fold, license=license, space=space)
     if dry_run:
         return targets
     token = resolve_token(token or (api.token if api is not None else None))

@@ -21,9 +21,16 @@ from ..evaluation.breakdowns import shared_speakers, short_breakdown_table, spea
 from ..rundir.atomic import read_json
 from ..training.results import results_table
 from .run import FinishedFold, Run
+from .space import space_link
 
 
-MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # package data: found from a regular install too
+# The templates' one source is the repository's top-level model_cards/; a wheel carries them as the package data
+# modeling/publishing/model_cards/ (setup.py maps the folder), so a regular install publishes too.
+_INSTALLED_CARDS, _CHECKOUT_CARDS = (
+    Path(__file__).resolve().parent / "model_cards",
+    Path(__file__).resolve().parents[2] / "model_cards",
+)
+MODEL_CARDS = _INSTALLED_CARDS if _INSTALLED_CARDS.is_dir() else _CHECKOUT_CARDS
 FOLD_TEMPLATE = MODEL_CARDS / "template.md"
 OVERVIEW_TEMPLATE = MODEL_CARDS / "overview.md"
 FOLD_IMAGE = "fold_confusion_matrix.png"  # a fold's own confusion matrix in its Hub repository (see hub.fold_files)
@@ -375,6 +382,7 @@ def render_fold_card(
     revision: str | None = None,
     license: str | None = None,
     template=FOLD_TEMPLATE,
+    space: str | None = None,
 ) -> str:
     """The README.md of one fold's repository (or branch): YAML metadata + the body from `model_cards/template.md`."""
     arch = _architecture(fold)
@@ -406,7 +414,7 @@ def render_fold_card(
         pooling=arch["pooling"],
         method=method_summary(arch)[0],
         loss=method_summary(arch)[1],
-        usage=_usage(repo_id, revision),
+        usage=_usage(repo_id, revision) + space_link(space),
         config_table=config_table(run.config),
         results_table=fold_results_table(run, highlight=fold.name),
         confusion_table=confusion_table(labels, test.get("confusion_matrix"), test.get("per_class_recall")),
@@ -419,7 +427,9 @@ def render_fold_card(
     return _with_metadata(card_data(run, [fold], name, license), body)
 
 
-def render_overview_card(run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE) -> str:
+def render_overview_card(
+    run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE, space: str | None = None
+) -> str:
     """The README.md of `main` with `revision_per_fold`: what each branch holds and the run's results."""
     folds = [run.folds[name] for name in run.folds]
     first = folds[0]
@@ -438,7 +448,7 @@ def render_overview_card(run: Run, repo_id: str, license: str | None = None, tem
         labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,
         first_fold=first.label,
-        usage=_usage(repo_id, first.label),
+        usage=_usage(repo_id, first.label) + space_link(space),
         fold_list=", ".join(f'"{fold.label}"' for fold in folds),
         config_table=config_table(run.config),
         results_table=fold_results_table(run),

@@ -423,7 +423,7 @@ def readme_commands(text, script):
 def test_readme_commands_parse_and_name_real_configs():
     from modeling.cli import compare_runs, score
 
-    text = (REPO / "README.md").read_text() + (REPO / "configs" / "ablations" / "README.md").read_text()
+    text = "".join((REPO / name).read_text() for name in ("README.md", "docs/evaluation.md", "docs/training.md"))
     scores = [argv for argv in readme_commands(text, "score.py") if argv]
     compares = [argv for argv in readme_commands(text, "compare_runs.py") if argv]
     assert len(scores) >= 4 and len(compares) >= 2

@@ -269,14 +269,14 @@ def test_push_to_hub_uploads_the_onnx_export_next_to_the_weights(tmp_path, hub):
 
 
 def readme_commands(section: str) -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "inference.md").read_text()
     body = text[text.index(section) :]
     block = body[body.index("```bash\n") + 8 : body.index("```", body.index("```bash\n") + 8)]
     return [line.split("   #")[0].strip() for line in block.splitlines() if line.startswith("python predict.py")]
 
 
 def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch, capsys):
-    """The README's commands, in a folder holding runs/demo/fold1/stage2/best (the tiny checkpoint) and a small
+    """docs/inference.md's commands, in a folder holding runs/demo/fold1/stage2/best (the tiny checkpoint) and a small
     data/polish3 (4 real clips with their metadata.csv)."""
     import shlex
     import shutil
@@ -304,7 +304,7 @@ def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch,
     assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
     # and the section's Python snippet
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "inference.md").read_text()
     section = text[text.index("## Batch prediction over many files") :]
     snippet = section[section.index("```python\n") + 10 : section.index("```", section.index("```python\n") + 10)]
     namespace = {}

@@ -1,5 +1,6 @@
 """Publishing as a user does it: `push_to_hub.py --dry-run` on a machine without torch, and from a regular
-(non-editable) install of the package run outside the repository (the model-card templates are package data)."""
+(non-editable) install of the package run outside the repository (the model-card templates, the top-level
+model_cards/, are package data)."""
 
 import os
 import shutil
@@ -61,9 +62,10 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     environment through a .pth file: no network), used from a folder that holds no repository."""
     source = tmp_path / "source"  # a copy: building in the repository would leave build/ and *.egg-info there
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source / name)
-    shutil.copytree(REPO / "modeling", source / "modeling", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("modeling", "model_cards"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -93,7 +95,9 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     ]
     installed = subprocess.run([*pip, str(source)], capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr[-3000:]
-    assert (site / "modeling" / "publishing" / "model_cards" / "template.md").is_file()  # package data, not a link
+    for template in ("template.md", "overview.md"):  # the top-level model_cards/, shipped as package data
+        installed = site / "modeling" / "publishing" / "model_cards" / template
+        assert installed.read_bytes() == (REPO / "model_cards" / template).read_bytes(), template
     assert not list(site.glob("__editable__*"))
 
     elsewhere = tmp_path / "elsewhere"  # no repository here: only the thin wrapper script
