@@ -82,6 +82,9 @@ REGISTRY = {
     ("emobox.md", None): "run by tests/data/test_docs_emobox.py (EmoBox's layout generated; the bash block trains, "
     "heavy)",
     ("evaluation_breakdowns_calibration.md", None): "run by tests/evaluation/test_docs_evaluation.py",
+    ("demo.md", None): "run by tests/app/test_app_server.py (app.py started as a server on a free port, the "
+    "gradio_client block against it, every command line parsed) and tests/app/test_space.py (the push with --space, "
+    "the backend-choice block, heavy)",
     ("scaling.md", None): "run by tests/inference/test_ray_engine.py::"
     "test_scaling_page_ray_commands_and_snippet_run_as_written and tests/training/test_multinode.py (the Slurm "
     "scripts under bash with recorders, the torchrun and accelerate commands)",

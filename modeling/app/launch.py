@@ -40,7 +40,8 @@ def checkpoints_of(target: str) -> dict[str, Path] | None:
     if not path.is_dir():
         return None
     if (path / "config.json").is_file():
-        return {path.name if path.name != "best" else "model": path}
+        name = f"{path.parent.parent.name}/{path.parent.name}" if path.name == "best" else path.name  # fold1/stage2
+        return {name: path}
     folds = FinishedRun(path).best_models()
     if not folds:
         raise SystemExit(f"app.py: error: {target}: neither a checkpoint (config.json) nor a run with fold models")

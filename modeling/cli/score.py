@@ -42,6 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Probabilities from the raw softmax (T = 1) instead of each fold model's calibration temperature.",
     )
     parser.add_argument(
+        "--ensemble-calibration",
+        metavar="CONFIG",
+        help="A corpus config whose utterances no fold model saw (same --label-map): the ensemble is calibrated as "
+        "an ensemble there (its own temperature on the log of its mean probabilities).",
+    )
+    parser.add_argument(
         "--perturb",
         nargs="+",
         action="extend",
@@ -72,6 +78,7 @@ def main(argv=None) -> int:
             calibrated=not args.no_calibration,
             perturbations=perturbations,
             perturb_seed=args.perturb_seed,
+            ensemble_calibration=args.ensemble_calibration,
         )
     except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

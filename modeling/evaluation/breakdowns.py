@@ -163,8 +163,8 @@ def speaker_dependent_note(shared: dict[str, list[str]]) -> str:
         f"{k if str(k).startswith('fold') else f'fold {k}'} ({len(s)} shared)" for k, s in shared.items()
     )
     return (
-        f"**Speaker-dependent results**: the test speakers of {folds} also appear in training or validation "
-        "(the corpus's official folds), so these numbers are not speaker-independent."
+        f"**Speaker-dependent results**: the test speakers of {folds} also appear in that model's training or "
+        "validation data, so these numbers are not speaker-independent."
     )
 
 

@@ -11,6 +11,7 @@ utterance, `model` = fold<k> or ensemble, then the columns of `modeling.metrics.
 import logging
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..training.experiment import load_run_dataset
 from ..training.run_config import DEFAULTS, ConfigError, _check_keys, read_config_file
 from ..training.scoring import PER_CLASS, predict
 from .breakdowns import breakdown_table, breakdowns, shared_speakers, speaker_dependent_note
-from .calibration import calibration_table, plot_reliability, probability_scores
+from .calibration import calibration_table, fit_temperature, plot_reliability, probability_scores
 from .robustness import delta_scores, perturbed_copy, robustness_markdown, temporary_folder
 
 
@@ -169,6 +170,7 @@ def score_run(
     calibrated=True,
     perturbations=None,
     perturb_seed=0,
+    ensemble_calibration=None,
 ) -> dict:
     """Score every fold's stage-2 best model of `run_dir` and their ensemble on the corpus of `config_path`.
 
@@ -181,6 +183,9 @@ def score_run(
     and after, on this corpus; OUT/reliability.png: the ensemble's reliability diagram. `perturbations` (parsed
     `Perturbation`s): "perturbations" = {spec: {"measured", "models": {fold<k>/ensemble: {"ua", "macro_f1",
     "delta_ua", "delta_macro_f1"}}}}, every model on each perturbed copy (seeded by `perturb_seed`).
+    `ensemble_calibration`: a corpus config whose utterances no fold model trained or validated on (same label
+    map): the ensemble gets a temperature of its own, fitted there on the log of its mean probabilities, and its
+    probabilities become softmax(log p̄ / T_ensemble) (calibrated as an ensemble).
     Raises CorpusError (bad label map, nothing to score), DatasetCheckError (unreadable audio: every file listed).
     """
     models, classes = run_models(run_dir)
@@ -199,20 +204,16 @@ def score_run(
     genders = list(rows["gender"]) if "gender" in rows.column_names else None
     perturbations = perturbations or []
     with temporary_folder(output_dir) as folder:
-        variants, measured = {CLEAN: rows}, {}
-        for i, perturbation in enumerate(perturbations):
-            variants[perturbation.spec], measured[perturbation.spec] = perturbed_copy(
-                rows, perturbation, perturb_seed, Path(folder) / str(i)
-            )
+        held_out = None if ensemble_calibration is None else (run_dir, ensemble_calibration, classes, label_map)
+        variants, measured = scored_variants(rows, perturbations, perturb_seed, Path(folder), held_out)
         logits, temperatures = variant_logits(models, variants, batch_size, calibrated)
     members, raw, calibration = clean_members(logits[CLEAN], temperatures, common)
+    if ensemble_calibration is not None:
+        ensemble_temperature(members, calibration, raw[ENSEMBLE], logits[HELD_OUT], temperatures, variants[HELD_OUT])
+        calibration[ENSEMBLE]["fitted_on"] = str(ensemble_calibration)
     scores = {
         "run": str(run_dir),
-        "corpus": {
-            "config": str(config_path),
-            "loader": config["data"]["loader"],
-            "root": str(config["data"]["root"]),
-        },
+        "corpus": {"config": str(config_path), **{key: str(config["data"][key]) for key in ("loader", "root")}},
         "classes": classes,
         "label_map": label_map,
         "split": split,
@@ -229,17 +230,52 @@ def score_run(
         scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
         scores["perturb_seed"] = perturb_seed
     write_outputs(Path(output_dir), scores, members)
-    plot_reliability(
-        raw[ENSEMBLE],
-        members[ENSEMBLE].probabilities,
-        members[ENSEMBLE].labels,
-        Path(output_dir) / "reliability.png",
-        title="Ensemble on the scored corpus",
-    )
+    ensemble = members[ENSEMBLE]
+    plot_reliability(raw[ENSEMBLE], ensemble.probabilities, ensemble.labels, Path(output_dir) / "reliability.png")
     return scores
 
 
 CLEAN = "clean"
+HELD_OUT = "ensemble-calibration"
+
+
+def scored_variants(rows: Dataset, perturbations: list, seed: int, folder: Path, held_out: tuple | None):
+    """({variant: rows}: the clean rows, the ensemble's calibration rows (`held_out`: arguments of
+    `held_out_rows`), each perturbed copy written under `folder`; {perturbation spec: measured})."""
+    variants, measured = {CLEAN: rows}, {}
+    if held_out is not None:
+        variants[HELD_OUT] = held_out_rows(*held_out)
+    for i, perturbation in enumerate(perturbations):
+        variants[perturbation.spec], measured[perturbation.spec] = perturbed_copy(
+            rows, perturbation, seed, folder / str(i)
+        )
+    return variants, measured
+
+
+def held_out_rows(run_dir, config_path, classes: list[str], label_map: dict) -> Dataset:
+    """The rows of the ensemble's calibration corpus. Raises CorpusError when a fold model trained or validated on
+    one of its speakers (same loader and root as the run): the temperature would be fitted on seen data."""
+    config = corpus_config(config_path)
+    rows, _, _ = target_rows(load_run_dataset(config), classes, label_map, None)
+    seen = run_speaker_overlap(run_dir, config, rows)
+    if seen:
+        raise CorpusError(
+            f"--ensemble-calibration {config_path}: fold models trained or validated on its speakers ({seen}); "
+            "calibrate the ensemble on utterances none of them saw."
+        )
+    return rows
+
+
+def ensemble_temperature(members, calibration, raw_ensemble, held_out_logits, temperatures, held_out) -> None:
+    """Fit T_ensemble on the held-out rows (log of the members' mean calibrated probabilities) and apply it to the
+    ensemble's probabilities in `members` and its entry of `calibration` (before: the uncalibrated mean), in
+    place."""
+    mean = np.mean([softmax(held_out_logits[name], temperatures[name]) for name in held_out_logits], axis=0)
+    t = fit_temperature(np.log(np.clip(mean, 1e-12, None)), np.asarray(held_out["label"]))
+    before = members[ENSEMBLE].probabilities
+    after = softmax(np.log(np.clip(before, 1e-12, None)), t)
+    members[ENSEMBLE] = replace(members[ENSEMBLE], probabilities=after)
+    calibration[ENSEMBLE] = {"temperature": t, **probability_scores(raw_ensemble, after, members[ENSEMBLE].labels)}
 
 
 def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
@@ -375,7 +411,8 @@ def scores_markdown(scores: dict) -> str:
         lines += [
             "",
             "Calibration on this corpus (T: each fold model's temperature, fitted on its validation split; the "
-            "ensemble averages the calibrated probabilities; before = T = 1"
+            "ensemble averages the calibrated probabilities, then takes its own T where --ensemble-calibration gave "
+            "held-out utterances; before = T = 1"
             + ("" if scores.get("calibrated", True) else "; --no-calibration: after = before")
             + "):",
             "",

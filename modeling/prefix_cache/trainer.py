@@ -4,6 +4,7 @@ See `prefix_model.py` for the whole picture.
 """
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -90,6 +91,32 @@ class FrozenPrefixTrainer(FrozenPrefixTrainerMixin, FrameAlignedTrainer):
     """`FrameAlignedTrainer` (CE + λ·EAL + λ·FUAL, LR groups) training stage 2 from a `FrozenPrefixCache`."""
 
 
+def main_process_builds_first(state, build, cache_dir: Path | None, poll_s: float = 1.0):
+    """`build()` on the main process first, then on the others (which then load what it wrote to disk).
+
+    The others wait by polling a marker file next to `cache_dir`, not in a collective: building a large corpus's cache
+    can take longer than `ddp_timeout`, and the process-group watchdog would end the job. Without a cache folder or
+    with one process: a plain `main_process_first`.
+    """
+    if cache_dir is None or state.num_processes <= 1:
+        with state.main_process_first():
+            return build()
+    ready = Path(cache_dir).parent / f".{Path(cache_dir).name}.ready"
+    if state.is_main_process:
+        ready.unlink(missing_ok=True)  # a marker of an earlier run
+    state.wait_for_everyone()  # nobody looks for the marker before the stale one is gone
+    if state.is_main_process:
+        result = build()
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.touch()
+    else:
+        while not ready.exists():
+            time.sleep(poll_s)
+        result = build()
+    state.wait_for_everyone()
+    return result
+
+
 def cached_stage_trainer(
     model, args, splits, settings: dict, feature_extractor, cache_dirs: dict[str, Path] | None, state
 ):
@@ -105,8 +132,9 @@ def cached_stage_trainer(
     cache_dirs = cache_dirs or {"train": None, "validation": None}
     train_collator = AudioClassificationCollator(feature_extractor, settings["max_length_seconds"], random_crop=False)
     validation = splits["validation"]
-    with state.main_process_first():  # on disk: the main process builds the cache, the others load it
-        train_cache = build_prefix_cache(
+
+    def build_both():
+        train = build_prefix_cache(
             model,
             splits["train"],
             train_collator,
@@ -124,6 +152,9 @@ def cached_stage_trainer(
             cache_dir=cache_dirs["validation"],
             batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
         )
+        return train, validation_cache
+
+    train_cache, validation_cache = main_process_builds_first(state, build_both, cache_dirs["train"])
     return FrozenPrefixTrainer(
         model=FrozenPrefixModel(model),
         args=args,
@@ -134,4 +165,10 @@ def cached_stage_trainer(
     )
 
 
-__all__ = ["FrozenPrefixTrainer", "FrozenPrefixTrainerMixin", "ReplayBatchesSampler", "cached_stage_trainer"]
+__all__ = [
+    "FrozenPrefixTrainer",
+    "FrozenPrefixTrainerMixin",
+    "ReplayBatchesSampler",
+    "cached_stage_trainer",
+    "main_process_builds_first",
+]

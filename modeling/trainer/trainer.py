@@ -217,7 +217,10 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
     - a NaN/Inf loss, logits or embeddings (training or evaluation) raises `NonFiniteError` naming the fold, stage
-      and step, instead of training on (and failing much later in a metric or a plot).
+      and step, instead of training on (and failing much later in a metric or a plot): at once on the CPU, at the
+      next logging step / checkpoint save on an accelerator (`defer_non_finite_check`: no host sync per step).
+    - evaluation gives the final scoring's predictions (its batches, fp32), also under DDP and bf16/fp16
+      (`evaluation.py`); `nn.DataParallel`'s per-device losses are combined into the batch mean.
     - `freeze_for_training()` (CNN frozen, lower layers per `num_trainable_layers`; it only ever turns
       `requires_grad` off and keeps a peft adapter's trainable set) is applied on every path: a model passed in
       (also peft-wrapped or `torch.compile`d), one built by `model_init` (so `hyperparameter_search` too), and again

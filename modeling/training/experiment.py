@@ -59,16 +59,40 @@ def load_run_dataset(config: dict) -> Dataset:
     return dataset
 
 
+def find_bad_audio_in_parallel(dataset: Dataset, state: PartialState | None, progress: bool, gather=None) -> list:
+    """`find_bad_audio` with the decoding shared by the processes: each decodes every `num_processes`-th clip and
+    the findings are gathered (`gather`: accelerate's `gather_object`), so every process gets the whole list, in row
+    order, and a large corpus is decoded once, not once per process."""
+    if state is None or state.num_processes <= 1:
+        return find_bad_audio(dataset, progress=progress)
+    from accelerate.utils import gather_object
+
+    rows = range(state.process_index, len(dataset), state.num_processes)
+    found = [
+        BadAudio(rows[bad.row], bad.audio, bad.reason)
+        for bad in find_bad_audio(dataset.select(rows), progress=progress)
+    ]
+    return sorted((gather or gather_object)(found), key=lambda bad: bad.row)
+
+
 def checked_dataset(
-    config: dict, run_dir: str | os.PathLike, fold_numbers: str | None, skip_bad_audio: bool, write_reports: bool
+    config: dict,
+    run_dir: str | os.PathLike,
+    fold_numbers: str | None,
+    skip_bad_audio: bool,
+    write_reports: bool,
+    state: PartialState | None = None,
 ) -> tuple[Dataset, list[Fold], list[Fold]]:
     """Load the corpus and run every check; returns (dataset, all folds, selected folds).
 
     Raises `DatasetCheckError` (= `CheckError`) listing every problem, grouped by cause; then nothing is written.
     With `skip_bad_audio`, rows with bad audio are dropped and (with `write_reports`, once every check passed) listed
-    in the run's `skipped_audio.json` instead.
+    in the run's `skipped_audio.json` instead. With `state` (several processes) the audio decoding is shared
+    (`find_bad_audio_in_parallel`).
     """
-    dataset, folds, selected, skipped = _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, write_reports)
+    dataset, folds, selected, skipped = _checked_dataset(
+        config, run_dir, fold_numbers, skip_bad_audio, write_reports, state
+    )
     if write_reports and skip_bad_audio:
         write_skipped_audio(RunDir(run_dir), skipped)
     return dataset, folds, selected
@@ -88,12 +112,12 @@ def _bad_audio_problem(bad: BadAudio) -> Problem:
     return Problem(bad.audio, bad.reason, bad.audio, cause=detail if detail != bad.reason else None)
 
 
-def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress) -> tuple:
+def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, state=None) -> tuple:
     """`checked_dataset` without writing: (dataset, all folds, selected folds, skipped-audio report rows)."""
     run = RunDir(run_dir)
     dataset = load_run_dataset(config)
     problems = label_problems(dataset)
-    bad_audio = find_bad_audio(dataset, progress=progress)
+    bad_audio = find_bad_audio_in_parallel(dataset, state, progress=progress)
     skipped = []
     if skip_bad_audio:
         skipped = [bad.to_dict(dataset) for bad in bad_audio]
@@ -256,7 +280,9 @@ def run_experiment(
     state = distributed_state(config)
     run = RunDir(output_dir)
     check_run_dir(config, run)
-    dataset, all_folds, selected, skipped = _checked_dataset(config, run, folds, skip_bad_audio, state.is_main_process)
+    dataset, all_folds, selected, skipped = _checked_dataset(
+        config, run, folds, skip_bad_audio, state.is_main_process, state
+    )
     label_names = dataset.features["label"].names
     with model_check_path(config, label_names) as check_path:
         problems = model_problems(config, check_path, label_names)
@@ -290,6 +316,7 @@ __all__ = [
     "check_run_dir",
     "checked_dataset",
     "distributed_state",
+    "find_bad_audio_in_parallel",
     "load_run_dataset",
     "prepare_run_dir",
     "run_experiment",

@@ -117,3 +117,49 @@ def test_pipeline_onnx_and_predict_py_give_the_same_calibrated_probabilities(cal
         with open(out, newline="") as f:
             (row,) = list(csv.DictReader(f))
         assert probabilities_of(row) == pytest.approx(expected, abs=2e-6)
+
+
+def test_ensemble_temperature_is_fitted_on_the_calibrated_members_mean():
+    """Two members that report 3·z (z: the true logits of the held-out labels). With member temperatures 3 the mean
+    is already calibrated (T_ensemble ≈ 1); with temperatures 1 it is three times too sharp (T_ensemble ≈ 3)."""
+    from modeling.evaluation.cross_corpus import ENSEMBLE, ensemble_temperature
+    from modeling.metrics.predictions import Predictions
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, size=(3000, 3))
+    labels = (rng.random((3000, 1)) > np.cumsum(softmax(z), axis=1)).sum(axis=1)
+    logits = {"fold1": 3 * z, "fold2": 3 * z}
+    for member_t, expected in ((3.0, 1.0), (1.0, 3.0)):
+        temperatures = {"fold1": member_t, "fold2": member_t}
+        mean = softmax(3 * z, member_t)
+        common = dict(files=["f"] * 3000, speakers=["s"] * 3000, labels=labels, classes=["a", "b", "c"])
+        members = {ENSEMBLE: Predictions(probabilities=mean, **common)}
+        calibration = {ENSEMBLE: {}}
+        ensemble_temperature(members, calibration, softmax(3 * z), logits, temperatures, {"label": labels})
+        assert calibration[ENSEMBLE]["temperature"] == pytest.approx(expected, rel=0.05), member_t
+        assert np.allclose(
+            members[ENSEMBLE].probabilities, softmax(np.log(mean), calibration[ENSEMBLE]["temperature"])
+        )
+
+
+@pytest.mark.parametrize("count", [6, 29, 30, 200])
+def test_train_py_fits_a_temperature_only_on_a_validation_split_of_30_utterances_or_more(count, tmp_path):
+    """The demo's 6-clip validation splits put the fitted T at 0.13 (test ECE worse): below 30 utterances T = 1."""
+    from modeling.training.scoring import SplitOutputs, calibrate
+
+    rng = np.random.default_rng(count)
+    z = rng.normal(size=(count, 3)) * 2
+    labels = np.array([rng.choice(3, p=p) for p in softmax(z)])
+    outputs = {
+        split: SplitOutputs(logits=2.5 * z, labels=labels, embeddings=np.zeros((count, 4)))
+        for split in ("validation", "test")
+    }
+    (tmp_path / "config.json").write_text("{}")
+    calibration = calibrate(outputs, tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())["calibration_temperature"]
+    assert stored == calibration["temperature"]
+    if count < 30:
+        assert stored == 1.0 and calibration["fitted_on"] is None
+        assert calibration["not_fitted"] == f"validation split of {count} utterances (< 30)"
+    else:
+        assert stored == fit_temperature(2.5 * z, labels) != 1.0 and calibration["fitted_on"] == "validation"

@@ -15,6 +15,7 @@ from runs import write_config  # noqa: E402
 from modeling.audio import load_audio
 from modeling.metrics import compute_ser_metrics
 from modeling.metrics.predictions import read_predictions
+from modeling.prediction_fields import softmax
 from modeling.training.experiment import run_experiment
 from modeling.training.run_config import resolve_config
 
@@ -75,7 +76,6 @@ def test_fold_predictions_csv_match_metrics(runs):
     assert "Worst speaker: " in (run_a / "results.md").read_text()
     assert json.loads((run_a / "fold1" / "metrics.json").read_text())["breakdowns"]["gender"]["male"]["n"] == 9
     # Calibration: T fitted on validation, stored in best/config.json (checksums still valid), applied to the CSVs.
-    from modeling.prediction_fields import softmax
     from modeling.rundir.integrity import checkpoint_problems
 
     for k in (1, 2):
@@ -233,6 +233,42 @@ def test_score_py_perturb_scores_each_model_on_the_perturbed_audio(runs, tmp_pat
         assert model["delta_ua"] == pytest.approx(by_hand["ua"] - clean["ua"])
     assert "| `noise:snr_db=0` | mean_snr_db 0.00 |" in (tmp_path / "out" / "scores.md").read_text()
     assert not list((tmp_path / "out").glob(".perturbed-*"))  # the perturbed copies are removed
+
+
+def test_ensemble_calibrated_as_an_ensemble_on_held_out_utterances(runs, tmp_path):
+    """--ensemble-calibration: T_ensemble is the NLL-optimal temperature of log(mean calibrated member
+    probabilities) on the held-out rows (recomputed from predictions.csv), applied to the ensemble only; a corpus the
+    fold models trained on is refused."""
+    from modeling.data import CorpusError
+    from modeling.evaluation.calibration import fit_temperature
+    from modeling.evaluation.cross_corpus import score_run
+
+    run_a, _ = runs
+    config = write_target_corpus(tmp_path / "target")
+    label_map = {"angry": "anger", "calm": "neutral"}
+    plain = score_run(run_a, config, tmp_path / "plain", label_map=label_map, progress=False)
+    scores = score_run(
+        run_a, config, tmp_path / "out", label_map=label_map, progress=False, ensemble_calibration=config
+    )
+    long = read_predictions(tmp_path / "plain" / "predictions.csv")
+    models = np.array(long.extra["model"])
+    mean = long.probabilities[models == "ensemble"]
+    expected = fit_temperature(np.log(np.clip(mean, 1e-12, None)), long.labels[models == "ensemble"])
+    assert scores["calibration"]["ensemble"]["temperature"] == pytest.approx(expected, rel=1e-3)
+    assert scores["calibration"]["ensemble"]["fitted_on"] == str(config)
+    assert scores["calibration"]["fold1"] == plain["calibration"]["fold1"]  # members untouched
+    calibrated = read_predictions(tmp_path / "out" / "predictions.csv")
+    rows = np.array(calibrated.extra["model"]) == "ensemble"
+    by_hand = softmax(np.log(np.clip(mean, 1e-12, None)), scores["calibration"]["ensemble"]["temperature"])
+    assert np.allclose(calibrated.probabilities[rows], by_hand, atol=2e-5)
+    with pytest.raises(CorpusError, match=r"--ensemble-calibration .*a\.yaml: fold models trained or validated"):
+        score_run(
+            run_a,
+            run_a.parent / "a.yaml",
+            tmp_path / "x",
+            progress=False,
+            ensemble_calibration=run_a.parent / "a.yaml",
+        )
 
 
 def test_score_py_rejects_a_malformed_label_map(runs, tmp_path, capsys):

@@ -179,3 +179,56 @@ def test_ddp_bf16_evaluation_gives_the_final_scorings_predictions(tmp_path):
     metrics = ranks[0]["metrics"]
     got = [metrics[key] for key in ("eval_loss", "eval_loss_ce", "eval_loss_eal", "eval_loss_fual")]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
+
+
+def test_the_start_up_audio_check_is_shared_by_the_processes(tmp_path, monkeypatch):
+    """Each of 2 processes decodes every other clip (not the whole corpus each); the gathered findings equal the
+    single-process check's, in row order."""
+    from types import SimpleNamespace
+
+    from modeling.data import checks
+    from modeling.training.experiment import find_bad_audio_in_parallel
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    paths = [p for p, _ in polish3_clips(4)]
+    paths[1:1] = [str(tmp_path / "missing.wav")]
+    paths.append(str(tmp_path / "empty.wav"))
+    dataset = Dataset.from_dict({"audio": paths})
+    expected = checks.find_bad_audio(dataset, progress=False)
+    assert [bad.row for bad in expected] == [1, 5]
+
+    decoded, load_audio = [], checks.load_audio
+    monkeypatch.setattr(checks, "load_audio", lambda audio: decoded.append(audio) or load_audio(audio))
+    found = {}
+    for rank in (1, 0):
+        state = SimpleNamespace(process_index=rank, num_processes=2)
+        decoded.clear()
+        found[rank] = find_bad_audio_in_parallel(
+            dataset, state, progress=False, gather=lambda mine: mine + found.get(1, [])
+        )
+        assert decoded == paths[rank::2]
+    assert found[0] == expected
+
+
+def _build_longer_than_the_timeout(rank, out_dir):
+    from modeling.prefix_cache.trainer import main_process_builds_first
+    from modeling.training.experiment import distributed_state
+
+    config = copy.deepcopy(DEFAULTS)
+    config["training"]["ddp_timeout"] = TIMEOUT_S
+    state = distributed_state(config)
+    cache_dir = out_dir / "prefix_cache" / "train"
+
+    def build():
+        if rank == 0:
+            time.sleep(TIMEOUT_S + 3)  # the main process builds the cache for longer than ddp_timeout
+            (out_dir / "built.txt").write_text("cache")
+        return (out_dir / "built.txt").read_text()
+
+    return {"loaded": main_process_builds_first(state, build, cache_dir)}
+
+
+def test_the_others_wait_for_the_prefix_cache_without_a_collective(tmp_path):
+    """The main process builds the frozen-prefix cache for longer than `ddp_timeout`; the others load it after
+    (they waited in a barrier before, which the watchdog ends after `ddp_timeout`)."""
+    assert [r["loaded"] for r in run_ranks(_build_longer_than_the_timeout, tmp_path)] == ["cache", "cache"]

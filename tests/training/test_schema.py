@@ -193,7 +193,7 @@ USERS = {
     "modeling/publishing/model_card.py",  # reads a checkpoint's config.json (eal_weight, ...) for the card
     "modeling/publishing/public.py",
     "modeling/evaluation/cross_corpus.py",  # reads a config's data section
-    "modeling/evaluation/emobox_export.py",  # reads a finished run's recorded data section
+    "modeling/evaluation/emobox_export.py",  # reads a finished run's data.loader_args (its EmoBox corpus)
 }
 ORDINARY_WORDS = {
     "seed", "root", "loader", "folds", "speakers", "pooling", "epochs", "batch_size", "bf16", "fp16", "weight_decay",
