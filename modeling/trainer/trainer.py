@@ -362,6 +362,7 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
             return super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
+        self.callback_handler.eval_dataloader = dataloader  # as transformers' loop: callbacks see the batches
         return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)
 
     def _check_finite(self, loss: torch.Tensor, outputs, training: bool):
