@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -171,9 +170,11 @@ def measure(model: str, path: str) -> dict:
         "rtf": round(cpu_s / duration, 4),  # CPU time (one thread): robust to other jobs on the machine
         "rtf_wall": round(total_s / duration, 4),
         "vad_share": round(vad_cpu_s / cpu_s, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's peak across fork + exec
+        "peak_rss_mb": _memory_mb("VmHWM"),
         "loaded_rss_mb": loaded_mb,  # peak once the model and the VAD are loaded, before any audio
         "growth_mb": round(_memory_mb("VmHWM") - loaded_mb, 1),  # what labelling the recording added to the peak
+        "longest_segment_s": round(max((s.end_s - s.start_s for s in segments), default=0.0), 2),
     }
 
 

@@ -32,6 +32,7 @@ class AudioClassificationCollator:
     audio_column: str = "audio"
     label_column: str = "label"
     min_samples: int = MIN_SAMPLES
+    distribution_column: str | None = None  # e.g. "label_distribution": soft targets → batch["label_distribution"]
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         arrays = [self._load(example) for example in examples]
@@ -44,6 +45,9 @@ class AudioClassificationCollator:
         )
         if examples and self.label_column in examples[0]:
             batch["labels"] = torch.tensor([int(example[self.label_column]) for example in examples])
+        if self.distribution_column and examples and examples[0].get(self.distribution_column) is not None:
+            rows = [example[self.distribution_column] for example in examples]
+            batch["label_distribution"] = torch.tensor(rows, dtype=torch.float32)
         return dict(batch)
 
     def _load(self, example: dict) -> np.ndarray:

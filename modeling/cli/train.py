@@ -27,6 +27,7 @@ from ..training.config_checks import resolve_checked_config
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
 from ..training.run_config import ConfigError
+from ..training.selection import selection_sentence
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     if not PartialState(cpu=cpu_distributed()).is_main_process:
         return 0
     mean, std = results["mean"], results["std"]
-    print("\nPer-fold test UA/WA (%), checkpoint selected on validation UA:\n" + results_table(results))
+    print(f"\nPer-fold test UA/WA (%). {selection_sentence(results['config'])}\n" + results_table(results))
     print(
         f"\nMean over {len(results['folds'])} fold(s): UA {100 * mean['ua']:.2f} ± {100 * std['ua']:.2f} %, "
         f"WA {100 * mean['wa']:.2f} ± {100 * std['wa']:.2f} %"

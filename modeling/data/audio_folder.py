@@ -18,6 +18,7 @@ from datasets import Dataset
 from .corpus import CorpusError, audio_files, build_dataset, drop_duplicates, normalize_gender
 from .folds import canonical_split
 from .metadata_csv import FILE_COLUMNS, read_metadata_csv
+from .votes import distribution_from_cell
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -31,6 +32,8 @@ def load_audio_folder(
     label_column: str = "label",
     speaker_column: str | None = None,
     gender_column: str | None = None,
+    label_distribution: bool = False,
+    distribution_column: str = "label_distribution",
 ) -> Dataset:
     """Your own corpus: a folder with `metadata.csv`, or `<label>/<file>` sub-folders.
 
@@ -47,6 +50,9 @@ def load_audio_folder(
             is the speaker (e.g. `"^([a-z]+\\d+)_"`); without it speakers are unknown (no speaker folds).
         label_column, speaker_column, gender_column: the metadata's columns with the label, the speaker and the
             gender (default `label`, and `speaker` / `gender` when present); a column named explicitly must exist.
+        label_distribution: read soft labels from the metadata's `distribution_column` into a
+            `label_distribution` column: per row a JSON list of C probabilities in label order (`"[0.5, 0.5, 0]"`)
+            or a JSON mapping `{"anger": 0.5, "fear": 0.5}` (`modeling.data.votes.distribution_from_cell`).
     Raises:
         CorpusError: an unreadable `metadata.csv` (every bad row named: file, row number, problem), a named column it
             lacks, or columns named for a folder of label sub-folders (which has none).
@@ -54,6 +60,7 @@ def load_audio_folder(
     """
     root = Path(root).expanduser().resolve()
     columns = {"label": label_column, "speaker": speaker_column, "gender": gender_column}
+    columns["distribution"] = distribution_column if label_distribution else None
     split_dirs = {} if (root / metadata).is_file() else split_folders(root)
     if split_dirs:
         rows = []
@@ -63,7 +70,31 @@ def load_audio_folder(
         rows = _rows_of_folder(root, metadata, speaker_regex, columns)
     if labels is None:
         labels = sorted({row["label_text"] for row in rows if row["label_text"]})
+    if label_distribution:
+        rows = with_distributions(rows, list(labels), distribution_column, str(root / metadata))
     return build_dataset(rows, labels)
+
+
+def with_distributions(rows: list[dict], labels: list[str], column: str, source: str) -> list[dict]:
+    """`rows` with `label_distribution` parsed from each row's raw `column` value (see `distribution_from_cell`).
+
+    Raises:
+        CorpusError: the column is missing, or values that cannot be read (every such row listed).
+    """
+    if rows and all(row.get("raw_distribution", _MISSING) is _MISSING for row in rows):
+        raise CorpusError(f"{source}: no column {column!r} (label_distribution); its rows have no soft labels.")
+    problems = []
+    for row in rows:
+        distribution, problem = distribution_from_cell(row.pop("raw_distribution", None), labels)
+        row["label_distribution"] = distribution
+        if problem:
+            problems.append(f"{source}: {row.get('where') or row['audio']}: {column}: {problem}.")
+    if problems:
+        raise CorpusError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return rows
+
+
+_MISSING = object()
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -84,7 +115,11 @@ def _rows_of_folder(root: Path, metadata: str, speaker_regex: str | None, column
     if metadata_path.is_file():  # a file listed twice is one recording
         rows = _rows_from_metadata(root, metadata_path, columns)
         return drop_duplicates(str(metadata_path), rows, lambda row: row["audio"])
-    named = {f"{key}_column": value for key, value in columns.items() if value not in (None, "label")}
+    named = {
+        f"{key}_column": value
+        for key, value in columns.items()
+        if value not in (None, "label") and key != "distribution"
+    }
     if named:
         raise CorpusError(f"{root}: {named} name metadata columns, but the folder has no {metadata} (label folders).")
     rows = _rows_from_label_folders(root, speaker_regex)
@@ -122,6 +157,8 @@ def _rows_from_metadata(root: Path, metadata_path: Path, columns: dict) -> list[
         }
         if record.get("split"):
             row["split"] = canonical_split(record["split"]) or record["split"]
+        if columns.get("distribution") and columns["distribution"] in record:
+            row["raw_distribution"] = record[columns["distribution"]]
         rows.append(row)
     if problems:
         raise CorpusError(

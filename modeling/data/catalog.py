@@ -52,6 +52,11 @@ def load_corpus(loader: str, root: str | Path, **kwargs) -> Dataset:
     return LOADERS[loader](root, **kwargs)
 
 
+def accepts_distribution(loader: str) -> bool:
+    """Whether the loader can add a `label_distribution` column (it takes `label_distribution=True`)."""
+    return loader in LOADERS and "label_distribution" in inspect.signature(LOADERS[loader]).parameters
+
+
 def _key(name: str) -> str:
     """`CREMA-D`, `crema_d` → `cremad`: names compare lowercase, letters and digits only."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
@@ -77,4 +82,4 @@ def corpus_info(loader: str | None, root: str | os.PathLike | None = None) -> Co
     return info
 
 
-__all__ = ["CORPORA", "LOADERS", "corpus_info", "load_corpus"]
+__all__ = ["CORPORA", "LOADERS", "accepts_distribution", "corpus_info", "load_corpus"]

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, Features, Value
+from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from ..audio import AudioInputError, audio_duration
 from .folds import FOLD_STRATEGIES
@@ -109,6 +109,9 @@ def build_dataset(rows: list[dict], label_names: Iterable[str]) -> Dataset:
         "session": [row.get("session", -1) for row in rows],
         "duration": [row["duration"] if row.get("duration") is not None else _duration(row["audio"]) for row in rows],
     }
+    if any("label_distribution" in row for row in rows):  # annotator votes (modeling/data/votes.py)
+        columns["label_distribution"] = [row.get("label_distribution") for row in rows]
+        features["label_distribution"] = Sequence(Value("float64"))
     if any(row.get("split") for row in rows):  # the corpus's own train/validation/test (data.folds: predefined)
         columns["split"] = [row.get("split") or "" for row in rows]
         features["split"] = Value("string")

@@ -21,12 +21,23 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value, concatenate_datasets, load_dataset, load_from_disk
+from datasets import (
+    Audio,
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Sequence,
+    Value,
+    concatenate_datasets,
+    load_dataset,
+    load_from_disk,
+)
 
 from .audio_columns import audio_lengths
 from .audio_folder import AUDIO_EXTENSIONS, load_audio_folder
 from .corpus import CorpusError, corpus_features, drop_duplicates, label_ids, normalize_gender
 from .folds import canonical_split
+from .votes import distribution_from_cell
 
 
 logger = logging.getLogger(__name__)
@@ -40,6 +51,8 @@ def load_hub_dataset(
     speaker_column: str | None = None,
     gender_column: str | None = None,
     labels: Iterable[str] | None = None,
+    label_distribution: bool = False,
+    distribution_column: str = "label_distribution",
     **load_kwargs,
 ) -> Dataset:
     """A Hub dataset or a local dataset folder with an audio and a label column (+ optional speaker, gender).
@@ -53,6 +66,9 @@ def load_hub_dataset(
             a column named explicitly must exist.
         gender_column: optional.
         labels: the classes in order; default: the `ClassLabel` names of `label_column`, or the sorted strings.
+        label_distribution: read soft labels from `distribution_column` into a `label_distribution` column: per row
+            a list of C probabilities in label order, a mapping {class: probability}, or either as JSON text
+            (`modeling.data.votes.distribution_from_cell`).
         load_kwargs: passed on to `datasets.load_dataset` (e.g. `revision`, `cache_dir`, `data_files`).
     Raises:
         CorpusError: a missing column (the source's columns are listed).
@@ -63,6 +79,7 @@ def load_hub_dataset(
         speaker_column=speaker_column,
         gender_column=gender_column,
         labels=labels,
+        distribution_column=distribution_column if label_distribution else None,
     )
     folder = Path(str(dataset_id)).expanduser()
     if str(dataset_id) == "audiofolder" and "data_dir" in load_kwargs:  # datasets' own idiom for a local folder
@@ -82,10 +99,32 @@ def load_hub_dataset(
         return local_audio_folder(_download(dataset_id, revision), split, rest, **columns)
     if speaker_column is None and "speaker" in source.column_names:
         speaker_column = "speaker"
-    missing = {audio_column, label_column, speaker_column, gender_column} - set(source.column_names) - {None}
+    distribution = columns["distribution_column"]
+    missing = {audio_column, label_column, speaker_column, gender_column, distribution} - set(source.column_names)
+    missing -= {None}
     if missing:
         raise CorpusError(f"{dataset_id}: missing column(s) {sorted(missing)}; it has {source.column_names}.")
-    return _corpus_dataset(dataset_id, source, audio_column, label_column, speaker_column, gender_column, labels)
+    return _corpus_dataset(
+        dataset_id, source, audio_column, label_column, speaker_column, gender_column, labels, distribution
+    )
+
+
+def _with_distribution(dataset_id, dataset: Dataset, values: list, column: str) -> Dataset:
+    """`dataset` with a `label_distribution` column parsed from the source's `column` (see `distribution_from_cell`).
+
+    Raises:
+        CorpusError: values that cannot be read, every such row listed.
+    """
+    names = dataset.features["label"].names
+    parsed, problems = [], []
+    for row, value in enumerate(values):
+        distribution, problem = distribution_from_cell(value, names)
+        parsed.append(distribution)
+        if problem:
+            problems.append(f"{dataset_id}: row {row}: {column}: {problem}.")
+    if problems:
+        raise CorpusError(f"{len(problems)} problem(s) in {dataset_id}:\n" + "\n".join(f"  - {p}" for p in problems))
+    return dataset.add_column("label_distribution", parsed, feature=Sequence(Value("float64")))
 
 
 def local_audio_folder(
@@ -98,6 +137,7 @@ def local_audio_folder(
     speaker_column,
     gender_column,
     labels,
+    distribution_column=None,
 ) -> Dataset:
     """An audiofolder read from its files and metadata.csv (no torchcodec), with the Hub loader's options honoured
     as `datasets` would: the label / speaker / gender columns, and `split` (`train` for a folder without splits;
@@ -118,7 +158,13 @@ def local_audio_folder(
             "audio files in `file_name` (or `file`)."
         )
     dataset = load_audio_folder(
-        folder, labels=labels, label_column=label_column, speaker_column=speaker_column, gender_column=gender_column
+        folder,
+        labels=labels,
+        label_column=label_column,
+        speaker_column=speaker_column,
+        gender_column=gender_column,
+        label_distribution=distribution_column is not None,
+        distribution_column=distribution_column or "label_distribution",
     )
     if split is None:
         return dataset
@@ -140,8 +186,11 @@ def _needs_torchcodec(error: BaseException) -> bool:
     return False
 
 
-def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, speaker_column, gender_column, labels):
-    """The corpus columns around the source's own (Arrow) audio column; only the small columns are rebuilt."""
+def _corpus_dataset(
+    dataset_id, source: Dataset, audio_column, label_column, speaker_column, gender_column, labels, distribution=None
+):
+    """The corpus columns around the source's own (Arrow) audio column; only the small columns are rebuilt (and
+    `label_distribution` from the `distribution` column, when given)."""
     if isinstance(source.features[audio_column], Audio):
         source = source.cast_column(audio_column, Audio(decode=False))  # a change of feature, not of the data
     source = _without_duplicates(dataset_id, source, audio_column, label_column)
@@ -173,7 +222,9 @@ def _corpus_dataset(dataset_id, source: Dataset, audio_column, label_column, spe
         dataset = dataset.rename_column(audio_column, "audio")
     for name, values in columns.items():
         dataset = dataset.add_column(name, values, feature=features[name])
-    return dataset
+    if distribution is None:
+        return dataset
+    return _with_distribution(dataset_id, dataset, source[distribution], distribution)
 
 
 def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str, label_column: str) -> Dataset:

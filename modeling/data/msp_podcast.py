@@ -13,11 +13,13 @@ The official partitions are the folds (`data.folds: predefined`): the `split` co
 """
 
 import csv
+import json
 from pathlib import Path
 
 from datasets import Dataset
 
 from .corpus import CorpusError, CorpusInfo, build_dataset, drop_duplicates, normalize_gender
+from .votes import vote_distribution
 
 
 EMOTIONS = {
@@ -53,7 +55,65 @@ COLUMNS = ("FileName", "EmoClass", "SpkrID", "Gender", "Split_Set")
 SPLITS = {"Train": "train", "Development": "validation"}
 
 
-def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str = "Test1") -> Dataset:
+# Annotators' primary emotions in the detailed labels (words, as `Angry`, or the consensus file's codes) → classes.
+VOTE_LABEL_MAP = {
+    **{name: name for names in CLASS_SETS.values() for name in names},
+    **{code.lower(): name for code, name in EMOTIONS.items() if name not in ("other", "no_agreement")},
+    "anger": "angry",
+    "sadness": "sad",
+    "happiness": "happy",
+    "surprised": "surprise",
+    "disgusted": "disgust",
+}
+DETAILED_FILES = ("labels_detailed.csv", "labels_detailed.json")
+
+
+def read_detailed_votes(labels_dir: Path) -> dict[str, list[list[str]]]:
+    """{FileName: one [primary emotion] per annotator} from the release's detailed labels, whichever is present:
+
+    - `labels_detailed.csv` with `FileName,EmoClass_Major[,EmoClass_Second,EmoAct,EmoVal,EmoDom,...]`, one row per
+      annotation (releases 1.6–1.10 and later CSVs);
+    - `labels_detailed.csv` with `FileName,EmoDetail`, EmoDetail = `WORKER00014; Angry; Annoyed,Frustrated; A:4.0;
+      V:2.0; D:5.0;` (release 1.11: worker; primary; secondary emotions; attributes);
+    - `labels_detailed.json`: {FileName: {"Workers": [{"Name", "EmoClass_Major", ...}, ...]}} or {FileName: {worker:
+      {"EmoClass_Major", ...}}}.
+
+    Only the primary emotion (EmoClass_Major) votes; the secondary emotions are not used.
+    Raises CorpusError naming the file for a CSV without those columns or a JSON of another shape.
+    """
+    path = next((labels_dir / name for name in DETAILED_FILES if (labels_dir / name).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"{labels_dir}: no {' or '.join(DETAILED_FILES)}; label_distribution needs MSP-Podcast's detailed labels."
+        )
+    votes: dict[str, list[list[str]]] = {}
+    if path.suffix == ".json":
+        for name, entry in json.loads(path.read_text(encoding="utf-8")).items():
+            workers = entry.get("Workers", entry) if isinstance(entry, dict) else entry
+            workers = workers.values() if isinstance(workers, dict) else workers
+            try:
+                votes[name.strip()] = [[str(worker["EmoClass_Major"])] for worker in workers]
+            except (KeyError, TypeError) as error:
+                raise CorpusError(f"{path}: {name}: expected each worker's EmoClass_Major ({error!r}).") from error
+        return votes
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "FileName" not in fields or not {"EmoClass_Major", "EmoDetail"} & set(fields):
+            raise CorpusError(f"{path}: expected columns FileName and EmoClass_Major (or EmoDetail), got {fields}.")
+        for row in reader:
+            if "EmoClass_Major" in row:
+                primary = row["EmoClass_Major"]
+            else:
+                parts = [part.strip() for part in (row["EmoDetail"] or "").split(";")]
+                primary = parts[1] if len(parts) > 1 else ""
+            votes.setdefault(row["FileName"].strip(), []).append([primary])
+    return votes
+
+
+def load_msp_podcast(
+    root: str | Path, num_classes: int = 4, test_partition: str = "Test1", label_distribution: bool = False
+) -> Dataset:
     """MSP-Podcast from `root/Labels/labels_consensus.csv` and `root/Audios/<FileName>`.
 
     Args:
@@ -61,6 +121,10 @@ def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str
             Rows of other classes (O, X, or the 8-class ones with 4) are left out; so are rows without a label
             (Test3).
         test_partition: the `Split_Set` that becomes the `test` split (Test1, Test2, ...).
+        label_distribution: add a `label_distribution` column from the annotators' primary emotions in
+            `Labels/labels_detailed.{csv,json}` (`read_detailed_votes`; `modeling.data.votes.vote_distribution`:
+            "Other" and classes outside `num_classes` are dropped; a file without detailed votes gets the one-hot of
+            its consensus label).
     Speakers are `SpkrID` ("Unknown" stays "Unknown": such rows cannot be put in speaker folds, but the official
     partitions need none). Raises CorpusError naming the CSV for missing columns or an unknown `num_classes`.
     """
@@ -99,7 +163,13 @@ def load_msp_podcast(root: str | Path, num_classes: int = 4, test_partition: str
     rows = drop_duplicates(str(labels_csv), rows, lambda row: row["file"])
     if not rows:
         raise CorpusError(f"{labels_csv}: no rows of the classes {list(classes)}.")
+    if label_distribution:
+        votes = read_detailed_votes(labels_csv.parent)
+        for row in rows:
+            row["label_distribution"] = vote_distribution(
+                votes.get(row["file"], []), VOTE_LABEL_MAP, classes, row["label_text"]
+            )
     return build_dataset(rows, classes)  # with the `split` column (rows carry their partition)
 
 
-__all__ = ["CLASS_SETS", "EMOTIONS", "MSP_PODCAST", "load_msp_podcast"]
+__all__ = ["CLASS_SETS", "EMOTIONS", "MSP_PODCAST", "VOTE_LABEL_MAP", "load_msp_podcast", "read_detailed_votes"]

@@ -37,6 +37,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, Repository
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
+from ..rundir.integrity import sha256_of
 from ..rundir.reader import fold_name
 from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
 from .public import find_local_paths, local_paths, missing_metrics, public_results
@@ -206,13 +207,8 @@ def _read(source: Path | bytes) -> bytes:
 
 
 def _sha256(source: Path | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    digest = hashlib.sha256()
-    with open(source, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of bytes, or of a file (`rundir.integrity.sha256_of`, the one file hasher)."""
+    return hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_of(source)
 
 
 def remote_files(api: HfApi, repo_id: str, revision: str, repo_type: str = "model") -> dict:

@@ -16,10 +16,11 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
-from ..data import corpus_info as data_corpus_info
+from ..data import corpus_info
 from ..evaluation.breakdowns import shared_speakers, short_breakdown_table, speaker_dependent_note
 from ..rundir.atomic import read_json
 from ..training.results import results_table
+from ..training.selection import metric_title, stage_selection
 from .run import FinishedFold, Run
 from .space import space_link
 
@@ -47,10 +48,10 @@ PAPER = {
 }
 
 
-def corpus_info(run: Run) -> dict:
+def card_corpus_fields(run: Run) -> dict:
     """What the card says about the run's corpus (its facts from `modeling.data`, or its name alone for another)."""
     data = run.config.get("data") or {}
-    facts = data_corpus_info(data.get("loader"), data.get("root"))
+    facts = corpus_info(data.get("loader"), data.get("root"))
     info = facts.card_fields() if facts else {"name": run.corpus, "hub_id": None, "license": None, "terms": ""}
     if (run.config.get("data") or {}).get("loader") == "hub":
         info = {**info, "hub_id": run.corpus}
@@ -232,7 +233,7 @@ def method_summary(arch: dict) -> tuple[str, str]:
 
 def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str | None = None) -> ModelCardData:
     """The YAML metadata: library, pipeline, license, datasets, base model, tags and a model-index of test UA/WA."""
-    corpus, corpus_key = corpus_info(run), run.corpus or "unknown"
+    corpus, corpus_key = card_corpus_fields(run), run.corpus or "unknown"
     eval_results = []
     for fold in folds:
         test = fold.results.get("test", {})
@@ -315,7 +316,7 @@ def _limitations(run: Run, fold: FinishedFold) -> str:
             "`facebook/wav2vec2-base` (the paper's setting) for meaningful scores."
         )
     notes.append(
-        f"Trained and evaluated on a single corpus ({corpus_info(run)['name']}); accuracy on other languages, "
+        f"Trained and evaluated on a single corpus ({card_corpus_fields(run)['name']}); accuracy on other languages, "
         "speakers, microphones, noise or spontaneous speech is unknown and usually much lower. "
         "Emotion labels are acted/annotated categories, not a person's actual feelings."
     )
@@ -323,7 +324,7 @@ def _limitations(run: Run, fold: FinishedFold) -> str:
         "Do not use the model to make decisions about people (hiring, policing, health, credit) or to infer emotions "
         "without consent."
     )
-    notes.append(f"Training data license: {corpus_info(run).get('terms') or 'see the corpus license.'}")
+    notes.append(f"Training data license: {card_corpus_fields(run).get('terms') or 'see the corpus license.'}")
     return "\n".join(f"- {note}" for note in notes)
 
 
@@ -400,10 +401,11 @@ def render_fold_card(
         repo_id=repo_id,
         fold=fold.name,
         num_folds=run.num_folds,
-        corpus=corpus_info(run)["name"],
+        corpus=card_corpus_fields(run)["name"],
         labels=", ".join(f"`{label}`" for label in labels),
         train_speakers=describe_split(run, fold.name, "train"),
         validation_speakers=describe_split(run, fold.name, "validation"),
+        selection_metric=metric_title(stage_selection(run.config)["stage2"]),  # the published model: stage 2's best
         test_speakers=describe_split(run, fold.name, "test"),
         test_ua=_fmt(run.percent(test.get("ua"))),
         test_wa=_fmt(run.percent(test.get("wa"))),
@@ -443,7 +445,7 @@ def render_overview_card(
         Path(template),
         repo_id=repo_id,
         num_folds=run.num_folds,
-        corpus=corpus_info(run)["name"],
+        corpus=card_corpus_fields(run)["name"],
         backbone=backbone_kind(run)[0],
         labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,

@@ -94,11 +94,14 @@ class Run:
 
     @property
     def corpus(self) -> str:
-        """The corpus's short name: the loader for the known corpora (iemocap, crema_d, ravdess), the Hub id for
-        `loader: hub`, else the name of the corpus folder (`data/polish3` → polish3)."""
+        """The corpus's short name: the loader for the corpora with a loader of their own (`data.catalog.CORPORA`:
+        iemocap, crema_d, ravdess, emodb, msp_podcast), the Hub id for `loader: hub`, else the name of the corpus
+        folder (`data/polish3` → polish3)."""
+        from ..data.catalog import CORPORA
+
         data = self.config.get("data") or {}
         loader, root = data.get("loader"), data.get("root")
-        if loader in ("iemocap", "crema_d", "ravdess") or not root:
+        if (loader in CORPORA and CORPORA[loader].loader == loader) or not root:
             return loader or "unknown"
         return str(root) if loader == "hub" else Path(str(root).rstrip("/")).name
 

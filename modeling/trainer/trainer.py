@@ -16,6 +16,14 @@ from ..rundir import reader
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from .evaluation import evaluation_loop_like_scoring
+from .loss_options import (
+    LABEL_DISTRIBUTION,
+    UtteranceLossMixin,
+    loss_option_problems,
+    parse_class_weights,
+    wants_distributions,
+    with_distribution_column,
+)
 from .sampling import LengthSortedSamplerMixin
 
 
@@ -37,6 +45,24 @@ class FrameAlignedTrainingArguments(TrainingArguments):
     backbone_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the backbone."})
     pooling_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the pooling head."})
     classifier_weight_decay: float | None = field(default=None, metadata={"help": "Weight decay of the classifier."})
+    # The utterance loss (modeling/trainer/loss_options.py, docs/imbalance_and_soft_labels.md); EAL/FUAL unchanged.
+    class_weights: dict | str | None = field(
+        default=None,
+        metadata={"help": "inverse | inverse_sqrt (from the training counts) | {class name: weight} (JSON)."},
+    )
+    focal_gamma: float = field(default=0.0, metadata={"help": "Focal loss γ >= 0 (0 = cross-entropy)."})
+    soft_labels: bool = field(default=False, metadata={"help": "Train against the label_distribution column."})
+    class_balanced_sampling: bool = field(
+        default=False, metadata={"help": "Every class equally often per epoch (ClassBalancedSampler)."}
+    )
+
+    def __post_init__(self):
+        problems = loss_option_problems(self.class_weights, self.focal_gamma)
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.class_weights = parse_class_weights(self.class_weights)  # JSON text from a command line → dict
+        super().__post_init__()
+
     eval_longest_first: bool | None = field(
         default=None,
         metadata={
@@ -209,10 +235,12 @@ class LossTermAverager:
         return dict(zip(averages, torch.stack(list(averages.values())).tolist()))
 
 
-class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
+class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer):
     """Trainer for every `*ForFrameAlignedClassification` (wav2vec 2.0, HuBERT, WavLM, data2vec-audio).
 
     - loss = CE + λ_EAL·EAL + λ_FUAL·FUAL (λ from the model config; auxiliary terms only for `cls_attention`);
+      the utterance term CE can be class-weighted, focal or against soft targets (`class_weights`, `focal_gamma`,
+      `soft_labels`: `modeling.trainer.loss_options`), logged as `loss_ce` all the same;
       `loss_ce`, `loss_eal`, `loss_fual` are logged as averages over each logging window (and `eval_loss_*`).
     - AdamW with parameter groups backbone / pooling / classifier (see `FrameAlignedTrainingArguments`); biases and
       norm weights get no weight decay, as in `Trainer`.
@@ -246,6 +274,8 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         """`eval_data_collator`: the collator of `evaluate` / `predict` (default: `data_collator`); other arguments as
         `transformers.Trainer`."""
         freeze_for_training(model)
+        if wants_distributions(args):  # our collator passes the distributions on when asked
+            kwargs["data_collator"] = with_distribution_column(kwargs.get("data_collator"))
         super().__init__(model=model, args=args, **kwargs)
         self.eval_data_collator = eval_data_collator
         self.loss_terms = LossTermAverager()
@@ -297,15 +327,18 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
         self._set_signature_columns_if_needed()
         collator = self.data_collator
         needed = [getattr(collator, "audio_column", None), getattr(collator, "label_column", None)]
-        needed += [self.args.length_column_name, "duration"]
+        needed += [self.args.length_column_name, "duration", getattr(collator, "distribution_column", None)]
         self._signature_columns = list(dict.fromkeys(self._signature_columns + [c for c in needed if c]))
         return super()._remove_unused_columns(dataset, description)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        distribution = inputs.get(LABEL_DISTRIBUTION)
+        outputs = model(**{key: value for key, value in inputs.items() if key != LABEL_DISTRIBUTION})
         config = self.accelerator.unwrap_model(model).config
         if isinstance(model, torch.nn.DataParallel) and outputs.loss is not None:
             outputs.loss = data_parallel_mean(outputs.loss, inputs["labels"], model)
+        # the utterance term: the model's CE, or weighted / focal / soft (`loss_options`); EAL and FUAL as they are
+        outputs.loss = self.utterance_loss_term(outputs, inputs.get("labels"), distribution, model.training)
         loss, terms = self.loss_and_terms(outputs, config)
         self._check_finite(loss, outputs, model.training)
         self.loss_terms.add("train" if model.training else "eval", terms)
@@ -329,6 +362,7 @@ class FrameAlignedTrainer(LengthSortedSamplerMixin, Trainer):
             return super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
+        self.callback_handler.eval_dataloader = dataloader  # as transformers' loop: callbacks see the batches
         return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)
 
     def _check_finite(self, loss: torch.Tensor, outputs, training: bool):

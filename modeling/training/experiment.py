@@ -21,6 +21,7 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from ..data import load_corpus, select_speakers
+from ..data.catalog import accepts_distribution
 from ..data.checks import (
     BadAudio,
     DatasetCheckError,
@@ -35,6 +36,7 @@ from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
 from ..rundir.reader import FinishedRun
+from ..trainer.loss_options import dataset_loss_problems
 from ..trainer.trainer import FrameAlignedTrainingArguments
 from .checkpoints import initial_checkpoint, model_check_path
 from .config_checks import raise_on_setup_problems
@@ -53,7 +55,10 @@ class RunConfigMismatchError(CheckError):
 
 def load_run_dataset(config: dict) -> Dataset:
     data = config["data"]
-    dataset = load_corpus(data["loader"], data["root"], **(data["loader_args"] or {}))
+    loader_args = dict(data["loader_args"] or {})
+    if any(config[stage].get("soft_labels") for stage in STAGES) and accepts_distribution(data["loader"]):
+        loader_args.setdefault("label_distribution", True)  # the corpus's annotator votes (modeling/data/votes.py)
+    dataset = load_corpus(data["loader"], data["root"], **loader_args)
     if data["speakers"] is not None or data["max_per_speaker"] is not None:
         dataset = select_speakers(dataset, data["speakers"], data["max_per_speaker"])
     return dataset
@@ -133,6 +138,7 @@ def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, st
     except FoldError as error:
         problems.append(str(error))
     problems += fold_problems(dataset, selected)
+    problems += dataset_loss_problems({stage: config[stage] for stage in STAGES}, dataset)
     label_names = dataset.features["label"].names
     from_run = config["stage1"]["from_run"] and FinishedRun(config["stage1"]["from_run"])
     for fold in selected:

@@ -15,6 +15,7 @@ from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.layout import CONFUSION_MATRIX, RELIABILITY, TSNE, RunDir
 from ..rundir.reader import FinishedRun, fold_name
 from .plots import plot_confusion_matrix, plot_tsne
+from .selection import selection_sentence, stage_selection
 
 
 MAX_TSNE_PANELS = 6
@@ -68,6 +69,7 @@ def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_
         "num_folds": num_folds,
         "folds_evaluated": sorted(folds),
         "metric_scale": "fraction",
+        "checkpoint_selection": stage_selection(config),  # the validation metric that picked each stage's best/
         "config": config,
     }
 
@@ -204,8 +206,8 @@ def results_markdown(results: dict) -> str:
         *([speaker_dependent_note(results["speaker_dependent"]), ""] if results.get("speaker_dependent") else []),
         "UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy (overall accuracy), "
         "in percent here; "
-        "`results.json` stores the same values as fractions in [0, 1]. Checkpoints are selected on validation UA; "
-        "std is over folds (ddof=0).",
+        "`results.json` stores the same values as fractions in [0, 1]. "
+        f"{selection_sentence(config)} std is over folds (ddof=0).",
         "",
         results_table(results),
         "",

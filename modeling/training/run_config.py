@@ -254,7 +254,7 @@ def accepts(o: schema.Option, value) -> bool:
     elif base is int:
         ok = is_number and isinstance(value, int)
     else:
-        ok = isinstance(value, base)
+        ok = isinstance(value, schema.union_types(o.type))  # `dict | str | None`: either
     if not ok or base not in (int, float):
         return ok
     meta = o.meta

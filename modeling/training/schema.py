@@ -96,6 +96,12 @@ def pooling_types() -> list[str]:
     return list(POOLING_TYPES)
 
 
+def selection_metrics() -> list[str]:
+    from .selection import SELECTION_METRICS
+
+    return list(SELECTION_METRICS)
+
+
 def scheduler_types() -> list[str]:
     from transformers.trainer_utils import SchedulerType
 
@@ -250,6 +256,19 @@ class StageSettings:
     prefix_cache_on_disk: bool = option(
         False, "Keep the frozen-prefix cache memory-mapped under fold<k>/stage2/prefix_cache (reused on resume)."
     )
+    # Imbalance, soft labels, selection (docs/imbalance_and_soft_labels.md): the utterance loss only; EAL/FUAL as is.
+    class_weights: dict | str | None = option(
+        None, "Class-weighted utterance loss (inverse, inverse_sqrt: from the training counts).", null="no weights",
+        allowed="inverse, inverse_sqrt or a mapping {class name: weight > 0}", to_args="class_weights",
+    )  # fmt: skip
+    focal_gamma: float = option(0.0, "Focal loss γ (0 = cross-entropy).", minimum=0, to_args="focal_gamma")
+    soft_labels: bool = option(False, "Train on the corpus's label_distribution (votes).", to_args="soft_labels")
+    class_balanced_sampling: bool = option(
+        False, "Every class equally often per epoch (length-sorted).", to_args="class_balanced_sampling"
+    )
+    metric_for_best_model: str = option(
+        "ua", "Validation metric selecting best/ (loss: lower is better).", choices="selection_metrics"
+    )
 
 
 @dataclass
@@ -312,11 +331,11 @@ FIXED_TRAINING_ARGUMENTS = {
     "output_dir": "--output-dir",
     "seed": "the top-level seed",
     "data_seed": "the top-level seed",
-    "metric_for_best_model": "nothing: train.py selects on validation UA",
-    "greater_is_better": "nothing: train.py selects on validation UA",
+    "metric_for_best_model": "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)",
+    "greater_is_better": "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)",
     "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
     "remove_unused_columns": "nothing: the collator needs the audio column",
-    "train_sampling_strategy": "nothing: batches are always length-sorted",
+    "train_sampling_strategy": "nothing: batches are always length-sorted (see class_balanced_sampling)",
     "length_column_name": "nothing: lengths are the corpus's `duration`",
     "use_cpu": "nothing: chosen from the hardware and torchrun",
 }
@@ -383,6 +402,12 @@ def reserved_training_arguments() -> dict[str, str]:
 # ---- reading the declarations ----
 
 
+def union_types(annotation) -> tuple[type, ...]:
+    """Every non-null type of an annotation (`dict | str | None` → (dict, str))."""
+    args = typing.get_args(annotation) or (annotation,)
+    return tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+
+
 def base_type(annotation) -> tuple[type, bool]:
     """(the type, whether null is accepted) of an annotation such as `float | None`."""
     args = typing.get_args(annotation)
@@ -422,7 +447,9 @@ def cross_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
         problems.append(
             (("stage1.pooling",), "stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
         )
-    return problems
+    from ..trainer.loss_options import stage_loss_problems  # class_weights; what the prefix cache cannot honour
+
+    return problems + stage_loss_problems(config, STAGES)
 
 
 # ---- what a stage passes on ----
@@ -466,4 +493,5 @@ __all__ = [
     "options",
     "reserved_training_arguments",
     "training_argument_kwargs",
+    "union_types",
 ]

@@ -16,7 +16,12 @@ from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..collator import AudioClassificationCollator, make_feature_extractor
 from ..data.folds import Fold
 from ..evaluation.breakdowns import breakdowns
-from ..evaluation.calibration import calibration_scores, fit_temperature, store_temperature
+from ..evaluation.calibration import (
+    MIN_CALIBRATION_UTTERANCES,
+    calibration_scores,
+    fit_temperature,
+    store_temperature,
+)
 from ..metrics import compute_ser_metrics
 from ..metrics.predictions import Predictions, predictions_csv, relative_file
 from ..modeling_frame_aligned import FrameAlignedModelMixin
@@ -107,13 +112,20 @@ def split_breakdowns(outputs: SplitOutputs, rows: Dataset, num_labels: int) -> d
 def calibrate(outputs: dict[str, SplitOutputs], best_dir: Path) -> dict:
     """Temperature scaling of the selected stage-2 model: T fitted on the validation split (after selection),
     stored in its best/config.json (`calibration_temperature`); ECE / Brier / NLL before and after on validation
-    and test (`modeling.evaluation.calibration`)."""
+    and test (`modeling.evaluation.calibration`). A validation split of fewer than `MIN_CALIBRATION_UTTERANCES`
+    utterances fits nothing: T = 1 is stored and `not_fitted` says why."""
     validation = outputs["validation"]
-    temperature = fit_temperature(validation.logits, validation.labels)
+    count = len(validation.labels)
+    fitted = count >= MIN_CALIBRATION_UTTERANCES
+    temperature = fit_temperature(validation.logits, validation.labels) if fitted else 1.0
     store_temperature(best_dir, temperature)
+    reason = (
+        {} if fitted else {"not_fitted": f"validation split of {count} utterances (< {MIN_CALIBRATION_UTTERANCES})"}
+    )
     return {
         "temperature": temperature,
-        "fitted_on": "validation",
+        "fitted_on": "validation" if fitted else None,
+        **reason,
         **{split: calibration_scores(outputs[split].logits, outputs[split].labels, temperature) for split in outputs},
     }
 

@@ -28,11 +28,13 @@ from ..rundir.integrity import write_manifest
 from ..rundir.layout import RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.distributed import ddp_settings
+from ..trainer.loss_options import resolve_class_weights
 from ..trainer.memory import release_trainer
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 from . import schema
 from .checkpoints import label_maps, latest_checkpoint, usable_best
 from .run_config import passthrough_settings
+from .selection import metric_title, selection_arguments
 
 
 logger = logging.getLogger(__name__)
@@ -140,10 +142,11 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             output_dir=str(output_dir),
             eval_strategy="epoch",
             save_strategy="epoch",
-            # The best checkpoint (on validation UA) is found from `state.best_global_step` after training, not with
-            # load_best_model_at_end: its stored path goes stale when a run directory is moved between runs.
-            metric_for_best_model="ua",
-            greater_is_better=True,
+            # The best checkpoint (on the stage's validation metric_for_best_model) is found from
+            # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
+            # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
+            # class_balanced_sampling: `to_args` in schema.py.)
+            **selection_arguments(config[stage]["metric_for_best_model"]),
             logging_strategy="steps",
             report_to="none",
             seed=seed,
@@ -204,6 +207,10 @@ def train_stage(
     )
     feature_extractor = make_feature_extractor()
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
+    if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
+        weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
+        args.class_weights = dict(zip(label_names, weights))
+        _log(state, f"Fold {fold.number}: {stage} class weights ({settings['class_weights']}): {args.class_weights}")
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
         cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
@@ -234,7 +241,8 @@ def train_stage(
     release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
-        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation UA {trainer.state.best_metric:.4f} "
+        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation "
+        f"{metric_title(settings['metric_for_best_model'])} {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
     return best_dir

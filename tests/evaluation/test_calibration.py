@@ -140,3 +140,26 @@ def test_ensemble_temperature_is_fitted_on_the_calibrated_members_mean():
         assert np.allclose(
             members[ENSEMBLE].probabilities, softmax(np.log(mean), calibration[ENSEMBLE]["temperature"])
         )
+
+
+@pytest.mark.parametrize("count", [6, 29, 30, 200])
+def test_train_py_fits_a_temperature_only_on_a_validation_split_of_30_utterances_or_more(count, tmp_path):
+    """The demo's 6-clip validation splits put the fitted T at 0.13 (test ECE worse): below 30 utterances T = 1."""
+    from modeling.training.scoring import SplitOutputs, calibrate
+
+    rng = np.random.default_rng(count)
+    z = rng.normal(size=(count, 3)) * 2
+    labels = np.array([rng.choice(3, p=p) for p in softmax(z)])
+    outputs = {
+        split: SplitOutputs(logits=2.5 * z, labels=labels, embeddings=np.zeros((count, 4)))
+        for split in ("validation", "test")
+    }
+    (tmp_path / "config.json").write_text("{}")
+    calibration = calibrate(outputs, tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())["calibration_temperature"]
+    assert stored == calibration["temperature"]
+    if count < 30:
+        assert stored == 1.0 and calibration["fitted_on"] is None
+        assert calibration["not_fitted"] == f"validation split of {count} utterances (< 30)"
+    else:
+        assert stored == fit_temperature(2.5 * z, labels) != 1.0 and calibration["fitted_on"] == "validation"

@@ -140,3 +140,48 @@ def test_trainer_evaluates_with_its_eval_collator_longest_first(tmp_path):
         assert lengths == [round(16000 * durations[order[k]]) for k in (0, 2)]  # whole clips, longest first
     assert trainer.data_collator.max_length_seconds == 0.1  # training keeps its crops
     assert np.all(np.diff([durations[i] for i in order]) <= 0)
+
+
+@pytest.mark.parametrize(
+    "loader, root, name",
+    [
+        ("emodb", "/data/EmoDB", "emodb"),
+        ("msp_podcast", "/data/MSP-PODCAST-1.11", "msp_podcast"),
+        ("iemocap", "/data/IEMOCAP_full_release", "iemocap"),
+        ("audio_folder", "data/polish3", "polish3"),
+        ("hub", "user/polish3", "user/polish3"),
+    ],
+)
+def test_a_run_names_every_corpus_with_a_loader_of_its_own_by_that_loader(loader, root, name):
+    """One list of corpora (data.catalog.CORPORA): EmoDB and MSP-Podcast were named by their folder."""
+    from modeling.publishing.run import Run
+
+    assert Run(path=REPO, results={}, config={"data": {"loader": loader, "root": root}}).corpus == name
+
+
+def test_one_file_hasher(tmp_path):
+    import hashlib
+
+    from modeling.publishing.hub import _sha256
+    from modeling.rundir.integrity import sha256_of
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\x00\x01" * 700_000)  # over one read chunk
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert _sha256(path) == sha256_of(path) == _sha256(path.read_bytes()) == expected
+
+
+def test_one_owner_per_helper_name():
+    """One `corpus_info` (the corpus facts lookup, data/catalog.py), one `longest_first`, one `sha256_of`."""
+    import ast
+
+    defined = {}
+    for path in sorted((REPO / "modeling").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name in ("corpus_info", "longest_first", "sha256_of"):
+                defined.setdefault(node.name, []).append(str(path.relative_to(REPO)))
+    assert defined == {
+        "corpus_info": ["modeling/data/catalog.py"],
+        "longest_first": ["modeling/trainer/sampling.py"],
+        "sha256_of": ["modeling/rundir/integrity.py"],
+    }

@@ -194,6 +194,10 @@ USERS = {
     "modeling/publishing/public.py",
     "modeling/evaluation/cross_corpus.py",  # reads a config's data section
     "modeling/evaluation/emobox_export.py",  # reads a finished run's data.loader_args (its EmoBox corpus)
+    "modeling/training/selection.py",  # metric_for_best_model → the TrainingArguments that select on it
+    "modeling/training/sweep.py",  # stage1.from_run of the runs that share the first run's stage 1
+    "modeling/trainer/loss_options.py",  # the same names are FrameAlignedTrainingArguments fields (Trainer users)
+    "modeling/trainer/sampling.py",  # class_balanced_sampling, a FrameAlignedTrainingArguments field too
 }
 ORDINARY_WORDS = {
     "seed", "root", "loader", "folds", "speakers", "pooling", "epochs", "batch_size", "bf16", "fp16", "weight_decay",
