@@ -87,6 +87,8 @@ REGISTRY = {
     "the backend-choice block, heavy)",
     ("long_recordings.md", None): "run by tests/test_docs_long_recordings.py (its python blocks, and each bash line "
     "given to the command's main with the shell's argument splitting)",
+    ("imbalance_and_soft_labels.md", None): "run by tests/test_imbalance_docs.py (its python blocks; the YAML block "
+    "checked as a stage config)",
     ("scaling.md", None): "run by tests/inference/test_ray_engine.py::"
     "test_scaling_page_ray_commands_and_snippet_run_as_written and tests/training/test_multinode.py (the Slurm "
     "scripts under bash with recorders, the torchrun and accelerate commands)",
