@@ -54,9 +54,11 @@ class RunConfigMismatchError(CheckError):
 
 
 def load_run_dataset(config: dict) -> Dataset:
+    """The corpus of `config["data"]`; the stages' sections are optional (score.py passes a data section only)."""
     data = config["data"]
     loader_args = dict(data["loader_args"] or {})
-    if any(config[stage].get("soft_labels") for stage in STAGES) and accepts_distribution(data["loader"]):
+    soft = any((config.get(stage) or {}).get("soft_labels") for stage in STAGES)
+    if soft and accepts_distribution(data["loader"]):
         loader_args.setdefault("label_distribution", True)  # the corpus's annotator votes (modeling/data/votes.py)
     dataset = load_corpus(data["loader"], data["root"], **loader_args)
     if data["speakers"] is not None or data["max_per_speaker"] is not None:
