@@ -311,8 +311,20 @@ def run_blocks(found: list[Block], cwd: Path, env: dict) -> None:
         assert done.returncode == 0, f"{shown}\n--- stdout:\n{done.stdout[-2000:]}\n--- stderr:\n{done.stderr[-3000:]}"
 
 
+# The costliest pages (minutes on 2 cores: each push_to_hub.py / train.py process imports torch) run in `make test-all`
+# only; what their blocks do is also covered by tests in `make test` (tests/publishing, tests/trainer, tests/data).
+HEAVY_PAGES = {"publishing.md", "trainer_recipes.md", "own_data.md"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("document", [d for d in documents() if any(registered(b) is None for b in blocks(d))])
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(d, marks=[pytest.mark.heavy] if d in HEAVY_PAGES else [])
+        for d in documents()
+        if any(registered(b) is None for b in blocks(d))
+    ],
+)
 def test_every_block_of_the_document_runs_as_written(document, checkout, tmp_path):
     base, _, env = checkout
     found = [block for block in blocks(document) if registered(block) is None]

@@ -189,6 +189,7 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.bad_input
+@pytest.mark.heavy  # three uploads in chromium (~40 s); the same files through the app: test_app_units
 def test_browser_bad_inputs_give_a_message_and_the_next_request_works(server, browser, bad_files, reference):
     expected = {
         "text": "is not an audio file this demo can decode",

@@ -134,6 +134,7 @@ def wait_for_markers(log, count):
 
 
 @pytest.mark.bad_input
+@pytest.mark.heavy  # actor restarts under Ray: minutes (and RPC timeouts) on a loaded 2-core machine
 def test_kill_9_of_a_worker_inside_a_block_retries_the_block(
     ray_session, checkpoint, folder, tmp_path, tmp_path_factory, monkeypatch
 ):
@@ -165,6 +166,7 @@ def test_kill_9_of_a_worker_inside_a_block_retries_the_block(
 
 
 @pytest.mark.bad_input
+@pytest.mark.heavy  # actor restarts under Ray: minutes (and RPC timeouts) on a loaded 2-core machine
 def test_kill_9_of_the_driver_then_the_rerun_predicts_only_the_rest(
     ray_session, checkpoint, folder, tmp_path, tmp_path_factory
 ):
@@ -271,6 +273,7 @@ def test_without_ray_the_ray_engine_says_how_to_install_it_and_the_local_engine_
 
 
 @pytest.mark.bad_input
+@pytest.mark.heavy  # actor restarts under Ray: minutes (and RPC timeouts) on a loaded 2-core machine
 def test_a_file_that_kills_its_worker_every_time_costs_only_that_file(
     ray_session, checkpoint, folder, tmp_path, tmp_path_factory, monkeypatch
 ):

@@ -115,6 +115,7 @@ def assert_same_run(got: Path, expected: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # four torchrun processes on 2 cores (minutes); make test-all
 def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processes(single_node, tmp_path):
     config, single = single_node
     multi = tmp_path / "multi"
@@ -128,6 +129,7 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # accelerate launches of train.py (minutes on 2 cores); make test-all
 @pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu"])
 def test_accelerate_launch_cpu_runs_one_process_multi_gpu_without_gpus_runs_two(single_node, tmp_path, mode):
     """docs/scaling.md's claim: `accelerate launch --cpu --num_processes 2` starts ONE process (its simple launcher;
