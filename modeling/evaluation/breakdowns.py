@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..rundir.reader import fold_name
+
 
 MIN_GROUP_SIZE = 10
 DEFAULT_RESAMPLES = 1000
@@ -155,13 +157,19 @@ def shared_speakers(folds: dict) -> dict[str, list[str]]:
     return shared
 
 
+def _model_name(key) -> str:
+    """A fold's name (`fold<k>`, the run reader's naming) or another model's key as it is (e.g. "ensemble")."""
+    try:
+        return fold_name(key)
+    except (ValueError, TypeError):
+        return str(key)
+
+
 def speaker_dependent_note(shared: dict[str, list[str]]) -> str:
     """One Markdown line labelling speaker-dependent results ("" when every fold is speaker-independent)."""
     if not shared:
         return ""
-    folds = ", ".join(
-        f"{k if str(k).startswith('fold') else f'fold {k}'} ({len(s)} shared)" for k, s in shared.items()
-    )
+    folds = ", ".join(f"{_model_name(k)} ({len(s)} shared)" for k, s in shared.items())
     return (
         f"**Speaker-dependent results**: the test speakers of {folds} also appear in that model's training or "
         "validation data, so these numbers are not speaker-independent."
