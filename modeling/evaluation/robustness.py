@@ -56,7 +56,8 @@ def robustness_markdown(perturbations: dict, names: list[str]) -> str:
     header = "| Perturbation | measured | " + " | ".join(f"{n} ΔUA / ΔF1" for n in names) + " |"
     lines = [header, "|---|---|" + "---:|" * len(names)]
     for spec, entry in perturbations.items():
-        measured = ", ".join(f"{k} {v:.2f}" for k, v in entry["measured"].items()) or "–"
+        # round(v, 2) + 0.0: a value a hair below 0 (an SNR of -0.0004 dB for a 0 dB target) reads 0.00, not -0.00
+        measured = ", ".join(f"{k} {round(v, 2) + 0.0:.2f}" for k, v in entry["measured"].items()) or "–"
         cells = [
             f"{100 * entry['models'][n]['delta_ua']:+.2f} / {100 * entry['models'][n]['delta_macro_f1']:+.2f}"
             for n in names
