@@ -4,6 +4,7 @@ Whole clips, batched longest first (`longest_first`) exactly as the Trainer's ev
 validation UA a checkpoint was selected on is the one reported.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..data.folds import Fold
 from ..evaluation.breakdowns import breakdowns
 from ..evaluation.calibration import (
     MIN_CALIBRATION_UTTERANCES,
+    TEMPERATURE_BOUNDS,
     calibration_scores,
     fit_temperature,
     store_temperature,
@@ -122,6 +124,11 @@ def calibrate(outputs: dict[str, SplitOutputs], best_dir: Path) -> dict:
     reason = (
         {} if fitted else {"not_fitted": f"validation split of {count} utterances (< {MIN_CALIBRATION_UTTERANCES})"}
     )
+    if fitted and min(abs(temperature - bound) / bound for bound in TEMPERATURE_BOUNDS) < 1e-3:
+        # T at 20: near-uniform probabilities fit the validation split best (a model near chance there); T at 0.05:
+        # every validation clip right (probabilities pushed to 1). Either way the split cannot place T: say so.
+        reason["at_bound"] = f"T = {temperature:.3g}, a bound of {list(TEMPERATURE_BOUNDS)}"
+        logging.getLogger(__name__).warning("%s: calibration temperature %s", best_dir, reason["at_bound"])
     return {
         "temperature": temperature,
         "fitted_on": "validation" if fitted else None,

@@ -163,3 +163,20 @@ def test_train_py_fits_a_temperature_only_on_a_validation_split_of_30_utterances
         assert calibration["not_fitted"] == f"validation split of {count} utterances (< 30)"
     else:
         assert stored == fit_temperature(2.5 * z, labels) != 1.0 and calibration["fitted_on"] == "validation"
+
+
+def test_a_temperature_at_a_bound_is_recorded_and_warned(tmp_path, caplog):
+    """A model at chance on its validation split: near-uniform probabilities fit best, T runs to the upper bound 20
+    (the demo's fold 2): metrics.json says so instead of storing a silent 20."""
+    from modeling.training.scoring import SplitOutputs, calibrate
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(60, 3)) * 3
+    labels = rng.integers(0, 3, size=60)  # independent of the logits
+    outputs = {"validation": SplitOutputs(logits=logits, labels=labels, embeddings=np.zeros((60, 4)))}
+    (tmp_path / "config.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        calibration = calibrate(outputs, tmp_path)
+    assert calibration["temperature"] == pytest.approx(20.0, rel=1e-3)
+    assert calibration["at_bound"] == "T = 20, a bound of [0.05, 20.0]"
+    assert "calibration temperature T = 20" in caplog.text
