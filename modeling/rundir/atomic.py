@@ -108,6 +108,10 @@ def atomic_directory(path: str | os.PathLike):
     try:
         _as_if_created(tmp, directory=True)
         yield tmp
+        # what others wrote inside (transformers' save_pretrained writes model.safetensors 0600) gets a plain mode too
+        for inner in tmp.rglob("*"):
+            if not inner.is_symlink():
+                _as_if_created(inner, directory=inner.is_dir())
         fault_point(f"atomic-directory:before-rename:{_location(path)}")
     except OSError as error:  # e.g. a full disk: say what was being written, and that the old content is intact
         shutil.rmtree(tmp, ignore_errors=True)

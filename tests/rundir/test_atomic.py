@@ -234,6 +234,11 @@ def test_atomic_writes_follow_the_umask_like_any_other_file(tmp_path, umask):
             f.write(b"weights")
         with atomic_directory(tmp_path / "best") as tmp:
             (tmp / "config.json").write_text("{}")
+            # transformers 5.24's save_pretrained writes model.safetensors 0600 whatever the umask (re-run of issue 19)
+            weights = tmp / "model.safetensors"
+            weights.write_bytes(b"weights")
+            os.chmod(weights, 0o600)
+            (tmp / "sub").mkdir(mode=0o700)
         (tmp_path / "plain.txt").write_text("written by open()")
         os.mkdir(tmp_path / "plain_dir")
     finally:
@@ -242,4 +247,5 @@ def test_atomic_writes_follow_the_umask_like_any_other_file(tmp_path, umask):
     assert mode("plain.txt") == 0o666 & ~umask and mode("plain_dir") == 0o777 & ~umask
     assert mode("results.json") == mode("model.safetensors") == mode("plain.txt")
     assert mode("best") == mode("plain_dir")
-    assert mode("best/config.json") == mode("plain.txt")
+    assert mode("best/config.json") == mode("best/model.safetensors") == mode("plain.txt")
+    assert mode("best/sub") == mode("plain_dir")
