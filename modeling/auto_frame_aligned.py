@@ -45,6 +45,15 @@ EXPECTED_CHECKPOINT = (
 )
 
 
+def local_path_meant(name_or_path) -> bool:
+    """Whether a `name_or_path` that does not exist can only be meant as a local folder: not of the form ORG/NAME,
+    or its first part is a local folder ("runs/dmeo" beside a runs/ folder): no Hub lookup is tried for it."""
+    given = str(name_or_path)
+    if os.path.exists(given):
+        return True
+    return given.startswith((".", "/", "~")) or given.count("/") != 1 or os.path.isdir(given.split("/")[0])
+
+
 def not_a_checkpoint(name_or_path, error: Exception | None = None) -> CheckpointNotFoundError:
     """The error for a `name_or_path` that does not open as a checkpoint: what was given (a missing path, a folder
     without config.json, a Hub id that did not resolve) and what is expected."""
@@ -54,7 +63,7 @@ def not_a_checkpoint(name_or_path, error: Exception | None = None) -> Checkpoint
         found = "a folder whose config.json names no model_type" if has_config else "a folder without config.json"
     elif os.path.exists(given):
         found = "a file, not a checkpoint folder"
-    elif given.startswith((".", "/", "~")) or given.count("/") != 1:  # not ORG/NAME: only a local path is meant
+    elif local_path_meant(given):
         found = "no such folder"
     else:
         reason = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
@@ -69,6 +78,8 @@ def checkpoint_model_type(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
         CheckpointNotFoundError: no readable config.json, or one without a model_type (the message names what was
             given and what is expected).
     """
+    if not os.path.exists(str(name_or_path)) and local_path_meant(name_or_path):
+        raise not_a_checkpoint(name_or_path)  # a mistyped path: no Hub lookup (minutes offline)
     try:
         config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
     except (OSError, ValueError) as error:  # a malformed Hub id is huggingface_hub's HFValidationError (ValueError)
