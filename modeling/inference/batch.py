@@ -35,6 +35,7 @@ import soundfile as sf
 from ..audio import AudioInputError
 from ..data.corpus import CorpusError
 from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
+from ..data.problems import CheckError, Problem
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import fault_point
@@ -46,8 +47,11 @@ CSV_PATH_COLUMNS = (*FILE_COLUMNS, *PATH_COLUMNS)
 ERROR_COLUMNS = ["file", "error"]
 
 
-class BatchJobError(ValueError):
-    """The job cannot start (bad inputs, an output written by another model); the message names the cause."""
+class BatchJobError(CheckError):
+    """The job cannot start (bad inputs, an output written by another model): every problem, grouped by cause."""
+
+    def __init__(self, problems, source: str = "", hint: str = "", outcome: str = "nothing written"):
+        super().__init__(problems, source, hint, outcome)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -61,16 +65,16 @@ def _csv_paths(csv_path: Path, path_column: str | None) -> list[str]:
     try:
         columns, rows = read_metadata_csv(csv_path)
     except CorpusError as error:
-        raise BatchJobError(str(error)) from None
+        raise BatchJobError([Problem(str(csv_path), str(error), cause="unreadable CSV")]) from None
     candidates = [path_column] if path_column else list(CSV_PATH_COLUMNS)
     column = next((name for name in candidates if name in columns), None)
     if column is None:
-        raise BatchJobError(
-            f"{csv_path}: row 1: no column {' / '.join(candidates)} with audio paths; columns: {columns}"
-        )
+        message = f"{csv_path}: row 1: no column {' / '.join(candidates)} with audio paths; columns: {columns}"
+        raise BatchJobError([Problem(str(csv_path), message, cause="CSV without a path column")])
     empty = [number for number, row in rows if not row[column]]
     if empty:
-        raise BatchJobError(f"{csv_path}: row(s) {empty[:10]}: empty '{column}'")
+        message = f"{csv_path}: row(s) {empty[:10]}: empty '{column}'"
+        raise BatchJobError([Problem(str(csv_path), message, cause="CSV rows without a path")])
     return [listed_path(csv_path, row[column]) for _, row in rows]
 
 
@@ -88,24 +92,28 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
     files → the audio paths, in order, each once.
 
     Raises:
-        BatchJobError: a source that matches nothing or a CSV without a path column (all such sources listed).
+        BatchJobError: sources that match nothing, CSVs without a path column (every such source listed).
     """
     paths, problems = [], []
     for source in sources:
-        found: list[str]
+        found: list[str] = []
         if os.path.isdir(source):
             found = _folder_paths(Path(source))
         elif source.lower().endswith(".csv") and os.path.isfile(source):
-            found = _csv_paths(Path(source), path_column)
+            try:
+                found = _csv_paths(Path(source), path_column)
+            except BatchJobError as error:
+                problems += error.problems
+                continue
         elif glob.has_magic(source):
             found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
         else:
             found = [source]  # a single file; a missing one is reported as that file's error
         if not found:
-            problems.append(f"{source}: matches no audio file")
+            problems.append(Problem(source, f"{source}: matches no audio file", cause="inputs that match no file"))
         paths += found
     if problems:
-        raise BatchJobError("; ".join(problems))
+        raise BatchJobError(problems, source="the inputs")
     return list(dict.fromkeys(paths))
 
 
@@ -141,18 +149,44 @@ def cut_last_recording(path: Path, header: list[str]) -> None:
     atomic_write_text(path, _csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
 
 
+def _header_problem(path: Path, fieldnames, expected_header: list[str]) -> Problem | None:
+    if fieldnames == expected_header:
+        return None
+    message = (
+        f"{path}: existing columns {fieldnames} differ from this job's {expected_header} (another model or label "
+        "set wrote it): choose another output file"
+    )
+    return Problem(str(path), message, cause="outputs written by another model")
+
+
 def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
     """The rows of an output CSV written before; its header must be `expected_header`."""
     if not path.is_file() or path.stat().st_size == 0:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != expected_header:
-            raise BatchJobError(
-                f"{path}: existing columns {reader.fieldnames} differ from this job's {expected_header} "
-                "(another model or label set wrote it): choose another output file"
-            )
+        problem = _header_problem(path, reader.fieldnames, expected_header)
+        if problem is not None:
+            raise BatchJobError([problem])
         return list(reader)
+
+
+def output_problems(outputs: dict[str, str | os.PathLike | None]) -> list[Problem]:
+    """{option: path} of files a job will write → problems found before anything is written: a path that is a
+    folder, a parent that is a file, a folder that cannot be written to."""
+    problems = []
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+        if path.is_dir():
+            problems.append(Problem(option, f"{option} {path}: is a folder; expected a file name"))
+        elif not parent.is_dir():
+            problems.append(Problem(option, f"{option} {path}: {parent} is a file, not a folder"))
+        elif not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            problems.append(Problem(option, f"{option} {path}: not writable (permissions of {parent})"))
+    return problems
 
 
 def append_bytes(path: Path, data: bytes, point: str) -> None:
@@ -181,6 +215,11 @@ def _csv_text(rows: list[list], header: list[str] | None = None) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def output_header(labels: list[str], per_segment: bool = False) -> list[str]:
+    """The predictions CSV's columns: `file, duration_s` (or the segment columns), `predicted, prob_<class>...`."""
+    return ["file", *(SEGMENT_COLUMNS if per_segment else ["duration_s"]), PREDICTED, *probability_fields(labels)]
+
+
 @dataclass
 class JobOutputs:
     """The files of one job and what they already hold."""
@@ -202,8 +241,7 @@ class JobOutputs:
         predictions = Path(predictions)
         errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
         timeline = Path(timeline) if timeline else None
-        times = SEGMENT_COLUMNS if per_segment else ["duration_s"]
-        header = ["file", *times, PREDICTED, *probability_fields(labels)]
+        header = output_header(labels, per_segment)
         outputs = cls(predictions, errors, timeline, header, per_segment)
         for path in (predictions, errors, timeline):
             if path is not None and repair_partial_line(path):
@@ -212,17 +250,30 @@ class JobOutputs:
             cut_last_recording(predictions, header)
         outputs.done = {row["file"] for row in _read_rows(predictions, header)}
         failed = {row["file"]: row["error"] for row in _read_rows(errors, ERROR_COLUMNS)}
-        if retry_errors and failed:
-            atomic_write_text(errors, "")
+        if retry_errors and errors.is_file():
+            errors.unlink()
             failed = {}
         outputs.failed = {file: error for file, error in failed.items() if file not in outputs.done}
         if timeline is not None:
             outputs._drop_unfinished_timeline()
-        for path, columns in ((predictions, header), (errors, ERROR_COLUMNS)):
-            if not path.is_file() or path.stat().st_size == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                append_bytes(path, _csv_text([], columns), "header")
-        return outputs
+        if not predictions.is_file() or predictions.stat().st_size == 0:
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            append_bytes(predictions, _csv_text([], header), "header")
+        return outputs  # the errors CSV is created with its first row: no file when no file failed
+
+    @staticmethod
+    def problems(predictions, labels, errors=None, timeline=None, per_segment: bool = False) -> list[Problem]:
+        """What `open` would refuse, found without writing: an existing output of another model or label set."""
+        predictions = Path(predictions)
+        errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
+        header = output_header(labels, per_segment)
+        problems = []
+        for path, expected in ((predictions, header), (errors, ERROR_COLUMNS)):
+            if path.is_file() and path.stat().st_size > 0:
+                with open(path, newline="", encoding="utf-8") as f:
+                    problem = _header_problem(path, next(csv.reader(f), None), expected)
+                problems += [problem] if problem is not None else []
+        return problems
 
     def _drop_unfinished_timeline(self) -> None:
         """Timeline lines are written before their CSV rows: keep only those of files the CSV holds, once each."""
@@ -264,7 +315,8 @@ class JobOutputs:
             append_bytes(self.predictions, _csv_text(rows), "predictions")
             self.done.update(row[0] for row in rows)
         if error_rows:
-            append_bytes(self.errors, _csv_text(error_rows), "errors")
+            new_file = not self.errors.is_file() or self.errors.stat().st_size == 0
+            append_bytes(self.errors, _csv_text(error_rows, ERROR_COLUMNS if new_file else None), "errors")
             self.failed.update((file, error) for file, error in error_rows)
         fault_point("predict:group-written")
 

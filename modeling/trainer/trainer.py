@@ -13,6 +13,7 @@ from transformers import Trainer, TrainingArguments
 from ..data.audio_columns import readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
+from ..rundir.atomic import plain_modes
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
 from .evaluation import evaluation_loop_like_scoring
@@ -200,7 +201,7 @@ def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
 
 
 def run_location(output_dir: str) -> str:
-    """ "fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
+    """ "fold1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
     return reader.run_location(output_dir) or f"output directory {output_dir}"
 
 
@@ -405,6 +406,7 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
         try:
             super()._save_checkpoint(model, trial)
             if self.args.should_save:
+                plain_modes(folder)  # readable by a colleague as any file the user writes (the umask decides)
                 write_manifest(folder)
         except OSError as error:
             raise OSError(

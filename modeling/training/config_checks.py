@@ -14,7 +14,13 @@ from ..configuration_frame_aligned import frame_aligned_config_class
 from ..data.folds import Fold
 from ..data.problems import Problem
 from ..trainer.trainer import FrameAlignedTrainingArguments
-from .run_config import ConfigError, passthrough_settings, resolve_config_problems
+from .run_config import (
+    ConfigError,
+    attributed,
+    command_line_origins,
+    passthrough_settings,
+    resolve_config_problems,
+)
 from .stage import stage_model_kwargs, training_argument_values
 
 
@@ -167,7 +173,7 @@ def resolve_checked_config(
     if not any(problem.key in PREREQUISITE_KEYS for problem in problems):
         problems += check_training_setup(config, skip=invalid)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(*attributed(problems, path, command_line_origins(overrides, data_dir, max_epochs, seed)))
     return config
 
 

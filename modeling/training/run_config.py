@@ -13,6 +13,7 @@ before anything trains (`modeling.training.config_checks.check_training_setup`).
 """
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -136,8 +137,42 @@ def resolve_config(
     """
     config, problems, _ = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(*attributed(problems, path, command_line_origins(overrides, data_dir, max_epochs, seed)))
     return config
+
+
+def command_line_origins(
+    overrides=(), data_dir: str | None = None, max_epochs: int | None = None, seed: int | None = None
+) -> dict[str, str]:
+    """{dotted key: the command-line argument that set it} ("stage2.epochs": "--set stage2.epochs=x"); the last
+    `--set` of a key wins, as when they are applied."""
+    origins = {}
+    for text in overrides:
+        keys, _ = parse_override(text)
+        origins[".".join(keys)] = f"--set {text}"
+    if data_dir is not None:
+        origins["data.root"] = f"--data-dir {data_dir}"
+    if seed is not None:
+        origins["seed"] = f"--seed {seed}"
+    if max_epochs is not None and max_epochs < 1:  # the only way --max-epochs makes a bad value
+        origins.update({f"{stage}.epochs": f"--max-epochs {max_epochs}" for stage in schema.STAGES})
+    return origins
+
+
+def attributed(problems: list[Problem], path, origins: dict[str, str]) -> tuple[list[Problem], str]:
+    """(the problems, each one a command-line argument caused named "(from --set KEY=VALUE)"; the source to name:
+    the config file, "the command line", or both)."""
+    result, from_command_line = [], 0
+    for problem in problems:
+        key = problem.key
+        origin = next((o for k, o in origins.items() if key == k or key.startswith(k + ".")), None)
+        if origin is not None:
+            from_command_line += 1
+            problem = dataclasses.replace(problem, message=f"{problem.message} (from {origin})")
+        result.append(problem)
+    if not from_command_line:
+        return result, str(path)
+    return result, "the command line" if from_command_line == len(result) else f"{path} and the command line"
 
 
 def resolve_config_problems(
@@ -297,5 +332,7 @@ __all__ = [
     "read_config_file",
     "resolve_config",
     "resolve_config_problems",
+    "attributed",
+    "command_line_origins",
     "training_argument_names",
 ]

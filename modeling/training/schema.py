@@ -326,18 +326,19 @@ STAGES = ("stage1", "stage2")
 # Sections that also take any `TrainingArguments` field (a stage's value wins over training:'s).
 PASSTHROUGH_SECTIONS = ("training", *STAGES)
 
-# TrainingArguments fields train.py fixes itself (with what to set instead); those an option sets are added below.
+# TrainingArguments fields train.py fixes: name → (the value of every run, None: stage.py computes it; what to set
+# instead). stage.py sets the values, the config checks refuse the names (`reserved_training_arguments`).
 FIXED_TRAINING_ARGUMENTS = {
-    "output_dir": "--output-dir",
-    "seed": "the top-level seed",
-    "data_seed": "the top-level seed",
-    "metric_for_best_model": "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)",
-    "greater_is_better": "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)",
-    "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
-    "remove_unused_columns": "nothing: the collator needs the audio column",
-    "train_sampling_strategy": "nothing: batches are always length-sorted (see class_balanced_sampling)",
-    "length_column_name": "nothing: lengths are the corpus's `duration`",
-    "use_cpu": "nothing: chosen from the hardware and torchrun",
+    "output_dir": (None, "--output-dir"),
+    "seed": (None, "the top-level seed"),
+    "data_seed": (None, "the top-level seed"),
+    "metric_for_best_model": (None, "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)"),
+    "greater_is_better": (None, "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)"),
+    "load_best_model_at_end": (False, "nothing: train.py keeps the best checkpoint itself"),
+    "remove_unused_columns": (False, "nothing: the collator needs the audio column"),
+    "train_sampling_strategy": ("group_by_length", "nothing: batches are length-sorted (see class_balanced_sampling)"),
+    "length_column_name": ("duration", "nothing: lengths are the corpus's `duration`"),
+    "use_cpu": (None, "nothing: chosen from the hardware and torchrun"),
 }
 
 
@@ -392,7 +393,7 @@ def defaults() -> dict:
 
 def reserved_training_arguments() -> dict[str, str]:
     """TrainingArguments fields a config may not set under training:/stage<s>: → what to set instead."""
-    reserved = dict(FIXED_TRAINING_ARGUMENTS)
+    reserved = {name: instead for name, (_, instead) in FIXED_TRAINING_ARGUMENTS.items()}
     for section in PASSTHROUGH_SECTIONS:
         for o in options(section).values():
             reserved.update({name: o.name for name in o.meta["to_args"] if name != o.name})

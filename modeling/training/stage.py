@@ -151,9 +151,8 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             report_to="none",
             seed=seed,
             data_seed=seed,
-            remove_unused_columns=False,  # the collator needs the `audio` column
-            train_sampling_strategy="group_by_length",
-            length_column_name="duration",
+            # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
+            **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
             dataloader_pin_memory=torch.cuda.is_available(),
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
