@@ -85,8 +85,8 @@ def test_each_segment_equals_the_model_on_the_cut_segment_alone(emotion, recordi
         alone = emotion(cut, window_length_s=2.0, window_overlap_s=0.5)
         assert_same_prediction(record, alone)
         assert record["duration"] == pytest.approx(len(cut) / SR, abs=1e-6)
-        assert record["timeline"][0]["start"] == start  # recording seconds
-        assert record["timeline"][-1]["end"] == pytest.approx(start + alone["timeline"][-1]["end"], abs=1e-6)
+        assert record["timeline"][0]["start_s"] == start  # recording seconds
+        assert record["timeline"][-1]["end_s"] == pytest.approx(start + alone["timeline"][-1]["end_s"], abs=1e-6)
         assert [t["predicted"] for t in record["timeline"]] == [t["predicted"] for t in alone["timeline"]]
     assert len(records[3]["windows"]) > 1  # 4.8 s in 2 s windows
     # The same from an array, and from iter_segments one at a time.
@@ -154,8 +154,8 @@ def test_a_constant_model_gives_one_class_over_identical_class_clips(tmp_path):
     audio = np.concatenate(clips)
     for smoothing in ("median", "mean", "none"):
         result = emotion(audio, window_length_s=4.0, window_overlap_s=1.0, smoothing=smoothing, min_segment_s=0.5)
-        assert [(t["start"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
-        assert result["timeline"][-1]["end"] == pytest.approx(len(audio) / SR)
+        assert [(t["start_s"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
+        assert result["timeline"][-1]["end_s"] == pytest.approx(len(audio) / SR)
         assert result["predicted"] == POLISH3_LABELS[1]
 
 

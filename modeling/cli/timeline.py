@@ -50,17 +50,17 @@ def format_result(name: str, result: dict) -> str:
     distribution = "  ".join(f"{label} {p:.2f}" for label, p in ranked)
     lines = [
         f"{name}  ({result['duration']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
-        f"  {'start':>8} {'end':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
+        f"  {'start_s':>8} {'end_s':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
     ]
     for segment in result["timeline"]:
         lines.append(
-            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {_predicted(segment)}"
+            f"  {segment['start_s']:8.2f} {segment['end_s']:8.2f}  {_predicted(segment)}"
             f"  {segment['weight'] * result['num_frames']:5.2f}"
         )
     if len(result["windows"]) > 1:
         lines.append(f"  windows ({len(result['windows'])}):")
         for part in result["windows"]:
-            lines.append(f"  {part['start']:8.2f} {part['end']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
+            lines.append(f"  {part['start_s']:8.2f} {part['end_s']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
     return "\n".join(lines)
 
 
