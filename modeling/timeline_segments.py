@@ -248,8 +248,8 @@ def build_timeline(
         probabilities: (T, C) frame distributions; weights: (T,) α.
         frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
     Returns:
-        The segments {"start_s", "end_s", "predicted", "prob_<class>"..., "weight"} (start_s/end_s in seconds on the frame
-        grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
+        The segments {"start_s", "end_s", "predicted", "prob_<class>"..., "weight"} (times in seconds on the
+        frame grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
         < receptive-field samples; `prob_<class>` the mean smoothed distribution over the segment, `predicted` its
         most probable class; `weight` the mean α) and the smoothed (T, C) frames.
     """

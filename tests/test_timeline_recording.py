@@ -183,8 +183,8 @@ def test_cli_segments_outputs_lanes_and_a_corrupt_file_in_between(emotion, recor
     rows = (tmp_path / "o-0-call.csv").read_text().splitlines()
     expected = emotion(path, segments=[(0.0, 1.1, "A"), (0.9, 2.4, "B"), (2.6, 4.6, "A"), (4.0, 6.8, "B")])
     assert [row.split(",")[:4] for row in rows[1:]] == [
-        [str(r["start_s"]), str(r["end_s"]), r["speaker"], r["predicted"]] for r in expected
-    ]
+        [f"{r['start_s']:.3f}", f"{r['end_s']:.3f}", r["speaker"], r["predicted"]] for r in expected
+    ]  # times to the millisecond (segments.writers.format_seconds)
     assert "00:00:02,600 --> 00:00:04,600" in (tmp_path / "o-0-call.srt").read_text()
     image = matplotlib.image.imread(tmp_path / "lanes-0-call.png")
     assert image.shape[1] > 1000 and image[..., :3].std() > 0.05  # a drawn figure

@@ -60,7 +60,9 @@ def format_result(name: str, result: dict) -> str:
     if len(result["windows"]) > 1:
         lines.append(f"  windows ({len(result['windows'])}):")
         for part in result["windows"]:
-            lines.append(f"  {part['start_s']:8.2f} {part['end_s']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
+            lines.append(
+                f"  {part['start_s']:8.2f} {part['end_s']:8.2f}  {_predicted(part)}  share {part['share']:.2f}"
+            )
     return "\n".join(lines)
 
 
