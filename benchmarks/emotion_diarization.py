@@ -16,11 +16,12 @@ the reference duration, summed over recordings) side by side in one run:
 - `per_segment_reference`: the reference clip boundaries as segments (what a perfect segmenter would give);
 - `whole_recording`: the trivial baseline, the utterance-level emotion of the whole recording everywhere.
 
-Speed and memory: a recording of `--hours` hours (default 1) made by concatenating the clips with silences is labelled
-segment by segment with the VAD in a fresh process (torch on one thread): real-time factor (processing seconds per
-audio second; CPU time of the process, since the machine may be shared — wall time beside it), the VAD's share of
-the time, peak resident memory; and the same for a quarter of the length — peak
-memory must not grow with the recording's length (ratio ≈ 1).
+Speed and memory: recordings of `--minutes` (default 1, 15, 60 and 600: ten hours) made by concatenating the clips
+with silences, each written to disk block by block (deleted after), are labelled segment by segment with the VAD, each
+in a fresh process (torch on one thread): real-time factor (processing seconds per audio second; CPU time of the
+process, since the machine may be shared — wall time beside it), the VAD's share of the time, peak resident memory
+and what labelling added to it (`growth_mb`) — memory must not grow with the recording's length. `--memory-only`
+skips the EDER part.
 
 Without `--model`, a randomly initialised model of the profile's shape is used: its EDERs are those of chance and say
 nothing about the method; they check the harness. `--smoke` is a toy run for the tests.
@@ -134,14 +135,19 @@ def score(recordings: list[dict], pipe) -> dict:
 
 
 def write_long_recording(path: Path, by_speaker, seconds: float, seed: int) -> float:
-    """A recording of `seconds` (clips of the held-out speakers with silences), written block by block."""
+    """A recording of `seconds` (clips of the held-out speakers with silences), written block by block (each clip
+    decoded once): a 10-hour one never is in memory."""
     rng = random.Random(seed)
     rows = [row for by_label in by_speaker.values() for clips in by_label.values() for row in clips]
-    written = 0
+    decoded: dict[str, np.ndarray] = {}
+    written, total = 0, int(round(seconds * SR))
     with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as f:
-        while written < seconds * SR:
-            clip = np.concatenate([load_audio(rng.choice(rows)["path"]), np.zeros(int(rng.uniform(0.2, 1.5) * SR))])
-            clip = clip[: int(seconds * SR) - written]
+        while written < total:
+            clip_path = rng.choice(rows)["path"]
+            if clip_path not in decoded:
+                decoded[clip_path] = load_audio(clip_path)
+            gap = np.zeros(int(rng.uniform(0.2, 1.5) * SR), np.float32)
+            clip = np.concatenate([decoded[clip_path], gap])[: total - written]
             f.write(clip)
             written += len(clip)
     return written / SR
@@ -187,6 +193,21 @@ def _memory_mb(field: str) -> float:
     return float("nan")
 
 
+def measure_lengths(model: str, by_speaker, minutes: list[float], folder: Path) -> dict:
+    """Speed and memory for recordings of each length (in minutes), each written to `folder`, labelled in a fresh
+    process and deleted. Returns {"runs": [measure(...) per length], "growth_spread_mb": max − min growth}."""
+    runs = []
+    for length in minutes:
+        path = folder / f"long_{length:g}min.wav"
+        write_long_recording(path, by_speaker, length * 60, seed=1)
+        try:
+            runs.append(measure_in_fresh_process(model, path))
+        finally:
+            path.unlink()
+    growths = [run["growth_mb"] for run in runs]
+    return {"runs": runs, "growth_spread_mb": round(max(growths) - min(growths), 1)}
+
+
 def measure_in_fresh_process(model: str, path: Path) -> dict:
     command = [sys.executable, "-m", "benchmarks.emotion_diarization", "--measure", str(path), "--model", model]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -217,6 +238,8 @@ def render(report: dict) -> str:
         "",
     ]
     for key, title in (("joined", "without silences"), ("gaps", "with silences between the clips")):
+        if key not in report["eder"]:
+            continue
         table = report["eder"][key]
         lines += [f"## EDER, {title} ({table['recordings']} recordings)", "", "| system | EDER | FA s | missed s |"]
         lines[-1] += " confusion s | reference s |"
@@ -233,16 +256,17 @@ def render(report: dict) -> str:
         " CPU s | wall s | RTF (CPU) | RTF (wall) | VAD share | peak RSS MB | of it after loading | growth MB |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
-    for row in (speed["quarter"], speed["full"]):
+    for row in speed["runs"]:
         lines.append(
-            f"| {row['audio_s'] / 60:.1f} min | {row['segments']} | {row['cpu_seconds']} | {row['seconds']} | "
+            f"| {row['audio_s'] / 60:g} min | {row['segments']} | {row['cpu_seconds']} | {row['seconds']} | "
             f"{row['rtf']} | {row['rtf_wall']} | {row['vad_share']} | {row['peak_rss_mb']} | {row['loaded_rss_mb']} | "
             f"{row['growth_mb']} |"
         )
     lines += [
         "",
-        f"Peak memory, full ÷ quarter length: {speed['memory_ratio']} (flat = 1); growth while labelling "
-        f"{speed['quarter']['growth_mb']} MB and {speed['full']['growth_mb']} MB.",
+        f"Growth while labelling (peak RSS after − before the first segment): "
+        f"{', '.join(str(row['growth_mb']) for row in speed['runs'])} MB; spread {speed['growth_spread_mb']} MB "
+        "(flat = memory does not grow with the recording's length).",
         "",
     ]
     return "\n".join(lines)
@@ -256,7 +280,13 @@ def parse_args(argv=None):
     parser.add_argument("--corpus", default="nemo4", choices=("nemo4", "polish3"))
     parser.add_argument("--speakers", nargs="+", help="held-out speakers (default: the corpus's last one)")
     parser.add_argument("--recordings", type=int, default=6, help="recordings per speaker and condition")
-    parser.add_argument("--hours", type=float, default=1.0, help="length of the speed/memory recording")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs="+",
+        help="lengths of the speed/memory recordings (default 1 min, 15 min, 1 h, 10 h; --smoke: 0.25 and 1 min)",
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the speed/memory part (no EDER)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the quick profile's random model (without --model)")
     mode.add_argument("--smoke", action="store_true", help="toy sizes: checks the harness only")
@@ -281,17 +311,12 @@ def main(argv=None) -> int:
         pipe = load_pipeline(model)
         per_speaker = 1 if args.smoke else args.recordings
         eder = {}
-        for key, silences in (("joined", False), ("gaps", True)):
+        for key, silences in () if args.memory_only else (("joined", False), ("gaps", True)):
             recordings = build_recordings(by_speaker, per_speaker, silences, seed=22, folder=tmp)
             eder[key] = {"recordings": len(recordings), "systems": score(recordings, pipe)}
-        seconds = 60.0 if args.smoke else args.hours * 3600
-        speed = {}
-        for key, length in (("quarter", seconds / 4), ("full", seconds)):
-            path = tmp / f"long_{key}.flac"
-            write_long_recording(path, by_speaker, length, seed=1)
-            speed[key] = measure_in_fresh_process(model, path)
-            path.unlink()
-        speed["memory_ratio"] = round(speed["full"]["peak_rss_mb"] / speed["quarter"]["peak_rss_mb"], 3)
+        speed = measure_lengths(
+            model, by_speaker, args.minutes or ([0.25, 1.0] if args.smoke else [1, 15, 60, 600]), tmp
+        )
     report = {
         "model": args.model or f"random {profile.name} model (numbers say nothing about the method)",
         "corpus": args.corpus,

@@ -10,7 +10,7 @@ CLS-to-frame attention used by FUAL). `FrameAlignedEmotionPipeline` turns them i
 >>> timeline = pipeline("frame-aligned-emotion", model="path/to/checkpoint")
 >>> result = timeline("speech.flac")
 >>> result["predicted"], result["prob_angry"], result["timeline"][0]
-('angry', 0.64, {'start': 0.0, 'end': 0.62, 'predicted': 'neutral', 'prob_angry': 0.21, ..., 'weight': 0.0123})
+('angry', 0.64, {'start_s': 0.0, 'end_s': 0.62, 'predicted': 'neutral', 'prob_angry': 0.21, ..., 'weight': 0.0123})
 ```
 
 This file is part of the remote-code core: it imports only its siblings (`.audio`, `.collator`,
@@ -103,11 +103,11 @@ class FrameAlignedEmotionPipeline(Pipeline):
         - `predicted`, `prob_<class>` (one per class, the model's label order): the utterance prediction (the
           project's predictions vocabulary, `prediction_fields.py`). For an input longer than `window_length_s` the
           probabilities are the duration-weighted mean of the windows' distributions (see `stitch_windows`).
-        - `timeline`: [{"start", "end", "predicted", "prob_<class>"..., "weight"}]: contiguous segments covering
+        - `timeline`: [{"start_s", "end_s", "predicted", "prob_<class>"..., "weight"}]: contiguous segments covering
           0..`duration` seconds; `prob_<class>` is the mean (smoothed) distribution over the segment and `predicted`
           its most probable class, `weight` the mean α over the segment (α sums to 1 over the whole input, so
           `weight × number of frames` > 1 means "more important than average").
-        - `windows`: [{"start", "end", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
+        - `windows`: [{"start_s", "end_s", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
           window (one entry for a short input) and its share of the overall result.
         - `duration` (seconds), `frame_duration` (seconds per frame: Π conv strides / sampling rate; 0.02 for
           wav2vec2), `num_frames` (T).
@@ -275,8 +275,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     def _window_result(self, part: WindowPrediction, share: float) -> dict:
         return {
-            "start": round(part.start / self.sampling_rate, 6),
-            "end": round((part.start + part.num_samples) / self.sampling_rate, 6),
+            "start_s": round(part.start / self.sampling_rate, 6),
+            "end_s": round((part.start + part.num_samples) / self.sampling_rate, 6),
             **prediction_record(part.probabilities, self.classes),
             "share": float(share),
         }

@@ -10,6 +10,7 @@ for `pipeline(...)(audio, segments=...)`. The readers of segment files (RTTM, SR
 activity detector are in `modeling/segments/`.
 """
 
+import ctypes
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -208,9 +209,40 @@ def iter_segment_results(run, audio, segments, sampling_rate: int, min_samples: 
     for item in iter_segment_audio(audio, segments, sampling_rate, min_samples, name):
         batch.append(item)
         if len(batch) == batch_size:
-            yield from _results(run, batch)
+            records = _results(run, batch)
             batch = []
+            release_free_heap()
+            yield from records
     yield from _results(run, batch)
+    release_free_heap()
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc (Linux); musl, macOS and Windows have none
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's `malloc_trim(0)`; nothing where there is none).
+
+    Why: every segment has its own length, so every forward pass allocates tensors of new sizes (the first conv
+    layer's output alone is 128 channels × samples/5 floats on our quick model: 7.5 MB for a 4.6 s segment). glibc
+    serves them from its heap once its dynamic mmap threshold has risen past them, and the heap fragments: freed
+    holes are too small for the next, larger tensor and stay resident. Peak RSS then grows with the number of
+    segments without any leak (tracemalloc: < 2 MB of Python objects alive; torch holds no cache on the CPU).
+    Measured on a 15-minute recording of polish3 words (525 segments, quick random model, one thread): labelling
+    added 216 MB to the peak RSS without trimming, 99 MB with `malloc_trim(0)` after each batch (87 MB for
+    1 minute: the working set of one segment), 92 MB with `MALLOC_MMAP_THRESHOLD_=65536`; CPU time +8 % with the
+    trim, +40 % with the fixed mmap threshold (every large tensor a fresh, zeroed mapping), so trimming it is.
+    The benchmark (`benchmarks/emotion_diarization.py`) measures it for 1 minute to 10 hours.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _results(run, batch: list[tuple[Segment, np.ndarray]]) -> list[dict]:
@@ -220,8 +252,8 @@ def _results(run, batch: list[tuple[Segment, np.ndarray]]) -> list[dict]:
             result[key] = [
                 {
                     **part,
-                    "start": round(part["start"] + segment.start_s, 6),
-                    "end": round(part["end"] + segment.start_s, 6),
+                    "start_s": round(part["start_s"] + segment.start_s, 6),
+                    "end_s": round(part["end_s"] + segment.start_s, 6),
                 }
                 for part in result[key]
             ]
@@ -237,4 +269,5 @@ __all__ = [
     "iter_segment_audio",
     "iter_segment_results",
     "recording_duration",
+    "release_free_heap",
 ]

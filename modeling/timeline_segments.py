@@ -248,8 +248,8 @@ def build_timeline(
         probabilities: (T, C) frame distributions; weights: (T,) α.
         frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
     Returns:
-        The segments {"start", "end", "predicted", "prob_<class>"..., "weight"} (start/end in seconds on the frame
-        grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
+        The segments {"start_s", "end_s", "predicted", "prob_<class>"..., "weight"} (times in seconds on the
+        frame grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
         < receptive-field samples; `prob_<class>` the mean smoothed distribution over the segment, `predicted` its
         most probable class; `weight` the mean α) and the smoothed (T, C) frames.
     """
@@ -262,8 +262,8 @@ def build_timeline(
         mean = smoothed[start:end].mean(axis=0)
         timeline.append(
             {
-                "start": round(start * frame_duration, 6),
-                "end": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
+                "start_s": round(start * frame_duration, 6),
+                "end_s": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
                 **prediction_record(mean / mean.sum(), classes),  # `predicted` = label_by_mean's class
                 "weight": float(weights[start:end].mean()),
             }

@@ -65,9 +65,9 @@ def test_the_pipeline_result_predict_csv_and_the_readme_agree(checkpoint, tmp_pa
     }
     assert result[PREDICTED] == max(probabilities_of(result), key=probabilities_of(result).get)
     for segment in result["timeline"]:
-        assert set(segment) == {"start", "end", PREDICTED, *PROBABILITIES, "weight"}
+        assert set(segment) == {"start_s", "end_s", PREDICTED, *PROBABILITIES, "weight"}
     for part in result["windows"]:
-        assert set(part) == {"start", "end", PREDICTED, *PROBABILITIES, "share"}
+        assert set(part) == {"start_s", "end_s", PREDICTED, *PROBABILITIES, "share"}
 
     output, timeline = tmp_path / "out.csv", tmp_path / "out.jsonl"
     predict_files(pipe, clips, output, timeline_path=timeline)

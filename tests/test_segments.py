@@ -166,7 +166,7 @@ def test_results_written_and_read_back(tmp_path, extension):
     if extension == "csv":
         assert text.splitlines()[:2] == [
             "start_s,end_s,speaker,predicted,prob_anger,prob_fear",
-            "0.5,2.75,alice,anger,0.7,0.3",
+            "0.500,2.750,alice,anger,0.700000,0.300000",
         ]
     elif extension == "rttm":
         assert text.splitlines()[0] == "SPEAKER rec 1 0.500 2.250 alice <NA> anger 0.7000 <NA>"
@@ -178,3 +178,47 @@ def test_results_written_and_read_back(tmp_path, extension):
         assert [s.speaker for s in back] == ["alice", None]
     else:
         assert json.loads(text.splitlines()[0]) == {"recording": "rec", **RECORDS[0]}
+
+
+def test_result_files_write_times_to_the_millisecond_and_probabilities_to_6_decimals(tmp_path):
+    """One formatting owner (`segments.writers`): 0.1 + 0.2 s (an RTTM onset + duration) is written 0.300, not
+    0.30000000000000004; in JSON lines too, nested timelines included."""
+    record = {
+        "start_s": 0.1,
+        "end_s": 0.1 + 0.2,
+        "speaker": "A",
+        "predicted": "fear",
+        "prob_anger": 1 / 3,
+        "prob_fear": 2 / 3,
+        "timeline": [{"start_s": 0.1, "end_s": 0.1 + 0.2, "predicted": "fear", "prob_fear": 2 / 3, "weight": 1 / 7e4}],
+    }
+    assert str(record["end_s"]) == "0.30000000000000004"
+    write_segment_results(tmp_path / "r.csv", [record], ["anger", "fear"], "r")
+    assert (tmp_path / "r.csv").read_text().splitlines()[1] == "0.100,0.300,A,fear,0.333333,0.666667"
+    write_segment_results(tmp_path / "r.jsonl", [record], ["anger", "fear"], "r")
+    line = (tmp_path / "r.jsonl").read_text()
+    assert "0.30000000000000004" not in line and "0.3333333333" not in line
+    written = json.loads(line)
+    assert (written["end_s"], written["prob_anger"]) == (0.3, 0.333333)
+    assert written["timeline"][0] == {
+        "start_s": 0.1,
+        "end_s": 0.3,
+        "predicted": "fear",
+        "prob_fear": 0.666667,
+        "weight": 1.42857e-05,
+    }
+    write_segment_results(tmp_path / "r.rttm", [record], ["anger", "fear"], "r")
+    assert (tmp_path / "r.rttm").read_text() == "SPEAKER r 1 0.100 0.200 A <NA> fear 0.6667 <NA>\n"
+
+
+def test_results_are_written_as_they_come_and_a_failure_leaves_no_file(tmp_path):
+    def records():
+        yield RECORDS[0]
+        assert (tmp_path / "r.srt").exists() is False  # nothing renamed into place before the end
+        yield RECORDS[1]
+        raise RuntimeError("the model failed on segment 3")
+
+    with pytest.raises(RuntimeError, match="segment 3"):
+        write_segment_results(tmp_path / "r.srt", records(), ["anger", "fear"], "r")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary copy
+    assert write_segment_results(tmp_path / "r.srt", iter(RECORDS), ["anger", "fear"], "r") == 2

@@ -72,18 +72,18 @@ def model_outputs(model, waveform: np.ndarray):
 
 
 def assert_contiguous(timeline: list[dict], duration: float):
-    assert timeline[0]["start"] == 0.0
-    assert timeline[-1]["end"] == pytest.approx(duration, abs=1e-6)
+    assert timeline[0]["start_s"] == 0.0
+    assert timeline[-1]["end_s"] == pytest.approx(duration, abs=1e-6)
     for left, right in zip(timeline, timeline[1:]):
-        assert left["end"] == right["start"] and left["predicted"] != right["predicted"]
-    for boundary in [segment["start"] for segment in timeline]:
+        assert left["end_s"] == right["start_s"] and left["predicted"] != right["predicted"]
+    for boundary in [segment["start_s"] for segment in timeline]:
         assert boundary / FRAME == pytest.approx(round(boundary / FRAME), abs=1e-6)  # on the 20 ms frame grid
     for segment in timeline:
         assert sum(probabilities_of(segment).values()) == pytest.approx(1.0, abs=1e-9)
 
 
 def segments(result: dict) -> list[tuple]:
-    return [(s["start"], s["end"], s["predicted"]) for s in result["timeline"]]
+    return [(s["start_s"], s["end_s"], s["predicted"]) for s in result["timeline"]]
 
 
 def same_results(a: dict, b: dict, atol: float = 1e-5):
@@ -148,7 +148,7 @@ def test_frame_rate_and_receptive_field_come_from_the_conv_stack(layer_model, tm
     result = pipeline("frame-aligned-emotion", model=str(directory))(polish3_clips(1)[0][0], smoothing="none")
     assert result["frame_duration"] == 0.01
     for segment in result["timeline"][1:]:
-        assert segment["start"] / 0.01 == pytest.approx(round(segment["start"] / 0.01), abs=1e-6)
+        assert segment["start_s"] / 0.01 == pytest.approx(round(segment["start_s"] / 0.01), abs=1e-6)
 
 
 def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model):
@@ -173,7 +173,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
     assert len(segments) > 1  # the scaled classifier does change its mind within the word
     frame_labels = p.argmax(-1)
     for segment in segments:
-        first, last = round(segment["start"] / FRAME), min(round(segment["end"] / FRAME), len(p))
+        first, last = round(segment["start_s"] / FRAME), min(round(segment["end_s"] / FRAME), len(p))
         label = POLISH3_LABELS.index(segment["predicted"])
         assert (frame_labels[first:last] == label).all()  # no smoothing: a segment is a run of one argmax
         assert segment[f"prob_{segment['predicted']}"] == pytest.approx(p[first:last, label].mean(), abs=1e-5)
@@ -183,7 +183,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
 
     smoothed = timeline(path, smoothing="median", smoothing_window_s=0.1, min_segment_s=0.2, return_frames=True)
     assert_contiguous(smoothed["timeline"], result["duration"])
-    assert len(smoothed["timeline"]) == 1 or all(s["end"] - s["start"] >= 0.2 - 1e-9 for s in smoothed["timeline"])
+    assert len(smoothed["timeline"]) == 1 or all(s["end_s"] - s["start_s"] >= 0.2 - 1e-9 for s in smoothed["timeline"])
     np.testing.assert_allclose(smoothed["frames"]["smoothed"].sum(-1), 1.0, atol=1e-9)
     assert probabilities_of(smoothed) == probabilities_of(result)  # utterance result unchanged
 
@@ -225,7 +225,7 @@ def test_a_segment_is_labelled_with_its_most_probable_class():
                 frames, np.full(200, 1 / 200), dict(enumerate("abc")), 0.02, 4.0, smoothing, 5, 1 + trial
             )
             for segment in timeline:
-                first, last = round(segment["start"] / 0.02), round(segment["end"] / 0.02)
+                first, last = round(segment["start_s"] / 0.02), round(segment["end_s"] / 0.02)
                 mean = smoothed[first:last].mean(axis=0)
                 assert segment["predicted"] == "abc"[int(mean.argmax())], (smoothing, trial, segment)
             labels = [segment["predicted"] for segment in timeline]
@@ -269,7 +269,7 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
         audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, batch_size=2, return_frames=True
     )
 
-    assert [(c["start"], c["end"]) for c in result["windows"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
+    assert [(c["start_s"], c["end_s"]) for c in result["windows"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
     shares = np.array([c["share"] for c in result["windows"]])
     assert shares.sum() == pytest.approx(1.0)
     assert result["duration"] == 60.0
@@ -405,7 +405,7 @@ def test_window_boundaries_of_a_long_input_match_each_window_run_alone(timeline,
     result = timeline(
         audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, batch_size=2, return_frames=True
     )
-    starts = [round(part["start"] * SR) for part in result["windows"]]
+    starts = [round(part["start_s"] * SR) for part in result["windows"]]
     assert starts == [0, 16 * SR, 32 * SR, 40 * SR]
     alone = [model_outputs(layer_model[1], audio[start : start + 20 * SR]) for start in starts]
     offsets = [start // 320 for start in starts]
@@ -476,7 +476,7 @@ def test_the_pipeline_gives_the_final_frames_of_the_last_window_run_alone(timeli
     result = timeline(audio, sampling_rate=SR, window_length_s=20, window_overlap_s=4, return_frames=True)
     whole = len(model_outputs(layer_model[1], audio)[1])  # the model on the whole input in one go
     assert result["num_frames"] == len(result["frames"]["probabilities"]) == whole == 1250
-    assert [(part["start"], part["end"]) for part in result["windows"]] == [(0.0, 20.0), (5.0, 25.0125)]
+    assert [(part["start_s"], part["end_s"]) for part in result["windows"]] == [(0.0, 20.0), (5.0, 25.0125)]
     last_start = 5 * SR
     _, p, alpha = model_outputs(layer_model[1], audio[last_start:])  # 20 s + 200 samples
     assert len(p) == 1250 - last_start // 320 == 1000  # the last window's frames end with the input's last frame

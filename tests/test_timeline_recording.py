@@ -85,8 +85,8 @@ def test_each_segment_equals_the_model_on_the_cut_segment_alone(emotion, recordi
         alone = emotion(cut, window_length_s=2.0, window_overlap_s=0.5)
         assert_same_prediction(record, alone)
         assert record["duration"] == pytest.approx(len(cut) / SR, abs=1e-6)
-        assert record["timeline"][0]["start"] == start  # recording seconds
-        assert record["timeline"][-1]["end"] == pytest.approx(start + alone["timeline"][-1]["end"], abs=1e-6)
+        assert record["timeline"][0]["start_s"] == start  # recording seconds
+        assert record["timeline"][-1]["end_s"] == pytest.approx(start + alone["timeline"][-1]["end_s"], abs=1e-6)
         assert [t["predicted"] for t in record["timeline"]] == [t["predicted"] for t in alone["timeline"]]
     assert len(records[3]["windows"]) > 1  # 4.8 s in 2 s windows
     # The same from an array, and from iter_segments one at a time.
@@ -154,8 +154,8 @@ def test_a_constant_model_gives_one_class_over_identical_class_clips(tmp_path):
     audio = np.concatenate(clips)
     for smoothing in ("median", "mean", "none"):
         result = emotion(audio, window_length_s=4.0, window_overlap_s=1.0, smoothing=smoothing, min_segment_s=0.5)
-        assert [(t["start"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
-        assert result["timeline"][-1]["end"] == pytest.approx(len(audio) / SR)
+        assert [(t["start_s"], t["predicted"]) for t in result["timeline"]] == [(0.0, POLISH3_LABELS[1])]
+        assert result["timeline"][-1]["end_s"] == pytest.approx(len(audio) / SR)
         assert result["predicted"] == POLISH3_LABELS[1]
 
 
@@ -183,8 +183,8 @@ def test_cli_segments_outputs_lanes_and_a_corrupt_file_in_between(emotion, recor
     rows = (tmp_path / "o-0-call.csv").read_text().splitlines()
     expected = emotion(path, segments=[(0.0, 1.1, "A"), (0.9, 2.4, "B"), (2.6, 4.6, "A"), (4.0, 6.8, "B")])
     assert [row.split(",")[:4] for row in rows[1:]] == [
-        [str(r["start_s"]), str(r["end_s"]), r["speaker"], r["predicted"]] for r in expected
-    ]
+        [f"{r['start_s']:.3f}", f"{r['end_s']:.3f}", r["speaker"], r["predicted"]] for r in expected
+    ]  # times to the millisecond (segments.writers.format_seconds)
     assert "00:00:02,600 --> 00:00:04,600" in (tmp_path / "o-0-call.srt").read_text()
     image = matplotlib.image.imread(tmp_path / "lanes-0-call.png")
     assert image.shape[1] > 1000 and image[..., :3].std() > 0.05  # a drawn figure

@@ -237,7 +237,7 @@ def probabilities(result: dict, classes) -> dict[str, float]:
 def segment_rows(result: dict) -> tuple[list[str], list[list]]:
     """The timeline's segments as (header, rows), times and probabilities rounded for reading."""
     segments = result.get("timeline") or []
-    header = list(segments[0]) if segments else ["start", "end", "predicted"]
+    header = list(segments[0]) if segments else ["start_s", "end_s", "predicted"]
     rows = [[float(f"{v:.4g}") if isinstance(v, float) else v for v in segment.values()] for segment in segments]
     return header, rows
 
@@ -259,7 +259,7 @@ def timeline_figure(result: dict, title: str = ""):
     top.stackplot(time, smoothed.T, labels=classes, colors=[color[c] for c in classes], alpha=0.85)
     for segment in result.get("timeline") or []:
         top.axvspan(
-            segment["start"], segment["end"], ymin=1.0, ymax=1.06, color=color[segment["predicted"]], clip_on=False
+            segment["start_s"], segment["end_s"], ymin=1.0, ymax=1.06, color=color[segment["predicted"]], clip_on=False
         )
     top.set_ylim(0, 1)
     top.set_ylabel("probability")
@@ -281,9 +281,9 @@ def run_request(models: dict[str, DemoModel], audio_path, choice: str, max_durat
         waveform, rate, note = read_upload(audio_path, max_duration_s)
         result = analyse(model, waveform, rate)
     except DemoInputError as error:
-        return None, None, [], ["start", "end", "predicted"], f"⚠️ {error}"
+        return None, None, [], ["start_s", "end_s", "predicted"], f"⚠️ {error}"
     except Exception as error:  # a decoder or model failure on one upload must not take the page down
-        return None, None, [], ["start", "end", "predicted"], f"⚠️ Could not analyse this file: {error}"
+        return None, None, [], ["start_s", "end_s", "predicted"], f"⚠️ Could not analyse this file: {error}"
     label = probabilities(result, model.pipeline.classes)
     figure = timeline_figure(result)
     header, rows = segment_rows(result)

@@ -13,6 +13,7 @@ written, exit status 2), and every audio file's header: a file that cannot be re
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -53,17 +54,19 @@ def format_result(name: str, result: dict) -> str:
     distribution = "  ".join(f"{label} {p:.2f}" for label, p in ranked)
     lines = [
         f"{name}  ({result['duration']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
-        f"  {'start':>8} {'end':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
+        f"  {'start_s':>8} {'end_s':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
     ]
     for segment in result["timeline"]:
         lines.append(
-            f"  {segment['start']:8.2f} {segment['end']:8.2f}  {_predicted(segment)}"
+            f"  {segment['start_s']:8.2f} {segment['end_s']:8.2f}  {_predicted(segment)}"
             f"  {segment['weight'] * result['num_frames']:5.2f}"
         )
     if len(result["windows"]) > 1:
         lines.append(f"  windows ({len(result['windows'])}):")
         for part in result["windows"]:
-            lines.append(f"  {part['start']:8.2f} {part['end']:8.2f}  {_predicted(part)}  share {part['share']:.2f}")
+            lines.append(
+                f"  {part['start_s']:8.2f} {part['end_s']:8.2f}  {_predicted(part)}  share {part['share']:.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -119,45 +122,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def format_segments(name: str, duration: float, records: list[dict]) -> str:
-    """A readable table of one recording's segments."""
-    lines = [f"{name}  ({duration:.2f} s, {len(records)} segments)"]
-    lines.append(f"  {'start_s':>9} {'end_s':>9}  {'speaker':<12} {'predicted':<12} {'prob':>5}")
-    for r in records:
-        lines.append(f"  {r['start_s']:9.2f} {r['end_s']:9.2f}  {str(r['speaker'] or '-'):<12} {_predicted(r)}")
-    return "\n".join(lines)
+def segment_table_header(name: str, duration: float, count: int) -> str:
+    """The head of the readable table of one recording's segments (`segment_table_row` gives its rows)."""
+    columns = f"{'start_s':>9} {'end_s':>9}  {'speaker':<12} {'predicted':<12} {'prob':>5}"
+    return f"{name}  ({duration:.2f} s, {count} segments)\n  {columns}"
+
+
+def segment_table_row(record: dict) -> str:
+    return (
+        f"  {record['start_s']:9.2f} {record['end_s']:9.2f}  {str(record['speaker'] or '-'):<12} {_predicted(record)}"
+    )
+
+
+def lane_record(record: dict) -> dict:
+    """What `plot_lanes` draws of a segment: no windows, no per-window results."""
+    return {key: value for key, value in record.items() if key != "windows"}
 
 
 def run_segments(timeline, args, settings: dict, readable: list[str]) -> int:
-    """Per recording of `readable` (the inputs whose header reads): segments (file or VAD) → per-segment results →
-    table, --out files, --lanes figure. A recording that fails is reported and the others go on."""
+    """Per recording of `readable` (the inputs whose header reads): segments (file or VAD) → per-segment results,
+    streamed: each is printed and written to every --out file as it comes (memory does not grow with the
+    recording's length); --lanes keeps what the figure draws (a segment's times, emotion and timeline). A recording
+    that fails is reported and the others go on; its --out files are not written (atomic writers)."""
     from ..inference.recordings import SegmentSource
-    from ..segments import SegmentError, read_segments, write_segment_results
+    from ..segments import SegmentError, SegmentResultWriter, read_segments
     from ..timeline_recording import recording_duration
 
     single_file = args.segments if args.segments and os.path.isfile(args.segments) else None
     source = None if single_file else SegmentSource(args.segments, args.vad)
+    classes = list(timeline.classes)
     failed = 0
-    for name in readable:
+    readable = set(readable)
+    for index, name in enumerate(args.audio):  # the index names the --out / --lanes file of each input
+        if name not in readable:
+            continue
         stem = os.path.splitext(os.path.basename(name))[0]
+        lanes = [] if args.lanes else None
         try:
             segments = read_segments(single_file, stem) if single_file else source.segments_for(name)
-            records = list(timeline.iter_segments(name, segments, **settings))
             duration = recording_duration(name, timeline.sampling_rate, name)
+            with contextlib.ExitStack() as stack:
+                paths = [plot_paths(out, args.audio)[index] for out in args.out]
+                writers = [stack.enter_context(SegmentResultWriter(path, classes, stem)) for path in paths]
+                print(segment_table_header(name, duration, len(segments)))
+                for record in timeline.iter_segments(name, segments, **settings):
+                    print(segment_table_row(record))
+                    for writer in writers:
+                        writer.write(record)
+                    if lanes is not None:
+                        lanes.append(lane_record(record))
         except (AudioInputError, SegmentError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
-        print(format_segments(name, duration, records), end="\n\n")
-        for out in args.out:
-            path = plot_paths(out, args.audio)[args.audio.index(name)]
-            write_segment_results(path, records, list(timeline.classes), stem)
+        print()
+        for path in paths:
             print(f"wrote {path}")
         if args.lanes:
             from .timeline_plot import plot_lanes
 
-            path = plot_paths(args.lanes, args.audio)[args.audio.index(name)]
-            plot_lanes(records, list(timeline.classes), path, duration, title=os.path.basename(name))
+            path = plot_paths(args.lanes, args.audio)[index]
+            plot_lanes(lanes, classes, path, duration, title=os.path.basename(name))
             print(f"wrote {path}")
     return 2 if failed else 0
 

@@ -120,10 +120,10 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     wave_ax.set_yticks([])
     for segment in result["timeline"]:
         predicted = segment[PREDICTED]
-        wave_ax.axvspan(segment["start"], segment["end"], color=colors[predicted], alpha=0.22, linewidth=0)
-        if segment["end"] - segment["start"] > 0.06 * duration:
+        wave_ax.axvspan(segment["start_s"], segment["end_s"], color=colors[predicted], alpha=0.22, linewidth=0)
+        if segment["end_s"] - segment["start_s"] > 0.06 * duration:
             wave_ax.text(
-                (segment["start"] + segment["end"]) / 2,
+                (segment["start_s"] + segment["end_s"]) / 2,
                 0.93,
                 f"{predicted} {segment[probability_field(predicted)]:.2f}",
                 transform=wave_ax.get_xaxis_transform(),
@@ -152,7 +152,7 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     if len(result["windows"]) > 1:
         for part in result["windows"][1:]:
             for ax in (wave_ax, prob_ax, alpha_ax):
-                ax.axvline(part["start"], color="#555555", linewidth=0.6, linestyle=":")
+                ax.axvline(part["start_s"], color="#555555", linewidth=0.6, linestyle=":")
 
     ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
     distribution = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
@@ -194,7 +194,7 @@ def plot_lanes(records: list[dict], classes: list[str], path: str, duration: flo
             p = part[probability_field(part[PREDICTED])]
             shade = 0.12 + 0.88 * min(1.0, max(0.0, (p - chance) / (1.0 - chance)))
             ax.broken_barh(
-                [(part["start"], part["end"] - part["start"])],
+                [(part["start_s"], part["end_s"] - part["start_s"])],
                 (lane - 0.35, 0.7),
                 color=colors[part[PREDICTED]],
                 alpha=shade,

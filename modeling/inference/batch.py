@@ -18,7 +18,9 @@ Resume: a re-run with the same output skips every file already in the prediction
 `retry_errors`, those listed as errors). A kill can at worst leave a partial last line (the process died inside a
 write): it is cut off on restart, and timeline lines of files missing from the CSV are dropped, so every file ends up
 exactly once in each output. Memory holds one write group of results and at most `batch_size` decoded clips (a long
-file is streamed window by window by the pipeline), whatever the number of files.
+file is streamed window by window by the pipeline), whatever the number of files. In long-recording mode
+(`segments=`) a recording's segments are written as they come (spooled on disk, then appended together): memory
+holds `batch_size` segments, whatever the recording's length.
 """
 
 import csv
@@ -26,7 +28,9 @@ import glob
 import io
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +42,9 @@ from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_me
 from ..data.problems import CheckError, Problem
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
-from ..rundir.faults import fault_point
-from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_rows
+from ..rundir.faults import FaultInjected, fault_point
+from ..segments.writers import format_probability, format_seconds, rounded
+from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
@@ -189,21 +194,47 @@ def output_problems(outputs: dict[str, str | os.PathLike | None]) -> list[Proble
     return problems
 
 
-def append_bytes(path: Path, data: bytes, point: str) -> None:
-    """Append `data` (whole lines) and fsync. Fault point `predict:partial-write:<name>` sits inside the write, where
-    half of the last line is written (what a kill inside the system call could leave)."""
+def append_bytes(path: Path, data: bytes, point: str, leading: Iterable[bytes] = ()) -> None:
+    """Append `leading` chunks then `data` (together whole lines) and fsync. Fault point `predict:partial-write:<name>`
+    sits inside the write of `data`, where half of its last line is written (what a kill inside the system call
+    could leave)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as for open()
     try:
+        for chunk in leading:
+            _write_all(fd, chunk)
         last_line = data.rfind(b"\n", 0, len(data) - 1) + 1
         half = (last_line + len(data)) // 2
         os.write(fd, data[:half])
         fault_point(f"predict:partial-write:{point}")
-        view = memoryview(data)[half:]
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data[half:])
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _spool_parts(spool, block: int = 1 << 20) -> tuple[Iterator[bytes], bytes]:
+    """A spool file's content as (its leading blocks, its last ≤ `block` bytes): `append_bytes`'s arguments, so a
+    long recording's rows are copied block by block, never whole in memory."""
+    size = spool.seek(0, os.SEEK_END)
+    cut = max(0, size - block)
+    spool.seek(cut)
+    last = spool.read()
+
+    def leading():
+        spool.seek(0)
+        done = 0
+        while done < cut:
+            chunk = spool.read(min(block, cut - done))
+            done += len(chunk)
+            yield chunk
+
+    return leading(), last
 
 
 def _csv_text(rows: list[list], header: list[str] | None = None) -> bytes:
@@ -291,14 +322,29 @@ class JobOutputs:
 
     def write(self, results: list[tuple[str, dict]], failures: list[tuple[str, str]], labels: list[str]) -> None:
         """Append one group: timeline lines, then prediction rows, then error rows (each one fsynced write)."""
-        lines = []
-        if self.timeline is not None:
-            lines = [_timeline_line(file, result, labels, self.per_segment) for file, result in results]
-        if self.per_segment:  # all rows of a recording in one write: it is done entirely or not at all
-            rows = [row for file, result in results for row in segment_rows(file, result, labels)]
-        else:
-            rows = [_row(file, result, labels) for file, result in results]
-        self.append(rows, [list(failure) for failure in failures], lines)
+        lines = [_timeline_line(file, result) for file, result in results] if self.timeline is not None else []
+        self.append([_row(file, result, labels) for file, result in results], [list(f) for f in failures], lines)
+
+    def write_recording(self, file: str, duration: float, records: Iterable[dict], labels: list[str]) -> None:
+        """Long-recording mode: one recording's per-segment records, each written as it comes to spool files on disk
+        (its CSV rows; its timeline JSON), then appended as `write` does: the timeline line, then the rows (one
+        fsynced append each, copied block by block). Memory does not grow with the number of segments, and a
+        recording that fails midway leaves nothing in the outputs."""
+        with tempfile.TemporaryFile() as rows, tempfile.TemporaryFile() as timeline:
+            for count, record in enumerate(records):
+                rows.write(_csv_text([segment_row(file, record, labels)]))
+                if self.timeline is not None:
+                    text = json.dumps(segment_record(record, labels), ensure_ascii=False, default=float)
+                    timeline.write(((", " if count else "") + text).encode("utf-8"))
+            if self.timeline is not None:
+                head = json.dumps(rounded({"file": file, "duration_s": duration}))[:-1] + ', "segments": ['
+                leading, last = _spool_parts(timeline)
+                append_bytes(self.timeline, last + b"]}\n", "timeline", [head.encode("utf-8"), *leading])
+            leading, last = _spool_parts(rows)
+            if last:
+                fault_point("predict:before-rows")
+                append_bytes(self.predictions, last, "predictions", leading)
+                self.done.add(file)
 
     def append(self, rows: list[list], error_rows: list[list], timeline_lines: list[str]) -> None:
         """Append rows formatted by `write` (also read back from the Ray engine's part files): timeline lines, then
@@ -322,18 +368,13 @@ class JobOutputs:
 
 
 def _row(file: str, result: dict, labels: list[str]) -> list:
-    return [file, f"{result['duration']:.3f}", result[PREDICTED]] + [
-        f"{result[field]:.6f}" for field in probability_fields(labels)
-    ]
+    probabilities = [format_probability(result[field]) for field in probability_fields(labels)]
+    return [file, format_seconds(result["duration"]), result[PREDICTED], *probabilities]
 
 
-def _timeline_line(file: str, result: dict, labels: list[str] | None = None, per_segment: bool = False) -> str:
-    record = {"file": file, "duration_s": result["duration"]}
-    if per_segment:
-        record["segments"] = [segment_record(segment, labels) for segment in result["segments"]]
-    else:
-        record.update({PREDICTED: result[PREDICTED], "timeline": result["timeline"]})
-    return json.dumps(record, default=float) + "\n"
+def _timeline_line(file: str, result: dict) -> str:
+    record = {"file": file, "duration_s": result["duration"], PREDICTED: result[PREDICTED]}
+    return json.dumps(rounded({**record, "timeline": result["timeline"]})) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -390,40 +431,45 @@ def progress_bar(total_hours: float, progress: bool | None):
     )
 
 
-def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict, segments=None):
-    """Predict a group of files; when one fails, each alone, so only the bad ones are lost. With `segments` (a
-    `SegmentSource`), each file is a long recording predicted segment by segment."""
-    if segments is not None:
-        results, failures = [], []
-        for path in paths:
-            done, failed = _single(pipe, path, {**pipeline_kwargs, "batch_size": batch_size}, segments)
-            results += done
-            failures += failed
-        return results, failures
+def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dict):
+    """Predict a group of files; when one fails, each alone, so only the bad ones are lost."""
     try:
         return list(zip(paths, pipe(paths, batch_size=batch_size, **pipeline_kwargs))), []
     except Exception:  # noqa: BLE001  (isolate the failing file(s) below)
         pass
     results, failures = [], []
     for path in paths:
-        done, failed = _single(pipe, path, pipeline_kwargs)
-        results += done
-        failures += failed
+        try:
+            results.append((path, pipe(path, **pipeline_kwargs)))
+        except Exception as error:  # noqa: BLE001  (one bad file must not stop the job; the reason is listed)
+            failures.append(_failure(path, error))
     return results, failures
 
 
-def _single(pipe, path: str, pipeline_kwargs: dict, segments: SegmentSource | None = None):
-    try:
-        if segments is not None:
-            return [(path, predict_recording(pipe, path, segments, pipeline_kwargs))], []
-        return [(path, pipe(path, **pipeline_kwargs))], []
-    except NoSegments as error:
-        return [], [(path, str(error))]
-    except AudioInputError as error:
+def _write_recordings(pipe, outputs: "JobOutputs", paths: list[str], pipeline_kwargs: dict, segments, labels):
+    """Long-recording mode: each recording predicted segment by segment and written as its segments come
+    (`JobOutputs.write_recording`). Returns ([(path, {"duration": seconds})], [(path, error)])."""
+    done, failures = [], []
+    for path in paths:
+        try:
+            duration, records = predict_recording(pipe, path, segments, pipeline_kwargs)
+            outputs.write_recording(path, duration, records, labels)
+            done.append((path, {"duration": duration}))
+        except Exception as error:  # noqa: BLE001  (one bad file must not stop the job; the reason is listed)
+            if isinstance(error, FaultInjected):
+                raise
+            failures.append(_failure(path, error))
+    return done, failures
+
+
+def _failure(path: str, error: Exception) -> tuple[str, str]:
+    """(path, the reason listed in the errors CSV)."""
+    if isinstance(error, NoSegments):
+        return path, str(error)
+    if isinstance(error, AudioInputError):
         message = str(error)
-        return [], [(path, message[len(path) + 2 :] if message.startswith(path + ": ") else message)]
-    except Exception as error:  # noqa: BLE001  (one bad file must not stop the job; the reason is listed)
-        return [], [(path, f"{type(error).__name__}: {error}")]
+        return path, message[len(path) + 2 :] if message.startswith(path + ": ") else message
+    return path, f"{type(error).__name__}: {error}"
 
 
 def predict_files(
@@ -466,8 +512,13 @@ def predict_files(
     for start in range(0, len(timed), max(1, files_per_write)):
         group = timed[start : start + max(1, files_per_write)]
         paths_of_group = [path for path, _ in group]
-        results, failures = _predict_group(pipe, paths_of_group, batch_size, pipeline_kwargs or {}, segments)
-        outputs.write(results, failures, labels)
+        if segments is None:
+            results, failures = _predict_group(pipe, paths_of_group, batch_size, pipeline_kwargs or {})
+            outputs.write(results, failures, labels)
+        else:
+            kwargs = {**(pipeline_kwargs or {}), "batch_size": batch_size}
+            results, failures = _write_recordings(pipe, outputs, paths_of_group, kwargs, segments, labels)
+            outputs.write([], failures, labels)
         predicted, failed = predicted + len(results), failed + len(failures)
         audio_seconds += sum(result["duration"] for _, result in results)
         done_hours += sum(seconds for _, seconds in group) / 3600

@@ -4,8 +4,8 @@ Where each recording's segments come from (`SegmentSource`):
     a segment file named like the recording (`call.wav` → `call.rttm` / `.srt` / `.vtt` / `.csv` / `.json` /
     `.jsonl`), beside it (`auto`) or in a folder; an RTTM must hold the recording's id (the audio file's stem);
     the voice-activity detector (`--vad`): for every recording, or (with a segment folder) for those without a file.
-Each recording's result is `{"duration", "segments": [per-segment records]}` (`pipeline(path, segments=...)`); the
-audio is read one segment at a time.
+Each recording gives its duration and its per-segment records one at a time (`pipeline.iter_segments`); the audio is
+read one segment at a time and the records are written as they come (`batch.JobOutputs.write_recording`).
 """
 
 import os
@@ -15,6 +15,7 @@ from pathlib import Path
 from ..prediction_fields import PREDICTED, probability_fields
 from ..segments import SEGMENT_FORMATS, SegmentError, read_segments
 from ..segments.vad import VadSettings, detect_speech
+from ..segments.writers import format_probability, format_seconds, rounded
 from ..timeline_recording import Segment, recording_duration
 
 
@@ -63,25 +64,30 @@ class SegmentSource:
         return detect_speech(audio_path, self.vad_settings)
 
 
-def predict_recording(pipe, audio_path: str, source: SegmentSource, pipeline_kwargs: dict | None = None) -> dict:
-    """One recording → {"duration": seconds, "segments": [records]}; `NoSegments` when there are none."""
+def predict_recording(pipe, audio_path: str, source: SegmentSource, pipeline_kwargs: dict | None = None):
+    """One recording → (duration in seconds, an iterator of its per-segment records, one at a time: consume it as it
+    comes to keep memory flat); `NoSegments` (at once) when there are none."""
     segments = source.segments_for(audio_path)
     if not segments:
         raise NoSegments(NO_SPEECH if source.vad else f"{audio_path}: the segment file lists no segments.")
-    records = list(pipe.iter_segments(audio_path, segments, **(pipeline_kwargs or {})))
-    return {"duration": recording_duration(audio_path, pipe.sampling_rate, audio_path), "segments": records}
+    duration = recording_duration(audio_path, pipe.sampling_rate, audio_path)
+    return duration, pipe.iter_segments(audio_path, segments, **(pipeline_kwargs or {}))
 
 
-def segment_rows(file: str, result: dict, labels: list[str]) -> list[list]:
-    """predict.py's rows of one recording: file, start_s, end_s, speaker, predicted, prob_<class>..."""
+def segment_row(file: str, record: dict, labels: list[str]) -> list[str]:
+    """predict.py's row of one segment: file, start_s, end_s, speaker, predicted, prob_<class>... (numbers written
+    by `segments.writers`: times to the millisecond, probabilities to 6 decimals)."""
     return [
-        [file, f"{r['start_s']:.3f}", f"{r['end_s']:.3f}", r["speaker"] or "", r[PREDICTED]]
-        + [f"{r[name]:.6f}" for name in probability_fields(labels)]
-        for r in result["segments"]
-    ]
+        file,
+        format_seconds(record["start_s"]),
+        format_seconds(record["end_s"]),
+        record["speaker"] or "",
+        record[PREDICTED],
+    ] + [format_probability(record[name]) for name in probability_fields(labels)]
 
 
 def segment_record(record: dict, labels: list[str]) -> dict:
-    """A segment result for JSON lines: times, speaker, prediction and the timeline inside it (no window list)."""
+    """A segment result for JSON lines: times, speaker, prediction and the timeline inside it (no window list),
+    rounded as `segments.writers.rounded` does."""
     keys = ["start_s", "end_s", "speaker", PREDICTED, *probability_fields(labels), "timeline"]
-    return {key: record[key] for key in keys}
+    return rounded({key: record[key] for key in keys})

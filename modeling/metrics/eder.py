@@ -76,7 +76,7 @@ def emotion_diarization_error(
     Args:
         reference: (start_s, end_s, emotion) tuples, or mappings with `start_s`/`end_s` (or `start`/`end`) and
             `label` (or `emotion`, `predicted`); may overlap (several speakers) and leave gaps (no emotion).
-        hypothesis: the same, e.g. the pipeline's `timeline` (mappings with `start`, `end`, `predicted`).
+        hypothesis: the same, e.g. the pipeline's `timeline` (mappings with `start_s`, `end_s`, `predicted`).
         start_s, end_s: the scored region in seconds (default: 0 to the reference's end).
     Returns:
         `EmotionDiarizationError` (`.eder`, and FA / ME / CF / reference seconds).

@@ -4,13 +4,14 @@ in the core (`modeling/timeline_recording.py`), which the pipeline uses for `seg
 
 from ..timeline_recording import Segment, SegmentError, as_segments
 from .readers import SEGMENT_FORMATS, read_segments
-from .writers import RESULT_FORMATS, write_segment_results
+from .writers import RESULT_FORMATS, SegmentResultWriter, write_segment_results
 
 
 __all__ = [
     "RESULT_FORMATS",
     "SEGMENT_FORMATS",
     "Segment",
+    "SegmentResultWriter",
     "SegmentError",
     "as_segments",
     "read_segments",

@@ -66,10 +66,10 @@ def test_long_upload_is_cut_to_the_limit_and_stereo_is_averaged(tmp_path):
 def test_format_seconds_and_segment_rows():
     assert [format_seconds(s) for s in (0.5, 12.25, 60, 1203.4)] == ["0.5 s", "12.2 s", "1 min", "20 min 3.4 s"]
     result = {
-        "timeline": [{"start": 0.0, "end": 1.23456, "predicted": "fear", "prob_fear": 0.612345, "weight": 1e-05}]
+        "timeline": [{"start_s": 0.0, "end_s": 1.23456, "predicted": "fear", "prob_fear": 0.612345, "weight": 1e-05}]
     }
     assert segment_rows(result) == (
-        ["start", "end", "predicted", "prob_fear", "weight"],
+        ["start_s", "end_s", "predicted", "prob_fear", "weight"],
         [[0.0, 1.235, "fear", 0.6123, 1e-05]],
     )
 

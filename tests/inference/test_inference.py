@@ -185,7 +185,7 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     assert durations == sorted(durations, reverse=True)
     timeline = [json.loads(line) for line in (tmp_path / "out" / "timeline.jsonl").read_text().splitlines()]
     assert sorted(record["file"] for record in timeline) == sorted(row["file"] for row in read_csv(output))
-    assert all(record["timeline"][-1]["end"] == pytest.approx(record["duration_s"]) for record in timeline)
+    assert all(record["timeline"][-1]["end_s"] == pytest.approx(record["duration_s"]) for record in timeline)
     # A re-run skips everything: nothing is predicted twice.
     again = predict_files(pipe, paths, output, files_per_write=2)
     assert (again.predicted, again.failed, again.skipped) == (0, 0, 7)

@@ -79,7 +79,7 @@ def assert_same_outputs(got, expected):
     assert sorted(map(tuple, csv.reader(open(errors[0])))) == sorted(map(tuple, csv.reader(open(errors[1]))))
     timelines = [
         {
-            record["file"]: [(s["predicted"], s["start"], s["end"]) for s in record["timeline"]]
+            record["file"]: [(s["predicted"], s["start_s"], s["end_s"]) for s in record["timeline"]]
             for record in map_lines(p)
         }
         for p in (got.with_suffix(".jsonl"), expected.with_suffix(".jsonl"))

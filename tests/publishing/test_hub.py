@@ -157,7 +157,7 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         result = timeline({{"raw": waveform, "sampling_rate": 16000}})
         probabilities = {{k.removeprefix("prob_"): v for k, v in result.items() if k.startswith("prob_")}}
         out["timeline"] = {{"class": type(timeline).__module__, "scores": probabilities,
-                           "end": result["timeline"][-1]["end"], "duration": result["duration"]}}
+                           "end": result["timeline"][-1]["end_s"], "duration": result["duration"]}}
         print(json.dumps(out))
         """
     )
