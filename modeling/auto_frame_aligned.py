@@ -2,8 +2,8 @@
 
 Every entry point opens models through it (train.py's stages, score.py, predict.py and its ONNX export, the timeline,
 the examples, the benchmarks); no other module names a concrete model class to open a checkpoint. It takes any of our
-frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint (a Hub id or a
-folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
+frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint (a Hub id
+or a folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
 
 ```python
 >>> from modeling import AutoModelForFrameAlignedClassification

@@ -24,7 +24,8 @@ class FrameAlignedConfigMixin:
     The frame-aligned head's part of a configuration: the pooling head and the auxiliary losses of Byun & Lee (2025),
     "Frame and Utterance Emotional Alignment for Speech Emotion Recognition". Mixed into one config per backbone
     ([`Wav2Vec2FrameAlignedConfig`], [`HubertFrameAlignedConfig`], [`WavLMFrameAlignedConfig`],
-    [`Data2VecAudioFrameAlignedConfig`], [`WhisperFrameAlignedConfig`]); every argument of the backbone's transformers config is accepted too.
+    [`Data2VecAudioFrameAlignedConfig`], [`WhisperFrameAlignedConfig`]); every argument of the backbone's
+    transformers config is accepted too.
 
     Args:
         pooling (`str`, *optional*, defaults to `"attentive"`):
@@ -275,11 +276,13 @@ class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
         super().check_head_fields()
         if getattr(self, "apply_spec_augment", False):
             raise ValueError(
-                "WhisperFrameAlignedConfig: apply_spec_augment=True is not supported (the frame-aligned Whisper encoder "
-                "does not mask its log-mel input); set apply_spec_augment=False."
+                "WhisperFrameAlignedConfig: apply_spec_augment=True is not supported (the frame-aligned Whisper "
+                "encoder does not mask its log-mel input); set apply_spec_augment=False."
             )
         if not isinstance(self.pad_to_30_seconds, bool):
-            raise ValueError(f"WhisperFrameAlignedConfig: `pad_to_30_seconds` must be a bool, got {self.pad_to_30_seconds!r}.")
+            raise ValueError(
+                f"WhisperFrameAlignedConfig: `pad_to_30_seconds` must be a bool, got {self.pad_to_30_seconds!r}."
+            )
 
 
 # The frame-aligned config of each backbone, by the `model_type` of the backbone's own config (a plain pre-trained

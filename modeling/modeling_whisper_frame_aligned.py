@@ -224,8 +224,8 @@ class WhisperForFrameAlignedClassification(FrameAlignedModelMixin, WhisperPreTra
 
     def freeze_for_training(self):
         """Turn `requires_grad` off: the conv stem and the positional embeddings always, and with
-        `num_trainable_layers = N` every encoder layer below the top N. Only ever off (see the mixin); parameters a peft
-        adapter added keep what the adapter set."""
+        `num_trainable_layers = N` every encoder layer below the top N. Only ever off (see the mixin); parameters a
+        peft adapter added keep what the adapter set."""
         adapter = adapter_parameter_ids(self)
         encoder = self.model.encoder
         for module in (encoder.conv1, encoder.conv2, encoder.embed_positions, *self.frozen_backbone_modules()):

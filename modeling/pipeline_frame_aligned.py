@@ -157,8 +157,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         # (prediction_fields.calibration_temperature); calibrated=False: T = 1. Frame probabilities stay uncalibrated.
         self.temperature = calibration_temperature(self.model.config, calibrated)
         if self.feature_extractor is None:
-            logger.warning("No feature extractor with the model: using the project's default (16 kHz, normalised).")
-            self.feature_extractor = make_feature_extractor()
+            logger.warning("No feature extractor with the model: using the project's default (16 kHz).")
+            self.feature_extractor = make_feature_extractor(self.model.config)
         refuse_new_head(self.model, getattr(self.model, "name_or_path", "the model"))  # random head: no predictions
         self.model.eval()
         self.hop, self.receptive_field = frame_geometry(self.model.config)

@@ -159,6 +159,7 @@ BACKBONE_NAMES = {
     "hubert": ("HuBERT", "hubert"),
     "wavlm": ("WavLM", "wavlm"),
     "data2vec-audio": ("data2vec-audio", "data2vec-audio"),
+    "whisper": ("Whisper (encoder)", "whisper"),
 }
 
 
