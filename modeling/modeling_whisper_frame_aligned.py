@@ -76,14 +76,15 @@ def whisper_log_mel(waveforms: torch.Tensor, lengths: torch.Tensor, num_mel_bins
     basis, filters = (tensor.to(waveforms.device) for tensor in log_mel_constants(num_mel_bins))
     num_samples = waveforms.shape[-1]
     lengths = lengths.to(waveforms.device).long()[:, None]
-    # The centred STFT's reflect padding (N_FFT/2 each side) at each clip's own ends: sample i − N_FFT/2 of the padded
-    # signal reflected into [0, length) (period 2·(length − 1), as np.pad / torch.stft's "reflect").
-    position = torch.arange(num_samples + N_FFT, device=waveforms.device)[None, :] - N_FFT // 2
+    # Frame t covers samples t·160 − 200 .. t·160 + 199 of the centred STFT, reflected at each clip's own ends into
+    # [0, length) (period 2·(length − 1), as np.pad / torch.stft's "reflect"); the STFT's last frame is dropped.
+    # One gather (no unfold: exportable to ONNX with a dynamic length).
+    starts = torch.arange(num_samples // WHISPER_MEL_HOP, device=waveforms.device)[:, None] * WHISPER_MEL_HOP
+    position = (starts + torch.arange(N_FFT, device=waveforms.device)[None, :] - N_FFT // 2).reshape(1, -1)
     period = (2 * (lengths - 1)).clamp(min=1)
     index = torch.remainder(position, period)
     index = torch.where(index >= lengths, period - index, index)
-    padded = torch.gather(waveforms, 1, index.expand(waveforms.shape[0], -1))
-    frames = padded.unfold(1, N_FFT, WHISPER_MEL_HOP)[:, :-1]  # (B, S // 160, N_FFT): the last STFT frame dropped
+    frames = torch.gather(waveforms, 1, index).reshape(waveforms.shape[0], -1, N_FFT)  # (B, S // 160, N_FFT)
     spectrum = frames @ basis
     bins = N_FFT // 2 + 1
     power = spectrum[..., :bins] ** 2 + spectrum[..., bins:] ** 2
