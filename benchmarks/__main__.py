@@ -26,6 +26,7 @@ from . import (
     inference,
     padding,
     ray_scaling,
+    whisper,
 )
 from .common import PROFILES, machine_description
 from .report import render_markdown
@@ -35,6 +36,7 @@ from .report import render_markdown
 BENCHMARKS = {
     "head_overhead": head_overhead.run,
     "backbones": backbones.run,
+    "whisper": whisper.run,
     "padding": padding.run,
     "frozen_prefix": frozen_prefix.run,
     "inference": inference.run,

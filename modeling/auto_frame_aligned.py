@@ -2,8 +2,8 @@
 
 Every entry point opens models through it (train.py's stages, score.py, predict.py and its ONNX export, the timeline,
 the examples, the benchmarks); no other module names a concrete model class to open a checkpoint. It takes any of our
-frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio checkpoint (a Hub id or a
-folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
+frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint (a Hub id
+or a folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
 
 ```python
 >>> from modeling import AutoModelForFrameAlignedClassification
@@ -27,7 +27,15 @@ from transformers import PreTrainedConfig
 
 from .configuration_frame_aligned import FrameAlignedConfigMixin, frame_aligned_config_class
 from .loading_frame_aligned import BackboneWeightsError, HeadWeightsError, refuse_new_head
-from .modeling_frame_aligned import FRAME_ALIGNED_MODELS, FrameAlignedModelMixin
+from .modeling_frame_aligned import SSL_FRAME_ALIGNED_MODELS, FrameAlignedModelMixin
+from .modeling_whisper_frame_aligned import WhisperForFrameAlignedClassification
+
+
+# The frame-aligned model class of each frame-aligned config's `model_type` (every backbone).
+FRAME_ALIGNED_MODELS = {
+    **SSL_FRAME_ALIGNED_MODELS,
+    WhisperForFrameAlignedClassification.config_class.model_type: WhisperForFrameAlignedClassification,
+}
 
 
 # `from_pretrained` arguments that say where a checkpoint is (passed on to reading its config.json too).
@@ -160,6 +168,7 @@ __all__ = [
     "AutoModelForFrameAlignedClassification",
     "BackboneWeightsError",
     "CheckpointNotFoundError",
+    "FRAME_ALIGNED_MODELS",
     "HeadWeightsError",
     "checkpoint_model_type",
     "frame_aligned_class_of",

@@ -188,7 +188,8 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
     try:
         extractor = AutoFeatureExtractor.from_pretrained(str(model), **hub_kwargs)
     except (OSError, ValueError):
-        extractor = make_feature_extractor()
+        config = AutoModelForFrameAlignedClassification.config_from_pretrained(model, **hub_kwargs)
+        extractor = make_feature_extractor(config)  # Whisper's: not normalised
     if backend == "torch":
         if num_threads:
             torch.set_num_threads(num_threads)

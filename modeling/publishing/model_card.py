@@ -153,12 +153,13 @@ def config_table(config: dict) -> str:
 
 
 # (how a card names the backbone, its Hub tag) by the backbone's `model_type` (a checkpoint's, without
-# "-frame-aligned"); the classes live in the remote-code core (`modeling_frame_aligned.FRAME_ALIGNED_MODELS`).
+# "-frame-aligned"); the classes live in the remote-code core (`auto_frame_aligned.FRAME_ALIGNED_MODELS`).
 BACKBONE_NAMES = {
     "wav2vec2": ("wav2vec 2.0", "wav2vec2"),
     "hubert": ("HuBERT", "hubert"),
     "wavlm": ("WavLM", "wavlm"),
     "data2vec-audio": ("data2vec-audio", "data2vec-audio"),
+    "whisper": ("Whisper (encoder)", "whisper"),
 }
 
 

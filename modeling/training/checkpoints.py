@@ -56,7 +56,7 @@ def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state:
         backbone_config = config_class(**settings, **label_maps(label_names))
         with atomic_directory(path) as tmp:
             AutoModelForFrameAlignedClassification.from_config(backbone_config).save_pretrained(tmp)
-            make_feature_extractor().save_pretrained(tmp)
+            make_feature_extractor(backbone_config).save_pretrained(tmp)
             write_manifest(tmp)
     state.wait_for_everyone()
     return str(path)

@@ -204,7 +204,7 @@ def train_stage(
     model = AutoModelForFrameAlignedClassification.from_pretrained(
         init_path, start_new_head=True, **stage_model_kwargs(config, stage, label_names)
     )
-    feature_extractor = make_feature_extractor()
+    feature_extractor = make_feature_extractor(model.config)  # Whisper: raw amplitude (its log-mel needs it)
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
         weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
