@@ -28,6 +28,8 @@ LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj
 # The head trains in full: the frame-aligned model's pooling and classifier (see `parameter_groups`).
 HEAD_MODULES = ["pooler", "classifier"]
 KEY = "model.lora"
+# peft's (LoraConfig) and common names of the same settings, for the hint of an unknown key.
+PEFT_NAMES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_layers": "layers"}
 
 
 def lora_settings(value: dict) -> dict:
@@ -53,9 +55,10 @@ def lora_settings_problems(value: dict) -> list[tuple[tuple[str, ...], str]]:
     problems = []
     for key in value:
         if key not in LORA_DEFAULTS:
-            guess = difflib.get_close_matches(key, list(LORA_DEFAULTS), n=1, cutoff=0.5)
-            hint = f"did you mean {KEY}.{guess[0]}? " if guess else ""
-            message = f"unknown key {KEY}.{key!r}; {hint}expected one of {sorted(LORA_DEFAULTS)}."
+            close = difflib.get_close_matches(key, list(LORA_DEFAULTS), n=1, cutoff=0.5)
+            guess = PEFT_NAMES.get(key) or (close[0] if close else None)
+            hint = f"did you mean '{KEY}.{guess}'? " if guess else ""
+            message = f"unknown key '{KEY}.{key}'; {hint}expected one of {sorted(LORA_DEFAULTS)}."
             problems.append(((f"{KEY}.{key}",), message))
     settings = lora_settings(value)
     checks = {
@@ -135,6 +138,28 @@ def adapted_layers(settings: dict, num_layers: int, num_trainable_layers: int | 
     return list(range(first_trained, num_layers)) if settings["layers"] is None else list(settings["layers"])
 
 
+def uncalled_linears(model, names: list[str]) -> list[str]:
+    """Those of `names` (Linear modules of `model`) whose forward does not run in a forward pass of 1 s of silence:
+    a layer that reads such a module's weight directly (WavLM's attention hands `q_proj.weight`, `k_proj.weight`,
+    `v_proj.weight` and `out_proj.weight` to `F.multi_head_attention_forward`) would bypass a LoRA adapter there,
+    which would never train. Runs on the model's device (the meta device costs nothing); restores its mode."""
+    import torch
+
+    modules = dict(model.named_modules())
+    called = set()
+    hooks = [modules[name].register_forward_hook(lambda *_, name=name: called.add(name)) for name in names]
+    device = next(model.parameters()).device
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 16000, device=device))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return [name for name in names if name not in called]
+
+
 def target_problems(model, settings: dict, stage: str = "stage1") -> list[Problem]:
     """What keeps `settings` from adapting `model` (a stage's model, before peft): target names that match no Linear
     layer (naming those that exist), layers outside the backbone or frozen by the stage's `num_trainable_layers`,
@@ -168,6 +193,22 @@ def target_problems(model, settings: dict, stage: str = "stage1") -> list[Proble
     if not indices:
         message = f"{stage}.num_trainable_layers = {trainable} leaves no transformer layer for the LoRA adapters."
         problems.append(Problem(f"{stage}.num_trainable_layers", message, trainable))
+    resolved = target_module_names(model, settings) if not problems else []
+    every = [f"{layers_name}.{indices[0]}.{name}" for name in available] if resolved else []
+    uncalled = set(uncalled_linears(model, list(dict.fromkeys(resolved + every))))
+
+    def in_layer(name: str) -> str:  # "<layers_name>.<index>.<name in the layer>" → the name in the layer
+        return name[len(layers_name) + 1 :].split(".", 1)[1]
+
+    inert = sorted({in_layer(name) for name in resolved if name in uncalled})
+    if inert:
+        usable = [in_layer(name) for name in every if name not in uncalled]
+        message = (
+            f"{KEY}.target_modules: {type(model).__name__}'s transformer layers read the weights of "
+            f"{', '.join(inert)} directly instead of calling the module, so a LoRA adapter there would never train; "
+            f"choose among {', '.join(usable)}."
+        )
+        problems.append(Problem(f"{KEY}.target_modules", message, inert))
     if config.use_weighted_layer_sum:
         message = (
             f"{KEY} with use_weighted_layer_sum is not supported: peft saves whole modules (the head), and the layer "
@@ -240,5 +281,6 @@ __all__ = [
     "target_module_names",
     "target_problems",
     "transformer_layers",
+    "uncalled_linears",
     "with_lora",
 ]

@@ -76,14 +76,18 @@ def lora_problems(config: dict, backbone: dict | None, skip: set = frozenset()) 
 
     from ..modeling_frame_aligned import FRAME_ALIGNED_MODELS
 
+    settings = lora_settings(lora)
     for stage in ("stage1", "stage2"):
         try:
             stage_config = stage_model_config(config, stage, backbone, skip)
         except (TypeError, ValueError):
             continue  # reported by model_config_problems
-        with torch.device("meta"):
-            model = FRAME_ALIGNED_MODELS[stage_config.model_type](stage_config)
-        problems += target_problems(model, lora_settings(lora), stage)
+        model_class = FRAME_ALIGNED_MODELS[stage_config.model_type]
+        try:  # which modules a forward pass calls: on the meta device where the backbone runs there
+            with torch.device("meta"):
+                problems += target_problems(model_class(stage_config), settings, stage)
+        except (RuntimeError, NotImplementedError):  # e.g. data2vec-audio reads a tensor's value (.item())
+            problems += target_problems(model_class(stage_config), settings, stage)
     return problems
 
 
