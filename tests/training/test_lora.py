@@ -237,3 +237,39 @@ def test_lora_with_the_weighted_layer_sum_is_refused(tmp_path):
     path = tiny_config_file(tmp_path, {}, model={"config_overrides": {"use_weighted_layer_sum": True}})
     with pytest.raises(ConfigError, match="model.lora with use_weighted_layer_sum is not supported"):
         resolve_checked_config(path)
+
+
+@pytest.fixture(scope="module")
+def wavlm_base_plus_config(tmp_path_factory):
+    """A WavLM Base+-shaped config.json alone (12 layers, 768 wide): the settings are checked against the modules of
+    the backbone's shape, built on the meta device (no weights)."""
+    from transformers import WavLMConfig
+
+    folder = tmp_path_factory.mktemp("wavlm-base-plus")
+    WavLMConfig().save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_shipped_config_and_the_docs_snippet_pass_every_check_on_wavlm_base_plus(wavlm_base_plus_config, tmp_path):
+    from helpers import markdown_blocks
+
+    shipped = resolve_checked_config(
+        REPO / "configs" / "iemocap_wavlm_lora.yaml", overrides=[f"model.name_or_path={wavlm_base_plus_config}"]
+    )
+    assert shipped["model"]["lora"] == {
+        "r": 16,
+        "alpha": 32,
+        "dropout": 0.05,
+        "target_modules": ["feed_forward.intermediate_dense", "feed_forward.output_dense"],
+        "layers": [6, 7, 8, 9, 10, 11],
+    }
+    assert shipped["stage2"]["num_trainable_layers"] == 6 and shipped["stage2"]["backbone_learning_rate"] == 1e-4
+    (snippet,) = [block for block in markdown_blocks(REPO / "docs" / "training.md", "yaml") if "lora:" in block]
+    config = yaml.safe_load(snippet)
+    assert config["model"]["lora"] == shipped["model"]["lora"]
+    config["model"]["name_or_path"] = wavlm_base_plus_config
+    config["data"] = {"loader": "audio_folder", "root": str(POLISH3)}
+    (tmp_path / "snippet.yaml").write_text(yaml.safe_dump(config))
+    resolve_checked_config(tmp_path / "snippet.yaml")  # no ConfigError
+    with pytest.raises(ConfigError, match=r"model.lora.layers: \[4, 5\] frozen in stage2"):
+        resolve_checked_config(tmp_path / "snippet.yaml", overrides=["model.lora.layers=[4,5,6]"])
