@@ -273,3 +273,22 @@ def test_the_shipped_config_and_the_docs_snippet_pass_every_check_on_wavlm_base_
     resolve_checked_config(tmp_path / "snippet.yaml")  # no ConfigError
     with pytest.raises(ConfigError, match=r"model.lora.layers: \[4, 5\] frozen in stage2"):
         resolve_checked_config(tmp_path / "snippet.yaml", overrides=["model.lora.layers=[4,5,6]"])
+
+
+@pytest.mark.bad_input
+def test_a_lora_checkpoint_is_complete_with_its_adapter_and_incomplete_without_its_optimizer(tmp_path):
+    """A LoRA stage's Trainer checkpoint holds adapter_model.safetensors instead of model.safetensors."""
+    from modeling.rundir.integrity import write_manifest
+    from modeling.training.checkpoints import checkpoint_state
+
+    folder = tmp_path / "checkpoint-1"
+    folder.mkdir()
+    for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt"):
+        (folder / name).write_bytes(b"x")
+    (folder / "trainer_state.json").write_text("{}")
+    write_manifest(folder)
+    assert checkpoint_state(folder) is None
+    (folder / "optimizer.pt").unlink()
+    assert checkpoint_state(folder).message == "incomplete (interrupted while saving): no optimizer.pt"
+    (folder / "adapter_model.safetensors").unlink()
+    assert "no model.safetensors, optimizer.pt" in checkpoint_state(folder).message
