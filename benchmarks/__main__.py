@@ -24,6 +24,7 @@ from . import (
     gpu,
     head_overhead,
     inference,
+    lora,
     padding,
     ray_scaling,
     whisper,
@@ -45,6 +46,7 @@ BENCHMARKS = {
     "int8_agreement": cpu_inference.run_int8_agreement_benchmark,
     "gpu": gpu.run,
     "ray_scaling": ray_scaling.run,
+    "lora": lora.run,
 }
 
 

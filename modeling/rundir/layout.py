@@ -12,6 +12,7 @@ RUN/
     stage1/  stage2/           Trainer output of each stage:
       checkpoint-<step>/         its checkpoints (resume from the newest complete one)
       best/                      the stage's best model on validation UA (its existence: the stage is done)
+        adapter/                   with model.lora: the peft adapter (and head) best/ is the merge of
       prefix_cache/<split>/      stage 2 with prefix_cache_on_disk: the frozen prefix's cached output
     test_predictions.npz       stage-2 test embeddings, labels and predictions (the t-SNE figure)
     predictions_validation.csv  predictions_test.csv   the stage-2 best model on every utterance of the split:
@@ -34,6 +35,8 @@ STAGES = ("stage1", "stage2")
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
+# With `model.lora`: the peft adapter files inside a stage's best/ (which holds the merged model).
+ADAPTER = "adapter"
 # File names at the top of a run, for links relative to it (results.md, model cards, Hub repos).
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -131,6 +134,10 @@ class RunDir:
     def best(self, k: int | str, stage: str = "stage2") -> Path:
         return self.stage(k, stage) / BEST
 
+    def adapter(self, k: int | str, stage: str = "stage2") -> Path:
+        """`best/adapter`: a LoRA stage's adapter files (`model.lora`); best/ itself holds the merged model."""
+        return self.best(k, stage) / ADAPTER
+
     def checkpoint(self, k: int | str, stage: str, step: int) -> Path:
         return checkpoint_dir(self.stage(k, stage), step)
 
@@ -147,6 +154,7 @@ class RunDir:
 
 
 __all__ = [
+    "ADAPTER",
     "BEST",
     "CHECKPOINT_PREFIX",
     "CONFUSION_MATRIX",

@@ -148,6 +148,8 @@ class ModelSettings:
     config_overrides: dict | None = option(
         {}, "Extra model-config attributes for both stages (e.g. mask_time_prob, layerdrop).", free_form=True
     )
+    lora: dict | None = option(None, "LoRA adapters instead of full fine-tuning, both stages: {r, alpha, dropout, "
+        "target_modules, layers} (docs/training.md#lora).", null="full fine-tuning", free_form=True)  # fmt: skip
 
 
 @dataclass

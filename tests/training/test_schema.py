@@ -198,6 +198,7 @@ USERS = {
     "modeling/training/sweep.py",  # stage1.from_run of the runs that share the first run's stage 1
     "modeling/trainer/loss_options.py",  # the same names are FrameAlignedTrainingArguments fields (Trainer users)
     "modeling/trainer/sampling.py",  # class_balanced_sampling, a FrameAlignedTrainingArguments field too
+    "modeling/trainer/lora.py",  # model.lora's own checks, and the stages' cache_frozen_prefix it cannot train with
 }
 ORDINARY_WORDS = {
     "seed", "root", "loader", "folds", "speakers", "pooling", "epochs", "batch_size", "bf16", "fp16", "weight_decay",
