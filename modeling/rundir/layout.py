@@ -9,6 +9,11 @@ RUN/
   fold<k>/                     k = 1, 2, ... (1-based, as in --folds)
     train.lock                 held by the process training this fold (pid, host); stale ones are taken over
     split.json                 speakers, sessions, size and class counts of the fold's train/validation/test
+    stage0/                    with stage0.enabled (FLEA, docs/flea.md): continued pre-training of the backbone
+      pseudo_labels/             clusters.safetensors (K-means centroids), pseudo_labels.npz (every training
+                                 frame's cluster id), pseudo_labels.json (layer, clusters, speakers), checksums.json
+      checkpoint-<step>/         its Trainer checkpoints (backbone + projection)
+      best/                      the continued-pre-trained backbone stage 1 starts from (its existence: done)
     stage1/  stage2/           Trainer output of each stage:
       checkpoint-<step>/         its checkpoints (resume from the newest complete one)
       best/                      the stage's best model on validation UA (its existence: the stage is done)
@@ -31,6 +36,7 @@ from pathlib import Path
 
 
 STAGES = ("stage1", "stage2")
+STAGE0 = "stage0"  # the optional continued pre-training before stage 1 (not a stage with a classification head)
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
@@ -73,8 +79,8 @@ class _InRun:
 class RunDir:
     """Paths of one run directory (see the module docstring). Nothing is created or read here.
 
-    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"`. A `RunDir` is an
-    `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
+    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"` (and `STAGE0`). A `RunDir`
+    is an `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -137,6 +143,10 @@ class RunDir:
     def checkpoints(self, k: int | str, stage: str) -> list[Path]:
         return checkpoint_dirs(self.stage(k, stage))
 
+    def pseudo_labels(self, k: int | str) -> Path:
+        """`fold<k>/stage0/pseudo_labels`: stage 0's K-means model and its frames' cluster ids."""
+        return self.stage(k, STAGE0) / "pseudo_labels"
+
     def prefix_cache(self, k: int | str, stage: str, split: str) -> Path:
         return self.stage(k, stage) / "prefix_cache" / split
 
@@ -152,6 +162,7 @@ __all__ = [
     "CONFUSION_MATRIX",
     "RESULTS_JSON",
     "RESULTS_MD",
+    "STAGE0",
     "STAGES",
     "TSNE",
     "RunDir",
