@@ -290,7 +290,7 @@ class Stage0Settings:
     enabled: bool = option(False, "Run stage 0 per fold; stage 1 starts from its backbone.")
     layer: int = option(9, "Layer whose frames are clustered (hidden_states[layer]; 0: input of layer 1).", minimum=0)
     clusters: int = option(50, "K-means clusters: the pseudo labels' classes.", minimum=2)
-    mask_time_prob: float = option(0.2, "Masked span starts per frame.", above=0, below=1, to_model="mask_time_prob")
+    mask_time_prob: float = option(0.2, "Frames masked, before overlaps.", above=0, below=1, to_model="mask_time_prob")
     mask_time_length: int = option(10, "Frames per masked span.", minimum=1, to_model="mask_time_length")
     num_trainable_layers: int | None = option(
         None, "Top layers that train (CNN always frozen).", minimum=0, null="all", to_model="num_trainable_layers"
