@@ -32,6 +32,7 @@ def stage0_config(backbone: str | Path, **stage0) -> dict:
         model={"name_or_path": str(backbone)},
         training={"logging_steps": 1},
         stage0={**STAGE0, **stage0},
+        stage2={"num_trainable_layers": 1},  # of the tiny backbone's 2
     )
     path = Path(backbone).parent / "stage0.yaml"
     path.write_text(yaml.safe_dump(config))
