@@ -157,3 +157,32 @@ def test_bad_stage0_settings_are_all_reported_before_anything_trains(stage0_run,
     assert "fold 1: stage0.clusters = 1000: more clusters than the" in message, message
     assert "training clip(s) yield fewer frames than stage0.mask_time_length = 200" in message, message
     assert not (tmp_path / "run").exists()
+
+
+def test_model_cards_say_whether_a_checkpoint_went_through_stage0(stage0_run, tmp_path):
+    from runs import write_run
+
+    from modeling.publishing.model_card import render_fold_card
+    from modeling.publishing.run import load_run
+    from modeling.rundir.atomic import atomic_write_json
+    from modeling.rundir.integrity import write_manifest
+
+    run_dir = write_run(tmp_path / "run")
+    best = RunDir(run_dir).best(1)
+    record = read_json(stage0_run["best"] / "config.json")["continued_pretraining"]  # what stage 0 left
+    atomic_write_json(best / "config.json", {**read_json(best / "config.json"), "continued_pretraining": record})
+    if (best / "checksums.json").exists():
+        write_manifest(best)
+    results = read_json(RunDir(run_dir).results_json)  # the config train.py recorded, with stage 0 on
+    results["config"] = {**(results.get("config") or {}), "stage0": {"enabled": True, "layer": 1}}
+    atomic_write_json(RunDir(run_dir).results_json, results)
+    run = load_run(run_dir)
+    card = render_fold_card(run, run.folds["1"], "org/ser-fold1")
+    assert (
+        "Stage 0 (continued pre-training): before stage 1, the backbone was pre-trained further on this fold's "
+        "training speakers only (FLEA, Li et al.): the frames of transformer layer 1 were clustered with K-means "
+        "into 4 pseudo labels" in " ".join(card.split())
+    )
+    assert "| stage0.enabled | `True` |" in card and "| stage0.layer | `1` |" in card
+    other = render_fold_card(run, run.folds["2"], "org/ser-fold2")
+    assert "Stage 0 (continued pre-training): none: stage 1 started from the pre-trained backbone." in other
