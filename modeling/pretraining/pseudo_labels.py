@@ -3,8 +3,8 @@
 Stage 0 (`modeling.training.stage0`) extracts the embeddings of layer `layer` (`hidden_states[layer]`: 0 is the input
 of the first transformer layer, L the output of layer L) for every frame of every clip of a fold's training speakers,
 fits scikit-learn's `MiniBatchKMeans`, and gives each frame the id of its nearest centroid. The centroids are saved
-with the fold (`clusters.safetensors`), the ids beside them (`pseudo_labels.npz`), so a resumed stage 0 trains on
-the same targets. Li et al., "Frame-level emotional state alignment method for speech emotion recognition"
+with the fold, the ids beside them (`rundir/layout.py`: `fold<k>/stage0/pseudo_labels/`), so a resumed stage 0
+trains on the same targets. Li et al., "Frame-level emotional state alignment method for speech emotion recognition"
 (FLEA; docs/flea.md), phase 1.
 """
 
@@ -19,10 +19,6 @@ from sklearn.cluster import MiniBatchKMeans
 from ..audio import load_audio
 from ..collator import make_feature_extractor
 from ..frames import frame_geometry, frames_for_samples
-
-
-CLUSTERS_FILE = "clusters.safetensors"
-PSEUDO_LABELS_FILE = "pseudo_labels.npz"
 
 
 class PseudoLabelError(ValueError):
@@ -186,8 +182,6 @@ def make_pseudo_labels(
 
 
 __all__ = [
-    "CLUSTERS_FILE",
-    "PSEUDO_LABELS_FILE",
     "ClusterModel",
     "PseudoLabelError",
     "PseudoLabels",

@@ -37,6 +37,10 @@ from pathlib import Path
 
 STAGES = ("stage1", "stage2")
 STAGE0 = "stage0"  # the optional continued pre-training before stage 1 (not a stage with a classification head)
+# The files of `fold<k>/stage0/pseudo_labels/` (stage 0: the K-means model, every frame's id, their summary).
+CLUSTERS_FILE = "clusters.safetensors"
+PSEUDO_LABELS_FILE = "pseudo_labels.npz"
+PSEUDO_LABELS_SUMMARY = "pseudo_labels.json"
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
@@ -159,7 +163,10 @@ class RunDir:
 __all__ = [
     "BEST",
     "CHECKPOINT_PREFIX",
+    "CLUSTERS_FILE",
     "CONFUSION_MATRIX",
+    "PSEUDO_LABELS_FILE",
+    "PSEUDO_LABELS_SUMMARY",
     "RESULTS_JSON",
     "RESULTS_MD",
     "STAGE0",

@@ -30,8 +30,6 @@ from ..pretraining.masked_prediction import (
     PseudoLabelDataset,
 )
 from ..pretraining.pseudo_labels import (
-    CLUSTERS_FILE,
-    PSEUDO_LABELS_FILE,
     PseudoLabels,
     clip_frames,
     clusters_problem,
@@ -41,7 +39,7 @@ from ..pretraining.pseudo_labels import (
 from ..rundir.atomic import atomic_directory, atomic_write_json, cleanup_stale_tmp, read_json
 from ..rundir.faults import fault_point
 from ..rundir.integrity import checkpoint_problems, write_manifest
-from ..rundir.layout import STAGE0, RunDir
+from ..rundir.layout import CLUSTERS_FILE, PSEUDO_LABELS_FILE, PSEUDO_LABELS_SUMMARY, STAGE0, RunDir
 from ..rundir.reader import fold_name
 from ..trainer.memory import release_trainer
 from . import schema
@@ -51,7 +49,6 @@ from .stage import accelerator_available, cpu_distributed, stage_model_kwargs
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "pseudo_labels.json"
 # The config attribute of a checkpoint whose backbone went through stage 0 (read by the model cards).
 RECORD_ATTRIBUTE = "continued_pretraining"
 RESTORED_ATTRIBUTES = ("mask_time_prob", "mask_time_length", "num_trainable_layers")
@@ -156,7 +153,7 @@ def fold_pseudo_labels(backbone, train, config: dict, fold: Fold, run: RunDir, s
         with atomic_directory(directory) as tmp:
             clusters.save(Path(tmp) / CLUSTERS_FILE)
             labels.save(Path(tmp) / PSEUDO_LABELS_FILE)
-            atomic_write_json(Path(tmp) / SUMMARY_FILE, summary)
+            atomic_write_json(Path(tmp) / PSEUDO_LABELS_SUMMARY, summary)
             write_manifest(tmp)
         fault_point("stage0:pseudo-labels-written")
     state.wait_for_everyone()
@@ -218,7 +215,7 @@ def save_stage0_backbone(backbone, best_dir: Path, original, pseudo_labels_dir: 
     not passed on to stage 1) and `continued_pretraining` = the pseudo labels' summary; checksums."""
     for name in RESTORED_ATTRIBUTES:
         setattr(backbone.config, name, getattr(original, name, None))
-    setattr(backbone.config, RECORD_ATTRIBUTE, read_json(pseudo_labels_dir / SUMMARY_FILE))
+    setattr(backbone.config, RECORD_ATTRIBUTE, read_json(pseudo_labels_dir / PSEUDO_LABELS_SUMMARY))
     with atomic_directory(best_dir) as tmp:
         backbone.save_pretrained(tmp)
         make_feature_extractor().save_pretrained(tmp)
