@@ -74,6 +74,11 @@ class MaskedPseudoLabelModel(nn.Module):
         self.config = backbone.config
         self.projection = nn.Linear(backbone.config.hidden_size, clusters)
 
+    def activation_checkpointing_enable(self, **kwargs):
+        """`training.activation_checkpointing` (the Trainer calls it): the backbone's layers recompute their
+        activations in backward (the backbone's own `activation_checkpointing_enable`)."""
+        self.backbone.activation_checkpointing_enable(**kwargs)
+
     def forward(self, input_values, attention_mask=None, labels=None, mask_time_indices=None):
         frames = frames_for_samples(input_values.shape[1], *frame_geometry(self.config))
         frame_mask = None

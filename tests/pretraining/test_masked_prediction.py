@@ -119,3 +119,25 @@ def test_one_span_is_exactly_the_configured_length_and_padding_is_never_masked()
 def test_the_model_refuses_a_backbone_without_a_mask_embedding():
     with pytest.raises(ValueError, match="mask_time_prob > 0"):
         MaskedPseudoLabelModel(tiny_hubert(mask_time_prob=0.0), clusters=3)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """`training.activation_checkpointing` reaches stage 0's backbone (the Trainer calls the model's
+    `activation_checkpointing_enable`): same loss and gradients, recomputed in backward."""
+    torch.manual_seed(3)
+    input_values, labels = torch.randn(2, 3200), torch.randint(0, 3, (2, 159))
+    mask = torch.zeros(2, 159, dtype=torch.bool)
+    mask[:, 20:40] = True
+    gradients = []
+    for checkpointing in (False, True):
+        model = MaskedPseudoLabelModel(tiny_hubert(), clusters=3).train()
+        torch.manual_seed(4)
+        model.projection.reset_parameters()
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.backbone.is_activation_checkpointing
+        model(input_values, labels=labels, mask_time_indices=mask)["loss"].backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-5, atol=1e-6)
