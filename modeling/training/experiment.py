@@ -43,6 +43,7 @@ from .checkpoints import initial_checkpoint, model_check_path
 from .config_checks import backbone_config, raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config, passthrough_settings
+from .schema import SECTIONS, defaults
 from .scoring import fold_metrics
 from .stage import cpu_distributed, model_problems, train_stage
 from .stage0 import stage0_data_problems, train_stage0
@@ -203,7 +204,10 @@ def check_run_dir(config: dict, run: RunDir):
     """Refuse to mix two configs in one output directory (`RunConfigMismatchError`); reads only."""
     config_path = run.config
     if config_path.is_file():
-        differences = config_differences(yaml.safe_load(config_path.read_text()), config)
+        recorded = yaml.safe_load(config_path.read_text()) or {}
+        # a run recorded before a section existed (stage0:) ran with that section's defaults
+        recorded = {**{name: value for name, value in defaults().items() if name in SECTIONS}, **recorded}
+        differences = config_differences(recorded, config)
         if differences:
             raise RunConfigMismatchError(
                 f"{config_path}: this output directory holds a run with another config ("

@@ -186,3 +186,18 @@ def test_model_cards_say_whether_a_checkpoint_went_through_stage0(stage0_run, tm
     assert "| stage0.enabled | `True` |" in card and "| stage0.layer | `1` |" in card
     other = render_fold_card(run, run.folds["2"], "org/ser-fold2")
     assert "Stage 0 (continued pre-training): none: stage 1 started from the pre-trained backbone." in other
+
+
+def test_a_run_recorded_before_stage0_existed_resumes_and_enabling_it_is_refused(stage0_run, tmp_path):
+    import yaml
+
+    from modeling.training.experiment import RunConfigMismatchError, check_run_dir
+    from modeling.training.schema import defaults
+
+    config = {**stage0_config(stage0_run["backbone"]), "stage0": defaults()["stage0"]}  # stage 0 off
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.config.write_text(yaml.safe_dump({key: value for key, value in config.items() if key != "stage0"}))
+    check_run_dir(config, run)  # no stage0: section recorded = its defaults (disabled)
+    with pytest.raises(RunConfigMismatchError, match=r"stage0.enabled: False → True"):
+        check_run_dir({**config, "stage0": {**config["stage0"], "enabled": True}}, run)
