@@ -54,7 +54,7 @@ def write_config(path, backbone, **sections) -> str:
         stage2=dict(stage, num_trainable_layers=1),
     )
     for name, values in sections.items():
-        config[name] = {**config[name], **values}
+        config[name] = {**config.get(name, {}), **values}
     path.write_text(yaml.safe_dump(config))
     return str(path)
 

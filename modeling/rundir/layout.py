@@ -9,6 +9,11 @@ RUN/
   fold<k>/                     k = 1, 2, ... (1-based, as in --folds)
     train.lock                 held by the process training this fold (pid, host); stale ones are taken over
     split.json                 speakers, sessions, size and class counts of the fold's train/validation/test
+    stage0/                    with stage0.enabled (FLEA, docs/flea.md): continued pre-training of the backbone
+      pseudo_labels/             clusters.safetensors (K-means centroids), pseudo_labels.npz (every training
+                                 frame's cluster id), pseudo_labels.json (layer, clusters, speakers), checksums.json
+      checkpoint-<step>/         its Trainer checkpoints (backbone + projection)
+      best/                      the continued-pre-trained backbone stage 1 starts from (its existence: done)
     stage1/  stage2/           Trainer output of each stage:
       checkpoint-<step>/         its checkpoints (resume from the newest complete one)
       best/                      the stage's best model on validation UA (its existence: the stage is done)
@@ -32,6 +37,11 @@ from pathlib import Path
 
 
 STAGES = ("stage1", "stage2")
+STAGE0 = "stage0"  # the optional continued pre-training before stage 1 (not a stage with a classification head)
+# The files of `fold<k>/stage0/pseudo_labels/` (stage 0: the K-means model, every frame's id, their summary).
+CLUSTERS_FILE = "clusters.safetensors"
+PSEUDO_LABELS_FILE = "pseudo_labels.npz"
+PSEUDO_LABELS_SUMMARY = "pseudo_labels.json"
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
@@ -76,8 +86,8 @@ class _InRun:
 class RunDir:
     """Paths of one run directory (see the module docstring). Nothing is created or read here.
 
-    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"`. A `RunDir` is an
-    `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
+    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"` (and `STAGE0`). A `RunDir`
+    is an `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -144,6 +154,10 @@ class RunDir:
     def checkpoints(self, k: int | str, stage: str) -> list[Path]:
         return checkpoint_dirs(self.stage(k, stage))
 
+    def pseudo_labels(self, k: int | str) -> Path:
+        """`fold<k>/stage0/pseudo_labels`: stage 0's K-means model and its frames' cluster ids."""
+        return self.stage(k, STAGE0) / "pseudo_labels"
+
     def prefix_cache(self, k: int | str, stage: str, split: str) -> Path:
         return self.stage(k, stage) / "prefix_cache" / split
 
@@ -157,9 +171,13 @@ __all__ = [
     "ADAPTER",
     "BEST",
     "CHECKPOINT_PREFIX",
+    "CLUSTERS_FILE",
     "CONFUSION_MATRIX",
+    "PSEUDO_LABELS_FILE",
+    "PSEUDO_LABELS_SUMMARY",
     "RESULTS_JSON",
     "RESULTS_MD",
+    "STAGE0",
     "STAGES",
     "TSNE",
     "RunDir",

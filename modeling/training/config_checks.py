@@ -23,6 +23,7 @@ from .run_config import (
     resolve_config_problems,
 )
 from .stage import stage_model_kwargs, training_argument_values
+from .stage0 import stage0_config_problems
 
 
 PREREQUISITE_KEYS = ("data.loader", "data.root", "model.name_or_path", "model.random_init")
@@ -191,6 +192,8 @@ def check_training_setup(config: dict, skip: set = frozenset()) -> list[Problem]
             problems += model_config_problems(config, stage, backbone, skip)
         problems += training_arguments_problems(config, stage)
     problems += lora_problems(config, backbone, skip)
+    if backbone is not None and config["stage0"]["enabled"]:  # FLEA's continued pre-training (stage0.py)
+        problems += model_config_problems(config, "stage0", backbone, skip) + stage0_config_problems(config, backbone)
     return list(dict.fromkeys(problems))  # a training: value that fails fails in both stages: say it once
 
 

@@ -285,6 +285,24 @@ class Stage1Settings(StageSettings):
     )
 
 
+@dataclass
+class Stage0Settings:
+    """`stage0:` FLEA's continued pre-training before stage 1, on the fold's training speakers (docs/flea.md)."""
+
+    enabled: bool = option(False, "Run stage 0 per fold; stage 1 starts from its backbone.")
+    layer: int = option(9, "Layer whose frames are clustered (hidden_states[layer]; 0: input of layer 1).", minimum=0)
+    clusters: int = option(50, "K-means clusters: the pseudo labels' classes.", minimum=2)
+    mask_time_prob: float = option(0.2, "Frames masked, before overlaps.", above=0, below=1, to_model="mask_time_prob")
+    mask_time_length: int = option(10, "Frames per masked span.", minimum=1, to_model="mask_time_length")
+    num_trainable_layers: int | None = option(
+        None, "Top layers that train (CNN always frozen).", minimum=0, null="all", to_model="num_trainable_layers"
+    )
+    epochs: float = option(1, "Training epochs (whole clips).", above=0, to_args="num_train_epochs")
+    batch_size: int = option(8, "Training batch size per device.", minimum=1, to_args="per_device_train_batch_size")
+    learning_rate: float = option(5e-5, "Learning rate.", minimum=0, to_args="learning_rate")
+    warmup_ratio: float = option(0.1, "Linear warmup, share of steps.", minimum=0, below=1, to_args="warmup_steps")
+
+
 # Stage 2's defaults where they differ from stage 1's (Table 2 of the paper).
 STAGE2_DEFAULTS = {
     "pooling": "cls_attention",
@@ -309,12 +327,13 @@ Stage2Settings = dataclasses.make_dataclass(
 
 @dataclass
 class ExperimentSettings:
-    """A train.py config: the seed and five sections."""
+    """A train.py config: the seed and six sections."""
 
     seed: int = option(42, "Base seed; each (fold, stage) derives its own.")
     data: DataSettings = field(default_factory=DataSettings, metadata={"doc": DataSettings.__doc__})
     model: ModelSettings = field(default_factory=ModelSettings, metadata={"doc": ModelSettings.__doc__})
     training: TrainingSettings = field(default_factory=TrainingSettings, metadata={"doc": TrainingSettings.__doc__})
+    stage0: Stage0Settings = field(default_factory=Stage0Settings, metadata={"doc": Stage0Settings.__doc__})
     stage1: Stage1Settings = field(default_factory=Stage1Settings, metadata={"doc": Stage1Settings.__doc__})
     stage2: Stage2Settings = field(default_factory=Stage2Settings, metadata={"doc": Stage2Settings.__doc__})
 
@@ -474,27 +493,10 @@ def training_argument_kwargs(settings: dict, section: str) -> dict:
     return kwargs
 
 
+# fmt: off
 __all__ = [
-    "DataSettings",
-    "ExperimentSettings",
-    "ModelSettings",
-    "Option",
-    "PASSTHROUGH_SECTIONS",
-    "SECTIONS",
-    "STAGE2_DEFAULTS",
-    "Stage1Settings",
-    "Stage2Settings",
-    "StageSettings",
-    "TrainingSettings",
-    "all_options",
-    "base_type",
-    "choices_of",
-    "cross_problems",
-    "defaults",
-    "model_kwargs",
-    "nearest",
-    "options",
-    "reserved_training_arguments",
-    "training_argument_kwargs",
-    "union_types",
+    "DataSettings", "ExperimentSettings", "ModelSettings", "Option", "PASSTHROUGH_SECTIONS", "SECTIONS",
+    "STAGE2_DEFAULTS", "Stage0Settings", "Stage1Settings", "Stage2Settings", "StageSettings", "TrainingSettings",
+    "all_options", "base_type", "choices_of", "cross_problems", "defaults", "model_kwargs", "nearest", "options",
+    "reserved_training_arguments", "training_argument_kwargs", "union_types",
 ]

@@ -184,6 +184,7 @@ USERS = {
     "modeling/training/run_config.py",
     "modeling/training/config_checks.py",
     "modeling/training/stage.py",
+    "modeling/training/stage0.py",  # stage 0 (FLEA): its section's settings
     "modeling/training/experiment.py",
     "modeling/training/checkpoints.py",
     "modeling/training/scoring.py",
@@ -202,7 +203,7 @@ USERS = {
 }
 ORDINARY_WORDS = {
     "seed", "root", "loader", "folds", "speakers", "pooling", "epochs", "batch_size", "bf16", "fp16", "weight_decay",
-    "name_or_path", "num_folds",
+    "name_or_path", "num_folds", "layer", "learning_rate",
 }  # fmt: skip
 
 
