@@ -120,8 +120,9 @@ def checked_job(args):
     cause."""
     from ..data.problems import Problem
     from ..inference import load_pipeline
-    from ..inference.batch import BatchJobError, JobOutputs, collect_inputs, output_problems
+    from ..inference.batch import BatchJobError, JobOutputs, collect_inputs
     from ..inference.checks import load_checked, model_problems, raise_on_problems
+    from ..inference.output_files import output_problems
     from ..inference.recordings import SegmentSource
 
     problems, paths = [], []

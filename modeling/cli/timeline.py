@@ -193,8 +193,8 @@ def checked_inputs(args):
     anything but an unreadable file is wrong, or when a file of a --join is."""
     from ..data.problems import Problem
     from ..inference import load_pipeline
-    from ..inference.batch import output_problems
     from ..inference.checks import audio_problems, load_checked, raise_on_problems
+    from ..inference.output_files import output_problems
 
     outputs = {"--json": args.json, "--lanes": args.lanes, "--plot": args.plot}
     problems = output_problems({**outputs, **{f"--out {out}": out for out in args.out}})

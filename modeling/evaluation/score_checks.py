@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..data import CorpusError
 from ..data.problems import Problem
-from ..inference.batch import output_problems
 from ..inference.checks import raise_on_problems
+from ..inference.output_files import output_problems
 from ..rundir.reader import FinishedRun, RunReadError, fold_name
 from ..training.run_config import ConfigError
 from .cross_corpus import corpus_config, parse_label_map

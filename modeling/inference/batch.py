@@ -25,12 +25,11 @@ holds `batch_size` segments, whatever the recording's length.
 
 import csv
 import glob
-import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
 from ..segments.writers import format_probability, format_seconds, rounded
+from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
 
@@ -127,20 +127,6 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def repair_partial_line(path: Path) -> bool:
-    """Cut a last line without its newline (a write interrupted by a kill). Returns whether anything was cut."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return False
-        f.truncate(data.rfind(b"\n") + 1)
-        f.flush()
-        os.fsync(f.fileno())
-    return True
-
-
 def cut_last_recording(path: Path, header: list[str]) -> None:
     """Long-recording mode: a recording's rows are one write, but a kill inside it can leave some whole rows and
     no partial line. The last recording of the file may thus be incomplete: its rows are cut off, and it is done
@@ -151,7 +137,7 @@ def cut_last_recording(path: Path, header: list[str]) -> None:
     last = rows[-1]["file"]
     while rows and rows[-1]["file"] == last:
         rows.pop()
-    atomic_write_text(path, _csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
+    atomic_write_text(path, csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
 
 
 def _header_problem(path: Path, fieldnames, expected_header: list[str]) -> Problem | None:
@@ -174,76 +160,6 @@ def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
         if problem is not None:
             raise BatchJobError([problem])
         return list(reader)
-
-
-def output_problems(outputs: dict[str, str | os.PathLike | None]) -> list[Problem]:
-    """{option: path} of files a job will write → problems found before anything is written: a path that is a
-    folder, a parent that is a file, a folder that cannot be written to."""
-    problems = []
-    for option, path in outputs.items():
-        if path is None:
-            continue
-        path = Path(path)
-        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-        if path.is_dir():
-            problems.append(Problem(option, f"{option} {path}: is a folder; expected a file name"))
-        elif not parent.is_dir():
-            problems.append(Problem(option, f"{option} {path}: {parent} is a file, not a folder"))
-        elif not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            problems.append(Problem(option, f"{option} {path}: not writable (permissions of {parent})"))
-    return problems
-
-
-def append_bytes(path: Path, data: bytes, point: str, leading: Iterable[bytes] = ()) -> None:
-    """Append `leading` chunks then `data` (together whole lines) and fsync. Fault point `predict:partial-write:<name>`
-    sits inside the write of `data`, where half of its last line is written (what a kill inside the system call
-    could leave)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as for open()
-    try:
-        for chunk in leading:
-            _write_all(fd, chunk)
-        last_line = data.rfind(b"\n", 0, len(data) - 1) + 1
-        half = (last_line + len(data)) // 2
-        os.write(fd, data[:half])
-        fault_point(f"predict:partial-write:{point}")
-        _write_all(fd, data[half:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _spool_parts(spool, block: int = 1 << 20) -> tuple[Iterator[bytes], bytes]:
-    """A spool file's content as (its leading blocks, its last ≤ `block` bytes): `append_bytes`'s arguments, so a
-    long recording's rows are copied block by block, never whole in memory."""
-    size = spool.seek(0, os.SEEK_END)
-    cut = max(0, size - block)
-    spool.seek(cut)
-    last = spool.read()
-
-    def leading():
-        spool.seek(0)
-        done = 0
-        while done < cut:
-            chunk = spool.read(min(block, cut - done))
-            done += len(chunk)
-            yield chunk
-
-    return leading(), last
-
-
-def _csv_text(rows: list[list], header: list[str] | None = None) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
 
 
 def output_header(labels: list[str], per_segment: bool = False) -> list[str]:
@@ -289,7 +205,7 @@ class JobOutputs:
             outputs._drop_unfinished_timeline()
         if not predictions.is_file() or predictions.stat().st_size == 0:
             predictions.parent.mkdir(parents=True, exist_ok=True)
-            append_bytes(predictions, _csv_text([], header), "header")
+            append_bytes(predictions, csv_text([], header), "header")
         return outputs  # the errors CSV is created with its first row: no file when no file failed
 
     @staticmethod
@@ -332,15 +248,15 @@ class JobOutputs:
         recording that fails midway leaves nothing in the outputs."""
         with tempfile.TemporaryFile() as rows, tempfile.TemporaryFile() as timeline:
             for count, record in enumerate(records):
-                rows.write(_csv_text([segment_row(file, record, labels)]))
+                rows.write(csv_text([segment_row(file, record, labels)]))
                 if self.timeline is not None:
                     text = json.dumps(segment_record(record, labels), ensure_ascii=False, default=float)
                     timeline.write(((", " if count else "") + text).encode("utf-8"))
             if self.timeline is not None:
                 head = json.dumps(rounded({"file": file, "duration_s": duration}))[:-1] + ', "segments": ['
-                leading, last = _spool_parts(timeline)
+                leading, last = spool_parts(timeline)
                 append_bytes(self.timeline, last + b"]}\n", "timeline", [head.encode("utf-8"), *leading])
-            leading, last = _spool_parts(rows)
+            leading, last = spool_parts(rows)
             if last:
                 fault_point("predict:before-rows")
                 append_bytes(self.predictions, last, "predictions", leading)
@@ -358,11 +274,11 @@ class JobOutputs:
             append_bytes(self.timeline, "".join(lines).encode("utf-8"), "timeline")
         if rows:
             fault_point("predict:before-rows")
-            append_bytes(self.predictions, _csv_text(rows), "predictions")
+            append_bytes(self.predictions, csv_text(rows), "predictions")
             self.done.update(row[0] for row in rows)
         if error_rows:
             new_file = not self.errors.is_file() or self.errors.stat().st_size == 0
-            append_bytes(self.errors, _csv_text(error_rows, ERROR_COLUMNS if new_file else None), "errors")
+            append_bytes(self.errors, csv_text(error_rows, ERROR_COLUMNS if new_file else None), "errors")
             self.failed.update((file, error) for file, error in error_rows)
         fault_point("predict:group-written")
 

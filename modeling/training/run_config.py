@@ -14,6 +14,8 @@ before anything trains (`modeling.training.config_checks.check_training_setup`).
 
 import copy
 import dataclasses
+import difflib
+import typing
 from pathlib import Path
 
 import yaml
@@ -27,6 +29,28 @@ DEFAULTS = schema.defaults()  # the resolved config of an empty file (see schema
 RESERVED_TRAINING_ARGUMENTS = schema.reserved_training_arguments()
 PASSTHROUGH_SECTIONS = schema.PASSTHROUGH_SECTIONS
 ConfigError = CheckError  # the one error class of the checks (modeling.data.problems)
+
+
+def union_types(annotation) -> tuple[type, ...]:
+    """Every non-null type of an annotation (`dict | str | None` → (dict, str))."""
+    args = typing.get_args(annotation) or (annotation,)
+    return tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+
+
+def base_type(annotation) -> tuple[type, bool]:
+    """(the type, whether null is accepted) of an annotation such as `float | None`."""
+    args = typing.get_args(annotation)
+    if args:
+        kinds = [a for a in args if a is not type(None)]
+        base = typing.get_origin(kinds[0]) or kinds[0]
+        return base, type(None) in args
+    return typing.get_origin(annotation) or annotation, False
+
+
+def nearest(key: str, candidates) -> str | None:
+    """The valid key closest to a misspelt one (difflib), or None."""
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -117,7 +141,7 @@ def _unknown_key_problem(defaults: dict, prefix: tuple, key: str, value, where: 
     candidates = list(defaults) + (
         sorted(training_argument_names() | set(RESERVED_TRAINING_ARGUMENTS)) if passthrough else []
     )
-    guess = schema.nearest(key, candidates)
+    guess = nearest(key, candidates)
     message = f"unknown key {where!r}; " + (f"did you mean {'.'.join(prefix + (guess,))!r}? " if guess else "")
     message += f"expected one of {sorted(defaults)}" + (" or a TrainingArguments field." if passthrough else ".")
     return Problem(where, message, value)
@@ -164,8 +188,9 @@ def attributed(problems: list[Problem], path, origins: dict[str, str]) -> tuple[
     the config file, "the command line", or both)."""
     result, from_command_line = [], 0
     for problem in problems:
-        key = problem.key
-        origin = next((o for k, o in origins.items() if key == k or key.startswith(k + ".")), None)
+        parts = problem.key.split(".")  # the key and the sections above it: --set stage2=... covers stage2.x
+        keys = {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
+        origin = next((o for k, o in origins.items() if k in keys), None)
         if origin is not None:
             from_command_line += 1
             problem = dataclasses.replace(problem, message=f"{problem.message} (from {origin})")
@@ -242,7 +267,7 @@ def check_values(config: dict, invalid: set | None = None) -> list[Problem]:
 
 def allowed_text(o: schema.Option) -> str:
     """What the option accepts, in words ("an integer >= 1", "null (all) or an integer >= 0", ...)."""
-    base, nullable = schema.base_type(o.type)
+    base, nullable = base_type(o.type)
     meta = o.meta
     if meta["allowed"]:
         text = meta["allowed"]
@@ -268,7 +293,7 @@ def allowed_text(o: schema.Option) -> str:
 
 def coerce(o: schema.Option, value):
     """PyYAML reads `1e-4` (no dot) as a string: a float option takes it as the number it means."""
-    if schema.base_type(o.type)[0] is float and isinstance(value, str):
+    if base_type(o.type)[0] is float and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
@@ -278,7 +303,7 @@ def coerce(o: schema.Option, value):
 
 def accepts(o: schema.Option, value) -> bool:
     """Whether `value` (coerced) is allowed for the option."""
-    base, nullable = schema.base_type(o.type)
+    base, nullable = base_type(o.type)
     if value is None:
         return nullable
     if o.meta["choices"] is not None:
@@ -289,7 +314,7 @@ def accepts(o: schema.Option, value) -> bool:
     elif base is int:
         ok = is_number and isinstance(value, int)
     else:
-        ok = isinstance(value, schema.union_types(o.type))  # `dict | str | None`: either
+        ok = isinstance(value, union_types(o.type))  # `dict | str | None`: either
     if not ok or base not in (int, float):
         return ok
     meta = o.meta

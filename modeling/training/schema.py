@@ -34,7 +34,6 @@ scheduler types) are looked up when a value is checked.
 """
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 
@@ -424,33 +423,11 @@ def reserved_training_arguments() -> dict[str, str]:
 # ---- reading the declarations ----
 
 
-def union_types(annotation) -> tuple[type, ...]:
-    """Every non-null type of an annotation (`dict | str | None` → (dict, str))."""
-    args = typing.get_args(annotation) or (annotation,)
-    return tuple(typing.get_origin(a) or a for a in args if a is not type(None))
-
-
-def base_type(annotation) -> tuple[type, bool]:
-    """(the type, whether null is accepted) of an annotation such as `float | None`."""
-    args = typing.get_args(annotation)
-    if args:
-        kinds = [a for a in args if a is not type(None)]
-        base = typing.get_origin(kinds[0]) or kinds[0]
-        return base, type(None) in args
-    return typing.get_origin(annotation) or annotation, False
-
-
 def choices_of(o: Option) -> list | None:
     choices = o.meta["choices"]
     if isinstance(choices, str):
         return globals()[choices]()
     return list(choices) if choices is not None else None
-
-
-def nearest(key: str, candidates) -> str | None:
-    """The valid key closest to a misspelt one (difflib), or None."""
-    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
 
 
 def cross_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
@@ -497,6 +474,6 @@ def training_argument_kwargs(settings: dict, section: str) -> dict:
 __all__ = [
     "DataSettings", "ExperimentSettings", "ModelSettings", "Option", "PASSTHROUGH_SECTIONS", "SECTIONS",
     "STAGE2_DEFAULTS", "Stage0Settings", "Stage1Settings", "Stage2Settings", "StageSettings", "TrainingSettings",
-    "all_options", "base_type", "choices_of", "cross_problems", "defaults", "model_kwargs", "nearest", "options",
-    "reserved_training_arguments", "training_argument_kwargs", "union_types",
+    "all_options", "choices_of", "cross_problems", "defaults", "model_kwargs", "options",
+    "reserved_training_arguments", "training_argument_kwargs",
 ]

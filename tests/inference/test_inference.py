@@ -338,7 +338,8 @@ def test_int8_agreement_of_a_run_against_labels_computed_directly(tmp_path, chec
 
 
 def test_outputs_of_another_label_set_are_refused_and_a_partial_line_is_cut(tmp_path):
-    from modeling.inference.batch import BatchJobError, JobOutputs, repair_partial_line
+    from modeling.inference.batch import BatchJobError, JobOutputs
+    from modeling.inference.output_files import repair_partial_line
 
     output = tmp_path / "p.csv"
     output.write_text("file,duration_s,label,score,prob_happy,prob_sad\na.wav,1.000,sad,0.600000,0.400000,0.600000\n")

@@ -204,7 +204,8 @@ def test_kill_9_of_the_driver_then_the_rerun_predicts_only_the_rest(
 def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_path, monkeypatch):
     """The driver dies after appending a block's rows to the final CSV but before removing its part files (fault
     point `predict:group-written`, here a raise): the next run merges the part again and writes each file once."""
-    from modeling.inference.batch import JobOutputs, _csv_text, _row
+    from modeling.inference.batch import JobOutputs, _row
+    from modeling.inference.output_files import csv_text
     from modeling.inference.ray_engine import PartFiles
     from modeling.rundir.faults import FaultInjected
 
@@ -214,7 +215,7 @@ def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_pat
     def result(block, files):
         result = {"duration": 1.5, "predicted": "neutral", "prob_anger": 0.25, "prob_neutral": 0.75}
         rows = [_row(f, result, labels) for f in files]
-        rows_text = _csv_text(rows).decode()
+        rows_text = csv_text(rows).decode()
         return {"block": block, "predicted": len(files), "failed": 0, "audio_seconds": 1.5, "rows": rows_text}
 
     parts = PartFiles(output, JobOutputs.open(output, labels))
