@@ -171,8 +171,8 @@ def checked_inputs(args):
     from ..inference.batch import output_problems
     from ..inference.checks import audio_problems, load_checked, raise_on_problems
 
-    outputs = {"--json": args.json, "--lanes": args.lanes, "--plot": args.plot}
-    problems = output_problems({**outputs, **{f"--out {out}": out for out in args.out}})
+    outputs = [("--json", args.json), ("--lanes", args.lanes), ("--plot", args.plot)]
+    problems = output_problems(outputs + [("--out", out) for out in args.out])
     if args.segments and not os.path.isfile(args.segments) and args.segments != "auto":
         if not os.path.isdir(args.segments):
             message = f"--segments {args.segments}: no such file or folder (expected a segment file, auto or a folder)"
