@@ -164,8 +164,9 @@ def attributed(problems: list[Problem], path, origins: dict[str, str]) -> tuple[
     the config file, "the command line", or both)."""
     result, from_command_line = [], 0
     for problem in problems:
-        key = problem.key
-        origin = next((o for k, o in origins.items() if key == k or key.startswith(k + ".")), None)
+        parts = problem.key.split(".")
+        enclosing = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}  # "stage2", "stage2.epochs"
+        origin = next((o for key, o in origins.items() if key in enclosing), None)
         if origin is not None:
             from_command_line += 1
             problem = dataclasses.replace(problem, message=f"{problem.message} (from {origin})")
