@@ -115,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def checked_job(args):
     """Everything checked before anything is written: the inputs, the output files, the segment source, the model
-    (loaded here: a pipeline for the local engine; the config only for the Ray engine's actors). Returns (paths,
+    (its config; then, with nothing else wrong, the pipeline for the local engine). Returns (paths,
     pipeline or None for Ray, `SegmentSource` or None). Raises `CheckError` listing every problem, grouped by
     cause."""
     from ..data.problems import Problem
@@ -138,9 +138,8 @@ def checked_job(args):
         except ValueError as error:  # SegmentError: a segment folder that does not exist
             problems.append(Problem("--segments", f"--segments: {error} Expected auto or a folder."))
     pipe = None
-    if args.engine == "ray":
-        problems += model_problems(args.model)
-    else:
+    problems += model_problems(args.model)  # its config.json only: cheap, listed with the other problems
+    if args.engine == "local" and not problems:  # loading may export ONNX files beside the checkpoint: only now
         options = dict(backend=args.backend, num_threads=args.threads, device=args.device)
         load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
         pipe = load_checked(load, args.model, problems)

@@ -196,8 +196,8 @@ def checked_inputs(args):
     from ..inference.checks import audio_problems, load_checked, raise_on_problems
     from ..inference.output_files import output_problems
 
-    outputs = {"--json": args.json, "--lanes": args.lanes, "--plot": args.plot}
-    problems = output_problems({**outputs, **{f"--out {out}": out for out in args.out}})
+    outputs = [("--json", args.json), ("--lanes", args.lanes), ("--plot", args.plot)]
+    problems = output_problems(outputs + [("--out", out) for out in args.out])
     if args.segments and not os.path.isfile(args.segments) and args.segments != "auto":
         if not os.path.isdir(args.segments):
             message = f"--segments {args.segments}: no such file or folder (expected a segment file, auto or a folder)"

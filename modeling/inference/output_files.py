@@ -26,11 +26,11 @@ def repair_partial_line(path: Path) -> bool:
     return True
 
 
-def output_problems(outputs: dict[str, str | os.PathLike | None]) -> list[Problem]:
-    """{option: path} of files a job will write → problems found before anything is written: a path that is a
-    folder, a parent that is a file, a folder that cannot be written to."""
+def output_problems(outputs) -> list[Problem]:
+    """{option: path} (or (option, path) pairs) of files a job will write → problems found before anything is
+    written: a path that is a folder, a parent that is a file, a folder that cannot be written to."""
     problems = []
-    for option, path in outputs.items():
+    for option, path in outputs.items() if isinstance(outputs, dict) else outputs:
         if path is None:
             continue
         path = Path(path)

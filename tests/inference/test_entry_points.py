@@ -160,3 +160,18 @@ def test_the_app_says_what_was_given_before_it_starts(run, monkeypatch, capsys, 
     assert "app.py: error: 1 problem(s) in app.py's arguments (nothing started):" in message
     assert f"  - --model: {model!r} is not a checkpoint" in message
     assert EXPECTED in message
+
+
+@pytest.mark.bad_input
+def test_the_timeline_lists_every_problem_at_once_and_writes_nothing(run, monkeypatch, capsys):
+    from modeling.cli.timeline import main as timeline_main
+
+    monkeypatch.chdir(run)
+    argv = ["audio/" + CLIPS[0], "--model", "runs/demo", "--segments", "nope", "--out", "audio", "--lanes", "l.png"]
+    assert timeline_main(argv) == 2
+    message = capsys.readouterr().err
+    assert "3 problem(s) in the timeline's arguments (nothing written):" in message
+    assert "--out audio: is a folder; expected a file name" in message
+    assert "--segments nope: no such file or folder (expected a segment file, auto or a folder)" in message
+    assert "'runs/demo' is not a checkpoint: a folder without config.json" in message
+    assert not (run / "l.png").exists()
