@@ -257,8 +257,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         )
         result = {
             **prediction_record(utterance, self.classes),
-            "duration": round(duration, 6),
-            "frame_duration": self.frame_duration,
+            "duration_s": round(duration, 6),
+            "frame_duration_s": self.frame_duration,
             "num_frames": len(weights),
             "timeline": timeline,
             "windows": [self._window_result(part, share) for part, share in zip(windows, shares)],

@@ -228,7 +228,7 @@ def test_timeline_frame_rate_comes_from_each_backbones_conv_stack(model_type, co
     waveform = load_audio(polish3_clips(1)[0][0])[:8000]
     timeline = pipeline("frame-aligned-emotion", model=str(tmp_path), device="cpu")
     result = timeline(waveform, smoothing="none", return_frames=True)
-    assert timeline.frame_duration == result["frame_duration"] == hop / 16000
+    assert timeline.frame_duration == result["frame_duration_s"] == hop / 16000
     assert result["num_frames"] == (len(waveform) - frame_geometry(model.config).receptive_field) // hop + 1
     with torch.no_grad():
         inputs = make_feature_extractor()(waveform, sampling_rate=16000, return_tensors="pt")

@@ -57,8 +57,8 @@ def test_the_pipeline_result_predict_csv_and_the_readme_agree(checkpoint, tmp_pa
     assert set(result) == {
         PREDICTED,
         *PROBABILITIES,
-        "duration",
-        "frame_duration",
+        "duration_s",
+        "frame_duration_s",
         "num_frames",
         "timeline",
         "windows",

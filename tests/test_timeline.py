@@ -146,7 +146,7 @@ def test_frame_rate_and_receptive_field_come_from_the_conv_stack(layer_model, tm
     Wav2Vec2ForFrameAlignedClassification(coarse).save_pretrained(directory)
     make_feature_extractor().save_pretrained(directory)
     result = pipeline("frame-aligned-emotion", model=str(directory))(polish3_clips(1)[0][0], smoothing="none")
-    assert result["frame_duration"] == 0.01
+    assert result["frame_duration_s"] == 0.01
     for segment in result["timeline"][1:]:
         assert segment["start_s"] / 0.01 == pytest.approx(round(segment["start_s"] / 0.01), abs=1e-6)
 
@@ -158,7 +158,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
 
     result = timeline(path, smoothing="none", min_segment_s=0, return_frames=True)
     assert isinstance(timeline, FrameAlignedEmotionPipeline) and timeline.frame_duration == FRAME
-    assert result["duration"] == pytest.approx(len(waveform) / SR)
+    assert result["duration_s"] == pytest.approx(len(waveform) / SR)
     assert result["predicted"] == POLISH3_LABELS[int(q.argmax())] and result[
         f"prob_{result['predicted']}"
     ] == pytest.approx(q.max(), abs=1e-5)
@@ -169,7 +169,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
     assert len(result["windows"]) == 1 and result["windows"][0]["share"] == 1.0
 
     segments = result["timeline"]
-    assert_contiguous(segments, result["duration"])
+    assert_contiguous(segments, result["duration_s"])
     assert len(segments) > 1  # the scaled classifier does change its mind within the word
     frame_labels = p.argmax(-1)
     for segment in segments:
@@ -182,7 +182,7 @@ def test_timeline_of_a_real_clip_matches_the_models_frames(timeline, layer_model
         assert probabilities_of(segment) == pytest.approx(mean, abs=1e-5)
 
     smoothed = timeline(path, smoothing="median", smoothing_window_s=0.1, min_segment_s=0.2, return_frames=True)
-    assert_contiguous(smoothed["timeline"], result["duration"])
+    assert_contiguous(smoothed["timeline"], result["duration_s"])
     assert len(smoothed["timeline"]) == 1 or all(s["end_s"] - s["start_s"] >= 0.2 - 1e-9 for s in smoothed["timeline"])
     np.testing.assert_allclose(smoothed["frames"]["smoothed"].sum(-1), 1.0, atol=1e-9)
     assert probabilities_of(smoothed) == probabilities_of(result)  # utterance result unchanged
@@ -272,7 +272,7 @@ def test_sixty_seconds_run_in_windows_and_the_timeline_covers_them(timeline, six
     assert [(c["start_s"], c["end_s"]) for c in result["windows"]] == [(0, 20), (16, 36), (32, 52), (40, 60)]
     shares = np.array([c["share"] for c in result["windows"]])
     assert shares.sum() == pytest.approx(1.0)
-    assert result["duration"] == 60.0
+    assert result["duration_s"] == 60.0
     assert_contiguous(result["timeline"], 60.0)
     frames = result["frames"]
     assert len(frames["weights"]) == result["num_frames"] == frames_for_samples(len(audio), 320, 400) == 2999
@@ -304,7 +304,7 @@ def test_a_long_file_streams_and_equals_the_in_memory_result(timeline, sixty_sec
     in_memory = timeline(load_audio(path), sampling_rate=SR, batch_size=4, return_frames=True)
     same_results(streamed, in_memory, atol=1e-6)
     np.testing.assert_allclose(streamed["frames"]["probabilities"], in_memory["frames"]["probabilities"], atol=1e-6)
-    assert streamed["duration"] == pytest.approx(60.0, abs=1e-3) and len(streamed["windows"]) == 4
+    assert streamed["duration_s"] == pytest.approx(60.0, abs=1e-3) and len(streamed["windows"]) == 4
 
 
 def most_central_owner(offsets: list[int], counts: list[int]) -> np.ndarray:
@@ -512,7 +512,7 @@ def test_batched_and_one_by_one_agree_with_a_layer_norm_backbone(timeline, sixty
         same_results(single, in_batch)
     # the comparison is not between constant outputs (a random CLS output varies little; its frames do)
     assert len({segment["predicted"] for result in one_by_one for segment in result["timeline"]}) == 3
-    assert len(batched[-1]["windows"]) == 2 and batched[-1]["duration"] == 25.0
+    assert len(batched[-1]["windows"]) == 2 and batched[-1]["duration_s"] == 25.0
 
 
 def test_group_norm_backbones_batch_only_equal_lengths_by_default(group_model, sixty_seconds):
@@ -559,7 +559,7 @@ def test_every_input_form_gives_the_same_result(timeline, tmp_path):
     sf.write(stereo_48k, np.stack([soxr.resample(waveform, SR, 48_000)] * 2, axis=1), 48_000, subtype="FLOAT")
     result = timeline(str(stereo_48k))
     assert result["predicted"] == reference["predicted"]
-    assert result["duration"] == pytest.approx(reference["duration"], abs=1e-3)
+    assert result["duration_s"] == pytest.approx(reference["duration_s"], abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -606,7 +606,7 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
     assert [record["audio"] for record in records] == clips
     for clip, record in zip(clips, records):
         expected = timeline(clip)
-        assert f"{clip}  ({expected['duration']:.2f} s)  →  {expected['predicted']}" in printed
+        assert f"{clip}  ({expected['duration_s']:.2f} s)  →  {expected['predicted']}" in printed
         assert record["predicted"] == expected["predicted"] and "frames" not in record
         assert segments(record) == segments(expected)
     for i, clip in enumerate(clips):
@@ -617,7 +617,7 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
     assert main([*clips, "--model", str(layer_model[0]), "--join", "--json", str(tmp_path / "joined.json")]) == 0
     joined = json.loads((tmp_path / "joined.json").read_text())
     assert [record["audio"] for record in joined] == ["2 files joined"]
-    assert joined[0]["duration"] == pytest.approx(sum(len(load_audio(clip)) for clip in clips) / SR, abs=1e-6)
+    assert joined[0]["duration_s"] == pytest.approx(sum(len(load_audio(clip)) for clip in clips) / SR, abs=1e-6)
 
     assert main([str(tmp_path / "nope.flac"), "--model", str(layer_model[0])]) == 2
     assert "nope.flac: file does not exist" in capsys.readouterr().err
@@ -699,8 +699,8 @@ def test_nemo4_sentences_of_four_emotions(tmp_path):
     for path, row, result in zip(paths, picked, batched):
         same_results(timeline(path), result)
         assert set(probabilities_of(result)) == set(NEMO4_LABELS)
-        assert result["duration"] == pytest.approx(float(row["duration_s"]), abs=2e-3)
-        assert_contiguous(result["timeline"], result["duration"])
+        assert result["duration_s"] == pytest.approx(float(row["duration_s"]), abs=2e-3)
+        assert_contiguous(result["timeline"], result["duration_s"])
     joined = np.concatenate([load_audio(path) for path in paths])  # ~14 s of sentences, four emotions
     long = timeline(joined, sampling_rate=SR, window_length_s=5, window_overlap_s=1, return_frames=True)
     assert len(long["windows"]) >= 3 and long["frames"]["weights"].sum() == pytest.approx(1.0)

@@ -84,7 +84,7 @@ def test_each_segment_equals_the_model_on_the_cut_segment_alone(emotion, recordi
         cut = audio[int(start * SR) : int(end * SR)]
         alone = emotion(cut, window_length_s=2.0, window_overlap_s=0.5)
         assert_same_prediction(record, alone)
-        assert record["duration"] == pytest.approx(len(cut) / SR, abs=1e-6)
+        assert record["duration_s"] == pytest.approx(len(cut) / SR, abs=1e-6)
         assert record["timeline"][0]["start_s"] == start  # recording seconds
         assert record["timeline"][-1]["end_s"] == pytest.approx(start + alone["timeline"][-1]["end_s"], abs=1e-6)
         assert [t["predicted"] for t in record["timeline"]] == [t["predicted"] for t in alone["timeline"]]

@@ -176,6 +176,12 @@ def load_hub_models(repo_ids: list[str]) -> list[DemoModel]:
 # ----------------------------------------------------------------------------------------------------------------
 # One request
 # ----------------------------------------------------------------------------------------------------------------
+def seconds_of(result: dict, key: str) -> float:
+    """`result[key]` (`duration_s`, `frame_duration_s`) of a pipeline result; a checkpoint published before the keys
+    took their `_s` carries remote code that returns `duration` / `frame_duration` (the Space loads any)."""
+    return result[key] if key in result else result[key.removesuffix("_s")]
+
+
 def read_upload(path, max_duration_s: float = MAX_DURATION_S) -> tuple[np.ndarray, int, str]:
     """The uploaded file `path` → (mono float32 samples of at most `max_duration_s` seconds, sampling rate, note).
 
@@ -252,7 +258,7 @@ def timeline_figure(result: dict, title: str = ""):
     classes = list(frames["classes"])
     colors = colormaps["tab10"].colors
     color = {name: colors[i % len(colors)] for i, name in enumerate(classes)}
-    time = np.asarray(frames["time"]) + result["frame_duration"] / 2
+    time = np.asarray(frames["time"]) + seconds_of(result, "frame_duration_s") / 2
     smoothed = np.asarray(frames["smoothed"])
     figure = Figure(figsize=(9, 4.2))
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -268,7 +274,7 @@ def timeline_figure(result: dict, title: str = ""):
     bottom.plot(time, np.asarray(frames["weights"]), color="black", linewidth=1)
     bottom.set_ylabel("weight α")
     bottom.set_xlabel("time (s)")
-    bottom.set_xlim(0, max(result["duration"], 1e-3))
+    bottom.set_xlim(0, max(seconds_of(result, "duration_s"), 1e-3))
     figure.tight_layout()
     return figure
 
@@ -288,7 +294,8 @@ def run_request(models: dict[str, DemoModel], audio_path, choice: str, max_durat
     figure = timeline_figure(result)
     header, rows = segment_rows(result)
     status = (
-        f"**{result['predicted']}** ({label[result['predicted']]:.0%}) · {result['duration']:.2f} s analysed · "
+        f"**{result['predicted']}** ({label[result['predicted']]:.0%}) · "
+        f"{seconds_of(result, 'duration_s'):.2f} s analysed · "
         f"{len(rows)} segment(s) · model: {model.name} · backend: `{model.backend}` ({model.note})"
     )
     return label, figure, rows, header, status + (f"\n\n⚠️ {note}" if note else "")

@@ -53,7 +53,7 @@ def format_result(name: str, result: dict) -> str:
     ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
     distribution = "  ".join(f"{label} {p:.2f}" for label, p in ranked)
     lines = [
-        f"{name}  ({result['duration']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
+        f"{name}  ({result['duration_s']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
         f"  {'start_s':>8} {'end_s':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
     ]
     for segment in result["timeline"]:

@@ -107,7 +107,7 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
     frames = result["frames"]
     labels = list(frames["classes"])
     colors = emotion_colors(labels)
-    duration = result["duration"]
+    duration = result["duration_s"]
 
     figure, (wave_ax, prob_ax, alpha_ax) = plt.subplots(
         3, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [1.2, 2.0, 1.0]}
@@ -133,14 +133,14 @@ def plot_timeline(result: dict, source=None, path: str = "timeline.png", title: 
             )
     wave_ax.set_ylabel("waveform")
 
-    x, smoothed = frame_steps(frames["smoothed"], result["frame_duration"], duration)
+    x, smoothed = frame_steps(frames["smoothed"], result["frame_duration_s"], duration)
     prob_ax.stackplot(x, smoothed.T, colors=[colors[label] for label in labels], labels=labels, alpha=0.9)
     prob_ax.set_ylim(0, 1)
     prob_ax.set_ylabel("p(emotion)")
     prob_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
     relative = np.asarray(frames["weights"]) * len(frames["weights"])  # α × T: 1 = uniform attention
-    x, relative = frame_steps(relative, result["frame_duration"], duration)
+    x, relative = frame_steps(relative, result["frame_duration_s"], duration)
     alpha_ax.fill_between(x, 0, relative, color="#444444", alpha=0.35, linewidth=0)
     alpha_ax.plot(x, relative, color="#222222", linewidth=0.8)
     alpha_ax.axhline(1.0, color="#999999", linewidth=0.6, linestyle="--")

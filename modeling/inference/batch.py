@@ -285,11 +285,11 @@ class JobOutputs:
 
 def _row(file: str, result: dict, labels: list[str]) -> list:
     probabilities = [format_probability(result[field]) for field in probability_fields(labels)]
-    return [file, format_seconds(result["duration"]), result[PREDICTED], *probabilities]
+    return [file, format_seconds(result["duration_s"]), result[PREDICTED], *probabilities]
 
 
 def _timeline_line(file: str, result: dict) -> str:
-    record = {"file": file, "duration_s": result["duration"], PREDICTED: result[PREDICTED]}
+    record = {"file": file, "duration_s": result["duration_s"], PREDICTED: result[PREDICTED]}
     return json.dumps(rounded({**record, "timeline": result["timeline"]})) + "\n"
 
 
@@ -364,13 +364,13 @@ def _predict_group(pipe, paths: list[str], batch_size: int, pipeline_kwargs: dic
 
 def _write_recordings(pipe, outputs: "JobOutputs", paths: list[str], pipeline_kwargs: dict, segments, labels):
     """Long-recording mode: each recording predicted segment by segment and written as its segments come
-    (`JobOutputs.write_recording`). Returns ([(path, {"duration": seconds})], [(path, error)])."""
+    (`JobOutputs.write_recording`). Returns ([(path, {"duration_s": seconds})], [(path, error)])."""
     done, failures = [], []
     for path in paths:
         try:
             duration, records = predict_recording(pipe, path, segments, pipeline_kwargs)
             outputs.write_recording(path, duration, records, labels)
-            done.append((path, {"duration": duration}))
+            done.append((path, {"duration_s": duration}))
         except Exception as error:  # noqa: BLE001  (one bad file must not stop the job; the reason is listed)
             if isinstance(error, FaultInjected):
                 raise
@@ -436,7 +436,7 @@ def predict_files(
             results, failures = _write_recordings(pipe, outputs, paths_of_group, kwargs, segments, labels)
             outputs.write([], failures, labels)
         predicted, failed = predicted + len(results), failed + len(failures)
-        audio_seconds += sum(result["duration"] for _, result in results)
+        audio_seconds += sum(result["duration_s"] for _, result in results)
         done_hours += sum(seconds for _, seconds in group) / 3600
         bar.update(min(done_hours, total_hours) - bar.n)  # no float overshoot past the total
         bar.set_postfix_str(f"files {start + len(group)}/{len(timed)}, errors {failed}")

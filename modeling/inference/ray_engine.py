@@ -115,7 +115,7 @@ class BlockPredictor:
             columns["block"].append(int(block))
             columns["predicted"].append(len(results))
             columns["failed"].append(len(failures))
-            columns["audio_seconds"].append(float(sum(result["duration"] for _, result in results)))
+            columns["audio_seconds"].append(float(sum(result["duration_s"] for _, result in results)))
             columns["rows"].append(csv_text([_row(f, r, self.labels) for f, r in results]).decode("utf-8"))
             columns["errors"].append(csv_text([list(failure) for failure in failures]).decode("utf-8"))
             lines = [_timeline_line(f, r) for f, r in results] if self.with_timeline else []

@@ -41,7 +41,7 @@ def format_probability(probability: float) -> str:
 
 
 def _is_time(key: str) -> bool:
-    return key.endswith("_s") or key == "duration"
+    return key.endswith("_s")
 
 
 def rounded(value, key: str = ""):

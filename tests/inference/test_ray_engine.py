@@ -215,7 +215,7 @@ def test_a_merge_interrupted_after_its_rows_is_redone_without_duplicates(tmp_pat
     output = tmp_path / "predictions.csv"
 
     def result(block, files):
-        result = {"duration": 1.5, "predicted": "neutral", "prob_anger": 0.25, "prob_neutral": 0.75}
+        result = {"duration_s": 1.5, "predicted": "neutral", "prob_anger": 0.25, "prob_neutral": 0.75}
         rows = [_row(f, result, labels) for f in files]
         rows_text = csv_text(rows).decode()
         return {"block": block, "predicted": len(files), "failed": 0, "audio_seconds": 1.5, "rows": rows_text}

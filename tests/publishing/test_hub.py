@@ -157,7 +157,7 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         result = timeline({{"raw": waveform, "sampling_rate": 16000}})
         probabilities = {{k.removeprefix("prob_"): v for k, v in result.items() if k.startswith("prob_")}}
         out["timeline"] = {{"class": type(timeline).__module__, "scores": probabilities,
-                           "end": result["timeline"][-1]["end_s"], "duration": result["duration"]}}
+                           "end": result["timeline"][-1]["end_s"], "duration_s": result["duration_s"]}}
         print(json.dumps(out))
         """
     )
@@ -173,7 +173,7 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert output["timeline"]["end"] == pytest.approx(output["timeline"]["duration"])
+    assert output["timeline"]["end"] == pytest.approx(output["timeline"]["duration_s"])
     for key in ("repo", "branch", "timeline"):
         # the frame-aligned pipeline applies the fold's calibration temperature; audio-classification does not
         expected = local_scores(best, waveform, calibrated=key == "timeline")
