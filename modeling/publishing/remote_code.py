@@ -76,4 +76,14 @@ def hub_pipeline_files(checkpoint: str | os.PathLike) -> dict[str, Path | bytes]
     Returns:
         {file name in the repo: path to upload, or the new config.json as bytes}.
     """
-    return {**remote_code_files(), "config.json": pipeline_config(checkpoint)}
+    return {**checkpoint_code_files(checkpoint), "config.json": pipeline_config(checkpoint)}
+
+
+def checkpoint_code_files(checkpoint: str | os.PathLike) -> dict[str, Path]:
+    """The remote-code files of one checkpoint: the modules its `auto_map` names (its config's and its model's) and
+    the pipeline's, with their relative imports: what the pipeline's `save_pretrained` copies (a wav2vec 2.0 fold
+    does not carry the Whisper model's file). A config without `auto_map` gets every model file."""
+    auto_map = json.loads((Path(checkpoint) / "config.json").read_text()).get("auto_map") or {}
+    modules = sorted({value.split(".")[0] for value in auto_map.values() if isinstance(value, str)})
+    named = [CORE / f"{module}.py" for module in modules if (CORE / f"{module}.py").is_file()]
+    return core_files(*named, PIPELINE_FILE) if named else remote_code_files()
