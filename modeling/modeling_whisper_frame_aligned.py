@@ -96,14 +96,17 @@ def whisper_log_mel(waveforms: torch.Tensor, lengths: torch.Tensor, num_mel_bins
     return log_spec.masked_fill(~valid, 0.0).transpose(1, 2)
 
 
-class WhisperFrameEncoder(nn.Module):
+class WhisperFrameEncoder(WhisperPreTrainedModel):
     """Whisper's encoder (`encoder`, transformers' `WhisperEncoder`: its tensors and names) run on each clip's own
     frames. Called by the head like the other backbones' `*Model`: waveforms and a sample mask in, frames out."""
 
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+
     def __init__(self, config: WhisperFrameAlignedConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = WhisperEncoder(config)
+        self.post_init()
 
     def forward(
         self,
@@ -124,6 +127,15 @@ class WhisperFrameEncoder(nn.Module):
         Raises:
             ValueError: `output_attentions` on a batch longer than 30 s (one attention map per window).
         """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if not isinstance(output_hidden_states, bool):  # transformers' per-layer selection (a list of indices)
+            raise ValueError(
+                f"output_hidden_states must be True or False for the frame-aligned Whisper encoder (it runs the "
+                f"layers itself), got {output_hidden_states!r}."
+            )
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         batch, num_samples = input_values.shape
         window = self.encoder.embed_positions.num_embeddings * 2 * WHISPER_MEL_HOP  # 480000 samples: 30 s
         if attention_mask is None:

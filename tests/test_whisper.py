@@ -151,6 +151,8 @@ def test_bad_inputs_and_settings_are_refused_by_name():
     model = whisper_model()
     with pytest.raises(ValueError, match="has no samples"):
         model(torch.zeros(1, 0))
+    with pytest.raises(ValueError, match="output_hidden_states must be True or False"):
+        model(torch.full((1, 1600), 0.01), output_hidden_states=[0, 1])
     with torch.no_grad():  # shorter than one mel hop: padded to one frame, as for the other backbones
         assert model(torch.full((1, 100), 0.01)).frame_mask.tolist() == [[True]]
     problem = prefix_cache_problem(WhisperForFrameAlignedClassification, model.config)
