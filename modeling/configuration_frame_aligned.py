@@ -254,6 +254,7 @@ class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
     def __init__(self, pad_to_30_seconds=False, final_dropout=0.0, **kwargs):
         self.pad_to_30_seconds = pad_to_30_seconds
         self.final_dropout = final_dropout
+        kwargs["is_encoder_decoder"] = False  # the encoder only (a Whisper checkpoint's config.json says True)
         super().__init__(**kwargs)
 
     @property

@@ -11,7 +11,8 @@ computed inside the model by Whisper's feature-extractor recipe (`WhisperFeature
 window, hop 160, reflect-padded centred STFT with its last frame dropped, Slaney mel filters, log10 floored at 1e-10,
 floored at max − 8, (x + 4) / 4), per clip in a padded batch: each clip is reflected at its own end and floored at
 its own maximum, so a padded batch gives each clip's one-by-one output. The DFT is a matrix product (exportable to
-ONNX); tests compare it with `WhisperFeatureExtractor`.
+ONNX); tests compare it with `WhisperFeatureExtractor`. A clip longer than 30 s (Whisper's position table) is encoded
+in consecutive 30 s windows (`WhisperFrameEncoder.forward`).
 
 Self-contained (relative imports only): uploaded with every Whisper checkpoint as remote code.
 """
@@ -28,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperPreTrainedModel
 
 from .configuration_frame_aligned import WhisperFrameAlignedConfig
-from .frames import WHISPER_MEL_HOP, frame_geometry, frames_for_samples
+from .frames import WHISPER_MEL_HOP
 from .modeling_frame_aligned import FrameAlignedModelMixin, adapter_parameter_ids
 
 
@@ -95,14 +96,17 @@ def whisper_log_mel(waveforms: torch.Tensor, lengths: torch.Tensor, num_mel_bins
     return log_spec.masked_fill(~valid, 0.0).transpose(1, 2)
 
 
-class WhisperFrameEncoder(nn.Module):
+class WhisperFrameEncoder(WhisperPreTrainedModel):
     """Whisper's encoder (`encoder`, transformers' `WhisperEncoder`: its tensors and names) run on each clip's own
     frames. Called by the head like the other backbones' `*Model`: waveforms and a sample mask in, frames out."""
 
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+
     def __init__(self, config: WhisperFrameAlignedConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.encoder = WhisperEncoder(config)
+        self.post_init()
 
     def forward(
         self,
@@ -116,29 +120,62 @@ class WhisperFrameEncoder(nn.Module):
         `last_hidden_state` (B, T, d_model), T = ⌈⌊S/160⌋/2⌉ (1500 with `pad_to_30_seconds`); `hidden_states`: the
         input embeddings and each layer's output, the last one after `layer_norm` (as transformers' encoder).
 
+        A batch longer than Whisper's position table (30 s: `max_source_positions` frames) is encoded in consecutive
+        30 s windows (as Whisper's long-form transcription): each window's frames attend within the window only and
+        its positions restart at 0; the frames are concatenated, so T and the frame mask are unchanged.
+
         Raises:
-            ValueError: a batch longer than Whisper's position table (30 s: `max_source_positions` frames).
+            ValueError: `output_attentions` on a batch longer than 30 s (one attention map per window).
         """
-        config, encoder = self.config, self.encoder
-        batch, num_samples = input_values.shape
-        max_positions = encoder.embed_positions.num_embeddings
-        max_samples = max_positions * 2 * WHISPER_MEL_HOP
-        if num_samples >= max_samples + WHISPER_MEL_HOP:  # more than max_positions frames
-            frames = frames_for_samples(num_samples, *frame_geometry(config))
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if not isinstance(output_hidden_states, bool):  # transformers' per-layer selection (a list of indices)
             raise ValueError(
-                f"input_values of {num_samples} samples ({num_samples / SAMPLING_RATE:.2f} s) give {frames} Whisper "
-                f"encoder frames, more than its {max_positions} positional embeddings ({max_samples / SAMPLING_RATE:g}"
-                " s). Crop the clips (train.py: stage<N>.max_length_seconds ≤ 30) or label long recordings in windows "
-                "(the timeline pipeline's window_length_s ≤ 30)."
+                f"output_hidden_states must be True or False for the frame-aligned Whisper encoder (it runs the "
+                f"layers itself), got {output_hidden_states!r}."
             )
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        batch, num_samples = input_values.shape
+        window = self.encoder.embed_positions.num_embeddings * 2 * WHISPER_MEL_HOP  # 480000 samples: 30 s
         if attention_mask is None:
             lengths = torch.full((batch,), num_samples, device=input_values.device)
         else:
             lengths = attention_mask.sum(-1).long()
-        key_mask = attention_mask is not None and config.use_backbone_attention_mask
+        key_mask = attention_mask is not None and self.config.use_backbone_attention_mask
+        if num_samples < window + WHISPER_MEL_HOP:  # at most max_source_positions frames
+            return self._encode(input_values, lengths, key_mask, output_hidden_states, output_attentions)
+        if output_attentions:
+            raise ValueError(
+                f"output_attentions=True on input_values of {num_samples} samples ({num_samples / SAMPLING_RATE:.2f} "
+                f"s): longer than Whisper's {window / SAMPLING_RATE:g} s position table, the encoder runs in 30 s "
+                "windows with one attention map each; ask for attentions on clips of at most 30 s."
+            )
+        # Each clip's part of each window; a window past a clip's end gets one mel hop (its frames are masked).
+        outputs = [
+            self._encode(
+                input_values[:, start : start + window],
+                (lengths - start).clamp(min=WHISPER_MEL_HOP, max=window),
+                key_mask,
+                output_hidden_states,
+                False,
+            )
+            for start in range(0, num_samples - WHISPER_MEL_HOP + 1, window)
+        ]
+        states = None
+        if output_hidden_states:
+            states = tuple(torch.cat(layer, dim=1) for layer in zip(*(output.hidden_states for output in outputs)))
+        return BaseModelOutput(
+            last_hidden_state=torch.cat([output.last_hidden_state for output in outputs], dim=1), hidden_states=states
+        )
+
+    def _encode(self, input_values, lengths, key_mask: bool, output_hidden_states, output_attentions):
+        """One window of at most 30 s: log-mel → conv1 → conv2 → positions 0..T-1 → layers → layer_norm."""
+        config, encoder = self.config, self.encoder
         if config.pad_to_30_seconds:  # as WhisperFeatureExtractor + WhisperEncoder: 30 s of zeros, no mask
-            input_values = nn.functional.pad(input_values, (0, max_samples - num_samples))
-            lengths, key_mask = torch.full_like(lengths, max_samples), False
+            window = encoder.embed_positions.num_embeddings * 2 * WHISPER_MEL_HOP
+            input_values = nn.functional.pad(input_values, (0, window - input_values.shape[-1]))
+            lengths, key_mask = torch.full_like(lengths, window), False
         mel_lengths = lengths // WHISPER_MEL_HOP
         features = whisper_log_mel(input_values.float(), lengths, config.num_mel_bins).to(encoder.conv1.weight.dtype)
         hidden = nn.functional.gelu(encoder.conv1(features))

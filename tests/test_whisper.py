@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 from helpers import POLISH3_LABELS, TINY_WHISPER, polish3_clips, save_plain_backbone
+from torch import nn
 
 from modeling import AutoModelForFrameAlignedClassification, WhisperFrameAlignedConfig, load_audio
 from modeling.collator import make_feature_extractor
@@ -116,12 +117,28 @@ def test_30_second_mode_equals_transformers_audio_classification_encoder(clips, 
     assert (variable[0, :frames] - expected[0, :frames]).abs().max() > 1e-3
 
 
-def test_clip_longer_than_30_seconds_is_refused_and_30_seconds_runs():
+def test_clip_longer_than_30_seconds_is_encoded_in_30_second_windows():
     model = whisper_model(pooling="mean")
+    torch.manual_seed(1)
+    long = 0.05 * torch.randn(1, 480_000 + 16_000)  # 31 s: 1550 frames
+    short = 0.05 * torch.randn(1, 32_000)
     with torch.no_grad():
-        assert model(torch.full((1, 480_000), 0.01)).frame_embeddings.shape[1] == 1500
-        with pytest.raises(ValueError, match=r"480160 samples \(30.01 s\) give 1501 Whisper encoder frames.*1500"):
-            model(torch.full((1, 480_160), 0.01))
+        assert model(long[:, :480_000]).frame_embeddings.shape[1] == 1500  # exactly 30 s: one window
+        output = model.model(long).last_hidden_state
+        first = model.model(long[:, :480_000]).last_hidden_state
+        second = model.model(long[:, 480_000:]).last_hidden_state
+        assert output.shape[1] == 1550 == frames_for_samples(long.shape[1], 320, 160)
+        torch.testing.assert_close(output, torch.cat([first, second], dim=1))
+        # in a padded batch, a short clip keeps its one-by-one output and the long clip its windows
+        batch = torch.cat([long, nn.functional.pad(short, (0, long.shape[1] - short.shape[1]))])
+        mask = torch.zeros(batch.shape, dtype=torch.long)
+        mask[0], mask[1, : short.shape[1]] = 1, 1
+        batched = model(batch, attention_mask=mask)
+        assert batched.frame_mask.sum(-1).tolist() == [1550, 100]
+        torch.testing.assert_close(batched.logits[1], model(short).logits[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batched.logits[0], model(long).logits[0], atol=1e-5, rtol=0)
+        with pytest.raises(ValueError, match=r"output_attentions=True on input_values of 496000 samples \(31.00 s\)"):
+            model(long, output_attentions=True)
 
 
 def test_bad_inputs_and_settings_are_refused_by_name():
@@ -134,6 +151,8 @@ def test_bad_inputs_and_settings_are_refused_by_name():
     model = whisper_model()
     with pytest.raises(ValueError, match="has no samples"):
         model(torch.zeros(1, 0))
+    with pytest.raises(ValueError, match="output_hidden_states must be True or False"):
+        model(torch.full((1, 1600), 0.01), output_hidden_states=[0, 1])
     with torch.no_grad():  # shorter than one mel hop: padded to one frame, as for the other backbones
         assert model(torch.full((1, 100), 0.01)).frame_mask.tolist() == [[True]]
     problem = prefix_cache_problem(WhisperForFrameAlignedClassification, model.config)
