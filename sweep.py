@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A grid of train.py runs that share one stage 1 per fold (the paper's Tables 4 and 5, the imbalance study):
+r"""A grid of train.py runs that share one stage 1 per fold (the paper's Tables 4 and 5, the imbalance study):
 
     python sweep.py --sweep sweeps/table4_margin_eal.yaml --data-dir /data/IEMOCAP_full_release \
         --output-dir runs/table4

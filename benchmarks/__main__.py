@@ -24,8 +24,10 @@ from . import (
     gpu,
     head_overhead,
     inference,
+    lora,
     padding,
     ray_scaling,
+    whisper,
 )
 from .common import PROFILES, machine_description
 from .report import render_markdown
@@ -35,6 +37,7 @@ from .report import render_markdown
 BENCHMARKS = {
     "head_overhead": head_overhead.run,
     "backbones": backbones.run,
+    "whisper": whisper.run,
     "padding": padding.run,
     "frozen_prefix": frozen_prefix.run,
     "inference": inference.run,
@@ -43,6 +46,7 @@ BENCHMARKS = {
     "int8_agreement": cpu_inference.run_int8_agreement_benchmark,
     "gpu": gpu.run,
     "ray_scaling": ray_scaling.run,
+    "lora": lora.run,
 }
 
 

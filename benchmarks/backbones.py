@@ -15,8 +15,8 @@ import torch
 import transformers
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments
+from modeling.auto_frame_aligned import FRAME_ALIGNED_MODELS
 from modeling.configuration_frame_aligned import FRAME_ALIGNED_CONFIGS
-from modeling.modeling_frame_aligned import FRAME_ALIGNED_MODELS
 
 from .common import Profile, count_flops, flop_ratio_result, interleaved_times, ratio_stats
 from .head_overhead import real_batch

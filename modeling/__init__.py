@@ -28,6 +28,7 @@ from .configuration_frame_aligned import (
     HubertFrameAlignedConfig,
     Wav2Vec2FrameAlignedConfig,
     WavLMFrameAlignedConfig,
+    WhisperFrameAlignedConfig,
     label_names,
 )
 from .data import (
@@ -49,6 +50,7 @@ __all__ = [
     "HubertFrameAlignedConfig",
     "WavLMFrameAlignedConfig",
     "Data2VecAudioFrameAlignedConfig",
+    "WhisperFrameAlignedConfig",
     "AudioInputError",
     "CheckError",
     "Problem",
@@ -67,17 +69,22 @@ __all__ = [
 if importlib.util.find_spec("torch") is not None:
     from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
-    from .auto_frame_aligned import AutoModelForFrameAlignedClassification, BackboneWeightsError, HeadWeightsError
+    from .auto_frame_aligned import (
+        FRAME_ALIGNED_MODELS,
+        AutoModelForFrameAlignedClassification,
+        BackboneWeightsError,
+        HeadWeightsError,
+    )
     from .collator import AudioClassificationCollator, make_feature_extractor
     from .losses import emotional_attention_loss, frame_utterance_alignment_loss
     from .modeling_frame_aligned import (
-        FRAME_ALIGNED_MODELS,
         Data2VecAudioForFrameAlignedClassification,
         FrameAlignedClassifierOutput,
         HubertForFrameAlignedClassification,
         Wav2Vec2ForFrameAlignedClassification,
         WavLMForFrameAlignedClassification,
     )
+    from .modeling_whisper_frame_aligned import WhisperForFrameAlignedClassification
     from .pipeline_frame_aligned import FrameAlignedEmotionPipeline  # registers the "frame-aligned-emotion" task
     from .trainer.sampling import longest_first
     from .trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
@@ -98,6 +105,7 @@ if importlib.util.find_spec("torch") is not None:
         "HubertForFrameAlignedClassification",
         "WavLMForFrameAlignedClassification",
         "Data2VecAudioForFrameAlignedClassification",
+        "WhisperForFrameAlignedClassification",
         "FrameAlignedClassifierOutput",
         "emotional_attention_loss",
         "frame_utterance_alignment_loss",

@@ -2,8 +2,8 @@
 
 Every entry point opens models through it (train.py's stages, score.py, predict.py and its ONNX export, the timeline,
 the examples, the benchmarks); no other module names a concrete model class to open a checkpoint. It takes any of our
-frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio checkpoint (a Hub id or a
-folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
+frame-aligned checkpoints and any plain wav2vec 2.0 / HuBERT / WavLM / data2vec-audio / Whisper checkpoint (a Hub id
+or a folder) and picks the `*ForFrameAlignedClassification` class from the checkpoint's `model_type`:
 
 ```python
 >>> from modeling import AutoModelForFrameAlignedClassification
@@ -27,24 +27,74 @@ from transformers import PreTrainedConfig
 
 from .configuration_frame_aligned import FrameAlignedConfigMixin, frame_aligned_config_class
 from .loading_frame_aligned import BackboneWeightsError, HeadWeightsError, refuse_new_head
-from .modeling_frame_aligned import FRAME_ALIGNED_MODELS, FrameAlignedModelMixin
+from .modeling_frame_aligned import SSL_FRAME_ALIGNED_MODELS, FrameAlignedModelMixin
+from .modeling_whisper_frame_aligned import WhisperForFrameAlignedClassification
+
+
+# The frame-aligned model class of each frame-aligned config's `model_type` (every backbone).
+FRAME_ALIGNED_MODELS = {
+    **SSL_FRAME_ALIGNED_MODELS,
+    WhisperForFrameAlignedClassification.config_class.model_type: WhisperForFrameAlignedClassification,
+}
 
 
 # `from_pretrained` arguments that say where a checkpoint is (passed on to reading its config.json too).
 HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "subfolder", "force_download", "proxies")
 
 
+class CheckpointNotFoundError(ValueError):
+    """What was given as a model is not a checkpoint (a typo, a run directory, a folder without config.json, a Hub
+    id that does not resolve); the message says what was given and what is expected."""
+
+
+EXPECTED_CHECKPOINT = (
+    "expected a checkpoint folder (with config.json and model.safetensors, e.g. a run's fold1/stage2/best) or a "
+    "Hub model id (ORG/NAME)"
+)
+
+
+def local_path_meant(name_or_path) -> bool:
+    """Whether a `name_or_path` that does not exist can only be meant as a local folder: not of the form ORG/NAME,
+    or its first part is a local folder ("runs/dmeo" beside a runs/ folder): no Hub lookup is tried for it."""
+    given = str(name_or_path)
+    if os.path.exists(given):
+        return True
+    return given.startswith((".", "/", "~")) or given.count("/") != 1 or os.path.isdir(given.split("/")[0])
+
+
+def not_a_checkpoint(name_or_path, error: Exception | None = None) -> CheckpointNotFoundError:
+    """The error for a `name_or_path` that does not open as a checkpoint: what was given (a missing path, a folder
+    without config.json, a Hub id that did not resolve) and what is expected."""
+    given = str(name_or_path)
+    if os.path.isdir(given):
+        has_config = os.path.isfile(os.path.join(given, "config.json"))
+        found = "a folder whose config.json names no model_type" if has_config else "a folder without config.json"
+    elif os.path.exists(given):
+        found = "a file, not a checkpoint folder"
+    elif local_path_meant(given):
+        found = "no such folder"
+    else:
+        reason = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+        found = "no such folder, and no Hub model of that id could be opened" + (f" ({reason})" if reason else "")
+    return CheckpointNotFoundError(f"{given!r} is not a checkpoint: {found}; {EXPECTED_CHECKPOINT}.")
+
+
 def checkpoint_model_type(name_or_path: str | os.PathLike, **hub_kwargs) -> str:
     """The `model_type` in a checkpoint's config.json (a Hub id or folder).
 
     Raises:
-        ValueError: no readable config.json (the message names the checkpoint).
+        CheckpointNotFoundError: no readable config.json, or one without a model_type (the message names what was
+            given and what is expected).
     """
+    if not os.path.exists(str(name_or_path)) and local_path_meant(name_or_path):
+        raise not_a_checkpoint(name_or_path)  # a mistyped path: no Hub lookup (minutes offline)
     try:
         config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)
-    except OSError as error:
-        raise ValueError(f"{name_or_path}: cannot read the checkpoint's config.json ({error}).") from error
-    return config_dict.get("model_type")
+    except (OSError, ValueError) as error:  # a malformed Hub id is huggingface_hub's HFValidationError (ValueError)
+        raise not_a_checkpoint(name_or_path, error) from error
+    if not config_dict.get("model_type"):
+        raise not_a_checkpoint(name_or_path)
+    return config_dict["model_type"]
 
 
 def frame_aligned_class_of(name_or_path: str | os.PathLike, **hub_kwargs) -> type[FrameAlignedModelMixin]:
@@ -87,6 +137,11 @@ class AutoModelForFrameAlignedClassification:
         """
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         model_class = frame_aligned_class_of(name_or_path, **hub_kwargs)
+        if start_new_head:  # another num_labels: the classifier's shapes differ and it is started anew (reported)
+            kwargs.setdefault("ignore_mismatched_sizes", True)
+            if "num_labels" in kwargs and "id2label" not in kwargs:  # the checkpoint's id2label would not fit
+                kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(kwargs.pop("num_labels"))}
+                kwargs["label2id"] = {name: i for i, name in kwargs["id2label"].items()}
         model = model_class.from_pretrained(name_or_path, **kwargs)
         if not start_new_head:
             refuse_new_head(model, name_or_path)
@@ -112,6 +167,8 @@ class AutoModelForFrameAlignedClassification:
 __all__ = [
     "AutoModelForFrameAlignedClassification",
     "BackboneWeightsError",
+    "CheckpointNotFoundError",
+    "FRAME_ALIGNED_MODELS",
     "HeadWeightsError",
     "checkpoint_model_type",
     "frame_aligned_class_of",

@@ -7,6 +7,7 @@ import torch
 from transformers import Wav2Vec2FeatureExtractor
 
 from .audio import MIN_SAMPLES, TARGET_SAMPLING_RATE, load_audio
+from .frames import WHISPER_MODEL_TYPES
 
 
 @dataclass
@@ -61,12 +62,16 @@ class AudioClassificationCollator:
         return array[offset : offset + max_samples]
 
 
-def make_feature_extractor() -> Wav2Vec2FeatureExtractor:
-    """The feature extractor saved with every checkpoint: 16 kHz, per-utterance normalisation, attention mask."""
+def make_feature_extractor(config=None) -> Wav2Vec2FeatureExtractor:
+    """The feature extractor saved with every checkpoint: 16 kHz waveforms, attention mask, per-utterance
+    normalisation (zero mean, unit variance), except for Whisper (`config.model_type` "whisper" or
+    "whisper-frame-aligned"): its log-mel, computed inside the model as Whisper's feature extractor does, expects the
+    raw amplitude (normalising would shift every log-mel value by the clip's gain)."""
+    whisper = getattr(config, "model_type", None) in WHISPER_MODEL_TYPES
     return Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=TARGET_SAMPLING_RATE,
         padding_value=0.0,
-        do_normalize=True,
+        do_normalize=not whisper,
         return_attention_mask=True,
     )

@@ -1,14 +1,14 @@
 """Configurations of the frame- and utterance-aligned emotion classifier, one per self-supervised backbone.
 
-One head, four backbones: `FrameAlignedConfigMixin` holds the head's fields and checks; each backbone's config is
+One head, five backbones: `FrameAlignedConfigMixin` holds the head's fields and checks; each backbone's config is
 the mixin over that backbone's transformers config (`Wav2Vec2Config`, `HubertConfig`, `WavLMConfig`,
-`Data2VecAudioConfig`), so every backbone argument is accepted.
+`Data2VecAudioConfig`, `WhisperConfig`: its encoder), so every backbone argument is accepted.
 
 Self-contained (relative imports only) so it can be uploaded to the Hub as remote code next to
 `modeling_frame_aligned.py`.
 """
 
-from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig
+from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig, WhisperConfig
 
 
 POOLING_TYPES = ("mean", "attentive", "self_attention", "cls_attention")
@@ -24,7 +24,8 @@ class FrameAlignedConfigMixin:
     The frame-aligned head's part of a configuration: the pooling head and the auxiliary losses of Byun & Lee (2025),
     "Frame and Utterance Emotional Alignment for Speech Emotion Recognition". Mixed into one config per backbone
     ([`Wav2Vec2FrameAlignedConfig`], [`HubertFrameAlignedConfig`], [`WavLMFrameAlignedConfig`],
-    [`Data2VecAudioFrameAlignedConfig`]); every argument of the backbone's transformers config is accepted too.
+    [`Data2VecAudioFrameAlignedConfig`], [`WhisperFrameAlignedConfig`]); every argument of the backbone's
+    transformers config is accepted too.
 
     Args:
         pooling (`str`, *optional*, defaults to `"attentive"`):
@@ -225,6 +226,65 @@ class Data2VecAudioFrameAlignedConfig(FrameAlignedConfigMixin, Data2VecAudioConf
         super().__init__(**kwargs)
 
 
+class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
+    r"""
+    Configuration for [`WhisperForFrameAlignedClassification`]: Whisper's encoder (every argument of
+    [`WhisperConfig`] is accepted; the decoder's are carried but unused) plus the frame-aligned head (arguments: see
+    [`FrameAlignedConfigMixin`]), and:
+
+    Args:
+        pad_to_30_seconds (`bool`, *optional*, defaults to `False`):
+            `False`: the encoder runs on each clip's own frames (positional embeddings 0..T-1, padded frames masked).
+            `True`: every clip is zero-padded to 30 s (`max_source_positions` frames) and the encoder attends to the
+            padding without a mask, as in Whisper's pre-training and transformers' `WhisperForAudioClassification`;
+            pooling and losses still use only the clip's own frames. For comparison (7.5× the compute on 4 s clips).
+        final_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout before the classifier (the wav2vec 2.0 configs' field; Whisper's config has none).
+
+    The head reads `intermediate_size` (the pooling encoder's default feed-forward size), `hidden_act`,
+    `layer_norm_eps` and `initializer_range`; here they are Whisper's `encoder_ffn_dim`, `activation_function`, the
+    encoder's LayerNorm eps (1e-5) and `init_std`. `use_backbone_attention_mask` is `True` unless
+    `backbone_attention_mask=False` (the encoder then attends to padded frames). SpecAugment on the log-mel
+    (`apply_spec_augment=True`) is not implemented here and raises `ValueError`.
+    """
+
+    model_type = "whisper-frame-aligned"
+    layer_norm_eps = 1e-5  # Whisper's encoder uses nn.LayerNorm's default
+
+    def __init__(self, pad_to_30_seconds=False, final_dropout=0.0, **kwargs):
+        self.pad_to_30_seconds = pad_to_30_seconds
+        self.final_dropout = final_dropout
+        super().__init__(**kwargs)
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.encoder_ffn_dim
+
+    @property
+    def hidden_act(self) -> str:
+        return self.activation_function
+
+    @property
+    def initializer_range(self) -> float:
+        return self.init_std
+
+    @property
+    def use_backbone_attention_mask(self) -> bool:
+        return self.backbone_attention_mask is not False
+
+    def check_head_fields(self):
+        super().check_head_fields()
+        if getattr(self, "apply_spec_augment", False):
+            raise ValueError(
+                "WhisperFrameAlignedConfig: apply_spec_augment=True is not supported (the frame-aligned Whisper "
+                "encoder does not mask its log-mel input); set apply_spec_augment=False."
+            )
+        if not isinstance(self.pad_to_30_seconds, bool):
+            raise ValueError(
+                f"WhisperFrameAlignedConfig: `pad_to_30_seconds` must be a bool, got {self.pad_to_30_seconds!r}."
+            )
+
+
 # The frame-aligned config of each backbone, by the `model_type` of the backbone's own config (a plain pre-trained
 # checkpoint) and of ours (a frame-aligned checkpoint).
 FRAME_ALIGNED_CONFIGS = {
@@ -234,6 +294,7 @@ FRAME_ALIGNED_CONFIGS = {
         HubertFrameAlignedConfig,
         WavLMFrameAlignedConfig,
         Data2VecAudioFrameAlignedConfig,
+        WhisperFrameAlignedConfig,
     )
 }
 BACKBONE_MODEL_TYPES = {
@@ -241,6 +302,7 @@ BACKBONE_MODEL_TYPES = {
     "hubert": "hubert-frame-aligned",
     "wavlm": "wavlm-frame-aligned",
     "data2vec-audio": "data2vec-audio-frame-aligned",
+    "whisper": "whisper-frame-aligned",
 }
 
 
@@ -269,6 +331,7 @@ __all__ = [
     "POOLING_TYPES",
     "Wav2Vec2FrameAlignedConfig",
     "WavLMFrameAlignedConfig",
+    "WhisperFrameAlignedConfig",
     "frame_aligned_config_class",
     "label_names",
 ]

@@ -11,6 +11,12 @@ so N samples give ⌊(N − receptive_field) / hop⌋ + 1 frames (none below the
 data2vec-audio: the same conv stack) has kernels 10,3,3,3,3,2,2 and strides 5,2,2,2,2,2,2: hop 320 samples
 (20 ms at 16 kHz), receptive field 400 samples (25 ms).
 
+Whisper has no such stack: its log-mel spectrogram (a 400-sample window every 160 samples, 10 ms; Whisper's feature
+extractor drops the STFT's last frame, so N samples give ⌊N/160⌋ mel frames) feeds two convolutions with padding 1,
+the second of stride 2 (⌈m/2⌉ frames from m mel frames): N samples give ⌈⌊N/160⌋/2⌉ = ⌊(N − 160)/320⌋ + 1 frames,
+exactly the count of a conv stack with kernels (160, 1) and strides (160, 2) (hop 320 samples, 20 ms; "receptive
+field" 160 here means the fewest samples that give a frame, not the window behind it, which is wider).
+
 Used by the model (frame mask, SpecAugment padding), the audio input (`MIN_SAMPLES`: the shortest clip that yields a
 frame) and the timeline pipeline (windows on the frame grid). Part of the remote-code core; imports nothing.
 """
@@ -22,6 +28,11 @@ from typing import NamedTuple
 # for audio read before a model is known (`modeling.audio.MIN_SAMPLES`).
 WAV2VEC2_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
 WAV2VEC2_CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
+# Whisper's frame count as a conv stack's (see above): the log-mel hop, then conv2's stride 2.
+WHISPER_MEL_HOP = 160
+WHISPER_CONV_KERNEL = (WHISPER_MEL_HOP, 1)
+WHISPER_CONV_STRIDE = (WHISPER_MEL_HOP, 2)
+WHISPER_MODEL_TYPES = ("whisper", "whisper-frame-aligned")
 
 
 class FrameGeometry(NamedTuple):
@@ -43,7 +54,10 @@ def conv_geometry(kernels, strides) -> FrameGeometry:
 
 
 def frame_geometry(config) -> FrameGeometry:
-    """The hop and receptive field of a model's conv stack, from `config.conv_kernel` and `config.conv_stride`."""
+    """The hop and receptive field of a model's conv stack, from `config.conv_kernel` and `config.conv_stride`
+    (Whisper: its log-mel hop and conv2's stride, see the module docstring)."""
+    if getattr(config, "model_type", None) in WHISPER_MODEL_TYPES:
+        return conv_geometry(WHISPER_CONV_KERNEL, WHISPER_CONV_STRIDE)
     return conv_geometry(config.conv_kernel, config.conv_stride)
 
 
@@ -63,6 +77,8 @@ __all__ = [
     "FrameGeometry",
     "WAV2VEC2_CONV_KERNEL",
     "WAV2VEC2_CONV_STRIDE",
+    "WHISPER_MEL_HOP",
+    "WHISPER_MODEL_TYPES",
     "conv_geometry",
     "frame_geometry",
     "frames_for_samples",

@@ -416,8 +416,9 @@ class Data2VecAudioForFrameAlignedClassification(FrameAlignedModelMixin, Data2Ve
     backbone_class = Data2VecAudioModel
 
 
-# The frame-aligned model class of each frame-aligned config's `model_type`.
-FRAME_ALIGNED_MODELS = {
+# The frame-aligned model class of each wav2vec 2.0-family config's `model_type` (Whisper's is in
+# `modeling_whisper_frame_aligned.py`; all of them: `auto_frame_aligned.FRAME_ALIGNED_MODELS`).
+SSL_FRAME_ALIGNED_MODELS = {
     model_class.config_class.model_type: model_class
     for model_class in (
         Wav2Vec2ForFrameAlignedClassification,
@@ -431,7 +432,7 @@ FRAME_ALIGNED_MODELS = {
 __all__ = [
     "adapter_parameter_ids",
     "Data2VecAudioForFrameAlignedClassification",
-    "FRAME_ALIGNED_MODELS",
+    "SSL_FRAME_ALIGNED_MODELS",
     "FrameAlignedClassifierOutput",
     "FrameAlignedModelMixin",
     "HubertForFrameAlignedClassification",

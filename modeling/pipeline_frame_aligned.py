@@ -157,8 +157,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         # (prediction_fields.calibration_temperature); calibrated=False: T = 1. Frame probabilities stay uncalibrated.
         self.temperature = calibration_temperature(self.model.config, calibrated)
         if self.feature_extractor is None:
-            logger.warning("No feature extractor with the model: using the project's default (16 kHz, normalised).")
-            self.feature_extractor = make_feature_extractor()
+            logger.warning("No feature extractor with the model: using the project's default (16 kHz).")
+            self.feature_extractor = make_feature_extractor(self.model.config)
         refuse_new_head(self.model, getattr(self.model, "name_or_path", "the model"))  # random head: no predictions
         self.model.eval()
         self.hop, self.receptive_field = frame_geometry(self.model.config)
@@ -310,7 +310,10 @@ class FrameAlignedEmotionPipeline(Pipeline):
         window, step = self._window_and_step(window_length_s, window_overlap_s)
         if padded_batches is None:
             config = self.model.config
-            padded_batches = getattr(config, "use_backbone_attention_mask", config.feat_extract_norm == "layer")
+            if hasattr(config, "use_backbone_attention_mask"):  # every frame-aligned config (Whisper has no CNN norm)
+                padded_batches = config.use_backbone_attention_mask
+            else:
+                padded_batches = config.feat_extract_norm == "layer"
         sources = [self._open(item, index, len(inputs), sampling_rate) for index, item in enumerate(inputs)]
         results: list[dict | None] = [None] * len(sources)
         long_sources = [source for source in sources if window is not None and source.num_samples > window]

@@ -24,8 +24,15 @@ SECTIONS = {
     "hubert": {"stage2": {"cache_frozen_prefix": True}},  # the frozen-prefix cache on HuBERT
     "wavlm": {"model": {"config_overrides": {"use_weighted_layer_sum": True}}},  # SUPERB's weighted sum
     "data2vec-audio": {},
+    "whisper": {},  # Whisper's encoder on each clip's own frames (its tiny config: helpers.TINY_WHISPER)
 }
-PREFIXES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec_audio"}
+PREFIXES = {
+    "wav2vec2": "wav2vec2",
+    "hubert": "hubert",
+    "wavlm": "wavlm",
+    "data2vec-audio": "data2vec_audio",
+    "whisper": "model",
+}
 
 
 def write_config(path, backbone, **sections) -> str:
@@ -47,7 +54,7 @@ def write_config(path, backbone, **sections) -> str:
         stage2=dict(stage, num_trainable_layers=1),
     )
     for name, values in sections.items():
-        config[name] = {**config[name], **values}
+        config[name] = {**config.get(name, {}), **values}
     path.write_text(yaml.safe_dump(config))
     return str(path)
 

@@ -101,20 +101,43 @@ TINY_BACKBONE_KEYS = (
 )
 
 
-def save_plain_backbone(model_type: str, directory, seed: int = 0, **overrides):
-    """A tiny checkpoint saved with transformers' own `*Model` class (what a Hub backbone repo holds); returns it."""
+# A tiny Whisper (encoder 2 × d_model 32, decoder 1 layer, 100 tokens): transformers' own classes, real 80-bin log-mel.
+TINY_WHISPER = dict(
+    d_model=32,
+    encoder_layers=2,
+    encoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_layers=1,
+    decoder_attention_heads=2,
+    decoder_ffn_dim=64,
+    vocab_size=100,
+    max_target_positions=32,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=1,
+)
+
+
+def save_plain_backbone(model_type: str, directory, seed: int = 0, model_class: str | None = None, **overrides):
+    """A tiny checkpoint saved with transformers' own `*Model` class (what a Hub backbone repo holds); returns it.
+    "whisper": `TINY_WHISPER` (conv overrides do not apply), saved as `model_class` (default `WhisperModel`)."""
     import torch
     import transformers
 
-    config_name, model_name = BACKBONES[model_type]
     torch.manual_seed(seed)
-    model = getattr(transformers, model_name)(
-        getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides))
-    )
+    if model_type == "whisper":
+        overrides = {key: value for key, value in overrides.items() if not key.startswith("conv_")}
+        config = transformers.WhisperConfig(**{**TINY_WHISPER, **overrides})
+        model = getattr(transformers, model_class or "WhisperModel")(config)
+    else:
+        config_name, model_name = BACKBONES[model_type]
+        config = getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides))
+        model = getattr(transformers, model_class or model_name)(config)
     model.save_pretrained(directory)
     from modeling.collator import make_feature_extractor
 
-    make_feature_extractor().save_pretrained(directory)
+    make_feature_extractor(config).save_pretrained(directory)
     return model
 
 

@@ -1,6 +1,6 @@
 """The backbone × entry-point matrix (issue 19): on a finished tiny train.py run of each backbone (wav2vec 2.0,
-HuBERT, WavLM, data2vec-audio; `backbone_runs.py`, trained once per session), every entry point gives the run's
-own numbers:
+HuBERT, WavLM, data2vec-audio, Whisper's encoder; `backbone_runs.py`, trained once per session), every entry point
+gives the run's own numbers:
 
 - score.py on the run's own test speakers reproduces the run's `predictions_test.csv` (same classes, probabilities
   within 1e-4): the checkpoint opens as its own class, not as wav2vec 2.0's;
@@ -32,7 +32,7 @@ from modeling.prediction_fields import probabilities_of
 
 
 pytestmark = pytest.mark.slow
-MODEL_TYPES = list(BACKBONES)
+MODEL_TYPES = [*BACKBONES, "whisper"]
 
 
 def fold_test_clips(run) -> list[str]:

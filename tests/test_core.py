@@ -170,6 +170,7 @@ def test_remote_code_is_exactly_the_closure_of_the_model_and_the_pipeline():
         == {
             "configuration_frame_aligned.py",
             "modeling_frame_aligned.py",
+            "modeling_whisper_frame_aligned.py",  # a Whisper checkpoint's model class
             "loading_frame_aligned.py",
             "pooling_frame_aligned.py",
             "frames.py",

@@ -63,6 +63,9 @@ REGISTRY = {
     "corpus and a GPU",
     ("training.md", "torchrun --nproc_per_node 2"): "not run: trains the 5-fold demo in 2 processes (minutes); "
     "tests/training/test_distributed.py runs this torchrun command on a 1-epoch config",
+    ("training.md", "python train.py --config configs/flea.yaml"): "not run: the licensed IEMOCAP corpus, Hub "
+    "weights and a GPU (Table 6: 3 runs × 5 folds, stage 0 included); tests/training/test_configs.py resolves the "
+    "three configs, tests/training/test_stage0.py trains stage 0 on polish3",
     ("training.md", "DATA=/data/IEMOCAP_full_release"): "not run: the licensed IEMOCAP corpus and a GPU (Table 3 is "
     "5 × 5 folds × 70 epochs on wav2vec2-base)",
     ("own_data.md", "python examples/finetune_audio_dataset.py"): "not run: `my_corpus/` is the reader's corpus; "

@@ -61,6 +61,25 @@ def test_a_plain_backbone_gets_a_new_head_reported_in_one_line(model_type, tmp_p
         AutoModelForFrameAlignedClassification.from_pretrained(tmp_path)  # to predict: refused
 
 
+@pytest.mark.parametrize("labels", [{"num_labels": 5}, {"id2label": {0: "a", 1: "b"}, "label2id": {"a": 0, "b": 1}}])
+def test_another_number_of_classes_on_a_complete_checkpoint_gets_a_new_classifier(labels, tmp_path, caplog):
+    """Issue 20: `start_new_head=True` with another number of classes raised transformers' raw
+    `ignore_mismatched_sizes` RuntimeError. The backbone and pooler come from the checkpoint, the classifier is new,
+    and that is reported in one line."""
+    saved = save_frame_aligned("wav2vec2", tmp_path)
+    assert saved.config.num_labels == 3
+    with caplog.at_level(logging.INFO):
+        model = AutoModelForFrameAlignedClassification.from_pretrained(tmp_path, start_new_head=True, **labels)
+    classes = labels.get("num_labels") or len(labels["id2label"])
+    assert model.config.num_labels == classes == len(model.config.id2label) == model.classifier.out_features
+    assert model.new_head_keys == ["classifier.bias", "classifier.weight"]
+    reference = saved.state_dict()
+    kept = [name for name in reference if not name.startswith("classifier.")]
+    assert all(torch.equal(model.state_dict()[name], reference[name]) for name in kept)  # backbone and pooler
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "started a new `cls_attention` head (classifier.* (2))" in lines[0], lines
+
+
 def remove_tensors(folder, fragment: str) -> list[str]:
     weights = load_file(folder / "model.safetensors")
     removed = sorted(name for name in weights if fragment in name)

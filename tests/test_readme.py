@@ -41,3 +41,13 @@ def test_the_readme_quick_starts_are_lines_of_the_pages_that_run_them():
     for program, page in (("push_to_hub.py", "publishing.md"), ("predict.py", "inference.md")):
         in_readme = _commands(README, program)
         assert in_readme and set(in_readme) <= set(_commands(REPO / "docs" / page, program)), program
+
+
+def test_the_install_section_names_every_extra():
+    """A user reads which extras exist in the README's Install section; pyproject.toml is the source (a new extra
+    must be named there: the fresh-user try found `[app]` and `[vad]` missing)."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    install = README.read_text().split("## Install", 1)[1].split("\n## ", 1)[0]
+    assert sorted(name for name in extras if f"`[{name}]`" not in install) == []

@@ -109,8 +109,27 @@ def clips_of(pattern: str | None) -> list[str] | None:
     return files[::step][:40]
 
 
+def model_problems_of(target: str) -> list:
+    """What is wrong with `--model` (a run, a checkpoint, or comma-separated Hub ids), found before anything loads:
+    what was given and what is expected, with a run's fold models or a close name suggested."""
+    from ..inference.checks import model_problems
+    from ..rundir.reader import FinishedRun
+
+    if os.path.isdir(target) and ((Path(target) / "config.json").is_file() or FinishedRun(target).best_models()):
+        return []
+    targets = [target] if os.path.exists(target) else [repo.strip() for repo in target.split(",") if repo.strip()]
+    return [problem for name in targets for problem in model_problems(name)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from ..data.problems import CheckError
+
+    problems = model_problems_of(args.model)
+    if problems:
+        error = CheckError(problems, source="app.py's arguments", outcome="nothing started")
+        print(f"app.py: error: {error}", file=sys.stderr)
+        return 2
     try:
         import gradio  # noqa: F401
     except ImportError:
@@ -127,3 +146,7 @@ def main(argv=None) -> int:
     demo.queue(default_concurrency_limit=1, max_size=16)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE, show_error=True)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,9 +8,11 @@
     python predict.py calls/ --model DIR --output segments.csv --segments auto   # long recordings: a row per segment
     python predict.py calls/ --model DIR --output segments.csv --vad            # segments from silero-vad
 
+Everything is checked first (the inputs, the model, the output files: every problem listed, nothing written).
 Re-running the same command resumes: files already in the output are skipped. Unreadable files are listed in
-`<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again). The work is done by
-`modeling.inference.batch.predict_files`; this module parses the arguments and prints.
+`<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again); that file is only
+written when a file failed. The work is done by `modeling.inference.batch.predict_files`; this module parses the
+arguments and prints.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import os
 import sys
 
 from ..audio import AudioInputError
+from ..data.problems import BATCH_EXIT_CODES
 
 
 GPU_BATCH_SIZE = 16  # files (windows of at most --window s) per forward pass on a GPU
@@ -37,7 +40,10 @@ def device_and_batch_size(device: str | None, batch_size: int | None, engine: st
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="predict.py",
+        description=__doc__,
+        epilog=BATCH_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="*", help="folders, glob patterns, CSV files of paths, or audio files")
     parser.add_argument("--model", default=os.environ.get("FRAME_ALIGNED_MODEL"), help="checkpoint folder or Hub id")
@@ -107,18 +113,59 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def checked_job(args):
+    """Everything checked before anything is written: the inputs, the output files, the segment source, the model
+    (its config; then, with nothing else wrong, the pipeline for the local engine). Returns (paths,
+    pipeline or None for Ray, `SegmentSource` or None). Raises `CheckError` listing every problem, grouped by
+    cause."""
+    from ..data.problems import Problem
     from ..inference import load_pipeline
-    from ..inference.batch import BatchJobError, collect_inputs, predict_files
-    from ..inference.onnx_backend import ensure_onnx
+    from ..inference.batch import BatchJobError, JobOutputs, collect_inputs
+    from ..inference.checks import load_checked, model_problems, raise_on_problems
+    from ..inference.output_files import output_problems
+    from ..inference.recordings import SegmentSource
 
-    if args.export_onnx:
-        for int8 in (False, True):
-            print(f"wrote {ensure_onnx(args.model, int8=int8)}")
-        return 0
+    problems, paths = [], []
     try:
         paths = collect_inputs(args.inputs, args.path_column)
+    except BatchJobError as error:
+        problems += error.problems
+    problems += output_problems({"--output": args.output, "--errors": args.errors, "--timeline": args.timeline})
+    segments = None
+    if args.segments or args.vad:
+        try:
+            segments = SegmentSource(args.segments, args.vad)
+        except ValueError as error:  # SegmentError: a segment folder that does not exist
+            problems.append(Problem("--segments", f"--segments: {error} Expected auto or a folder."))
+    pipe = None
+    problems += model_problems(args.model)  # its config.json only: cheap, listed with the other problems
+    if args.engine == "local" and not problems:  # loading may export ONNX files beside the checkpoint: only now
+        options = dict(backend=args.backend, num_threads=args.threads, device=args.device)
+        load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
+        pipe = load_checked(load, args.model, problems)
+    if pipe is not None:
+        labels, per_segment = list(pipe.classes), segments is not None
+        problems += JobOutputs.problems(args.output, labels, args.errors, args.timeline, per_segment)
+    raise_on_problems(problems, source="predict.py's arguments")
+    return paths, pipe, segments
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from ..data.problems import CheckError
+    from ..inference.batch import predict_files
+    from ..inference.checks import load_checked, raise_on_problems
+    from ..inference.onnx_backend import ensure_onnx
+
+    try:
+        if args.export_onnx:
+            problems = []
+            export = lambda: [ensure_onnx(args.model, int8=int8) for int8 in (False, True)]  # noqa: E731
+            written = load_checked(export, args.model, problems)
+            raise_on_problems(problems, source="predict.py --export-onnx")
+            print("\n".join(f"wrote {path}" for path in written))
+            return 0
+        paths, pipe, segments = checked_job(args)
         common = dict(
             errors_path=args.errors,
             timeline_path=args.timeline,
@@ -127,10 +174,8 @@ def main(argv=None) -> int:
             progress=False if args.no_progress else None,
             pipeline_kwargs={"window_length_s": args.window},
         )
-        if args.segments or args.vad:
-            from ..inference.recordings import SegmentSource
-
-            common["segments"] = SegmentSource(args.segments, args.vad)
+        if segments is not None:
+            common["segments"] = segments
         if args.engine == "ray":
             from ..inference.ray_engine import predict_files_on_ray
 
@@ -148,15 +193,8 @@ def main(argv=None) -> int:
                 **common,
             )
         else:
-            pipe = load_pipeline(
-                args.model,
-                backend=args.backend,
-                num_threads=args.threads,
-                device=args.device,
-                calibrated=not args.no_calibration,
-            )
             summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
-    except (BatchJobError, AudioInputError, ValueError) as error:  # SegmentError is a ValueError
+    except (CheckError, AudioInputError, ValueError) as error:  # SegmentError is a ValueError
         print(f"predict.py: error: {error}", file=sys.stderr)
         return 2
     for path in summary.repaired:
@@ -165,5 +203,10 @@ def main(argv=None) -> int:
     print(f"predictions: {args.output}")
     if summary.failed:
         errors = args.errors or os.path.splitext(args.output)[0] + ".errors.csv"
-        print(f"{summary.failed} unreadable file(s) listed in {errors}")
+        print(f"{summary.failed} file(s) failed, listed with the reason in {errors}", file=sys.stderr)
+        return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,12 @@
-"""Score a finished train.py run on any corpus: each fold's stage-2 best model and their ensemble (`score.py`).
+r"""Score a finished train.py run on any corpus: each fold's stage-2 best model and their ensemble (`score.py`).
 
     python score.py --run-dir runs/iemocap --config configs/crema_d.yaml --data-dir /data/CREMA-D \
         --label-map anger=angry --output-dir runs/iemocap/on_crema_d
 
-Writes OUT/scores.json, OUT/scores.md and OUT/predictions.csv; the work is
-`modeling.evaluation.cross_corpus.score_run`.
+Everything is checked first (the run: every fold finished; the configs, label map, perturbations, output folder:
+every problem listed, nothing written; exit status 2). Writes OUT/scores.json, OUT/scores.md and
+OUT/predictions.csv; the work is `modeling.evaluation.cross_corpus.score_run`. Scored on the run's own training
+corpus, the numbers are not held-out: a warning says so (and scores.md).
 """
 
 import argparse
@@ -13,9 +15,10 @@ import sys
 
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
+from ..data.problems import CheckError
 from ..evaluation.breakdowns import breakdown_summary
-from ..evaluation.cross_corpus import ENSEMBLE, parse_label_map, score_run
-from ..evaluation.perturbations import parse_perturbation
+from ..evaluation.cross_corpus import ENSEMBLE, score_run
+from ..evaluation.score_checks import score_problems
 from ..training.run_config import ConfigError
 
 
@@ -66,13 +69,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
-        perturbations = [parse_perturbation(spec) for spec in args.perturb]
+        perturbations, label_map = score_problems(args)  # everything checked first: nothing written on a problem
         scores = score_run(
             args.run_dir,
             args.config,
             args.output_dir,
             data_dir=args.data_dir,
-            label_map=parse_label_map(args.label_map),
+            label_map=label_map,
             split=args.split,
             batch_size=args.batch_size,
             calibrated=not args.no_calibration,
@@ -80,9 +83,11 @@ def main(argv=None) -> int:
             perturb_seed=args.perturb_seed,
             ensemble_calibration=args.ensemble_calibration,
         )
-    except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
+    except (CheckError, ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if scores.get("not_held_out"):
+        print(f"warning: {scores['not_held_out']}", file=sys.stderr)
     for name, s in [*scores["folds"].items(), (ENSEMBLE, scores[ENSEMBLE])]:
         print(
             f"{name:>9}: UA {100 * s['ua']:.2f} %  WA {100 * s['wa']:.2f} %  macro-F1 {100 * s['macro_f1']:.2f} %  "

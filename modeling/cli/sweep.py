@@ -1,6 +1,6 @@
-"""A grid of train.py runs sharing one stage 1 per fold, then their comparison (`sweep.py`):
+r"""A grid of train.py runs sharing one stage 1 per fold, then their comparison (`sweep.py`):
 
-    python sweep.py --sweep sweeps/table4_margin_eal.yaml --data-dir /data/IEMOCAP_full_release \\
+    python sweep.py --sweep sweeps/table4_margin_eal.yaml --data-dir /data/IEMOCAP_full_release \
         --output-dir runs/table4
 
 Each run is `OUTPUT/<name>` (resumed like any run); OUTPUT/comparison.md (compare_runs against the first run) and

@@ -5,8 +5,11 @@ emotion and a frame-level emotion timeline for audio files, printed as a table p
 Long recordings, segment by segment (docs/long_recordings.md):
 `... call.wav --segments call.rttm|auto|FOLDER [--vad] --out call.csv --out call.srt --lanes call.png`: the emotion
 of every segment (speaker turn, subtitle cue, VAD region) with the timeline inside it, written as CSV, JSON lines,
-RTTM, SRT or WebVTT (by extension) and drawn as one lane per speaker. A file that cannot be read is reported and the
-others go on (exit status 2 at the end).
+RTTM, SRT or WebVTT (by extension) and drawn as one lane per speaker.
+
+Everything is checked first: the model, the segment source and the output paths (every problem listed, nothing
+written, exit status 2), and every audio file's header: a file that cannot be read is reported and the others go on
+(exit status 2 at the end).
 """
 
 import argparse
@@ -19,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..audio import AudioInputError, load_audio
+from ..data.problems import BATCH_EXIT_CODES
 from ..prediction_fields import PREDICTED, probabilities_of, probability_field
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
@@ -78,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m modeling.cli.timeline",
         description="Utterance emotion and a frame-level emotion timeline for audio files.",
+        epilog=BATCH_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("audio", nargs="+", help="audio files (anything soundfile reads; resampled to 16 kHz)")
     parser.add_argument(
@@ -133,11 +139,11 @@ def lane_record(record: dict) -> dict:
     return {key: value for key, value in record.items() if key != "windows"}
 
 
-def run_segments(timeline, args, settings: dict) -> int:
-    """Per recording: segments (file or VAD) → per-segment results, streamed: each is printed and written to every
-    --out file as it comes (memory does not grow with the recording's length); --lanes keeps what the figure draws
-    (a segment's times, emotion and timeline). A recording that fails is reported and the others go on; its --out
-    files are not written (atomic writers)."""
+def run_segments(timeline, args, settings: dict, readable: list[str]) -> int:
+    """Per recording of `readable` (the inputs whose header reads): segments (file or VAD) → per-segment results,
+    streamed: each is printed and written to every --out file as it comes (memory does not grow with the
+    recording's length); --lanes keeps what the figure draws (a segment's times, emotion and timeline). A recording
+    that fails is reported and the others go on; its --out files are not written (atomic writers)."""
     from ..inference.recordings import SegmentSource
     from ..segments import SegmentError, SegmentResultWriter, read_segments
     from ..timeline_recording import recording_duration
@@ -146,7 +152,10 @@ def run_segments(timeline, args, settings: dict) -> int:
     source = None if single_file else SegmentSource(args.segments, args.vad)
     classes = list(timeline.classes)
     failed = 0
-    for index, name in enumerate(args.audio):
+    readable = set(readable)
+    for index, name in enumerate(args.audio):  # the index names the --out / --lanes file of each input
+        if name not in readable:
+            continue
         stem = os.path.splitext(os.path.basename(name))[0]
         lanes = [] if args.lanes else None
         try:
@@ -178,12 +187,46 @@ def run_segments(timeline, args, settings: dict) -> int:
     return 2 if failed else 0
 
 
+def checked_inputs(args):
+    """(the pipeline, the audio files whose header reads, problems that stop nothing), after checking the model, the
+    segment source, the output paths and every file's header. Raises `CheckError` (every problem, grouped) when
+    anything but an unreadable file is wrong, or when a file of a --join is."""
+    from ..data.problems import Problem
+    from ..inference import load_pipeline
+    from ..inference.checks import audio_problems, load_checked, raise_on_problems
+    from ..inference.output_files import output_problems
+
+    outputs = [("--json", args.json), ("--lanes", args.lanes), ("--plot", args.plot)]
+    problems = output_problems(outputs + [("--out", out) for out in args.out])
+    if args.segments and not os.path.isfile(args.segments) and args.segments != "auto":
+        if not os.path.isdir(args.segments):
+            message = f"--segments {args.segments}: no such file or folder (expected a segment file, auto or a folder)"
+            problems.append(Problem("--segments", message))
+    good, unreadable = audio_problems(list(args.audio))
+    if args.join:  # one recording made of all the files: each must be read
+        unreadable = [Problem(p.key, p.message, cause=p.cause) for p in unreadable]
+    problems += unreadable
+    # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
+    timeline = load_checked(
+        lambda: load_pipeline(args.model, backend="torch", device=args.device), args.model, problems
+    )
+    raise_on_problems(problems, source="the timeline's arguments")
+    return timeline, [path for path, _ in good], [p for p in problems if not p.blocking]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ..inference import load_pipeline
+    from ..data.problems import CheckError
+    from ..inference.checks import warnings_report
 
-    # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
-    timeline = load_pipeline(args.model, backend="torch", device=args.device)
+    try:
+        timeline, readable, unreadable = checked_inputs(args)
+    except CheckError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if unreadable:
+        print(f"error: {warnings_report(unreadable, 'the audio files (the others go on)')}", file=sys.stderr)
+    failed = len(unreadable)
     settings = dict(
         batch_size=args.batch_size,
         window_length_s=args.window,
@@ -193,10 +236,10 @@ def main(argv=None) -> int:
         min_segment_s=args.min_segment,
     )
     if args.segments or args.vad:
-        return run_segments(timeline, args, settings)
+        return max(run_segments(timeline, args, settings, readable), 2 if failed else 0)
     settings["return_frames"] = bool(args.plot or args.json_frames)
     try:
-        names, sources = list(args.audio), list(args.audio)
+        names, sources = list(readable), list(readable)
         if args.join:  # one recording made of all the files, in order (e.g. words of different emotions)
             names = [f"{len(sources)} files joined"]
             rate = timeline.sampling_rate
@@ -207,7 +250,7 @@ def main(argv=None) -> int:
     # Groups of files so a progress bar moves (tqdm: quiet unless a terminal); results equal one call's. A group
     # with an unreadable file runs file by file: the bad file is reported, the others go on.
     group = max(1, args.batch_size) * 4
-    results, kept, failed = [], [], 0
+    results, kept = [], []
     with tqdm(total=len(sources), desc="Timeline", unit="file", disable=None if len(sources) > 1 else True) as bar:
         for start in range(0, len(sources), group):
             pairs = list(zip(names[start : start + group], sources[start : start + group]))

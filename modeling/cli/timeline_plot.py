@@ -222,7 +222,9 @@ def plot_lanes(records: list[dict], classes: list[str], path: str, duration: flo
         bbox_to_anchor=(1.0, 1.0),
         fontsize=8,
         frameon=False,
-        title="shade = probability\n(pale: chance, full: 1)\nabove a segment: its\nutterance-level emotion",
+        # the fresh-user try read a label that disagreed with the colours below it as a bug: say what each one is
+        title="colour: each frame's emotion\nshade = probability\n(pale: chance, full: 1)\nabove a segment: the\n"
+        "whole segment's emotion\n(may differ from its frames)",
         title_fontsize=7,
     )
     ax.set_title(

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..audio import AudioInputError, load_audio
 from ..configuration_frame_aligned import label_names
+from ..rundir.reader import fold_name
 from .folds import SPLITS, Fold, speaker_overlap_problems, split_fold
 from .problems import CheckError, Problem, as_problem
 
@@ -87,18 +88,18 @@ def fold_problems(dataset: Dataset, folds: list[Fold]) -> list[Problem]:
             if len(splits[split]) == 0:
                 where = "" if fold.predefined else f" (speakers {list(fold.speakers(split))})"
                 problems.append(
-                    Problem(f"fold {fold.number}", f"fold {fold.number}: the {split} split{where} is empty.")
+                    Problem(fold_name(fold.number), f"{fold_name(fold.number)}: the {split} split{where} is empty.")
                 )
         present = set(splits["train"]["label"])
         absent = [name for i, name in enumerate(names) if i not in present]
         if absent:
             message = (
-                f"fold {fold.number}: class(es) {absent} absent from the training split "
+                f"{fold_name(fold.number)}: class(es) {absent} absent from the training split "
                 f"(speakers {list(fold.train)}); every class needs training examples."
             )
             problems.append(
                 Problem(
-                    f"fold {fold.number}",
+                    fold_name(fold.number),
                     message,
                     absent,
                     cause=f"class(es) {absent} absent from "

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
 
+from ..rundir.reader import fold_name
+
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +235,7 @@ def speaker_overlap_problems(fold: Fold, splits: DatasetDict | None = None) -> l
                 a |= set(splits[first]["speaker"])
                 b |= set(splits[second]["speaker"])
             for speaker in sorted(a & b):
-                problems.append(f"fold {fold.number}: speaker {speaker!r} is in both {first} and {second}.")
+                problems.append(f"{fold_name(fold.number)}: speaker {speaker!r} is in both {first} and {second}.")
     return problems
 
 

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 
 
 EXAMPLES_PER_GROUP = 3
+# The one exit-code rule of the batch entry points (predict.py, the timeline), shown in their --help.
+BATCH_EXIT_CODES = (
+    "Exit status: 0 when every input was done;\n"
+    "             2 when the checks refused (every problem listed, nothing written)\n"
+    "               or when some inputs failed (each listed with the reason, the others done)."
+)
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,11 @@ def grouped(problems: Iterable[Problem]) -> list[tuple[str | None, list[Problem]
     return [(cause if isinstance(cause, str) else None, members) for cause, members in groups.items()]
 
 
-def report(problems: Iterable[Problem], source: str = "", hint: str = "") -> str:
-    """The grouped listing: "N problem(s) in SOURCE (nothing trained):" then one entry per cause."""
+def report(problems: Iterable[Problem], source: str = "", hint: str = "", outcome: str = "nothing trained") -> str:
+    """The grouped listing: "N problem(s) in SOURCE (OUTCOME):" then one entry per cause (`outcome`: what the
+    problems stopped, e.g. "nothing written"; "" for warnings that stop nothing)."""
     groups = grouped(problems)
-    where = f"in {source} (nothing trained)" if source else "found before training"
+    where = (f"in {source}" + (f" ({outcome})" if outcome else "")) if source else "found before training"
     lines = [f"{len(groups)} problem(s) {where}:"]
     for cause, members in groups:
         if len(members) == 1:
@@ -72,22 +79,24 @@ class CheckError(ValueError):
         problems: `Problem`s (or message strings); a single string is one problem.
         source: what was checked (a config file), named in the first line.
         hint: a line after the listing (e.g. "Pass --skip-bad-audio ...").
+        outcome: what the problems stopped, in the first line ("nothing trained"; score.py, predict.py and the
+            timeline: "nothing written").
     Attributes:
         problems: the `Problem`s; `blocking_problems` those that stop the run.
     """
 
-    def __init__(self, problems: Iterable | str, source: str = "", hint: str = ""):
+    def __init__(self, problems: Iterable | str, source: str = "", hint: str = "", outcome: str = "nothing trained"):
         items = [problems] if isinstance(problems, str) else list(problems)
         self.problems = [as_problem(item) for item in items]
         self.source, self.hint = source, hint
         if len(self.problems) == 1 and not source and not hint and isinstance(problems, str):
             super().__init__(self.problems[0].message)
         else:
-            super().__init__(report(self.problems, source, hint))
+            super().__init__(report(self.problems, source, hint, outcome))
 
     @property
     def blocking_problems(self) -> list[Problem]:
         return [problem for problem in self.problems if problem.blocking]
 
 
-__all__ = ["CheckError", "Problem", "as_problem", "grouped", "report"]
+__all__ = ["BATCH_EXIT_CODES", "CheckError", "Problem", "as_problem", "grouped", "report"]

@@ -63,9 +63,11 @@ def check_pairable(first: RunTest, other: RunTest):
         (files_a, labels_a, _), (files_b, labels_b, _) = first.folds[k], other.folds[k]
         if files_a != files_b:
             extra = sorted(set(files_a) ^ set(files_b))[:3]
-            problems.append(f"fold {k}: test utterances differ ({len(files_a)} vs {len(files_b)} files; e.g. {extra})")
+            differ = f"{len(files_a)} vs {len(files_b)} files; e.g. {extra}"
+            problems.append(f"{fold_name(k)}: test utterances differ ({differ})")
         elif not np.array_equal(labels_a, labels_b):
-            problems.append(f"fold {k}: true labels differ on {int((labels_a != labels_b).sum())} test utterance(s)")
+            count = int((labels_a != labels_b).sum())
+            problems.append(f"{fold_name(k)}: true labels differ on {count} test utterance(s)")
     if first.results.get("labels") != other.results.get("labels"):
         problems.append(f"classes {first.results.get('labels')} vs {other.results.get('labels')}")
     if problems:

@@ -226,6 +226,7 @@ def score_run(
         "calibration": calibration,
     }
     scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows)
+    scores["not_held_out"] = not_held_out(run_dir, config)
     if perturbations:
         scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
         scores["perturb_seed"] = perturb_seed
@@ -278,6 +279,31 @@ def ensemble_temperature(members, calibration, raw_ensemble, held_out_logits, te
     calibration[ENSEMBLE] = {"temperature": t, **probability_scores(raw_ensemble, after, members[ENSEMBLE].labels)}
 
 
+def is_run_corpus(results: dict, config: dict) -> bool:
+    """Whether `config`'s corpus is the one the run trained on (as its results.json records it): the same loader and
+    the same root folder (however spelled) or Hub id."""
+    data = (results.get("config") or {}).get("data") or {}
+    ours, theirs = str(data.get("root")), str(config["data"]["root"])
+    same_root = ours == theirs or (os.path.exists(ours) and os.path.realpath(ours) == os.path.realpath(theirs))
+    return data.get("loader") == config["data"]["loader"] and same_root
+
+
+def not_held_out(run_dir, config: dict) -> str:
+    """The warning for scoring a run on its own training corpus ("" for another corpus): every fold model trained
+    or validated on most of its utterances, so the scores are not held-out test scores."""
+    try:
+        results = FinishedRun(run_dir).results()
+    except ValueError:
+        return ""
+    if not is_run_corpus(results, config):
+        return ""
+    return (
+        f"not held-out: {config['data']['loader']} at {config['data']['root']} is the corpus the run was trained on; "
+        "each fold model trained or validated on most of these utterances, so these numbers are not test scores "
+        "(each fold's held-out test scores are in the run's results.md)."
+    )
+
+
 def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
     """{fold<k>: scored speakers that fold's model trained or validated on}, when the scored corpus is the run's own
     (same loader and root), plus the run's own speaker-dependent folds (results.json); empty when independent."""
@@ -286,8 +312,7 @@ def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[
     except ValueError:
         return {}
     shared = {fold_name(k): s for k, s in shared_speakers(results.get("folds") or {}).items()}
-    data = (results.get("config") or {}).get("data") or {}
-    same = data.get("loader") == config["data"]["loader"] and str(data.get("root")) == str(config["data"]["root"])
+    same = is_run_corpus(results, config)
     scored = set(rows["speaker"]) - {""}
     for k, fold in (results.get("folds") or {}).items() if same else []:
         speakers = fold.get("speakers") or {}
@@ -383,6 +408,7 @@ def scores_markdown(scores: dict) -> str:
         "null per-class values, left out of UA and macro-F1)",
         "- Ensemble: mean of the fold models' class probabilities",
         *([speaker_dependent_note(scores["speaker_dependent"])] if scores.get("speaker_dependent") else []),
+        *([f"- **Warning**: {scores['not_held_out']}"] if scores.get("not_held_out") else []),
         "",
         "| Model | n | UA (%) | WA (%) | Macro-F1 (%) | " + " | ".join(f"F1 {c} (%)" for c in classes) + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(classes),
@@ -445,6 +471,7 @@ def scores_markdown(scores: dict) -> str:
 __all__ = [
     "ENSEMBLE",
     "label_map_problems",
+    "not_held_out",
     "parse_label_map",
     "run_models",
     "score_run",

@@ -25,12 +25,11 @@ holds `batch_size` segments, whatever the recording's length.
 
 import csv
 import glob
-import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +38,12 @@ import soundfile as sf
 from ..audio import AudioInputError
 from ..data.corpus import CorpusError
 from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
+from ..data.problems import CheckError, Problem
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
 from ..segments.writers import format_probability, format_seconds, rounded
+from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
 
@@ -51,8 +52,11 @@ CSV_PATH_COLUMNS = (*FILE_COLUMNS, *PATH_COLUMNS)
 ERROR_COLUMNS = ["file", "error"]
 
 
-class BatchJobError(ValueError):
-    """The job cannot start (bad inputs, an output written by another model); the message names the cause."""
+class BatchJobError(CheckError):
+    """The job cannot start (bad inputs, an output written by another model): every problem, grouped by cause."""
+
+    def __init__(self, problems, source: str = "", hint: str = "", outcome: str = "nothing written"):
+        super().__init__(problems, source, hint, outcome)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,16 +70,16 @@ def _csv_paths(csv_path: Path, path_column: str | None) -> list[str]:
     try:
         columns, rows = read_metadata_csv(csv_path)
     except CorpusError as error:
-        raise BatchJobError(str(error)) from None
+        raise BatchJobError([Problem(str(csv_path), str(error), cause="unreadable CSV")]) from None
     candidates = [path_column] if path_column else list(CSV_PATH_COLUMNS)
     column = next((name for name in candidates if name in columns), None)
     if column is None:
-        raise BatchJobError(
-            f"{csv_path}: row 1: no column {' / '.join(candidates)} with audio paths; columns: {columns}"
-        )
+        message = f"{csv_path}: row 1: no column {' / '.join(candidates)} with audio paths; columns: {columns}"
+        raise BatchJobError([Problem(str(csv_path), message, cause="CSV without a path column")])
     empty = [number for number, row in rows if not row[column]]
     if empty:
-        raise BatchJobError(f"{csv_path}: row(s) {empty[:10]}: empty '{column}'")
+        message = f"{csv_path}: row(s) {empty[:10]}: empty '{column}'"
+        raise BatchJobError([Problem(str(csv_path), message, cause="CSV rows without a path")])
     return [listed_path(csv_path, row[column]) for _, row in rows]
 
 
@@ -93,44 +97,34 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
     files → the audio paths, in order, each once.
 
     Raises:
-        BatchJobError: a source that matches nothing or a CSV without a path column (all such sources listed).
+        BatchJobError: sources that match nothing, CSVs without a path column (every such source listed).
     """
     paths, problems = [], []
     for source in sources:
-        found: list[str]
+        found: list[str] = []
         if os.path.isdir(source):
             found = _folder_paths(Path(source))
         elif source.lower().endswith(".csv") and os.path.isfile(source):
-            found = _csv_paths(Path(source), path_column)
+            try:
+                found = _csv_paths(Path(source), path_column)
+            except BatchJobError as error:
+                problems += error.problems
+                continue
         elif glob.has_magic(source):
             found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
         else:
             found = [source]  # a single file; a missing one is reported as that file's error
         if not found:
-            problems.append(f"{source}: matches no audio file")
+            problems.append(Problem(source, f"{source}: matches no audio file", cause="inputs that match no file"))
         paths += found
     if problems:
-        raise BatchJobError("; ".join(problems))
+        raise BatchJobError(problems, source="the inputs")
     return list(dict.fromkeys(paths))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs: append-only, repaired and read back on resume
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def repair_partial_line(path: Path) -> bool:
-    """Cut a last line without its newline (a write interrupted by a kill). Returns whether anything was cut."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return False
-        f.truncate(data.rfind(b"\n") + 1)
-        f.flush()
-        os.fsync(f.fileno())
-    return True
 
 
 def cut_last_recording(path: Path, header: list[str]) -> None:
@@ -143,7 +137,17 @@ def cut_last_recording(path: Path, header: list[str]) -> None:
     last = rows[-1]["file"]
     while rows and rows[-1]["file"] == last:
         rows.pop()
-    atomic_write_text(path, _csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
+    atomic_write_text(path, csv_text([list(row.values()) for row in rows], header).decode("utf-8"))
+
+
+def _header_problem(path: Path, fieldnames, expected_header: list[str]) -> Problem | None:
+    if fieldnames == expected_header:
+        return None
+    message = (
+        f"{path}: existing columns {fieldnames} differ from this job's {expected_header} (another model or label "
+        "set wrote it): choose another output file"
+    )
+    return Problem(str(path), message, cause="outputs written by another model")
 
 
 def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
@@ -152,64 +156,15 @@ def _read_rows(path: Path, expected_header: list[str]) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != expected_header:
-            raise BatchJobError(
-                f"{path}: existing columns {reader.fieldnames} differ from this job's {expected_header} "
-                "(another model or label set wrote it): choose another output file"
-            )
+        problem = _header_problem(path, reader.fieldnames, expected_header)
+        if problem is not None:
+            raise BatchJobError([problem])
         return list(reader)
 
 
-def append_bytes(path: Path, data: bytes, point: str, leading: Iterable[bytes] = ()) -> None:
-    """Append `leading` chunks then `data` (together whole lines) and fsync. Fault point `predict:partial-write:<name>`
-    sits inside the write of `data`, where half of its last line is written (what a kill inside the system call
-    could leave)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides, as for open()
-    try:
-        for chunk in leading:
-            _write_all(fd, chunk)
-        last_line = data.rfind(b"\n", 0, len(data) - 1) + 1
-        half = (last_line + len(data)) // 2
-        os.write(fd, data[:half])
-        fault_point(f"predict:partial-write:{point}")
-        _write_all(fd, data[half:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _spool_parts(spool, block: int = 1 << 20) -> tuple[Iterator[bytes], bytes]:
-    """A spool file's content as (its leading blocks, its last ≤ `block` bytes): `append_bytes`'s arguments, so a
-    long recording's rows are copied block by block, never whole in memory."""
-    size = spool.seek(0, os.SEEK_END)
-    cut = max(0, size - block)
-    spool.seek(cut)
-    last = spool.read()
-
-    def leading():
-        spool.seek(0)
-        done = 0
-        while done < cut:
-            chunk = spool.read(min(block, cut - done))
-            done += len(chunk)
-            yield chunk
-
-    return leading(), last
-
-
-def _csv_text(rows: list[list], header: list[str] | None = None) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+def output_header(labels: list[str], per_segment: bool = False) -> list[str]:
+    """The predictions CSV's columns: `file, duration_s` (or the segment columns), `predicted, prob_<class>...`."""
+    return ["file", *(SEGMENT_COLUMNS if per_segment else ["duration_s"]), PREDICTED, *probability_fields(labels)]
 
 
 @dataclass
@@ -233,8 +188,7 @@ class JobOutputs:
         predictions = Path(predictions)
         errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
         timeline = Path(timeline) if timeline else None
-        times = SEGMENT_COLUMNS if per_segment else ["duration_s"]
-        header = ["file", *times, PREDICTED, *probability_fields(labels)]
+        header = output_header(labels, per_segment)
         outputs = cls(predictions, errors, timeline, header, per_segment)
         for path in (predictions, errors, timeline):
             if path is not None and repair_partial_line(path):
@@ -243,17 +197,30 @@ class JobOutputs:
             cut_last_recording(predictions, header)
         outputs.done = {row["file"] for row in _read_rows(predictions, header)}
         failed = {row["file"]: row["error"] for row in _read_rows(errors, ERROR_COLUMNS)}
-        if retry_errors and failed:
-            atomic_write_text(errors, "")
+        if retry_errors and errors.is_file():
+            errors.unlink()
             failed = {}
         outputs.failed = {file: error for file, error in failed.items() if file not in outputs.done}
         if timeline is not None:
             outputs._drop_unfinished_timeline()
-        for path, columns in ((predictions, header), (errors, ERROR_COLUMNS)):
-            if not path.is_file() or path.stat().st_size == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                append_bytes(path, _csv_text([], columns), "header")
-        return outputs
+        if not predictions.is_file() or predictions.stat().st_size == 0:
+            predictions.parent.mkdir(parents=True, exist_ok=True)
+            append_bytes(predictions, csv_text([], header), "header")
+        return outputs  # the errors CSV is created with its first row: no file when no file failed
+
+    @staticmethod
+    def problems(predictions, labels, errors=None, timeline=None, per_segment: bool = False) -> list[Problem]:
+        """What `open` would refuse, found without writing: an existing output of another model or label set."""
+        predictions = Path(predictions)
+        errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
+        header = output_header(labels, per_segment)
+        problems = []
+        for path, expected in ((predictions, header), (errors, ERROR_COLUMNS)):
+            if path.is_file() and path.stat().st_size > 0:
+                with open(path, newline="", encoding="utf-8") as f:
+                    problem = _header_problem(path, next(csv.reader(f), None), expected)
+                problems += [problem] if problem is not None else []
+        return problems
 
     def _drop_unfinished_timeline(self) -> None:
         """Timeline lines are written before their CSV rows: keep only those of files the CSV holds, once each."""
@@ -281,15 +248,15 @@ class JobOutputs:
         recording that fails midway leaves nothing in the outputs."""
         with tempfile.TemporaryFile() as rows, tempfile.TemporaryFile() as timeline:
             for count, record in enumerate(records):
-                rows.write(_csv_text([segment_row(file, record, labels)]))
+                rows.write(csv_text([segment_row(file, record, labels)]))
                 if self.timeline is not None:
                     text = json.dumps(segment_record(record, labels), ensure_ascii=False, default=float)
                     timeline.write(((", " if count else "") + text).encode("utf-8"))
             if self.timeline is not None:
                 head = json.dumps(rounded({"file": file, "duration_s": duration}))[:-1] + ', "segments": ['
-                leading, last = _spool_parts(timeline)
+                leading, last = spool_parts(timeline)
                 append_bytes(self.timeline, last + b"]}\n", "timeline", [head.encode("utf-8"), *leading])
-            leading, last = _spool_parts(rows)
+            leading, last = spool_parts(rows)
             if last:
                 fault_point("predict:before-rows")
                 append_bytes(self.predictions, last, "predictions", leading)
@@ -307,10 +274,11 @@ class JobOutputs:
             append_bytes(self.timeline, "".join(lines).encode("utf-8"), "timeline")
         if rows:
             fault_point("predict:before-rows")
-            append_bytes(self.predictions, _csv_text(rows), "predictions")
+            append_bytes(self.predictions, csv_text(rows), "predictions")
             self.done.update(row[0] for row in rows)
         if error_rows:
-            append_bytes(self.errors, _csv_text(error_rows), "errors")
+            new_file = not self.errors.is_file() or self.errors.stat().st_size == 0
+            append_bytes(self.errors, csv_text(error_rows, ERROR_COLUMNS if new_file else None), "errors")
             self.failed.update((file, error) for file, error in error_rows)
         fault_point("predict:group-written")
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..modeling_frame_aligned import FrameAlignedClassifierOutput
-from .onnx_export import OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
+from .onnx_export import ONNX_DIR, OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-static")
@@ -131,30 +131,65 @@ def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
     return quantize_int8(fp32, path) if int8 else fp32
 
 
+# What an ONNX backend needs of a Hub repository (push_to_hub.py uploads a fold's onnx/ beside its weights): the
+# config (labels, conv geometry), the feature extractor and the ONNX files; never the PyTorch weights.
+ONNX_HUB_PATTERNS = ("config.json", "preprocessor_config.json", f"{ONNX_DIR}/*")
+SNAPSHOT_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
+def hub_onnx_checkpoint(model: str, path_in_checkpoint: Path, **hub_kwargs) -> Path:
+    """The local copy (huggingface_hub's cache, `snapshot_download` with `ONNX_HUB_PATTERNS`) of a Hub
+    repository's config and ONNX files.
+
+    Raises:
+        ValueError: the repository holds no `path_in_checkpoint` (e.g. onnx/model.onnx): how to export it is said.
+    """
+    from huggingface_hub import snapshot_download
+
+    options = {key: hub_kwargs[key] for key in SNAPSHOT_KWARGS if key in hub_kwargs}
+    folder = Path(snapshot_download(str(model), allow_patterns=list(ONNX_HUB_PATTERNS), **options))
+    if not (folder / path_in_checkpoint).is_file():
+        present = sorted(p.name for p in (folder / ONNX_DIR).glob("*.onnx"))
+        raise ValueError(
+            f"{model}: the Hub repository holds no {path_in_checkpoint.as_posix()} "
+            f"({'its ONNX files: ' + ', '.join(present) if present else 'no ONNX files'}). Export it from a local "
+            f"copy of the checkpoint (python predict.py --export-onnx --model CHECKPOINT_FOLDER writes "
+            f"{ONNX_DIR}/model.onnx and model_int8.onnx), then publish them with push_to_hub.py (it uploads "
+            f"{ONNX_DIR}/ beside the weights); or use --backend torch."
+        )
+    return folder
+
+
 def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads: int | None = None, **kwargs):
-    """A `FrameAlignedEmotionPipeline` for the checkpoint folder `model`, run by PyTorch (`"torch"`) or ONNX Runtime
-    (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8, `"onnx-int8-static"`: calibrated QDQ int8, made first by
-    `backend_choice`). The fp32 and dynamic int8 ONNX files are created next to the checkpoint on first use.
+    """A `FrameAlignedEmotionPipeline` for the checkpoint `model` (a folder or a Hub id), run by PyTorch (`"torch"`)
+    or ONNX Runtime (`"onnx"`: fp32, `"onnx-int8"`: dynamic int8, `"onnx-int8-static"`: calibrated QDQ int8, made
+    first by `backend_choice`). For a local folder the fp32 and dynamic int8 ONNX files are created next to the
+    checkpoint on first use; a Hub repository must hold them (`onnx/`, as push_to_hub.py publishes them): they are
+    downloaded (`hub_onnx_checkpoint`), the PyTorch weights are not.
     `num_threads` sets torch's or ONNX Runtime's intra-op threads; `kwargs` go to `pipeline(...)`. `device` (-1 or
     "cpu", a GPU index, "cuda:1") places the PyTorch model, or picks ONNX Runtime's CUDA execution provider.
 
     Raises:
-        ValueError: an unknown backend; a GPU `device` for an ONNX backend without ONNX Runtime's CUDA provider.
+        ValueError: an unknown backend; a GPU `device` for an ONNX backend without ONNX Runtime's CUDA provider; a
+            Hub repository without the backend's ONNX file.
+        CheckpointNotFoundError: `model` is not a checkpoint (a `ValueError`; what was given and what is expected).
     """
     from transformers import AutoFeatureExtractor
     from transformers.pipelines import pipeline
 
-    from ..auto_frame_aligned import HUB_KWARGS, AutoModelForFrameAlignedClassification
+    from ..auto_frame_aligned import HUB_KWARGS, AutoModelForFrameAlignedClassification, checkpoint_model_type
     from ..collator import make_feature_extractor
     from ..pipeline_frame_aligned import TASK, FrameAlignedEmotionPipeline
 
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {list(BACKENDS)}")
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+    checkpoint_model_type(model, **hub_kwargs)  # not a checkpoint: said first (what was given, what is expected)
     try:
         extractor = AutoFeatureExtractor.from_pretrained(str(model), **hub_kwargs)
     except (OSError, ValueError):
-        extractor = make_feature_extractor()
+        config = AutoModelForFrameAlignedClassification.config_from_pretrained(model, **hub_kwargs)
+        extractor = make_feature_extractor(config)  # Whisper's: not normalised
     if backend == "torch":
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -163,18 +198,16 @@ def load_pipeline(model: str | os.PathLike, backend: str = "torch", num_threads:
         return pipeline(
             TASK, model=loaded, feature_extractor=extractor, pipeline_class=FrameAlignedEmotionPipeline, **kwargs
         )
-    static = backend == "onnx-int8-static"
+    static, int8 = backend == "onnx-int8-static", backend == "onnx-int8"
+    if not Path(model).is_dir():  # a Hub id: its published ONNX files
+        model = hub_onnx_checkpoint(str(model), onnx_path("", int8=int8, static=static), **hub_kwargs)
     if static and not onnx_path(model, static=True).is_file():
         raise FileNotFoundError(
             f"{onnx_path(model, static=True)}: no static int8 model yet; it needs calibration clips: "
             "modeling.inference.backend_choice.backend_choice(checkpoint, clips) (or onnx_export.quantize_int8_static)"
         )
-    if not Path(model).is_dir():
-        raise ValueError(
-            f"{model}: backend {backend!r} needs a local checkpoint folder (the ONNX file goes next to it)"
-        )
     providers = execution_providers(kwargs.pop("device", None))  # the pipeline itself stays on the CPU
     config = AutoModelForFrameAlignedClassification.config_from_pretrained(model)
-    path = onnx_path(model, static=True) if static else ensure_onnx(model, int8=backend == "onnx-int8")
+    path = onnx_path(model, static=True) if static else ensure_onnx(model, int8=int8)
     onnx_model = OnnxFrameAlignedModel(path, config, num_threads, providers)
     return FrameAlignedEmotionPipeline(model=onnx_model, feature_extractor=extractor, device=-1, **kwargs)

@@ -12,6 +12,7 @@ Files are written next to the checkpoint, as the Hub's ONNX convention (Optimum,
 
 import copy
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,7 +79,13 @@ def export_model(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT
         "frame_mask": {0: "batch", 1: "frames"},
     }
     temporary = path.with_name(path.name + ".tmp")
-    with torch.no_grad():
+    # The tracer's warnings (a tensor read as a Python value: the short-clip padding, transformers' mask helpers) and
+    # the exporter's constant-folding notes flood every export (12 lines per model, each app.py start-up). They are
+    # expected: clips reach an exported model padded to one frame (load_audio), and the trace is checked against
+    # PyTorch on other lengths and padded batches (tests/inference/test_inference.py), so they are silenced here only.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         torch.onnx.export(
             wrapper,
             (example, mask),

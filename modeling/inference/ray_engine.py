@@ -50,16 +50,14 @@ from .batch import (
     BatchJobError,
     BatchSummary,
     JobOutputs,
-    _csv_text,
     _predict_group,
     _read_rows,
     _row,
     _timeline_line,
-    append_bytes,
     header_durations,
     progress_bar,
-    repair_partial_line,
 )
+from .output_files import append_bytes, csv_text, repair_partial_line
 
 
 INSTALL_HINT = 'the Ray engine needs Ray Data: pip install -e ".[ray]"  (or: pip install "ray[data]")'
@@ -118,8 +116,8 @@ class BlockPredictor:
             columns["predicted"].append(len(results))
             columns["failed"].append(len(failures))
             columns["audio_seconds"].append(float(sum(result["duration"] for _, result in results)))
-            columns["rows"].append(_csv_text([_row(f, r, self.labels) for f, r in results]).decode("utf-8"))
-            columns["errors"].append(_csv_text([list(failure) for failure in failures]).decode("utf-8"))
+            columns["rows"].append(csv_text([_row(f, r, self.labels) for f, r in results]).decode("utf-8"))
+            columns["errors"].append(csv_text([list(failure) for failure in failures]).decode("utf-8"))
             lines = [_timeline_line(f, r) for f, r in results] if self.with_timeline else []
             columns["timeline"].append("".join(lines))
         return {name: np.asarray(values) for name, values in columns.items()}
@@ -176,8 +174,8 @@ class PartFiles:
         if block in self.recorded:
             return False
         rows, errors, timeline = self._paths(block)
-        atomic_write_text(rows, _csv_text([], self.outputs.header).decode("utf-8") + result["rows"])
-        atomic_write_text(errors, _csv_text([], ERROR_COLUMNS).decode("utf-8") + result["errors"])
+        atomic_write_text(rows, csv_text([], self.outputs.header).decode("utf-8") + result["rows"])
+        atomic_write_text(errors, csv_text([], ERROR_COLUMNS).decode("utf-8") + result["errors"])
         if self.outputs.timeline is not None:
             atomic_write_text(timeline, result["timeline"])
         entry = {key: result[key] for key in ("block", "predicted", "failed", "audio_seconds")}

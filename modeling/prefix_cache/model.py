@@ -62,6 +62,12 @@ from ..modeling_frame_aligned import FrameAlignedClassifierOutput, FrameAlignedM
 # Backbones whose encoder layers the cut can split: WavLM's layers pass a relative position bias from layer 0 to the
 # others (and draw LayerDrop differently), which the cached part would have to recompute: not supported.
 PREFIX_CACHE_BACKBONES = ("wav2vec2", "hubert", "data2vec_audio")
+UNSUPPORTED_REASONS = {
+    "wavlm": "its layers share a relative position bias computed in layer 0",
+    # Whisper ("model"): the cut below is written for the wav2vec 2.0 family's stem (CNN → feature projection →
+    # positional convolution); Whisper's (log-mel → conv1/conv2 → sinusoidal positions) has no cut here yet.
+    "model": "Whisper's log-mel and conv stem has no cut in prefix_cache/model.py yet",
+}
 
 
 def prefix_cache_problem(model_class: type[FrameAlignedModelMixin], config) -> str | None:
@@ -80,10 +86,10 @@ def prefix_cache_problem(model_class: type[FrameAlignedModelMixin], config) -> s
             "stage2.cache_frozen_prefix: false."
         )
     if model_class.base_model_prefix not in PREFIX_CACHE_BACKBONES:
+        reason = UNSUPPORTED_REASONS.get(model_class.base_model_prefix, "not implemented for it")
         return (
             f"{name}: the frozen-prefix cache supports the {PREFIX_CACHE_BACKBONES} backbones, not "
-            f"{model_class.base_model_prefix!r} (its layers share a relative position bias computed in layer 0). Set "
-            "stage2.cache_frozen_prefix: false."
+            f"{model_class.base_model_prefix!r} ({reason}). Set stage2.cache_frozen_prefix: false."
         )
     return None
 

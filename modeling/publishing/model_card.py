@@ -139,9 +139,10 @@ def config_table(config: dict) -> str:
         return "_The run's config.yaml has no stage1/stage2 sections._"
     lines = ["| Setting | Stage 1 | Stage 2 |", "|---|---|---|"]
     lines += [f"| {key} | {_cell(stage1.get(key, '–'))} | {_cell(stage2.get(key, '–'))} |" for key in keys]
+    stage0 = ("stage0",) if (config.get("stage0") or {}).get("enabled") else ()  # FLEA's stage 0, when it ran
     others = [
         (f"{section}.{key}", _public(value))
-        for section in ("data", "model", "training")
+        for section in ("data", "model", "training", *stage0)
         for key, value in (config.get(section) or {}).items()
         if value not in (None, {}, [])
     ]
@@ -153,12 +154,13 @@ def config_table(config: dict) -> str:
 
 
 # (how a card names the backbone, its Hub tag) by the backbone's `model_type` (a checkpoint's, without
-# "-frame-aligned"); the classes live in the remote-code core (`modeling_frame_aligned.FRAME_ALIGNED_MODELS`).
+# "-frame-aligned"); the classes live in the remote-code core (`auto_frame_aligned.FRAME_ALIGNED_MODELS`).
 BACKBONE_NAMES = {
     "wav2vec2": ("wav2vec 2.0", "wav2vec2"),
     "hubert": ("HuBERT", "hubert"),
     "wavlm": ("WavLM", "wavlm"),
     "data2vec-audio": ("data2vec-audio", "data2vec-audio"),
+    "whisper": ("Whisper (encoder)", "whisper"),
 }
 
 
@@ -198,6 +200,7 @@ def _architecture(fold: FinishedFold) -> dict:
         "eal_weight": config.get("eal_weight"),
         "fual_weight": config.get("fual_weight"),
         "eal_margin": config.get("eal_margin"),
+        "continued_pretraining": config.get("continued_pretraining"),  # stage 0 (FLEA) ran: its record
         "is_demo": (config.get("hidden_size") or 0) < 768 or (config.get("num_hidden_layers") or 0) < 12,
     }
 
@@ -229,6 +232,20 @@ def method_summary(arch: dict) -> tuple[str, str]:
         "the Emotional Attention Loss (EAL)" if arch["eal_weight"] else "the Frame-to-Utterance Alignment Loss (FUAL)",
     )
     return f"**{pooling}** and {losses} of Byun & Lee (2025)", " + ".join(["cross-entropy", *terms])
+
+
+def stage0_summary(arch: dict) -> str:
+    """The model card's line on stage 0 (FLEA's continued pre-training, docs/flea.md): whether this checkpoint's
+    backbone went through it, from the record the stage leaves in the checkpoint's config."""
+    record = arch.get("continued_pretraining")
+    if not record:
+        return "none: stage 1 started from the pre-trained backbone."
+    return (
+        "before stage 1, the backbone was pre-trained further on this fold's training speakers only (FLEA, Li et "
+        f"al.): the frames of transformer layer {record.get('layer')} were clustered with K-means into "
+        f"{record.get('clusters')} pseudo labels, and the backbone learnt to predict them where spans of "
+        f"{record.get('mask_time_length')} frames were masked (mask_time_prob {record.get('mask_time_prob')})."
+    )
 
 
 def card_data(run: Run, folds: list[FinishedFold], model_name: str, license: str | None = None) -> ModelCardData:
@@ -416,6 +433,7 @@ def render_fold_card(
         pooling=arch["pooling"],
         method=method_summary(arch)[0],
         loss=method_summary(arch)[1],
+        stage0=stage0_summary(arch),
         usage=_usage(repo_id, revision) + space_link(space),
         config_table=config_table(run.config),
         results_table=fold_results_table(run, highlight=fold.name),

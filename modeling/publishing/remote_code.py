@@ -19,7 +19,11 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 CORE = Path(__file__).resolve().parents[1]
 PIPELINE_FILE = CORE / "pipeline_frame_aligned.py"
-MODEL_FILES = (CORE / "configuration_frame_aligned.py", CORE / "modeling_frame_aligned.py")
+MODEL_FILES = (
+    CORE / "configuration_frame_aligned.py",
+    CORE / "modeling_frame_aligned.py",
+    CORE / "modeling_whisper_frame_aligned.py",
+)
 PIPELINE_TASK = "frame-aligned-emotion"  # `modeling.pipeline_frame_aligned.TASK` (a test keeps them equal)
 PIPELINE_CLASS = "FrameAlignedEmotionPipeline"
 

@@ -36,6 +36,16 @@ def _as_if_created(path: str | os.PathLike, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def plain_modes(folder: str | os.PathLike) -> None:
+    """Give `folder` and everything inside it the mode `open()`/`mkdir()` would have given them (0666/0777 minus
+    the umask): transformers 5.24's `save_pretrained` writes model.safetensors 0600, so a run's best/ and Trainer
+    checkpoints were unreadable to a colleague. Symbolic links are left alone."""
+    folder = Path(folder)
+    for inner in [folder, *folder.rglob("*")]:
+        if not inner.is_symlink():
+            _as_if_created(inner, directory=inner.is_dir())
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w"):
     """Yield a temporary file in the same folder as `path` (opened with `mode`, "w" or "wb"); on success it is
@@ -108,10 +118,7 @@ def atomic_directory(path: str | os.PathLike):
     try:
         _as_if_created(tmp, directory=True)
         yield tmp
-        # what others wrote inside (transformers' save_pretrained writes model.safetensors 0600) gets a plain mode too
-        for inner in tmp.rglob("*"):
-            if not inner.is_symlink():
-                _as_if_created(inner, directory=inner.is_dir())
+        plain_modes(tmp)  # what others wrote inside (save_pretrained's model.safetensors is 0600) too
         fault_point(f"atomic-directory:before-rename:{_location(path)}")
     except OSError as error:  # e.g. a full disk: say what was being written, and that the old content is intact
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,7 +47,11 @@ def fault_point(name: str) -> None:
                                                      torchrun job can be made to fail.
         lock:acquired:fold<k>                        the fold's lock is held, nothing trained yet
         (`training.run_lock`).
-        best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`).
+        best:written:<stage>                         `fold<k>/<stage>/best` is in place (`training.stage.train_stage`;
+                                                     stage0: `training.stage0.train_stage0`).
+        stage0:step<n>                               stage 0's training step n, its loss computed
+                                                     (`pretraining.masked_prediction.MaskedPredictionTrainer`).
+        stage0:pseudo-labels-written                 `fold<k>/stage0/pseudo_labels` is in place, nothing trained.
         scoring:after-predictions:fold<k>            both best models scored, test_predictions.npz written,
                                                      metrics.json not yet (`training.scoring.fold_metrics`).
         predict:ray:file:<file name>                 a Ray actor is about to predict a block holding that file

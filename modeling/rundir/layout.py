@@ -9,9 +9,15 @@ RUN/
   fold<k>/                     k = 1, 2, ... (1-based, as in --folds)
     train.lock                 held by the process training this fold (pid, host); stale ones are taken over
     split.json                 speakers, sessions, size and class counts of the fold's train/validation/test
+    stage0/                    with stage0.enabled (FLEA, docs/flea.md): continued pre-training of the backbone
+      pseudo_labels/             clusters.safetensors (K-means centroids), pseudo_labels.npz (every training
+                                 frame's cluster id), pseudo_labels.json (layer, clusters, speakers), checksums.json
+      checkpoint-<step>/         its Trainer checkpoints (backbone + projection)
+      best/                      the continued-pre-trained backbone stage 1 starts from (its existence: done)
     stage1/  stage2/           Trainer output of each stage:
       checkpoint-<step>/         its checkpoints (resume from the newest complete one)
       best/                      the stage's best model on validation UA (its existence: the stage is done)
+        adapter/                   with model.lora: the peft adapter (and head) best/ is the merge of
       prefix_cache/<split>/      stage 2 with prefix_cache_on_disk: the frozen prefix's cached output
     test_predictions.npz       stage-2 test embeddings, labels and predictions (the t-SNE figure)
     predictions_validation.csv  predictions_test.csv   the stage-2 best model on every utterance of the split:
@@ -31,9 +37,16 @@ from pathlib import Path
 
 
 STAGES = ("stage1", "stage2")
+STAGE0 = "stage0"  # the optional continued pre-training before stage 1 (not a stage with a classification head)
+# The files of `fold<k>/stage0/pseudo_labels/` (stage 0: the K-means model, every frame's id, their summary).
+CLUSTERS_FILE = "clusters.safetensors"
+PSEUDO_LABELS_FILE = "pseudo_labels.npz"
+PSEUDO_LABELS_SUMMARY = "pseudo_labels.json"
 # Trainer checkpoints are `<CHECKPOINT_PREFIX>-<global step>` (transformers' `PREFIX_CHECKPOINT_DIR`).
 CHECKPOINT_PREFIX = "checkpoint"
 BEST = "best"
+# With `model.lora`: the peft adapter files inside a stage's best/ (which holds the merged model).
+ADAPTER = "adapter"
 # File names at the top of a run, for links relative to it (results.md, model cards, Hub repos).
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -73,8 +86,8 @@ class _InRun:
 class RunDir:
     """Paths of one run directory (see the module docstring). Nothing is created or read here.
 
-    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"`. A `RunDir` is an
-    `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
+    Folds are numbered as in `--folds` (`1`, `"1"`); stages are `"stage1"` and `"stage2"` (and `STAGE0`). A `RunDir`
+    is an `os.PathLike`, so `Path(run)` and `open`-style functions accept it.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -131,11 +144,19 @@ class RunDir:
     def best(self, k: int | str, stage: str = "stage2") -> Path:
         return self.stage(k, stage) / BEST
 
+    def adapter(self, k: int | str, stage: str = "stage2") -> Path:
+        """`best/adapter`: a LoRA stage's adapter files (`model.lora`); best/ itself holds the merged model."""
+        return self.best(k, stage) / ADAPTER
+
     def checkpoint(self, k: int | str, stage: str, step: int) -> Path:
         return checkpoint_dir(self.stage(k, stage), step)
 
     def checkpoints(self, k: int | str, stage: str) -> list[Path]:
         return checkpoint_dirs(self.stage(k, stage))
+
+    def pseudo_labels(self, k: int | str) -> Path:
+        """`fold<k>/stage0/pseudo_labels`: stage 0's K-means model and its frames' cluster ids."""
+        return self.stage(k, STAGE0) / "pseudo_labels"
 
     def prefix_cache(self, k: int | str, stage: str, split: str) -> Path:
         return self.stage(k, stage) / "prefix_cache" / split
@@ -147,11 +168,16 @@ class RunDir:
 
 
 __all__ = [
+    "ADAPTER",
     "BEST",
     "CHECKPOINT_PREFIX",
+    "CLUSTERS_FILE",
     "CONFUSION_MATRIX",
+    "PSEUDO_LABELS_FILE",
+    "PSEUDO_LABELS_SUMMARY",
     "RESULTS_JSON",
     "RESULTS_MD",
+    "STAGE0",
     "STAGES",
     "TSNE",
     "RunDir",

@@ -77,6 +77,22 @@ class FinishedRun:
         numbers = (fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
         return sorted(k for k in numbers if self.layout.is_finished(k))
 
+    def unfinished_folds(self) -> dict[int, str]:
+        """{fold: why it is unfinished} for every fold folder without `metrics.json`: its lock file is present (a
+        train.py process trains it, or was killed), it has no stage-2 best model yet, or that model is not scored."""
+        if not self.path.is_dir():
+            return {}
+        numbers = sorted(fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
+        unfinished = {}
+        for k in (k for k in numbers if not self.layout.is_finished(k)):
+            if self.layout.fold_lock(k).exists():
+                unfinished[k] = "its lock file is present (a train.py process is training it, or was killed)"
+            elif not (self.best(k) / "config.json").is_file():
+                unfinished[k] = "it has no stage2/best model yet"
+            else:
+                unfinished[k] = "its stage2/best model is not scored yet (no metrics.json)"
+        return unfinished
+
     def is_finished(self, k) -> bool:
         return self.layout.is_finished(fold_number(k))
 
@@ -187,11 +203,11 @@ class FinishedRun:
 
 
 def run_location(output_dir: str | os.PathLike) -> str | None:
-    """ "fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (the Trainer's `output_dir`), else None."""
+    """ "fold1, stage2" for a stage's output directory `RUN/fold1/stage2` (the Trainer's `output_dir`), else None."""
     path = Path(output_dir)
     match = _FOLD_NAME.match(path.parent.name)
     if match and path.parent.name.startswith(FOLD_PREFIX) and path.name in STAGES:
-        return f"fold {int(match.group(1))}, {path.name}"
+        return f"{fold_name(match.group(1))}, {path.name}"
     return None
 
 

@@ -5,7 +5,6 @@ AdamW with separate learning rates for backbone / pooling / classifier, and free
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -14,7 +13,7 @@ from ..data.audio_columns import readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
 from ..rundir.faults import fault_point
-from ..rundir.integrity import write_manifest
+from .checkpointing import VerifiedCheckpointMixin
 from .evaluation import evaluation_loop_like_scoring
 from .loss_options import (
     LABEL_DISTRIBUTION,
@@ -200,7 +199,7 @@ def non_finite_values(loss: torch.Tensor, outputs) -> list[str]:
 
 
 def run_location(output_dir: str) -> str:
-    """ "fold 1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
+    """ "fold1, stage2" for a stage's output directory `RUN/fold1/stage2` (else the directory itself)."""
     return reader.run_location(output_dir) or f"output directory {output_dir}"
 
 
@@ -235,7 +234,7 @@ class LossTermAverager:
         return dict(zip(averages, torch.stack(list(averages.values())).tolist()))
 
 
-class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer):
+class FrameAlignedTrainer(VerifiedCheckpointMixin, UtteranceLossMixin, LengthSortedSamplerMixin, Trainer):
     """Trainer for every `*ForFrameAlignedClassification` (wav2vec 2.0, HuBERT, WavLM, data2vec-audio).
 
     - loss = CE + λ_EAL·EAL + λ_FUAL·FUAL (λ from the model config; auxiliary terms only for `cls_attention`);
@@ -295,17 +294,6 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
 
     def get_test_dataloader(self, test_dataset):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
-
-    # Fault points for the crash tests (no-ops unless FRAME_ALIGNED_SER_FAULT is set; see `faults.fault_point`).
-    # `Trainer._save_checkpoint` writes model.safetensors, optimizer.pt + scheduler.pt, rng_state.pth, then
-    # trainer_state.json: these two hooks mark the moments between those files.
-    def _save_optimizer_and_scheduler(self, output_dir):
-        fault_point(f"checkpoint:before-optimizer:{Path(self.args.output_dir).name}")
-        super()._save_optimizer_and_scheduler(output_dir)
-
-    def _save_rng_state(self, output_dir):
-        super()._save_rng_state(output_dir)
-        fault_point(f"checkpoint:before-trainer-state:{Path(self.args.output_dir).name}")
 
     def call_model_init(self, trial=None):
         """`model_init`'s model, frozen as the config says (the path `hyperparameter_search` takes)."""
@@ -396,23 +384,8 @@ class FrameAlignedTrainer(UtteranceLossMixin, LengthSortedSamplerMixin, Trainer)
                 "Training stopped; lower the learning rate, check the input audio, or use bf16 instead of fp16."
             )
 
-    def _save_checkpoint(self, model, trial):
-        """The Trainer's checkpoint, then its files' sizes and SHA-256 (`integrity.write_manifest`), verified on
-        resume. A failed write (e.g. a full disk) raises an `OSError` naming the checkpoint and the cause; the
-        partial checkpoint is never resumed from (no trainer_state.json / no manifest)."""
+    def before_checkpoint(self):
         self._raise_on_pending_non_finite()  # never save a model trained on non-finite values
-        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        try:
-            super()._save_checkpoint(model, trial)
-            if self.args.should_save:
-                write_manifest(folder)
-        except OSError as error:
-            raise OSError(
-                error.errno,
-                f"Saving the checkpoint {folder} failed: {error.strerror or error} (file "
-                f"{error.filename or '?'}). The previous checkpoints are intact; free space and run the same "
-                "command again to resume.",
-            ) from error
 
     def log(self, logs: dict[str, float], *args, **kwargs):
         is_eval = any(key.startswith("eval_") for key in logs)

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # Files a Trainer checkpoint needs to be resumed from; trainer_state.json is written last.
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+# A LoRA stage's checkpoint (`model.lora`: a peft model) holds the adapter and the head instead of model.safetensors.
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def label_maps(label_names: list[str]) -> dict:
@@ -56,7 +58,7 @@ def initial_checkpoint(config: dict, run: RunDir, label_names: list[str], state:
         backbone_config = config_class(**settings, **label_maps(label_names))
         with atomic_directory(path) as tmp:
             AutoModelForFrameAlignedClassification.from_config(backbone_config).save_pretrained(tmp)
-            make_feature_extractor().save_pretrained(tmp)
+            make_feature_extractor(backbone_config).save_pretrained(tmp)
             write_manifest(tmp)
     state.wait_for_everyone()
     return str(path)
@@ -80,7 +82,10 @@ def model_check_path(config: dict, label_names: list[str]):
 def checkpoint_state(path: Path) -> Problem | None:
     """None for a Trainer checkpoint that is complete and intact, else why not: a `Problem` whose `cause` is
     "incomplete" (interrupted while saving) or "corrupt" (files differ from checksums.json)."""
-    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    needed = CHECKPOINT_FILES
+    if (path / ADAPTER_WEIGHTS).is_file():
+        needed = tuple(ADAPTER_WEIGHTS if name == "model.safetensors" else name for name in CHECKPOINT_FILES)
+    missing = [name for name in needed if not (path / name).is_file()]
     if missing:
         message = f"incomplete (interrupted while saving): no {', '.join(missing)}"
         return Problem(str(path), message, missing, cause="incomplete")
@@ -131,6 +136,7 @@ def usable_best(best_dir: Path, remove_corrupt: bool) -> bool:
 
 
 __all__ = [
+    "ADAPTER_WEIGHTS",
     "CHECKPOINT_FILES",
     "ModelSettingsError",
     "checkpoint_state",

@@ -13,9 +13,17 @@ from pathlib import Path
 from ..configuration_frame_aligned import frame_aligned_config_class
 from ..data.folds import Fold
 from ..data.problems import Problem
+from ..trainer.lora import lora_config_problems, lora_settings, lora_settings_problems, target_problems
 from ..trainer.trainer import FrameAlignedTrainingArguments
-from .run_config import ConfigError, passthrough_settings, resolve_config_problems
+from .run_config import (
+    ConfigError,
+    attributed,
+    command_line_origins,
+    passthrough_settings,
+    resolve_config_problems,
+)
 from .stage import stage_model_kwargs, training_argument_values
+from .stage0 import stage0_config_problems
 
 
 PREREQUISITE_KEYS = ("data.loader", "data.root", "model.name_or_path", "model.random_init")
@@ -42,17 +50,52 @@ def backbone_config(config: dict) -> tuple[dict | None, list[Problem]]:
         return None, [Problem("model.name_or_path", message, model["name_or_path"])]
 
 
-def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = frozenset()) -> list[Problem]:
-    """What the stage's model config (backbone + pooling, frozen layers, loss weights) refuses; keys in `skip`
-    ((stage, key), already reported) are left at the config class's defaults."""
+def stage_model_config(config: dict, stage: str, backbone: dict, skip: set = frozenset()):
+    """The stage's model config (backbone + pooling, frozen layers, loss weights); keys in `skip` ((stage, key),
+    already reported) are left at the config class's defaults. Raises what the config class raises."""
     kwargs = stage_model_kwargs(config, stage, PLACEHOLDER_LABELS)
     kwargs = {key: value for key, value in kwargs.items() if (stage, key) not in skip}
     settings = {key: value for key, value in backbone.items() if key not in ("model_type", "architectures")}
-    try:  # the backbone's own frame-aligned config (wav2vec2, HuBERT, WavLM, data2vec-audio)
-        frame_aligned_config_class(backbone.get("model_type", "wav2vec2"))(**{**settings, **kwargs})
+    # the backbone's own frame-aligned config (wav2vec2, HuBERT, WavLM, data2vec-audio)
+    return frame_aligned_config_class(backbone.get("model_type", "wav2vec2"))(**{**settings, **kwargs})
+
+
+def model_config_problems(config: dict, stage: str, backbone: dict, skip: set = frozenset()) -> list[Problem]:
+    """What the stage's model config (`stage_model_config`) refuses."""
+    try:
+        stage_model_config(config, stage, backbone, skip)
     except (TypeError, ValueError) as error:
         return [Problem(stage, f"{stage}: the model config refuses these settings: {error}")]
     return []
+
+
+def lora_problems(config: dict, backbone: dict | None, skip: set = frozenset()) -> list[Problem]:
+    """`model.lora`'s own problems (`lora_config_problems`: keys, values, a cached stage, peft missing), then the
+    settings against each stage's model, built on the meta device (no weights): target modules the backbone lacks,
+    layers outside it or frozen by the stage (`trainer/lora.py: target_problems`)."""
+    lora = config["model"]["lora"]
+    if lora is None:
+        return []
+    problems = [Problem(keys[0], message) for keys, message in lora_config_problems(config)]
+    if backbone is None or lora_settings_problems(lora):  # no backbone to check against, or no settings to check
+        return problems
+    import torch
+
+    from ..modeling_frame_aligned import FRAME_ALIGNED_MODELS
+
+    settings = lora_settings(lora)
+    for stage in ("stage1", "stage2"):
+        try:
+            stage_config = stage_model_config(config, stage, backbone, skip)
+        except (TypeError, ValueError):
+            continue  # reported by model_config_problems
+        model_class = FRAME_ALIGNED_MODELS[stage_config.model_type]
+        try:  # which modules a forward pass calls: on the meta device where the backbone runs there
+            with torch.device("meta"):
+                problems += target_problems(model_class(stage_config), settings, stage)
+        except (RuntimeError, NotImplementedError):  # e.g. data2vec-audio reads a tensor's value (.item())
+            problems += target_problems(model_class(stage_config), settings, stage)
+    return problems
 
 
 def training_arguments_problems(config: dict, stage: str) -> list[Problem]:
@@ -148,6 +191,9 @@ def check_training_setup(config: dict, skip: set = frozenset()) -> list[Problem]
         if backbone is not None:
             problems += model_config_problems(config, stage, backbone, skip)
         problems += training_arguments_problems(config, stage)
+    problems += lora_problems(config, backbone, skip)
+    if backbone is not None and config["stage0"]["enabled"]:  # FLEA's continued pre-training (stage0.py)
+        problems += model_config_problems(config, "stage0", backbone, skip) + stage0_config_problems(config, backbone)
     return list(dict.fromkeys(problems))  # a training: value that fails fails in both stages: say it once
 
 
@@ -167,7 +213,7 @@ def resolve_checked_config(
     if not any(problem.key in PREREQUISITE_KEYS for problem in problems):
         problems += check_training_setup(config, skip=invalid)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(*attributed(problems, path, command_line_origins(overrides, data_dir, max_epochs, seed)))
     return config
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .run_config import allowed_text
-from .schema import SECTIONS, Option, options, reserved_training_arguments
+from .schema import SECTIONS, STAGES, Option, options, reserved_training_arguments
 
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -61,7 +61,7 @@ def reference_page() -> str:
         "|---|---|---|---|",
         _row(options("")["seed"], [options("")["seed"].default]),
     ]
-    for section in ("data", "model", "training"):
+    for section in (name for name in SECTIONS if name not in STAGES):  # data, model, training, stage0
         summary = SECTIONS[section].__doc__.split(" ", 1)[-1]
         lines += ["", f"## `{section}:`", "", summary[0].upper() + summary[1:], ""]
         lines += ["| key | default | allowed | |", "|---|---|---|---|"]

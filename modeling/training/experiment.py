@@ -1,6 +1,7 @@
 """The cross-validated two-stage training loop behind `train.py`: check the data, then every selected fold.
 
-Per fold (`run_fold`): stage 1 → `fold<k>/stage1/best`, stage 2 → `fold<k>/stage2/best` (`stage.py`); both best
+Per fold (`run_fold`): [with `stage0.enabled`, stage 0 → `fold<k>/stage0/best`: FLEA's continued pre-training,
+`stage0.py`], stage 1 → `fold<k>/stage1/best`, stage 2 → `fold<k>/stage2/best` (`stage.py`); both best
 models are scored on the validation and test speakers → `fold<k>/metrics.json` (`scoring.py`; written last: its
 existence means the fold is done); then `results.json` and the figures over every finished fold (`results.py`).
 The run directory's layout is `run_dir.py`'s.
@@ -39,11 +40,13 @@ from ..rundir.reader import FinishedRun
 from ..trainer.loss_options import dataset_loss_problems
 from ..trainer.trainer import FrameAlignedTrainingArguments
 from .checkpoints import initial_checkpoint, model_check_path
-from .config_checks import raise_on_setup_problems
+from .config_checks import backbone_config, raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
 from .run_config import config_differences, dump_config, passthrough_settings
+from .schema import SECTIONS, defaults
 from .scoring import fold_metrics
 from .stage import cpu_distributed, model_problems, train_stage
+from .stage0 import stage0_data_problems, train_stage0
 
 
 logger = logging.getLogger(__name__)
@@ -141,6 +144,8 @@ def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, st
         problems.append(str(error))
     problems += fold_problems(dataset, selected)
     problems += dataset_loss_problems({stage: config[stage] for stage in STAGES}, dataset)
+    if config["stage0"]["enabled"]:  # enough training frames for the clusters, clips long enough for a span
+        problems += stage0_data_problems(config, dataset, selected, backbone_config(config)[0])
     label_names = dataset.features["label"].names
     from_run = config["stage1"]["from_run"] and FinishedRun(config["stage1"]["from_run"])
     for fold in selected:
@@ -199,7 +204,10 @@ def check_run_dir(config: dict, run: RunDir):
     """Refuse to mix two configs in one output directory (`RunConfigMismatchError`); reads only."""
     config_path = run.config
     if config_path.is_file():
-        differences = config_differences(yaml.safe_load(config_path.read_text()), config)
+        recorded = yaml.safe_load(config_path.read_text()) or {}
+        # a run recorded before a section existed (stage0:) ran with that section's defaults
+        recorded = {**{name: value for name, value in defaults().items() if name in SECTIONS}, **recorded}
+        differences = config_differences(recorded, config)
         if differences:
             raise RunConfigMismatchError(
                 f"{config_path}: this output directory holds a run with another config ("
@@ -253,6 +261,8 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
         atomic_write_json(run.split(fold.number), split_summary(fold, splits))
     best_dirs = {}
     previous = init_path
+    if config["stage0"]["enabled"]:  # FLEA's continued pre-training on the training speakers (stage0.py)
+        previous = train_stage0(fold, splits, init_path, config, run, label_names, state, callbacks)
     for stage in STAGES:
         best_dirs[stage] = train_stage(stage, fold, splits, str(previous), config, run, label_names, state, callbacks)
         previous = best_dirs[stage]

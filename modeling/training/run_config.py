@@ -13,6 +13,9 @@ before anything trains (`modeling.training.config_checks.check_training_setup`).
 """
 
 import copy
+import dataclasses
+import difflib
+import typing
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,28 @@ DEFAULTS = schema.defaults()  # the resolved config of an empty file (see schema
 RESERVED_TRAINING_ARGUMENTS = schema.reserved_training_arguments()
 PASSTHROUGH_SECTIONS = schema.PASSTHROUGH_SECTIONS
 ConfigError = CheckError  # the one error class of the checks (modeling.data.problems)
+
+
+def union_types(annotation) -> tuple[type, ...]:
+    """Every non-null type of an annotation (`dict | str | None` → (dict, str))."""
+    args = typing.get_args(annotation) or (annotation,)
+    return tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+
+
+def base_type(annotation) -> tuple[type, bool]:
+    """(the type, whether null is accepted) of an annotation such as `float | None`."""
+    args = typing.get_args(annotation)
+    if args:
+        kinds = [a for a in args if a is not type(None)]
+        base = typing.get_origin(kinds[0]) or kinds[0]
+        return base, type(None) in args
+    return typing.get_origin(annotation) or annotation, False
+
+
+def nearest(key: str, candidates) -> str | None:
+    """The valid key closest to a misspelt one (difflib), or None."""
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -116,7 +141,7 @@ def _unknown_key_problem(defaults: dict, prefix: tuple, key: str, value, where: 
     candidates = list(defaults) + (
         sorted(training_argument_names() | set(RESERVED_TRAINING_ARGUMENTS)) if passthrough else []
     )
-    guess = schema.nearest(key, candidates)
+    guess = nearest(key, candidates)
     message = f"unknown key {where!r}; " + (f"did you mean {'.'.join(prefix + (guess,))!r}? " if guess else "")
     message += f"expected one of {sorted(defaults)}" + (" or a TrainingArguments field." if passthrough else ".")
     return Problem(where, message, value)
@@ -136,8 +161,43 @@ def resolve_config(
     """
     config, problems, _ = resolve_config_problems(path, overrides, data_dir, max_epochs, seed)
     if problems:
-        raise ConfigError(problems, source=str(path))
+        raise ConfigError(*attributed(problems, path, command_line_origins(overrides, data_dir, max_epochs, seed)))
     return config
+
+
+def command_line_origins(
+    overrides=(), data_dir: str | None = None, max_epochs: int | None = None, seed: int | None = None
+) -> dict[str, str]:
+    """{dotted key: the command-line argument that set it} ("stage2.epochs": "--set stage2.epochs=x"); the last
+    `--set` of a key wins, as when they are applied."""
+    origins = {}
+    for text in overrides:
+        keys, _ = parse_override(text)
+        origins[".".join(keys)] = f"--set {text}"
+    if data_dir is not None:
+        origins["data.root"] = f"--data-dir {data_dir}"
+    if seed is not None:
+        origins["seed"] = f"--seed {seed}"
+    if max_epochs is not None and max_epochs < 1:  # the only way --max-epochs makes a bad value
+        origins.update({f"{stage}.epochs": f"--max-epochs {max_epochs}" for stage in schema.STAGES})
+    return origins
+
+
+def attributed(problems: list[Problem], path, origins: dict[str, str]) -> tuple[list[Problem], str]:
+    """(the problems, each one a command-line argument caused named "(from --set KEY=VALUE)"; the source to name:
+    the config file, "the command line", or both)."""
+    result, from_command_line = [], 0
+    for problem in problems:
+        parts = problem.key.split(".")  # the key and the sections above it: --set stage2=... covers stage2.x
+        keys = {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
+        origin = next((o for k, o in origins.items() if k in keys), None)
+        if origin is not None:
+            from_command_line += 1
+            problem = dataclasses.replace(problem, message=f"{problem.message} (from {origin})")
+        result.append(problem)
+    if not from_command_line:
+        return result, str(path)
+    return result, "the command line" if from_command_line == len(result) else f"{path} and the command line"
 
 
 def resolve_config_problems(
@@ -207,7 +267,7 @@ def check_values(config: dict, invalid: set | None = None) -> list[Problem]:
 
 def allowed_text(o: schema.Option) -> str:
     """What the option accepts, in words ("an integer >= 1", "null (all) or an integer >= 0", ...)."""
-    base, nullable = schema.base_type(o.type)
+    base, nullable = base_type(o.type)
     meta = o.meta
     if meta["allowed"]:
         text = meta["allowed"]
@@ -233,7 +293,7 @@ def allowed_text(o: schema.Option) -> str:
 
 def coerce(o: schema.Option, value):
     """PyYAML reads `1e-4` (no dot) as a string: a float option takes it as the number it means."""
-    if schema.base_type(o.type)[0] is float and isinstance(value, str):
+    if base_type(o.type)[0] is float and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
@@ -243,7 +303,7 @@ def coerce(o: schema.Option, value):
 
 def accepts(o: schema.Option, value) -> bool:
     """Whether `value` (coerced) is allowed for the option."""
-    base, nullable = schema.base_type(o.type)
+    base, nullable = base_type(o.type)
     if value is None:
         return nullable
     if o.meta["choices"] is not None:
@@ -254,7 +314,7 @@ def accepts(o: schema.Option, value) -> bool:
     elif base is int:
         ok = is_number and isinstance(value, int)
     else:
-        ok = isinstance(value, schema.union_types(o.type))  # `dict | str | None`: either
+        ok = isinstance(value, union_types(o.type))  # `dict | str | None`: either
     if not ok or base not in (int, float):
         return ok
     meta = o.meta
@@ -297,5 +357,7 @@ __all__ = [
     "read_config_file",
     "resolve_config",
     "resolve_config_problems",
+    "attributed",
+    "command_line_origins",
     "training_argument_names",
 ]

@@ -34,7 +34,6 @@ scheduler types) are looked up when a value is checked.
 """
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 
@@ -148,6 +147,8 @@ class ModelSettings:
     config_overrides: dict | None = option(
         {}, "Extra model-config attributes for both stages (e.g. mask_time_prob, layerdrop).", free_form=True
     )
+    lora: dict | None = option(None, "LoRA adapters instead of full fine-tuning, both stages: {r, alpha, dropout, "
+        "target_modules, layers} (docs/training.md#lora).", null="full fine-tuning", free_form=True)  # fmt: skip
 
 
 @dataclass
@@ -283,6 +284,24 @@ class Stage1Settings(StageSettings):
     )
 
 
+@dataclass
+class Stage0Settings:
+    """`stage0:` FLEA's continued pre-training before stage 1, on the fold's training speakers (docs/flea.md)."""
+
+    enabled: bool = option(False, "Run stage 0 per fold; stage 1 starts from its backbone.")
+    layer: int = option(9, "Layer whose frames are clustered (hidden_states[layer]; 0: input of layer 1).", minimum=0)
+    clusters: int = option(50, "K-means clusters: the pseudo labels' classes.", minimum=2)
+    mask_time_prob: float = option(0.2, "Frames masked, before overlaps.", above=0, below=1, to_model="mask_time_prob")
+    mask_time_length: int = option(10, "Frames per masked span.", minimum=1, to_model="mask_time_length")
+    num_trainable_layers: int | None = option(
+        None, "Top layers that train (CNN always frozen).", minimum=0, null="all", to_model="num_trainable_layers"
+    )
+    epochs: float = option(1, "Training epochs (whole clips).", above=0, to_args="num_train_epochs")
+    batch_size: int = option(8, "Training batch size per device.", minimum=1, to_args="per_device_train_batch_size")
+    learning_rate: float = option(5e-5, "Learning rate.", minimum=0, to_args="learning_rate")
+    warmup_ratio: float = option(0.1, "Linear warmup, share of steps.", minimum=0, below=1, to_args="warmup_steps")
+
+
 # Stage 2's defaults where they differ from stage 1's (Table 2 of the paper).
 STAGE2_DEFAULTS = {
     "pooling": "cls_attention",
@@ -307,12 +326,13 @@ Stage2Settings = dataclasses.make_dataclass(
 
 @dataclass
 class ExperimentSettings:
-    """A train.py config: the seed and five sections."""
+    """A train.py config: the seed and six sections."""
 
     seed: int = option(42, "Base seed; each (fold, stage) derives its own.")
     data: DataSettings = field(default_factory=DataSettings, metadata={"doc": DataSettings.__doc__})
     model: ModelSettings = field(default_factory=ModelSettings, metadata={"doc": ModelSettings.__doc__})
     training: TrainingSettings = field(default_factory=TrainingSettings, metadata={"doc": TrainingSettings.__doc__})
+    stage0: Stage0Settings = field(default_factory=Stage0Settings, metadata={"doc": Stage0Settings.__doc__})
     stage1: Stage1Settings = field(default_factory=Stage1Settings, metadata={"doc": Stage1Settings.__doc__})
     stage2: Stage2Settings = field(default_factory=Stage2Settings, metadata={"doc": Stage2Settings.__doc__})
 
@@ -326,18 +346,19 @@ STAGES = ("stage1", "stage2")
 # Sections that also take any `TrainingArguments` field (a stage's value wins over training:'s).
 PASSTHROUGH_SECTIONS = ("training", *STAGES)
 
-# TrainingArguments fields train.py fixes itself (with what to set instead); those an option sets are added below.
+# TrainingArguments fields train.py fixes: name → (the value of every run, None: stage.py computes it; what to set
+# instead). stage.py sets the values, the config checks refuse the names (`reserved_training_arguments`).
 FIXED_TRAINING_ARGUMENTS = {
-    "output_dir": "--output-dir",
-    "seed": "the top-level seed",
-    "data_seed": "the top-level seed",
-    "metric_for_best_model": "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)",
-    "greater_is_better": "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)",
-    "load_best_model_at_end": "nothing: train.py keeps the best checkpoint itself",
-    "remove_unused_columns": "nothing: the collator needs the audio column",
-    "train_sampling_strategy": "nothing: batches are always length-sorted (see class_balanced_sampling)",
-    "length_column_name": "nothing: lengths are the corpus's `duration`",
-    "use_cpu": "nothing: chosen from the hardware and torchrun",
+    "output_dir": (None, "--output-dir"),
+    "seed": (None, "the top-level seed"),
+    "data_seed": (None, "the top-level seed"),
+    "metric_for_best_model": (None, "stage1/stage2.metric_for_best_model (ua, wa, macro_f1 or loss)"),
+    "greater_is_better": (None, "nothing: it follows stage1/stage2.metric_for_best_model (lower is better for loss)"),
+    "load_best_model_at_end": (False, "nothing: train.py keeps the best checkpoint itself"),
+    "remove_unused_columns": (False, "nothing: the collator needs the audio column"),
+    "train_sampling_strategy": ("group_by_length", "nothing: batches are length-sorted (see class_balanced_sampling)"),
+    "length_column_name": ("duration", "nothing: lengths are the corpus's `duration`"),
+    "use_cpu": (None, "nothing: chosen from the hardware and torchrun"),
 }
 
 
@@ -392,7 +413,7 @@ def defaults() -> dict:
 
 def reserved_training_arguments() -> dict[str, str]:
     """TrainingArguments fields a config may not set under training:/stage<s>: → what to set instead."""
-    reserved = dict(FIXED_TRAINING_ARGUMENTS)
+    reserved = {name: instead for name, (_, instead) in FIXED_TRAINING_ARGUMENTS.items()}
     for section in PASSTHROUGH_SECTIONS:
         for o in options(section).values():
             reserved.update({name: o.name for name in o.meta["to_args"] if name != o.name})
@@ -402,33 +423,11 @@ def reserved_training_arguments() -> dict[str, str]:
 # ---- reading the declarations ----
 
 
-def union_types(annotation) -> tuple[type, ...]:
-    """Every non-null type of an annotation (`dict | str | None` → (dict, str))."""
-    args = typing.get_args(annotation) or (annotation,)
-    return tuple(typing.get_origin(a) or a for a in args if a is not type(None))
-
-
-def base_type(annotation) -> tuple[type, bool]:
-    """(the type, whether null is accepted) of an annotation such as `float | None`."""
-    args = typing.get_args(annotation)
-    if args:
-        kinds = [a for a in args if a is not type(None)]
-        base = typing.get_origin(kinds[0]) or kinds[0]
-        return base, type(None) in args
-    return typing.get_origin(annotation) or annotation, False
-
-
 def choices_of(o: Option) -> list | None:
     choices = o.meta["choices"]
     if isinstance(choices, str):
         return globals()[choices]()
     return list(choices) if choices is not None else None
-
-
-def nearest(key: str, candidates) -> str | None:
-    """The valid key closest to a misspelt one (difflib), or None."""
-    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
 
 
 def cross_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
@@ -471,27 +470,10 @@ def training_argument_kwargs(settings: dict, section: str) -> dict:
     return kwargs
 
 
+# fmt: off
 __all__ = [
-    "DataSettings",
-    "ExperimentSettings",
-    "ModelSettings",
-    "Option",
-    "PASSTHROUGH_SECTIONS",
-    "SECTIONS",
-    "STAGE2_DEFAULTS",
-    "Stage1Settings",
-    "Stage2Settings",
-    "StageSettings",
-    "TrainingSettings",
-    "all_options",
-    "base_type",
-    "choices_of",
-    "cross_problems",
-    "defaults",
-    "model_kwargs",
-    "nearest",
-    "options",
-    "reserved_training_arguments",
-    "training_argument_kwargs",
-    "union_types",
+    "DataSettings", "ExperimentSettings", "ModelSettings", "Option", "PASSTHROUGH_SECTIONS", "SECTIONS",
+    "STAGE2_DEFAULTS", "Stage0Settings", "Stage1Settings", "Stage2Settings", "StageSettings", "TrainingSettings",
+    "all_options", "choices_of", "cross_problems", "defaults", "model_kwargs", "options",
+    "reserved_training_arguments", "training_argument_kwargs",
 ]

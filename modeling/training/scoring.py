@@ -56,7 +56,7 @@ def predict(
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
     longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
     terminal only)."""
-    collator = AudioClassificationCollator(make_feature_extractor())
+    collator = AudioClassificationCollator(make_feature_extractor(model.config))
     model.eval()
     order = longest_first(dataset)
     logits, embeddings = [None] * len(order), [None] * len(order)

@@ -25,9 +25,10 @@ from ..prefix_cache.trainer import cached_stage_trainer
 from ..rundir.atomic import atomic_directory, cleanup_stale_tmp
 from ..rundir.faults import fault_point
 from ..rundir.integrity import write_manifest
-from ..rundir.layout import RunDir, checkpoint_dir
+from ..rundir.layout import ADAPTER, RunDir, checkpoint_dir
 from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.distributed import ddp_settings
+from ..trainer.lora import save_merged, with_lora
 from ..trainer.loss_options import resolve_class_weights
 from ..trainer.memory import release_trainer
 from ..trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
@@ -76,6 +77,17 @@ def stage_model_kwargs(config: dict, stage: str, label_names: list[str]) -> dict
         **label_maps(label_names),
         **schema.model_kwargs(config[stage], stage),  # the options declared `to_model` in schema.py
     }
+
+
+def stage_model(config: dict, stage: str, init_path: str, label_names: list[str], adapted: bool = False):
+    """The model a stage starts from: the class from the checkpoint's model_type (wav2vec2, HuBERT, WavLM,
+    data2vec-audio); a new head where the checkpoint has none (a plain backbone) or another pooling (stage 1 → 2);
+    an incomplete backbone is refused. With `adapted` and `model.lora`: that model in a `peft.PeftModel` (the base
+    frozen, the adapters and the head trained; `trainer/lora.py`). Seed first for a reproducible head."""
+    model = AutoModelForFrameAlignedClassification.from_pretrained(
+        init_path, start_new_head=True, **stage_model_kwargs(config, stage, label_names)
+    )
+    return with_lora(model, config["model"]["lora"]) if adapted and config["model"]["lora"] is not None else model
 
 
 def model_problems(config: dict, init_path: str, label_names: list[str]) -> list[str]:
@@ -151,9 +163,8 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
             report_to="none",
             seed=seed,
             data_seed=seed,
-            remove_unused_columns=False,  # the collator needs the `audio` column
-            train_sampling_strategy="group_by_length",
-            length_column_name="duration",
+            # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
+            **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
             dataloader_pin_memory=torch.cuda.is_available(),
             # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
             activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
@@ -199,13 +210,9 @@ def train_stage(
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
-    set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's initialisation
-    # The class from the checkpoint's model_type (wav2vec2, HuBERT, WavLM, data2vec-audio); a new head where the
-    # checkpoint has none (a plain backbone) or another pooling (stage 1 → 2); an incomplete backbone is refused.
-    model = AutoModelForFrameAlignedClassification.from_pretrained(
-        init_path, start_new_head=True, **stage_model_kwargs(config, stage, label_names)
-    )
-    feature_extractor = make_feature_extractor()
+    set_seed(stage_seed(config["seed"], fold.number, stage))  # the new head's (and adapter's) initialisation
+    model = stage_model(config, stage, init_path, label_names, adapted=True)
+    feature_extractor = make_feature_extractor(model.config)  # Whisper: raw amplitude (its log-mel needs it)
     args = training_arguments(config, stage, fold, stage_dir.resolve(), model)
     if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
         weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
@@ -233,7 +240,10 @@ def train_stage(
     best_checkpoint = checkpoint_dir(stage_dir, trainer.state.best_global_step)
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
-            AutoModelForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            if config["model"]["lora"] is None:
+                AutoModelForFrameAlignedClassification.from_pretrained(best_checkpoint).save_pretrained(tmp)
+            else:  # the adapter applied to the stage's starting model, merged; the adapter files beside it
+                save_merged(stage_model(config, stage, init_path, label_names), best_checkpoint, tmp, ADAPTER)
             feature_extractor.save_pretrained(tmp)
             write_manifest(tmp)
         fault_point(f"best:written:{stage}")
@@ -273,6 +283,7 @@ __all__ = [
     "model_problems",
     "prefix_cache_dirs",
     "reuse_stage1",
+    "stage_model",
     "stage_model_kwargs",
     "stage_seed",
     "stage_title",

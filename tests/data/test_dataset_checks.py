@@ -87,7 +87,7 @@ def test_skip_bad_audio_writes_a_report_and_keeps_checking_the_rest(tmp_path):
     assert len(problems) == 2 + 6
     assert "empty label" in problems[0] and "unknown label 'sda'" in problems[1]
     assert problems[2] == (
-        "fold 1: class(es) ['sad'] absent from the training split (speakers ['s3', 's4', 's5', 's6']); "
+        "fold1: class(es) ['sad'] absent from the training split (speakers ['s3', 's4', 's5', 's6']); "
         "every class needs training examples."
     )
 
@@ -129,9 +129,8 @@ def test_fold_problems_name_the_fold_and_split():
         for problem in fold_problems(dataset, [Fold(1, ("a",), ("b",), ("c",)), Fold(2, ("a", "b"), ("b",), ("d",))])
     ]
     assert problems == [
-        "fold 1: class(es) ['y'] absent from the training split (speakers ['a']); "
-        "every class needs training examples.",
-        "fold 2: speaker 'b' is in both train and validation.",
+        "fold1: class(es) ['y'] absent from the training split (speakers ['a']); every class needs training examples.",
+        "fold2: speaker 'b' is in both train and validation.",
     ]
     assert label_problems(dataset) == [] and find_bad_audio(dataset.select([]), progress=False) == []
 

@@ -136,8 +136,8 @@ def test_speaker_with_two_genders_is_an_error():
 def test_overlapping_fold_is_refused():
     fold = Fold(2, train=("a", "b"), validation=("b",), test=("c", "a"))
     assert speaker_overlap_problems(fold) == [
-        "fold 2: speaker 'b' is in both train and validation.",
-        "fold 2: speaker 'a' is in both train and test.",
+        "fold2: speaker 'b' is in both train and validation.",
+        "fold2: speaker 'a' is in both train and test.",
     ]
     with pytest.raises(FoldError, match="speaker 'b' is in both train and validation"):
         split_fold(corpus({"a": "male", "b": "male", "c": "male"}), fold)

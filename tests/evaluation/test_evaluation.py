@@ -353,7 +353,7 @@ def test_compare_runs_refuses_runs_with_other_test_utterances_or_folds(runs, tmp
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], lines[1].replace("audio/", "other/", 1), *lines[2:]]) + "\n")
     process, _ = compare([run_a, changed], tmp_path)
-    assert process.returncode == 2 and "fold 2: test utterances differ (9 vs 9 files" in process.stderr
+    assert process.returncode == 2 and "fold2: test utterances differ (9 vs 9 files" in process.stderr
     results = json.loads((changed / "results.json").read_text())
     del results["folds"]["2"]
     (changed / "results.json").write_text(json.dumps(results))

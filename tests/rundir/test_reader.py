@@ -63,7 +63,7 @@ def test_folds_whose_models_disagree_on_the_classes_are_refused(run, tmp_path):
 
 
 def test_a_stage_output_directory_names_its_fold_and_stage(tmp_path):
-    assert run_location(tmp_path / "fold3" / "stage2") == "fold 3, stage2"
+    assert run_location(tmp_path / "fold3" / "stage2") == "fold3, stage2"
     assert run_location(tmp_path / "folder" / "stage2") is None and run_location(tmp_path / "fold1" / "x") is None
 
 

@@ -5,6 +5,7 @@ leaves the previous state intact and names the path and the cause."""
 
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,40 @@ def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous
     assert checkpoint_state(first) is None and (first / MANIFEST).is_file()
     assert checkpoint_state(second).cause == "incomplete"
     assert latest_checkpoint(stage_dir, remove_incomplete=True) == str(first) and not second.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_trainer_checkpoints_follow_the_umask_like_any_other_file(tmp_path, umask):
+    """Issue 20: transformers 5.24 writes a Trainer checkpoint's model.safetensors 0600 (best/ was fixed by
+    atomic_directory): a colleague could not read a run's checkpoint-* folders. Every file and folder of one now has
+    the mode open()/mkdir() give under the umask."""
+    clips = polish3_clips(2)
+    dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
+    stage_dir = tmp_path / "run" / "fold1" / "stage1"
+    args = FrameAlignedTrainingArguments(
+        output_dir=str(stage_dir),
+        per_device_train_batch_size=2,
+        max_steps=1,
+        save_steps=1,
+        save_strategy="steps",
+        report_to="none",
+        remove_unused_columns=False,
+        use_cpu=True,
+    )
+    collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
+    model = Wav2Vec2ForFrameAlignedClassification(tiny_config())
+    trainer = FrameAlignedTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    previous = os.umask(umask)
+    try:
+        trainer.train()
+    finally:
+        os.umask(previous)
+    checkpoint = stage_dir / "checkpoint-1"
+    paths = [checkpoint, *checkpoint.rglob("*")]
+    modes = {p.relative_to(stage_dir).as_posix(): p.stat().st_mode & 0o777 for p in paths}
+    assert "checkpoint-1/model.safetensors" in modes and "checkpoint-1/optimizer.pt" in modes
+    expected = {name: (0o777 if (stage_dir / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == expected
 
 
 @pytest.mark.slow

@@ -108,3 +108,28 @@ def test_invalid_configs_name_the_key(tmp_path, content, message):
 def test_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
         resolve_config(REPO / "configs" / "demo.yaml", overrides=["stage2.epochs"])
+
+
+def test_table6_configs_are_flea_alone_and_flea_plus_the_method_on_the_methods_protocol():
+    """FLEA's best row (HuBERT-base layer 9, 50 clusters, 20 % masked) in stage 0; flea_plus_alignment differs from
+    iemocap_hubert (the method) only by stage 0, flea from flea_plus_alignment only by stage 2's head and losses."""
+    names = ("iemocap_hubert", "flea", "flea_plus_alignment")
+    method, flea, both = (resolve_config(REPO / "configs" / f"{name}.yaml") for name in names)
+    for config in (flea, both):
+        stage0 = config["stage0"]
+        assert config["model"]["name_or_path"] == "facebook/hubert-base-ls960"
+        assert (stage0["enabled"], stage0["layer"], stage0["clusters"], stage0["mask_time_prob"]) == (True, 9, 50, 0.2)
+    assert not method["stage0"]["enabled"]
+    assert {key: value for key, value in both.items() if key != "stage0"} == {
+        key: value for key, value in method.items() if key != "stage0"
+    }
+    assert {key: value for key, value in flea.items() if key != "stage2"} == {
+        key: value for key, value in both.items() if key != "stage2"
+    }
+    differing = {key for key in flea["stage2"] if flea["stage2"][key] != both["stage2"][key]}
+    assert differing == {"pooling", "eal_weight", "fual_weight", "pooling_learning_rate", "classifier_learning_rate"}
+    assert (flea["stage2"]["pooling"], flea["stage2"]["eal_weight"], flea["stage2"]["fual_weight"]) == (
+        "attentive",
+        0,
+        0,
+    )

@@ -71,7 +71,7 @@ def test_non_finite_values_stop_training_naming_fold_stage_and_step(tmp_path, ca
     trainer = trainer_for(tmp_path, poison)
     step = poison.after_step + 1
     with pytest.raises(
-        NonFiniteError, match=rf"^fold 3, stage2, training step {step}: non-finite values \(NaN or Inf\) in {names}"
+        NonFiniteError, match=rf"^fold3, stage2, training step {step}: non-finite values \(NaN or Inf\) in {names}"
     ):
         trainer.train()
     assert trainer.state.global_step == poison.after_step  # stopped at once, no further optimizer step

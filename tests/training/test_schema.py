@@ -184,6 +184,7 @@ USERS = {
     "modeling/training/run_config.py",
     "modeling/training/config_checks.py",
     "modeling/training/stage.py",
+    "modeling/training/stage0.py",  # stage 0 (FLEA): its section's settings
     "modeling/training/experiment.py",
     "modeling/training/checkpoints.py",
     "modeling/training/scoring.py",
@@ -198,10 +199,11 @@ USERS = {
     "modeling/training/sweep.py",  # stage1.from_run of the runs that share the first run's stage 1
     "modeling/trainer/loss_options.py",  # the same names are FrameAlignedTrainingArguments fields (Trainer users)
     "modeling/trainer/sampling.py",  # class_balanced_sampling, a FrameAlignedTrainingArguments field too
+    "modeling/trainer/lora.py",  # model.lora's own checks, and the stages' cache_frozen_prefix it cannot train with
 }
 ORDINARY_WORDS = {
     "seed", "root", "loader", "folds", "speakers", "pooling", "epochs", "batch_size", "bf16", "fp16", "weight_decay",
-    "name_or_path", "num_folds",
+    "name_or_path", "num_folds", "layer", "learning_rate",
 }  # fmt: skip
 
 

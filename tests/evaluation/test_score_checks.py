@@ -1,0 +1,60 @@
+"""Issue 20: score.py checks everything first with train.py's `CheckError` machinery (every problem listed, grouped,
+nothing written); an unfinished run (a fold's lock present, a fold without best/) is refused naming the folds, where
+it was scored silently; scores on the run's own training corpus are labelled not held-out."""
+
+import yaml
+from helpers import POLISH3_LABELS, REPO
+from runs import write_run
+
+from modeling.cli.score import main
+from modeling.evaluation.cross_corpus import not_held_out
+
+
+def corpus_config(path, root: str, **data) -> str:
+    data = {"loader": "audio_folder", "root": root, "loader_args": {"labels": POLISH3_LABELS}, **data}
+    path.write_text(yaml.safe_dump({"data": data}))
+    return str(path)
+
+
+def test_an_unfinished_run_and_every_other_problem_are_listed_before_anything_is_written(tmp_path, capsys):
+    run = write_run(tmp_path / "run")  # folds 1 and 2 finished
+    (run / "fold3" / "stage1").mkdir(parents=True)
+    (run / "fold3" / "train.lock").write_text('{"pid": 1, "host": "elsewhere"}')
+    (run / "fold4" / "stage1").mkdir(parents=True)
+    config = corpus_config(tmp_path / "c.yaml", str(REPO / "data" / "polish3"))
+    out = tmp_path / "scored"
+    argv = ["--run-dir", str(run), "--config", config, "--output-dir", str(out)]
+    assert main([*argv, "--perturb", "noise:snr_db=ten", "--label-map", "angry"]) == 2
+    message = capsys.readouterr().err
+    assert "3 problem(s) in score.py's arguments (nothing written):" in message  # 3 causes
+    assert "unfinished folds (2 times), e.g.:" in message
+    assert f"--run-dir {run}: fold3 is unfinished: its lock file is present (a train.py process" in message
+    assert f"--run-dir {run}: fold4 is unfinished: it has no stage2/best model yet." in message
+    assert "snr_db must be a number, got 'ten'" in message and "--label-map expects SOURCE=TARGET" in message
+    assert not out.exists()
+    assert main(["--run-dir", str(tmp_path / "nope"), "--config", str(tmp_path / "x.yaml"), "--output-dir", "o"]) == 2
+    message = capsys.readouterr().err
+    assert f"--run-dir {tmp_path / 'nope'}: no such folder; expected a train.py run directory" in message
+    assert f"--config {tmp_path / 'x.yaml'}: no such file; expected a YAML corpus config." in message
+
+
+def test_scores_on_the_runs_own_corpus_are_labelled_not_held_out(tmp_path, monkeypatch, capsys):
+    """The run records its corpus (results.json's config: audio_folder at data/polish3); scoring it there measures
+    utterances its fold models trained on. However the root is spelled, the numbers are labelled."""
+    run = write_run(tmp_path / "run")
+    monkeypatch.chdir(REPO)
+    same = {"data": {"loader": "audio_folder", "root": "./data/polish3/"}}
+    assert not_held_out(run, same).startswith("not held-out: audio_folder at ./data/polish3/ is the corpus the run")
+    assert not_held_out(run, {"data": {"loader": "audio_folder", "root": str(tmp_path)}}) == ""
+    config = corpus_config(tmp_path / "own.yaml", "./data/polish3", speakers=["m1"], max_per_speaker=3)
+    out = tmp_path / "scored"
+    assert main(["--run-dir", str(run), "--config", config, "--output-dir", str(out)]) == 0
+    assert "warning: not held-out: audio_folder at ./data/polish3 is the corpus" in capsys.readouterr().err
+    assert "**Warning**: not held-out" in (out / "scores.md").read_text()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metadata.csv").write_text((REPO / "data" / "polish3" / "metadata.csv").read_text())
+    (other / "audio").symlink_to(REPO / "data" / "polish3" / "audio")
+    config = corpus_config(tmp_path / "other.yaml", str(other), speakers=["m1"], max_per_speaker=3)
+    assert main(["--run-dir", str(run), "--config", config, "--output-dir", str(tmp_path / "o2")]) == 0
+    assert "not held-out" not in capsys.readouterr().err
