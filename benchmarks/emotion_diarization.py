@@ -202,6 +202,7 @@ def measure_lengths(model: str, by_speaker, minutes: list[float], folder: Path) 
         write_long_recording(path, by_speaker, length * 60, seed=1)
         try:
             runs.append(measure_in_fresh_process(model, path))
+            print(f"{length:g} min: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)  # a long run's progress
         finally:
             path.unlink()
     growths = [run["growth_mb"] for run in runs]

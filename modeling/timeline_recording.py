@@ -234,12 +234,15 @@ def release_free_heap() -> None:
     layer's output alone is 128 channels × samples/5 floats on our quick model: 7.5 MB for a 4.6 s segment). glibc
     serves them from its heap once its dynamic mmap threshold has risen past them, and the heap fragments: freed
     holes are too small for the next, larger tensor and stay resident. Peak RSS then grows with the number of
-    segments without any leak (tracemalloc: < 2 MB of Python objects alive; torch holds no cache on the CPU).
+    segments without any leak (tracemalloc: < 2 MB of Python objects alive, torch's CPU allocator keeps no free block).
     Measured on a 15-minute recording of polish3 words (525 segments, quick random model, one thread): labelling
     added 216 MB to the peak RSS without trimming, 99 MB with `malloc_trim(0)` after each batch (87 MB for
     1 minute: the working set of one segment), 92 MB with `MALLOC_MMAP_THRESHOLD_=65536`; CPU time +8 % with the
     trim, +40 % with the fixed mmap threshold (every large tensor a fresh, zeroed mapping), so trimming it is.
-    The benchmark (`benchmarks/emotion_diarization.py`) measures it for 1 minute to 10 hours.
+    With the trim, a tiny model adds 22 MB for 4 minutes and 39 MB for 16: oneDNN's cache of kernels per input shape
+    (a bounded LRU, 1024 entries by default; 0.6 and 2.2 MB with oneDNN off). The benchmark
+    (`benchmarks/emotion_diarization.py --memory-only`) measures 1 minute to 10 hours;
+    `tests/test_long_recording_memory.py` guards it.
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
