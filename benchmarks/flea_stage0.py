@@ -167,10 +167,10 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=30, help="clips per speaker")
+    parser.add_argument("--clips", type=int, default=20, help="clips per speaker")
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--clusters", type=int, default=8)
-    parser.add_argument("--span", type=int, default=3, help="mask_time_length (frames)")
+    parser.add_argument("--span", type=int, default=1, help="mask_time_length (frames)")
     parser.add_argument("--lr", type=float, default=2e-3, help="stage-0 learning rate (a model from scratch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="benchmarks/flea_stage0.json")
