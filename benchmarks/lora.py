@@ -12,7 +12,7 @@ clips cropped to `clip_seconds`. Variants:
 Measured side by side in one run: the step time ratio lora / full (interleaved, `benchmarks/common.py`), and memory:
 
 - peak resident memory of a fresh process that builds the variant and trains `MEMORY_STEPS` steps, above the same
-  process's resident memory before the model was built (`ru_maxrss`: what the machine must have; CPU);
+  process's resident memory before the model was built (VmHWM: what the machine must have; CPU);
 - its parts, counted: weights, gradients and AdamW state (from the trainable parameters), and the activations autograd
   saves for the backward pass (`torch.autograd.graph.saved_tensors_hooks`, bytes of every saved tensor's storage,
   each storage once).
@@ -108,6 +108,14 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def peak_resident_bytes() -> int:
+    """This process's resident high-water mark (Linux: VmHWM of /proc/self/status). Not `ru_maxrss`: Linux carries
+    that over from the parent through fork and exec, so a child started by a big process reports the parent's peak."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024  # kB
+
+
 def measure_memory(profile_name: str, variant: str) -> dict:
     """In this (fresh) process: resident memory before the model, then the peak over `MEMORY_STEPS` steps."""
     profile = PROFILES[profile_name]
@@ -117,7 +125,7 @@ def measure_memory(profile_name: str, variant: str) -> dict:
     step = training_step(model, trainer, optimizer, batch)
     for _ in range(MEMORY_STEPS):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the high-water mark; Linux: KiB
+    peak = peak_resident_bytes()
     return {"rss_before_model_bytes": before, "peak_rss_bytes": peak, "peak_rss_above_start_bytes": peak - before}
 
 

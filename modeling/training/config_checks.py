@@ -91,8 +91,8 @@ def lora_problems(config: dict, backbone: dict | None, skip: set = frozenset()) 
             continue  # reported by model_config_problems
         model_class = FRAME_ALIGNED_MODELS[stage_config.model_type]
         try:  # which modules a forward pass calls: on the meta device where the backbone runs there
-            with torch.device("meta"):
-                problems += target_problems(model_class(stage_config), settings, stage)
+            with torch.device("meta"):  # .to: a few tensors are made on the CPU whatever the default device
+                problems += target_problems(model_class(stage_config).to("meta"), settings, stage)
         except (RuntimeError, NotImplementedError):  # e.g. data2vec-audio reads a tensor's value (.item())
             problems += target_problems(model_class(stage_config), settings, stage)
     return problems
