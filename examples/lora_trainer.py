@@ -78,10 +78,15 @@ def main(argv=None) -> dict:
     labels = train.features["label"].names
     model = base_model(args.backbone, labels)
     prefix = model.base_model_prefix  # wav2vec2, hubert, wavlm, data2vec_audio
+    # WavLM's attention reads its projections' weights without calling them (adapters there would never train, and
+    # FrameAlignedTrainer refuses them): its feed-forward instead
+    targets = (
+        r"feed_forward\.(intermediate_dense|output_dense)" if prefix == "wavlm" else r"attention\.(q_proj|v_proj)"
+    )
     lora = LoraConfig(
         r=args.rank,
         lora_alpha=2 * args.rank,
-        target_modules=rf"{prefix}\.encoder\.layers\.\d+\.attention\.(q_proj|v_proj)",
+        target_modules=rf"{prefix}\.encoder\.layers\.\d+\.{targets}",
         modules_to_save=["pooler", "classifier"],
     )
     model = get_peft_model(model, lora)

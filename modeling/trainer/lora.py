@@ -160,6 +160,25 @@ def uncalled_linears(model, names: list[str]) -> list[str]:
     return [name for name in names if name not in called]
 
 
+def refuse_inert_adapters(model) -> None:
+    """Raise ValueError when a peft LoRA layer of `model` (a module with `lora_A`; any path: `model.lora`,
+    `get_peft_model` by hand, a model built by `model_init`) is never called by the model's forward: its adapter
+    would stay at zero and the model would train as if it were not there (WavLM's attention reads `q_proj.weight` etc.
+    directly). Checked once per model, by one forward of 1 s of silence (`uncalled_linears`)."""
+    if getattr(model, "_frame_aligned_adapters_checked", False):
+        return
+    names = [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
+    inert = sorted(uncalled_linears(model, names)) if names else []
+    if inert:
+        shown = ", ".join(inert[:4]) + (f" and {len(inert) - 4} more" if len(inert) > 4 else "")
+        raise ValueError(
+            f"LoRA adapters on {shown}: {type(model).__name__}'s forward never calls these modules (it reads their "
+            "weights directly), so the adapters would never train. Target modules the layers call (on WavLM: "
+            r"feed_forward\.(intermediate_dense|output_dense)); see docs/trainer_recipes.md#lora-with-peft."
+        )
+    model._frame_aligned_adapters_checked = True
+
+
 def target_problems(model, settings: dict, stage: str = "stage1") -> list[Problem]:
     """What keeps `settings` from adapting `model` (a stage's model, before peft): target names that match no Linear
     layer (naming those that exist), layers outside the backbone or frozen by the stage's `num_trainable_layers`,

@@ -15,6 +15,7 @@ from ..rundir import reader
 from ..rundir.faults import fault_point
 from .checkpointing import VerifiedCheckpointMixin
 from .evaluation import evaluation_loop_like_scoring
+from .lora import refuse_inert_adapters
 from .loss_options import (
     LABEL_DISTRIBUTION,
     UtteranceLossMixin,
@@ -104,6 +105,7 @@ def freeze_for_training(model) -> None:
     inner = frame_aligned_model(model)
     if inner is not None:
         inner.freeze_for_training()
+        refuse_inert_adapters(inner)  # peft adapters the forward never calls would silently train nothing
 
 
 def parameter_groups(model) -> dict[int, str]:

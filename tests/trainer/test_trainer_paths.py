@@ -138,6 +138,36 @@ def test_resuming_a_model_init_run_keeps_the_frozen_tensors(model_type, tmp_path
     assert_frozen_kept_and_top_trained(model_type, model_init.initial[0], resumed.model)
 
 
+# Linear layers each backbone's forward calls (WavLM's attention reads q/k/v/out_proj weights directly)
+CALLED_LINEARS = {
+    model_type: r"feed_forward\.(intermediate_dense|output_dense)"
+    if model_type == "wavlm"
+    else r"attention\.(q_proj|v_proj)"
+    for model_type in BACKBONES
+}
+
+
+@pytest.mark.bad_input
+def test_lora_adapters_the_forward_never_calls_are_refused(tmp_path, dataset):
+    """The round-3 LoRA work found WavLM's attention bypasses adapters on q_proj/v_proj: they stayed at zero and the
+    model trained as if they were not there (the peft test above still passed on WavLM). Every Trainer path refuses
+    them, naming the modules; the feed-forward trains."""
+    peft = pytest.importorskip("peft")
+    prefix = PREFIXES["wavlm"]
+    lora = peft.LoraConfig(r=4, target_modules=rf"{prefix}\.encoder\.layers\.\d+\.attention\.(q_proj|v_proj)")
+    model = peft.get_peft_model(tiny_frame_aligned_model("wavlm"), lora)
+    with pytest.raises(
+        ValueError, match=r"adapters on wavlm\S*0\.attention\.q_proj, wavlm\S*0\.attention\.v_proj.*never calls"
+    ):
+        FrameAlignedTrainer(model=model, args=arguments(tmp_path, max_steps=1), train_dataset=dataset)
+    lora = peft.LoraConfig(r=4, target_modules=rf"{prefix}\.encoder\.layers\.\d+\.{CALLED_LINEARS['wavlm']}")
+    FrameAlignedTrainer(
+        model=peft.get_peft_model(tiny_frame_aligned_model("wavlm"), lora),
+        args=arguments(tmp_path, max_steps=1),
+        train_dataset=dataset,
+    )
+
+
 @pytest.mark.parametrize("model_type", list(BACKBONES))
 def test_lora_keeps_the_adapters_trainable_set_and_the_saved_adapter_reproduces_the_model(
     model_type, tmp_path, dataset
@@ -152,7 +182,7 @@ def test_lora_keeps_the_adapters_trainable_set_and_the_saved_adapter_reproduces_
     lora = peft.LoraConfig(
         r=4,
         lora_alpha=8,
-        target_modules=rf"{prefix}\.encoder\.layers\.\d+\.attention\.(q_proj|v_proj)",  # layer 0 too (frozen base)
+        target_modules=rf"{prefix}\.encoder\.layers\.\d+\.{CALLED_LINEARS[model_type]}",  # layer 0 too (frozen base)
         modules_to_save=["pooler", "classifier"],
     )
     model = peft.get_peft_model(base, lora)
