@@ -140,7 +140,8 @@ class ModelSettings:
     )
     random_init: dict | None = option(
         None,
-        "Config arguments of a randomly initialised backbone (+ model_type: wav2vec2, hubert, wavlm, data2vec-audio, whisper).",
+        "Config arguments of a randomly initialised backbone "
+        "(+ model_type: wav2vec2, hubert, wavlm, data2vec-audio, whisper).",
         null="use name_or_path",
         free_form=True,
     )
