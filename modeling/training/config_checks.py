@@ -81,7 +81,7 @@ def lora_problems(config: dict, backbone: dict | None, skip: set = frozenset()) 
         return problems
     import torch
 
-    from ..modeling_frame_aligned import FRAME_ALIGNED_MODELS
+    from ..auto_frame_aligned import FRAME_ALIGNED_MODELS
 
     settings = lora_settings(lora)
     for stage in ("stage1", "stage2"):
