@@ -365,7 +365,7 @@ def _usage(repo_id: str, revision: str | None) -> str:
         f'classifier = pipeline("frame-aligned-emotion", model="{repo_id}"{revision_arg}, trust_remote_code=True)\n'
         'result = classifier("speech.wav")  # any rate, channels, length: resampled to 16 kHz, down-mixed, windowed\n'
         'print(result["predicted"], {k: v for k, v in result.items() if k.startswith("prob_")})\n'
-        '# result["timeline"]: every stretch of the file (start, end, predicted, prob_<class>, weight)\n'
+        '# result["timeline"]: every stretch of the file (start_s, end_s, predicted, prob_<class>, weight)\n'
         "```\n\n"
         "The pipeline decodes WAV, FLAC, OGG and MP3 with soundfile (no FFmpeg) and takes arrays too "
         "(`classifier(waveform, sampling_rate=sr)`). transformers' `audio-classification` pipeline needs 16 kHz mono "

@@ -86,3 +86,15 @@ def test_card_snippets_run_on_8k_stereo_and_48k_files(published, odd_files, tmp_
         else:
             scores = ast.literal_eval(output.strip())
             assert {item["label"]: item["score"] for item in scores} == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_overview_cards_ensemble_reads_audio_as_the_fold_cards_snippet_does():
+    """The --revision-per-fold overview card's ensemble snippet passed `sf.read` output at the file's own rate and
+    channels to the audio-classification pipeline (a 44.1 kHz or stereo file failed: the verifier re-ran it); it
+    must read and resample with the lines of the fold card's snippet, which run above on 8 kHz stereo and 48 kHz."""
+    from modeling.publishing.model_card import OVERVIEW_TEMPLATE
+
+    overview = OVERVIEW_TEMPLATE.read_text()
+    lines = [line for line in _usage("org/ser", "fold1").splitlines() if "sf.read" in line or "soxr.resample" in line]
+    assert len(lines) == 2 and all(line in overview.splitlines() for line in lines)
+    assert '"sampling_rate": 16000}' in overview
