@@ -499,10 +499,14 @@ class FrameAlignedAttentiveModelTest(FrameAlignedModelTest):
     pooling = "attentive"
 
 
+# heavy: transformers' common tests again with the self-attention pooling (make test runs the default and attentive)
+@pytest.mark.heavy
 class FrameAlignedSelfAttentionModelTest(FrameAlignedModelTest):
     pooling = "self_attention"
 
 
+# heavy: transformers' common tests again with mean pooling (make test runs the default and attentive classes)
+@pytest.mark.heavy
 class FrameAlignedMeanModelTest(FrameAlignedModelTest):
     pooling = "mean"
 
@@ -610,6 +614,9 @@ class WhisperFrameAlignedModelTester(FrameAlignedModelTester):
         return self.config_class(**kwargs)
 
 
+# heavy: transformers' common tests of the fifth backbone (~100 tests, the costliest class); Whisper's own guarantees
+# run in make test (tests/test_whisper.py, the backbone matrix)
+@pytest.mark.heavy
 class WhisperFrameAlignedModelTest(FrameAlignedModelTest):
     model_class = WhisperForFrameAlignedClassification
     all_model_classes = (WhisperForFrameAlignedClassification,)

@@ -158,6 +158,7 @@ SCALE = 1.0
 MAX_GROWTH_MB = 100
 
 
+@pytest.mark.heavy  # two corpora loaded in fresh processes to compare peak memory (~45 CPU-s)
 @pytest.mark.slow
 def test_hub_loader_memory_does_not_grow_with_corpus_size(tmp_path):
     """Peak memory (ru_maxrss) of loading a 4x larger parquet corpus grows by < SCALE x 100 MB."""

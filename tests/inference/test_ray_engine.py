@@ -260,6 +260,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.heavy  # two fresh predict.py processes with Ray hidden (~50 CPU-s): the install hint when Ray is missing
 @pytest.mark.bad_input
 def test_without_ray_the_ray_engine_says_how_to_install_it_and_the_local_engine_works(tmp_path, checkpoint, folder):
     def predict(*extra):
@@ -357,6 +358,9 @@ def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_
     assert_same_outputs(demo_folder / "ray.csv", demo_folder / "predictions.csv")  # onnx vs torch: within 1e-5
 
 
+# heavy: a local Ray cluster started and stopped by the page's commands (~50 CPU-s + the Ray daemons); the page's
+# other commands run in make test
+@pytest.mark.heavy
 def test_scaling_page_cluster_commands_run_as_written(demo_folder):
     """`ray start --head`, then `predict.py --address`: a job joining a running cluster. The page's last line,
     `ray stop`, would stop every Ray on the machine (this module's too): the test stops the processes the block
