@@ -205,8 +205,16 @@ def check_run_dir(config: dict, run: RunDir):
     config_path = run.config
     if config_path.is_file():
         recorded = yaml.safe_load(config_path.read_text()) or {}
-        # a run recorded before a section existed (stage0:) ran with that section's defaults
-        recorded = {**{name: value for name, value in defaults().items() if name in SECTIONS}, **recorded}
+        # a run recorded before a section (stage0:) or an option (model.lora) existed ran with its default: an
+        # upgrade of the package must not turn the same command into "another config"
+        recorded = {
+            **recorded,
+            **{
+                name: {**value, **(recorded.get(name) or {})}
+                for name, value in defaults().items()
+                if name in SECTIONS and isinstance(value, dict)
+            },
+        }
         differences = config_differences(recorded, config)
         if differences:
             raise RunConfigMismatchError(
