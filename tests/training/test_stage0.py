@@ -204,20 +204,19 @@ def test_a_run_recorded_before_stage0_existed_resumes_and_enabling_it_is_refused
 
 
 def test_a_run_recorded_before_an_option_existed_resumes(stage0_run, tmp_path):
-    """The same for an option added to an existing section (model.lora arrived this round): the recorded run ran
-    with its default, so the same command resumes after an upgrade; another value is still refused."""
+    """The same for an option added to an existing section (stage1.fual_detach_target, say, arriving in an upgrade):
+    the recorded run ran with its default, so the same command resumes; another value is still refused."""
     import yaml
 
     from modeling.training.experiment import RunConfigMismatchError, check_run_dir
     from modeling.training.schema import defaults
 
     config = {**stage0_config(stage0_run["backbone"]), "stage0": defaults()["stage0"]}
-    assert "lora" in config["model"] and config["model"]["lora"] is None
+    assert config["stage1"]["fual_detach_target"] is False  # a default that is not null
     run = RunDir(tmp_path / "run")
     run.path.mkdir()
-    run.config.write_text(
-        yaml.safe_dump({**config, "model": {k: v for k, v in config["model"].items() if k != "lora"}})
-    )
+    older = {k: v for k, v in config["stage1"].items() if k != "fual_detach_target"}
+    run.config.write_text(yaml.safe_dump({**config, "stage1": older}))
     check_run_dir(config, run)
-    with pytest.raises(RunConfigMismatchError, match=r"model.lora"):
-        check_run_dir({**config, "model": {**config["model"], "lora": {"r": 4}}}, run)
+    with pytest.raises(RunConfigMismatchError, match=r"stage1.fual_detach_target: False → True"):
+        check_run_dir({**config, "stage1": {**config["stage1"], "fual_detach_target": True}}, run)
