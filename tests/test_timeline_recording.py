@@ -204,3 +204,21 @@ def test_deprecated_chunk_names_still_work_with_a_warning(emotion, recording):
     assert old["windows"] == expected["windows"] and len(old["windows"]) > 1
     with pytest.raises(TypeError, match="give only `window_length_s`"):
         emotion(audio, chunk_length_s=2.0, window_length_s=2.0)
+
+
+def test_the_lanes_figure_says_how_many_segment_labels_it_left_out(tmp_path):
+    """A segment too narrow for its label is drawn without it; the fresh-user try read the unlabelled figure as
+    missing labels: the title says how many were left out."""
+    from modeling.cli.timeline_plot import plot_lanes
+
+    def record(start_s, end_s, predicted):
+        probabilities = {"prob_anger": 0.7 if predicted == "anger" else 0.3}
+        probabilities["prob_neutral"] = 1 - probabilities["prob_anger"]
+        part = {"start_s": start_s, "end_s": end_s, "predicted": predicted, **probabilities}
+        return {"start_s": start_s, "end_s": end_s, "speaker": "A", "predicted": predicted, **probabilities,
+                "timeline": [part]}  # fmt: skip
+
+    records = [record(0.0, 30.0, "anger"), record(30.0, 30.5, "neutral"), record(31.0, 31.4, "anger")]
+    figure = plot_lanes(records, ["anger", "neutral"], str(tmp_path / "lanes.png"), 60.0)
+    title = figure.axes[0].get_title(loc="left")
+    assert "3 segments" in title and "(2 segment labels too narrow to print" in title

@@ -188,6 +188,7 @@ def plot_lanes(records: list[dict], classes: list[str], path: str, duration: flo
     speakers = sorted({r["speaker"] or "speech" for r in records}) or ["speech"]
     figure, ax = plt.subplots(figsize=(13, 1.4 + 0.75 * len(speakers)))
     chance = 1.0 / len(classes)
+    hidden = 0  # segment labels left out for want of room (said in the title: the files hold every one)
     for record in records:
         lane = speakers.index(record["speaker"] or "speech")
         for part in record["timeline"]:
@@ -209,6 +210,8 @@ def plot_lanes(records: list[dict], classes: list[str], path: str, duration: flo
         label = f"{record[PREDICTED]} {record[probability_field(record[PREDICTED])]:.2f}"
         if width > 0.0065 * len(label) * duration:  # room for the text (7 pt on a 13-inch figure)
             ax.text(record["start_s"] + width / 2, lane - 0.38, label, ha="center", va="bottom", fontsize=7)
+        else:
+            hidden += 1
     ax.set_yticks(range(len(speakers)), speakers)
     ax.set_ylim(len(speakers) - 0.4, -0.6)
     ax.set_xlim(0, duration)
@@ -228,7 +231,10 @@ def plot_lanes(records: list[dict], classes: list[str], path: str, duration: flo
         title_fontsize=7,
     )
     ax.set_title(
-        f"{title or 'recording'}  —  {len(records)} segments, {len(speakers)} lane(s)", fontsize=10, loc="left"
+        f"{title or 'recording'}  —  {len(records)} segments, {len(speakers)} lane(s)"
+        + (f"  ({hidden} segment labels too narrow to print: see the CSV/RTTM)" if hidden else ""),
+        fontsize=10,
+        loc="left",
     )
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -161,7 +161,8 @@ class FinishedRun:
             if not path.is_file():
                 raise RunReadError(
                     f"{path} not found: the run in {self.path} has not finished (train.py writes results.json "
-                    "after each fold). Finish or resume the run first."
+                    "once every fold it was asked for is done). Rerun the same train.py command to resume it, or "
+                    "add --folds with the finished folds (e.g. --folds 1) to write results.json for those alone."
                 )
             results = _read_json(path)
             if not isinstance(results.get("folds"), dict) or not results["folds"]:

@@ -38,7 +38,8 @@ def backbone_config(config: dict) -> tuple[dict | None, list[Problem]]:
         try:
             config_class = frame_aligned_config_class(model["random_init"].get("model_type", "wav2vec2"))
             return {**config_class(**settings).to_dict(), "model_type": config_class.model_type}, []
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, AttributeError) as error:  # AttributeError: a key another backbone's config
+            # has, read-only in this one (a wav2vec 2.0 intermediate_size in a Whisper random_init)
             return None, [Problem("model.random_init", f"model.random_init = {model['random_init']!r}: {error}")]
     from transformers import AutoConfig
 

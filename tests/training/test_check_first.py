@@ -185,3 +185,14 @@ def test_one_owner_per_helper_name():
         "longest_first": ["modeling/trainer/sampling.py"],
         "sha256_of": ["modeling/rundir/integrity.py"],
     }
+
+
+@pytest.mark.bad_input
+def test_a_random_init_key_another_backbone_has_is_a_listed_problem_not_a_traceback():
+    """The fresh-user try extended configs/demo.yaml with `model_type: whisper`: the wav2vec 2.0 keys it inherited
+    raised a raw AttributeError (`intermediate_size` has no setter on the Whisper config)."""
+    from modeling.training.config_checks import backbone_config
+
+    config, problems = backbone_config({"model": {"random_init": {"model_type": "whisper", "intermediate_size": 64}}})
+    assert config is None and [p.key for p in problems] == ["model.random_init"]
+    assert "intermediate_size" in problems[0].message
