@@ -87,6 +87,21 @@ class Profile:
         return Wav2Vec2FrameAlignedConfig(**settings)
 
 
+# A backbone small enough for a few CPU epochs of the training benchmarks (imbalance, flea_stage0): 320 samples
+# (20 ms) per frame, as the base-size backbones; 2 transformer layers (a benchmark needing more overrides it).
+SMALL_CPU_BACKBONE = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    conv_dim=(32, 32, 32),
+    conv_kernel=(10, 8, 8),
+    conv_stride=(5, 8, 8),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    mask_time_prob=0.0,
+    layerdrop=0.0,
+)
 PROFILES = {
     "full": Profile(
         "full",

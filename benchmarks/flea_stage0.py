@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from sklearn.cluster import KMeans
 from transformers import HubertConfig, HubertModel
 
+from benchmarks.common import SMALL_CPU_BACKBONE
 from modeling.data.folds import Fold, split_fold
 from modeling.pretraining.masked_prediction import MaskedPseudoLabelModel, span_mask
 from modeling.pretraining.pseudo_labels import ClusterModel, fit_clusters, layer_embeddings
@@ -41,19 +42,7 @@ from modeling.training.stage0 import train_stage0
 NEMO4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nemo4"
 FOLD = Fold(1, train=("EB0", "SM0", "TP0"), validation=("KD0",), test=("KS0",))
 LAYER = 2
-BACKBONE = dict(  # small enough for CPU epochs: 320 samples (20 ms) per frame, as HuBERT-base
-    hidden_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=128,
-    conv_dim=(32, 32, 32),
-    conv_kernel=(10, 8, 8),
-    conv_stride=(5, 8, 8),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-    mask_time_prob=0.0,
-    layerdrop=0.0,
-)
+BACKBONE = {**SMALL_CPU_BACKBONE, "num_hidden_layers": 3}  # layer 2 of 3 clustered, as HuBERT-base's 9 of 12
 
 
 def make_config(folder: Path, args) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from benchmarks.common import SMALL_CPU_BACKBONE
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
 from modeling.configuration_frame_aligned import Wav2Vec2FrameAlignedConfig
@@ -41,19 +42,7 @@ SETTINGS = {
     "focal γ=2": {"focal_gamma": 2.0},
     "class-balanced sampler": {"class_balanced_sampling": True},
 }
-BACKBONE = dict(  # small enough for a few CPU epochs: 320 samples (20 ms) per frame, as wav2vec2
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=128,
-    conv_dim=(32, 32, 32),
-    conv_kernel=(10, 8, 8),
-    conv_stride=(5, 8, 8),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=4,
-    mask_time_prob=0.0,
-    layerdrop=0.0,
-)
+BACKBONE = SMALL_CPU_BACKBONE
 
 
 def imbalanced_splits(seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -103,14 +103,14 @@ def test_a_full_disk_while_writing_best_leaves_the_previous_one(tmp_path, monkey
     assert [p.name for p in best.parent.iterdir()] == ["best"]  # no temporary leftovers
 
 
-def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous_one(tmp_path, monkeypatch):
-    clips = polish3_clips(4)
+def checkpointing_trainer(stage_dir, num_clips: int, max_steps: int) -> FrameAlignedTrainer:
+    """A tiny model's Trainer on real clips that saves a checkpoint at every step into `stage_dir`."""
+    clips = polish3_clips(num_clips)
     dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
-    stage_dir = tmp_path / "run" / "fold1" / "stage1"
     args = FrameAlignedTrainingArguments(
         output_dir=str(stage_dir),
         per_device_train_batch_size=2,
-        max_steps=4,
+        max_steps=max_steps,
         save_steps=1,
         save_strategy="steps",
         report_to="none",
@@ -118,13 +118,18 @@ def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous
         use_cpu=True,
     )
     collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
-    trainer = FrameAlignedTrainer(
+    return FrameAlignedTrainer(
         model=Wav2Vec2ForFrameAlignedClassification(tiny_config()),
         args=args,
         train_dataset=dataset,
         data_collator=collator,
         eval_data_collator=collator,
     )
+
+
+def test_a_full_disk_during_a_trainer_checkpoint_names_it_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    stage_dir = tmp_path / "run" / "fold1" / "stage1"
+    trainer = checkpointing_trainer(stage_dir, num_clips=4, max_steps=4)
     monkeypatch.setenv(FAULT_ENV, "checkpoint:before-optimizer:stage1:enospc@2")
     with pytest.raises(
         OSError,
@@ -143,22 +148,8 @@ def test_trainer_checkpoints_follow_the_umask_like_any_other_file(tmp_path, umas
     """Issue 20: transformers 5.24 writes a Trainer checkpoint's model.safetensors 0600 (best/ was fixed by
     atomic_directory): a colleague could not read a run's checkpoint-* folders. Every file and folder of one now has
     the mode open()/mkdir() give under the umask."""
-    clips = polish3_clips(2)
-    dataset = Dataset.from_dict({"audio": [path for path, _ in clips], "label": [label for _, label in clips]})
     stage_dir = tmp_path / "run" / "fold1" / "stage1"
-    args = FrameAlignedTrainingArguments(
-        output_dir=str(stage_dir),
-        per_device_train_batch_size=2,
-        max_steps=1,
-        save_steps=1,
-        save_strategy="steps",
-        report_to="none",
-        remove_unused_columns=False,
-        use_cpu=True,
-    )
-    collator = AudioClassificationCollator(make_feature_extractor(), max_length_seconds=0.5)
-    model = Wav2Vec2ForFrameAlignedClassification(tiny_config())
-    trainer = FrameAlignedTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer = checkpointing_trainer(stage_dir, num_clips=2, max_steps=1)
     previous = os.umask(umask)
     try:
         trainer.train()
