@@ -37,6 +37,12 @@ def test_a_gpu_without_onnx_runtimes_cuda_provider_is_a_clear_error(tmp_path):
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # was: TypeError, device passed twice
+        from helpers import tiny_frame_aligned_model
+
+        from modeling.collator import make_feature_extractor
+
+        tiny_frame_aligned_model("wav2vec2").save_pretrained(tmp_path)  # a checkpoint: the loader checks that first
+        make_feature_extractor().save_pretrained(tmp_path)
         with pytest.raises(ValueError, match="onnxruntime-gpu"):
             load_pipeline(tmp_path, backend="onnx", device=0)
 
