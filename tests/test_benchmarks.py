@@ -30,6 +30,8 @@ def smoke_report(tmp_path_factory):
     return json.loads(output.read_text()), output.with_suffix(".md").read_text()
 
 
+# heavy: the benchmarks' smoke run (105 s); make bench runs them
+@pytest.mark.heavy
 def test_entry_point_writes_json_and_markdown(smoke_report):
     report, markdown = smoke_report
     assert report["mode"] == "smoke"

@@ -60,6 +60,8 @@ def rendered_help(module: str) -> str:
     return out.getvalue()
 
 
+# heavy: a fresh interpreter per entry point (~3 s each); make test keeps the docstring check above
+@pytest.mark.heavy
 @pytest.mark.parametrize("module", ENTRY_POINTS)
 def test_every_help_renders_its_examples_as_written(module):
     shown = rendered_help(module)

@@ -316,7 +316,7 @@ def run_blocks(found: list[Block], cwd: Path, env: dict) -> None:
 
 # The costliest pages (minutes on 2 cores: each push_to_hub.py / train.py process imports torch) run in `make test-all`
 # only; what their blocks do is also covered by tests in `make test` (tests/publishing, tests/trainer, tests/data).
-HEAVY_PAGES = {"publishing.md", "trainer_recipes.md", "own_data.md"}
+HEAVY_PAGES = {"publishing.md", "trainer_recipes.md", "own_data.md", "inference.md"}  # inference.md: 41 s
 
 
 @pytest.mark.slow

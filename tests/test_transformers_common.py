@@ -495,17 +495,20 @@ class FrameAlignedModelTest(ModelTesterMixin, unittest.TestCase):
                             torch.testing.assert_close(gc_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+# heavy: transformers' common tests of another variant (make test keeps one class per backbone and the
+# wav2vec2 layer-norm one)
+@pytest.mark.heavy
 class FrameAlignedAttentiveModelTest(FrameAlignedModelTest):
     pooling = "attentive"
 
 
-# heavy: transformers' common tests again with the self-attention pooling (make test runs the default and attentive)
+# heavy: transformers' common tests again with the self-attention pooling (make test runs the default class)
 @pytest.mark.heavy
 class FrameAlignedSelfAttentionModelTest(FrameAlignedModelTest):
     pooling = "self_attention"
 
 
-# heavy: transformers' common tests again with mean pooling (make test runs the default and attentive classes)
+# heavy: transformers' common tests again with mean pooling (make test runs the default class)
 @pytest.mark.heavy
 class FrameAlignedMeanModelTest(FrameAlignedModelTest):
     pooling = "mean"
@@ -536,6 +539,9 @@ class HubertFrameAlignedModelTest(FrameAlignedModelTest):
     use_weighted_layer_sum = True
 
 
+# heavy: transformers' common tests of another variant (make test keeps one class per backbone and the
+# wav2vec2 layer-norm one)
+@pytest.mark.heavy
 class HubertLayerNormModelTest(HubertFrameAlignedModelTest):
     backbone = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
     use_weighted_layer_sum = False
@@ -564,6 +570,9 @@ class WavLMFrameAlignedModelTest(FrameAlignedModelTest):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
 
 
+# heavy: transformers' common tests of another variant (make test keeps one class per backbone and the
+# wav2vec2 layer-norm one)
+@pytest.mark.heavy
 class WavLMLayerNormModelTest(WavLMFrameAlignedModelTest):
     backbone = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
 

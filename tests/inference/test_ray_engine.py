@@ -97,7 +97,11 @@ def map_lines(path):
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
+# the ONNX backends under Ray (38 s together) in make test-all; make test keeps the torch one
+@pytest.mark.parametrize(
+    "backend",
+    ["torch", pytest.param("onnx", marks=pytest.mark.heavy), pytest.param("onnx-int8", marks=pytest.mark.heavy)],
+)
 def test_ray_engine_csv_equals_the_local_engine_csv(ray_session, checkpoint, folder, tmp_path_factory, backend):
     directory = tmp_path_factory.getbasetemp() / "outputs"
     expected = local_outputs(checkpoint, folder, directory, backend)
@@ -329,6 +333,8 @@ def demo_folder(tmp_path, checkpoint, monkeypatch):
     return tmp_path
 
 
+# heavy: the scaling page's Ray commands (45 s); make test keeps the Ray engine = local engine tests
+@pytest.mark.heavy
 def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_folder, capsys):
     import shlex
 

@@ -83,6 +83,8 @@ def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):
 
 
 @pytest.mark.slow
+# heavy: a trained run moved and published (23 s)
+@pytest.mark.heavy
 def test_a_run_from_a_private_path_publishes_no_local_path(hub, api, tmp_path):
     """Trained with --data-dir /…/home/alice/corpora/polish3 and a local backbone /…/home/alice/models/tiny: no
     uploaded file holds either path, the user name's home, or the run directory."""

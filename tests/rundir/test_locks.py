@@ -89,6 +89,8 @@ def wait_for_marker(log, process, deadline_s=180):
 
 
 @pytest.mark.slow
+# heavy: three train.py processes around one lock (66 s)
+@pytest.mark.heavy
 def test_same_fold_refused_other_fold_runs_then_stale_lock_taken_over(tmp_path):
     config = write_config(
         tmp_path / "tiny.yaml", data={"max_per_speaker": 6}, stage1={"epochs": 1}, stage2={"epochs": 1}

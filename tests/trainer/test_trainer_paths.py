@@ -239,6 +239,8 @@ def test_a_compiled_model_trains_frozen_and_its_forward_equals_eager(model_type,
 
 
 @pytest.mark.slow
+# heavy: inductor's code generation (51 s); make test keeps the aot_eager compile tests
+@pytest.mark.heavy
 def test_the_inductor_compiled_forward_equals_eager(dataset):
     """The default `torch.compile` backend (inductor: generated C++ on the CPU; about two minutes to compile here)."""
     model = tiny_frame_aligned_model("wav2vec2")

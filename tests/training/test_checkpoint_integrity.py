@@ -164,6 +164,8 @@ def test_trainer_checkpoints_follow_the_umask_like_any_other_file(tmp_path, umas
 
 
 @pytest.mark.slow
+# heavy: a killed run, three damaged files and two full runs (59 s)
+@pytest.mark.heavy
 def test_damaged_checkpoints_mid_run_are_recovered_with_the_uninterrupted_results(tmp_path):
     """Killed after scoring (both best models and all checkpoints written); then stage 1's best is bit-flipped,
     stage 2's best truncated and its last checkpoint bit-flipped: the re-run discards the three, re-makes stage 1's

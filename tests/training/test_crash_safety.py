@@ -214,6 +214,9 @@ def test_training_history_sees_the_losses(tmp_path):
 
 
 @pytest.mark.slow
+# heavy: kill -9 at every named point of a run, each rerun to the end (124 s); make test keeps test_inference's kill -9
+# and the in-process crash tests
+@pytest.mark.heavy
 def test_kill_9_at_named_points_then_rerun_gives_the_uninterrupted_results(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", stage1={"epochs": 4}, stage2={"epochs": 4})
     reference_dir = tmp_path / "reference"

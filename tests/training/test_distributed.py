@@ -130,6 +130,8 @@ def torchrun(script_args: list[str], tmp_path: Path, **env) -> tuple[int, str, s
 
 
 @pytest.mark.slow
+# heavy: every DDP combination in gloo (52 s); make test keeps the real torchrun run
+@pytest.mark.heavy
 def test_ddp_every_combination_ends_with_the_same_weights_on_both_ranks(tmp_path):
     """One torchrun, 12 stage-2 trainings (3 steps each) through `train_stage`. Without `stage.ddp_settings`, the
     LayerDrop combinations fail with the issue's "Expected to have finished reduction in the prior iteration"."""
@@ -159,6 +161,8 @@ def test_ddp_every_combination_ends_with_the_same_weights_on_both_ranks(tmp_path
 
 
 @pytest.mark.slow
+# heavy: two ranks, one raising (25 s)
+@pytest.mark.heavy
 @pytest.mark.bad_input
 def test_a_rank_that_raises_stops_both_ranks_without_a_hang(tmp_path):
     """Rank 1 raises in its second step while rank 0 waits for its gradients: torchrun's agent stops rank 0 too,
