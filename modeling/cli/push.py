@@ -32,7 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--revision-per-fold",
         action="store_true",
-        help="One repository ORG/NAME with a branch fold<k> per fold; main gets an overview card.",
+        help="One repository ORG/NAME with a branch fold<k> per fold; main gets an overview card and a copy of one "
+        "fold's checkpoint (the best validation UA, or --main-fold), so it loads without a revision.",
+    )
+    parser.add_argument(
+        "--main-fold", help="With --revision-per-fold: the fold main holds, e.g. 2 (default: best validation UA)."
     )
     parser.add_argument("--license", help="License of the card (default: the training corpus's license).")
     parser.add_argument("--dry-run", action="store_true", help="Check the run and list what would be uploaded.")
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
             dry_run=args.dry_run,
             license=args.license,
             space=args.space,
+            main_fold=args.main_fold,
         )
     except PushError as error:
         print(f"push_to_hub.py: error: {error}", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 `push_run` turns a run directory written by `train.py` into Hub repositories: by default one repository per fold
 (`ORG/NAME-fold<k>`), or with `revision_per_fold=True` one repository `ORG/NAME` with a branch `fold<k>` per fold
-and an overview card on `main`. Each fold gets its stage-2 checkpoint (safetensors weights, `config.json` with
-`auto_map`, the remote-code files, `preprocessor_config.json`), a model card rendered from `model_cards/`, the
-confusion matrix image(s) and the run's `results.json`.
+and, on `main`, an overview card plus a copy of one fold's checkpoint (`main_fold`: the fold with the best
+validation UA unless asked), so that `from_pretrained("ORG/NAME")` and `pipeline(model="ORG/NAME")` load without a
+`revision` (the copy costs no storage: the Hub stores an LFS blob once). Each fold gets its stage-2 checkpoint
+(safetensors weights, `config.json` with `auto_map`, the remote-code files, `preprocessor_config.json`), a model card
+rendered from `model_cards/`, the confusion matrix image(s) and the run's `results.json`.
 
 Everything that can be checked locally (the token, the run directory, the folds, the checkpoints, the repo id, every
 metric the cards report, no local absolute path in any file) is checked before the first request. Pushes are
@@ -38,7 +40,7 @@ from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.utils.sha import git_hash
 
 from ..rundir.integrity import sha256_of
-from ..rundir.reader import fold_name
+from ..rundir.reader import RunReadError, fold_name, fold_number
 from .model_card import FOLD_IMAGE, render_fold_card, render_overview_card
 from .public import find_local_paths, local_paths, missing_metrics, public_results
 from .remote_code import hub_pipeline_files
@@ -158,15 +160,47 @@ def fold_files(run: Run, fold: FinishedFold, card: str) -> dict[str, Path | byte
     return files
 
 
-def plan_push(
-    run: Run, repo_id: str, *, revision_per_fold: bool = False, license: str | None = None, space: str | None = None
-) -> list[PushTarget]:
-    """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`, the demo Space
-    `space` after every fold it loads; each card then links to it).
+def main_fold(run: Run, requested=None) -> FinishedFold:
+    """The fold whose checkpoint `main` holds with `revision_per_fold`: `requested` (`2` or `"fold2"`), else the
+    fold with the best validation UA — checkpoint selection's own criterion, never the test score —, the lowest
+    fold number on a tie.
 
-    Raises `PushError` for a fold whose results lack a metric its card reports, and for any file that contains a
-    local absolute path (`public.find_local_paths`): nothing is uploaded.
+    Raises:
+        PushError: `requested` is not one of the folds being published (the message lists them).
     """
+    if requested is not None:
+        try:
+            name = str(fold_number(requested))
+        except RunReadError as error:
+            raise PushError(f"--main-fold: {error}") from error
+        if name not in run.folds:
+            published = ", ".join(fold_name(k) for k in run.folds)
+            raise PushError(
+                f"--main-fold {requested!r}: {fold_name(name)} is not published here (folds: {published})."
+            )
+        return run.folds[name]
+    return run.best_validation_fold
+
+
+def plan_push(
+    run: Run,
+    repo_id: str,
+    *,
+    revision_per_fold: bool = False,
+    license: str | None = None,
+    space: str | None = None,
+    main_fold_name=None,
+) -> list[PushTarget]:
+    """The commits a push makes, in order (the overview of `main` last with `revision_per_fold`, holding the
+    checkpoint of `main_fold(run, main_fold_name)`; the demo Space `space` after every fold it loads; each card then
+    links to it).
+
+    Raises `PushError` for a fold whose results lack a metric its card reports, for `main_fold_name` without
+    `revision_per_fold` or naming a fold not published, and for any file that contains a local absolute path
+    (`public.find_local_paths`): nothing is uploaded.
+    """
+    if main_fold_name is not None and not revision_per_fold:
+        raise PushError("--main-fold picks the fold that the main branch holds: it needs --revision-per-fold.")
     missing = [
         f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
     ]
@@ -182,9 +216,11 @@ def plan_push(
         card = render_fold_card(run, fold, target_repo, revision, license, space=space)
         targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), f"fold {name}"))
     if revision_per_fold:
-        overview = render_overview_card(run, repo_id, license, space=space)
-        files = {**_run_files(run), "README.md": overview.encode()}
-        targets.append(PushTarget(repo_id, "main", files, f"overview of {len(run.folds)} fold branch(es)"))
+        default = main_fold(run, main_fold_name)
+        overview = render_overview_card(run, repo_id, license, space=space, main_fold=default)
+        files = {**fold_files(run, default, overview), **_run_files(run), "README.md": overview.encode()}
+        description = f"overview of {len(run.folds)} fold branch(es) + {default.label}'s checkpoint"
+        targets.append(PushTarget(repo_id, "main", files, description))
     if space:
         check_space_id(space)
         refs = [f"{t.repo_id}@{t.revision}" if t.revision != "main" else t.repo_id for t in targets[: len(run.folds)]]
@@ -274,6 +310,7 @@ def push_run(
     dry_run: bool = False,
     license: str | None = None,
     space: str | None = None,
+    main_fold: str | int | None = None,
     token: str | None = None,
     endpoint: str | None = None,
     api: HfApi | None = None,
@@ -291,6 +328,8 @@ def push_run(
         license: the card's license; default the training corpus's.
         space: `ORG/NAME` of a demo Space (Gradio) to publish after the folds, loading them by id
             (`publishing/space.py`); each model card links to it.
+        main_fold: with `revision_per_fold`, the fold whose checkpoint `main` also holds (default: `main_fold`'s
+            rule, the best validation UA).
         token, endpoint, api: Hub access (default: `resolve_token()` and `HF_ENDPOINT`).
         retry: keyword arguments of `push_with_retries` (attempts, base_wait_s, max_wait_s).
     Returns:
@@ -302,7 +341,9 @@ def push_run(
     """
     run = load_run(run_dir, folds)
     check_repo_id(repo_id, run, revision_per_fold)
-    targets = plan_push(run, repo_id, revision_per_fold=revision_per_fold, license=license, space=space)
+    targets = plan_push(
+        run, repo_id, revision_per_fold=revision_per_fold, license=license, space=space, main_fold_name=main_fold
+    )
     if dry_run:
         return targets
     token = resolve_token(token or (api.token if api is not None else None))
@@ -371,6 +412,7 @@ __all__ = [
     "PushResult",
     "PushTarget",
     "describe_plan",
+    "main_fold",
     "is_transient",
     "plan_push",
     "push_run",

@@ -448,11 +448,21 @@ def render_fold_card(
 
 
 def render_overview_card(
-    run: Run, repo_id: str, license: str | None = None, template=OVERVIEW_TEMPLATE, space: str | None = None
+    run: Run,
+    repo_id: str,
+    license: str | None = None,
+    template=OVERVIEW_TEMPLATE,
+    space: str | None = None,
+    main_fold: FinishedFold | None = None,
 ) -> str:
-    """The README.md of `main` with `revision_per_fold`: what each branch holds and the run's results."""
+    """The README.md of `main` with `revision_per_fold`: what each branch holds, which fold's checkpoint `main`
+    holds too (`main_fold`, default `Run.best_validation_fold`; `publishing.hub.main_fold` picks it) and the run's
+    results."""
     folds = [run.folds[name] for name in run.folds]
     first = folds[0]
+    main_fold = main_fold or run.best_validation_fold
+    validation_ua = _fmt(run.percent(main_fold.results["validation"]["ua"]))
+    why = "the fold with the best validation UA" if main_fold is run.best_validation_fold else "the publisher's choice"
     branches = "\n".join(
         f"- `{fold.label}`: test speakers {', '.join(_speakers(run, fold.name).get('test', [])) or '–'}, "
         f"test UA {_fmt(run.percent(fold.results.get('test', {}).get('ua')))} %, "
@@ -467,8 +477,9 @@ def render_overview_card(
         backbone=backbone_kind(run)[0],
         labels=", ".join(f"`{label}`" for label in run.labels(first)),
         branches=branches,
-        first_fold=first.label,
-        usage=_usage(repo_id, first.label) + space_link(space),
+        main_fold=main_fold.label,
+        main_fold_reason=f"{why}; validation UA {validation_ua} %",
+        usage=_usage(repo_id, None) + space_link(space),
         fold_list=", ".join(f'"{fold.label}"' for fold in folds),
         config_table=config_table(run.config),
         results_table=fold_results_table(run),

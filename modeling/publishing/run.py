@@ -84,6 +84,12 @@ class Run:
     def percent(self, value) -> float | None:
         return None if value is None else round(float(value) * self.percent_scale, 2)
 
+    @property
+    def best_validation_fold(self) -> FinishedFold:
+        """The published fold with the best validation UA (checkpoint selection's own criterion, never the test
+        score); the lowest fold number on a tie."""
+        return max(self.folds.values(), key=lambda fold: (fold.results["validation"]["ua"], -fold_number(fold.name)))
+
     def split(self, name: str) -> dict | None:
         """The fold's `split.json` (any fold of the run, published or not), or None."""
         return FinishedRun(self.path).split(name)

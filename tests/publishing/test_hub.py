@@ -136,7 +136,8 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     # the overview card of main last, after the branch it describes
     assert [(r.repo_id, r.revision) for r in results] == [("org/ser", "fold1"), ("org/ser", "main")]
     assert set(hub.repos[("model", "org/ser")].branches) == {"main", "fold1"}
-    assert "model.safetensors" not in hub.files("org/ser") and "model.safetensors" in hub.files("org/ser", "fold1")
+    # main also holds the best validation fold's checkpoint (the only fold here): it loads without a revision
+    assert hub.entry("org/ser", "model.safetensors") == hub.entry("org/ser", "model.safetensors", "fold1")
     assert 'revision="fold1"' in hub.read("org/ser", "README.md").decode()
 
     np.save(tmp_path / "waveform.npy", waveform)
@@ -149,7 +150,7 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
         waveform = np.load({str(tmp_path / "waveform.npy")!r})
         out = {{}}
         for key, kwargs in {{"repo": {{"model": "org/ser-fold1"}}, "branch": {{"model": "org/ser", "revision":
-        "fold1"}}}}.items():
+        "fold1"}}, "main": {{"model": "org/ser"}}}}.items():
             classifier = pipeline("audio-classification", trust_remote_code=True, device="cpu", **kwargs)
             scores = classifier({{"raw": waveform, "sampling_rate": 16000}}, top_k=None)
             out[key] = {{"class": type(classifier.model).__module__, "scores": {{s["label"]: s["score"] for s in
@@ -176,7 +177,7 @@ def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_r
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = json.loads(completed.stdout.strip().splitlines()[-1])
     assert output["timeline"]["end"] == pytest.approx(output["timeline"]["duration_s"])
-    for key in ("repo", "branch", "timeline"):
+    for key in ("repo", "branch", "main", "timeline"):
         # the frame-aligned pipeline applies the fold's calibration temperature; audio-classification does not
         expected = local_scores(best, waveform, calibrated=key == "timeline")
         assert output[key]["class"].startswith("transformers_modules."), output[key]["class"]

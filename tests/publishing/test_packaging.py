@@ -116,12 +116,12 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     out = completed.stdout
     for line in (
-        "org/ser @ main (overview of 2 fold branch(es)):",
+        "org/ser @ main (overview of 2 fold branch(es) + fold1's checkpoint):",
         "org/ser @ fold1 (fold 1):",
         "org/ser @ fold2 (fold 2):",
     ):
         assert line in out
     assert out.count("  README.md ") == 3 and out.endswith("Dry run: nothing was uploaded.\n")
     # the remote code comes from the installed package, not from the repository
-    assert out.count(f"{site / 'modeling' / 'pipeline_frame_aligned.py'}\n") == 2
+    assert out.count(f"{site / 'modeling' / 'pipeline_frame_aligned.py'}\n") == 3  # fold1, fold2, main's copy
     assert str(REPO / "modeling") not in out
