@@ -22,6 +22,10 @@ TARGET_SAMPLING_RATE = 16_000
 # The shortest clip that yields one frame: the receptive field of wav2vec2's conv stack (400 samples, 25 ms), the
 # default for audio read without a model; the pipeline pads to its own model's receptive field.
 MIN_SAMPLES = conv_geometry(WAV2VEC2_CONV_KERNEL, WAV2VEC2_CONV_STRIDE).receptive_field
+# The file extensions taken as audio when a folder is searched (predict.py, the timeline CLI, your own corpus's
+# `<label>/<file>` folders, an audiofolder): what libsndfile decodes (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, AU, W64,
+# CAF). Other formats (m4a, webm, ...) are read when named explicitly and torchcodec is installed.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 _INTEGER_SCALES = {np.dtype(np.int16): 2**15, np.dtype(np.int32): 2**31, np.dtype(np.int8): 2**7}
 
 
@@ -363,6 +367,7 @@ def iter_audio_blocks(
 
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "AudioInputError",
     "MIN_SAMPLES",
     "TARGET_SAMPLING_RATE",

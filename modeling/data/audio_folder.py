@@ -15,13 +15,11 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from ..audio import AUDIO_EXTENSIONS
 from .corpus import CorpusError, audio_files, build_dataset, drop_duplicates, normalize_gender
 from .folds import canonical_split
 from .metadata_csv import FILE_COLUMNS, read_metadata_csv
 from .votes import distribution_from_cell
-
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
 def load_audio_folder(
@@ -212,4 +210,4 @@ def _rows_from_label_folders(root: Path, speaker_regex: str | None) -> list[dict
     return rows
 
 
-__all__ = ["AUDIO_EXTENSIONS", "load_audio_folder", "read_metadata_csv", "split_folders"]
+__all__ = ["load_audio_folder", "read_metadata_csv", "split_folders"]

@@ -33,8 +33,9 @@ from datasets import (
     load_from_disk,
 )
 
+from ..audio import AUDIO_EXTENSIONS
 from .audio_columns import audio_lengths
-from .audio_folder import AUDIO_EXTENSIONS, load_audio_folder
+from .audio_folder import load_audio_folder
 from .corpus import CorpusError, corpus_features, drop_duplicates, label_ids, normalize_gender
 from .folds import canonical_split
 from .votes import distribution_from_cell

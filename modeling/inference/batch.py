@@ -35,7 +35,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ..audio import AudioInputError
+from ..audio import AUDIO_EXTENSIONS, AudioInputError
 from ..data.corpus import CorpusError
 from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
 from ..data.problems import CheckError, Problem
@@ -47,7 +47,6 @@ from .output_files import append_bytes, csv_text, repair_partial_line, spool_par
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 CSV_PATH_COLUMNS = (*FILE_COLUMNS, *PATH_COLUMNS)
 ERROR_COLUMNS = ["file", "error"]
 

@@ -254,3 +254,22 @@ def test_the_datasets_audiofolder_idiom_reads_data_dir_without_torchcodec(tmp_pa
     assert len(every) == sum(counts.values()) and set(every["split"]) == {"train", "validation", "test"}
     with pytest.raises(CorpusError, match=r"no split 'dev'; it has \['test', 'train', 'validation'\]"):
         load_corpus("hub", str(tmp_path / "splits"), split="dev")
+
+
+def test_label_folders_take_every_format_the_folder_searches_of_predict_py_take(tmp_path):
+    """The `<label>/<file>` layout searched 4 extensions (.wav .flac .ogg .mp3) where predict.py's folder search took
+    11: an AIFF or Opus corpus lost those files without a word. One list now (`modeling.audio.AUDIO_EXTENSIONS`)."""
+    from helpers import polish3_clips
+
+    from modeling.audio import load_audio
+
+    waveform = load_audio(polish3_clips(1)[0][0])
+    written = {}
+    for label, suffix, subtype in [("happy", ".aiff", "PCM_16"), ("sad", ".opus", "OPUS"), ("sad", ".flac", None)]:
+        path = tmp_path / label / f"clip{suffix}"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, waveform, 16000, subtype=subtype, format="OGG" if suffix == ".opus" else None)
+        written[str(path)] = label
+    dataset = load_audio_folder(tmp_path)
+    assert dict(zip(dataset["audio"], dataset["label_text"])) == written
+    assert len(dataset) == 3 and all(d == pytest.approx(len(waveform) / 16000, abs=0.01) for d in dataset["duration"])
