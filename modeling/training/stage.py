@@ -140,7 +140,6 @@ def training_arguments(
 
 def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
     """The keyword arguments of `training_arguments`, without the DDP settings (see there)."""
-    training = config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     passthrough = passthrough_settings(config, stage)
     run_name = f"{fold_name(fold.number)}-{stage}"
@@ -148,32 +147,41 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
         run_name = f"{passthrough['run_name']}-{run_name}"
     return (
         # the options declared `to_args` in schema.py (epochs, batch sizes, learning rates, warmup, ...)
-        schema.training_argument_kwargs(training, "training")
+        schema.training_argument_kwargs(config["training"], "training")
         | schema.training_argument_kwargs(config[stage], stage)
-        | dict(
-            output_dir=str(output_dir),
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            # The best checkpoint (on the stage's validation metric_for_best_model) is found from
-            # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
-            # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
-            # class_balanced_sampling: `to_args` in schema.py.)
-            **selection_arguments(config[stage]["metric_for_best_model"]),
-            logging_strategy="steps",
-            report_to="none",
-            seed=seed,
-            data_seed=seed,
-            # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
-            **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
-            dataloader_pin_memory=torch.cuda.is_available(),
-            # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
-            activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
-            disable_tqdm=False,
-            # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
-            use_cpu=cpu_distributed() or not accelerator_available(),
-        )
+        | fixed_training_argument_values(config, seed, output_dir)
+        # The best checkpoint (on the stage's validation metric_for_best_model) is found from
+        # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
+        # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
+        # class_balanced_sampling: `to_args` in schema.py.)
+        | selection_arguments(config[stage]["metric_for_best_model"])
         | passthrough
         | {"run_name": run_name}
+    )
+
+
+def fixed_training_argument_values(config: dict, seed: int, output_dir: Path) -> dict:
+    """The `TrainingArguments` values train.py fixes for every stage (0, 1 and 2; stage 0 overrides the few in
+    `stage0.STAGE0_OVERRIDES`): schema.py's `FIXED_TRAINING_ARGUMENTS`, the stage's `seed` (also `data_seed`) and
+    `output_dir`, evaluation and a checkpoint per epoch, and the hardware's settings."""
+    return dict(
+        output_dir=str(output_dir),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
+        **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
+        activation_checkpointing_kwargs=(
+            {"use_reentrant": False} if config["training"]["activation_checkpointing"] else None
+        ),
+        disable_tqdm=False,
+        # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
+        use_cpu=cpu_distributed() or not accelerator_available(),
     )
 
 
@@ -280,6 +288,7 @@ def _link_or_copy(source, destination):
 __all__ = [
     "cpu_distributed",
     "ddp_settings",
+    "fixed_training_argument_values",
     "model_problems",
     "prefix_cache_dirs",
     "reuse_stage1",
