@@ -168,7 +168,7 @@ def plan_push(
     local absolute path (`public.find_local_paths`): nothing is uploaded.
     """
     missing = [
-        f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
+        f"{fold_name(name)}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
     ]
     if missing:
         raise PushError(
@@ -180,7 +180,7 @@ def plan_push(
         target_repo = repo_id if revision_per_fold else fold_repo_id(repo_id, name)
         revision = fold.label if revision_per_fold else None
         card = render_fold_card(run, fold, target_repo, revision, license, space=space)
-        targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), f"fold {name}"))
+        targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), fold_name(name)))
     if revision_per_fold:
         overview = render_overview_card(run, repo_id, license, space=space)
         files = {**_run_files(run), "README.md": overview.encode()}

@@ -201,9 +201,8 @@ def train_stage(
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(
-            state, f"Fold {fold.number}: {stage_title(stage, config[stage])} already finished ({best_dir}), skipping."
-        )
+        title = stage_title(stage, config[stage])
+        _log(state, f"{fold_name(fold.number)}: {title} already finished ({best_dir}), skipping.")
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
         return reuse_stage1(fold, run, FinishedRun(config["stage1"]["from_run"]), state)
@@ -214,7 +213,7 @@ def train_stage(
     settings = config[stage]
     _log(
         state,
-        f"Fold {fold.number}: {stage_title(stage, settings)} · {fold.describe()}"
+        f"{fold_name(fold.number)}: {stage_title(stage, settings)} · {fold.describe()}"
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
@@ -225,7 +224,8 @@ def train_stage(
     if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
         weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
         args.class_weights = dict(zip(label_names, weights))
-        _log(state, f"Fold {fold.number}: {stage} class weights ({settings['class_weights']}): {args.class_weights}")
+        weighting = f"{stage} class weights ({settings['class_weights']})"
+        _log(state, f"{fold_name(fold.number)}: {weighting}: {args.class_weights}")
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
         cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
@@ -259,7 +259,7 @@ def train_stage(
     release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
-        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation "
+        f"{fold_name(fold.number)}: {stage_title(stage, settings)} done, best validation "
         f"{metric_title(settings['metric_for_best_model'])} {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
@@ -269,7 +269,7 @@ def train_stage(
 def reuse_stage1(fold: Fold, run: RunDir, from_run: FinishedRun, state: PartialState) -> Path:
     """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
     source, best_dir = from_run.best(fold.number, "stage1"), run.best(fold.number, "stage1")
-    _log(state, f"Fold {fold.number}: stage 1 reused from {source}.")
+    _log(state, f"{fold_name(fold.number)}: stage 1 reused from {source}.")
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)

@@ -99,12 +99,13 @@ def stage0_data_problems(config: dict, dataset, folds: list[Fold], backbone: dic
         frames = clip_frames([d or 0 for d in train["duration"]], geometry)
         problem = clusters_problem(settings["clusters"], int(frames.sum()))
         if problem:
-            problems.append(Problem("stage0.clusters", f"fold {fold.number}: {problem}", settings["clusters"]))
+            problems.append(Problem("stage0.clusters", f"{fold_name(fold.number)}: {problem}", settings["clusters"]))
         short = [audio for audio, n in zip(train["audio"], frames) if n < settings["mask_time_length"]]
         if short:
             message = (
-                f"fold {fold.number}: {len(short)} training clip(s) yield fewer frames than stage0.mask_time_length "
-                f"= {settings['mask_time_length']} (e.g. {short[0]}); lower it or leave those clips out."
+                f"{fold_name(fold.number)}: {len(short)} training clip(s) yield fewer frames than "
+                f"stage0.mask_time_length = {settings['mask_time_length']} (e.g. {short[0]}); lower it or leave those "
+                "clips out."
             )
             problems.append(Problem("stage0.mask_time_length", message, settings["mask_time_length"]))
     return problems
@@ -175,7 +176,7 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(state, f"Fold {fold.number}: stage 0 (FLEA) already finished ({best_dir}), skipping.")
+        _log(state, f"{fold_name(fold.number)}: stage 0 (FLEA) already finished ({best_dir}), skipping.")
         return best_dir
     if state.is_main_process:
         cleanup_stale_tmp(stage_dir)
@@ -183,8 +184,8 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
     state.wait_for_everyone()
     settings, seed = config["stage0"], stage0_seed(config["seed"], fold.number)
     resuming = f" · resuming from {resume_from}" if resume_from else ""
-    _log(state, f"Fold {fold.number}: stage 0 (FLEA, layer {settings['layer']}, {settings['clusters']} clusters) · "
-         f"{fold.describe()}{resuming}")  # fmt: skip
+    _log(state, f"{fold_name(fold.number)}: stage 0 (FLEA, layer {settings['layer']}, {settings['clusters']} "
+         f"clusters) · {fold.describe()}{resuming}")  # fmt: skip
     original = AutoModelForFrameAlignedClassification.config_from_pretrained(init_path)
     set_seed(seed)
     backbone = AutoModelForFrameAlignedClassification.from_pretrained(
@@ -208,7 +209,7 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
         fault_point("best:written:stage0")
     state.wait_for_everyone()
     release_trainer(trainer)
-    _log(state, f"Fold {fold.number}: stage 0 done → {best_dir}")
+    _log(state, f"{fold_name(fold.number)}: stage 0 done → {best_dir}")
     return best_dir
 
 
