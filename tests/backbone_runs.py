@@ -35,27 +35,33 @@ PREFIXES = {
 }
 
 
-def write_config(path, backbone, **sections) -> str:
-    """1 epoch per stage on 12 polish3 clips (3 speakers × 4; fold 1: 4 train, 4 validation, 4 test), no warm-up."""
-    data = dict(
-        loader="audio_folder",
-        root=str(POLISH3),
-        loader_args={"labels": ["anger", "fear", "neutral"]},
-        speakers=["m1", "m2", "m3"],
-        max_per_speaker=4,
-    )
-    stage = dict(epochs=1, batch_size=4, max_length_seconds=1.0, warmup_ratio=0.0)
+def tiny_run_config(backbone, *overrides: dict) -> dict:
+    """A tiny run's config (the one data section of `write_config` and stage0_runs.py): seed 3, 12 polish3 clips
+    (3 speakers × 4; fold 1: 4 train, 4 validation, 4 test), `backbone`, losses logged every step; then each of
+    `overrides` ({section: values}) in turn, its values merged into the section's."""
     config = dict(
         seed=3,
-        data=data,
+        data=dict(
+            loader="audio_folder",
+            root=str(POLISH3),
+            loader_args={"labels": ["anger", "fear", "neutral"]},
+            speakers=["m1", "m2", "m3"],
+            max_per_speaker=4,
+        ),
         model={"name_or_path": str(backbone)},
         training={"logging_steps": 1},
-        stage1=dict(stage),
-        stage2=dict(stage, num_trainable_layers=1),
     )
-    for name, values in sections.items():
-        config[name] = {**config.get(name, {}), **values}
-    path.write_text(yaml.safe_dump(config))
+    for sections in overrides:
+        for name, values in sections.items():
+            config[name] = {**config.get(name, {}), **values}
+    return config
+
+
+def write_config(path, backbone, **sections) -> str:
+    """1 epoch per stage on `tiny_run_config`'s 12 clips, no warm-up; `sections` merged into it."""
+    stage = dict(epochs=1, batch_size=4, max_length_seconds=1.0, warmup_ratio=0.0)
+    stages = dict(stage1=stage, stage2=dict(stage, num_trainable_layers=1))
+    path.write_text(yaml.safe_dump(tiny_run_config(backbone, stages, sections)))
     return str(path)
 
 

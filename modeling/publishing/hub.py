@@ -202,7 +202,7 @@ def plan_push(
     if main_fold_name is not None and not revision_per_fold:
         raise PushError("--main-fold picks the fold that the main branch holds: it needs --revision-per-fold.")
     missing = [
-        f"fold {name}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
+        f"{fold_name(name)}: {', '.join(gaps)}" for name, fold in run.folds.items() if (gaps := missing_metrics(fold))
     ]
     if missing:
         raise PushError(
@@ -214,7 +214,7 @@ def plan_push(
         target_repo = repo_id if revision_per_fold else fold_repo_id(repo_id, name)
         revision = fold.label if revision_per_fold else None
         card = render_fold_card(run, fold, target_repo, revision, license, space=space)
-        targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), f"fold {name}"))
+        targets.append(PushTarget(target_repo, revision or "main", fold_files(run, fold, card), fold_name(name)))
     if revision_per_fold:
         default = main_fold(run, main_fold_name)
         overview = render_overview_card(run, repo_id, license, space=space, main_fold=default)

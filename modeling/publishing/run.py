@@ -152,8 +152,8 @@ def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
         untrained = [f for f in unknown if f.isdigit() and 1 <= int(f) <= run.num_folds]
         hint = f"; run `train.py --folds {','.join(untrained)}` with the same config first" if untrained else ""
         raise PushError(
-            f"Fold(s) {', '.join(unknown)} not in {layout.results_json} (evaluated: {', '.join(available)} of "
-            f"{run.num_folds}) (--folds){hint}."
+            f"{', '.join(fold_name(f) for f in unknown)} not in {layout.results_json} (evaluated: "
+            f"{', '.join(fold_name(f) for f in available)} of {run.num_folds}) (--folds){hint}."
         )
     for name in dict.fromkeys(requested):
         run.folds[name] = _load_fold(run, name)
@@ -176,7 +176,7 @@ def _load_config(layout: RunDir, run: FinishedRun) -> dict:
 def _load_fold(run: Run, name: str) -> FinishedFold:
     entry, layout = run.results["folds"][name], run.layout
     if not layout.is_finished(name):
-        raise PushError(f"Fold {name} is unfinished: {layout.metrics(name)} not found.")
+        raise PushError(f"{fold_name(name)} is unfinished: {layout.metrics(name)} not found.")
     checkpoint = FinishedRun(run.path).best(name, "stage2")
     _check_checkpoint(checkpoint, name)
     image = layout.fold_confusion_matrix(name)
@@ -185,26 +185,28 @@ def _load_fold(run: Run, name: str) -> FinishedFold:
 
 def _check_checkpoint(checkpoint: Path, fold: str) -> None:
     if not checkpoint.is_dir():
-        raise PushError(f"Fold {fold}: checkpoint {checkpoint} not found.")
+        raise PushError(f"{fold_name(fold)}: checkpoint {checkpoint} not found.")
     missing = [n for n in ("config.json", "preprocessor_config.json") if not (checkpoint / n).is_file()]
     if not list(checkpoint.glob("*.safetensors")):
         missing.append("model.safetensors")
     if missing:
-        raise PushError(f"Fold {fold}: checkpoint {checkpoint} is incomplete, missing {', '.join(missing)}.")
+        raise PushError(f"{fold_name(fold)}: checkpoint {checkpoint} is incomplete, missing {', '.join(missing)}.")
     damaged = checkpoint_problems(checkpoint)  # sizes and SHA-256 from checksums.json, or safetensors headers
     if damaged:
-        raise PushError(f"Fold {fold}: checkpoint {checkpoint} is damaged: {'; '.join(damaged)}. Retrain the fold.")
+        raise PushError(
+            f"{fold_name(fold)}: checkpoint {checkpoint} is damaged: {'; '.join(damaged)}. Retrain the fold."
+        )
     config = read_json(checkpoint / "config.json")
     auto_map = config.get("auto_map") or {}
     if "AutoModelForAudioClassification" not in auto_map:
         raise PushError(
-            f"Fold {fold}: {checkpoint / 'config.json'} has no auto_map for AutoModelForAudioClassification, so Hub "
-            "users could not load it with trust_remote_code=True (save it after `import modeling`)."
+            f"{fold_name(fold)}: {checkpoint / 'config.json'} has no auto_map for AutoModelForAudioClassification, so "
+            "Hub users could not load it with trust_remote_code=True (save it after `import modeling`)."
         )
     modules = {ref.split(".")[0] for ref in auto_map.values() if isinstance(ref, str)}
     absent = sorted(f"{m}.py" for m in modules if not (checkpoint / f"{m}.py").is_file())
     if absent:
-        raise PushError(f"Fold {fold}: remote-code file(s) {', '.join(absent)} missing from {checkpoint}.")
+        raise PushError(f"{fold_name(fold)}: remote-code file(s) {', '.join(absent)} missing from {checkpoint}.")
 
 
 __all__ = ["FinishedFold", "PushError", "Run", "load_run", "normalize_fold"]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .faults import fault_point
+from .reader import fold_name
 
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def describe(holder: dict) -> str:
 
 
 class FileLock:
-    """An exclusive lock file at `path` (see the module docstring). `what` names it in messages ("fold 1")."""
+    """An exclusive lock file at `path` (see the module docstring). `what` names it in messages ("fold1")."""
 
     def __init__(self, path: str | os.PathLike, what: str):
         self.path, self.what, self.held = Path(path), what, False
@@ -143,7 +144,7 @@ def fold_lock(path: str | os.PathLike, fold: int, enabled: bool = True):
     if not enabled:
         yield
         return
-    with FileLock(path, f"Fold {fold}"):
+    with FileLock(path, fold_name(fold)):
         fault_point(f"lock:acquired:fold{fold}")
         yield
 

@@ -100,7 +100,7 @@ class FinishedRun:
         """The fold's `metrics.json` (its scores, speakers and checkpoints)."""
         path = self.layout.metrics(fold_number(k))
         if not path.is_file():
-            raise RunReadError(f"{path} not found: fold {fold_number(k)} of {self.path} is unfinished.")
+            raise RunReadError(f"{path} not found: {fold_name(k)} of {self.path} is unfinished.")
         return _read_json(path)
 
     def best(self, k, stage: str = "stage2") -> Path:

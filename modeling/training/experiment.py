@@ -36,7 +36,7 @@ from ..data.problems import CheckError, Problem
 from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
-from ..rundir.reader import FinishedRun
+from ..rundir.reader import FinishedRun, fold_name
 from ..trainer.loss_options import dataset_loss_problems
 from ..trainer.trainer import FrameAlignedTrainingArguments
 from .checkpoints import initial_checkpoint, model_check_path
@@ -251,7 +251,7 @@ def run_fold(
     raises `LockHeldError` naming the first.
     """
     if run.metrics(fold.number).is_file():
-        _log(state, f"Fold {fold.number}: finished earlier ({run.metrics(fold.number)}), skipping.")
+        _log(state, f"{fold_name(fold.number)}: finished earlier ({run.metrics(fold.number)}), skipping.")
         return FinishedRun(run.path).fold_metrics(fold.number)
     with fold_lock(run.fold_lock(fold.number), fold.number, enabled=state.is_main_process):
         return _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks)
@@ -260,7 +260,7 @@ def run_fold(
 def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) -> dict:
     fold_dir, metrics_path = run.fold(fold.number), run.metrics(fold.number)
     if metrics_path.is_file():  # another process finished it while this one waited to start
-        _log(state, f"Fold {fold.number}: finished by another process ({metrics_path}), skipping.")
+        _log(state, f"{fold_name(fold.number)}: finished by another process ({metrics_path}), skipping.")
         return FinishedRun(run.path).fold_metrics(fold.number)
     label_names = dataset.features["label"].names
     splits = split_fold(dataset, fold)
@@ -275,7 +275,7 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
         best_dirs[stage] = train_stage(stage, fold, splits, str(previous), config, run, label_names, state, callbacks)
         previous = best_dirs[stage]
     if state.is_main_process:
-        _log(state, f"Fold {fold.number}: scoring the best checkpoints on validation and test.")
+        _log(state, f"{fold_name(fold.number)}: scoring the best checkpoints on validation and test.")
         metrics = fold_metrics(fold, splits, best_dirs, run, config, len(label_names))
         atomic_write_json(metrics_path, metrics)
     wait_for_main_process(state, metrics_path)

@@ -29,13 +29,13 @@ def finished_folds(run_dir: str | os.PathLike, num_folds: int) -> dict[int, dict
 
 
 def tsne_panels(run_dir: str | os.PathLike, fold_numbers: list[int]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """("fold k", stage-2 test embeddings, labels) of each fold that saved its test predictions."""
+    """("fold<k>", stage-2 test embeddings, labels) of each fold that saved its test predictions."""
     run, panels = RunDir(run_dir), []
     for k in fold_numbers:
         path = run.test_predictions(k)
         if path.is_file():
             with np.load(path) as arrays:
-                panels.append((f"fold {k}", arrays["embeddings"], arrays["labels"]))
+                panels.append((fold_name(k), arrays["embeddings"], arrays["labels"]))
     return panels
 
 

@@ -140,7 +140,6 @@ def training_arguments(
 
 def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: Path) -> dict:
     """The keyword arguments of `training_arguments`, without the DDP settings (see there)."""
-    training = config["training"]
     seed = stage_seed(config["seed"], fold.number, stage)
     passthrough = passthrough_settings(config, stage)
     run_name = f"{fold_name(fold.number)}-{stage}"
@@ -148,32 +147,41 @@ def training_argument_values(config: dict, stage: str, fold: Fold, output_dir: P
         run_name = f"{passthrough['run_name']}-{run_name}"
     return (
         # the options declared `to_args` in schema.py (epochs, batch sizes, learning rates, warmup, ...)
-        schema.training_argument_kwargs(training, "training")
+        schema.training_argument_kwargs(config["training"], "training")
         | schema.training_argument_kwargs(config[stage], stage)
-        | dict(
-            output_dir=str(output_dir),
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            # The best checkpoint (on the stage's validation metric_for_best_model) is found from
-            # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
-            # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
-            # class_balanced_sampling: `to_args` in schema.py.)
-            **selection_arguments(config[stage]["metric_for_best_model"]),
-            logging_strategy="steps",
-            report_to="none",
-            seed=seed,
-            data_seed=seed,
-            # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
-            **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
-            dataloader_pin_memory=torch.cuda.is_available(),
-            # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
-            activation_checkpointing_kwargs={"use_reentrant": False} if training["activation_checkpointing"] else None,
-            disable_tqdm=False,
-            # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
-            use_cpu=cpu_distributed() or not accelerator_available(),
-        )
+        | fixed_training_argument_values(config, seed, output_dir)
+        # The best checkpoint (on the stage's validation metric_for_best_model) is found from
+        # `state.best_global_step` after training, not with load_best_model_at_end: its stored path goes stale
+        # when a run directory is moved between runs. (class_weights, focal_gamma, soft_labels,
+        # class_balanced_sampling: `to_args` in schema.py.)
+        | selection_arguments(config[stage]["metric_for_best_model"])
         | passthrough
         | {"run_name": run_name}
+    )
+
+
+def fixed_training_argument_values(config: dict, seed: int, output_dir: Path) -> dict:
+    """The `TrainingArguments` values train.py fixes for every stage (0, 1 and 2; stage 0 overrides the few in
+    `stage0.STAGE0_OVERRIDES`): schema.py's `FIXED_TRAINING_ARGUMENTS`, the stage's `seed` (also `data_seed`) and
+    `output_dir`, evaluation and a checkpoint per epoch, and the hardware's settings."""
+    return dict(
+        output_dir=str(output_dir),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        # remove_unused_columns=False (the collator needs `audio`), length-sorted batches, ...: schema.py's
+        **{name: value for name, (value, _) in schema.FIXED_TRAINING_ARGUMENTS.items() if value is not None},
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # non-reentrant: works with DDP's find_unused_parameters (LayerDrop) and frozen inputs
+        activation_checkpointing_kwargs=(
+            {"use_reentrant": False} if config["training"]["activation_checkpointing"] else None
+        ),
+        disable_tqdm=False,
+        # on a machine without an accelerator: the CPU explicitly (so bf16 runs as CPU autocast, not refused)
+        use_cpu=cpu_distributed() or not accelerator_available(),
     )
 
 
@@ -193,9 +201,8 @@ def train_stage(
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(
-            state, f"Fold {fold.number}: {stage_title(stage, config[stage])} already finished ({best_dir}), skipping."
-        )
+        title = stage_title(stage, config[stage])
+        _log(state, f"{fold_name(fold.number)}: {title} already finished ({best_dir}), skipping.")
         return best_dir
     if stage == "stage1" and config["stage1"]["from_run"]:
         return reuse_stage1(fold, run, FinishedRun(config["stage1"]["from_run"]), state)
@@ -206,7 +213,7 @@ def train_stage(
     settings = config[stage]
     _log(
         state,
-        f"Fold {fold.number}: {stage_title(stage, settings)} · {fold.describe()}"
+        f"{fold_name(fold.number)}: {stage_title(stage, settings)} · {fold.describe()}"
         + (f" · resuming from {resume_from}" if resume_from else ""),
     )
 
@@ -217,7 +224,8 @@ def train_stage(
     if isinstance(args.class_weights, str):  # from this fold's training counts (also for the prefix cache's trainer)
         weights = resolve_class_weights(args.class_weights, label_names, splits["train"]["label"]).tolist()
         args.class_weights = dict(zip(label_names, weights))
-        _log(state, f"Fold {fold.number}: {stage} class weights ({settings['class_weights']}): {args.class_weights}")
+        weighting = f"{stage} class weights ({settings['class_weights']})"
+        _log(state, f"{fold_name(fold.number)}: {weighting}: {args.class_weights}")
     if settings["cache_frozen_prefix"] and model.num_frozen_layers > 0:
         cache_dirs = prefix_cache_dirs(run, fold, stage, settings, state.num_processes)
         trainer = cached_stage_trainer(model, args, splits, settings, feature_extractor, cache_dirs, state)
@@ -251,7 +259,7 @@ def train_stage(
     release_trainer(trainer)  # the stage's model, optimizer and gradients are freed now, not at the next gc
     _log(
         state,
-        f"Fold {fold.number}: {stage_title(stage, settings)} done, best validation "
+        f"{fold_name(fold.number)}: {stage_title(stage, settings)} done, best validation "
         f"{metric_title(settings['metric_for_best_model'])} {trainer.state.best_metric:.4f} "
         f"({best_checkpoint.name}) → {best_dir}",
     )
@@ -261,7 +269,7 @@ def train_stage(
 def reuse_stage1(fold: Fold, run: RunDir, from_run: FinishedRun, state: PartialState) -> Path:
     """Copy `from_run`'s stage-1 best model of this fold (hard links where possible) instead of training."""
     source, best_dir = from_run.best(fold.number, "stage1"), run.best(fold.number, "stage1")
-    _log(state, f"Fold {fold.number}: stage 1 reused from {source}.")
+    _log(state, f"{fold_name(fold.number)}: stage 1 reused from {source}.")
     if state.is_main_process:
         with atomic_directory(best_dir) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
@@ -280,6 +288,7 @@ def _link_or_copy(source, destination):
 __all__ = [
     "cpu_distributed",
     "ddp_settings",
+    "fixed_training_argument_values",
     "model_problems",
     "prefix_cache_dirs",
     "reuse_stage1",

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
 from accelerate import PartialState
 from transformers import TrainingArguments, set_seed
 
@@ -44,7 +43,7 @@ from ..rundir.reader import fold_name
 from ..trainer.memory import release_trainer
 from . import schema
 from .checkpoints import latest_checkpoint, usable_best
-from .stage import accelerator_available, cpu_distributed, stage_model_kwargs
+from .stage import fixed_training_argument_values, stage_model_kwargs
 
 
 logger = logging.getLogger(__name__)
@@ -100,35 +99,39 @@ def stage0_data_problems(config: dict, dataset, folds: list[Fold], backbone: dic
         frames = clip_frames([d or 0 for d in train["duration"]], geometry)
         problem = clusters_problem(settings["clusters"], int(frames.sum()))
         if problem:
-            problems.append(Problem("stage0.clusters", f"fold {fold.number}: {problem}", settings["clusters"]))
+            problems.append(Problem("stage0.clusters", f"{fold_name(fold.number)}: {problem}", settings["clusters"]))
         short = [audio for audio, n in zip(train["audio"], frames) if n < settings["mask_time_length"]]
         if short:
             message = (
-                f"fold {fold.number}: {len(short)} training clip(s) yield fewer frames than stage0.mask_time_length "
-                f"= {settings['mask_time_length']} (e.g. {short[0]}); lower it or leave those clips out."
+                f"{fold_name(fold.number)}: {len(short)} training clip(s) yield fewer frames than "
+                f"stage0.mask_time_length = {settings['mask_time_length']} (e.g. {short[0]}); lower it or leave those "
+                "clips out."
             )
             problems.append(Problem("stage0.mask_time_length", message, settings["mask_time_length"]))
     return problems
 
 
+# Where stage 0's TrainingArguments differ from the values every stage takes (`stage.fixed_training_argument_values`),
+# and why (tests/training/test_stage0_arguments.py fails on any other difference).
+STAGE0_OVERRIDES = {
+    # no evaluation: no validation speaker's audio may be used, so there is no metric to select a checkpoint on
+    # (the last epoch's backbone is kept)
+    "eval_strategy": "no",
+    # random batches: `PseudoLabelDataset` has no FIXED_TRAINING_ARGUMENTS["length_column_name"] column to sort by
+    "train_sampling_strategy": "random",
+}
+
+
 def stage0_training_arguments(config: dict, fold: Fold, output_dir: Path) -> TrainingArguments:
-    """Stage 0's `TrainingArguments`: `training:`'s and `stage0:`'s declared options; a checkpoint per epoch, no
-    evaluation (no validation speaker's audio may be used), the last epoch's backbone kept."""
-    seed = stage0_seed(config["seed"], fold.number)
+    """Stage 0's `TrainingArguments`: `training:`'s and `stage0:`'s declared options, the values every stage takes
+    (`stage.fixed_training_argument_values`: a checkpoint per epoch, ...) but for `STAGE0_OVERRIDES` (no
+    evaluation, random batches)."""
     return TrainingArguments(
         **schema.training_argument_kwargs(config["training"], "training")
-        | schema.training_argument_kwargs(config["stage0"], "stage0"),
-        output_dir=str(output_dir),
-        eval_strategy="no",
-        save_strategy="epoch",
-        logging_strategy="steps",
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        remove_unused_columns=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=cpu_distributed() or not accelerator_available(),
-        run_name=f"{fold_name(fold.number)}-{STAGE0}",
+        | schema.training_argument_kwargs(config["stage0"], "stage0")
+        | fixed_training_argument_values(config, stage0_seed(config["seed"], fold.number), output_dir)
+        | STAGE0_OVERRIDES
+        | {"run_name": f"{fold_name(fold.number)}-{STAGE0}"}
     )
 
 
@@ -173,7 +176,7 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
     finished = usable_best(best_dir, remove_corrupt=state.is_main_process)
     state.wait_for_everyone()
     if finished:
-        _log(state, f"Fold {fold.number}: stage 0 (FLEA) already finished ({best_dir}), skipping.")
+        _log(state, f"{fold_name(fold.number)}: stage 0 (FLEA) already finished ({best_dir}), skipping.")
         return best_dir
     if state.is_main_process:
         cleanup_stale_tmp(stage_dir)
@@ -181,8 +184,8 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
     state.wait_for_everyone()
     settings, seed = config["stage0"], stage0_seed(config["seed"], fold.number)
     resuming = f" · resuming from {resume_from}" if resume_from else ""
-    _log(state, f"Fold {fold.number}: stage 0 (FLEA, layer {settings['layer']}, {settings['clusters']} clusters) · "
-         f"{fold.describe()}{resuming}")  # fmt: skip
+    _log(state, f"{fold_name(fold.number)}: stage 0 (FLEA, layer {settings['layer']}, {settings['clusters']} "
+         f"clusters) · {fold.describe()}{resuming}")  # fmt: skip
     original = AutoModelForFrameAlignedClassification.config_from_pretrained(init_path)
     set_seed(seed)
     backbone = AutoModelForFrameAlignedClassification.from_pretrained(
@@ -206,7 +209,7 @@ def train_stage0(fold: Fold, splits, init_path: str, config: dict, run: RunDir, 
         fault_point("best:written:stage0")
     state.wait_for_everyone()
     release_trainer(trainer)
-    _log(state, f"Fold {fold.number}: stage 0 done → {best_dir}")
+    _log(state, f"{fold_name(fold.number)}: stage 0 done → {best_dir}")
     return best_dir
 
 
@@ -229,6 +232,7 @@ def _log(state: PartialState, message: str):
 
 __all__ = [
     "RECORD_ATTRIBUTE",
+    "STAGE0_OVERRIDES",
     "stage0_config_problems",
     "stage0_data_problems",
     "stage0_seed",

@@ -217,7 +217,7 @@ def test_interrupted_push_completes_on_the_next_run(hub, api, run_dir):
     hub.fail_next_commits = 2  # fold 2's commit fails after its weights were uploaded, also when retried
     with pytest.raises(
         PushError,
-        match=r"(?s)^Pushing fold 2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
+        match=r"(?s)^Pushing fold2 to org/ser-fold2@main failed after 2 attempt\(s\): .*"
         r"Injected failure.*Not on the Hub yet: .*model\.safetensors.*, README\.md \(a commit is atomic",
     ):
         push_run(run_dir, "org/ser", api=api, retry={"attempts": 2, "base_wait_s": 0.01})
@@ -329,10 +329,10 @@ def break_run(tmp_path: Path, how: str) -> Path:
     [
         ("missing", r"Run directory .*nowhere does not exist"),
         ("no_results", r"results.json not found: the run .* has not finished"),
-        ("unfinished_fold", r"Fold 1 is unfinished: .*fold1/metrics.json not found"),
-        ("no_checkpoint", r"Fold 1: checkpoint .*best is incomplete, missing model.safetensors"),
+        ("unfinished_fold", r"fold1 is unfinished: .*fold1/metrics.json not found"),
+        ("no_checkpoint", r"fold1: checkpoint .*best is incomplete, missing model.safetensors"),
         ("no_auto_map", r"has no auto_map"),
-        ("truncated_weights", r"Fold 1: checkpoint .*best is damaged: .*model.safetensors"),
+        ("truncated_weights", r"fold1: checkpoint .*best is damaged: .*model.safetensors"),
     ],
 )
 def test_bad_run_directory_fails_before_any_request(hub, api, tmp_path, how, message):
@@ -344,7 +344,7 @@ def test_bad_run_directory_fails_before_any_request(hub, api, tmp_path, how, mes
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"folds": ["3"]}, r"Fold\(s\) 3 not in .*results.json \(evaluated: 1, 2 of 5\).*train.py --folds 3"),
+        ({"folds": ["3"]}, r"fold3 not in .*results.json \(evaluated: fold1, fold2 of 5\).*train.py --folds 3"),
         ({"folds": ["fold1", "7"]}, r"Fold\(s\) 7 not in .*\(--folds\)\.$"),
         ({"repo_id": "no-namespace"}, r"--repo-id 'no-namespace' must be ORG/NAME"),
         ({"repo_id": "org/bad name"}, r"invalid repository name 'org/bad name-fold1'"),
@@ -370,12 +370,12 @@ def test_cli_reports_errors_and_dry_run_without_token_or_requests(hub, run_dir, 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--folds", "9"]) == 2
-    assert "push_to_hub.py: error: Fold(s) 9 not in" in capsys.readouterr().err
+    assert "push_to_hub.py: error: fold9 not in" in capsys.readouterr().err
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser"]) == 2
     assert "No Hugging Face token found" in capsys.readouterr().err
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--revision-per-fold", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "org/ser @ fold2 (fold 2)" in out and "model.safetensors" in out and "nothing was uploaded" in out
+    assert "org/ser @ fold2 (fold2)" in out and "model.safetensors" in out and "nothing was uploaded" in out
     assert hub.stats.requests == []
 
 

@@ -49,7 +49,7 @@ def test_dry_run_needs_no_torch(run_dir, tmp_path):
     # the same plan as with torch (computed here), to the byte sizes and source paths of every file
     expected = describe_plan(plan_push(load_run(run_dir), "org/ser"))
     assert completed.stdout == expected + "Dry run: nothing was uploaded.\n"
-    for line in ("org/ser-fold1 @ main (fold 1):", "org/ser-fold2 @ main (fold 2):"):
+    for line in ("org/ser-fold1 @ main (fold1):", "org/ser-fold2 @ main (fold2):"):
         assert line in completed.stdout
     for name in ("model.safetensors", "modeling_frame_aligned.py", "pipeline_frame_aligned.py", "split.json"):
         assert completed.stdout.count(f"  {name} ") == 2, name
@@ -117,8 +117,8 @@ def test_regular_install_publishes_from_another_directory(run_dir, tmp_path):
     out = completed.stdout
     for line in (
         "org/ser @ main (overview of 2 fold branch(es) + fold1's checkpoint):",
-        "org/ser @ fold1 (fold 1):",
-        "org/ser @ fold2 (fold 2):",
+        "org/ser @ fold1 (fold1):",
+        "org/ser @ fold2 (fold2):",
     ):
         assert line in out
     assert out.count("  README.md ") == 3 and out.endswith("Dry run: nothing was uploaded.\n")

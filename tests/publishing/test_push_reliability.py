@@ -53,7 +53,7 @@ def test_a_push_that_keeps_failing_names_the_fold_and_files_then_the_next_run_co
     hub.flaky(1.0, seed=0)  # every request fails
     with pytest.raises(
         PushError,
-        match=r"^Pushing fold 1 to org/down-fold1@main failed after 2 attempt\(s\): .*"
+        match=r"^Pushing fold1 to org/down-fold1@main failed after 2 attempt\(s\): .*"
         r"Not on the Hub yet: config\.json, .*model\.safetensors.*, README\.md \(a commit is atomic",
     ):
         push_run(run_dir, "org/down", api=api, retry={**FAST_RETRY, "attempts": 2})
@@ -73,11 +73,11 @@ def test_a_missing_metric_is_refused_before_any_request(hub, api, tmp_path):
     atomic_write_json(run / "results.json", results)
     with pytest.raises(
         PushError,
-        match=r"lacks metrics the model cards report \(fold 1: validation\.ua; fold 2: "
+        match=r"lacks metrics the model cards report \(fold1: validation\.ua; fold2: "
         r"test\.wa\); the Hub rejects",
     ):
         push_run(run, "org/missing", api=api)
-    with pytest.raises(PushError, match=r"fold 2: test\.wa"):
+    with pytest.raises(PushError, match=r"fold2: test\.wa"):
         push_run(run, "org/missing", dry_run=True)
     assert hub.stats.requests == []
 

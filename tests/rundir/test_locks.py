@@ -22,15 +22,15 @@ pytestmark = pytest.mark.bad_input
 
 def test_a_live_holder_is_refused_and_named(tmp_path):
     path = tmp_path / "fold1" / "train.lock"
-    with FileLock(path, "Fold 1"):
+    with FileLock(path, "fold1"):
         holder = json.loads(path.read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         with pytest.raises(
             LockHeldError,
-            match=rf"^Fold 1 is being trained by process {os.getpid()} on host "
+            match=rf"^fold1 is being trained by process {os.getpid()} on host "
             rf"{socket.gethostname()} \(.*\) \(lock {path}\)\. Wait for it",
         ):
-            FileLock(path, "Fold 1").acquire()
+            FileLock(path, "fold1").acquire()
     assert not path.exists()  # released
 
 
@@ -39,16 +39,16 @@ def test_a_dead_holder_is_taken_over(tmp_path, caplog):
     pid = int(dead.stdout)
     path = tmp_path / "train.lock"
     path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "1", "command": "train.py"}))
-    with FileLock(path, "Fold 2") as lock:
+    with FileLock(path, "fold2") as lock:
         assert json.loads(path.read_text())["pid"] == os.getpid() and lock.held
-    assert f"Fold 2: taking over the stale lock {path} of process {pid} on host" in caplog.text
+    assert f"fold2: taking over the stale lock {path} of process {pid} on host" in caplog.text
 
 
 def test_a_reused_process_id_is_not_the_holder(tmp_path):
     """The holder's pid now belongs to another process (here: this one, with another start time): stale."""
     path = tmp_path / "train.lock"
     path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "0", "command": "x"}))
-    with FileLock(path, "Fold 1"):
+    with FileLock(path, "fold1"):
         assert json.loads(path.read_text())["started"] != "0"
 
 
@@ -58,7 +58,7 @@ def test_a_holder_on_another_host_is_refused_with_the_file_to_delete(tmp_path):
     with pytest.raises(
         LockHeldError, match=rf"process 1 on host node-17 .* if it is no longer running, delete {path}"
     ):
-        FileLock(path, "Fold 1").acquire()
+        FileLock(path, "fold1").acquire()
     assert json.loads(path.read_text())["host"] == "node-17"  # untouched
 
 
@@ -111,9 +111,7 @@ def test_same_fold_refused_other_fold_runs_then_stale_lock_taken_over(tmp_path):
         # B: the same fold → refuses at once, naming A
         second = train(config, run_dir, "1")
         assert second.returncode != 0
-        assert (
-            f"error: Fold 1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
-        )
+        assert f"error: fold1 is being trained by process {holder.pid} on host {socket.gethostname()}" in second.stderr
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert not (run_dir / "fold1" / "stage1").exists()
         # C: another fold of the same run directory trains meanwhile

@@ -9,10 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (helpers) when run as a script
 
 import yaml  # noqa: E402
-from helpers import POLISH3  # noqa: E402
+from backbone_runs import FAST_CONV, tiny_run_config  # noqa: E402
 
 
-FAST_CONV = {"conv_kernel": [10, 8, 8], "conv_stride": [5, 8, 8]}  # 320 samples per frame, as the base models
 # 2 epochs of 2 steps (4 clips, batch 2): checkpoint-2 after epoch 1, the crash test kills at step 3.
 STAGE0 = dict(enabled=True, layer=1, clusters=4, mask_time_prob=0.3, mask_time_length=2, epochs=2, batch_size=2)
 
@@ -20,20 +19,8 @@ STAGE0 = dict(enabled=True, layer=1, clusters=4, mask_time_prob=0.3, mask_time_l
 def stage0_config(backbone: str | Path, **stage0) -> dict:
     from modeling.training.run_config import resolve_config
 
-    config = dict(
-        seed=3,
-        data=dict(
-            loader="audio_folder",
-            root=str(POLISH3),
-            loader_args={"labels": ["anger", "fear", "neutral"]},
-            speakers=["m1", "m2", "m3"],
-            max_per_speaker=4,
-        ),
-        model={"name_or_path": str(backbone)},
-        training={"logging_steps": 1},
-        stage0={**STAGE0, **stage0},
-        stage2={"num_trainable_layers": 1},  # of the tiny backbone's 2
-    )
+    stage2 = {"num_trainable_layers": 1}  # of the tiny backbone's 2
+    config = tiny_run_config(backbone, {"stage0": {**STAGE0, **stage0}, "stage2": stage2})
     path = Path(backbone).parent / "stage0.yaml"
     path.write_text(yaml.safe_dump(config))
     return resolve_config(path)

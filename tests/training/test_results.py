@@ -60,7 +60,7 @@ def test_table_of_an_older_run_in_percent_with_gaps_and_a_highlighted_fold():
 
 
 def test_write_results(results, tmp_path):
-    panels = [("fold 1", np.random.default_rng(0).normal(size=(12, 8)), np.arange(12) % 2)]
+    panels = [("fold1", np.random.default_rng(0).normal(size=(12, 8)), np.arange(12) % 2)]
     write_results(tmp_path, results, panels)
     assert json.loads((tmp_path / "results.json").read_text()) == results
     markdown = (tmp_path / "results.md").read_text()

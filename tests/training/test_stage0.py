@@ -154,7 +154,7 @@ def test_bad_stage0_settings_are_all_reported_before_anything_trains(stage0_run,
     with pytest.raises(CheckError) as caught:
         run_experiment(config, tmp_path / "run", folds="1")
     message = str(caught.value)
-    assert "fold 1: stage0.clusters = 1000: more clusters than the" in message, message
+    assert "fold1: stage0.clusters = 1000: more clusters than the" in message, message
     assert "training clip(s) yield fewer frames than stage0.mask_time_length = 200" in message, message
     assert not (tmp_path / "run").exists()
 

@@ -107,7 +107,7 @@ def test_finished_run_is_skipped_and_config_changes_are_refused(uninterrupted, t
     config, run_dir, results = uninterrupted
     with caplog.at_level(logging.INFO, logger="modeling.training"):
         assert run_experiment(config, run_dir, folds="1") == results
-    assert "Fold 1: finished earlier" in caplog.text
+    assert "fold1: finished earlier" in caplog.text
     changed = resolve_config(write_config(tmp_path / "changed.yaml", stage2={**UNEQUAL_LOSS_WEIGHTS, "epochs": 3}))
     with pytest.raises(RunConfigMismatchError, match=r"stage2.epochs: 2 → 3"):
         run_experiment(changed, run_dir, folds="1")
