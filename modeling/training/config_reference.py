@@ -54,8 +54,10 @@ def reference_page() -> str:
         "valid key; every problem is listed at once, before anything is written.",
         "",
         "`training:`, `stage1:` and `stage2:` also take any `transformers.TrainingArguments` field (`report_to`, "
-        "`run_name`, `eval_steps`, ...; a stage's value wins over `training:`'s), except those train.py sets "
-        "itself: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(reserved_training_arguments().items())) + ".",
+        "`run_name`, `eval_steps`, ...; a stage's value wins over `training:`'s; `training:`'s reach stage 0 "
+        "too, but for its evaluation and sampling), except those train.py sets itself: "
+        + ", ".join(f"`{k}` ({v})" for k, v in sorted(reserved_training_arguments().items()))
+        + ".",
         "",
         "| key | default | allowed | |",
         "|---|---|---|---|",

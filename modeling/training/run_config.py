@@ -97,11 +97,12 @@ def training_argument_names() -> set[str]:
     return {f.name for f in fields(FrameAlignedTrainingArguments) if f.init} - set(RESERVED_TRAINING_ARGUMENTS)
 
 
-def passthrough_settings(config: dict, stage: str) -> dict:
-    """The `TrainingArguments` fields set in `training:` and then `stage:` (the stage's win), by name."""
+def passthrough_settings(config: dict, stage: str | None) -> dict:
+    """The `TrainingArguments` fields set in `training:` and then `stage:` (the stage's win), by name; `training:`'s
+    alone with `stage=None` (stage 0, whose section takes none)."""
     return {
         key: value
-        for section in ("training", stage)
+        for section in ("training",) + ((stage,) if stage else ())
         for key, value in config[section].items()
         if key not in DEFAULTS[section]
     }

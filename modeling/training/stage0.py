@@ -11,6 +11,7 @@ restarts from the newest intact `checkpoint-N` with its RNG states (the spans dr
 task-adaptive pre-training, is not run (docs/flea.md says why).
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,6 +44,7 @@ from ..rundir.reader import fold_name
 from ..trainer.memory import release_trainer
 from . import schema
 from .checkpoints import latest_checkpoint, usable_best
+from .run_config import passthrough_settings
 from .stage import fixed_training_argument_values, stage_model_kwargs
 
 
@@ -113,6 +115,7 @@ def stage0_data_problems(config: dict, dataset, folds: list[Fold], backbone: dic
 
 # Where stage 0's TrainingArguments differ from the values every stage takes (`stage.fixed_training_argument_values`),
 # and why (tests/training/test_stage0_arguments.py fails on any other difference).
+TRAINING_ARGUMENT_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
 STAGE0_OVERRIDES = {
     # no evaluation: no validation speaker's audio may be used, so there is no metric to select a checkpoint on
     # (the last epoch's backbone is kept)
@@ -124,14 +127,19 @@ STAGE0_OVERRIDES = {
 
 def stage0_training_arguments(config: dict, fold: Fold, output_dir: Path) -> TrainingArguments:
     """Stage 0's `TrainingArguments`: `training:`'s and `stage0:`'s declared options, the values every stage takes
-    (`stage.fixed_training_argument_values`: a checkpoint per epoch, ...) but for `STAGE0_OVERRIDES` (no
-    evaluation, random batches)."""
+    (`stage.fixed_training_argument_values`: a checkpoint per epoch, ...), then the `TrainingArguments` fields set
+    under `training:` (gradient accumulation, `report_to`, `run_name`, ...: they apply to every stage; the ones only
+    our trainer has, `FrameAlignedTrainingArguments`', concern stages 1 and 2's loss and sampling), but for
+    `STAGE0_OVERRIDES` (no evaluation, random batches)."""
+    passthrough = passthrough_settings(config, None)
+    run_name = f"{fold_name(fold.number)}-{STAGE0}"
     return TrainingArguments(
         **schema.training_argument_kwargs(config["training"], "training")
         | schema.training_argument_kwargs(config["stage0"], "stage0")
         | fixed_training_argument_values(config, stage0_seed(config["seed"], fold.number), output_dir)
+        | {key: value for key, value in passthrough.items() if key in TRAINING_ARGUMENT_FIELDS}
         | STAGE0_OVERRIDES
-        | {"run_name": f"{fold_name(fold.number)}-{STAGE0}"}
+        | {"run_name": f"{passthrough['run_name']}-{run_name}" if passthrough.get("run_name") else run_name}
     )
 
 

@@ -72,3 +72,20 @@ def test_stage0_overrides_are_its_own_and_why_they_hold(arguments):
     labels = PseudoLabels.from_clips(["a.wav"], [np.zeros(3, np.int64)])
     assert set(PseudoLabelDataset(labels)[0]) == {"audio", "labels"}
     assert schema.FIXED_TRAINING_ARGUMENTS["length_column_name"][0] not in PseudoLabelDataset(labels)[0]
+
+
+def test_stage0_takes_the_training_sections_trainingarguments_fields(tmp_path):
+    """`training:`'s TrainingArguments fields (gradient accumulation, a run_name prefix, save steps) reached stages 1
+    and 2 but not stage 0: with `training.gradient_accumulation_steps: 3`, stage 0 took steps 3× smaller than asked,
+    without a word."""
+    training = {"gradient_accumulation_steps": 3, "dataloader_num_workers": 1, "run_name": "flea", "eval_steps": 5}
+    config = resolve_checked_config(
+        write_config(
+            tmp_path / "run.yaml",
+            training={**training, "eval_strategy": "steps", "save_strategy": "steps", "save_steps": 5},
+        )  # fmt: skip
+    )
+    stage0 = stage0_training_arguments(config, Fold(1, ("m3",), ("m2",), ("m1",)), tmp_path / "stage0")
+    assert (stage0.gradient_accumulation_steps, stage0.dataloader_num_workers) == (3, 1)
+    assert stage0.run_name == "flea-fold1-stage0" and stage0.save_strategy == "steps" and stage0.save_steps == 5
+    assert stage0.eval_strategy == "no"  # stage 0's override still wins: no validation audio is used
