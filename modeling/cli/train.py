@@ -29,6 +29,7 @@ from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_e
 from ..training.results import results_table
 from ..training.run_config import ConfigError
 from ..training.selection import selection_sentence
+from .interrupt import exits_cleanly_on_interrupt, run_dir_saved
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,6 +63,7 @@ def output_dir_of(args: argparse.Namespace) -> str:
     return args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
 
 
+@exits_cleanly_on_interrupt("python train.py", lambda argv: run_dir_saved(output_dir_of(parse_args(argv))))
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
