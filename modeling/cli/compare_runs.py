@@ -3,14 +3,16 @@ intervals of ΔUA / ΔWA and McNemar's exact test (`compare_runs.py`).
 
     python compare_runs.py runs/ablation_2 runs/ablation_5 --output runs/compare_2_vs_5.md
 
-Writes OUT.md and OUT.json (same name, .json); the work is `modeling.evaluation.compare.compare_runs`.
+Writes OUT.md and OUT.json (same name, .json); the work is `modeling.evaluation.compare.compare_runs`. Every config
+key whose value differs between the baseline and a run is listed in both (and warned about on stderr), e.g.
+`training.seed: 1 vs 2`.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..evaluation.compare import RunMismatchError, compare_runs, comparison_markdown
+from ..evaluation.compare import RunMismatchError, compare_runs, comparison_markdown, difference_lines
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 
 
@@ -35,6 +37,16 @@ def main(argv=None) -> int:
     atomic_write_text(output, markdown)
     atomic_write_json(output.with_suffix(".json"), report)
     print(markdown)
+    for comparison in report["comparisons"]:
+        lines = difference_lines(comparison["config_differences"])
+        if comparison["config_differences"] is None:
+            print(f"warning: {comparison['run']} or {report['baseline']}: no config recorded", file=sys.stderr)
+        elif lines:
+            print(
+                f"warning: the configs of {report['baseline']} and {comparison['run']} differ in {len(lines)} key(s): "
+                + "; ".join(lines),
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -21,6 +21,7 @@ import sys
 
 from ..audio import AudioInputError
 from ..data.problems import BATCH_EXIT_CODES
+from .interrupt import exits_cleanly_on_interrupt
 
 
 GPU_BATCH_SIZE = 16  # files (windows of at most --window s) per forward pass on a GPU
@@ -150,6 +151,12 @@ def checked_job(args):
     return paths, pipe, segments
 
 
+def _saved(argv) -> str:
+    output = parse_args(argv).output
+    return f"the predictions written so far are kept in {output} (the files done are skipped on the next run)"
+
+
+@exits_cleanly_on_interrupt("python predict.py", _saved)
 def main(argv=None) -> int:
     args = parse_args(argv)
     from ..data.problems import CheckError

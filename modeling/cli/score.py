@@ -20,6 +20,7 @@ from ..evaluation.breakdowns import breakdown_summary
 from ..evaluation.cross_corpus import ENSEMBLE, score_run
 from ..evaluation.score_checks import score_problems
 from ..training.run_config import ConfigError
+from .interrupt import exits_cleanly_on_interrupt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _saved(argv) -> str:
+    return f"the run directory is untouched; {parse_args(argv).output_dir} holds only the files completed so far"
+
+
+@exits_cleanly_on_interrupt("python score.py", _saved, resumes=False)
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

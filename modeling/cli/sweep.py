@@ -18,6 +18,7 @@ from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..training.run_config import ConfigError
 from ..training.sweep import planned_configs, read_sweep, run_sweep
+from .interrupt import exits_cleanly_on_interrupt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,6 +33,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _saved(argv) -> str:
+    output = parse_args(argv).output_dir
+    return f"every finished run and fold of the sweep is kept in {output} (the interrupted run resumes)"
+
+
+@exits_cleanly_on_interrupt("python sweep.py", _saved)
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

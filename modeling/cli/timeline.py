@@ -26,6 +26,7 @@ from ..data.problems import BATCH_EXIT_CODES
 from ..prediction_fields import PREDICTED, probabilities_of, probability_field
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
+from .interrupt import exits_cleanly_on_interrupt
 
 
 def to_jsonable(value):
@@ -214,6 +215,11 @@ def checked_inputs(args):
     return timeline, [path for path, _ in good], [p for p in problems if not p.blocking]
 
 
+def _saved(argv) -> str:
+    return "each output file written so far is complete (atomic writes); the others are not written"
+
+
+@exits_cleanly_on_interrupt("python -m modeling.cli.timeline", _saved, resumes=False)
 def main(argv=None) -> int:
     args = parse_args(argv)
     from ..data.problems import CheckError

@@ -20,6 +20,7 @@ from ..auto_frame_aligned import BackboneWeightsError, HeadWeightsError
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..data.folds import FoldError
+from ..metrics.over_folds import format_mean_std
 from ..rundir.locks import LockHeldError
 from ..trainer.trainer import NonFiniteError
 from ..training.checkpoints import ModelSettingsError
@@ -28,6 +29,7 @@ from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_e
 from ..training.results import results_table
 from ..training.run_config import ConfigError
 from ..training.selection import selection_sentence
+from .interrupt import exits_cleanly_on_interrupt, run_dir_saved
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,10 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def output_dir_of(args: argparse.Namespace) -> str:
+    """The run directory: --output-dir, else runs/<config file's name without extension>."""
+    return args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+
+
+@exits_cleanly_on_interrupt("python train.py", lambda argv: run_dir_saved(output_dir_of(parse_args(argv))))
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    output_dir = args.output_dir or f"runs/{args.config.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+    output_dir = output_dir_of(args)
     try:
         config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
         results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
@@ -80,15 +88,21 @@ def main(argv=None) -> int:
         return 2
     if not PartialState(cpu=cpu_distributed()).is_main_process:
         return 0
-    mean, std = results["mean"], results["std"]
     print(f"\nPer-fold test UA/WA (%). {selection_sentence(results['config'])}\n" + results_table(results))
-    print(
-        f"\nMean over {len(results['folds'])} fold(s): UA {100 * mean['ua']:.2f} ± {100 * std['ua']:.2f} %, "
-        f"WA {100 * mean['wa']:.2f} ± {100 * std['wa']:.2f} %"
-        + (f", macro-F1 {100 * mean['macro_f1']:.2f} ± {100 * std['macro_f1']:.2f} %" if "macro_f1" in mean else "")
+    print("\n" + summary_line(results, output_dir))
+    return 0
+
+
+def summary_line(results: dict, output_dir: str) -> str:
+    """The last line train.py prints: mean ± std over folds of test UA, WA (and macro-F1), in percent ("n/a" for
+    the std of a one-fold run)."""
+    mean, std = results["mean"], results["std"]
+    shown = [(name, m) for name, m in (("UA", "ua"), ("WA", "wa"), ("macro-F1", "macro_f1")) if m in mean]
+    return (
+        f"Mean over {len(results['folds'])} fold(s): "
+        + ", ".join(f"{name} {format_mean_std(mean[m], std.get(m))} %" for name, m in shown)
         + f" (results in {output_dir}/results.md)"
     )
-    return 0
 
 
 if __name__ == "__main__":

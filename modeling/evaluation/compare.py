@@ -1,6 +1,7 @@
 """Compare finished train.py runs on the same folds and test utterances (`compare_runs.py`).
 
-For every run: mean ± std (ddof=0) over folds of test UA, WA and macro-F1 (from `results.json`). Against the first
+For every run: mean ± std (ddof=0; null / "n/a" for a one-fold run) over folds of test UA, WA and macro-F1 (from
+`results.json`). Against the first
 run, per fold: the differences. Paired statistics on the test utterances of all folds (each fold's
 `predictions_test.csv`, matched by file):
 
@@ -14,14 +15,19 @@ run, per fold: the differences. Paired statistics on the test utterances of all 
   p = two-sided binomial test of b successes in b + c trials with p = 0.5 (`scipy.stats.binomtest`; by hand
   without scipy); p = 1 when b + c = 0.
 Runs whose folds, test files or labels differ are refused (RunMismatchError), since pairing would be meaningless.
+Every other difference of the two runs' configs (results.json's `config`) is listed, none left out: dotted keys with
+the baseline's and the other run's value (`training.seed: 1 vs 2`), so a reviewer sees what else than the setting
+under study changed.
 """
 
+import json
 import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics.over_folds import format_mean_std, mean_and_std
 from ..metrics.predictions import read_predictions
 from ..rundir.reader import FinishedRun, fold_name
 
@@ -150,9 +156,47 @@ def mcnemar_exact(correct_first: np.ndarray, correct_other: np.ndarray) -> dict:
 def _summary(run: RunTest) -> dict:
     folds = run.results["folds"]
     values = {m: [folds[k]["test"].get(m) for k in sorted(folds)] for m in METRICS}
-    return {
-        m: {"mean": float(np.mean(v)), "std": float(np.std(v))} if None not in v else None for m, v in values.items()
-    }
+    return {m: dict(zip(("mean", "std"), mean_and_std(v))) if None not in v else None for m, v in values.items()}
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of a nested config ({"training": {"seed": 1}} → {"training.seed": 1}); lists and empty
+    sections are values."""
+    flat = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_differences(first: dict | None, other: dict | None) -> list[dict] | None:
+    """Every config key whose value differs, sorted: [{"key": "training.seed", "baseline": 1, "other": 2}]; a key
+    set in one run only lacks the other's field. None when a run's results.json records no config (older runs)."""
+    if first is None or other is None:
+        return None
+    a, b = flatten_config(first), flatten_config(other)
+    differences = []
+    for key in sorted(set(a) | set(b)):
+        if key not in b or key not in a or a[key] != b[key]:
+            differences.append(
+                {"key": key, **({"baseline": a[key]} if key in a else {}), **({"other": b[key]} if key in b else {})}
+            )
+    return differences
+
+
+def _value(entry: dict, side: str) -> str:
+    if side not in entry:
+        return "(not set)"
+    value = entry[side]
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def difference_lines(differences: list[dict] | None) -> list[str]:
+    """`key: baseline value vs other value`, one per differing config key (no line when the configs are equal)."""
+    return [f"{d['key']}: {_value(d, 'baseline')} vs {_value(d, 'other')}" for d in differences or []]
 
 
 def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: int = 0) -> dict:
@@ -184,6 +228,7 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
         comparisons.append(
             {
                 "run": other.path,
+                "config_differences": config_differences(first.results.get("config"), other.results.get("config")),
                 "per_fold": per_fold,
                 "per_group": group_differences(first.results.get("breakdowns"), other.results.get("breakdowns")),
                 "bootstrap": paired_bootstrap(first, other, resamples, seed),
@@ -221,7 +266,7 @@ def _difference(other: dict, first: dict, metric: str):
 
 
 def _pm(entry) -> str:
-    return "–" if entry is None else f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+    return "–" if entry is None else format_mean_std(entry["mean"], entry["std"])
 
 
 def _signed(value) -> str:
@@ -238,6 +283,15 @@ def _group_lines(per_group: dict | None) -> list[str]:
             for name, d in per_group[grouping].items()
         ]
     return lines
+
+
+def _config_lines(differences: list[dict] | None) -> list[str]:
+    if differences is None:
+        return ["", "Config differences: unknown (a run's results.json records no config)."]
+    if not differences:
+        return ["", "Config differences: none (the configs are identical)."]
+    lines = ["", f"Config differences ({len(differences)}; baseline vs this run):", ""]
+    return lines + [f"- `{d['key']}`: {_value(d, 'baseline')} vs {_value(d, 'other')}" for d in differences]
 
 
 def comparison_markdown(report: dict) -> str:
@@ -266,6 +320,7 @@ def comparison_markdown(report: dict) -> str:
             f"| {name} | " + " | ".join(_signed(d[m]) for m in METRICS) + " |"
             for name, d in comparison["per_fold"].items()
         ]
+        lines += _config_lines(comparison.get("config_differences", []))
         lines += _group_lines(comparison.get("per_group"))
         lines += ["", f"Paired bootstrap ({boot['resamples']} resamples within folds, seed {boot['seed']}), 95 % CI:"]
         lines += [
@@ -283,6 +338,9 @@ __all__ = [
     "RunMismatchError",
     "compare_runs",
     "comparison_markdown",
+    "config_differences",
+    "difference_lines",
+    "flatten_config",
     "exact_binomial_two_sided",
     "load_run",
     "mcnemar_exact",

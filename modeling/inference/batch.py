@@ -310,12 +310,31 @@ class BatchSummary:
     repaired: list[str]  # outputs whose partial last line was cut off
 
     def describe(self) -> str:
-        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        """One line: "4 file(s) predicted: processed 60.0 s of audio in 22.2 s (2.7× faster than real time); 0 failed,
+        0 already done, 4 in all"."""
         return (
-            f"{self.predicted} file(s) predicted ({self.audio_seconds / 3600:.3f} h of audio, "
-            f"{speed:.1f}× real time), "
+            f"{self.predicted} file(s) predicted: {speed_sentence(self.audio_seconds, self.wall_seconds)}; "
             f"{self.failed} failed, {self.skipped} already done, {self.total} in all"
         )
+
+
+def _duration(seconds: float) -> str:
+    """60.0 s; 12.5 min from 10 minutes on; 2.50 h from 2 hours on."""
+    if seconds >= 7200:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 600 else f"{seconds:.1f} s"
+
+
+def speed_sentence(audio_seconds: float, wall_seconds: float) -> str:
+    """The one wording of inference speed, read one way only: "processed 60.0 s of audio in 22.2 s (2.7× faster
+    than real time)"; "... (2.0× slower than real time)" below real time; no ratio without audio or time."""
+    done = f"processed {_duration(audio_seconds)} of audio in {_duration(wall_seconds)}"
+    if audio_seconds <= 0 or wall_seconds <= 0:
+        return done
+    ratio = audio_seconds / wall_seconds
+    if ratio >= 1:
+        return f"{done} ({ratio:.1f}× faster than real time)"
+    return f"{done} ({1 / ratio:.1f}× slower than real time)"
 
 
 def header_durations(paths: list[str]) -> tuple[list[tuple[str, float]], list[tuple[str, str]]]:

@@ -10,6 +10,12 @@ The ONNX graph (see `onnx_export`) takes `input_values` (B, N) float32 and `atte
 `logits` (B, C), `frame_logits` (B, T, C), `frame_weights` (B, T) and `frame_mask` (B, T) bool; the wrapper returns
 them as a `FrameAlignedClassifierOutput` of torch tensors, so `FrameAlignedEmotionPipeline` and transformers'
 `audio-classification` pipeline run it unchanged. No PyTorch weights are loaded (only the config).
+
+transformers' pipelines check the model's class name against the Auto mapping of their task and log an error for
+any other ("The model 'X' is not supported for audio-classification"). The wrapper is registered with
+`AutoModelForAudioClassification` the way transformers expects a custom model to be (`register`, under a config class
+of its own, `OnnxFrameAlignedConfig`, so the PyTorch models stay what the frame-aligned configs map to): the check
+passes and transformers' logging is left alone.
 """
 
 import os
@@ -18,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers import AutoModelForAudioClassification, PreTrainedConfig
 
 from ..modeling_frame_aligned import FrameAlignedClassifierOutput
 from .onnx_export import ONNX_DIR, OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
@@ -118,6 +125,16 @@ class OnnxFrameAlignedModel(nn.Module):
         outputs = self.session.run(OUTPUT_NAMES, {"input_values": values, "attention_mask": mask})
         named = {name: torch.from_numpy(np.asarray(array)) for name, array in zip(OUTPUT_NAMES, outputs)}
         return FrameAlignedClassifierOutput(**named)
+
+
+class OnnxFrameAlignedConfig(PreTrainedConfig):
+    """The key `OnnxFrameAlignedModel` is registered under in `AutoModelForAudioClassification`'s mapping, for the
+    pipelines' supported-model check. The wrapper itself carries the checkpoint's own config, never this one."""
+
+    model_type = "frame-aligned-onnx"
+
+
+AutoModelForAudioClassification.register(OnnxFrameAlignedConfig, OnnxFrameAlignedModel, exist_ok=True)
 
 
 def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:

@@ -1,7 +1,8 @@
 """Aggregate finished folds into `results.json`, `results.md`, `confusion_matrix.png` and `tsne.png`.
 
 UA and WA are stored as fractions in [0, 1] in the JSON files and shown as percentages (2 decimals) in
-`results.md` and on the console. The standard deviation is over folds, population form (ddof=0).
+`results.md` and on the console. The standard deviation is over folds, population form (ddof=0); with one fold it
+is undefined: null in results.json, "n/a" in the tables (`modeling.metrics.over_folds`, the owner of mean ± std).
 """
 
 import os
@@ -10,6 +11,7 @@ import numpy as np
 
 from ..evaluation.breakdowns import breakdown_table, merge_breakdowns, shared_speakers, speaker_dependent_note
 from ..evaluation.calibration import calibration_table, plot_reliability
+from ..metrics.over_folds import format_mean_std, mean_and_std
 from ..prediction_fields import softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.layout import CONFUSION_MATRIX, RELIABILITY, TSNE, RunDir
@@ -53,15 +55,15 @@ def _over_folds(scores: list[dict]) -> dict[str, list[float]]:
 
 def aggregate(folds: dict[int, dict], config: dict, label_names: list[str], num_folds: int) -> dict:
     """The `results.json` content: per-fold metrics, mean and std of test UA/WA/macro-F1 over folds, the config."""
-    test = _over_folds([fold["test"] for fold in folds.values()])
-    stage1 = _over_folds([fold["stage1"]["test"] for fold in folds.values()])
+    test = {m: mean_and_std(v) for m, v in _over_folds([fold["test"] for fold in folds.values()]).items()}
+    stage1 = {m: mean_and_std(v) for m, v in _over_folds([fold["stage1"]["test"] for fold in folds.values()]).items()}
     return {
         "folds": {str(k): fold for k, fold in sorted(folds.items())},
-        "mean": {metric: float(np.mean(values)) for metric, values in test.items()},
-        "std": {metric: float(np.std(values)) for metric, values in test.items()},
+        "mean": {metric: mean for metric, (mean, _) in test.items()},
+        "std": {metric: std for metric, (_, std) in test.items()},  # None (null) with one fold: undefined
         "stage1": {
-            "mean": {metric: float(np.mean(values)) for metric, values in stage1.items()},
-            "std": {metric: float(np.std(values)) for metric, values in stage1.items()},
+            "mean": {metric: mean for metric, (mean, _) in stage1.items()},
+            "std": {metric: std for metric, (_, std) in stage1.items()},
         },
         "labels": list(label_names),
         "breakdowns": merge_breakdowns([fold.get("breakdowns") for fold in folds.values()], len(label_names)),
@@ -116,9 +118,9 @@ def results_table(results: dict, *, scale: float = 100.0, test_speakers: dict | 
     if mean:
         evaluated, total = len(results["folds"]), results.get("num_folds") or len(results["folds"])
         of = f"{evaluated} folds" if evaluated == total else f"{evaluated} of {total} folds"
-        (ua, wa), (ua_std, wa_std) = pair(mean), pair(std)
+        ua, wa = (format_mean_std(mean.get(m), std.get(m), scale, std_recorded=m in std) for m in ("ua", "wa"))
         stage1 = " / ".join(pair((results.get("stage1") or {}).get("mean") or {}))
-        lines.append(f"| **mean ± std** ({of}) | | | | **{ua} ± {ua_std}** | **{wa} ± {wa_std}** | {stage1} |")
+        lines.append(f"| **mean ± std** ({of}) | | | | **{ua}** | **{wa}** | {stage1} |")
     return "\n".join(lines)
 
 
@@ -137,7 +139,7 @@ def f1_table(results: dict, scale: float = 100.0) -> str:
         lines.append(f"| {fold_name(k)} | {values} |")
     mean, std = (results.get("mean") or {}).get("macro_f1"), (results.get("std") or {}).get("macro_f1")
     if mean is not None:
-        lines.append(f"| **mean ± std** | **{scale * mean:.2f} ± {scale * std:.2f}** |" + " |" * len(labels))
+        lines.append(f"| **mean ± std** | **{format_mean_std(mean, std, scale)}** |" + " |" * len(labels))
     return "\n".join(lines)
 
 

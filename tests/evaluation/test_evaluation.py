@@ -394,19 +394,20 @@ def test_model_card_model_index_has_macro_f1(runs):
     assert "Per gender and worst test speaker" in card and "| gender male | 18 |" in card
 
 
-def synthetic_runs(tmp_path):
+def synthetic_runs(tmp_path, folds=(1, 2), configs=(None, None)):
     """Two runs' test predictions written as train.py does (2 folds × 40 utterances, 3 classes), run B right more
-    often; returns the two RunTest objects of modeling.evaluation.compare."""
+    often, each with its `configs` entry as results.json's config (none when None); returns the two RunTest
+    objects of modeling.evaluation.compare."""
     from modeling.evaluation.compare import load_run
     from modeling.metrics.predictions import Predictions, predictions_csv
     from modeling.rundir.atomic import atomic_write_text
 
     classes = ["anger", "fear", "neutral"]
     paths = []
-    for name, skill in (("a", 0.5), ("b", 0.7)):
+    for (name, skill), config in zip((("a", 0.5), ("b", 0.7)), configs):
         run = tmp_path / name
-        folds = {}
-        for k in (1, 2):
+        entries = {}
+        for k in folds:
             labels = np.arange(40) % 3
             right = np.random.default_rng(100 * k + int(skill * 10)).random(40) < skill
             predicted = np.where(right, labels, (labels + 1) % 3)
@@ -420,8 +421,9 @@ def synthetic_runs(tmp_path):
                 ),
             )
             metrics = compute_ser_metrics(predicted, labels, 3)
-            folds[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
-        (run / "results.json").write_text(json.dumps({"folds": folds, "labels": classes}))
+            entries[str(k)] = {"test": {m: metrics[m] for m in ("ua", "wa", "macro_f1")}}
+        results = {"folds": entries, "labels": classes, **({"config": config} if config is not None else {})}
+        (run / "results.json").write_text(json.dumps(results))
         paths.append(run)
     return [load_run(p) for p in paths]
 
@@ -442,6 +444,45 @@ def test_paired_bootstrap_on_known_predictions(tmp_path):
     assert (same["ua"]["low"], same["ua"]["high"], same["wa"]["low"], same["wa"]["high"]) == (0, 0, 0, 0)
     with pytest.raises(ValueError, match="at least 2000, got 100"):
         compare_runs([tmp_path / "a", tmp_path / "b"], resamples=100)
+
+
+def test_compare_runs_lists_every_config_difference(tmp_path):
+    """A reviewer sees every config key that differs besides the one under study, with both values."""
+    config_a = {"seed": 1, "training": {"seed": 1, "logging_steps": 1}, "stage2": {"eal_weight": 0.05, "x": [1, 2]}}
+    config_b = {"seed": 1, "training": {"seed": 2, "logging_steps": 1}, "stage2": {"eal_weight": 0.0, "x": [1, 2]}}
+    config_b["stage2"]["learning_rate"] = 1e-4  # set in the other run only
+    synthetic_runs(tmp_path, configs=(config_a, config_b))
+    process, out = compare([tmp_path / "a", tmp_path / "b"], tmp_path)
+    assert process.returncode == 0, process.stderr
+    (comparison,) = json.loads(out.with_suffix(".json").read_text())["comparisons"]
+    assert comparison["config_differences"] == [
+        {"key": "stage2.eal_weight", "baseline": 0.05, "other": 0.0},
+        {"key": "stage2.learning_rate", "other": 0.0001},
+        {"key": "training.seed", "baseline": 1, "other": 2},
+    ]
+    markdown = out.read_text()
+    assert "Config differences (3; baseline vs this run):" in markdown and markdown in process.stdout
+    assert "- `training.seed`: 1 vs 2\n" in markdown and "- `stage2.learning_rate`: (not set) vs 0.0001\n" in markdown
+    assert (
+        f"warning: the configs of {tmp_path / 'a'} and {tmp_path / 'b'} differ in 3 key(s): stage2.eal_weight: 0.05 "
+        "vs 0.0; stage2.learning_rate: (not set) vs 0.0001; training.seed: 1 vs 2"
+    ) in process.stderr
+    process, out = compare([tmp_path / "a", tmp_path / "a"], tmp_path, "same")
+    assert json.loads(out.with_suffix(".json").read_text())["comparisons"][0]["config_differences"] == []
+    assert "Config differences: none (the configs are identical)." in out.read_text() and not process.stderr
+
+
+def test_compare_runs_of_one_fold_have_no_std(tmp_path):
+    """One fold: the std over folds is undefined — null in OUT.json, "n/a" in OUT.md, never "± 0.00"."""
+    a, b = synthetic_runs(tmp_path, folds=(1,))
+    process, out = compare([tmp_path / "a", tmp_path / "b"], tmp_path)
+    assert process.returncode == 0, process.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    ua = 100 * a.results["folds"]["1"]["test"]["ua"]
+    assert report["runs"][0]["ua"] == {"mean": pytest.approx(ua / 100), "std": None}
+    assert f"| `{tmp_path / 'a'}` | {ua:.2f} ± n/a |" in out.read_text() and "± 0.00" not in out.read_text()
+    assert report["comparisons"][0]["config_differences"] is None  # no config recorded: unknown, not "none"
+    assert "Config differences: unknown" in out.read_text() and "no config recorded" in process.stderr
 
 
 def readme_commands(text, script):

@@ -124,3 +124,17 @@ def test_an_interrupted_job_resumes_with_every_segment_once(tmp_path, checkpoint
     assert sorted(map(tuple, (r.values() for r in rows_of(output)))) == sorted(
         map(tuple, (r.values() for r in rows_of(reference)))
     )
+
+
+def test_speed_is_worded_one_way():
+    """predict.py's summary says which way the ratio goes ("2.7× real time" was read both ways)."""
+    from modeling.inference.batch import BatchSummary, speed_sentence
+
+    summary = BatchSummary(5, skipped=1, predicted=4, failed=0, audio_seconds=60.0, wall_seconds=22.2, repaired=[])
+    assert summary.describe() == (
+        "4 file(s) predicted: processed 60.0 s of audio in 22.2 s (2.7× faster than real time); "
+        "0 failed, 1 already done, 5 in all"
+    )
+    assert speed_sentence(10.0, 20.0) == "processed 10.0 s of audio in 20.0 s (2.0× slower than real time)"
+    assert speed_sentence(9000.0, 900.0) == "processed 2.50 h of audio in 15.0 min (10.0× faster than real time)"
+    assert speed_sentence(0.0, 0.5) == "processed 0.0 s of audio in 0.5 s"  # nothing predicted: no ratio

@@ -102,3 +102,49 @@ def test_macro_f1_mean_std_and_f1_table():
 
 def test_runs_without_macro_f1_still_aggregate(results):
     assert "macro_f1" not in results["mean"]  # the fixture's folds predate macro-F1
+
+
+def test_one_fold_std_is_null_and_written_n_a(tmp_path):
+    """One fold: the std over folds is undefined — null in results.json, "n/a" in results.md, the printed summary
+    and the model cards' table (all through `results_table` / `modeling.metrics.over_folds`), never "± 0.00"."""
+    folds = {2: fold(0.6, 0.7, [[3, 1], [1, 5]], "b", 0.4)}
+    folds[2]["test"].update(macro_f1=0.5, per_class_f1=[0.4, 0.6])
+    config = {
+        "data": {"loader": "audio_folder", "root": "r", "folds": "leave_speakers_out"},
+        "model": {"name_or_path": "m"},
+        "stage2": {"pooling": "cls_attention", "eal_weight": 0.05, "fual_weight": 0.05, "eal_margin": 0.8},
+    }
+    results = aggregate(folds, config, ["x", "y"], num_folds=3)
+    assert results["mean"] == {"ua": 0.6, "wa": 0.7, "macro_f1": 0.5}
+    assert results["std"] == {"ua": None, "wa": None, "macro_f1": None}
+    assert results["stage1"]["std"] == {"ua": None, "wa": None}
+    write_results(tmp_path, results, [])
+    assert json.loads((tmp_path / "results.json").read_text())["std"] == {"ua": None, "wa": None, "macro_f1": None}
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| **mean ± std** (1 of 3 folds) | | | | **60.00 ± n/a** | **70.00 ± n/a** | 40.00 / 25.00 |" in markdown
+    assert "| **mean ± std** | **50.00 ± n/a** | | |" in markdown and "± 0.00" not in markdown
+    from modeling.cli.train import summary_line
+
+    assert summary_line(results, "runs/one") == (
+        "Mean over 1 fold(s): UA 60.00 ± n/a %, WA 70.00 ± n/a %, macro-F1 50.00 ± n/a % "
+        "(results in runs/one/results.md)"
+    )
+
+
+def test_a_model_card_of_a_one_fold_run(tmp_path):
+    """Model cards of a run whose results.json has null stds: the table says n/a, the model-index keeps its values."""
+    from runs import FOLDS, write_run
+
+    from modeling.publishing.model_card import card_data, render_fold_card
+    from modeling.publishing.run import load_run
+
+    run_dir = write_run(tmp_path / "run", folds={"1": FOLDS["1"]})
+    results = json.loads((run_dir / "results.json").read_text())
+    results["std"] = {"ua": None, "wa": None}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    run = load_run(run_dir)
+    card = render_fold_card(run, run.folds["1"], "org/ser-fold1")
+    mean = results["mean"]
+    assert f"**{100 * mean['ua']:.2f} ± n/a** | **{100 * mean['wa']:.2f} ± n/a**" in card and "± 0.00" not in card
+    values = {(r.metric_type, r.metric_value) for r in card_data(run, [run.folds["1"]], "ser").eval_results}
+    assert ("accuracy", round(100 * results["folds"]["1"]["test"]["wa"], 2)) in values
