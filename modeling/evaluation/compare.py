@@ -48,7 +48,7 @@ class RunTest:
     folds: dict[str, tuple[list[str], np.ndarray, np.ndarray]]
 
 
-def load_run(path: str | os.PathLike) -> RunTest:
+def load_run_test(path: str | os.PathLike) -> RunTest:
     """One run's results and test predictions, read through `modeling.rundir.reader` (`RunReadError`, a ValueError,
     names a missing results.json or predictions_test.csv)."""
     run = FinishedRun(path)
@@ -210,7 +210,7 @@ def compare_runs(paths: list[str | os.PathLike], resamples: int = 2000, seed: in
         raise ValueError(f"compare_runs needs at least two runs, got {len(paths)}.")
     if resamples < 2000:
         raise ValueError(f"--resamples must be at least 2000, got {resamples}.")
-    runs = [load_run(path) for path in paths]
+    runs = [load_run_test(path) for path in paths]
     first = runs[0]
     for other in runs[1:]:
         check_pairable(first, other)
@@ -342,7 +342,7 @@ __all__ = [
     "difference_lines",
     "flatten_config",
     "exact_binomial_two_sided",
-    "load_run",
+    "load_run_test",
     "mcnemar_exact",
     "paired_bootstrap",
 ]

@@ -398,7 +398,7 @@ def synthetic_runs(tmp_path, folds=(1, 2), configs=(None, None)):
     """Two runs' test predictions written as train.py does (2 folds × 40 utterances, 3 classes), run B right more
     often, each with its `configs` entry as results.json's config (none when None); returns the two RunTest
     objects of modeling.evaluation.compare."""
-    from modeling.evaluation.compare import load_run
+    from modeling.evaluation.compare import load_run_test
     from modeling.metrics.predictions import Predictions, predictions_csv
     from modeling.rundir.atomic import atomic_write_text
 
@@ -425,7 +425,7 @@ def synthetic_runs(tmp_path, folds=(1, 2), configs=(None, None)):
         results = {"folds": entries, "labels": classes, **({"config": config} if config is not None else {})}
         (run / "results.json").write_text(json.dumps(results))
         paths.append(run)
-    return [load_run(p) for p in paths]
+    return [load_run_test(p) for p in paths]
 
 
 def test_paired_bootstrap_on_known_predictions(tmp_path):
