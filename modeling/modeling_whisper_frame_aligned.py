@@ -202,8 +202,9 @@ class WhisperFrameEncoder(WhisperPreTrainedModel):
 
         Args:
             features: (B, num_mel_bins, T_mel) log-mel, frames at or after `mel_lengths[b]` are padding (0).
-            mel_lengths: (B,) each clip's own mel frames; padding is never counted nor chosen (a clip with fewer
-                than `mask_time_length` frames gets no time mask).
+            mel_lengths: (B,) each clip's own mel frames; padding is never counted nor drawn. A clip with fewer
+                than `mask_time_length` frames gets no span on its frames (transformers' sampler then zeroes the
+                batch's last frame, padding: already 0, or with `pad_to_30_seconds` the silence's log-mel).
         Returns:
             `features`, masked in place.
         """
