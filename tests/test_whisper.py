@@ -181,6 +181,20 @@ def test_spec_augment_masks_each_clips_own_log_mel_frames_as_transformers_whispe
     # the valid length matters: the same draw over the padded length would mask padding
     np.random.seed(7)
     assert (torch.tensor(_compute_mask_indices((rows, frames), 0.6, 10, min_masks=2)) & ~valid).any()
+    # 30 s mode: the encoder reads the 30 s of padding, but spans are drawn within the clip's own frames
+    padded = whisper_model(
+        **{**SPEC_AUGMENT, "mask_feature_prob": 0.0, "mask_feature_min_masks": 0}, pad_to_30_seconds=True
+    )
+    captured.clear()
+    padded.model.encoder.conv1.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach().clone()))
+    padded.train()(**batch)
+    full = whisper_log_mel(
+        nn.functional.pad(batch["input_values"], (0, 480_000 - batch["input_values"].shape[1])),
+        torch.full((rows,), 480_000),
+        80,
+    )
+    zeroed = (captured[0] != full).any(dim=1)  # (rows, 3000): frames the mask changed
+    assert zeroed.any() and not zeroed[:, frames:].any() and not (zeroed[:, :frames] & ~valid).any()
 
 
 def test_bad_inputs_and_settings_are_refused_by_name():
