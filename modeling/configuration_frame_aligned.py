@@ -244,8 +244,10 @@ class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
     The head reads `intermediate_size` (the pooling encoder's default feed-forward size), `hidden_act`,
     `layer_norm_eps` and `initializer_range`; here they are Whisper's `encoder_ffn_dim`, `activation_function`, the
     encoder's LayerNorm eps (1e-5) and `init_std`. `use_backbone_attention_mask` is `True` unless
-    `backbone_attention_mask=False` (the encoder then attends to padded frames). SpecAugment on the log-mel
-    (`apply_spec_augment=True`) is not implemented here and raises `ValueError`.
+    `backbone_attention_mask=False` (the encoder then attends to padded frames). `apply_spec_augment=True`
+    (Whisper's default: `False`) masks the log-mel in training as transformers' `WhisperModel` does
+    (`mask_time_prob`, `mask_time_length`, `mask_time_min_masks` in 10 ms mel frames of each clip's own length;
+    `mask_feature_prob`, `mask_feature_length`, `mask_feature_min_masks` in mel bins; masked values set to 0).
     """
 
     model_type = "whisper-frame-aligned"
@@ -275,11 +277,6 @@ class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
 
     def check_head_fields(self):
         super().check_head_fields()
-        if getattr(self, "apply_spec_augment", False):
-            raise ValueError(
-                "WhisperFrameAlignedConfig: apply_spec_augment=True is not supported (the frame-aligned Whisper "
-                "encoder does not mask its log-mel input); set apply_spec_augment=False."
-            )
         if not isinstance(self.pad_to_30_seconds, bool):
             raise ValueError(
                 f"WhisperFrameAlignedConfig: `pad_to_30_seconds` must be a bool, got {self.pad_to_30_seconds!r}."

@@ -26,7 +26,7 @@ from transformers import PreTrainedConfig
 from transformers.audio_utils import mel_filter_bank
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperPreTrainedModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperModel, WhisperPreTrainedModel
 
 from .configuration_frame_aligned import WhisperFrameAlignedConfig
 from .frames import WHISPER_MEL_HOP
@@ -172,12 +172,15 @@ class WhisperFrameEncoder(WhisperPreTrainedModel):
     def _encode(self, input_values, lengths, key_mask: bool, output_hidden_states, output_attentions):
         """One window of at most 30 s: log-mel → conv1 → conv2 → positions 0..T-1 → layers → layer_norm."""
         config, encoder = self.config, self.encoder
+        clip_mel_lengths = lengths // WHISPER_MEL_HOP  # the clip's own mel frames (before any 30 s padding)
         if config.pad_to_30_seconds:  # as WhisperFeatureExtractor + WhisperEncoder: 30 s of zeros, no mask
             window = encoder.embed_positions.num_embeddings * 2 * WHISPER_MEL_HOP
             input_values = nn.functional.pad(input_values, (0, window - input_values.shape[-1]))
             lengths, key_mask = torch.full_like(lengths, window), False
         mel_lengths = lengths // WHISPER_MEL_HOP
         features = whisper_log_mel(input_values.float(), lengths, config.num_mel_bins).to(encoder.conv1.weight.dtype)
+        if self.training and config.apply_spec_augment:
+            features = self._spec_augment(features, clip_mel_lengths)
         hidden = nn.functional.gelu(encoder.conv1(features))
         # conv2 must see zeros after each clip's last mel frame, as on the clip alone (conv padding).
         mel_valid = torch.arange(hidden.shape[-1], device=hidden.device)[None, :] < mel_lengths[:, None]
@@ -189,6 +192,25 @@ class WhisperFrameEncoder(WhisperPreTrainedModel):
         frame_mask = torch.arange(num_frames, device=hidden.device)[None, :] < ((mel_lengths + 1) // 2)[:, None]
         mask = create_bidirectional_mask(config, hidden, frame_mask) if key_mask else None
         return self._layers(hidden, mask, bool(output_hidden_states), bool(output_attentions))
+
+    def _spec_augment(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """SpecAugment on the log-mel (training only), by transformers' own `WhisperModel._mask_input_features`
+        (its `_compute_mask_indices`, numpy's global random state): time spans of `mask_time_length` mel frames
+        (10 ms each) drawn per clip within its own `mel_lengths[b]` frames (`mask_time_prob` of them, at least
+        `mask_time_min_masks` spans), and bands of `mask_feature_length` mel bins (`mask_feature_prob`,
+        `mask_feature_min_masks`); masked values are set to 0, as transformers' Whisper does.
+
+        Args:
+            features: (B, num_mel_bins, T_mel) log-mel, frames at or after `mel_lengths[b]` are padding (0).
+            mel_lengths: (B,) each clip's own mel frames; padding is never counted nor drawn. A clip with fewer
+                than `mask_time_length` frames gets no span on its frames (transformers' sampler then zeroes the
+                batch's last frame, padding: already 0, or with `pad_to_30_seconds` the silence's log-mel).
+        Returns:
+            `features`, masked in place.
+        """
+        frames = torch.arange(features.shape[-1], device=features.device)[None, :]
+        valid = (frames < mel_lengths.to(features.device)[:, None]).long()
+        return WhisperModel._mask_input_features(self, features, attention_mask=valid)
 
     def _layers(self, hidden, mask, output_hidden_states: bool, output_attentions: bool) -> BaseModelOutput:
         encoder = self.encoder

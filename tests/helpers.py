@@ -68,12 +68,24 @@ BACKBONES = {
     "hubert": ("HubertConfig", "HubertModel"),
     "wavlm": ("WavLMConfig", "WavLMModel"),
     "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+    "whisper": ("WhisperConfig", "WhisperModel"),  # the encoder of any Whisper checkpoint; tiny: TINY_WHISPER
+}
+# Each backbone's `base_model_prefix` (the attribute and state-dict prefix of its encoder).
+PREFIXES = {
+    "wav2vec2": "wav2vec2",
+    "hubert": "hubert",
+    "wavlm": "wavlm",
+    "data2vec-audio": "data2vec_audio",
+    "whisper": "model",
 }
 
 
 def tiny_backbone_settings(model_type: str, **overrides) -> dict:
     """`tiny_config`'s backbone (no head fields) for any backbone; data2vec-audio's positional embedding is a stack of
-    `num_conv_pos_embeddings` conv layers (2 here) of kernel `conv_pos_kernel_size`, and it has no norm settings."""
+    `num_conv_pos_embeddings` conv layers (2 here) of kernel `conv_pos_kernel_size`, and it has no norm settings.
+    "whisper": `TINY_WHISPER` (its encoder: 2 layers, d_model 32) and the overrides but conv ones (a fixed stem)."""
+    if model_type == "whisper":
+        return {**TINY_WHISPER, **{key: value for key, value in overrides.items() if not key.startswith("conv_")}}
     settings = {key: value for key, value in tiny_config().to_diff_dict().items() if key in TINY_BACKBONE_KEYS}
     if model_type == "data2vec-audio":
         settings.update(num_conv_pos_embeddings=2, conv_pos_kernel_size=5)
@@ -126,14 +138,9 @@ def save_plain_backbone(model_type: str, directory, seed: int = 0, model_class: 
     import transformers
 
     torch.manual_seed(seed)
-    if model_type == "whisper":
-        overrides = {key: value for key, value in overrides.items() if not key.startswith("conv_")}
-        config = transformers.WhisperConfig(**{**TINY_WHISPER, **overrides})
-        model = getattr(transformers, model_class or "WhisperModel")(config)
-    else:
-        config_name, model_name = BACKBONES[model_type]
-        config = getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides))
-        model = getattr(transformers, model_class or model_name)(config)
+    config_name, model_name = BACKBONES[model_type]
+    config = getattr(transformers, config_name)(**tiny_backbone_settings(model_type, **overrides))
+    model = getattr(transformers, model_class or model_name)(config)
     model.save_pretrained(directory)
     from modeling.collator import make_feature_extractor
 

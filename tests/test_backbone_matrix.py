@@ -32,7 +32,7 @@ from modeling.prediction_fields import probabilities_of
 
 
 pytestmark = pytest.mark.slow
-MODEL_TYPES = [*BACKBONES, "whisper"]
+MODEL_TYPES = list(BACKBONES)
 
 
 def fold_test_clips(run) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from fake_corpora import copy_clips, polish3_rows
-from helpers import BACKBONES, POLISH3_LABELS, REPO, save_plain_backbone, tiny_frame_aligned_model
+from helpers import BACKBONES, POLISH3_LABELS, PREFIXES, REPO, save_plain_backbone, tiny_frame_aligned_model
 from safetensors.torch import load_file, save_file
 
 from modeling import AutoModelForFrameAlignedClassification, BackboneWeightsError, HeadWeightsError
@@ -24,13 +24,14 @@ from modeling.collator import make_feature_extractor
 from modeling.inference import load_pipeline
 
 
-PREFIXES = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec_audio"}
+# Two tensors (weight, bias) of the top layer's feed-forward output, per backbone.
+FEED_FORWARD_OUTPUT = {"whisper": ".encoder.layers.1.fc2"}
 
 
 def save_frame_aligned(model_type: str, folder, **head):
     model = tiny_frame_aligned_model(model_type, **head)
     model.save_pretrained(folder)
-    make_feature_extractor().save_pretrained(folder)
+    make_feature_extractor(model.config).save_pretrained(folder)
     return model
 
 
@@ -94,7 +95,9 @@ def test_an_incomplete_backbone_is_refused_on_every_path_naming_the_tensors(mode
     from transformers import AutoModelForAudioClassification, pipeline
 
     save_frame_aligned(model_type, tmp_path)
-    removed = remove_tensors(tmp_path, ".encoder.layers.1.feed_forward.output_dense")
+    removed = remove_tensors(
+        tmp_path, FEED_FORWARD_OUTPUT.get(model_type, ".encoder.layers.1.feed_forward.output_dense")
+    )
     assert len(removed) == 2
     message = rf"2 backbone tensors of \w+ForFrameAlignedClassification are missing from the checkpoint \({removed[0]}"
     with pytest.raises(BackboneWeightsError, match=message):
@@ -137,33 +140,53 @@ def test_a_hubert_run_is_scored_with_the_hubert_class(tmp_path):
     np.testing.assert_allclose(written.probabilities[fold1], expected, atol=1e-6)
 
 
+# The remote-code file of each backbone's class (HuBERT, WavLM and data2vec-audio share wav2vec 2.0's).
+MODELING_FILES = {"whisper": "modeling_whisper_frame_aligned"}
+
+
 @pytest.mark.parametrize("model_type", list(BACKBONES))
 def test_every_save_writes_a_complete_auto_map(model_type, tmp_path):
     """Issue 19: a local best/config.json mapped no `AutoModel` (the published one did), so
     `AutoModel.from_pretrained(best, trust_remote_code=True)` failed on a checkpoint that works once pushed."""
     model = save_frame_aligned(model_type, tmp_path / "best")
     auto_map = json.loads((tmp_path / "best" / "config.json").read_text())["auto_map"]
-    class_name = type(model).__name__
+    class_name, module = type(model).__name__, MODELING_FILES.get(model_type, "modeling_frame_aligned")
     assert auto_map == {
         "AutoConfig": f"configuration_frame_aligned.{type(model.config).__name__}",
-        "AutoModel": f"modeling_frame_aligned.{class_name}",
-        "AutoModelForAudioClassification": f"modeling_frame_aligned.{class_name}",
+        "AutoModel": f"{module}.{class_name}",
+        "AutoModelForAudioClassification": f"{module}.{class_name}",
     }
-    if model_type != "wav2vec2":
-        return  # one fresh process is enough: the files are the same for every backbone
+    assert (tmp_path / "best" / f"{module}.py").is_file()
+
+
+def test_a_local_save_opens_with_automodel_in_a_fresh_process_for_each_remote_code_file(tmp_path):
+    """One fresh process (~8 s to start) per remote-code file: wav2vec 2.0's (shared by HuBERT, WavLM and
+    data2vec-audio) and Whisper's own; the same logits as here."""
+    expected = {}
+    for model_type in ("wav2vec2", "whisper"):
+        model = save_frame_aligned(model_type, tmp_path / model_type)
+        with torch.no_grad():
+            expected[model_type] = (type(model).__name__, model(torch.full((1, 16000), 0.01)).logits[0].tolist())
     script = textwrap.dedent(
         f"""
-        import sys, torch
+        import json, sys, torch
         sys.modules["modeling"] = None  # a user without this package
         from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(tmp_path / "best")!r}, trust_remote_code=True).eval()
-        print(type(model).__name__, model(torch.zeros(1, 16000)).logits.shape[-1])
+        result = {{}}
+        for name in {list(expected)!r}:
+            model = AutoModel.from_pretrained({str(tmp_path)!r} + "/" + name, trust_remote_code=True).eval()
+            with torch.no_grad():
+                result[name] = [type(model).__name__, model(torch.full((1, 16000), 0.01)).logits[0].tolist()]
+        print(json.dumps(result))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == [class_name, "3"]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    for model_type, (class_name, logits) in expected.items():
+        assert loaded[model_type][0] == class_name
+        assert loaded[model_type][1] == pytest.approx(logits, abs=1e-5)
 
 
 # The loader's own modules; every other module opens checkpoints through them.

@@ -141,9 +141,63 @@ def test_clip_longer_than_30_seconds_is_encoded_in_30_second_windows():
             model(long, output_attentions=True)
 
 
+SPEC_AUGMENT = dict(
+    apply_spec_augment=True,
+    mask_time_prob=0.6,
+    mask_time_length=10,
+    mask_time_min_masks=2,
+    mask_feature_prob=0.2,
+    mask_feature_length=8,
+    mask_feature_min_masks=1,
+)
+
+
+def test_spec_augment_masks_each_clips_own_log_mel_frames_as_transformers_whisper_in_training_only(clips):
+    """SpecAugment (refused for Whisper before): in training the log-mel entering conv1 is 0 exactly at the spans
+    transformers' `_compute_mask_indices` draws (same numpy seed) over each clip's own mel frames, then the mel-bin
+    bands; every other value is the unmasked log-mel; padding is never drawn. Evaluation is unchanged."""
+    from transformers.models.whisper.modeling_whisper import _compute_mask_indices
+
+    model, plain = whisper_model(**SPEC_AUGMENT), whisper_model()
+    batch = make_feature_extractor(model.config)(clips, sampling_rate=16_000, padding="longest", return_tensors="pt")
+    lengths = batch["attention_mask"].sum(-1)
+    mel = whisper_log_mel(batch["input_values"], lengths, 80)
+    rows, frames = mel.shape[0], mel.shape[-1]
+    valid = torch.arange(frames)[None, :] < (lengths // 160)[:, None]
+    assert (~valid).any()  # a padded batch
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, plain(**batch).logits)  # eval: no masking
+    captured = []
+    model.model.encoder.conv1.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach().clone()))
+    np.random.seed(7)
+    model.train()(**batch)
+    np.random.seed(7)
+    time = torch.tensor(_compute_mask_indices((rows, frames), 0.6, 10, attention_mask=valid.long(), min_masks=2))
+    bins = torch.tensor(_compute_mask_indices((rows, 80), 0.2, 8, min_masks=1))
+    assert not (time & ~valid).any() and time.sum(-1).min() >= 10 and bins.sum(-1).min() >= 8
+    masked = time[:, None, :] | bins[:, :, None]
+    assert torch.equal(captured[0][masked], torch.zeros(int(masked.sum())))
+    torch.testing.assert_close(captured[0][~masked], mel[~masked], atol=0, rtol=0)
+    # the valid length matters: the same draw over the padded length would mask padding
+    np.random.seed(7)
+    assert (torch.tensor(_compute_mask_indices((rows, frames), 0.6, 10, min_masks=2)) & ~valid).any()
+    # 30 s mode: the encoder reads the 30 s of padding, but spans are drawn within the clip's own frames
+    padded = whisper_model(
+        **{**SPEC_AUGMENT, "mask_feature_prob": 0.0, "mask_feature_min_masks": 0}, pad_to_30_seconds=True
+    )
+    captured.clear()
+    padded.model.encoder.conv1.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach().clone()))
+    padded.train()(**batch)
+    full = whisper_log_mel(
+        nn.functional.pad(batch["input_values"], (0, 480_000 - batch["input_values"].shape[1])),
+        torch.full((rows,), 480_000),
+        80,
+    )
+    zeroed = (captured[0] != full).any(dim=1)  # (rows, 3000): frames the mask changed
+    assert zeroed.any() and not zeroed[:, frames:].any() and not (zeroed[:, :frames] & ~valid).any()
+
+
 def test_bad_inputs_and_settings_are_refused_by_name():
-    with pytest.raises(ValueError, match="apply_spec_augment=True is not supported"):
-        WhisperFrameAlignedConfig(**TINY_WHISPER, apply_spec_augment=True)
     with pytest.raises(ValueError, match="pad_to_30_seconds"):
         WhisperFrameAlignedConfig(**TINY_WHISPER, pad_to_30_seconds="yes")
     with pytest.raises(ValueError, match="num_trainable_layers"):
@@ -173,3 +227,22 @@ def test_freezing_keeps_the_conv_stem_positions_and_lower_layers_fixed_and_layer
         states = model.model(torch.full((1, 8000), 0.01), output_hidden_states=True)
     assert len(states.hidden_states) == model.config.num_hidden_layers + 1
     torch.testing.assert_close(states.hidden_states[-1], states.last_hidden_state)
+
+
+def test_a_training_config_with_whisper_spec_augment_is_accepted_and_reaches_both_stages(tmp_path):
+    """The config check built the stages' model configs, which refused `apply_spec_augment: true` for Whisper."""
+    from runs import write_config
+
+    from modeling.training.config_checks import check_training_setup, stage_model_config
+    from modeling.training.run_config import resolve_config
+
+    whisper = {"model_type": "whisper", **TINY_WHISPER}
+    overrides = {"apply_spec_augment": True, "mask_time_prob": 0.3, "mask_feature_prob": 0.1}
+    config = resolve_config(
+        write_config(tmp_path / "w.yaml", model={"random_init": whisper, "config_overrides": overrides})
+    )
+    assert check_training_setup(config) == []
+    backbone = WhisperFrameAlignedConfig(**TINY_WHISPER).to_dict()
+    for stage in ("stage1", "stage2"):
+        built = stage_model_config(config, stage, backbone)
+        assert (built.apply_spec_augment, built.mask_time_prob, built.mask_feature_prob) == (True, 0.3, 0.1)

@@ -2,10 +2,12 @@
 
 import copy
 import pickle
+import re
 
 import pytest
 import torch
-from helpers import layer_norm_overrides, polish3_clips, tiny_config
+from helpers import BACKBONES as MODEL_TYPES
+from helpers import layer_norm_overrides, polish3_clips, tiny_config, tiny_frame_aligned_model
 
 from modeling import FrameAlignedTrainer, FrameAlignedTrainingArguments, Wav2Vec2ForFrameAlignedClassification
 from modeling.collator import AudioClassificationCollator, make_feature_extractor
@@ -91,6 +93,39 @@ def test_cached_forward_and_gradients_match_uncached(backbone, clips, collator):
     assert not any(name.startswith(("wav2vec2.encoder.layers.1.", "wav2vec2.feature_")) for name in cached_grads)
     for name, grad in cached_grads.items():
         torch.testing.assert_close(grad, uncached_grads[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+# The documented refusals (prefix_cache/model.py: `UNSUPPORTED_REASONS`), written out.
+SUPPORTED = "('wav2vec2', 'hubert', 'data2vec_audio')"
+REFUSALS = {
+    "wavlm": f"WavLMForFrameAlignedClassification: the frozen-prefix cache supports the {SUPPORTED} backbones, not "
+    "'wavlm' (its layers share a relative position bias computed in layer 0). Set stage2.cache_frozen_prefix: false.",
+    "whisper": f"WhisperForFrameAlignedClassification: the frozen-prefix cache supports the {SUPPORTED} backbones, "
+    "not 'model' (Whisper's log-mel and conv stem has no cut in prefix_cache/model.py yet). Set "
+    "stage2.cache_frozen_prefix: false.",
+}
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_every_backbone_is_cached_exactly_or_refused_with_its_documented_reason(model_type, clips):
+    """Every listed backbone: the cached top reproduces the full forward (logits, frame mask), or the cache and the
+    cached model refuse it with the documented message (WavLM, Whisper), before anything runs."""
+    model = tiny_frame_aligned_model(model_type, num_trainable_layers=1)
+    collator_ = AudioClassificationCollator(make_feature_extractor(model.config))
+    if model_type in REFUSALS:
+        exact = f"^{re.escape(REFUSALS[model_type])}$"
+        with pytest.raises(ValueError, match=exact):
+            FrozenPrefixModel(model)
+        with pytest.raises(ValueError, match=exact):
+            build_prefix_cache(model, clips[:2], collator_, dtype=torch.float32)
+        return
+    batch = collator_(clips[:3])
+    cache = build_prefix_cache(model, clips[:3], collator_, dtype=torch.float32, batches=[[0, 1, 2]])
+    with torch.no_grad():
+        full = model(**{key: value for key, value in batch.items() if key != "labels"})
+        cached = FrozenPrefixModel(model).eval()(**cached_batch(cache, [0, 1, 2]))
+    assert torch.equal(cached.frame_mask, full.frame_mask)
+    torch.testing.assert_close(cached.logits, full.logits, atol=ATOL, rtol=0)
 
 
 def test_state_dict_is_the_full_models(clips):
