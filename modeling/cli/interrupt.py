@@ -83,14 +83,14 @@ def _close_progress_bars() -> None:
 def newest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The most recently written complete Trainer checkpoint (`fold<k>/stage<s>/checkpoint-N`) of a run directory,
     or None (incomplete ones, which resuming skips, are not counted)."""
+    from ..rundir.layout import RunDir
     from ..training.checkpoints import latest_checkpoint
 
     found = []
-    for stage_dir in sorted(Path(run_dir).glob("fold*/stage*")):
-        if stage_dir.is_dir():
-            latest = latest_checkpoint(stage_dir, remove_incomplete=False)
-            if latest:
-                found.append(Path(latest))
+    for stage_dir in RunDir(run_dir).stage_dirs():
+        latest = latest_checkpoint(stage_dir, remove_incomplete=False)
+        if latest:
+            found.append(Path(latest))
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 

@@ -154,6 +154,12 @@ class RunDir:
     def checkpoints(self, k: int | str, stage: str) -> list[Path]:
         return checkpoint_dirs(self.stage(k, stage))
 
+    def stage_dirs(self) -> list[Path]:
+        """Every `fold<k>/stage<s>` folder that exists (stage 0 included), folds in number order."""
+        folds = [p for p in self.path.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit()]
+        folds.sort(key=lambda p: int(p.name[len("fold") :]))
+        return [fold / stage for fold in folds for stage in (STAGE0, *STAGES) if (fold / stage).is_dir()]
+
     def pseudo_labels(self, k: int | str) -> Path:
         """`fold<k>/stage0/pseudo_labels`: stage 0's K-means model and its frames' cluster ids."""
         return self.stage(k, STAGE0) / "pseudo_labels"
