@@ -159,8 +159,11 @@ def test_duration_column_is_used_when_present(mixed_clips, column):
     assert audio_lengths(dataset) == [1.5, 2.5]  # no file is opened
     with pytest.raises(ValueError, match="row 0 of column 'audio'.*nonexistent.wav"):
         audio_lengths(dataset.remove_columns(column))
-    with pytest.raises(ValueError, match="row 1 of column 'audio'.*nonexistent.wav"):  # a missing value: the header
-        audio_lengths(Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: [1.5, None]}))
+    for missing in (None, float("nan")):  # a missing value (NaN: pandas'): read from the header
+        with pytest.raises(ValueError, match="row 1 of column 'audio'.*nonexistent.wav"):
+            audio_lengths(Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: [1.5, missing]}))
+    with pytest.raises(ValueError, match=f"row 1 of column '{column}': '1,5' is not a length in seconds"):
+        audio_lengths(Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: ["2", "1,5"]}))
 
 
 def test_timeline_pipeline_takes_decoders_and_embedded_bytes(tmp_path, mixed_clips):

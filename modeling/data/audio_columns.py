@@ -12,6 +12,7 @@ in batches without decoding the samples. `row_duration` is the same rule for one
 
 import io
 import logging
+import math
 
 import pyarrow as pa
 from datasets import Audio, Dataset
@@ -66,15 +67,17 @@ def duration_column(column_names, length_column: str | None = None) -> str | Non
 
 def row_duration(row, audio_column: str = "audio") -> float:
     """One dict row's length in seconds: its `duration_s`, else its legacy `duration`, else its audio's header
-    (a missing value, None, counts as absent).
+    (a missing value, None or NaN, counts as absent).
 
     Raises:
+        ValueError: a value that is not a number.
         AudioInputError: the value comes from the audio and its header cannot be read.
         KeyError: the row has none of these.
     """
     for column in (DURATION_COLUMN, LEGACY_DURATION_COLUMN):
-        if row.get(column) is not None:
-            return float(row[column])
+        seconds = _seconds(row.get(column), f"column {column!r}")
+        if seconds is not None:
+            return seconds
     return input_duration(row[audio_column])
 
 
@@ -84,8 +87,8 @@ def audio_lengths(
     """Per-row length in seconds, for length-grouped batching and the evaluation order.
 
     Taken from `duration_column(dataset.column_names, length_column)` (`length_column`, else `duration_s`, else the
-    legacy `duration`) when the dataset has one; rows without a value there (None), or every row when it has none,
-    from the audio (file headers of paths or embedded bytes, `LENGTH_BATCH` rows at a time; arrays from their
+    legacy `duration`) when the dataset has one; rows without a value there (None or NaN), or every row when it has
+    none, from the audio (file headers of paths or embedded bytes, `LENGTH_BATCH` rows at a time; arrays from their
     length).
 
     Args:
@@ -94,13 +97,15 @@ def audio_lengths(
     Returns:
         (N,) floats (None only with `strict=False`).
     Raises:
-        ValueError: no such column, or (strict) a row whose length cannot be read (the row and the reason are named).
+        ValueError: no such column, a value that is not a number, or (strict) a row whose length cannot be read (the
+            row and the reason are named).
     """
     names = dataset.column_names
     column = duration_column(names, length_column)
-    lengths = (
-        [None if value is None else float(value) for value in dataset[column]] if column else [None] * len(dataset)
-    )
+    if column:
+        lengths = [_seconds(value, f"row {row} of column {column!r}") for row, value in enumerate(dataset[column])]
+    else:
+        lengths = [None] * len(dataset)
     missing = [i for i, value in enumerate(lengths) if value is None]
     if not missing:
         return lengths
@@ -123,6 +128,17 @@ def audio_lengths(
                 if strict:
                     raise ValueError(f"row {row} of column {audio_column!r}: {error}") from error
     return lengths
+
+
+def _seconds(value, where: str) -> float | None:
+    """A length column's value as float seconds; None (read from the audio) for None or NaN (pandas' missing)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a length in seconds.") from None
+    return None if math.isnan(seconds) else seconds
 
 
 class ArrowBytesReader(io.RawIOBase):
