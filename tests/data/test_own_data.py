@@ -272,4 +272,6 @@ def test_label_folders_take_every_format_the_folder_searches_of_predict_py_take(
         written[str(path)] = label
     dataset = load_audio_folder(tmp_path)
     assert dict(zip(dataset["audio"], dataset["label_text"])) == written
-    assert len(dataset) == 3 and all(d == pytest.approx(len(waveform) / 16000, abs=0.01) for d in dataset["duration"])
+    assert len(dataset) == 3 and all(
+        d == pytest.approx(len(waveform) / 16000, abs=0.01) for d in dataset["duration_s"]
+    )
