@@ -74,7 +74,7 @@ def held_out_clips(corpus: str, speakers: list[str] | None) -> tuple[list[str], 
 
 def build_recordings(by_speaker, per_speaker: int, silences: bool, seed: int, folder: Path) -> list[dict]:
     """ZED-like recordings: 2 neutral clips, 1–2 clips of one emotion, 2 neutral clips (silences between them or
-    not). Returns [{"path", "duration", "reference": [(start_s, end_s, emotion)]}]."""
+    not). Returns [{"path", "duration_s", "reference": [(start_s, end_s, emotion)]}]."""
     rng = random.Random(seed)
     recordings = []
     for speaker, by_label in sorted(by_speaker.items()):
@@ -95,7 +95,7 @@ def build_recordings(by_speaker, per_speaker: int, silences: bool, seed: int, fo
                 position += len(clip)
             path = folder / f"{speaker}_{k}_{'gaps' if silences else 'joined'}.flac"
             sf.write(path, np.concatenate(pieces), SR, subtype="PCM_16")
-            recordings.append({"path": str(path), "duration": position / SR, "reference": reference})
+            recordings.append({"path": str(path), "duration_s": position / SR, "reference": reference})
     return recordings
 
 
@@ -106,7 +106,7 @@ def score(recordings: list[dict], pipe) -> dict:
     totals: dict[str, EmotionDiarizationError] = {}
 
     def add(name, recording, hypothesis):
-        result = emotion_diarization_error(recording["reference"], hypothesis, 0.0, recording["duration"])
+        result = emotion_diarization_error(recording["reference"], hypothesis, 0.0, recording["duration_s"])
         totals[name] = totals[name] + result if name in totals else result
 
     for recording in recordings:
@@ -115,7 +115,7 @@ def score(recordings: list[dict], pipe) -> dict:
             result = pipe(path, smoothing=smoothing, smoothing_window_s=window_s, min_segment_s=min_s)
             add(f"timeline[{smoothing} {window_s} s, min {min_s} s]", recording, result["timeline"])
             if smoothing == "median" and window_s == 0.2:
-                add("whole_recording", recording, [(0.0, recording["duration"], result["predicted"])])
+                add("whole_recording", recording, [(0.0, recording["duration_s"], result["predicted"])])
         segments = detect_speech(path)
         records = pipe(path, segments=segments) if segments else []
         add("per_segment_vad", recording, [(r["start_s"], r["end_s"], r["predicted"]) for r in records])

@@ -60,7 +60,7 @@ def imbalanced_splits(seed: int = 0) -> tuple[Dataset, Dataset]:
             {
                 "audio": [str(NEMO4 / row["file"]) for row in part],
                 "label": [CLASSES.index(row["label"]) for row in part],
-                "duration": [float(row["duration_s"]) for row in part],
+                "duration_s": [float(row["duration_s"]) for row in part],
             }
         )
 
@@ -90,7 +90,7 @@ def train_and_score(setting: dict, train: Dataset, test: Dataset, epochs: float,
             warmup_steps=0.1,
             weight_decay=0.01,
             train_sampling_strategy="group_by_length",
-            length_column_name="duration",
+            length_column_name="duration_s",
             save_strategy="no",
             eval_strategy="no",
             logging_steps=20,

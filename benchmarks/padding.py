@@ -5,7 +5,7 @@ longest clip by the collator). Samplers compared, each averaged over `EPOCHS` ep
 
 - random order (`train_sampling_strategy="random"`, the Trainer's default);
 - transformers' `LengthGroupedSampler`, taken from a real `Trainer(train_sampling_strategy="group_by_length",
-  length_column_name="duration")` so that the names and defaults are those of the installed transformers;
+  length_column_name="duration_s")` so that the names and defaults are those of the installed transformers;
 - `modeling.trainer.sampling.LengthSortedSampler` (default jitter), via `LengthSortedSamplerMixin` on the same Trainer;
 - fully sorted batches (jitter 0): the floor any batching with a fixed batch size can reach.
 
@@ -44,13 +44,13 @@ def iemocap_like_durations(size: int = IEMOCAP_SIZE, seed: int = SEED) -> list[f
 
 
 class _DummyModel(torch.nn.Module):
-    def forward(self, duration=None, labels=None):
+    def forward(self, duration_s=None, labels=None):
         raise NotImplementedError
 
 
 def trainer_samplers(durations: list[float]) -> dict:
     """The train samplers a real Trainer builds for `group_by_length`: transformers' and ours."""
-    dataset = datasets.Dataset.from_dict({"duration": durations})
+    dataset = datasets.Dataset.from_dict({"duration_s": durations})
     samplers = {}
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -58,7 +58,7 @@ def trainer_samplers(durations: list[float]) -> dict:
             report_to=[],
             per_device_train_batch_size=BATCH_SIZE,
             train_sampling_strategy="group_by_length",
-            length_column_name="duration",
+            length_column_name="duration_s",
             use_cpu=True,
         )
 

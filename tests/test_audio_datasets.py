@@ -153,11 +153,17 @@ def test_decoder_rows_train_through_the_trainer(tmp_path, mixed_clips):
     assert trainer.state.global_step == 2
 
 
-def test_duration_column_is_used_when_present(mixed_clips):
-    dataset = Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, "duration": [1.5, 2.5], "label": [0, 1]})
+@pytest.mark.parametrize("column", ["duration_s", "duration"])  # duration: users' (lhotse, SpeechBrain) name
+def test_duration_column_is_used_when_present(mixed_clips, column):
+    dataset = Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: [1.5, 2.5], "label": [0, 1]})
     assert audio_lengths(dataset) == [1.5, 2.5]  # no file is opened
     with pytest.raises(ValueError, match="row 0 of column 'audio'.*nonexistent.wav"):
-        audio_lengths(dataset.remove_columns("duration"))
+        audio_lengths(dataset.remove_columns(column))
+    for missing in (None, float("nan")):  # a missing value (NaN: pandas'): read from the header
+        with pytest.raises(ValueError, match="row 1 of column 'audio'.*nonexistent.wav"):
+            audio_lengths(Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: [1.5, missing]}))
+    with pytest.raises(ValueError, match=f"row 1 of column '{column}': '1,5' is not a length in seconds"):
+        audio_lengths(Dataset.from_dict({"audio": ["/nonexistent.wav"] * 2, column: ["2", "1,5"]}))
 
 
 def test_timeline_pipeline_takes_decoders_and_embedded_bytes(tmp_path, mixed_clips):

@@ -37,11 +37,11 @@ def test_constant_model_scores_equal_hand_computation(always_fear, tmp_path):
         (recording,) = build_recordings(by_speaker, 1, silences, seed=3, folder=tmp_path)
         audio, _ = sf.read(recording["path"])
         reference = recording["reference"]
-        assert recording["duration"] == len(audio) / 16000 == reference[-1][1]
+        assert recording["duration_s"] == len(audio) / 16000 == reference[-1][1]
         assert [label for _, _, label in reference][:2] == ["neutral", "neutral"] and reference[2][2] != "neutral"
         spoken = sum(end - start for start, end, _ in reference)
         fear = sum(end - start for start, end, label in reference if label == "fear")
-        silence = recording["duration"] - spoken
+        silence = recording["duration_s"] - spoken
         assert (silence > 0.3 * 4) == silences  # 4 gaps of 0.3-1.2 s, or none
         systems = score([recording], always_fear)
         # Everything is "fear": the timeline and the baseline cover the silences too (false alarms); the reference

@@ -1,4 +1,4 @@
-"""Corpora on disk → `datasets.Dataset` (audio path/bytes, label, speaker, gender, session, duration), folds, and
+"""Corpora on disk → `datasets.Dataset` (audio path/bytes, label, speaker, gender, session, duration_s), folds, and
 the dataset checks that list every problem before training. Needs no torch.
 
 One module per corpus with its facts (`CorpusInfo`: labels, license, citation, language, default folds) and, where

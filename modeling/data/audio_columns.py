@@ -3,12 +3,16 @@
 A `datasets.Audio()` column decodes through torchcodec only (datasets 5.x): without it, every row access raises
 `ImportError`. `readable_audio` casts such a column to `Audio(decode=False)` (`{"path", "bytes"}` rows, read by
 `modeling.audio.load_audio`); the data stay in Arrow (a cast of the feature, no copy of the column).
-`audio_lengths` gives each row's duration for length-grouped batches: a `duration` column when there is one, else
-the audio headers (paths or embedded bytes), read in batches without decoding the samples.
+`audio_lengths` gives each row's length in seconds for length-grouped batches and the evaluation order, THE length
+reader of the project (the Trainer's samplers, `longest_first`, the frozen-prefix cache, `loader: hub`): the
+`duration_s` column (`DURATION_COLUMN`, what every Dataset the project builds has), else a legacy `duration` column
+(lhotse's and SpeechBrain's manifests name it so; seconds too), else the audio headers (paths or embedded bytes), read
+in batches without decoding the samples. `row_duration` is the same rule for one dict row.
 """
 
 import io
 import logging
+import math
 
 import pyarrow as pa
 from datasets import Audio, Dataset
@@ -19,6 +23,8 @@ from ..audio import AudioInputError, input_duration, torchcodec_available
 logger = logging.getLogger(__name__)
 
 LENGTH_BATCH = 256  # rows read at a time when lengths come from the audio itself
+DURATION_COLUMN = "duration_s"  # a clip's length in seconds (float64), in every Dataset and file the project writes
+LEGACY_DURATION_COLUMN = "duration"  # the same in users' datasets (lhotse, SpeechBrain manifests): read as seconds
 
 
 def audio_columns(dataset) -> list[str]:
@@ -50,33 +56,89 @@ def undecoded(dataset: Dataset, column: str) -> Dataset:
     return dataset
 
 
-def audio_lengths(dataset: Dataset, audio_column: str = "audio", length_column: str | None = None) -> list[float]:
-    """Per-row length in seconds, for length-grouped batching.
+def duration_column(column_names, length_column: str | None = None) -> str | None:
+    """The column lengths are read from: `length_column` (a Trainer's `length_column_name`) when the dataset has it,
+    else `duration_s`, else the legacy `duration` (seconds); None when it has none of them."""
+    for column in (length_column, DURATION_COLUMN, LEGACY_DURATION_COLUMN):
+        if column and column in column_names:
+            return column
+    return None
 
-    Taken from `length_column` when the dataset has it, else from a `duration` column, else from the audio
-    (file headers of paths or embedded bytes, `LENGTH_BATCH` rows at a time; arrays from their length).
+
+def row_duration(row, audio_column: str = "audio") -> float:
+    """One dict row's length in seconds: its `duration_s`, else its legacy `duration`, else its audio's header
+    (a missing value, None or NaN, counts as absent).
 
     Raises:
-        ValueError: no such column, or a row whose length cannot be read (the row and the reason are named).
+        ValueError: a value that is not a number.
+        AudioInputError: the value comes from the audio and its header cannot be read.
+        KeyError: the row has none of these.
+    """
+    for column in (DURATION_COLUMN, LEGACY_DURATION_COLUMN):
+        seconds = _seconds(row.get(column), f"column {column!r}")
+        if seconds is not None:
+            return seconds
+    return input_duration(row[audio_column])
+
+
+def audio_lengths(
+    dataset: Dataset, audio_column: str = "audio", length_column: str | None = None, *, strict: bool = True
+) -> list[float | None]:
+    """Per-row length in seconds, for length-grouped batching and the evaluation order.
+
+    Taken from `duration_column(dataset.column_names, length_column)` (`length_column`, else `duration_s`, else the
+    legacy `duration`) when the dataset has one; rows without a value there (None or NaN), or every row when it has
+    none, from the audio (file headers of paths or embedded bytes, `LENGTH_BATCH` rows at a time; arrays from their
+    length).
+
+    Args:
+        strict: False gives None for a row whose audio cannot be read (the dataset checks report it) instead of
+            raising.
+    Returns:
+        (N,) floats (None only with `strict=False`).
+    Raises:
+        ValueError: no such column, a value that is not a number, or (strict) a row whose length cannot be read (the
+            row and the reason are named).
     """
     names = dataset.column_names
-    for column in (length_column, "duration"):
-        if column and column in names:
-            return [float(value) for value in dataset[column]]
+    column = duration_column(names, length_column)
+    if column:
+        lengths = [_seconds(value, f"row {row} of column {column!r}") for row, value in enumerate(dataset[column])]
+    else:
+        lengths = [None] * len(dataset)
+    missing = [i for i, value in enumerate(lengths) if value is None]
+    if not missing:
+        return lengths
     if audio_column not in names:
+        where = f"row {missing[0]} has no {column!r} value" if column else "the dataset has no length column"
         raise ValueError(
-            f"cannot infer lengths: the dataset has neither a {length_column or 'duration'!r} column nor an audio "
-            f"column {audio_column!r} (it has {names})."
+            f"cannot infer lengths: {where} (tried {length_column!r}, {DURATION_COLUMN!r}, "
+            f"{LEGACY_DURATION_COLUMN!r}) and no audio column {audio_column!r} to read them from (it has {names})."
         )
-    lengths: list[float] = []
-    table_view = undecoded(dataset, audio_column).with_format("arrow")
-    for start in range(0, len(dataset), LENGTH_BATCH):
-        for value in arrow_values(table_view[start : start + LENGTH_BATCH].column(audio_column)):
+    view = undecoded(dataset if len(missing) == len(dataset) else dataset.select(missing), audio_column)
+    view = view.with_format("arrow")
+    position = 0
+    for start in range(0, len(view), LENGTH_BATCH):
+        for value in arrow_values(view[start : start + LENGTH_BATCH].column(audio_column)):
+            row = missing[position]
+            position += 1
             try:
-                lengths.append(input_duration(value))
+                lengths[row] = input_duration(value)
             except AudioInputError as error:
-                raise ValueError(f"row {len(lengths)} of column {audio_column!r}: {error}") from error
+                if strict:
+                    raise ValueError(f"row {row} of column {audio_column!r}: {error}") from error
     return lengths
+
+
+def _seconds(value, where: str) -> float | None:
+    """A length column's value as float seconds; None (read from the audio) for None or NaN (pandas' missing)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a length in seconds.") from None
+    return None if math.isnan(seconds) else seconds
 
 
 class ArrowBytesReader(io.RawIOBase):
@@ -124,4 +186,15 @@ def arrow_values(column: pa.ChunkedArray):
             yield from chunk.to_pylist()
 
 
-__all__ = ["ArrowBytesReader", "arrow_values", "audio_columns", "audio_lengths", "readable_audio", "undecoded"]
+__all__ = [
+    "DURATION_COLUMN",
+    "LEGACY_DURATION_COLUMN",
+    "ArrowBytesReader",
+    "arrow_values",
+    "audio_columns",
+    "audio_lengths",
+    "duration_column",
+    "readable_audio",
+    "row_duration",
+    "undecoded",
+]

@@ -151,7 +151,7 @@ def _rows_from_metadata(root: Path, metadata_path: Path, columns: dict) -> list[
             "label_text": record[label_column],
             "speaker": record.get(named["speaker"], ""),
             "gender": normalize_gender(record.get(named["gender"])),
-            "duration": _float_or_none(record.get("duration_s")),  # None: read from the file header
+            "duration_s": _float_or_none(record.get("duration_s")),  # None: read from the file header
         }
         if record.get("split"):
             row["split"] = canonical_split(record["split"]) or record["split"]

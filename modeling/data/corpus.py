@@ -10,7 +10,9 @@ A corpus Dataset has one row per utterance and the same columns whatever the sou
 - `label_text` (`string`): the label as written in the source (e.g. `exc` for IEMOCAP's merged "happy").
 - `speaker` (`string`), `gender` (`"female"`, `"male"` or `""` when unknown).
 - `session` (`int32`): IEMOCAP session 1..5, `-1` elsewhere.
-- `duration` (`float64`): seconds, from the file header (`None` when the file cannot be read).
+- `duration_s` (`float64`): seconds, from the file header (`None` when the file cannot be read); the name every file
+  the project reads or writes gives it (metadata.csv, predictions, segments). Lengths are read through
+  `modeling.data.audio_columns.audio_lengths`.
 - `split` (`string`, only for corpora that come split): `train` / `validation` / `test` (`data.folds: predefined`).
 
 Nothing here decodes audio or raises on bad files: `modeling.data.checks` does, listing every problem.
@@ -83,7 +85,7 @@ def corpus_features(label_names: Iterable[str]) -> Features:
             "speaker": Value("string"),
             "gender": Value("string"),
             "session": Value("int32"),
-            "duration": Value("float64"),
+            "duration_s": Value("float64"),
         }
     )
 
@@ -95,7 +97,7 @@ def label_ids(texts: Iterable[str], label_names: Iterable[str]) -> list[int]:
 
 
 def build_dataset(rows: list[dict], label_names: Iterable[str]) -> Dataset:
-    """Rows with `audio`, `label_text`, `speaker` (+ optional `gender`, `session`, `duration`) → a corpus Dataset.
+    """Rows with `audio`, `label_text`, `speaker` (+ optional `gender`, `session`, `duration_s`) → a corpus Dataset.
 
     `label` is the index of `label_text` in `label_names`, or -1 when it is not one of them.
     """
@@ -107,7 +109,9 @@ def build_dataset(rows: list[dict], label_names: Iterable[str]) -> Dataset:
         "speaker": [row["speaker"] for row in rows],
         "gender": [row.get("gender", "") for row in rows],
         "session": [row.get("session", -1) for row in rows],
-        "duration": [row["duration"] if row.get("duration") is not None else _duration(row["audio"]) for row in rows],
+        "duration_s": [
+            row["duration_s"] if row.get("duration_s") is not None else _duration(row["audio"]) for row in rows
+        ],
     }
     if any("label_distribution" in row for row in rows):  # annotator votes (modeling/data/votes.py)
         columns["label_distribution"] = [row.get("label_distribution") for row in rows]

@@ -222,7 +222,7 @@ def load_emobox(
             "audio": str(audio_path(root, corpus, str(meta.records[key]["wav"]))),
             "label_text": meta.label_map[str(meta.records[key]["emo"])],
             "speaker": meta.speakers.get(key, ""),
-            "duration": float(meta.records[key]["length"]) if meta.records[key].get("length") else None,
+            "duration_s": float(meta.records[key]["length"]) if meta.records[key].get("length") else None,
         }
         for key in keys
     ]

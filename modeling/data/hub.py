@@ -34,7 +34,7 @@ from datasets import (
 )
 
 from ..audio import AUDIO_EXTENSIONS
-from .audio_columns import audio_lengths
+from .audio_columns import DURATION_COLUMN, audio_lengths, duration_column
 from .audio_folder import load_audio_folder
 from .corpus import CorpusError, corpus_features, drop_duplicates, label_ids, normalize_gender
 from .folds import canonical_split
@@ -212,8 +212,8 @@ def _corpus_dataset(
         "gender": [normalize_gender(g) for g in source[gender_column]] if gender_column else [""] * count,
         "session": [-1] * count,
     }
-    measured = "duration" in source.column_names and source.features["duration"] == Value("float64")
-    columns["duration"] = list(source["duration"]) if measured else _durations(source, audio_column)
+    # a `duration_s` column, else a legacy `duration` one (lhotse, SpeechBrain: seconds), else the audio headers
+    columns[DURATION_COLUMN] = audio_lengths(source, audio_column, strict=False)
     if "split" in source.column_names:
         columns["split"] = [str(split or "") for split in source["split"]]
         features["split"] = Value("string")
@@ -262,22 +262,6 @@ def _without_duplicates(dataset_id: str, source: Dataset, audio_column: str, lab
     ]
     kept = drop_duplicates(dataset_id, rows, lambda row: row["id"])
     return source if len(kept) == len(rows) else source.select([row["row"] for row in kept])
-
-
-def _durations(source: Dataset, audio_column: str) -> list[float | None]:
-    try:
-        return audio_lengths(source, audio_column)
-    except ValueError:  # one unreadable row: read row by row, None where unreadable (the checks report it)
-        from ..audio import AudioInputError, input_duration
-
-        durations = []
-        for batch in source.remove_columns([c for c in source.column_names if c != audio_column]).iter(batch_size=256):
-            for value in batch[audio_column]:
-                try:
-                    durations.append(input_duration(value))
-                except AudioInputError:
-                    durations.append(None)
-        return durations
 
 
 def _load(dataset_id: str, split: str | None, audio_column: str = "audio", **load_kwargs) -> Dataset:
@@ -330,9 +314,9 @@ def parquet_folder(folder: Path, cache_dir: str | None = None, audio_column: str
         if not target.is_file():
             tmp = target.with_suffix(".tmp")
             schema = pq.ParquetFile(paths[0]).schema_arrow
-            measure = "duration" not in schema.names and audio_column in schema.names
+            measure = duration_column(schema.names) is None and audio_column in schema.names
             if measure:  # measured now, from the batch in hand: later it would page the mapped file in
-                schema = schema.append(pa.field("duration", pa.float64()))
+                schema = schema.append(pa.field(DURATION_COLUMN, pa.float64()))
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
                 for path in paths:
                     for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=64):

@@ -183,8 +183,14 @@ class FrozenPrefixCollator:
 
 
 def _lengths_of(dataset) -> list[float] | None:
+    """Seconds as `modeling.data.audio_columns.audio_lengths` reads them (`duration_s`, else a legacy `duration`)
+    when the dataset has such a column, else its `length` / `input_length` column, else None (dataset order)."""
+    from ..data.audio_columns import audio_lengths, duration_column
+
     column_names = getattr(dataset, "column_names", None) or []
-    for column in ("duration", "length", "input_length"):
+    if duration_column(column_names) is not None:
+        return audio_lengths(dataset)
+    for column in ("length", "input_length"):
         if column in column_names:
             return [float(value) for value in dataset[column]]
     return None
@@ -254,8 +260,9 @@ def build_prefix_cache(
         cache_dir: write the cache there (memory-mapped, reusable across runs); an existing cache with the same
             fingerprint (frozen weights, dataset, batches, dtype, collator settings) is loaded instead of rebuilt.
             None keeps it in memory.
-        lengths: (N,) clip lengths for length-sorted batches; default: the dataset's `duration`/`length` column,
-            else dataset order (much more padding).
+        lengths: (N,) clip lengths for length-sorted batches; default: the dataset's `duration_s` (or legacy
+            `duration`) column in seconds, else its `length` or `input_length` column, else dataset order (much
+            more padding).
         batches: explicit batch composition (lists of indices covering the dataset once); overrides the above.
         seed: for the random tie-breaks of the length-sorted batches.
         num_workers: `DataLoader` workers decoding audio.

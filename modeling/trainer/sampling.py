@@ -175,13 +175,17 @@ def longest_first(dataset_or_lengths) -> list[int]:
     mask).
 
     Args:
-        dataset_or_lengths: a dataset with a `duration` column (seconds), or the (N,) lengths themselves.
+        dataset_or_lengths: a `datasets.Dataset` (lengths as `modeling.data.audio_columns.audio_lengths` reads them:
+            its `duration_s` column in seconds, else a legacy `duration` column, else the audio headers), or the (N,)
+            lengths themselves.
     Returns:
         A permutation of range(N).
     """
     lengths = dataset_or_lengths
     if hasattr(dataset_or_lengths, "column_names"):
-        lengths = dataset_or_lengths["duration"]
+        from ..data.audio_columns import audio_lengths
+
+        lengths = audio_lengths(dataset_or_lengths)
     lengths = [float(length) for length in lengths]
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
@@ -270,7 +274,8 @@ class LengthSortedSamplerMixin:
     `args.class_balanced_sampling`, `ClassBalancedSampler` (length-sorted batches with `group_by_length`).
 
     Lengths (`modeling.data.audio_columns.audio_lengths`): the dataset's `args.length_column_name` column, else its
-    `duration` column (seconds), else the audio column's file headers or embedded bytes (the collator's
+    `duration_s` column (seconds), else a legacy `duration` column (seconds: lhotse's and SpeechBrain's manifests),
+    else the audio column's file headers or embedded bytes (the collator's
     `audio_column`, default `audio`; read once per Trainer, no full decode). Other datasets fall back to
     transformers' sampler. Usage: `class Trainer(LengthSortedSamplerMixin, FrameAlignedTrainer): pass`;
     `length_sort_jitter` (class attribute) sets the jitter.
@@ -326,19 +331,19 @@ class LengthSortedSamplerMixin:
     def _train_lengths(self, train_dataset) -> list[float] | None:
         from datasets import Dataset
 
-        from ..data.audio_columns import audio_lengths
+        from ..data.audio_columns import audio_lengths, duration_column
 
         column = self.args.length_column_name
         column_names = getattr(train_dataset, "column_names", None) or []
-        if column in column_names:
-            return [float(length) for length in train_dataset[column]]
         audio_column = getattr(getattr(self, "data_collator", None), "audio_column", None) or "audio"
         if not isinstance(train_dataset, Dataset):
+            if column in column_names:
+                return [float(length) for length in train_dataset[column]]
             return _row_lengths(train_dataset, audio_column)
         cached = getattr(self, "_length_cache", None)
         if cached is not None and cached[0] == train_dataset._fingerprint:
             return cached[1]
-        if audio_column not in column_names and "duration" not in column_names:
+        if audio_column not in column_names and duration_column(column_names, column) is None:
             return None
         lengths = audio_lengths(train_dataset, audio_column, column)
         self._length_cache = (train_dataset._fingerprint, lengths)
@@ -346,18 +351,19 @@ class LengthSortedSamplerMixin:
 
 
 def _row_lengths(dataset, audio_column: str) -> list[float] | None:
-    """Lengths (seconds) of a map-style dataset of dicts (e.g. a list of `{"audio": AudioDecoder, ...}`), or None
-    when its rows hold no such audio."""
+    """Lengths (seconds) of a map-style dataset of dicts (e.g. a list of `{"audio": AudioDecoder, ...}`), each as
+    `modeling.data.audio_columns.row_duration` reads it (`duration_s`, else `duration`, else the audio header), or
+    None when its rows hold no such audio."""
     from collections.abc import Mapping
 
-    from ..audio import input_duration
+    from ..data.audio_columns import row_duration
 
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__") or len(dataset) == 0:
         return None
     first = dataset[0]
     if not isinstance(first, Mapping) or audio_column not in first:
         return None
-    return [float(row["duration"]) if row.get("duration") else input_duration(row[audio_column]) for row in dataset]
+    return [row_duration(row, audio_column) for row in dataset]
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..data.audio_columns import readable_audio
+from ..data.audio_columns import DURATION_COLUMN, LEGACY_DURATION_COLUMN, readable_audio
 from ..losses import emotional_attention_loss, frame_utterance_alignment_loss
 from ..rundir import reader
 from ..rundir.faults import fault_point
@@ -256,8 +256,8 @@ class FrameAlignedTrainer(VerifiedCheckpointMixin, UtteranceLossMixin, LengthSor
       when training starts (after a resume, or a model swapped in).
     - `train_sampling_strategy="group_by_length"` sorts the whole training set by length each epoch
       (`modeling.trainer.sampling.LengthSortedSampler`: < 1 % padding on real corpora, vs. 4–8 % for transformers'
-      mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration` column or the
-      audio headers, so any dataset with an audio column works.
+      mega-batch grouping; see `benchmarks/`); lengths come from `length_column_name`, a `duration_s` column (a legacy
+      `duration` one too) or the audio headers, so any dataset with an audio column works.
     - evaluation is its own pass: `eval_data_collator` (e.g. whole clips, where training uses random crops) serves
       `evaluate` and `predict`, batched longest first (`eval_longest_first`, `modeling.longest_first`): the
       validation UA a checkpoint is selected on is the one train.py's scoring reports.
@@ -317,7 +317,8 @@ class FrameAlignedTrainer(VerifiedCheckpointMixin, UtteranceLossMixin, LengthSor
         self._set_signature_columns_if_needed()
         collator = self.data_collator
         needed = [getattr(collator, "audio_column", None), getattr(collator, "label_column", None)]
-        needed += [self.args.length_column_name, "duration", getattr(collator, "distribution_column", None)]
+        needed += [self.args.length_column_name, DURATION_COLUMN, LEGACY_DURATION_COLUMN]
+        needed += [getattr(collator, "distribution_column", None)]
         self._signature_columns = list(dict.fromkeys(self._signature_columns + [c for c in needed if c]))
         return super()._remove_unused_columns(dataset, description)
 

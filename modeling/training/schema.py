@@ -358,7 +358,7 @@ FIXED_TRAINING_ARGUMENTS = {
     "load_best_model_at_end": (False, "nothing: train.py keeps the best checkpoint itself"),
     "remove_unused_columns": (False, "nothing: the collator needs the audio column"),
     "train_sampling_strategy": ("group_by_length", "nothing: batches are length-sorted (see class_balanced_sampling)"),
-    "length_column_name": ("duration", "nothing: lengths are the corpus's `duration`"),
+    "length_column_name": ("duration_s", "nothing: lengths are the corpus's `duration_s`"),
     "use_cpu": (None, "nothing: chosen from the hardware and torchrun"),
 }
 

@@ -98,7 +98,7 @@ def stage0_data_problems(config: dict, dataset, folds: list[Fold], backbone: dic
             train = split_fold(dataset, fold)["train"]
         except FoldError:
             continue  # reported by the fold checks
-        frames = clip_frames([d or 0 for d in train["duration"]], geometry)
+        frames = clip_frames([d or 0 for d in train["duration_s"]], geometry)
         problem = clusters_problem(settings["clusters"], int(frames.sum()))
         if problem:
             problems.append(Problem("stage0.clusters", f"{fold_name(fold.number)}: {problem}", settings["clusters"]))

@@ -27,7 +27,7 @@ from modeling.data.ravdess import RAVDESS, load_ravdess
 from modeling.training.run_config import resolve_config
 
 
-COLUMNS = ["audio", "label", "label_text", "speaker", "gender", "session", "duration"]
+COLUMNS = ["audio", "label", "label_text", "speaker", "gender", "session", "duration_s"]
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +62,7 @@ def test_iemocap_labels_and_audio(iemocap):
     assert set(iemocap["label_text"]) == set(IEMOCAP.labels)  # exc merged into happy, xxx/fru/... dropped
     assert min(iemocap["label"]) == 0
     first = iemocap[0]
-    assert first["duration"] == pytest.approx(480 / 16000)
+    assert first["duration_s"] == pytest.approx(480 / 16000)
 
 
 def test_iemocap_missing_layout_is_a_clear_error(tmp_path):
@@ -118,7 +118,7 @@ def test_audio_folder_with_metadata_reads_polish3():
     with open(POLISH3 / "metadata.csv") as f:
         first = next(csv.DictReader(f))
     assert dataset[0]["audio"] == str((POLISH3 / first["file"]).resolve())
-    assert dataset[0]["duration"] == pytest.approx(float(first["duration_s"]))
+    assert dataset[0]["duration_s"] == pytest.approx(float(first["duration_s"]))
     assert dataset[0]["label"] == POLISH3_LABELS.index(first["label"])
 
 
@@ -142,7 +142,7 @@ def test_audio_folder_infers_sorted_labels_and_marks_unknown_ones(tmp_path):
     assert list(expected["label"]) == [0, 1, -1, -1]
     assert list(expected["label_text"]) == ["sad", "angry", "", "sda"]
     assert list(expected["gender"]) == ["female", "male", "", ""]
-    assert inferred[0]["duration"] == pytest.approx(480 / 16000)  # read from the header: no duration_s column
+    assert inferred[0]["duration_s"] == pytest.approx(480 / 16000)  # read from the header: no duration_s column
 
 
 def test_audio_folder_metadata_missing_columns(tmp_path):
@@ -194,7 +194,7 @@ def test_hub_loader_on_a_local_parquet_dataset(tmp_path):
     assert list(dataset["label"]) == [0, 1, 1, 0]
     assert list(dataset["label_text"]) == ["calm", "angry", "angry", "calm"]
     assert dataset[0]["audio"]["bytes"] == clip
-    assert dataset[0]["duration"] == pytest.approx(800 / 16000)
+    assert dataset[0]["duration_s"] == pytest.approx(800 / 16000)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['speaker'\]"):
         load_hub_dataset(str(tmp_path), audio_column="speech", label_column="emotion", speaker_column="speaker")
 
@@ -285,3 +285,65 @@ def test_audio_folder_corpora_have_the_labels_of_their_facts(info, root):
         pytest.skip(f"{info.name} is not present")
     with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
         assert {row["label"] for row in csv.DictReader(f)} == set(info.labels)
+
+
+def test_polish3_duration_s_is_the_file_header_duration(tmp_path):
+    """`duration_s` (float64 seconds) of the corpus loaded from polish3: metadata.csv's (3 decimals) and, with that
+    column dropped, read from the headers; both equal soundfile's header duration."""
+    import soundfile as sf
+
+    dataset = load_corpus("audio_folder", POLISH3, labels=POLISH3_LABELS)
+    assert dataset.features["duration_s"] == Value("float64") and "duration" not in dataset.column_names
+    headers = [sf.info(path).duration for path in dataset["audio"]]
+    assert list(dataset["duration_s"]) == pytest.approx(headers, abs=5e-4)
+    with open(POLISH3 / "metadata.csv") as f:
+        rows = list(csv.DictReader(f))
+    (tmp_path / "metadata.csv").write_text(
+        "file,label,speaker\n" + "".join(f"{POLISH3 / r['file']},{r['label']},{r['speaker']}\n" for r in rows)
+    )
+    measured = load_corpus("audio_folder", tmp_path, labels=POLISH3_LABELS)
+    assert list(measured["audio"]) == list(dataset["audio"])
+    assert list(measured["duration_s"]) == headers
+
+
+def test_hub_dataset_with_a_legacy_duration_column_becomes_duration_s(tmp_path):
+    """A user's `duration` column (lhotse, SpeechBrain: seconds) becomes the corpus's `duration_s`; missing values
+    are read from the headers; a `duration_s` column wins over it."""
+    import soundfile as sf
+
+    clips = [str(path) for path in sorted((POLISH3 / "audio").glob("m2.*.flac"))[:4]]
+    given = [1.5, None, 2.5, None]
+    source = Dataset.from_dict(
+        {"audio": clips, "label": ["anger", "fear", "neutral", "anger"], "duration": given},
+        features=Features({"audio": Value("string"), "label": Value("string"), "duration": Value("float64")}),
+    )
+    source.save_to_disk(str(tmp_path / "legacy"))
+    dataset = load_hub_dataset(str(tmp_path / "legacy"), labels=POLISH3_LABELS)
+    assert dataset.column_names == COLUMNS
+    assert list(dataset["duration_s"]) == [1.5, sf.info(clips[1]).duration, 2.5, sf.info(clips[3]).duration]
+    source.add_column("duration_s", [0.5, 0.6, 0.7, 0.8]).save_to_disk(str(tmp_path / "both"))
+    assert list(load_hub_dataset(str(tmp_path / "both"), labels=POLISH3_LABELS)["duration_s"]) == [0.5, 0.6, 0.7, 0.8]
+
+
+def test_a_parquet_cache_written_before_duration_s_is_read(tmp_path):
+    """`loader: hub` caches a parquet folder as Arrow files with the measured lengths; those written before the
+    rename hold a `duration` column. They are read as they are (not rewritten) and give the same `duration_s`."""
+    import pyarrow as pa
+    import soundfile as sf
+    from test_own_data import write_parquet_corpus
+
+    clips = sorted((POLISH3 / "audio").glob("m3.*.flac"))[:3]
+    write_parquet_corpus(tmp_path, 3, clips)
+    cache = tmp_path / "cache"
+    fresh = load_hub_dataset(str(tmp_path), label_column="emotion", cache_dir=str(cache))
+    (arrow,) = cache.rglob("train.arrow")
+    with pa.OSFile(str(arrow)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    assert table.column_names[-1] == "duration_s"
+    old = table.rename_columns([*table.column_names[:-1], "duration"])  # as the cache was written before
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, old.schema) as writer:
+        writer.write_table(old)
+    again = load_hub_dataset(str(tmp_path), label_column="emotion", cache_dir=str(cache))
+    with pa.OSFile(str(arrow)) as source:
+        assert pa.ipc.open_stream(source).schema.names[-1] == "duration"  # the old cache file was used
+    assert list(again["duration_s"]) == list(fresh["duration_s"]) == [sf.info(clip).duration for clip in clips]

@@ -73,7 +73,7 @@ def test_msp_podcast_official_layout_4_classes(tmp_path):
         "female",
     )
     assert by_file["MSP-PODCAST_0002_0001.wav"]["split"] == "validation"
-    assert all(d is not None and d > 0 for d in dataset["duration"])
+    assert all(d is not None and d > 0 for d in dataset["duration_s"])
 
 
 def test_msp_podcast_8_classes_and_another_test_partition(tmp_path):

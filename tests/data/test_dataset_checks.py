@@ -119,7 +119,7 @@ def test_fold_problems_name_the_fold_and_split():
     from modeling.data.corpus import build_dataset
 
     rows = [
-        {"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration": 1.0}
+        {"audio": f"{s}{i}.wav", "label_text": label, "speaker": s, "duration_s": 1.0}
         for s in ("a", "b", "c")
         for i, label in enumerate(["x", "y"] if s != "a" else ["x", "x"])
     ]

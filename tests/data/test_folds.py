@@ -27,7 +27,7 @@ def corpus(speakers: dict[str, str], per_speaker: int = 2, session_of=None):
             "speaker": speaker,
             "gender": gender,
             "session": session_of(speaker) if session_of else -1,
-            "duration": 1.0,
+            "duration_s": 1.0,
         }
         for speaker, gender in speakers.items()
         for i in range(per_speaker)

@@ -41,7 +41,7 @@ def test_excel_csv_utf8_with_bom_crlf_and_european_delimiters(tmp_path, delimite
     dataset = load_audio_folder(tmp_path)
     assert list(dataset["label_text"]) == [r["label"] for r in rows]
     assert list(dataset["speaker"]) == [r["speaker"] for r in rows]
-    assert list(dataset["duration"]) == pytest.approx([float(r["duration_s"]) for r in rows])  # "1,082" = 1.082
+    assert list(dataset["duration_s"]) == pytest.approx([float(r["duration_s"]) for r in rows])  # "1,082" = 1.082
     assert dataset[0]["audio"] == str((tmp_path / "clips" / rows[0]["file"].rsplit("/", 1)[-1]).resolve())
 
 
@@ -129,11 +129,11 @@ def test_hub_loader_reads_every_split_of_a_local_parquet_dataset(tmp_path):
     clips = sorted((POLISH3 / "audio").glob("m1.*.flac"))[:3]
     write_parquet_corpus(tmp_path, 12, clips, splits=("train", "validation", "test"))
     dataset = load_hub_dataset(str(tmp_path), split=None, label_column="emotion", cache_dir=str(tmp_path / "cache"))
-    assert dataset.column_names[:7] == ["audio", "label", "label_text", "speaker", "gender", "session", "duration"]
+    assert dataset.column_names[:7] == ["audio", "label", "label_text", "speaker", "gender", "session", "duration_s"]
     assert sorted(set(dataset["split"])) == ["test", "train", "validation"]
     assert dataset.features["label"].names == ["anger", "fear", "neutral"]
     assert dataset[1]["audio"]["bytes"] == clips[1].read_bytes()
-    assert dataset[1]["duration"] == pytest.approx(sf.info(clips[1]).duration)
+    assert dataset[1]["duration_s"] == pytest.approx(sf.info(clips[1]).duration)
     (fold,) = make_folds(dataset, "predefined")
     assert {name: len(part) for name, part in split_fold(dataset, fold).items()} == {
         "train": 4,
@@ -147,7 +147,7 @@ MEMORY_PROBE = textwrap.dedent("""
     from modeling.data.hub import load_hub_dataset
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dataset = load_hub_dataset(sys.argv[1], label_column="emotion", cache_dir=sys.argv[2])
-    assert len(dataset) == int(sys.argv[3]) and dataset[len(dataset) - 1]["duration"] > 0
+    assert len(dataset) == int(sys.argv[3]) and dataset[len(dataset) - 1]["duration_s"] > 0
     print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)
 
@@ -272,4 +272,6 @@ def test_label_folders_take_every_format_the_folder_searches_of_predict_py_take(
         written[str(path)] = label
     dataset = load_audio_folder(tmp_path)
     assert dict(zip(dataset["audio"], dataset["label_text"])) == written
-    assert len(dataset) == 3 and all(d == pytest.approx(len(waveform) / 16000, abs=0.01) for d in dataset["duration"])
+    assert len(dataset) == 3 and all(
+        d == pytest.approx(len(waveform) / 16000, abs=0.01) for d in dataset["duration_s"]
+    )

@@ -14,7 +14,7 @@ RUN_CLASSES = ["angry", "happy", "sad", "neutral"]
 def corpus(counts: dict[str, int]):
     """A corpus Dataset with `counts[class]` rows per class (paths need not exist: durations are given)."""
     rows = [
-        {"audio": f"/corpus/{name}_{i}.wav", "label_text": name, "speaker": "s1", "duration": 1.0}
+        {"audio": f"/corpus/{name}_{i}.wav", "label_text": name, "speaker": "s1", "duration_s": 1.0}
         for name, count in counts.items()
         for i in range(count)
     ]

@@ -285,6 +285,28 @@ def test_disk_cache_fp16_roundtrip_and_reuse(clips, collator, tmp_path, monkeypa
         build_prefix_cache(model, clips, collator, **kwargs)
 
 
+def test_a_cache_on_disk_from_before_duration_s_is_rebuilt_with_the_same_batches_and_rows(clips, collator, tmp_path):
+    """A run's cache written before the corpus column became `duration_s` (its Dataset had `duration`): the resumed
+    run (same cache folder, Dataset now with `duration_s`) gets the same length-sorted batches and the same rows
+    (the dataset fingerprint changed with the column, so it is rebuilt once)."""
+    import soundfile as sf
+    from datasets import Dataset
+
+    model = stage2_model()
+    clips = [clips[i] for i in (0, 3, 1, 4, 2, 5)]  # row order is not length order: batching by length shows
+    seconds = [sf.info(clip["audio"]).duration for clip in clips]
+    columns = {"audio": [clip["audio"] for clip in clips], "label": [clip["label"] for clip in clips]}
+    kwargs = dict(batch_size=3, dtype=torch.float32, cache_dir=tmp_path / "c")
+    old = build_prefix_cache(model, Dataset.from_dict({**columns, "duration": seconds}), collator, **kwargs)
+    old_batches, old_rows = old.batches, [old[i]["hidden_states"].clone() for i in range(len(clips))]
+    new = build_prefix_cache(model, Dataset.from_dict({**columns, "duration_s": seconds}), collator, **kwargs)
+    order = sorted(range(len(clips)), key=lambda i: seconds[i])
+    by_length = sorted([sorted(order[:3]), sorted(order[3:])])
+    assert sorted(map(sorted, old_batches)) == sorted(map(sorted, new.batches)) == by_length
+    for i in range(len(clips)):
+        assert torch.equal(new[i]["hidden_states"], old_rows[i])
+
+
 def test_cache_is_deterministic_with_spec_augment_and_dropout_configured(clips, collator):
     model = stage2_model(mask_time_prob=0.5, mask_time_length=2, hidden_dropout=0.2, feat_proj_dropout=0.2)
     model.train()

@@ -75,13 +75,13 @@ def test_epochs_differ_and_are_reproducible(imbalanced):
 def test_the_trainer_uses_it_when_asked(tmp_path, imbalanced):
     labels, lengths = imbalanced
     ids = [["anger", "fear", "neutral"].index(label) for label in labels]
-    dataset = Dataset.from_dict({"label": ids, "duration": lengths})
+    dataset = Dataset.from_dict({"label": ids, "duration_s": lengths})
     args = dict(output_dir=str(tmp_path), per_device_train_batch_size=16, use_cpu=True, report_to=[])
     for strategy in ("group_by_length", "random"):
         trainer = FrameAlignedTrainer(
             model=torch.nn.Linear(1, 1),
             args=FrameAlignedTrainingArguments(
-                **args, class_balanced_sampling=True, train_sampling_strategy=strategy, length_column_name="duration"
+                **args, class_balanced_sampling=True, train_sampling_strategy=strategy, length_column_name="duration_s"
             ),
             train_dataset=dataset,
         )

@@ -60,7 +60,7 @@ def test_less_padding_than_transformers_length_grouping():
 
 
 def test_trainer_mixin_uses_it_for_group_by_length(tmp_path):
-    dataset = datasets.Dataset.from_dict({"duration": durations()[:64]})
+    dataset = datasets.Dataset.from_dict({"duration_s": durations()[:64]})
 
     class OurTrainer(LengthSortedSamplerMixin, Trainer):
         pass
@@ -71,7 +71,7 @@ def test_trainer_mixin_uses_it_for_group_by_length(tmp_path):
             report_to=[],
             per_device_train_batch_size=8,
             train_sampling_strategy=strategy,
-            length_column_name="duration",
+            length_column_name="duration_s",
             use_cpu=True,
         )
         return OurTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset)._get_train_sampler()
@@ -79,3 +79,45 @@ def test_trainer_mixin_uses_it_for_group_by_length(tmp_path):
     grouped = sampler("group_by_length")
     assert isinstance(grouped, LengthSortedSampler) and grouped.batch_size == 8
     assert not isinstance(sampler("random"), LengthSortedSampler)
+
+
+def test_a_legacy_duration_column_gives_the_batches_of_duration_s(tmp_path):
+    """Users' datasets may name the seconds `duration` (lhotse's, SpeechBrain's manifests): every length reader
+    (FrameAlignedTrainer's train and eval samplers after its column removal, rows of dicts, `longest_first`, the
+    prefix cache's batches) reads it as `duration_s`. The audio paths do not exist: no file is opened."""
+    from modeling.data.audio_columns import audio_lengths
+    from modeling.prefix_cache.cache import prefix_batches
+    from modeling.trainer.sampling import longest_first
+    from modeling.trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
+
+    seconds = durations()[:96]  # polish3's real lengths, 3 decimals
+    paths = [f"/nonexistent/{i}.wav" for i in range(96)]
+    modern = datasets.Dataset.from_dict({"audio": paths, "label": [i % 3 for i in range(96)], "duration_s": seconds})
+    legacy = modern.rename_column("duration_s", "duration")
+    assert audio_lengths(legacy) == audio_lengths(modern) == seconds  # the values: the seconds given
+
+    def orders(dataset, **settings):
+        """(sampler, its order in epochs 0 and 1, the eval order); transformers' defaults otherwise:
+        length_column_name="length" (absent), remove_unused_columns=True."""
+        arguments = FrameAlignedTrainingArguments(
+            output_dir=str(tmp_path), report_to=[], per_device_train_batch_size=8, use_cpu=True, **settings
+        )
+        trainer = FrameAlignedTrainer(model=torch.nn.Linear(1, 1), args=arguments, train_dataset=dataset)
+        kept = trainer._remove_unused_columns(dataset) if isinstance(dataset, datasets.Dataset) else dataset
+        sampler = trainer._get_train_sampler(kept)
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            epochs.append(list(sampler))
+        return type(sampler).__name__, epochs, list(trainer._get_eval_sampler(kept))
+
+    grouped = {"train_sampling_strategy": "group_by_length"}
+    name, epochs, evaluation = orders(modern, **grouped)
+    assert name == "LengthSortedSampler" and epochs[0] != epochs[1]  # a real per-epoch order
+    assert orders(legacy, **grouped) == (name, epochs, evaluation)
+    balanced = {**grouped, "class_balanced_sampling": True}
+    assert orders(legacy, **balanced) == orders(modern, **balanced)
+    assert evaluation == longest_first(seconds) == longest_first(legacy) == longest_first(modern)
+    rows = [{"audio": path, "duration": s} for path, s in zip(paths, seconds)]  # a list of dicts, not a Dataset
+    assert orders(rows, **grouped) == (name, epochs, evaluation)
+    assert prefix_batches(legacy, 8, None, None, seed=0) == prefix_batches(modern, 8, None, None, seed=0)

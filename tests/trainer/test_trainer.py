@@ -350,14 +350,14 @@ def test_a_term_with_zero_weight_is_logged_but_builds_no_graph(tmp_path, clips):
 
 def test_group_by_length_sorts_the_whole_training_set(tmp_path, dataset):
     lengths = [float(d) for d in (1.0, 3.0, 2.0, 4.0)]
-    with_lengths = dataset.add_column("duration", lengths)
+    with_lengths = dataset.add_column("duration_s", lengths)
     trainer = make_trainer(
         tmp_path,
         make_model(),
         with_lengths,
         per_device_train_batch_size=2,
         train_sampling_strategy="group_by_length",
-        length_column_name="duration",
+        length_column_name="duration_s",
     )
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, LengthSortedSampler)

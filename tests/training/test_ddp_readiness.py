@@ -111,7 +111,7 @@ def _eval_dataset():
 
     clips = polish3_clips(5)  # eval batches of 2: [2, 2, 1] → under 2 ranks accelerate pads the last one
     durations = [soundfile.info(path).duration for path, _ in clips]
-    return Dataset.from_dict({"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration": durations})
+    return Dataset.from_dict({"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration_s": durations})
 
 
 def _evaluate_in_bf16(rank, out_dir):
@@ -130,7 +130,7 @@ def _evaluate_in_bf16(rank, out_dir):
         disable_tqdm=True,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",
-        length_column_name="duration",
+        length_column_name="duration_s",
     )
     trainer = FrameAlignedTrainer(
         model=_eval_model(),

@@ -22,7 +22,7 @@ def test_every_fixed_training_argument_comes_from_the_schema(tmp_path, stage):
         "load_best_model_at_end": False,
         "remove_unused_columns": False,
         "train_sampling_strategy": "group_by_length",
-        "length_column_name": "duration",
+        "length_column_name": "duration_s",
     }
     assert {name: values[name] for name in fixed} == fixed
     assert values["output_dir"] == str(tmp_path / "out") and values["seed"] == values["data_seed"]

@@ -20,7 +20,7 @@ class Terminal(io.StringIO):
 def test_scoring_shows_a_bar_only_on_a_terminal(monkeypatch, stream, shown):
     clips = polish3_clips(3)
     dataset = Dataset.from_dict(
-        {"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration": [1.0, 2.0, 3.0]}
+        {"audio": [p for p, _ in clips], "label": [y for _, y in clips], "duration_s": [1.0, 2.0, 3.0]}
     )
     torch.manual_seed(0)
     model = Wav2Vec2ForFrameAlignedClassification(tiny_config())

@@ -330,7 +330,7 @@ def unweighted_accuracy(predictions, labels, num_labels: int) -> float:
 
 
 def longest_first_by_hand(dataset) -> list[int]:
-    durations = dataset["duration"]
+    durations = dataset["duration_s"]
     return sorted(range(len(durations)), key=lambda i: (-durations[i], i))
 
 
