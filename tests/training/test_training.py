@@ -68,7 +68,7 @@ def test_run_directory_contract(uninterrupted):
         "wa": fold["test"]["wa"],
         "macro_f1": fold["test"]["macro_f1"],
     }
-    assert results["std"] == {"ua": 0.0, "wa": 0.0, "macro_f1": 0.0}
+    assert results["std"] == {"ua": None, "wa": None, "macro_f1": None}  # one fold: undefined, not 0
     assert results["stage1"]["mean"] == {metric: fold["stage1"]["test"][metric] for metric in ("ua", "wa", "macro_f1")}
     assert results["labels"] == ["anger", "fear", "neutral"] and results["num_folds"] == 3
     assert json.loads((run_dir / "results.json").read_text()) == results
