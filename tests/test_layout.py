@@ -84,6 +84,19 @@ def test_the_layout_rules_fail_on_a_clone_when_one_is_broken(tmp_path):
     assert "function over 80 lines: modeling/data/long.py:long_function (81)" in report
 
 
+def test_ruff_is_clean_after_make_demo_writes_runs(tmp_path):
+    """`make demo` writes runs/ at the root: ruff then took the tests' `runs` helper module for first-party and
+    `make test` failed its lint after the README's first command (29 I001 errors). No folder decides an import's
+    section (pyproject.toml: `src = []`); the same for other folders a user makes (data/, helpers/)."""
+    clone = _clone(tmp_path)
+    for folder in ("runs/demo/fold1", "helpers", "hub_server"):
+        (clone / folder).mkdir(parents=True)
+    lint = subprocess.run(
+        [*_ruff(), "check", "--no-cache", "."], cwd=clone, capture_output=True, text=True, timeout=120
+    )
+    assert lint.returncode == 0, lint.stdout[-4000:]
+
+
 def test_the_model_card_templates_have_one_source():
     """The top-level model_cards/ holds the templates (the wheel carries them: tests/publishing/test_packaging.py); no
     second copy inside the package, which the loader would prefer."""
