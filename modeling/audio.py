@@ -255,12 +255,15 @@ def _from_mapping(source: Mapping, sampling_rate: int | None, name: str):
 
 
 def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (no decoding)."""
-    try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioInputError(f"{path}: cannot read audio header ({error}).") from error
-    return info.frames / info.samplerate
+    """Duration in seconds of a file from its header (no decoding; a format only torchcodec reads is decoded).
+
+    The one reader of a file's length: the corpora, predict.py's and Ray's job planning, `input_duration`.
+
+    Raises:
+        AudioInputError: `{path}: cannot decode audio (<libsndfile's reason>).`, or a header with a sampling rate of
+            0 (the message names the file).
+    """
+    return _header_duration(path, describe_source(path))
 
 
 def input_duration(source, sampling_rate: int | None = None) -> float:
@@ -300,11 +303,14 @@ def input_duration(source, sampling_rate: int | None = None) -> float:
 def _header_duration(source, name: str) -> float:
     try:
         info = sf.info(source)
-        return info.frames / info.samplerate
-    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         if not torchcodec_available() or (isinstance(source, (str, os.PathLike)) and not os.path.isfile(source)):
-            raise AudioInputError(f"{name}: cannot read audio header ({error}).") from error
+            raise AudioInputError(f"{name}: cannot decode audio ({error}).") from error
         soundfile_error = error  # `error` is unbound after the except clause
+    else:
+        if not info.samplerate:
+            raise AudioInputError(f"{name}: cannot decode audio (its header gives a sampling rate of 0).")
+        return info.frames / info.samplerate
     array, rate = _decode_with_torchcodec(source, name, soundfile_error)
     return len(array) / rate
 

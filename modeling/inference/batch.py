@@ -33,9 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
-
-from ..audio import AUDIO_EXTENSIONS, AudioInputError
+from ..audio import AUDIO_EXTENSIONS, AudioInputError, audio_duration
 from ..data.corpus import CorpusError
 from ..data.metadata_csv import FILE_COLUMNS, PATH_COLUMNS, listed_path, read_metadata_csv
 from ..data.problems import CheckError, Problem
@@ -345,10 +343,9 @@ def header_durations(paths: list[str]) -> tuple[list[tuple[str, float]], list[tu
             bad.append((path, "file does not exist" if not os.path.exists(path) else "not a regular file"))
             continue
         try:
-            info = sf.info(path)
-            good.append((path, info.frames / info.samplerate if info.samplerate else 0.0))
-        except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-            bad.append((path, f"cannot decode audio ({error})"))
+            good.append((path, audio_duration(path)))
+        except AudioInputError as error:
+            bad.append((path, str(error).removeprefix(f"{path}: ").removesuffix(".")))
     return good, bad
 
 
