@@ -9,7 +9,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 TORCH_PIP_ARGS ?=
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all test-lowest bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,33 @@ test: setup
 # Everything, the `heavy` end-to-end runs included (tests/README.md lists them).
 test-all: setup
 	$(PY) -m pytest tests -n 2 --dist loadgroup
+
+# The declared lower bounds kept honest (tests/README.md, "Lowest versions"): a second venv OUTSIDE the repo with every
+# dependency of pyproject.toml (and the onnx and lora extras) pinned `==` its lower bound by tests/lowest_pins.py
+# (pyproject.toml is the one owner of the bounds), a few minutes of tests in it, and the same tiny checkpoints' logits
+# under the newest transformers (.venv) and the lowest, which must agree within 1e-5. Not part of `make test`/CI.
+LOWEST_VENV ?= $(HOME)/.cache/frame-aligned-ser/lowest-venv
+LOWEST_PY := $(LOWEST_VENV)/bin/python
+LOWEST_TESTS ?= tests/test_modeling.py tests/trainer/test_trainer.py tests/trainer/test_host_syncs.py \
+	tests/training/test_fixed_arguments.py tests/publishing/test_hub.py
+
+$(LOWEST_VENV)/.installed: pyproject.toml tests/lowest_pins.py
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_PY) -m pip install --quiet --upgrade pip
+	$(LOWEST_PY) -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(PYTHON) tests/lowest_pins.py --extras onnx,lora > $(LOWEST_VENV)/pins.txt
+	$(LOWEST_PY) -m pip install --quiet -r $(LOWEST_VENV)/pins.txt pytest pytest-timeout parameterized
+	$(LOWEST_PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+test-lowest: setup $(LOWEST_VENV)/.installed
+	OMP_NUM_THREADS=1 $(LOWEST_PY) -m pytest $(LOWEST_TESTS) -m "not heavy" -p no:cacheprovider
+	rm -rf $(LOWEST_VENV)/logits
+	OMP_NUM_THREADS=1 $(PY) tests/lowest_logits.py save $(LOWEST_VENV)/logits
+	OMP_NUM_THREADS=1 $(PY) tests/lowest_logits.py run $(LOWEST_VENV)/logits $(LOWEST_VENV)/logits/newest.npz
+	OMP_NUM_THREADS=1 $(LOWEST_PY) tests/lowest_logits.py run $(LOWEST_VENV)/logits $(LOWEST_VENV)/logits/lowest.npz
+	$(PY) tests/lowest_logits.py compare $(LOWEST_VENV)/logits/newest.npz $(LOWEST_VENV)/logits/lowest.npz
 
 bench: setup
 	$(PY) -m benchmarks --quick
