@@ -92,14 +92,34 @@ class FrozenPrefixCache(Dataset):
         if self._rows is not None:
             return self._rows[index]
         if self._storage is None:
-            _, storage_dtype = _STORAGE_DTYPES[self.dtype]
-            total = sum(self.row_lengths)
-            self._storage = np.memmap(
-                self.path / "hidden_states.bin", dtype=storage_dtype, mode="r", shape=(total, self.hidden_size)
-            )
+            self._open_storage()
         start = self.offsets[index]
         row = torch.from_numpy(np.array(self._storage[start : start + self.row_lengths[index]]))
         return row.view(torch.bfloat16) if self.dtype == torch.bfloat16 else row
+
+    def _open_storage(self) -> None:
+        """Memory-map `hidden_states.bin`. Opened when the cache is loaded, so that a folder rebuilt later (the atomic
+        replacement leaves the old file alive for this map) cannot feed this object the new file's rows through its
+        old index; a copy re-opening it (a DataLoader worker) checks the file is still the one loaded.
+
+        Raises:
+            RuntimeError: the file was replaced since `load` (its inode, size or mtime differ).
+        """
+        path = self.path / "hidden_states.bin"
+        identity = _file_identity(path)
+        loaded = getattr(self, "_loaded_identity", None)
+        if loaded is not None and identity != loaded:
+            raise RuntimeError(
+                f"{path}: the frozen-prefix cache was rebuilt after it was loaded; its index no longer matches the "
+                "file. Load the cache again (FrozenPrefixCache.load)."
+            )
+        self._loaded_identity = identity
+        _, storage_dtype = _STORAGE_DTYPES[self.dtype]
+        total = sum(self.row_lengths)
+        if total == 0:  # an empty file cannot be memory-mapped
+            self._storage = np.zeros((0, self.hidden_size), dtype=storage_dtype)
+            return
+        self._storage = np.memmap(path, dtype=storage_dtype, mode="r", shape=(total, self.hidden_size))
 
     def __getstate__(self):  # a memory map must not be pickled into DataLoader workers
         state = self.__dict__.copy()
@@ -138,7 +158,7 @@ class FrozenPrefixCache(Dataset):
             index = json.load(f)
         if index.get("format_version") != CACHE_FORMAT_VERSION:
             raise ValueError(f"{directory}: prefix cache format {index.get('format_version')} is not supported.")
-        return cls(
+        cache = cls(
             hidden_size=index["hidden_size"],
             dtype=_DTYPES_BY_NAME[index["dtype"]],
             offsets=index["offsets"],
@@ -149,6 +169,13 @@ class FrozenPrefixCache(Dataset):
             path=directory,
             metadata=index["metadata"],
         )
+        cache._open_storage()
+        return cache
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _to_storage_bytes(row: torch.Tensor) -> bytes:
