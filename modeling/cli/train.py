@@ -37,7 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML experiment config (see configs/).")
     parser.add_argument("--data-dir", help="Corpus folder (or Hub dataset id); overrides data.root.")
     parser.add_argument("--output-dir", help="Run directory (default: runs/<config name>).")
-    parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run, e.g. 1,3 (default: all).")
+    parser.add_argument(
+        "--folds",
+        help="Comma-separated folds to run: 1-based numbers or fold names, e.g. 1,3 or fold1,fold3 (default: all).",
+    )
     parser.add_argument("--max-epochs", type=int, help="Cap the epochs of both stages (quick runs).")
     parser.add_argument("--seed", type=int, help="Overrides the config's seed.")
     parser.add_argument(
