@@ -18,6 +18,7 @@ from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..training.run_config import ConfigError
 from ..training.sweep import planned_configs, read_sweep, run_sweep
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -54,8 +55,7 @@ def main(argv=None) -> int:
             return 0
         run_sweep(args.sweep, args.output_dir, args.data_dir, args.folds, args.max_epochs, args.skip_bad_audio)
     except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     print(f"Sweep finished: {Path(args.output_dir) / 'sweep.md'}, {Path(args.output_dir) / 'comparison.md'}")
     return 0
 

@@ -29,6 +29,7 @@ from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_e
 from ..training.results import results_table
 from ..training.run_config import ConfigError
 from ..training.selection import selection_sentence
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt, run_dir_saved
 
 
@@ -87,8 +88,7 @@ def main(argv=None) -> int:
         LockHeldError,
         NonFiniteError,
     ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     if not PartialState(cpu=cpu_distributed()).is_main_process:
         return 0
     print(f"\nPer-fold test UA/WA (%). {selection_sentence(results['config'])}\n" + results_table(results))
