@@ -31,6 +31,7 @@ from modeling import (
 )
 from modeling.cli.errors import exits_on
 from modeling.data import CorpusError
+from modeling.data.checks import label_problems
 from modeling.metrics import compute_ser_metrics, make_compute_metrics
 
 
@@ -52,8 +53,12 @@ def parse_args(argv=None):
 
 
 def load_splits(args) -> DatasetDict:
-    """train / validation / test of the dataset (its own, else 80/10/10 of its rows, seeded)."""
+    """train / validation / test of the dataset (its own, else 80/10/10 of its rows, seeded). Raises `CheckError`
+    for empty labels and for a class spelled two ways ('Angry' and 'angry' would train as two classes)."""
     corpus = load_hub_dataset(args.data, split=None, audio_column=args.audio_column, label_column=args.label_column)
+    problems = label_problems(corpus)
+    if problems:
+        raise CheckError(problems, source=args.data)
     if "split" not in corpus.column_names:
         corpus = corpus.add_column("split", ["train"] * len(corpus))
     splits = {

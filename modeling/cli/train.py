@@ -27,7 +27,7 @@ from ..training.checkpoints import ModelSettingsError
 from ..training.config_checks import resolve_checked_config
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
-from ..training.run_config import ConfigError
+from ..training.run_config import ConfigError, config_origins
 from ..training.selection import selection_sentence
 from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt, run_dir_saved
@@ -74,7 +74,10 @@ def main(argv=None) -> int:
     output_dir = output_dir_of(args)
     try:
         config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
-        results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
+        origins = config_origins(args.config, args.overrides, data_dir=args.data_dir, seed=args.seed)
+        results = run_experiment(
+            config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio, origins=origins
+        )
     except (
         ConfigError,
         CorpusError,
