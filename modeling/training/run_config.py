@@ -327,11 +327,15 @@ def allowed_text(o: schema.Option) -> str:
         text = "true or false"
     elif base in (int, float):
         text = "an integer" if base is int else "a number"
-        low, high = meta["minimum"] if meta["minimum"] is not None else meta["above"], meta["below"]
+        low = meta["minimum"] if meta["minimum"] is not None else meta["above"]
+        high = meta["maximum"] if meta["maximum"] is not None else meta["below"]
         if low is not None and high is not None:
-            text += f" in {'[' if meta['minimum'] is not None else '('}{low}, {high})"
+            closing = "]" if meta["maximum"] is not None else ")"
+            text += f" in {'[' if meta['minimum'] is not None else '('}{low}, {high}{closing}"
         elif low is not None:
             text += f" {'>=' if meta['minimum'] is not None else '>'} {low}"
+        elif high is not None:
+            text += f" {'<=' if meta['maximum'] is not None else '<'} {high}"
     else:
         text = {str: "a string", dict: "a mapping", list: "a list"}.get(base, base.__name__)
     if meta["required"]:
@@ -372,6 +376,7 @@ def accepts(o: schema.Option, value) -> bool:
         (meta["minimum"] is not None and value < meta["minimum"])
         or (meta["above"] is not None and value <= meta["above"])
         or (meta["below"] is not None and value >= meta["below"])
+        or (meta["maximum"] is not None and value > meta["maximum"])
     )
 
 
