@@ -13,6 +13,7 @@ split, 10 % of the training rows each are held out (not speaker-independent: pre
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from modeling import (
     load_hub_dataset,
     make_feature_extractor,
 )
+from modeling.cli.errors import exits_on
+from modeling.data import CorpusError
+from modeling.data.checks import label_problems
 from modeling.metrics import compute_ser_metrics, make_compute_metrics
 
 
@@ -49,8 +53,12 @@ def parse_args(argv=None):
 
 
 def load_splits(args) -> DatasetDict:
-    """train / validation / test of the dataset (its own, else 80/10/10 of its rows, seeded)."""
+    """train / validation / test of the dataset (its own, else 80/10/10 of its rows, seeded). Raises `CheckError`
+    for empty labels and for a class spelled two ways ('Angry' and 'angry' would train as two classes)."""
     corpus = load_hub_dataset(args.data, split=None, audio_column=args.audio_column, label_column=args.label_column)
+    problems = label_problems(corpus)
+    if problems:
+        raise CheckError(problems, source=args.data)
     if "split" not in corpus.column_names:
         corpus = corpus.add_column("split", ["train"] * len(corpus))
     splits = {
@@ -121,8 +129,15 @@ def check_settings(args, label_maps: dict):
         raise CheckError(problems, source="the command line")
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+@exits_on(CheckError, CorpusError)  # refused settings or data: the problems on stderr, exit status 2 (as train.py)
+def main(argv=None) -> int:
+    run(parse_args(argv))
+    return 0
+
+
+def run(args) -> dict:
+    """Both stages, then the test split's UA/WA (also written to OUTPUT/test_metrics.json); raises `CheckError`
+    listing every problem of the settings before anything trains."""
     output = Path(args.output_dir)
     splits = load_splits(args)
     labels = splits["train"].features["label"].names
@@ -173,4 +188,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

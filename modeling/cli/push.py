@@ -27,7 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--run-dir", required=True, help="Run directory written by train.py (holds results.json).")
     parser.add_argument("--repo-id", required=True, help="ORG/NAME; folds go to ORG/NAME-fold<k> (or branches).")
-    parser.add_argument("--folds", help="Comma-separated folds to publish, e.g. 1,3 (default: all).")
+    parser.add_argument(
+        "--folds", help="Comma-separated folds to publish: numbers or fold names, e.g. 1,3 or fold1 (default: all)."
+    )
     parser.add_argument("--private", action="store_true", help="Create the repositories private.")
     parser.add_argument(
         "--revision-per-fold",

@@ -18,6 +18,7 @@ from ..data import CorpusError
 from ..data.checks import DatasetCheckError
 from ..training.run_config import ConfigError
 from ..training.sweep import planned_configs, read_sweep, run_sweep
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -26,7 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sweep", required=True, help="Sweep file (see sweeps/).")
     parser.add_argument("--output-dir", required=True, help="Folder of the runs (one sub-folder per run).")
     parser.add_argument("--data-dir", help="Corpus folder (or Hub dataset id); overrides data.root of every run.")
-    parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run (default: all).")
+    parser.add_argument(
+        "--folds",
+        help="Comma-separated folds to run: 1-based numbers or fold names, e.g. 1,3 or fold1 (default: all).",
+    )
     parser.add_argument("--max-epochs", type=int, help="Cap the epochs of both stages (quick runs).")
     parser.add_argument("--skip-bad-audio", action="store_true", help="Leave out unreadable audio (as train.py).")
     parser.add_argument("--dry-run", action="store_true", help="Check every run's config and list the runs.")
@@ -51,8 +55,7 @@ def main(argv=None) -> int:
             return 0
         run_sweep(args.sweep, args.output_dir, args.data_dir, args.folds, args.max_epochs, args.skip_bad_audio)
     except (ConfigError, CorpusError, DatasetCheckError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     print(f"Sweep finished: {Path(args.output_dir) / 'sweep.md'}, {Path(args.output_dir) / 'comparison.md'}")
     return 0
 

@@ -27,8 +27,9 @@ from ..training.checkpoints import ModelSettingsError
 from ..training.config_checks import resolve_checked_config
 from ..training.experiment import RunConfigMismatchError, cpu_distributed, run_experiment
 from ..training.results import results_table
-from ..training.run_config import ConfigError
+from ..training.run_config import ConfigError, config_origins
 from ..training.selection import selection_sentence
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt, run_dir_saved
 
 
@@ -37,7 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML experiment config (see configs/).")
     parser.add_argument("--data-dir", help="Corpus folder (or Hub dataset id); overrides data.root.")
     parser.add_argument("--output-dir", help="Run directory (default: runs/<config name>).")
-    parser.add_argument("--folds", help="Comma-separated 1-based fold numbers to run, e.g. 1,3 (default: all).")
+    parser.add_argument(
+        "--folds",
+        help="Comma-separated folds to run: 1-based numbers or fold names, e.g. 1,3 or fold1,fold3 (default: all).",
+    )
     parser.add_argument("--max-epochs", type=int, help="Cap the epochs of both stages (quick runs).")
     parser.add_argument("--seed", type=int, help="Overrides the config's seed.")
     parser.add_argument(
@@ -70,7 +74,10 @@ def main(argv=None) -> int:
     output_dir = output_dir_of(args)
     try:
         config = resolve_checked_config(args.config, args.overrides, args.data_dir, args.max_epochs, args.seed)
-        results = run_experiment(config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio)
+        origins = config_origins(args.config, args.overrides, data_dir=args.data_dir, seed=args.seed)
+        results = run_experiment(
+            config, output_dir, folds=args.folds, skip_bad_audio=args.skip_bad_audio, origins=origins
+        )
     except (
         ConfigError,
         CorpusError,
@@ -84,8 +91,7 @@ def main(argv=None) -> int:
         LockHeldError,
         NonFiniteError,
     ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     if not PartialState(cpu=cpu_distributed()).is_main_process:
         return 0
     print(f"\nPer-fold test UA/WA (%). {selection_sentence(results['config'])}\n" + results_table(results))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
 
-from ..rundir.reader import fold_name
+from ..rundir.reader import RunReadError, fold_name, fold_number
 
 
 logger = logging.getLogger(__name__)
@@ -190,13 +190,17 @@ def make_folds(dataset: Dataset, strategy: str, num_folds: int | None = None) ->
 
 
 def parse_fold_numbers(text: str | None, num_folds: int) -> list[int]:
-    """`"1,3"` → [1, 3]; `None`/`"all"` → every fold. Raises on numbers outside 1..num_folds."""
+    """`"1,3"` or `"fold1,fold3"` → [1, 3]; `None`/`"all"` → every fold. Each part is read by
+    `modeling.rundir.reader.fold_number` (the one parser of fold names: `1`, `fold1`), as push_to_hub.py reads
+    its `--folds`. Raises `FoldError` on anything else and on numbers outside 1..num_folds."""
     if text is None or str(text).strip().lower() in ("", "all"):
         return list(range(1, num_folds + 1))
     try:
-        numbers = sorted({int(part) for part in str(text).split(",") if part.strip()})
-    except ValueError:
-        raise FoldError(f"--folds expects comma-separated fold numbers like 1,3, got {text!r}.") from None
+        numbers = sorted({fold_number(part) for part in str(text).split(",") if part.strip()})
+    except RunReadError as error:
+        raise FoldError(
+            f"--folds expects comma-separated folds like 1,3 or fold1,fold3, got {text!r}: {error}"
+        ) from None
     bad = [n for n in numbers if not 1 <= n <= num_folds]
     if bad or not numbers:
         raise FoldError(f"--folds: fold numbers must be in 1..{num_folds}, got {text!r}.")

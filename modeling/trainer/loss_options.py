@@ -68,6 +68,25 @@ def loss_option_problems(class_weights, focal_gamma, label_names: Sequence[str] 
     return problems
 
 
+def alignment_loss_problems(config: dict, stages) -> list[tuple[tuple[str, ...], str]]:
+    """[(keys, message)] of a resolved train.py config: an EAL or FUAL weight > 0 in a stage whose pooling is not
+    `cls_attention`. Both losses are defined on the CLS pooling only (`auxiliary_losses` returns zeros for the
+    others), so the weight would silently do nothing; stage 1 never uses `cls_attention`."""
+    problems = []
+    for stage in stages:
+        settings = config[stage]
+        for key, name in (("eal_weight", "EAL"), ("fual_weight", "FUAL")):
+            if settings["pooling"] == "cls_attention" or not settings[key]:
+                continue
+            fix = " (stage 1 never uses cls_attention)" if stage == "stage1" else f" or {stage}.pooling: cls_attention"
+            message = (
+                f"{stage}.{key} is {settings[key]} but {stage}.pooling is {settings['pooling']!r}: {name} is defined "
+                f"on cls_attention pooling only, so the term would be zero. Set {stage}.{key}: 0{fix}."
+            )
+            problems.append(((f"{stage}.{key}", f"{stage}.pooling"), message))
+    return problems
+
+
 def stage_loss_problems(config: dict, stages) -> list[tuple[tuple[str, ...], str]]:
     """[(keys, message)] of a resolved train.py config (`modeling.training.schema.cross_problems`): each stage's
     class_weights (a bad value is reset to null, as bad values are, so the TrainingArguments built next do not
@@ -239,6 +258,7 @@ class UtteranceLossMixin:
 
 
 __all__ = [
+    "alignment_loss_problems",
     "DISTRIBUTION_TOLERANCE",
     "LABEL_DISTRIBUTION",
     "UtteranceLossMixin",

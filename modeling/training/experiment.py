@@ -42,7 +42,7 @@ from ..trainer.trainer import FrameAlignedTrainingArguments
 from .checkpoints import initial_checkpoint, model_check_path
 from .config_checks import backbone_config, raise_on_setup_problems
 from .results import aggregate, finished_folds, tsne_panels, write_results
-from .run_config import config_differences, dump_config, passthrough_settings
+from .run_config import config_differences, dump_config, origin_of, passthrough_settings
 from .schema import SECTIONS, defaults
 from .scoring import fold_metrics
 from .stage import cpu_distributed, model_problems, train_stage
@@ -122,11 +122,12 @@ def _bad_audio_problem(bad: BadAudio) -> Problem:
     return Problem(bad.audio, bad.reason, bad.audio, cause=detail if detail != bad.reason else None)
 
 
-def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, state=None) -> tuple:
-    """`checked_dataset` without writing: (dataset, all folds, selected folds, skipped-audio report rows)."""
+def _checked_dataset(config, run_dir, fold_numbers, skip_bad_audio, progress, state=None, origins=None) -> tuple:
+    """`checked_dataset` without writing: (dataset, all folds, selected folds, skipped-audio report rows).
+    `origins`: where the config's keys were set (`run_config.config_origins`), named in the problems they cause."""
     run = RunDir(run_dir)
     dataset = load_run_dataset(config)
-    problems = label_problems(dataset)
+    problems = label_problems(dataset, origin_of(origins or {}, "data.loader_args.labels"))
     bad_audio = find_bad_audio_in_parallel(dataset, state, progress=progress)
     skipped = []
     if skip_bad_audio:
@@ -244,6 +245,7 @@ def run_fold(
     init_path: str,
     state: PartialState,
     callbacks: list | None = None,
+    origins: dict[str, str] | None = None,
 ) -> dict:
     """Both stages of one fold and its scores; skipped when `fold<k>/metrics.json` exists.
 
@@ -288,6 +290,7 @@ def run_experiment(
     folds: str | None = None,
     skip_bad_audio: bool = False,
     callbacks: list | None = None,
+    origins: dict[str, str] | None = None,
 ) -> dict:
     """Train and evaluate every selected fold (resuming what an earlier run left), then write the results.
 
@@ -297,6 +300,8 @@ def run_experiment(
         folds: `"1,3"` to run a subset of the folds (1-based); `None` runs all.
         skip_bad_audio: drop unreadable/missing/empty audio instead of failing (report: skipped_audio.json).
         callbacks: extra `TrainerCallback`s for every stage's Trainer (e.g. early stopping, experiment trackers).
+        origins: {dotted key: where it was set} (`run_config.config_origins`: the config file of an `extends:`
+            chain, a `--set` argument); the corpus checks name where a key they refuse came from (the label list).
     Returns:
         The content of `results.json` (every finished fold of this run directory).
     """
@@ -307,7 +312,7 @@ def run_experiment(
     run = RunDir(output_dir)
     check_run_dir(config, run)
     dataset, all_folds, selected, skipped = _checked_dataset(
-        config, run, folds, skip_bad_audio, state.is_main_process, state
+        config, run, folds, skip_bad_audio, state.is_main_process, state, origins
     )
     label_names = dataset.features["label"].names
     with model_check_path(config, label_names) as check_path:

@@ -63,8 +63,18 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def read_config_file(path: str | Path, _seen: tuple = ()) -> dict:
+def read_config_file(path: str | Path) -> dict:
     """A YAML config with its `extends:` chain resolved (paths relative to the file that extends)."""
+    merged: dict = {}
+    for _, content in config_chain(path):
+        merged = _merge(merged, content)
+    return merged
+
+
+def config_chain(path: str | Path, _seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """[(file, its own content without `extends`)] from the config `path` extends first to `path` itself last (the
+    order they are merged in: a later file's keys win). Raises `ConfigError` for a missing file, an `extends` loop
+    or a file whose top level is not a mapping."""
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"{path}: `extends` loop through {[str(p) for p in _seen]}.")
@@ -75,9 +85,48 @@ def read_config_file(path: str | Path, _seen: tuple = ()) -> dict:
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(content).__name__}.")
     parent = content.pop("extends", None)
-    if parent is None:
-        return content
-    return _merge(read_config_file(path.parent / parent, _seen + (path,)), content)
+    chain = [] if parent is None else config_chain(path.parent / parent, _seen + (path,))
+    return chain + [(path, content)]
+
+
+def config_origins(path: str | Path, overrides=(), **command_line) -> dict[str, str]:
+    """{dotted key: where its value was set}: the config file (the one of the `extends:` chain whose value won,
+    with "via extends: of <path>" when that is not `path` itself), else the command-line argument
+    (`command_line_origins`, which wins: it is applied last). Keys are the leaves of each file (`data.loader_args`
+    set as a mapping gives `data.loader_args.labels`, ...); look a key up with `origin_of`. `command_line`:
+    `data_dir`, `max_epochs`, `seed` as `command_line_origins` takes them."""
+    origins = {}
+    top = Path(path).resolve()
+    for file, content in config_chain(path):
+        where = _shown_path(file) + ("" if file == top else f" (via extends: of {_shown_path(top)})")
+        origins.update({key: where for key in _leaf_keys(content)})
+    return {**origins, **command_line_origins(overrides, **command_line)}
+
+
+def origin_of(origins: dict[str, str], key: str) -> str | None:
+    """Where `key` (dotted) was set, from `config_origins`: its own entry or that of the section above it that set
+    it whole (`--set data.loader_args={...}`); None when no file or argument set it (a default)."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in origins:
+            return origins[".".join(parts[:end])]
+    return None
+
+
+def _leaf_keys(content: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in content.items():
+        dotted = f"{prefix}{key}"
+        keys += _leaf_keys(value, f"{dotted}.") if isinstance(value, dict) and value else [dotted]
+    return keys
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (as a user typed it), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -278,11 +327,15 @@ def allowed_text(o: schema.Option) -> str:
         text = "true or false"
     elif base in (int, float):
         text = "an integer" if base is int else "a number"
-        low, high = meta["minimum"] if meta["minimum"] is not None else meta["above"], meta["below"]
+        low = meta["minimum"] if meta["minimum"] is not None else meta["above"]
+        high = meta["maximum"] if meta["maximum"] is not None else meta["below"]
         if low is not None and high is not None:
-            text += f" in {'[' if meta['minimum'] is not None else '('}{low}, {high})"
+            closing = "]" if meta["maximum"] is not None else ")"
+            text += f" in {'[' if meta['minimum'] is not None else '('}{low}, {high}{closing}"
         elif low is not None:
             text += f" {'>=' if meta['minimum'] is not None else '>'} {low}"
+        elif high is not None:
+            text += f" {'<=' if meta['maximum'] is not None else '<'} {high}"
     else:
         text = {str: "a string", dict: "a mapping", list: "a list"}.get(base, base.__name__)
     if meta["required"]:
@@ -323,6 +376,7 @@ def accepts(o: schema.Option, value) -> bool:
         (meta["minimum"] is not None and value < meta["minimum"])
         or (meta["above"] is not None and value <= meta["above"])
         or (meta["below"] is not None and value >= meta["below"])
+        or (meta["maximum"] is not None and value > meta["maximum"])
     )
 
 
@@ -347,13 +401,16 @@ __all__ = [
     "ConfigError",
     "DEFAULTS",
     "RESERVED_TRAINING_ARGUMENTS",
+    "config_chain",
     "config_differences",
+    "config_origins",
     "dump_config",
     "accepts",
     "allowed_text",
     "check_values",
     "coerce",
     "listing",
+    "origin_of",
     "passthrough_settings",
     "read_config_file",
     "resolve_config",

@@ -17,10 +17,10 @@ How to add an option (ONE place, then its user):
 
    The annotation is the type (`float` also accepts an integer; `X | None` accepts null). `option()` takes the
    default, the doc line, and optionally `choices` (a tuple, or the name of a function of this module returning
-   them), `minimum` / `above` / `below` (numbers), `null` (what null means), `to_model` (the stage's model-config
-   attribute it sets), `to_args` (the `TrainingArguments` field(s) it sets), `fallback` (the option whose
-   value a null takes), `free_form` (a mapping whose keys are not checked) and `required` (null is reported by
-   `cross_problems`). An option with neither `to_model` nor `to_args` is read by its user from the resolved
+   them), `minimum` / `above` / `below` / `maximum` (>=, >, <, <=), `null` (what null means), `to_model` (the
+   stage's model-config attribute it sets), `to_args` (the `TrainingArguments` field(s) it sets), `fallback` (the
+   option whose value a null takes), `free_form` (a mapping whose keys are not checked) and `required` (null is
+   reported by `cross_problems`). An option with neither `to_model` nor `to_args` is read by its user from the resolved
    config (`config[section][name]`), e.g. `config["stage2"]["cache_frozen_prefix"]`.
    A stage-2 default that differs from stage 1's goes in `STAGE2_DEFAULTS`.
 2. Use it where it acts (the model config, the trainer, the experiment).
@@ -46,6 +46,7 @@ def option(
     minimum: float | None = None,
     above: float | None = None,
     below: float | None = None,
+    maximum: float | None = None,
     null: str | None = None,
     allowed: str | None = None,
     to_model: str | None = None,
@@ -61,6 +62,7 @@ def option(
         "minimum": minimum,
         "above": above,
         "below": below,
+        "maximum": maximum,
         "null": null,
         "allowed": allowed,
         "to_model": to_model,
@@ -198,11 +200,12 @@ class StageSettings:
     backbone_learning_rate: float = option(
         1e-4, "Learning rate of the backbone.", minimum=0, to_args=("learning_rate", "backbone_learning_rate")
     )
+    # The head's rates are > 0: each stage starts a new (random) head, which a rate of 0 would leave untrained.
     pooling_learning_rate: float = option(
-        5e-4, "Learning rate of the pooling head.", minimum=0, to_args="pooling_learning_rate"
+        5e-4, "Learning rate of the pooling head (new each stage).", above=0, to_args="pooling_learning_rate"
     )
     classifier_learning_rate: float = option(
-        1e-4, "Learning rate of the classifier.", minimum=0, to_args="classifier_learning_rate"
+        1e-4, "Learning rate of the classifier (new each stage).", above=0, to_args="classifier_learning_rate"
     )
     weight_decay: float = option(
         0.01, "AdamW weight decay (not on biases and norms).", minimum=0, to_args="weight_decay"
@@ -241,8 +244,16 @@ class StageSettings:
         minimum=0,
         to_model="fual_weight",
     )
+    # EAL is softplus(m − cos(c, f_t)) and a cosine lies in [-1, 1]: at m <= -1 every frame already meets the margin
+    # and the term is a near-constant tail (m = -3: between 0.018 and 0.127 whatever the frames, gradient <= 0.12);
+    # m > 1 asks for a cosine no frame can reach. m = 1 (frames aligned with the CLS output) is reachable.
     eal_margin: float = option(
-        0.8, "EAL margin m: the cosine similarity to the CLS output frames are pushed above.", to_model="eal_margin"
+        0.8,
+        "EAL margin m: the cosine similarity to the CLS output frames are pushed above (a cosine lies in [-1, 1]: "
+        "at m <= -1 every frame already meets it, above 1 none can).",
+        above=-1,
+        maximum=1,
+        to_model="eal_margin",
     )
     fual_detach_target: bool = option(
         False, "FUAL: no gradient through the utterance distribution (the target).", to_model="fual_detach_target"
@@ -299,7 +310,9 @@ class Stage0Settings:
     )
     epochs: float = option(1, "Training epochs (whole clips).", above=0, to_args="num_train_epochs")
     batch_size: int = option(8, "Training batch size per device.", minimum=1, to_args="per_device_train_batch_size")
-    learning_rate: float = option(5e-5, "Learning rate.", minimum=0, to_args="learning_rate")
+    learning_rate: float = option(
+        5e-5, "Learning rate (0 would hand stage 1 an unchanged backbone).", above=0, to_args="learning_rate"
+    )
     warmup_ratio: float = option(0.1, "Linear warmup, share of steps.", minimum=0, below=1, to_args="warmup_steps")
 
 
@@ -447,9 +460,10 @@ def cross_problems(config: dict) -> list[tuple[tuple[str, ...], str]]:
         problems.append(
             (("stage1.pooling",), "stage1.pooling must not be cls_attention (stage 2 starts the CLS head).")
         )
-    from ..trainer.loss_options import stage_loss_problems  # class_weights; what the prefix cache cannot honour
+    # class_weights; what the prefix cache cannot honour; EAL/FUAL weights that a pooling other than CLS ignores
+    from ..trainer.loss_options import alignment_loss_problems, stage_loss_problems
 
-    return problems + stage_loss_problems(config, STAGES)
+    return problems + stage_loss_problems(config, STAGES) + alignment_loss_problems(config, STAGES)
 
 
 # ---- what a stage passes on ----

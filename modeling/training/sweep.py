@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .run_config import ConfigError
+from .run_config import ConfigError, config_origins
 
 
 @dataclass
@@ -114,7 +114,8 @@ def run_sweep(
     sweep, output_dir = read_sweep(path), Path(output_dir)
     planned = planned_configs(sweep, output_dir, data_dir, max_epochs)
     for run, config in planned:
-        run_experiment(config, output_dir / run.name, folds, skip_bad_audio)
+        origins = config_origins(sweep.base, run.set_arguments(), data_dir=data_dir)
+        run_experiment(config, output_dir / run.name, folds, skip_bad_audio, origins=origins)
     paths = [output_dir / run.name for run, _ in planned]
     report = compare_runs(paths) if len(paths) > 1 else {}
     if report:

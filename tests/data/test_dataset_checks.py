@@ -158,3 +158,79 @@ def test_cli_reports_problems_and_exits_2(tmp_path):
     assert process.returncode == 2
     assert "problem(s) found before training" in process.stderr and "s3_sad.wav: cannot decode audio" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+# ---- one class spelled two ways (letter case, surrounding whitespace, NFC vs NFD): a listed problem, never a class
+
+
+def write_labelled_csv(root, labels: list[str]):
+    """metadata.csv listing a<i>.wav with labels[i] (the files need not exist: only the labels are checked)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["file,label,speaker"] + [f"a{i}.wav,{label},s{i % 3}" for i, label in enumerate(labels)]
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_class_spelled_in_two_letter_cases_stops_training_when_labels_are_inferred(tmp_path):
+    """The reviewer's corpus: a few rows say 'Angry' and no label list is given. train.py's checks refuse it (it
+    trained 3 classes ['Angry', 'angry', 'sad'] and averaged UA over the bogus one)."""
+    config = messy_config(tmp_path, loader_args={})
+    rows = (tmp_path / "corpus" / "metadata.csv").read_text().replace("s2_angry.wav,angry", "s2_angry.wav,Angry")
+    (tmp_path / "corpus" / "metadata.csv").write_text(rows.replace("s3_angry.wav,angry", "s3_angry.wav,Angry"))
+    with pytest.raises(DatasetCheckError) as caught:
+        checked_dataset(config, tmp_path / "run", None, skip_bad_audio=False, write_reports=False)
+    assert caught.value.problems[0].message == (
+        "labels 'Angry' (2 row(s), e.g. s2_angry.wav, s3_angry.wav) and 'angry' (4 row(s), e.g. s1_angry.wav, "
+        "s4_angry.wav) differ only by letter case: they would train as 2 classes. Write every row with one spelling, "
+        "or list the classes in data.loader_args.labels (then rows spelled otherwise are reported)."
+    )
+
+
+def test_rows_matching_a_listed_class_up_to_case_are_named_with_the_class_not_as_unknown(tmp_path):
+    from modeling.data.audio_folder import load_audio_folder
+
+    root = write_labelled_csv(tmp_path / "c", ["angry", "Angry", "sad", "angry", "ANGRY ", "Sad", "sda"])
+    problems = label_problems(load_audio_folder(root, labels=["angry", "sad"]))
+    assert [problem.message for problem in problems] == [
+        "labels 'angry' (2 row(s), e.g. a0.wav, a3.wav) and 'Angry' (1 row(s), e.g. a1.wav) and 'ANGRY' (1 row(s), "
+        "e.g. a4.wav) differ only by letter case: rows spelled 'Angry' or 'ANGRY' are not the listed class 'angry'. "
+        "Write them as 'angry'.",
+        "labels 'sad' (1 row(s), e.g. a2.wav) and 'Sad' (1 row(s), e.g. a5.wav) differ only by letter case: rows "
+        "spelled 'Sad' are not the listed class 'sad'. Write them as 'sad'.",
+        f"{root / 'a6.wav'}: unknown label 'sda'; expected one of ['angry', 'sad'].",
+    ]
+
+
+def test_label_folders_differing_by_whitespace_or_unicode_form_are_one_listed_problem_each(tmp_path):
+    """`<label>/<file>` folders: 'colère' written NFC and NFD (the same on screen), 'sad' and 'sad '."""
+    from modeling.data.audio_folder import load_audio_folder
+
+    nfc, nfd = "col\u00e8re", "cole\u0300re"
+    for i, folder in enumerate([nfc, nfd, nfd, "sad", "sad "]):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"f{i}.wav").write_bytes(b"x")
+    messages = [problem.message for problem in label_problems(load_audio_folder(tmp_path))]
+    assert messages == [
+        f"labels {nfd!r} = 'cole\\u0300re' (2 row(s), e.g. f1.wav, f2.wav) and {nfc!r} = 'col\\xe8re' (1 row(s), "
+        "e.g. f0.wav) differ only by Unicode normalisation (NFC vs NFD): they would train as 2 classes. Write every "
+        "row with one spelling, or list the classes in data.loader_args.labels (then rows spelled otherwise are "
+        "reported).",
+        "labels 'sad' (1 row(s), e.g. f3.wav) and 'sad ' (1 row(s), e.g. f4.wav) differ only by surrounding "
+        "whitespace: they would train as 2 classes. Write every row with one spelling, or list the classes in "
+        "data.loader_args.labels (then rows spelled otherwise are reported).",
+    ]
+
+
+def test_a_hub_dataset_with_two_spellings_of_a_class_is_a_listed_problem(tmp_path):
+    from datasets import Dataset
+
+    from modeling.data.hub import load_hub_dataset
+
+    source = {"audio": ["x0.wav", "x1.wav", "x2.wav"], "label": ["angry", "Angry", "sad"], "duration_s": [1.0] * 3}
+    Dataset.from_dict(source).save_to_disk(tmp_path / "hub")
+    problems = label_problems(load_hub_dataset(str(tmp_path / "hub")))
+    assert [problem.message for problem in problems] == [
+        "labels 'Angry' (1 row(s), e.g. x1.wav) and 'angry' (1 row(s), e.g. x0.wav) differ only by letter case: they "
+        "would train as 2 classes. Write every row with one spelling, or list the classes in data.loader_args.labels "
+        "(then rows spelled otherwise are reported)."
+    ]

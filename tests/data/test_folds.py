@@ -145,13 +145,22 @@ def test_overlapping_fold_is_refused():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [(None, [1, 2, 3, 4, 5]), ("all", [1, 2, 3, 4, 5]), ("1,3", [1, 3]), ("3, 1,3", [1, 3]), ("5", [5])],
+    [
+        (None, [1, 2, 3, 4, 5]),
+        ("all", [1, 2, 3, 4, 5]),
+        ("1,3", [1, 3]),
+        ("3, 1,3", [1, 3]),
+        ("5", [5]),
+        # fold names as run directories and push_to_hub.py --folds spell them (rundir.reader.fold_number)
+        ("fold1", [1]),
+        ("fold3, 1,fold3", [1, 3]),
+    ],
 )
 def test_parse_fold_numbers(text, expected):
     assert parse_fold_numbers(text, 5) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "6", "1,x", ","])
+@pytest.mark.parametrize("text", ["0", "6", "1,x", ",", "fold0", "fold6", "foldx", "f1"])
 def test_parse_fold_numbers_rejects(text):
     with pytest.raises(FoldError, match="--folds"):
         parse_fold_numbers(text, 5)

@@ -52,7 +52,9 @@ def test_a_failed_check_writes_nothing_and_the_corrected_command_is_accepted(tmp
     assert main(["--config", config, "--output-dir", str(output)]) == 2
     error = capsys.readouterr().err
     assert "2 problem(s) found before training:" in error, error
-    assert re_count(r"unknown label 'anger'; expected one of \['angry', 'fear', 'neutral'\] \(10 times\)", error)
+    # The list is named where it was set: the inherited file, not run.yaml, which does not spell it
+    origin = f"(data.loader_args.labels, from {tmp_path / 'base.yaml'} (via extends: of {tmp_path / 'run.yaml'}))"
+    assert f"unknown label 'anger'; expected one of ['angry', 'fear', 'neutral'] {origin} (10 times)" in error
     assert re_count(r"class\(es\) \['angry'\] absent from the training split of a fold.* \(5 times\)", error)
     assert len([line for line in error.splitlines() if line.startswith("  - ")]) == 2, error
     assert not output.exists()  # no config.yaml to refuse the corrected command with
@@ -77,7 +79,7 @@ def re_count(pattern: str, text: str) -> int:
     return len(re.findall(pattern, text))
 
 
-def test_example_checks_num_trainable_layers_before_stage_one(tmp_path):
+def test_example_checks_num_trainable_layers_before_stage_one(tmp_path, capsys):
     from fake_corpora import make_split_folders
 
     make_split_folders(tmp_path / "corpus")
@@ -88,9 +90,17 @@ def test_example_checks_num_trainable_layers_before_stage_one(tmp_path):
     argv = ["--data", str(tmp_path / "corpus"), "--backbone", str(tmp_path / "backbone")]
     argv += ["--output-dir", str(tmp_path / "out"), "--num-trainable-layers", "99"]
     with pytest.raises(CheckError, match=r"stage 2 with --backbone .*num_trainable_layers.*99") as caught:
-        example.main(argv)
+        example.run(example.parse_args(argv))
     assert [problem.key for problem in caught.value.problems] == ["stage 2"]
     assert not (tmp_path / "out").exists()  # stage 1 never started
+    # The command: the listing on stderr and exit status 2, as train.py (no traceback)
+    assert example.main(argv) == 2
+    err = capsys.readouterr().err  # after the progress bars of datasets' filter
+    assert "Traceback" not in err and err[err.index("error: ") :] == (
+        "error: 1 problem(s) in the command line (nothing trained):\n"
+        f"  - stage 2 with --backbone {tmp_path / 'backbone'}: Wav2Vec2FrameAlignedConfig: `num_trainable_layers` "
+        "must be between 0 and num_hidden_layers=2, got 99.\n"
+    )
 
 
 def test_package_face_exports_what_users_catch_and_build_with():

@@ -89,7 +89,7 @@ def test_overrides_and_command_line_values(tmp_path):
         ("data: {loader: iemocap, root: x}\nmodel: {}\n", "set exactly one of model.name_or_path"),
         (
             "data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage2: {pooling_learning_rate: fast}\n",
-            r"stage2.pooling_learning_rate must be a number >= 0, got 'fast'",
+            r"stage2.pooling_learning_rate must be a number > 0, got 'fast'",
         ),
         (
             "data: {loader: iemocap, root: x}\nmodel: {name_or_path: m}\nstage1: {pooling: cls_attention}\n",
@@ -103,6 +103,45 @@ def test_invalid_configs_name_the_key(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         resolve_config(path)
+
+
+# Values that would make a loss term or a setting a silent no-op (exit 0, the run's numbers not what it claims)
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # EAL = softplus(m − cos): at m = -3 every frame meets the margin, the term a near-constant 0.018..0.127
+        ("stage2.eal_margin=-3", "stage2.eal_margin must be a number in (-1, 1], got -3."),
+        ("stage2.eal_margin=-1", "stage2.eal_margin must be a number in (-1, 1], got -1."),
+        ("stage1.eal_margin=1.5", "stage1.eal_margin must be a number in (-1, 1], got 1.5."),
+        # EAL/FUAL are zero for a pooling other than CLS: stage 1 never has it
+        (
+            "stage1.eal_weight=0.1",
+            "stage1.eal_weight is 0.1 but stage1.pooling is 'attentive': EAL is defined on cls_attention pooling "
+            "only, so the term would be zero. Set stage1.eal_weight: 0 (stage 1 never uses cls_attention).",
+        ),
+        (
+            "stage2.pooling=mean",
+            "stage2.fual_weight is 0.05 but stage2.pooling is 'mean': FUAL is defined on cls_attention pooling only, "
+            "so the term would be zero. Set stage2.fual_weight: 0 or stage2.pooling: cls_attention.",
+        ),
+        # a new (random) head that a rate of 0 leaves untrained; a stage 0 that hands stage 1 an unchanged backbone
+        ("stage2.classifier_learning_rate=0", "stage2.classifier_learning_rate must be a number > 0, got 0."),
+        ("stage1.pooling_learning_rate=0", "stage1.pooling_learning_rate must be a number > 0, got 0."),
+        ("stage0.learning_rate=0", "stage0.learning_rate must be a number > 0, got 0."),
+    ],
+)
+def test_values_that_would_do_nothing_are_refused(override, message):
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(REPO / "configs" / "demo.yaml", overrides=[override])
+    assert message in [problem.message.removesuffix(f" (from --set {override})") for problem in caught.value.problems]
+
+
+def test_the_ends_of_the_eal_margin_range():
+    for margin in (1, 0.99, -0.99):
+        assert (
+            resolve_config(REPO / "configs" / "demo.yaml", [f"stage2.eal_margin={margin}"])["stage2"]["eal_margin"]
+            == margin
+        )
 
 
 def test_bad_override_syntax(tmp_path):

@@ -73,7 +73,7 @@ def test_stage_titles_name_the_configured_pooling(pooling):
     config = resolve_config(DEMO, [f"stage1.pooling={pooling}"])
     assert stage_title("stage1", config["stage1"]) == f"stage 1 ({pooling} pooling, CE)"
     assert stage_title("stage2", config["stage2"]) == "stage 2 (cls_attention pooling, CE + 0.05·EAL + 0.05·FUAL)"
-    no_aux = resolve_config(DEMO, ["stage2.pooling=mean"])
+    no_aux = resolve_config(DEMO, ["stage2.pooling=mean", "stage2.eal_weight=0", "stage2.fual_weight=0"])
     assert stage_title("stage2", no_aux["stage2"]) == "stage 2 (mean pooling, CE)"
 
 
