@@ -42,6 +42,7 @@ from ..data.problems import CheckError, Problem
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
+from ..rundir.reader import close_names_hint
 from ..segments.writers import format_probability, format_seconds, rounded
 from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
@@ -96,7 +97,9 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
     files → the audio paths, in order, each once.
 
     Raises:
-        BatchJobError: sources that match nothing, CSVs without a path column (every such source listed).
+        BatchJobError: paths that do not exist (with the closest existing names), sources that match nothing, CSVs
+            without a path column (every such source listed). Files a CSV lists are not checked here: one that is
+            missing is that file's error (the others go on).
     """
     paths, problems = [], []
     for source in sources:
@@ -111,8 +114,13 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
                 continue
         elif glob.has_magic(source):
             found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
-        else:
-            found = [source]  # a single file; a missing one is reported as that file's error
+        elif os.path.exists(source):
+            found = [source]  # a single file; one that does not read is reported as that file's error
+        else:  # a mistyped path: refused with the others, before anything is written
+            hint = close_names_hint(source)
+            message = f"{source}: no such file or folder" + (f". {hint}" if hint else "")
+            problems.append(Problem(source, message, cause="inputs that do not exist"))
+            continue
         if not found:
             problems.append(Problem(source, f"{source}: matches no audio file", cause="inputs that match no file"))
         paths += found
