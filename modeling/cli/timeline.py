@@ -7,9 +7,9 @@ Long recordings, segment by segment (docs/long_recordings.md):
 of every segment (speaker turn, subtitle cue, VAD region) with the timeline inside it, written as CSV, JSON lines,
 RTTM, SRT or WebVTT (by extension) and drawn as one lane per speaker.
 
-Everything is checked first: the model, the segment source and the output paths (every problem listed, nothing
-written, exit status 2), and every audio file's header: a file that cannot be read is reported and the others go on
-(exit status 2 at the end).
+Everything is checked first: the model, the segment source, the window settings, the output paths and that every
+audio path exists (every problem listed, nothing written, exit status 2), and every audio file's header: a file
+that cannot be read is reported and the others go on (exit status 2 at the end).
 """
 
 import argparse
@@ -192,6 +192,7 @@ def checked_inputs(args):
     anything but an unreadable file is wrong, or when a file of a --join is."""
     from ..data.problems import Problem
     from ..inference import load_pipeline
+    from ..inference.batch import missing_input_problem
     from ..inference.checks import audio_problems, load_checked, raise_on_problems, window_flag_problems
     from ..inference.output_files import output_problems
 
@@ -202,7 +203,9 @@ def checked_inputs(args):
         if not os.path.isdir(args.segments):
             message = f"--segments {args.segments}: no such file or folder (expected a segment file, auto or a folder)"
             problems.append(Problem("--segments", message))
-    good, unreadable = audio_problems(list(args.audio))
+    missing = [path for path in args.audio if not os.path.exists(path)]  # mistyped: refused, nothing written
+    problems += [missing_input_problem(path) for path in missing]
+    good, unreadable = audio_problems([path for path in args.audio if path not in missing])
     if args.join:  # one recording made of all the files: each must be read
         unreadable = [Problem(p.key, p.message, cause=p.cause) for p in unreadable]
     problems += unreadable

@@ -91,6 +91,13 @@ def _folder_paths(folder: Path) -> list[str]:
     return paths
 
 
+def missing_input_problem(path: str) -> Problem:
+    """A command-line input path that does not exist: "audi: no such file or folder. Did you mean audio?" (the
+    closest existing names, `rundir.reader.close_names_hint`); blocking (an argument mistake, not a failed file)."""
+    hint = close_names_hint(path)
+    return Problem(path, f"{path}: no such file or folder" + (f". {hint}" if hint else ""), cause="no such input")
+
+
 def collect_inputs(sources: list[str], path_column: str | None = None) -> list[str]:
     """Folders (searched recursively for audio extensions), glob patterns (`**` recursive), CSV files (a
     `file`/`file_name`/`path`/`audio` column, or `path_column`; read as train.py reads `metadata.csv`) and single
@@ -117,9 +124,7 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
         elif os.path.exists(source):
             found = [source]  # a single file; one that does not read is reported as that file's error
         else:  # a mistyped path: refused with the others, before anything is written
-            hint = close_names_hint(source)
-            message = f"{source}: no such file or folder" + (f". {hint}" if hint else "")
-            problems.append(Problem(source, message, cause="inputs that do not exist"))
+            problems.append(missing_input_problem(source))
             continue
         if not found:
             problems.append(Problem(source, f"{source}: matches no audio file", cause="inputs that match no file"))

@@ -196,8 +196,11 @@ def test_window_settings_and_mistyped_inputs_are_refused_before_any_file_is_read
     assert "--window=-1.0: expected a number of seconds ≥ 0." in message
     assert "--window-overlap=-2.0: expected a number of seconds ≥ 0." in message
     assert not (run / "out.csv").exists() and not (run / "out.errors.csv").exists()  # nothing written
-    assert timeline_main(["audio/" + CLIPS[0], "--model", best, "--json", "t.json", "--window", "2"]) == 2
-    assert "--window=2.0 must be longer than --window-overlap=4.0" in capsys.readouterr().err
+    argv = ["audio/" + CLIPS[0], "audio/" + CLIPS[1][:-1], "--model", best, "--json", "t.json", "--window", "2"]
+    assert timeline_main(argv) == 2
+    message = capsys.readouterr().err
+    assert "--window=2.0 must be longer than --window-overlap=4.0" in message
+    assert f"audio/{CLIPS[1][:-1]}: no such file or folder. Did you mean audio/{CLIPS[1]} or" in message
     assert not (run / "t.json").exists()
     # a short window with a shorter overlap runs: the clips (> 2 s) in windows, every file done
     argv = ["audio", "--model", best, "--output", "short.csv", "--window", "2", "--window-overlap", "0.5"]
