@@ -46,10 +46,13 @@ from .prediction_fields import calibration_temperature, prediction_record, softm
 from .timeline_recording import iter_segment_results
 from .timeline_segments import (
     SMOOTHING_METHODS,
+    WINDOW_LENGTH_S,
+    WINDOW_OVERLAP_S,
     WindowPrediction,
     build_timeline,
     iter_windows,
     stitch_windows,
+    window_problems,
 )
 
 
@@ -118,7 +121,9 @@ class FrameAlignedEmotionPipeline(Pipeline):
         window_length_s (`float`, defaults to 20.0): inputs longer than this run in overlapping windows of this
             length (the last one runs to the input's end: up to one frame hop longer, so that the windows give every
             frame of the whole input), in bounded memory (files are streamed). `0` runs every input whole.
-        window_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field).
+        window_overlap_s (`float`, defaults to 4.0): overlap of consecutive windows (at least the receptive field);
+            it must be shorter than `window_length_s` (a short window needs a shorter overlap: nothing is clamped).
+            Settings that break these rules (`window_problems`) raise `ValueError` before any input is read.
             (`chunk_length_s`, `chunk_overlap_s`: their deprecated names, accepted with a FutureWarning.)
         smoothing (`str`, defaults to `"median"`): "median", "mean" or "none" smoothing of the frame distributions
             before the segments are cut (the utterance result and `frames["probabilities"]` are not smoothed).
@@ -302,8 +307,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         inputs: list,
         batch_size: int,
         postprocess_params: dict,
-        window_length_s: float | None = 20.0,
-        window_overlap_s: float = 4.0,
+        window_length_s: float | None = WINDOW_LENGTH_S,
+        window_overlap_s: float = WINDOW_OVERLAP_S,
         padded_batches: bool | None = None,
         sampling_rate: int | None = None,
     ) -> list[dict]:
@@ -362,16 +367,15 @@ class FrameAlignedEmotionPipeline(Pipeline):
         )
 
     def _window_and_step(self, window_length_s, window_overlap_s) -> tuple[int | None, int | None]:
-        if window_length_s is None:
+        """(window, step) in samples for the window settings (None, None: no windows). Raises `ValueError` with
+        every problem `window_problems` finds."""
+        problems = window_problems(window_length_s, window_overlap_s, self.sampling_rate, self.receptive_field)
+        if problems:
+            raise ValueError(" ".join(problems))
+        if not window_length_s:
             return None, None
         window = int(round(window_length_s * self.sampling_rate))
-        # Consecutive windows must share at least one receptive field, or a frame between them would be lost.
-        overlap = max(int(round(window_overlap_s * self.sampling_rate)), self.receptive_field)
-        if window < 2 * self.receptive_field or overlap >= window:
-            raise ValueError(
-                f"window_length_s={window_length_s} must exceed window_overlap_s={window_overlap_s} (and the "
-                f"receptive field, {self.receptive_field / self.sampling_rate:.3f} s) by at least one frame."
-            )
+        overlap = max(int(round((window_overlap_s or 0) * self.sampling_rate)), self.receptive_field)
         step = max(self.hop, (window - overlap) // self.hop * self.hop)  # windows start on the frame grid
         return window, step
 

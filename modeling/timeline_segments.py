@@ -1,16 +1,73 @@
 """Frame post-processing for the emotion timeline (numpy only): overlapping windows for long inputs, stitching
 windows, smoothing, and segments of one dominant emotion. How many frames a window gives is `.frames`' business.
 
-Used by `modeling.pipeline_frame_aligned.FrameAlignedEmotionPipeline`.
+Used by `modeling.pipeline_frame_aligned.FrameAlignedEmotionPipeline`; `window_problems` (the one check of the window
+settings) also by predict.py and the timeline command before they read any file.
 """
 
 import heapq
+import math
+import numbers
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .prediction_fields import prediction_record
+
+
+# The window settings' defaults (seconds): inputs longer than WINDOW_LENGTH_S run in windows overlapping by
+# WINDOW_OVERLAP_S. The CLIs (predict.py --window/--window-overlap, the timeline's) take them from here.
+WINDOW_LENGTH_S = 20.0
+WINDOW_OVERLAP_S = 4.0
+WINDOW_NAMES = ("window_length_s", "window_overlap_s")
+
+
+def window_problems(
+    window_length_s,
+    window_overlap_s,
+    sampling_rate: int = 16000,
+    receptive_field: int = 1,
+    names: tuple[str, str] = WINDOW_NAMES,
+) -> list[str]:
+    """Every problem with a pair of window settings (seconds), as sentences naming them by `names` (the pipeline's
+    parameters, or a CLI's flags); [] when they are usable. The one check of window settings: the pipeline runs it
+    (with the model's `sampling_rate` and `receptive_field`, in samples) before it cuts anything, the CLIs before
+    they read any file (with the defaults: no model needed; then with the model's geometry once it is loaded).
+
+    Rules: `window_length_s` is a finite number ≥ 0 (0 or None: never cut into windows); `window_overlap_s` a finite
+    number ≥ 0 (raised to the receptive field when below it); with windows, the window must be at least two receptive
+    fields long and longer than the overlap (by at least one sample at `sampling_rate`).
+    """
+    window_name, overlap_name = names
+    problems = []
+
+    def seconds(value, name: str) -> bool:
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        usable = number and math.isfinite(value) and value >= 0
+        if not usable:
+            problems.append(f"{name}={value!r}: expected a number of seconds ≥ 0.")
+        return usable
+
+    window_ok = window_length_s is None or seconds(window_length_s, window_name)
+    overlap_ok = window_overlap_s is None or seconds(window_overlap_s, overlap_name)
+    if not (window_ok and overlap_ok) or not window_length_s:  # None or 0: no windows, the overlap is unused
+        return problems
+    window = int(round(window_length_s * sampling_rate))
+    # Consecutive windows must share at least one receptive field, or a frame between them would be lost.
+    overlap = max(int(round((window_overlap_s or 0) * sampling_rate)), receptive_field)
+    if window < 2 * receptive_field:
+        problems.append(
+            f"{window_name}={window_length_s} is shorter than two receptive fields of the model "
+            f"({2 * receptive_field / sampling_rate:.3f} s)."
+        )
+    elif overlap >= window:
+        problems.append(
+            f"{window_name}={window_length_s} must be longer than {overlap_name}={window_overlap_s} (consecutive "
+            f"windows overlap by that much): give a longer {window_name}, a shorter {overlap_name} (e.g. a quarter "
+            f"of the window, {window_length_s / 4:g}), or {window_name}=0 to run every input whole."
+        )
+    return problems
 
 
 SMOOTHING_METHODS = ("median", "mean", "none")

@@ -587,6 +587,8 @@ def test_bad_parameters_are_rejected(timeline):
         timeline(clip, smoothing="gaussian")
     with pytest.raises(ValueError, match="window_length_s"):
         timeline(clip, window_length_s=4, window_overlap_s=4)
+    with pytest.raises(ValueError, match=r"window_overlap_s=-1: expected a number of seconds ≥ 0"):  # was clamped
+        timeline(clip, window_overlap_s=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -620,7 +622,7 @@ def test_cli_prints_a_table_and_writes_json_and_png(timeline, layer_model, tmp_p
     assert joined[0]["duration_s"] == pytest.approx(sum(len(load_audio(clip)) for clip in clips) / SR, abs=1e-6)
 
     assert main([str(tmp_path / "nope.flac"), "--model", str(layer_model[0])]) == 2
-    assert "nope.flac: file does not exist" in capsys.readouterr().err
+    assert "nope.flac: no such file or folder" in capsys.readouterr().err  # refused with the arguments
 
 
 def test_hub_id_with_remote_code_in_a_fresh_process(timeline, layer_model, tmp_path, monkeypatch):

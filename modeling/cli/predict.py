@@ -21,6 +21,7 @@ import sys
 
 from ..audio import AudioInputError
 from ..data.problems import BATCH_EXIT_CODES
+from ..inference.checks import add_window_arguments
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -70,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--files-per-write", type=int, default=16, help="files per appended, fsynced group (Ray: per block)"
     )
-    parser.add_argument("--window", type=float, default=20.0, help="longer files run in windows of this many s")
+    add_window_arguments(parser)
     long = parser.add_argument_group("long recordings, segment by segment (docs/long_recordings.md)")
     long.add_argument(
         "--segments",
@@ -122,7 +123,7 @@ def checked_job(args):
     from ..data.problems import Problem
     from ..inference import load_pipeline
     from ..inference.batch import BatchJobError, JobOutputs, collect_inputs
-    from ..inference.checks import load_checked, model_problems, raise_on_problems
+    from ..inference.checks import load_checked, model_problems, raise_on_problems, window_flag_problems
     from ..inference.output_files import output_problems
     from ..inference.recordings import SegmentSource
 
@@ -132,6 +133,7 @@ def checked_job(args):
     except BatchJobError as error:
         problems += error.problems
     problems += output_problems({"--output": args.output, "--errors": args.errors, "--timeline": args.timeline})
+    problems += window_flag_problems(args.window, args.window_overlap)
     segments = None
     if args.segments or args.vad:
         try:
@@ -145,6 +147,7 @@ def checked_job(args):
         load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
         pipe = load_checked(load, args.model, problems)
     if pipe is not None:
+        problems += window_flag_problems(args.window, args.window_overlap, pipe)  # the model's receptive field
         labels, per_segment = list(pipe.classes), segments is not None
         problems += JobOutputs.problems(args.output, labels, args.errors, args.timeline, per_segment)
     raise_on_problems(problems, source="predict.py's arguments")
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             retry_errors=args.retry_errors,
             progress=False if args.no_progress else None,
-            pipeline_kwargs={"window_length_s": args.window},
+            pipeline_kwargs={"window_length_s": args.window, "window_overlap_s": args.window_overlap},
         )
         if segments is not None:
             common["segments"] = segments

@@ -1,7 +1,7 @@
 r"""Score a finished train.py run on any corpus: each fold's stage-2 best model and their ensemble (`score.py`).
 
-    python score.py --run-dir runs/iemocap --config configs/crema_d.yaml --data-dir /data/CREMA-D \
-        --label-map anger=angry --output-dir runs/iemocap/on_crema_d
+    python score.py --run-dir runs/iemocap --config configs/emodb.yaml --data-dir /data/emodb \
+        --label-map anger=angry happiness=happy sadness=sad --output-dir runs/iemocap/on_emodb
 
 Everything is checked first (the run: every fold finished; the configs, label map, perturbations, output folder:
 every problem listed, nothing written; exit status 2). Writes OUT/scores.json, OUT/scores.md and

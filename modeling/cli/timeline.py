@@ -7,9 +7,9 @@ Long recordings, segment by segment (docs/long_recordings.md):
 of every segment (speaker turn, subtitle cue, VAD region) with the timeline inside it, written as CSV, JSON lines,
 RTTM, SRT or WebVTT (by extension) and drawn as one lane per speaker.
 
-Everything is checked first: the model, the segment source and the output paths (every problem listed, nothing
-written, exit status 2), and every audio file's header: a file that cannot be read is reported and the others go on
-(exit status 2 at the end).
+Everything is checked first: the model, the segment source, the window settings, the output paths and that every
+audio path exists (every problem listed, nothing written, exit status 2), and every audio file's header: a file
+that cannot be read is reported and the others go on (exit status 2 at the end).
 """
 
 import argparse
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..audio import AudioInputError, load_audio
 from ..data.problems import BATCH_EXIT_CODES
+from ..inference.checks import add_window_arguments
 from ..prediction_fields import PREDICTED, probabilities_of, probability_field
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
@@ -97,10 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json-frames", action="store_true", help="include the per-frame arrays in the JSON")
     parser.add_argument("--join", action="store_true", help="analyse the files as one recording, joined in order")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument(
-        "--window", type=float, default=20.0, help="window length in seconds (0: never cut into windows)"
-    )
-    parser.add_argument("--overlap", type=float, default=4.0, help="overlap of consecutive windows in seconds")
+    add_window_arguments(parser, "--overlap")
     parser.add_argument("--smoothing", choices=SMOOTHING_METHODS, default="median")
     parser.add_argument("--smoothing-window", type=float, default=0.2, help="seconds")
     parser.add_argument("--min-segment", type=float, default=0.2, help="shortest segment in seconds")
@@ -194,16 +192,20 @@ def checked_inputs(args):
     anything but an unreadable file is wrong, or when a file of a --join is."""
     from ..data.problems import Problem
     from ..inference import load_pipeline
-    from ..inference.checks import audio_problems, load_checked, raise_on_problems
+    from ..inference.batch import missing_input_problem
+    from ..inference.checks import audio_problems, load_checked, raise_on_problems, window_flag_problems
     from ..inference.output_files import output_problems
 
     outputs = [("--json", args.json), ("--lanes", args.lanes), ("--plot", args.plot)]
     problems = output_problems(outputs + [("--out", out) for out in args.out])
+    problems += window_flag_problems(args.window, args.window_overlap)
     if args.segments and not os.path.isfile(args.segments) and args.segments != "auto":
         if not os.path.isdir(args.segments):
             message = f"--segments {args.segments}: no such file or folder (expected a segment file, auto or a folder)"
             problems.append(Problem("--segments", message))
-    good, unreadable = audio_problems(list(args.audio))
+    missing = [path for path in args.audio if not os.path.exists(path)]  # mistyped: refused, nothing written
+    problems += [missing_input_problem(path) for path in missing]
+    good, unreadable = audio_problems([path for path in args.audio if path not in missing])
     if args.join:  # one recording made of all the files: each must be read
         unreadable = [Problem(p.key, p.message, cause=p.cause) for p in unreadable]
     problems += unreadable
@@ -211,6 +213,8 @@ def checked_inputs(args):
     timeline = load_checked(
         lambda: load_pipeline(args.model, backend="torch", device=args.device), args.model, problems
     )
+    if timeline is not None and not any(problem.key == "--window" for problem in problems):
+        problems += window_flag_problems(args.window, args.window_overlap, timeline)  # the model's receptive field
     raise_on_problems(problems, source="the timeline's arguments")
     return timeline, [path for path, _ in good], [p for p in problems if not p.blocking]
 
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
     settings = dict(
         batch_size=args.batch_size,
         window_length_s=args.window,
-        window_overlap_s=args.overlap,
+        window_overlap_s=args.window_overlap,
         smoothing=args.smoothing,
         smoothing_window_s=args.smoothing_window,
         min_segment_s=args.min_segment,

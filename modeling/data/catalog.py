@@ -69,10 +69,10 @@ def corpus_info(loader: str | None, root: str | os.PathLike | None = None) -> Co
     """The facts of the corpus that a config's `data.loader` and `data.root` read; None for one the project
     does not know.
 
-    A corpus with its own loader (iemocap, crema_d, ravdess) is found by the loader's name; any other by the last
-    part of `root`: the corpus folder for `audio_folder` (`data/polish3` → polish3, `../shared/data/nemo4` →
-    nemo4), the dataset id for `hub` (`user/polish3` → polish3, with `hub_id` set to that id). Names compare
-    lowercase, letters and digits only (`data/CREMA-D` → crema_d).
+    A corpus with its own loader (an entry of `CORPORA` whose `loader` is its name) is found by the loader's name;
+    any other by the last part of `root`: the corpus folder for `audio_folder` (`data/polish3` → polish3,
+    `../shared/data/nemo4` → nemo4), the dataset id for `hub` (`user/polish3` → polish3, with `hub_id` set to that
+    id). Names compare lowercase, letters and digits only (`data/CREMA-D` → crema_d).
     """
     dedicated = loader in CORPORA and CORPORA[loader].loader == loader
     name = (loader or "") if dedicated or not root else Path(str(root).rstrip("/")).name

@@ -45,7 +45,7 @@ class CorpusInfo:
     Each corpus module states where its facts come from (the corpus's own documentation).
     """
 
-    name: str  # short name: the loader's name for iemocap/crema_d/ravdess, the corpus folder's name otherwise
+    name: str  # short name: the loader's name for a corpus with its own loader (`catalog.CORPORA`), else its folder's
     title: str  # how a model card names the corpus
     labels: tuple[str, ...]  # the classes in label-id order: the ClassLabel names and the model's id2label
     license: str  # the Hub's license id (https://huggingface.co/docs/hub/repositories-licenses)

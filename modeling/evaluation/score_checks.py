@@ -19,14 +19,12 @@ from .perturbations import parse_perturbation
 def run_problems(run_dir) -> list[Problem]:
     """A `--run-dir` that is not a finished train.py run: no such folder, a checkpoint instead of a run, no fold
     model, folds that are not finished (which, and why: the ensemble and the table would silently miss them)."""
-    path = Path(run_dir)
     expected = "expected a train.py run directory (its fold<k>/stage2/best models)"
-    if not path.is_dir():
-        return [Problem("--run-dir", f"--run-dir {run_dir}: no such folder; {expected}.")]
-    if (path / "config.json").is_file():
-        message = f"--run-dir {run_dir}: a checkpoint, not a run; {expected} (predict.py takes one checkpoint)."
-        return [Problem("--run-dir", message)]
-    run = FinishedRun(path)
+    run = FinishedRun(run_dir)
+    why = run.not_a_run()  # the reader's words: no such directory (and the closest names), a checkpoint, ...
+    if why:
+        checkpoint = " (predict.py takes one checkpoint)" if (run.path / "config.json").is_file() else ""
+        return [Problem("--run-dir", f"--run-dir {run_dir}: {why}{checkpoint}")]
     problems = [
         Problem(
             "--run-dir",

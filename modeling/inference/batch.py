@@ -40,6 +40,7 @@ from ..data.problems import CheckError, Problem
 from ..prediction_fields import PREDICTED, probability_fields
 from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
+from ..rundir.reader import close_names_hint
 from ..segments.writers import format_probability, format_seconds, rounded
 from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
@@ -88,13 +89,22 @@ def _folder_paths(folder: Path) -> list[str]:
     return paths
 
 
+def missing_input_problem(path: str) -> Problem:
+    """A command-line input path that does not exist: "audi: no such file or folder. Did you mean audio?" (the
+    closest existing names, `rundir.reader.close_names_hint`); blocking (an argument mistake, not a failed file)."""
+    hint = close_names_hint(path)
+    return Problem(path, f"{path}: no such file or folder" + (f". {hint}" if hint else ""), cause="no such input")
+
+
 def collect_inputs(sources: list[str], path_column: str | None = None) -> list[str]:
     """Folders (searched recursively for audio extensions), glob patterns (`**` recursive), CSV files (a
     `file`/`file_name`/`path`/`audio` column, or `path_column`; read as train.py reads `metadata.csv`) and single
     files → the audio paths, in order, each once.
 
     Raises:
-        BatchJobError: sources that match nothing, CSVs without a path column (every such source listed).
+        BatchJobError: paths that do not exist (with the closest existing names), sources that match nothing, CSVs
+            without a path column (every such source listed). Files a CSV lists are not checked here: one that is
+            missing is that file's error (the others go on).
     """
     paths, problems = [], []
     for source in sources:
@@ -109,8 +119,11 @@ def collect_inputs(sources: list[str], path_column: str | None = None) -> list[s
                 continue
         elif glob.has_magic(source):
             found = sorted(p for p in glob.glob(source, recursive=True) if os.path.isfile(p))
-        else:
-            found = [source]  # a single file; a missing one is reported as that file's error
+        elif os.path.exists(source):
+            found = [source]  # a single file; one that does not read is reported as that file's error
+        else:  # a mistyped path: refused with the others, before anything is written
+            problems.append(missing_input_problem(source))
+            continue
         if not found:
             problems.append(Problem(source, f"{source}: matches no audio file", cause="inputs that match no file"))
         paths += found

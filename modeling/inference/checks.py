@@ -9,13 +9,12 @@ and what is expected, and what was probably meant: a run directory's fold models
 Exit codes of the batch entry points (predict.py, the timeline): `modeling.data.problems.BATCH_EXIT_CODES`.
 """
 
-import difflib
-import os
 from pathlib import Path
 
 from ..auto_frame_aligned import CheckpointNotFoundError, checkpoint_model_type
 from ..data.problems import BATCH_EXIT_CODES, CheckError, Problem, report
-from ..rundir.reader import FinishedRun, fold_name
+from ..rundir.reader import FinishedRun, close_names_hint, fold_name
+from ..timeline_segments import WINDOW_LENGTH_S, WINDOW_OVERLAP_S, window_problems
 from .batch import header_durations
 
 
@@ -43,11 +42,7 @@ def model_hint(model: str) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         return run_models_hint(path)
-    parent = path.parent
-    if path.exists() or not parent.is_dir():
-        return ""
-    close = difflib.get_close_matches(path.name, sorted(os.listdir(parent)), n=2, cutoff=0.6)
-    return f"Did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
+    return close_names_hint(path)
 
 
 def model_problem(model, error: Exception, key: str = "--model") -> Problem:
@@ -82,6 +77,38 @@ def audio_problems(paths: list[str]) -> tuple[list[tuple[str, float]], list[Prob
     return good, [Problem(path, f"{path}: {why}", blocking=False, cause=why.split(" (")[0]) for path, why in bad]
 
 
+WINDOW_FLAGS = ("--window", "--window-overlap")  # the window options of predict.py and the timeline
+
+
+def add_window_arguments(parser, *overlap_aliases: str) -> None:
+    """`--window` and `--window-overlap` (seconds; the pipeline's defaults), as `args.window` and
+    `args.window_overlap`; `overlap_aliases`: older names of the overlap flag (the timeline's `--overlap`)."""
+    parser.add_argument(
+        WINDOW_FLAGS[0],
+        type=float,
+        default=WINDOW_LENGTH_S,
+        help=f"longer inputs run in windows of this many s (default {WINDOW_LENGTH_S:g}; 0: every input whole, in "
+        "one pass: memory grows with its length)",
+    )
+    parser.add_argument(
+        WINDOW_FLAGS[1],
+        *overlap_aliases,
+        dest="window_overlap",
+        type=float,
+        default=WINDOW_OVERLAP_S,
+        help=f"overlap of consecutive windows in s (default {WINDOW_OVERLAP_S:g}); must be shorter than --window",
+    )
+
+
+def window_flag_problems(window, overlap, pipe=None) -> list[Problem]:
+    """The `--window`/`--window-overlap` values (seconds) checked by the pipeline's own rule
+    (`pipeline_frame_aligned.window_problems`): without a pipeline, with the default geometry (before any model or
+    file is read); with one, against its sampling rate and receptive field."""
+    geometry = {} if pipe is None else dict(sampling_rate=pipe.sampling_rate, receptive_field=pipe.receptive_field)
+    found = window_problems(window, overlap, names=WINDOW_FLAGS, **geometry)
+    return [Problem("--window", message, value=(window, overlap)) for message in found]
+
+
 def raise_on_problems(problems: list[Problem], source: str, hint: str = "") -> None:
     """One `CheckError` listing every problem (grouped by cause) when any blocks."""
     if any(problem.blocking for problem in problems):
@@ -95,6 +122,8 @@ def warnings_report(problems: list[Problem], source: str) -> str:
 
 __all__ = [
     "BATCH_EXIT_CODES",
+    "WINDOW_FLAGS",
+    "add_window_arguments",
     "audio_problems",
     "load_checked",
     "model_hint",
@@ -102,4 +131,5 @@ __all__ = [
     "model_problems",
     "raise_on_problems",
     "warnings_report",
+    "window_flag_problems",
 ]

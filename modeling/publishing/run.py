@@ -136,10 +136,8 @@ def load_run(run_dir: str | os.PathLike, folds=None) -> Run:
             missing or incomplete. The message names the offending path or fold.
     """
     layout = RunDir(run_dir)
-    if not layout.path.is_dir():
-        raise PushError(f"Run directory {layout.path} does not exist (--run-dir).")
     finished = FinishedRun(layout.path)
-    try:
+    try:  # the reader's words for a path that is not a run ("Run directory X does not exist. Did you mean ...?")
         results = finished.results()
     except RunReadError as error:
         raise PushError(str(error)) from None

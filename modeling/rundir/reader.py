@@ -13,6 +13,7 @@ Standard library only: the publishing wing reads runs without torch. The per-utt
 by `modeling.metrics.predictions` (the owner of their columns); this module says where they are.
 """
 
+import difflib
 import json
 import os
 import re
@@ -27,6 +28,18 @@ _FOLD_NAME = re.compile(r"^(?:fold)?(\d+)$")
 
 class RunReadError(ValueError):
     """A run directory that cannot be read as a finished train.py run (the message names the path)."""
+
+
+def close_names_hint(path: str | os.PathLike) -> str:
+    """ "Did you mean data/polish3/audio?": the names closest to a `path` that does not exist in its parent folder
+    (difflib, at most two), else "" (the path exists, its parent does not, or nothing is close). Used by every check
+    of a path a user typed (run directories, predict.py's inputs, --model)."""
+    path = Path(path).expanduser()
+    parent = path.parent
+    if path.exists() or not parent.is_dir():
+        return ""
+    close = difflib.get_close_matches(path.name, sorted(os.listdir(parent)), n=2, cutoff=0.6)
+    return f"Did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
 
 
 def fold_number(name) -> int:
@@ -69,20 +82,39 @@ class FinishedRun:
     def __repr__(self) -> str:
         return f"FinishedRun({str(self.path)!r})"
 
+    def not_a_run(self) -> str | None:
+        """Why the path is not a train.py run directory at all, or None (a run, finished or not):
+        "Run directory X does not exist." (with the closest existing names), X is a file, a checkpoint (config.json),
+        or a folder with neither config.yaml (train.py writes it first) nor a fold<k> folder. The one wording of
+        these cases for every reader of runs (score.py, compare_runs.py, publishing, the app)."""
+        path = self.path
+        if not path.exists():
+            hint = close_names_hint(path)
+            return f"Run directory {path} does not exist." + (f" {hint}" if hint else "")
+        expected = "expected a train.py run directory (config.yaml, fold<k>/ folders, results.json once finished)"
+        if not path.is_dir():
+            return f"{path} is a file, not a run directory; {expected}."
+        if (path / "config.json").is_file():
+            return f"{path} is a checkpoint (config.json), not a run; {expected}."
+        if not self.layout.config.is_file() and not self._fold_numbers():
+            return f"{path} is not a train.py run: it holds no config.yaml and no fold<k> folder; {expected}."
+        return None
+
+    def _fold_numbers(self) -> list[int]:
+        """The numbers of the fold<k> folders, finished or not."""
+        if not self.path.is_dir():
+            return []
+        return sorted(fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
+
     # The folds ----------------------------------------------------------------------------------------------------
     def finished_folds(self) -> list[int]:
         """The folds whose `metrics.json` exists (finished), by number."""
-        if not self.path.is_dir():
-            return []
-        numbers = (fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
-        return sorted(k for k in numbers if self.layout.is_finished(k))
+        return [k for k in self._fold_numbers() if self.layout.is_finished(k)]
 
     def unfinished_folds(self) -> dict[int, str]:
         """{fold: why it is unfinished} for every fold folder without `metrics.json`: its lock file is present (a
         train.py process trains it, or was killed), it has no stage-2 best model yet, or that model is not scored."""
-        if not self.path.is_dir():
-            return {}
-        numbers = sorted(fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
+        numbers = self._fold_numbers()
         unfinished = {}
         for k in (k for k in numbers if not self.layout.is_finished(k)):
             if self.layout.fold_lock(k).exists():
@@ -117,9 +149,7 @@ class FinishedRun:
 
     def best_models(self, stage: str = "stage2") -> dict[int, Path]:
         """{fold: best model of `stage`} for every fold that has one (finished or not), by fold number."""
-        if not self.path.is_dir():
-            return {}
-        numbers = sorted(fold_number(p.name) for p in self.path.iterdir() if p.is_dir() and _FOLD_NAME.match(p.name))
+        numbers = self._fold_numbers()
         return {k: self.best(k, stage) for k in numbers if (self.best(k, stage) / "config.json").is_file()}
 
     def all_best_models(self) -> dict[str, Path]:
@@ -154,11 +184,15 @@ class FinishedRun:
         """`results.json`, its folds keyed `"1"`, `"2"`, ... in order (any spelling on disk is normalised).
 
         Raises:
-            RunReadError: no results.json (the run has not finished a fold), invalid JSON, or no folds in it.
+            RunReadError: not a run (`not_a_run`: no such directory, ...), no results.json (the run has not finished),
+                invalid JSON, or no folds in it.
         """
         if self._results is None:
             path = self.layout.results_json
             if not path.is_file():
+                why = self.not_a_run()
+                if why:
+                    raise RunReadError(why)
                 raise RunReadError(
                     f"{path} not found: the run in {self.path} has not finished (train.py writes results.json "
                     "once every fold it was asked for is done). Rerun the same train.py command to resume it, or "
@@ -212,4 +246,12 @@ def run_location(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
-__all__ = ["FOLD_PREFIX", "FinishedRun", "RunReadError", "fold_name", "fold_number", "run_location"]
+__all__ = [
+    "FOLD_PREFIX",
+    "FinishedRun",
+    "RunReadError",
+    "close_names_hint",
+    "fold_name",
+    "fold_number",
+    "run_location",
+]

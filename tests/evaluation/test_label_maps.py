@@ -62,3 +62,49 @@ def test_one_source_mapped_to_two_targets_is_an_error():
     with pytest.raises(CorpusError, match=r"--label-map: 'anger' is mapped twice \(anger=angry, anger=sad\)"):
         parse_label_map(["anger=angry", "anger=sad"])
     assert parse_label_map(["anger=angry", "anger=angry"]) == {"anger": "angry"}  # the same entry twice is fine
+
+
+def documented_label_maps() -> list[tuple[str, str, str, list[str]]]:
+    """[(where, --config, --run-dir, [SRC=DST...])] of every example command with `--label-map` in the entry points'
+    docstrings and the docs (continued lines joined)."""
+    import ast
+    import re
+
+    from helpers import REPO
+
+    sources = {path: ast.get_docstring(ast.parse(path.read_text())) or "" for path in REPO.glob("modeling/cli/*.py")}
+    sources.update({path: ast.get_docstring(ast.parse(path.read_text())) or "" for path in REPO.glob("*.py")})
+    sources.update({path: path.read_text() for path in REPO.glob("docs/*.md")})
+    found = []
+    for path, text in sources.items():
+        for command in re.sub(r"\\\n\s*", " ", text).splitlines():
+            if "--label-map" not in command or "--run-dir" not in command:
+                continue
+            flag = lambda name: (re.search(rf"{name} (\S+)", command) or [None, ""])[1]  # noqa: E731
+            entries = re.search(r"--label-map ((?:\w+=\w+ ?)+)", command)
+            found.append((str(path.relative_to(REPO)), flag("--config"), flag("--run-dir"), entries[1].split()))
+    return found
+
+
+def test_every_documented_label_map_fits_the_classes_of_the_corpora_it_names():
+    """score.py's --help showed `--run-dir runs/iemocap --config configs/crema_d.yaml --label-map anger=angry`, which
+    fails as written: CREMA-D's class is already `angry`. Every example whose config and run name known corpora
+    (configs/<name>.yaml, runs/<corpus>) maps a class the corpus has to a class the run has."""
+    import yaml
+    from helpers import REPO
+
+    from modeling.data.catalog import CORPORA, corpus_info
+
+    checked = []
+    for where, config, run_dir, entries in documented_label_maps():
+        config_path = REPO / config
+        if not config_path.is_file() or run_dir.split("/")[-1] not in CORPORA:
+            continue  # a user's own corpus or run: nothing to check it against
+        data = yaml.safe_load(config_path.read_text())["data"]
+        corpus, run = corpus_info(data["loader"], data.get("root")), CORPORA[run_dir.split("/")[-1]]
+        for entry in entries:
+            source, target = entry.split("=")
+            assert source in corpus.labels, f"{where}: --label-map {entry}: {corpus.name} has no class {source!r}"
+            assert target in run.labels, f"{where}: --label-map {entry}: {run.name} has no class {target!r}"
+        checked.append(where)
+    assert "modeling/cli/score.py" in checked and "docs/evaluation.md" in checked

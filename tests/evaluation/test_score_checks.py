@@ -34,7 +34,7 @@ def test_an_unfinished_run_and_every_other_problem_are_listed_before_anything_is
     assert not out.exists()
     assert main(["--run-dir", str(tmp_path / "nope"), "--config", str(tmp_path / "x.yaml"), "--output-dir", "o"]) == 2
     message = capsys.readouterr().err
-    assert f"--run-dir {tmp_path / 'nope'}: no such folder; expected a train.py run directory" in message
+    assert f"--run-dir {tmp_path / 'nope'}: Run directory {tmp_path / 'nope'} does not exist." in message
     assert f"--config {tmp_path / 'x.yaml'}: no such file; expected a YAML corpus config." in message
 
 

@@ -175,3 +175,36 @@ def test_the_timeline_lists_every_problem_at_once_and_writes_nothing(run, monkey
     assert "--segments nope: no such file or folder (expected a segment file, auto or a folder)" in message
     assert "'runs/demo' is not a checkpoint: a folder without config.json" in message
     assert not (run / "l.png").exists()
+
+
+@pytest.mark.bad_input
+def test_window_settings_and_mistyped_inputs_are_refused_before_any_file_is_read(run, monkeypatch, capsys):
+    """`--window 2` (shorter than the 4 s overlap) failed every file longer than 2 s, one errors.csv row each;
+    `--window -1` was accepted; a mistyped folder (`audi`) became one failed file with a header-only CSV and an
+    errors.csv. All are argument mistakes: refused together, nothing written, the closest existing name given."""
+    from modeling.cli.timeline import main as timeline_main
+
+    monkeypatch.chdir(run)
+    best = "runs/demo/fold1/stage2/best"
+    assert predict("audi", "--model", best, "--output", "out.csv", "--window", "2") == 2
+    message = capsys.readouterr().err
+    assert "2 problem(s) in predict.py's arguments (nothing written):" in message
+    assert "audi: no such file or folder. Did you mean audio?" in message
+    assert "--window=2.0 must be longer than --window-overlap=4.0 (consecutive windows overlap by" in message
+    assert predict("audio", "--model", best, "--output", "out.csv", "--window", "-1", "--window-overlap", "-2") == 2
+    message = capsys.readouterr().err
+    assert "--window=-1.0: expected a number of seconds ≥ 0." in message
+    assert "--window-overlap=-2.0: expected a number of seconds ≥ 0." in message
+    assert not (run / "out.csv").exists() and not (run / "out.errors.csv").exists()  # nothing written
+    argv = ["audio/" + CLIPS[0], "audio/" + CLIPS[1][:-1], "--model", best, "--json", "t.json", "--window", "2"]
+    assert timeline_main(argv) == 2
+    message = capsys.readouterr().err
+    assert "--window=2.0 must be longer than --window-overlap=4.0" in message
+    assert f"audio/{CLIPS[1][:-1]}: no such file or folder. Did you mean audio/{CLIPS[1]} or" in message
+    assert not (run / "t.json").exists()
+    # a short window with a shorter overlap runs: the clips (> 2 s) in windows, every file done
+    argv = ["audio", "--model", best, "--output", "short.csv", "--window", "2", "--window-overlap", "0.5"]
+    assert predict(*argv, "--no-progress") == 0
+    assert not (run / "short.errors.csv").exists()
+    with open(run / "short.csv") as f:
+        assert sorted(row["file"] for row in csv.DictReader(f)) == [f"audio/{name}" for name in CLIPS]

@@ -85,3 +85,29 @@ def test_no_module_outside_the_run_directory_room_parses_its_layout():
             if any(re.search(pattern, line) for pattern in patterns):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert found == []
+
+
+@pytest.mark.bad_input
+def test_a_path_that_is_not_a_run_is_named_for_what_it_is(run, tmp_path, capsys):
+    """`compare_runs.py runs/t1 runs/t2` with no runs/t2 said "runs/t2/results.json not found: the run in runs/t2
+    has not finished ... Rerun the same train.py command". The reader (every reader of runs) tells a missing
+    directory (with the closest names), a folder that is not a run, and a started run apart."""
+    from modeling.cli.compare_runs import main as compare_main
+
+    (tmp_path / "runs" / "t1").mkdir(parents=True)
+    (tmp_path / "runs" / "notes").mkdir()
+    (tmp_path / "runs" / "notes" / "todo.txt").write_text("x")
+    missing = tmp_path / "runs" / "t1x"
+    with pytest.raises(RunReadError) as error:
+        FinishedRun(missing).results()
+    assert str(error.value) == f"Run directory {missing} does not exist. Did you mean {tmp_path / 'runs' / 't1'}?"
+    with pytest.raises(RunReadError, match=r"notes is not a train.py run: it holds no config.yaml and no fold<k>"):
+        FinishedRun(tmp_path / "runs" / "notes").results()
+    started = shutil.copytree(run, tmp_path / "runs" / "started")
+    (started / "results.json").unlink()
+    with pytest.raises(RunReadError, match="results.json not found: the run in .* has not finished"):
+        FinishedRun(started).results()
+    out = tmp_path / "cmp.md"
+    assert compare_main([str(tmp_path / "runs" / "t2"), str(run), "--output", str(out)]) == 2
+    assert f"error: Run directory {tmp_path / 'runs' / 't2'} does not exist." in capsys.readouterr().err
+    assert not out.exists()
