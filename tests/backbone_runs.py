@@ -26,13 +26,6 @@ SECTIONS = {
     "data2vec-audio": {},
     "whisper": {},  # Whisper's encoder on each clip's own frames (its tiny config: helpers.TINY_WHISPER)
 }
-PREFIXES = {
-    "wav2vec2": "wav2vec2",
-    "hubert": "hubert",
-    "wavlm": "wavlm",
-    "data2vec-audio": "data2vec_audio",
-    "whisper": "model",
-}
 
 
 def tiny_run_config(backbone, *overrides: dict) -> dict:

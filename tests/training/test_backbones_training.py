@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from backbone_runs import FAST_CONV, PREFIXES, per_backbone, write_config
-from helpers import save_plain_backbone
+from backbone_runs import FAST_CONV, per_backbone, write_config
+from helpers import PREFIXES, save_plain_backbone
 from safetensors.torch import load_file
 
 from modeling import BackboneWeightsError
