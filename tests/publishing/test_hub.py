@@ -85,8 +85,8 @@ def lfs_uploads(hub: HubServer, path: Path) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Publish → download → pipeline
 # ----------------------------------------------------------------------------------------------------------------
-# heavy: a fresh process per fold (43 s); make test keeps the backbone matrix's pushed fold in a fresh process
-@pytest.mark.heavy
+# A fresh process loading a one-repo fold, a branch and main without a revision (43 s): in make test again since
+# CI took 7.5 min (it guards --revision-per-fold's main branch, which only an in-process test covered)
 def test_published_folds_load_with_remote_code_in_a_fresh_process(hub, trained_run, waveform, tmp_path):
     """A train.py run, pushed by the CLI (one repo per fold) and with --revision-per-fold (a branch per fold): a
     process without the package and with an empty HF_HOME loads both through the Hub protocol and scores a real

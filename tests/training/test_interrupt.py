@@ -70,9 +70,7 @@ def test_every_long_running_entry_point_goes_through_the_helper(name):
 
 
 @pytest.mark.slow
-# heavy: two train.py processes (interrupted, then resumed to the end; about 40 CPU-s); make test keeps
-# test_interrupt_prints_two_lines_and_exits_130 (the same two lines and code, in-process)
-@pytest.mark.heavy
+# Two train.py processes (interrupted, then resumed to the end; about 40 CPU-s): in make test since CI took 7.5 min
 @pytest.mark.bad_input
 def test_ctrl_c_during_training_then_the_printed_command_resumes(tmp_path):
     config = write_config(
