@@ -119,12 +119,18 @@ def check_settings(args, label_maps: dict):
     """Both stages' model configs, built before anything trains (a bad --num-trainable-layers is found now, not
     after stage 1): raises `CheckError` listing every problem."""
     problems = []
-    stages = {"stage 1": STAGE1, "stage 2": {**STAGE2, "num_trainable_layers": args.num_trainable_layers}}
-    for stage, settings in stages.items():
+    stages = {  # (the model config's settings, the flags that chose them)
+        "stage 1": (STAGE1, f"--backbone {args.backbone}"),
+        "stage 2": (
+            {**STAGE2, "num_trainable_layers": args.num_trainable_layers},
+            f"--backbone {args.backbone} --num-trainable-layers {args.num_trainable_layers}",
+        ),
+    }
+    for stage, (settings, flags) in stages.items():
         try:
             AutoModelForFrameAlignedClassification.config_from_pretrained(args.backbone, **settings, **label_maps)
         except (OSError, TypeError, ValueError) as error:
-            problems.append(Problem(stage, f"{stage} with --backbone {args.backbone}: {error}"))
+            problems.append(Problem(stage, f"{stage} with {flags}: {error}"))
     if problems:
         raise CheckError(problems, source="the command line")
 

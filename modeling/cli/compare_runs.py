@@ -3,9 +3,9 @@ intervals of ΔUA / ΔWA and McNemar's exact test (`compare_runs.py`).
 
     python compare_runs.py runs/ablation_2 runs/ablation_5 --output runs/compare_2_vs_5.md
 
-Writes OUT.md and OUT.json (same name, .json); the work is `modeling.evaluation.compare.compare_runs`. Every config
-key whose value differs between the baseline and a run is listed in both (and warned about on stderr), e.g.
-`training.seed: 1 vs 2`.
+Prints the Markdown report; with `--output OUT.md` also writes OUT.md and OUT.json (same name, .json). The work is
+`modeling.evaluation.compare.compare_runs`. Every config key whose value differs between the baseline and a run is
+listed in the report (and warned about on stderr), e.g. `training.seed: 1 vs 2`.
 """
 
 import argparse
@@ -19,7 +19,9 @@ from ..rundir.atomic import atomic_write_json, atomic_write_text
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="Run directories; the first is the baseline.")
-    parser.add_argument("--output", required=True, help="Markdown report path (OUT.md; OUT.json beside it).")
+    parser.add_argument(
+        "--output", help="Also write the report here (OUT.md; OUT.json beside it). Default: printed only."
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="Bootstrap resamples (≥ 2000; default 2000).")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default 0).")
     return parser.parse_args(argv)
@@ -32,10 +34,11 @@ def main(argv=None) -> int:
     except (RunMismatchError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    output = Path(args.output)
     markdown = comparison_markdown(report)
-    atomic_write_text(output, markdown)
-    atomic_write_json(output.with_suffix(".json"), report)
+    if args.output:
+        output = Path(args.output)
+        atomic_write_text(output, markdown)
+        atomic_write_json(output.with_suffix(".json"), report)
     print(markdown)
     for comparison in report["comparisons"]:
         lines = difference_lines(comparison["config_differences"])

@@ -24,11 +24,13 @@ class Problem:
     """One thing wrong with the input.
 
     Attributes:
-        key: what it is about: a dotted config key ("stage2.warmup_ratio"), a file, "fold 3", ...
+        key: what it is about: a dotted config key ("stage2.warmup_ratio"), a file, "fold3", ...
         message: the full sentence (names the key or file, the value, and what is expected).
         value: the offending value, if any.
         blocking: False for a warning that does not stop the run.
         cause: problems with the same cause form one group in the report (e.g. "unknown label 'x'"); None: its own.
+        related: the other config keys a rule tying options together involves (`key` is the first); a problem is
+            "from --set" when any of them was set on the command line.
     """
 
     key: str
@@ -36,6 +38,7 @@ class Problem:
     value: object = field(default=None, compare=False)
     blocking: bool = True
     cause: str | None = None
+    related: tuple[str, ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         return self.message

@@ -24,6 +24,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -61,6 +62,20 @@ def load_run_test(path: str | os.PathLike) -> RunTest:
     return RunTest(str(path), results, folds)
 
 
+def _file_difference(files_a: list[str], files_b: list[str]) -> str:
+    """What tells two runs' test files apart: counts, examples from each side, and a hint when they differ only by
+    folder (the same corpus read by two loaders: a hub dataset names `m1.flac`, an audio folder `audio/m1.flac`)."""
+    only_a, only_b = sorted(set(files_a) - set(files_b)), sorted(set(files_b) - set(files_a))
+    text = f"{len(files_a)} vs {len(files_b)} files; only in the first: {only_a[:3]}, only in the other: {only_b[:3]}"
+    if sorted(PurePosixPath(f).name for f in files_a) == sorted(PurePosixPath(f).name for f in files_b):
+        text += (
+            "; the file names are the same, only their folders differ, as when the runs read the corpus through "
+            "different loaders (data.loader) or from another folder layout: utterances are paired by their path, so "
+            "train both runs the same way"
+        )
+    return text
+
+
 def check_pairable(first: RunTest, other: RunTest):
     problems = []
     if sorted(first.folds) != sorted(other.folds):
@@ -68,9 +83,7 @@ def check_pairable(first: RunTest, other: RunTest):
     for k in sorted(set(first.folds) & set(other.folds)):
         (files_a, labels_a, _), (files_b, labels_b, _) = first.folds[k], other.folds[k]
         if files_a != files_b:
-            extra = sorted(set(files_a) ^ set(files_b))[:3]
-            differ = f"{len(files_a)} vs {len(files_b)} files; e.g. {extra}"
-            problems.append(f"{fold_name(k)}: test utterances differ ({differ})")
+            problems.append(f"{fold_name(k)}: test utterances differ ({_file_difference(files_a, files_b)})")
         elif not np.array_equal(labels_a, labels_b):
             count = int((labels_a != labels_b).sum())
             problems.append(f"{fold_name(k)}: true labels differ on {count} test utterance(s)")

@@ -238,8 +238,10 @@ def attributed(problems: list[Problem], path, origins: dict[str, str]) -> tuple[
     the config file, "the command line", or both)."""
     result, from_command_line = [], 0
     for problem in problems:
-        parts = problem.key.split(".")  # the key and the sections above it: --set stage2=... covers stage2.x
-        keys = {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
+        keys = set()  # each key involved and the sections above it: --set stage2=... covers stage2.x
+        for key in (problem.key, *problem.related):
+            parts = key.split(".")
+            keys.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
         origin = next((o for k, o in origins.items() if k in keys), None)
         if origin is not None:
             from_command_line += 1
@@ -308,7 +310,7 @@ def check_values(config: dict, invalid: set | None = None) -> list[Problem]:
     reported = {".".join(filter(None, pair)) for pair in invalid}
     for keys, message in schema.cross_problems(config):
         if not reported.intersection(keys):  # a bad value, reset to its default, is not reported twice
-            problems.append(Problem(keys[0], message))
+            problems.append(Problem(keys[0], message, related=tuple(keys[1:])))
     return problems
 
 

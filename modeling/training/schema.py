@@ -342,7 +342,12 @@ Stage2Settings = dataclasses.make_dataclass(
 class ExperimentSettings:
     """A train.py config: the seed and six sections."""
 
-    seed: int = option(42, "Base seed; each (fold, stage) derives its own.")
+    seed: int = option(
+        42,
+        "Base seed; each (fold, stage) derives its own (seed + 1000·fold + …, numpy takes < 2³²).",
+        minimum=0,
+        maximum=2**31 - 1,
+    )
     data: DataSettings = field(default_factory=DataSettings, metadata={"doc": DataSettings.__doc__})
     model: ModelSettings = field(default_factory=ModelSettings, metadata={"doc": ModelSettings.__doc__})
     training: TrainingSettings = field(default_factory=TrainingSettings, metadata={"doc": TrainingSettings.__doc__})

@@ -485,6 +485,40 @@ def test_compare_runs_of_one_fold_have_no_std(tmp_path):
     assert "Config differences: unknown" in out.read_text() and "no config recorded" in process.stderr
 
 
+def test_compare_runs_names_both_sides_and_a_loader_difference(tmp_path):
+    """The same corpus through two loaders (a hub dataset's `u01.wav` vs an audio folder's `s1/u01.wav`) is refused
+    with examples from both runs and the reason, not only the first run's names."""
+    from modeling.evaluation.compare import RunMismatchError, compare_runs
+
+    synthetic_runs(tmp_path)
+    for path in (tmp_path / "b").glob("fold*/predictions_test.csv"):
+        path.write_text(path.read_text().replace("s1/u", "u").replace("s2/u", "u"))
+    with pytest.raises(RunMismatchError) as caught:
+        compare_runs([tmp_path / "a", tmp_path / "b"])
+    message = str(caught.value)
+    assert "fold1: test utterances differ (40 vs 40 files; only in the first: ['s1/u00.wav', 's1/u01.wav', " in message
+    assert "only in the other: ['u00.wav', 'u01.wav', 'u02.wav']" in message
+    assert "only their folders differ, as when the runs read the corpus through different loaders" in message
+    for path in (tmp_path / "b").glob("fold*/predictions_test.csv"):  # other utterances: no loader hint
+        path.write_text(path.read_text().replace("u0", "v0"))
+    with pytest.raises(RunMismatchError, match="only in the other: ") as caught:
+        compare_runs([tmp_path / "a", tmp_path / "b"])
+    assert "folders differ" not in str(caught.value)
+
+
+def test_compare_runs_without_output_prints_the_report_only(tmp_path, capsys):
+    """`compare_runs.py A B` (no --output) was an argparse error: the report goes to stdout, no file is written."""
+    from modeling.cli.compare_runs import main
+
+    synthetic_runs(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(tmp_path.rglob("*")) == before
+    _, out = compare([tmp_path / "a", tmp_path / "b"], tmp_path)
+    assert printed.strip() == out.read_text().strip() and "ΔUA" in printed
+
+
 def readme_commands(text, script):
     """Every `python <script> ...` command (or `$ python ...` sample) of `text`, continuations joined, as argv."""
     import shlex

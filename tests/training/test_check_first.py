@@ -98,7 +98,8 @@ def test_example_checks_num_trainable_layers_before_stage_one(tmp_path, capsys):
     err = capsys.readouterr().err  # after the progress bars of datasets' filter
     assert "Traceback" not in err and err[err.index("error: ") :] == (
         "error: 1 problem(s) in the command line (nothing trained):\n"
-        f"  - stage 2 with --backbone {tmp_path / 'backbone'}: Wav2Vec2FrameAlignedConfig: `num_trainable_layers` "
+        f"  - stage 2 with --backbone {tmp_path / 'backbone'} --num-trainable-layers 99: Wav2Vec2FrameAlignedConfig: "
+        "`num_trainable_layers` "
         "must be between 0 and num_hidden_layers=2, got 99.\n"
     )
 

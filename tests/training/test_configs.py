@@ -128,12 +128,18 @@ def test_invalid_configs_name_the_key(tmp_path, content, message):
         ("stage2.classifier_learning_rate=0", "stage2.classifier_learning_rate must be a number > 0, got 0."),
         ("stage1.pooling_learning_rate=0", "stage1.pooling_learning_rate must be a number > 0, got 0."),
         ("stage0.learning_rate=0", "stage0.learning_rate must be a number > 0, got 0."),
+        # numpy's seeds are < 2**32 and each (fold, stage) adds up to 1000·fold + 500: a traceback after config.yaml
+        ("seed=-1", "seed must be an integer in [0, 2147483647], got -1."),
+        ("seed=4294967296", "seed must be an integer in [0, 2147483647], got 4294967296."),
     ],
 )
 def test_values_that_would_do_nothing_are_refused(override, message):
+    """Refused before anything is written, and named as the command line's (also a rule tying two options together,
+    such as stage2.pooling=mean with the file's EAL weight: the header must not blame the file)."""
     with pytest.raises(ConfigError) as caught:
         resolve_config(REPO / "configs" / "demo.yaml", overrides=[override])
-    assert message in [problem.message.removesuffix(f" (from --set {override})") for problem in caught.value.problems]
+    assert f"{message} (from --set {override})" in [problem.message for problem in caught.value.problems]
+    assert caught.value.source == "the command line"
 
 
 def test_the_ends_of_the_eal_margin_range():
