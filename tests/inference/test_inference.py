@@ -324,9 +324,9 @@ def test_readme_batch_commands_run_as_written(tmp_path, checkpoint, monkeypatch,
         assert main(argv[2:]) == 0, command
     printed = capsys.readouterr().out
     assert "0 file(s) predicted" in printed and "4 already done" in printed  # the second command resumed
-    assert len(read_csv("predictions.csv")) == 4 and len(read_csv("all.csv")) == 4
-    assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == names[:2]
-    assert len((tmp_path / "m1.jsonl").read_text().splitlines()) == 2
+    assert len(read_csv("runs/predictions.csv")) == 4 and len(read_csv("runs/all.csv")) == 4
+    assert sorted(os.path.basename(row["file"]) for row in read_csv("runs/m1.csv")) == names[:2]
+    assert len((tmp_path / "runs/m1.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
     # and the section's Python snippet
     text = (REPO / "docs" / "inference.md").read_text()

@@ -351,17 +351,17 @@ def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_
         assert main(argv[2:]) == 0, command
     printed = capsys.readouterr().out
     assert "0 file(s) predicted" in printed and "4 already done" in printed  # the second command resumed
-    assert len(read_csv("predictions.csv")) == 4
-    assert sorted(os.path.basename(row["file"]) for row in read_csv("m1.csv")) == [
+    assert len(read_csv("runs/predictions.csv")) == 4
+    assert sorted(os.path.basename(row["file"]) for row in read_csv("runs/m1.csv")) == [
         "m1.a_nie_1.flac",
         "m1.n_nie_1.flac",
     ]
-    assert len((demo_folder / "m1.jsonl").read_text().splitlines()) == 2
+    assert len((demo_folder / "runs/m1.jsonl").read_text().splitlines()) == 2
     assert (demo_folder / "runs/demo/fold1/stage2/best/onnx/model_int8.onnx").is_file()
     [snippet] = markdown_blocks(SCALING_PAGE, "python")
     exec(snippet, {})
     assert "4 file(s) predicted" in capsys.readouterr().out
-    assert_same_outputs(demo_folder / "ray.csv", demo_folder / "predictions.csv")  # onnx vs torch: within 1e-5
+    assert_same_outputs(demo_folder / "runs/ray.csv", demo_folder / "runs/predictions.csv")  # onnx vs torch: within 1e-5
 
 
 # heavy: a local Ray cluster started and stopped by the page's commands (~50 CPU-s + the Ray daemons); the page's
@@ -387,4 +387,4 @@ def test_scaling_page_cluster_commands_run_as_written(demo_folder):
             os.kill(pid, signal.SIGKILL)
     assert shell.returncode == 0, output.decode()[-3000:]
     assert "Ray runtime started" in output.decode() and "4 file(s) predicted" in output.decode()
-    assert len(read_csv(demo_folder / "cluster.csv")) == 4
+    assert len(read_csv(demo_folder / "runs/cluster.csv")) == 4
