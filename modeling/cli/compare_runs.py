@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..evaluation.compare import RunMismatchError, compare_runs, comparison_markdown, difference_lines
 from ..rundir.atomic import atomic_write_json, atomic_write_text
+from .errors import report_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,8 +33,7 @@ def main(argv=None) -> int:
     try:
         report = compare_runs(args.runs, args.resamples, args.seed)
     except (RunMismatchError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     markdown = comparison_markdown(report)
     if args.output:
         output = Path(args.output)

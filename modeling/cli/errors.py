@@ -1,7 +1,8 @@
 """How a command reports an input it refuses: `error: <message>` on stderr and exit status 2, never a traceback.
 
 The message of a `CheckError` (`modeling.data.problems`) is the whole listing (every problem, grouped by cause), so
-printing it is all a command does. train.py, sweep.py and the examples report their errors through here.
+printing it is all a command does. Every command (train.py, score.py, predict.py, push_to_hub.py, sweep.py, the
+examples) reports the inputs it refuses through here; argparse's own usage errors keep `<prog>: error:`.
 """
 
 import functools

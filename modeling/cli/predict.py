@@ -22,6 +22,7 @@ import sys
 from ..audio import AudioInputError
 from ..data.problems import BATCH_EXIT_CODES
 from ..inference.checks import add_window_arguments
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -205,8 +206,7 @@ def main(argv=None) -> int:
         else:
             summary = predict_files(pipe, paths, args.output, files_per_write=args.files_per_write, **common)
     except (CheckError, AudioInputError, ValueError) as error:  # SegmentError is a ValueError
-        print(f"predict.py: error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     for path in summary.repaired:
         print(f"repaired {path}: cut off a partial last line left by an interrupted run")
     print(summary.describe())

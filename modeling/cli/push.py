@@ -19,6 +19,7 @@ import sys
 from ..publishing.hub import describe_plan, push_run
 from ..publishing.hub import logger as hub_logger
 from ..publishing.run import PushError
+from .errors import report_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,8 +69,7 @@ def main(argv=None) -> int:
             main_fold=args.main_fold,
         )
     except PushError as error:
-        print(f"push_to_hub.py: error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     if args.dry_run:
         print(describe_plan(outcome), end="")
         print("Dry run: nothing was uploaded.")

@@ -20,6 +20,7 @@ from ..evaluation.breakdowns import breakdown_summary
 from ..evaluation.cross_corpus import ENSEMBLE, score_run
 from ..evaluation.score_checks import score_problems
 from ..training.run_config import ConfigError
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -90,8 +91,7 @@ def main(argv=None) -> int:
             ensemble_calibration=args.ensemble_calibration,
         )
     except (CheckError, ConfigError, CorpusError, DatasetCheckError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     if scores.get("not_held_out"):
         print(f"warning: {scores['not_held_out']}", file=sys.stderr)
     for name, s in [*scores["folds"].items(), (ENSEMBLE, scores[ENSEMBLE])]:

@@ -27,6 +27,7 @@ from ..inference.checks import add_window_arguments
 from ..prediction_fields import PREDICTED, probabilities_of, probability_field
 from ..rundir.atomic import atomic_write_text
 from ..timeline_segments import SMOOTHING_METHODS
+from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
 
 
@@ -232,8 +233,7 @@ def main(argv=None) -> int:
     try:
         timeline, readable, unreadable = checked_inputs(args)
     except CheckError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     if unreadable:
         print(f"error: {warnings_report(unreadable, 'the audio files (the others go on)')}", file=sys.stderr)
     failed = len(unreadable)
@@ -255,8 +255,7 @@ def main(argv=None) -> int:
             rate = timeline.sampling_rate
             sources = [np.concatenate([load_audio(path, target_sampling_rate=rate) for path in sources])]
     except AudioInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error)
     # Groups of files so a progress bar moves (tqdm: quiet unless a terminal); results equal one call's. A group
     # with an unreadable file runs file by file: the bad file is reported, the others go on.
     group = max(1, args.batch_size) * 4

@@ -273,7 +273,7 @@ def test_without_ray_the_ray_engine_says_how_to_install_it_and_the_local_engine_
 
     refused = predict("--output", str(tmp_path / "ray.csv"), "--engine", "ray")
     assert refused.returncode == 2, refused.stderr[-2000:]
-    assert 'predict.py: error: the Ray engine needs Ray Data: pip install -e ".[ray]"' in refused.stderr
+    assert 'error: the Ray engine needs Ray Data: pip install -e ".[ray]"' in refused.stderr
     assert "No module named 'ray'" in refused.stderr and not (tmp_path / "ray.csv").exists()
     local = predict("--output", str(tmp_path / "local.csv"))
     assert local.returncode == 2, local.stderr[-2000:]  # 2: corrupt.wav and truncated.flac failed
@@ -361,7 +361,8 @@ def test_scaling_page_ray_commands_and_snippet_run_as_written(ray_session, demo_
     [snippet] = markdown_blocks(SCALING_PAGE, "python")
     exec(snippet, {})
     assert "4 file(s) predicted" in capsys.readouterr().out
-    assert_same_outputs(demo_folder / "runs/ray.csv", demo_folder / "runs/predictions.csv")  # onnx vs torch: within 1e-5
+    # onnx vs torch: within 1e-5
+    assert_same_outputs(demo_folder / "runs/ray.csv", demo_folder / "runs/predictions.csv")
 
 
 # heavy: a local Ray cluster started and stopped by the page's commands (~50 CPU-s + the Ray daemons); the page's

@@ -370,7 +370,7 @@ def test_cli_reports_errors_and_dry_run_without_token_or_requests(hub, run_dir, 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--folds", "9"]) == 2
-    assert "push_to_hub.py: error: fold9 not in" in capsys.readouterr().err
+    assert "error: fold9 not in" in capsys.readouterr().err
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser"]) == 2
     assert "No Hugging Face token found" in capsys.readouterr().err
     assert push_main(["--run-dir", str(run_dir), "--repo-id", "org/ser", "--revision-per-fold", "--dry-run"]) == 0
