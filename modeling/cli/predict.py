@@ -124,7 +124,13 @@ def checked_job(args):
     from ..data.problems import Problem
     from ..inference import load_pipeline
     from ..inference.batch import BatchJobError, JobOutputs, collect_inputs
-    from ..inference.checks import load_checked, model_problems, raise_on_problems, window_flag_problems
+    from ..inference.checks import (
+        checkpoint_window_geometry,
+        load_checked,
+        model_problems,
+        raise_on_problems,
+        window_flag_problems,
+    )
     from ..inference.output_files import output_problems
     from ..inference.recordings import SegmentSource
 
@@ -147,6 +153,9 @@ def checked_job(args):
         options = dict(backend=args.backend, num_threads=args.threads, device=args.device)
         load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
         pipe = load_checked(load, args.model, problems)
+    if args.engine == "ray" and not problems:  # the actors load the model: its geometry from its files
+        geometry = checkpoint_window_geometry(args.model)
+        problems += window_flag_problems(args.window, args.window_overlap, geometry=geometry) if geometry else []
     if pipe is not None:
         problems += window_flag_problems(args.window, args.window_overlap, pipe)  # the model's receptive field
         labels, per_segment = list(pipe.classes), segments is not None

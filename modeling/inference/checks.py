@@ -10,9 +10,11 @@ Exit codes of the batch entry points (predict.py, the timeline): `modeling.data.
 """
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..auto_frame_aligned import CheckpointNotFoundError, checkpoint_model_type
 from ..data.problems import BATCH_EXIT_CODES, CheckError, Problem, report
+from ..frames import frame_geometry
 from ..rundir.reader import FinishedRun, close_names_hint, fold_name
 from ..timeline_segments import WINDOW_LENGTH_S, WINDOW_OVERLAP_S, window_problems
 from .batch import header_durations
@@ -100,13 +102,31 @@ def add_window_arguments(parser, *overlap_aliases: str) -> None:
     )
 
 
-def window_flag_problems(window, overlap, pipe=None) -> list[Problem]:
+def window_flag_problems(window, overlap, pipe=None, geometry: dict | None = None) -> list[Problem]:
     """The `--window`/`--window-overlap` values (seconds) checked by the pipeline's own rule
     (`pipeline_frame_aligned.window_problems`): without a pipeline, with the default geometry (before any model or
-    file is read); with one, against its sampling rate and receptive field."""
-    geometry = {} if pipe is None else dict(sampling_rate=pipe.sampling_rate, receptive_field=pipe.receptive_field)
-    found = window_problems(window, overlap, names=WINDOW_FLAGS, **geometry)
+    file is read); with one, against its sampling rate and receptive field; with `geometry`
+    (`checkpoint_window_geometry`: an engine whose workers load the model, not this process), against those."""
+    if pipe is not None:
+        geometry = dict(sampling_rate=pipe.sampling_rate, receptive_field=pipe.receptive_field)
+    found = window_problems(window, overlap, names=WINDOW_FLAGS, **(geometry or {}))
     return [Problem("--window", message, value=(window, overlap)) for message in found]
+
+
+def checkpoint_window_geometry(model, **hub_kwargs) -> dict | None:
+    """{"sampling_rate": Hz, "receptive_field": samples} of a checkpoint, read from its config.json and
+    preprocessor_config.json alone (no weights), as the pipeline has them once loaded; None when the feature
+    extractor's file cannot be read (loading the pipeline then reports it)."""
+    from transformers import PreTrainedConfig
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(str(model), **hub_kwargs)
+        extractor, _ = FeatureExtractionMixin.get_feature_extractor_dict(str(model), **hub_kwargs)
+    except (OSError, ValueError):
+        return None
+    receptive_field = frame_geometry(SimpleNamespace(**config)).receptive_field
+    return {"sampling_rate": extractor["sampling_rate"], "receptive_field": receptive_field}
 
 
 def raise_on_problems(problems: list[Problem], source: str, hint: str = "") -> None:
@@ -125,6 +145,7 @@ __all__ = [
     "WINDOW_FLAGS",
     "add_window_arguments",
     "audio_problems",
+    "checkpoint_window_geometry",
     "load_checked",
     "model_hint",
     "model_problem",

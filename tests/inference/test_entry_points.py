@@ -5,6 +5,7 @@ failed); `--backend onnx` on a Hub repository that holds the ONNX files push_to_
 
 import csv
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -208,3 +209,24 @@ def test_window_settings_and_mistyped_inputs_are_refused_before_any_file_is_read
     assert not (run / "short.errors.csv").exists()
     with open(run / "short.csv") as f:
         assert sorted(row["file"] for row in csv.DictReader(f)) == [f"audio/{name}" for name in CLIPS]
+
+
+@pytest.mark.bad_input
+def test_the_ray_engine_checks_the_window_against_the_model_before_ray_starts(run, monkeypatch, capsys):
+    """`--engine ray` loads no model in this process (its actors do): a window shorter than two receptive fields
+    passed the default-geometry check and then failed every file in the actors. The checkpoint's own geometry is
+    read from its config files, as the pipeline has it once loaded; nothing is written and Ray is not started."""
+    from modeling.frames import frame_geometry
+    from modeling.inference.checks import checkpoint_window_geometry
+
+    monkeypatch.chdir(run)
+    best = "runs/demo/fold1/stage2/best"
+    pipe = load_pipeline(best)
+    assert checkpoint_window_geometry(best) == {"sampling_rate": 16000, "receptive_field": pipe.receptive_field}
+    assert pipe.receptive_field == frame_geometry(pipe.model.config).receptive_field == 40  # the tiny conv stack
+    argv = ["audio", "--model", best, "--output", "ray.csv", "--engine", "ray", "--window", "0.004"]  # 64 samples
+    assert predict(*argv, "--window-overlap", "0") == 2
+    message = capsys.readouterr().err
+    assert "  - --window=0.004 is shorter than two receptive fields of the model (0.005 s)." in message
+    assert not (run / "ray.csv").exists()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
