@@ -1,4 +1,4 @@
-"""Fine-tune the frame-aligned emotion classifier on your own 🤗 `datasets` audio data, both stages, with
+r"""Fine-tune the frame-aligned emotion classifier on your own 🤗 `datasets` audio data, both stages, with
 `FrameAlignedTrainer`: a dataset with an audio column → stage 1 (attentive pooling, CE) → stage 2 (CLS pooling,
 CE + EAL + FUAL) → UA/WA on the test split → `save_pretrained`.
 
@@ -39,16 +39,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="Hub dataset id or local dataset folder.")
     parser.add_argument("--backbone", default="facebook/wav2vec2-base", help="Hub id or local checkpoint folder.")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--audio-column", default="audio")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--stage1-epochs", type=float, default=40)
-    parser.add_argument("--stage2-epochs", type=float, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--output-dir", required=True, help="Where stage1/, stage2/, final/ and test_metrics.json go.")
+    parser.add_argument("--audio-column", default="audio", help="The dataset's audio column (default: audio).")
+    parser.add_argument("--label-column", default="label", help="The dataset's label column (default: label).")
+    parser.add_argument("--stage1-epochs", type=float, default=40, help="Stage 1 epochs (default: 40).")
+    parser.add_argument("--stage2-epochs", type=float, default=30, help="Stage 2 epochs (default: 30).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Batch size per device (default: 32).")
     parser.add_argument(
-        "--max-length-seconds", type=float, default=8.0, help="Training crops (evaluation: whole clips)."
+        "--max-length-seconds", type=float, default=8.0, help="Training crops in s (default: 8; evaluation: whole)."
     )
-    parser.add_argument("--num-trainable-layers", type=int, default=6, help="Stage 2: top layers trained.")
+    parser.add_argument(
+        "--num-trainable-layers", type=int, default=6, help="Stage 2: top transformer layers trained (default: 6)."
+    )
     return parser.parse_args(argv)
 
 

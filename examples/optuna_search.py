@@ -1,4 +1,4 @@
-"""An optuna hyper-parameter search through `FrameAlignedTrainer.hyperparameter_search` (transformers' own API).
+r"""An optuna hyper-parameter search through `FrameAlignedTrainer.hyperparameter_search` (transformers' own API).
 
     python examples/optuna_search.py --backbone facebook/wav2vec2-base --data data/polish3 --trials 20 \
         --output-dir runs/search

@@ -22,9 +22,12 @@ ENTRY_POINTS = [
     *(f"benchmarks.{name}" for name in ("app_latency", "emotion_diarization", "gpu", "imbalance")),
 ]
 SCRIPTS = ["train.py", "score.py", "predict.py", "push_to_hub.py", "compare_runs.py", "sweep.py", "app.py"]
+EXAMPLES = sorted(f"examples/{path.name}" for path in (REPO / "examples").glob("*.py"))  # run as files
 
 
 def module_file(module: str):
+    if module.endswith(".py"):  # an example script
+        return REPO / module
     path = REPO / (module.replace(".", "/") + ".py")
     return path if path.is_file() else REPO / module.replace(".", "/") / "__main__.py"
 
@@ -39,7 +42,9 @@ def docstring_source(path) -> tuple[str, str]:
     return segment[len(prefix) + 3 : -3], node.value.value
 
 
-@pytest.mark.parametrize("path", [module_file(m) for m in ENTRY_POINTS] + [REPO / s for s in SCRIPTS], ids=str)
+@pytest.mark.parametrize(
+    "path", [module_file(m) for m in ENTRY_POINTS + EXAMPLES] + [REPO / s for s in SCRIPTS], ids=str
+)
 def test_docstrings_of_entry_points_read_as_written(path):
     """A backslash in a non-raw docstring is an escape: `\\<newline>` vanishes, `\\t` becomes a tab. The kind of
     bug score.py's --help had: the text shown differs from the text written."""
@@ -53,7 +58,10 @@ def rendered_help(module: str) -> str:
     sys.argv = [module, "--help"]
     try:
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
-            runpy.run_module(module, run_name="__main__", alter_sys=False)
+            if module.endswith(".py"):
+                runpy.run_path(str(REPO / module), run_name="__main__")
+            else:
+                runpy.run_module(module, run_name="__main__", alter_sys=False)
     finally:
         sys.argv = argv
     assert exit_info.value.code in (0, None), f"{module} --help exited {exit_info.value.code}"
@@ -63,7 +71,7 @@ def rendered_help(module: str) -> str:
 # In this process (runpy): ~6 CPU-s for all 15 once their imports are loaded (measured; it was marked heavy as "a fresh
 # interpreter per entry point", which it is not).
 @pytest.mark.filterwarnings("ignore:'benchmarks.gpu' found in sys.modules:RuntimeWarning")
-@pytest.mark.parametrize("module", ENTRY_POINTS)
+@pytest.mark.parametrize("module", ENTRY_POINTS + EXAMPLES)
 def test_every_help_renders_its_examples_as_written(module):
     shown = rendered_help(module)
     assert shown.startswith("usage:"), shown[:200]
