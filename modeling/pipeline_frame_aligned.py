@@ -312,7 +312,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
         padded_batches: bool | None = None,
         sampling_rate: int | None = None,
     ) -> list[dict]:
-        window, step = self._window_and_step(window_length_s, window_overlap_s)
+        window, step = self.window_and_step(window_length_s, window_overlap_s)
         if padded_batches is None:
             config = self.model.config
             if hasattr(config, "use_backbone_attention_mask"):  # every frame-aligned config (Whisper has no CNN norm)
@@ -366,9 +366,12 @@ class FrameAlignedEmotionPipeline(Pipeline):
             run, audio, segments, self.sampling_rate, self.receptive_field, batch_size, logger.warning
         )
 
-    def _window_and_step(self, window_length_s, window_overlap_s) -> tuple[int | None, int | None]:
-        """(window, step) in samples for the window settings (None, None: no windows). Raises `ValueError` with
-        every problem `window_problems` finds."""
+    def window_and_step(
+        self, window_length_s: float | None = WINDOW_LENGTH_S, window_overlap_s: float = WINDOW_OVERLAP_S
+    ) -> tuple[int | None, int | None]:
+        """(window, step) in samples for the window settings in seconds (None, None: no windows), as a call with
+        them would cut its inputs; a batch job calls it once before reading any file. Raises `ValueError` with every
+        problem `window_problems` finds for this model's sampling rate and receptive field."""
         problems = window_problems(window_length_s, window_overlap_s, self.sampling_rate, self.receptive_field)
         if problems:
             raise ValueError(" ".join(problems))

@@ -366,7 +366,7 @@ def test_stitching_takes_each_frame_from_the_window_it_is_most_central_in(second
     hop, field = 320, 400
     window = int(window_s * SR)
     overlap = max(int(overlap_s * SR), field)
-    step = max(hop, (window - overlap) // hop * hop)  # as FrameAlignedEmotionPipeline._window_and_step
+    step = max(hop, (window - overlap) // hop * hop)  # as FrameAlignedEmotionPipeline.window_and_step
     windows = list(iter_windows([np.zeros(int(seconds * SR), dtype=np.float32)], window, step, hop))
     assert len(windows) >= 2
     rng = np.random.default_rng(0)

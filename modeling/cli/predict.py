@@ -153,7 +153,7 @@ def checked_job(args):
         options = dict(backend=args.backend, num_threads=args.threads, device=args.device)
         load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
         pipe = load_checked(load, args.model, problems)
-    if args.engine == "ray" and not problems:  # the actors load the model: its geometry from its files
+    if args.engine == "ray" and not problems:  # the model is loaded later (predict_files_on_ray): from its files
         geometry = checkpoint_window_geometry(args.model)
         problems += window_flag_problems(args.window, args.window_overlap, geometry=geometry) if geometry else []
     if pipe is not None:

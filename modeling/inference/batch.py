@@ -416,6 +416,14 @@ def _failure(path: str, error: Exception) -> tuple[str, str]:
     return path, f"{type(error).__name__}: {error}"
 
 
+def window_settings(pipeline_kwargs: dict | None) -> dict:
+    """The window settings among a batch job's `pipeline_kwargs` (`window_length_s`, `window_overlap_s`)."""
+    return {key: value for key, value in (pipeline_kwargs or {}).items() if key in WINDOW_SETTINGS}
+
+
+WINDOW_SETTINGS = ("window_length_s", "window_overlap_s")
+
+
 def predict_files(
     pipe,
     paths: list[str],
@@ -442,8 +450,11 @@ def predict_files(
 
     Raises:
         BatchJobError: the output was written by a model with other labels.
+        ValueError: `pipeline_kwargs`' window settings do not suit the model (checked before any file is read,
+            rather than failing every file into the errors CSV).
     """
     started = time.perf_counter()
+    pipe.window_and_step(**window_settings(pipeline_kwargs))
     labels = list(pipe.classes)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, segments is not None)
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]

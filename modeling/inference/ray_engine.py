@@ -56,6 +56,7 @@ from .batch import (
     _timeline_line,
     header_durations,
     progress_bar,
+    window_settings,
 )
 from .output_files import append_bytes, csv_text, repair_partial_line
 
@@ -308,14 +309,18 @@ def predict_files_on_ray(
     Raises:
         RayNotInstalled: Ray Data is not installed.
         BatchJobError: the output was written by a model with other labels.
+        ValueError: `pipeline_kwargs`' window settings do not suit the model (before any file is read).
     """
     import_ray()
     from .onnx_backend import load_pipeline
 
     started = time.perf_counter()
-    # The one loader, once on the driver: the label order of the columns, and the ONNX files in place before any
-    # actor starts (two actors never export at once).
-    labels = list(load_pipeline(model, backend=backend).classes)
+    # The one loader, once on the driver: the label order of the columns, the window settings checked against the
+    # model (ValueError before any file is read), and the ONNX files in place before any actor starts (two actors
+    # never export at once).
+    pipe = load_pipeline(model, backend=backend)
+    pipe.window_and_step(**window_settings(pipeline_kwargs))
+    labels = list(pipe.classes)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
     parts = PartFiles(output, outputs)
     parts.merge_leftovers()

@@ -230,3 +230,11 @@ def test_the_ray_engine_checks_the_window_against_the_model_before_ray_starts(ru
     assert "  - --window=0.004 is shorter than two receptive fields of the model (0.005 s)." in message
     assert not (run / "ray.csv").exists()
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    # the library call checks on the driver too (its pipeline, loaded there for the labels), before Ray starts
+    pytest.importorskip("ray.data")
+    from modeling.inference.ray_engine import predict_files_on_ray
+
+    settings = {"window_length_s": 0.004, "window_overlap_s": 0}
+    with pytest.raises(ValueError, match=r"window_length_s=0.004 is shorter than two receptive fields"):
+        predict_files_on_ray(best, ["audio/" + CLIPS[0]], "ray.csv", pipeline_kwargs=settings)
+    assert not (run / "ray.csv").exists() and not sys.modules["ray"].is_initialized()

@@ -210,6 +210,22 @@ def test_batch_job_lists_the_bad_file_and_predicts_the_others(tmp_path, checkpoi
     assert len(read_csv(output)) == 5
 
 
+@pytest.mark.bad_input
+def test_batch_job_refuses_window_settings_before_any_file_is_read(tmp_path, checkpoint):
+    """`predict_files(..., pipeline_kwargs={"window_length_s": 2})` (the default 4 s overlap) failed every file
+    longer than 2 s into the errors CSV, one row each; the library call now refuses the settings at once, as the
+    CLIs do, and writes nothing. The pipeline's own rule decides (`window_and_step`)."""
+    pipe = load_pipeline(checkpoint)
+    output = tmp_path / "out" / "predictions.csv"
+    paths = [str(path) for path, _ in polish3_clips(2)]
+    with pytest.raises(ValueError, match=r"window_length_s=2 must be longer than window_overlap_s=4"):
+        predict_files(pipe, paths, output, pipeline_kwargs={"window_length_s": 2})
+    assert not output.parent.exists()
+    assert pipe.window_and_step(2, 0.5) == (32000, 24000)  # 1.5 s steps on the 320-sample frame grid
+    summary = predict_files(pipe, paths, output, pipeline_kwargs={"window_length_s": 2, "window_overlap_s": 0.5})
+    assert (summary.predicted, summary.failed) == (2, 0)
+
+
 def test_collect_inputs_reads_csv_globs_and_reports_empty_sources(tmp_path):
     (tmp_path / "list.csv").write_text("file,label\naudio/a.wav,x\nb.flac,y\naudio/a.wav,x\n")
     assert collect_inputs([str(tmp_path / "list.csv")]) == [
