@@ -312,15 +312,8 @@ def predict_files_on_ray(
         ValueError: `pipeline_kwargs`' window settings do not suit the model (before any file is read).
     """
     import_ray()
-    from .onnx_backend import load_pipeline
-
     started = time.perf_counter()
-    # The one loader, once on the driver: the label order of the columns, the window settings checked against the
-    # model (ValueError before any file is read), and the ONNX files in place before any actor starts (two actors
-    # never export at once).
-    pipe = load_pipeline(model, backend=backend)
-    pipe.window_and_step(**window_settings(pipeline_kwargs))
-    labels = list(pipe.classes)
+    labels = _checked_labels(model, backend, pipeline_kwargs)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
     parts = PartFiles(output, outputs)
     parts.merge_leftovers()
@@ -355,6 +348,17 @@ def predict_files_on_ray(
         wall_seconds=time.perf_counter() - started,
         repaired=outputs.repaired,
     )
+
+
+def _checked_labels(model, backend: str, pipeline_kwargs: dict | None) -> list[str]:
+    """The one loader, once on the driver: the label order of the columns, the window settings checked against the
+    model (`ValueError` before any file is read), and the ONNX files in place before any actor starts (two actors
+    never export at once)."""
+    from .onnx_backend import load_pipeline
+
+    pipe = load_pipeline(model, backend=backend)
+    pipe.window_and_step(**window_settings(pipeline_kwargs))
+    return list(pipe.classes)
 
 
 def _blocks(outputs: JobOutputs, pending: list[str], files_per_block: int):
