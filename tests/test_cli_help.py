@@ -15,8 +15,8 @@ from helpers import REPO
 # Every entry point with an argparse --help: (what to run, the file whose docstring is its description).
 ENTRY_POINTS = [
     *(f"modeling.cli.{name}" for name in ("train", "score", "predict", "timeline", "compare_runs", "push", "sweep")),
+    "modeling.cli.emobox_export",
     "modeling.app.launch",
-    "modeling.evaluation.emobox_export",
     "modeling.training.config_reference",
     "benchmarks",
     *(f"benchmarks.{name}" for name in ("app_latency", "emotion_diarization", "gpu", "imbalance")),

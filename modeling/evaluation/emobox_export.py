@@ -1,6 +1,5 @@
-"""A finished train.py run on an EmoBox corpus (`data.loader: emobox`) → the files EmoBox's evaluation reads.
-
-    python -m modeling.evaluation.emobox_export --run-dir runs/cafe --output-dir runs/cafe/emobox
+"""A finished train.py run on an EmoBox corpus (`data.loader: emobox`) → the files EmoBox's evaluation reads (the
+command: `python -m modeling.cli.emobox_export`).
 
 Per fold k: `fold<k>_predictions.jsonl` ({"key", "prediction"} per test utterance) and `fold<k>_labels.jsonl`
 ({"key", "label"}), class names as label_map.json gives them (EmoBox/EmoEval.py's `EmoEval(predictions,
@@ -8,9 +7,7 @@ data_labels)` compares them per key), from the run's `fold<k>/predictions_test.c
 are speaker-dependent.
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..data.emobox import EmoBoxError, audio_path, emobox_predictions, read_emobox, speaker_dependent_folds
@@ -53,23 +50,3 @@ def export_run(run_dir, output_dir) -> dict:
     }
     atomic_write_json(output / "summary.json", summary)
     return summary
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True, help="A finished train.py run with data.loader: emobox.")
-    parser.add_argument("--output-dir", required=True, help="Where the EmoBox evaluation files go.")
-    args = parser.parse_args(argv)
-    try:
-        summary = export_run(args.run_dir, args.output_dir)
-    except (EmoBoxError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{summary['corpus']}: {', '.join(summary['folds'])} → {args.output_dir}")
-    if summary["speaker_dependent_folds"]:
-        print(f"speaker-dependent (EmoBox's folds share speakers): {', '.join(summary['speaker_dependent_folds'])}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
