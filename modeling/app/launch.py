@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli.errors import exits_on
+from ..data.problems import CheckError, Problem
 from .demo import MAX_DURATION_S, MAX_FILE_SIZE, DemoModel, ensemble_of, load_hub_models
 
 
@@ -44,7 +46,7 @@ def checkpoints_of(target: str) -> dict[str, Path] | None:
         return {name: path}
     folds = FinishedRun(path).best_models()
     if not folds:
-        raise SystemExit(f"app.py: error: {target}: neither a checkpoint (config.json) nor a run with fold models")
+        raise CheckError(f"--model {target}: neither a checkpoint (config.json) nor a run with fold models")
     return {fold_name(k): best for k, best in folds.items()}
 
 
@@ -102,9 +104,8 @@ def clips_of(pattern: str | None) -> list[str] | None:
         pattern = os.path.join(pattern, "**", "*")
     files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if len(files) < 2:
-        raise SystemExit(
-            f"app.py: error: --agreement-clips {pattern}: needs at least 2 audio files, found {len(files)}"
-        )
+        problem = f"--agreement-clips {pattern}: needs at least 2 audio files, found {len(files)}"
+        raise CheckError([Problem("--agreement-clips", problem)], "app.py's arguments", outcome="nothing started")
     step = max(1, len(files) // 40)
     return files[::step][:40]
 
@@ -121,25 +122,23 @@ def model_problems_of(target: str) -> list:
     return [problem for name in targets for problem in model_problems(name)]
 
 
+@exits_on(CheckError)  # `error: …` on stderr, exit status 2 (as every command)
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ..data.problems import CheckError
-
     problems = model_problems_of(args.model)
+    try:
+        clips = clips_of(args.agreement_clips)
+    except CheckError as error:
+        problems += error.problems
     if problems:
-        error = CheckError(problems, source="app.py's arguments", outcome="nothing started")
-        print(f"app.py: error: {error}", file=sys.stderr)
-        return 2
+        raise CheckError(problems, source="app.py's arguments", outcome="nothing started")
     try:
         import gradio  # noqa: F401
     except ImportError:
-        print('app.py: error: the demo needs gradio: pip install -e ".[app]"', file=sys.stderr)
-        return 2
+        raise CheckError('the demo needs gradio: pip install -e ".[app]"') from None
     from .demo import build_demo
 
-    models = load_models(
-        args.model, args.backend, clips_of(args.agreement_clips), args.min_agreement, args.num_threads
-    )
+    models = load_models(args.model, args.backend, clips, args.min_agreement, args.num_threads)
     for model in models:
         print(f"{model.name}: {model.backend} ({model.note})", flush=True)
     demo = build_demo(models, example=str(EXAMPLE) if EXAMPLE.is_file() else None, max_duration_s=args.max_duration_s)

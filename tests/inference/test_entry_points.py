@@ -158,9 +158,23 @@ def test_the_app_says_what_was_given_before_it_starts(run, monkeypatch, capsys, 
     monkeypatch.chdir(run)
     assert main(["--model", model]) == 2
     message = capsys.readouterr().err
-    assert "app.py: error: 1 problem(s) in app.py's arguments (nothing started):" in message
+    assert "error: 1 problem(s) in app.py's arguments (nothing started):" in message
     assert f"  - --model: {model!r} is not a checkpoint" in message
     assert EXPECTED in message
+
+
+@pytest.mark.bad_input
+def test_the_app_lists_a_bad_agreement_folder_with_the_model_and_exits_2(run, monkeypatch, capsys):
+    """`--agreement-clips` with fewer than 2 files was a `SystemExit` (exit status 1, alone, after the model
+    checks); it is listed with the other argument problems, exit status 2 like every command."""
+    from modeling.app.launch import main
+
+    monkeypatch.chdir(run)
+    assert main(["--model", "runs/dmeo", "--agreement-clips", "audio/none*.wav"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: 2 problem(s) in app.py's arguments (nothing started):")
+    assert "  - --agreement-clips audio/none*.wav: needs at least 2 audio files, found 0" in message
+    assert "  - --model: 'runs/dmeo' is not a checkpoint" in message
 
 
 @pytest.mark.bad_input
