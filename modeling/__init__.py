@@ -86,7 +86,7 @@ if importlib.util.find_spec("torch") is not None:
     )
     from .modeling_whisper_frame_aligned import WhisperForFrameAlignedClassification
     from .pipeline_frame_aligned import FrameAlignedEmotionPipeline  # registers the "frame-aligned-emotion" task
-    from .trainer.sampling import longest_first
+    from .trainer.sampling import evaluation_batches, longest_first
     from .trainer.trainer import FrameAlignedTrainer, FrameAlignedTrainingArguments
 
     for _model_type, _config_class in FRAME_ALIGNED_CONFIGS.items():  # one pair per backbone
@@ -115,4 +115,5 @@ if importlib.util.find_spec("torch") is not None:
         "AudioClassificationCollator",
         "make_feature_extractor",
         "longest_first",
+        "evaluation_batches",
     ]

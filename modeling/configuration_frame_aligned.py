@@ -167,6 +167,16 @@ class FrameAlignedConfigMixin:
         return self.feat_extract_norm == "layer"
 
     @property
+    def padding_independent(self) -> bool:
+        """Whether a clip's outputs in a zero-padded batch equal its outputs alone (within float error): the
+        backbone receives the attention mask and nothing in it normalises over time (`feat_extract_norm="layer"`;
+        Whisper's conv stem has no norm). False for group-norm backbones such as wav2vec2-base, HuBERT-base and
+        WavLM-base (the first conv's GroupNorm spans the padding, and, pre-trained without a mask, they attend over
+        padded frames): their evaluation, scoring and pipeline batches hold one clip each (`evaluation_batches`), so
+        a clip's scores never depend on its batch-mates."""
+        return self.use_backbone_attention_mask and getattr(self, "feat_extract_norm", "layer") == "layer"
+
+    @property
     def uses_alignment_losses(self) -> bool:
         """EAL and FUAL are defined on the CLS pooling only (stage 2)."""
         return self.pooling == "cls_attention"
@@ -274,6 +284,11 @@ class WhisperFrameAlignedConfig(FrameAlignedConfigMixin, WhisperConfig):
     @property
     def use_backbone_attention_mask(self) -> bool:
         return self.backbone_attention_mask is not False
+
+    @property
+    def padding_independent(self) -> bool:
+        """With `pad_to_30_seconds` every clip is padded to 30 s whatever its batch; otherwise the key mask."""
+        return self.pad_to_30_seconds or self.use_backbone_attention_mask
 
     def check_head_fields(self):
         super().check_head_fields()

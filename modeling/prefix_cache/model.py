@@ -121,7 +121,7 @@ def is_padding_independent(config) -> bool:
     frames zeroed and masked). False for `"group"` backbones (the first conv's GroupNorm spans the padded sequence)
     and for backbones run without a mask (attention over padded frames).
     """
-    return config.feat_extract_norm == "layer" and config.use_backbone_attention_mask
+    return config.padding_independent
 
 
 @torch.no_grad()

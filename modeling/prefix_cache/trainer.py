@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from ..collator import AudioClassificationCollator
-from ..trainer.sampling import EpochSampler, LengthSortedSampler, chunk, longest_first
+from ..trainer.evaluation import trainer_evaluation_batch_size
+from ..trainer.sampling import EpochSampler, LengthSortedSampler, evaluation_batches
 from ..trainer.trainer import FrameAlignedTrainer
 from .cache import FrozenPrefixCache, FrozenPrefixCollator, build_prefix_cache
 from .model import FrozenPrefixModel
@@ -30,7 +31,8 @@ class ReplayBatchesSampler(EpochSampler):
             sizes = sorted({len(batch) for batch in batches})
             raise ValueError(
                 f"The prefix cache was built with batches of sizes {sizes}, but the DataLoader uses batch_size="
-                f"{batch_size}: build the cache with batch_size={batch_size} (the per-device batch size)."
+                f"{batch_size}: build the cache with batch_size={batch_size} (the per-device batch size; in "
+                "evaluation `trainer_evaluation_batch_size`: 1 for a backbone that sees padding)."
             )
         self.full, self.short = full, short
         self.shuffle = shuffle
@@ -70,7 +72,7 @@ class FrozenPrefixTrainerMixin:
 
     def _get_eval_sampler(self, eval_dataset):
         if isinstance(eval_dataset, FrozenPrefixCache) and eval_dataset.batches is not None:
-            return ReplayBatchesSampler(eval_dataset.batches, self.args.per_device_eval_batch_size, shuffle=False)
+            return ReplayBatchesSampler(eval_dataset.batches, trainer_evaluation_batch_size(self), shuffle=False)
         return super()._get_eval_sampler(eval_dataset)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -150,7 +152,7 @@ def cached_stage_trainer(
             batch_size=args.per_device_eval_batch_size,
             dtype=dtype,
             cache_dir=cache_dirs["validation"],
-            batches=chunk(longest_first(validation), args.per_device_eval_batch_size),
+            batches=evaluation_batches(validation, args.per_device_eval_batch_size, model.config),
         )
         return train, validation_cache
 

@@ -16,19 +16,42 @@ loss sums are gathered: every process gets the single-process result. The loss a
 means, as transformers' `eval_loss`.
 """
 
+import logging
+
 import numpy as np
 import torch
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize
 
+from .sampling import chunk, evaluation_batch_size
+
+
+logger = logging.getLogger(__name__)
+
+
+def trainer_evaluation_batch_size(trainer) -> int:
+    """`per_device_eval_batch_size`, or 1 for a model whose outputs depend on padding (`evaluation_batch_size`)."""
+    config = getattr(trainer.accelerator.unwrap_model(trainer.model), "config", None)
+    size = evaluation_batch_size(trainer.args.per_device_eval_batch_size, config)
+    if size < trainer.args.per_device_eval_batch_size and not getattr(trainer, "_told_evaluation_batch_size", False):
+        trainer._told_evaluation_batch_size = True
+        logger.info(
+            "evaluation runs one clip per batch (eval batch size %d unused): this backbone (feat_extract_norm=%s, "
+            "attention mask: %s) sees the padding, which would make a clip's scores depend on its batch-mates",
+            trainer.args.per_device_eval_batch_size,
+            getattr(config, "feat_extract_norm", None),
+            getattr(config, "use_backbone_attention_mask", None),
+        )
+    return size
+
 
 def single_process_batches(trainer, dataset) -> list[list[int]]:
-    """The evaluation batches one process would form: the trainer's eval sampler order, in `eval_batch_size` runs."""
+    """The evaluation batches one process would form: the trainer's eval sampler order, in runs of
+    `trainer_evaluation_batch_size`."""
     sampler = trainer._get_eval_sampler(dataset)
     order = list(iter(sampler)) if sampler is not None else list(range(len(dataset)))
-    size = trainer.args.per_device_eval_batch_size
-    return [order[start : start + size] for start in range(0, len(order), size)]
+    return chunk(order, trainer_evaluation_batch_size(trainer))
 
 
 def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "eval") -> EvalLoopOutput:
@@ -38,13 +61,15 @@ def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "
     batches = single_process_batches(trainer, dataset)
     state = trainer.accelerator.state
     mine = list(range(state.process_index, len(batches), state.num_processes))
-    loader = DataLoader(
-        dataset,
-        batch_sampler=[batches[i] for i in mine],
-        collate_fn=dataloader.collate_fn,
-        num_workers=trainer.args.dataloader_num_workers,
-        pin_memory=trainer.args.dataloader_pin_memory,
-    )
+
+    def loader_of(batch_sampler):
+        workers, pin = trainer.args.dataloader_num_workers, trainer.args.dataloader_pin_memory
+        return DataLoader(
+            dataset, batch_sampler=batch_sampler, collate_fn=dataloader.collate_fn, num_workers=workers, pin_memory=pin
+        )
+
+    trainer.callback_handler.eval_dataloader = loader_of(batches)  # as transformers' loop: callbacks see the batches
+    loader = loader_of([batches[i] for i in mine])
     model = trainer.model
     config = trainer.accelerator.unwrap_model(model).config
     model.eval()
@@ -77,4 +102,4 @@ def evaluation_loop_like_scoring(trainer, dataloader, metric_key_prefix: str = "
     return EvalLoopOutput(predictions=logits, label_ids=labels, metrics=metrics, num_samples=len(labels))
 
 
-__all__ = ["evaluation_loop_like_scoring", "single_process_batches"]
+__all__ = ["evaluation_loop_like_scoring", "single_process_batches", "trainer_evaluation_batch_size"]

@@ -170,9 +170,8 @@ def longest_first(dataset_or_lengths) -> list[int]:
     similar length (little padding) and the order is deterministic.
 
     Checkpoint selection (`FrameAlignedTrainer`'s evaluation), the frozen-prefix cache's validation batches and the
-    final scores (`modeling.training.scoring`) all batch in this order, so the validation UA a checkpoint was
-    selected on is exactly the one reported, also for backbones that see padding (wav2vec2-base gets no attention
-    mask).
+    final scores (`modeling.training.scoring`, score.py) all batch in this order (`evaluation_batches`), so the
+    validation UA a checkpoint was selected on is exactly the one reported.
 
     Args:
         dataset_or_lengths: a `datasets.Dataset` (lengths as `modeling.data.audio_columns.audio_lengths` reads them:
@@ -188,6 +187,26 @@ def longest_first(dataset_or_lengths) -> list[int]:
         lengths = audio_lengths(dataset_or_lengths)
     lengths = [float(length) for length in lengths]
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def evaluation_batch_size(batch_size: int, config=None) -> int:
+    """The rows per evaluation batch: `batch_size`, or 1 when the model's outputs depend on padding
+    (`config.padding_independent` False: group-norm backbones such as wav2vec2-base, which normalise and attend over
+    the zero padding). Then a clip's logits never depend on its batch-mates: train.py's validation and test scores,
+    score.py on any corpus (whatever else it holds) and the pipeline / predict.py give the same numbers for the same
+    checkpoint and clip. With padded batches a fresh user found one demo clip's probabilities moving by up to 0.34
+    with its batch-mates, and a fold's test UA that the published checkpoint did not reproduce."""
+    return batch_size if getattr(config, "padding_independent", True) else 1
+
+
+def evaluation_batches(dataset_or_lengths, batch_size: int, config=None) -> list[list[int]]:
+    """THE evaluation batches: `longest_first` order cut into batches of `evaluation_batch_size(batch_size,
+    config)` rows.
+
+    Returns:
+        Lists of row indices, consecutive in `longest_first` order.
+    """
+    return chunk(longest_first(dataset_or_lengths), evaluation_batch_size(batch_size, config))
 
 
 class EpochSampler(Sampler[int]):
@@ -373,6 +392,8 @@ __all__ = [
     "LengthSortedSamplerMixin",
     "chunk",
     "class_balanced_indices",
+    "evaluation_batch_size",
+    "evaluation_batches",
     "longest_first",
     "length_sorted_indices",
     "padding_fraction",

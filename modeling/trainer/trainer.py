@@ -353,8 +353,7 @@ class FrameAlignedTrainer(VerifiedCheckpointMixin, UtteranceLossMixin, LengthSor
             return super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
-        self.callback_handler.eval_dataloader = dataloader  # as transformers' loop: callbacks see the batches
-        return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)
+        return evaluation_loop_like_scoring(self, dataloader, metric_key_prefix)  # callbacks see its batches
 
     def _check_finite(self, loss: torch.Tensor, outputs, training: bool):
         step = self.state.global_step + (1 if training else 0)

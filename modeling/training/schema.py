@@ -188,7 +188,7 @@ class StageSettings:
     batch_size: int = option(32, "Training batch size per device.", minimum=1, to_args="per_device_train_batch_size")
     eval_batch_size: int | None = option(
         None,
-        "Evaluation batch size per device.",
+        "Evaluation batch size per device (backbones that see padding, e.g. wav2vec2-base's group norm: 1 clip).",
         minimum=1,
         null="= batch_size",
         to_args="per_device_eval_batch_size",

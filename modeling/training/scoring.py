@@ -1,7 +1,7 @@
 """Scoring a fold: both stages' best models on the validation and test speakers → the fold's metrics.
 
-Whole clips, batched longest first (`longest_first`) exactly as the Trainer's evaluation batches them, so the
-validation UA a checkpoint was selected on is the one reported.
+Whole clips, batched longest first exactly as the Trainer's evaluation batches them (`evaluation_batches`), so the
+validation UA a checkpoint was selected on is the one reported, and a clip's scores are the pipeline's.
 """
 
 import logging
@@ -33,7 +33,7 @@ from ..rundir.faults import fault_point
 from ..rundir.integrity import checkpoint_problems
 from ..rundir.layout import RunDir
 from ..rundir.reader import fold_name
-from ..trainer.sampling import longest_first
+from ..trainer.sampling import evaluation_batches
 
 
 @dataclass
@@ -54,15 +54,13 @@ def predict(
     model: FrameAlignedModelMixin, dataset: Dataset, batch_size: int, progress: str = "Scoring"
 ) -> SplitOutputs:
     """Logits, labels and utterance embeddings of every row of `dataset`, in row order (whole clips, batched
-    longest first exactly as the Trainer's evaluation). `progress`: the progress bar's title (the bar is shown on a
-    terminal only)."""
+    exactly as the Trainer's evaluation: `evaluation_batches`, one clip per batch when padding would change them).
+    `progress`: the progress bar's title (the bar is shown on a terminal only)."""
     collator = AudioClassificationCollator(make_feature_extractor(model.config))
     model.eval()
-    order = longest_first(dataset)
-    logits, embeddings = [None] * len(order), [None] * len(order)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=progress, unit="batch", disable=None):  # disable=None: quiet unless a terminal
-        rows = order[start : start + batch_size]
+    batches = evaluation_batches(dataset, batch_size, model.config)  # one clip each if padding changes outputs
+    logits, embeddings = [None] * len(dataset), [None] * len(dataset)
+    for rows in tqdm(batches, desc=progress, unit="batch", disable=None):  # disable=None: quiet unless a terminal
         batch = collator([dataset[i] for i in rows])
         batch.pop("labels", None)
         batch = {key: value.to(model.device) for key, value in batch.items()}

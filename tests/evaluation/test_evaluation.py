@@ -123,6 +123,24 @@ def write_target_corpus(root):
     return config
 
 
+def test_reported_predictions_are_what_the_saved_checkpoint_gives(runs):
+    """A fresh user found train.py's test predictions and predict.py's differing on the same checkpoint and clips
+    (probabilities up to 0.34 apart): evaluation batched padded clips that this group-norm backbone sees. Each
+    reported (calibrated) probability is now the pipeline's for that clip alone."""
+    from modeling.inference import load_pipeline
+    from modeling.prediction_fields import probabilities_of
+
+    run_a, _ = runs
+    for k in (1, 2):
+        pipe = load_pipeline(run_a / f"fold{k}" / "stage2" / "best")
+        assert not pipe.model.config.padding_independent
+        for split in ("validation", "test"):
+            predictions = read_predictions(run_a / f"fold{k}" / f"predictions_{split}.csv")
+            for file, probabilities in zip(predictions.files, predictions.probabilities):
+                shown = probabilities_of(pipe(str(POLISH3 / file)))
+                assert [shown[name] for name in predictions.classes] == pytest.approx(probabilities, abs=2e-6)
+
+
 def test_score_py_folds_and_ensemble_on_another_corpus(runs, tmp_path):
     run_a, _ = runs
     config = write_target_corpus(tmp_path / "target")

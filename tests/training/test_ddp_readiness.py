@@ -149,7 +149,7 @@ def test_ddp_bf16_evaluation_gives_the_final_scorings_predictions(tmp_path):
     bf16, a padded last batch → the logits of `scoring.predict` (fp32, one process, whole clips, longest first).
     Before the fix the clip of the last batch was padded to the longest clip's length and all ran under autocast."""
     from modeling.losses import emotional_attention_loss, frame_utterance_alignment_loss
-    from modeling.trainer.sampling import longest_first
+    from modeling.trainer.sampling import evaluation_batches, longest_first
     from modeling.training.scoring import predict
 
     ranks = run_ranks(_evaluate_in_bf16, tmp_path)
@@ -162,12 +162,13 @@ def test_ddp_bf16_evaluation_gives_the_final_scorings_predictions(tmp_path):
     scores = [{k: v for k, v in r["metrics"].items() if "_runtime" not in k and "_per_second" not in k} for r in ranks]
     assert scores[0] == scores[1]
 
-    # eval_loss and its terms: sample-weighted means over the single-process batches, in fp32
+    # eval_loss and its terms: sample-weighted means over the single-process batches, in fp32 (one clip each: this
+    # group-norm backbone sees padding)
     collator = AudioClassificationCollator(make_feature_extractor())
     sums = np.zeros(4)
+    assert evaluation_batches(dataset, 2, model.config) == [[row] for row in order]
     with torch.no_grad():
-        for start in range(0, len(order), 2):
-            rows = order[start : start + 2]
+        for rows in evaluation_batches(dataset, 2, model.config):
             out = model(**collator([dataset[i] for i in rows]))
             eal = emotional_attention_loss(
                 out.utterance_embedding, out.frame_embeddings, out.frame_mask, model.config.eal_margin
