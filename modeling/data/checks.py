@@ -8,6 +8,7 @@
 `--skip-bad-audio` drops the rows with bad audio instead of failing, and writes what it dropped to a report.
 """
 
+import difflib
 import json
 import unicodedata
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ def label_problems(dataset: Dataset, labels_origin: str | None = None) -> list[P
     for row, (audio, label, text) in enumerate(zip(dataset["audio"], dataset["label"], dataset["label_text"])):
         if label >= 0 or row in spelled_rows:
             continue
-        cause = f"empty label; {listed}" if not text else f"unknown label {text!r}; {listed}"
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.6) if text else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        cause = f"empty label; {listed}" if not text else f"unknown label {text!r}{hint}; {listed}"
         problems.append(Problem(_name(audio), f"{_name(audio)}: {cause}.", text, cause=cause))
     return spelling + problems
 

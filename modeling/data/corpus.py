@@ -26,6 +26,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from ..audio import AudioInputError, audio_duration
+from ..rundir.reader import close_names_hint
 from .folds import FOLD_STRATEGIES
 
 
@@ -136,7 +137,8 @@ def normalize_gender(value: str | None) -> str:
 def audio_files(root: Path, extensions=(".wav",)) -> list[Path]:
     """Every audio file below `root` (recursively, sorted), hidden files left out."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: corpus folder does not exist.")
+        hint = close_names_hint(root)
+        raise FileNotFoundError(f"{root}: corpus folder does not exist." + (f" {hint}" if hint else ""))
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not p.name.startswith("."))
 
 

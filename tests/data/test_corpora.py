@@ -70,6 +70,17 @@ def test_iemocap_missing_layout_is_a_clear_error(tmp_path):
         load_iemocap(tmp_path)
 
 
+@pytest.mark.bad_input
+def test_a_mistyped_corpus_folder_names_the_closest_one(tmp_path):
+    """`train.py --data-dir data/polish` said only "corpus folder does not exist" (predict.py suggests names)."""
+    make_crema_d_tree(tmp_path / "CREMA-D")
+    with pytest.raises(FileNotFoundError) as caught:
+        load_crema_d(tmp_path / "CREMA_D")
+    assert str(caught.value) == (
+        f"{tmp_path / 'CREMA_D'}: corpus folder does not exist. Did you mean {tmp_path / 'CREMA-D'}?"
+    )
+
+
 def test_crema_d(tmp_path):
     dataset = load_crema_d(make_crema_d_tree(tmp_path))
     assert dataset.column_names == COLUMNS

@@ -70,7 +70,8 @@ def test_every_problem_is_listed_at_once(tmp_path):
     assert str(caught.value).startswith("6 problem(s) found before training:\n  - ")
     assert "Pass --skip-bad-audio to leave out the bad audio files." in str(caught.value)
     assert problems[0].endswith("s5_angry.wav: empty label; expected one of ['angry', 'sad'].")
-    assert problems[1].endswith("s5_sad.wav: unknown label 'sda'; expected one of ['angry', 'sad'].")
+    expected = "s5_sad.wav: unknown label 'sda' (did you mean 'sad'?); expected one of ['angry', 'sad']."
+    assert problems[1].endswith(expected)
     assert "s1_sad.wav: file does not exist" in problems[2]
     assert "s2_sad.wav: cannot decode audio" in problems[3]
     assert "s3_sad.wav: cannot decode audio" in problems[4]
@@ -197,7 +198,7 @@ def test_rows_matching_a_listed_class_up_to_case_are_named_with_the_class_not_as
         "Write them as 'angry'.",
         "labels 'sad' (1 row(s), e.g. a2.wav) and 'Sad' (1 row(s), e.g. a5.wav) differ only by letter case: rows "
         "spelled 'Sad' are not the listed class 'sad'. Write them as 'sad'.",
-        f"{root / 'a6.wav'}: unknown label 'sda'; expected one of ['angry', 'sad'].",
+        f"{root / 'a6.wav'}: unknown label 'sda' (did you mean 'sad'?); expected one of ['angry', 'sad'].",
     ]
 
 

@@ -54,7 +54,8 @@ def test_a_failed_check_writes_nothing_and_the_corrected_command_is_accepted(tmp
     assert "2 problem(s) found before training:" in error, error
     # The list is named where it was set: the inherited file, not run.yaml, which does not spell it
     origin = f"(data.loader_args.labels, from {tmp_path / 'base.yaml'} (via extends: of {tmp_path / 'run.yaml'}))"
-    assert f"unknown label 'anger'; expected one of ['angry', 'fear', 'neutral'] {origin} (10 times)" in error
+    unknown = "unknown label 'anger' (did you mean 'angry'?); expected one of ['angry', 'fear', 'neutral']"
+    assert f"{unknown} {origin} (10 times)" in error
     assert re_count(r"class\(es\) \['angry'\] absent from the training split of a fold.* \(5 times\)", error)
     assert len([line for line in error.splitlines() if line.startswith("  - ")]) == 2, error
     assert not output.exists()  # no config.yaml to refuse the corrected command with
