@@ -318,9 +318,7 @@ def predict_files_on_ray(
     import_ray()
     started = time.perf_counter()
     labels = _checked_labels(model, backend, pipeline_kwargs)
-    windows = window_settings(pipeline_kwargs)
-    if settings is None:
-        settings = job_settings(model, backend, windows.get("window_length_s"), windows.get("window_overlap_s"))
+    settings = settings or _job_settings(model, backend, pipeline_kwargs)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, settings=settings)
     parts = PartFiles(output, outputs)
     parts.merge_leftovers()
@@ -366,6 +364,12 @@ def _checked_labels(model, backend: str, pipeline_kwargs: dict | None) -> list[s
     pipe = load_pipeline(model, backend=backend)
     pipe.window_and_step(**window_settings(pipeline_kwargs))
     return list(pipe.classes)
+
+
+def _job_settings(model, backend: str, pipeline_kwargs: dict | None) -> dict:
+    """The job's settings recorded beside its output (`job_record`; the actors use the checkpoint's calibration)."""
+    windows = window_settings(pipeline_kwargs)
+    return job_settings(model, backend, windows.get("window_length_s"), windows.get("window_overlap_s"))
 
 
 def _blocks(outputs: JobOutputs, pending: list[str], files_per_block: int):
