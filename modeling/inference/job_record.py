@@ -151,14 +151,15 @@ def _written_lines(paths) -> int:
 
 def resume_problems(output, settings: dict, errors=None, timeline=None) -> tuple[list[Problem], str | None]:
     """(problems, warning): each recorded setting of `output`'s job that differs from `settings` (one blocking
-    problem naming them all, old → new, and what to do); a warning when earlier rows exist without a record."""
+    problem naming them all, old → new, and what to do); a warning when earlier rows exist without a record. Outputs
+    without rows (none yet, or deleted to start over) are a new job whatever a record says."""
     output = Path(output)
     record = record_path(output)
     errors = Path(errors) if errors else output.with_name(output.stem + ".errors.csv")
+    parts = output.with_name(output.name + ".parts") / "manifest.jsonl"  # the Ray engine's blocks not yet merged
+    if not _written_lines([(output, 1), (errors, 1), (timeline, 0), (parts, 0)]):
+        return [], None  # nothing written yet (or the old files deleted): a record left there is replaced
     if not record.is_file():
-        rows = _written_lines([(output, 1), (errors, 1), (timeline, 0)])
-        if not rows:
-            return [], None
         return [], UNKNOWN_ROWS.format(output=output, record=record.name)
     stored = json.loads(record.read_text(encoding="utf-8"))
     earlier = stored.get("settings", {})
@@ -177,7 +178,8 @@ def resume_problems(output, settings: dict, errors=None, timeline=None) -> tuple
 
 def open_record(output, settings: dict, errors=None, timeline=None) -> list[Problem]:
     """The check of a job opening its outputs (`batch.JobOutputs.open`): the problems of `resume_problems` (nothing
-    written then), else its warning printed (one line, stderr) and the record written if absent, before any row.
+    written then), else its warning printed (one line, stderr) and the record written (if absent or left by a job
+    whose rows are gone), before any row.
     An output with earlier rows but no record gets a record marked `earlier_rows_unknown` (the warning stays)."""
     problems, warning = resume_problems(output, settings, errors, timeline)
     if problems:
@@ -185,7 +187,7 @@ def open_record(output, settings: dict, errors=None, timeline=None) -> list[Prob
     if warning:
         print(warning, file=sys.stderr)
     record = record_path(output)
-    if not record.is_file():
-        record.parent.mkdir(parents=True, exist_ok=True)
+    if not record.is_file() or json.loads(record.read_text(encoding="utf-8")).get("settings") != settings:
+        record.parent.mkdir(parents=True, exist_ok=True)  # (other settings here: a record without rows, replaced)
         atomic_write_json(record, {"settings": settings, "earlier_rows_unknown": warning is not None})
     return []

@@ -70,8 +70,9 @@ def copied_outputs(job, tmp_path) -> dict[str, bytes]:
         (["--backend", "onnx"], '--backend: "torch" → "onnx"'),
         (["--window", "1", "--window-overlap", "0.25"], "--window: 20.0 → 1.0; --window-overlap: 4.0 → 0.25"),
         (["--no-calibration"], "calibration (--no-calibration): on → off"),
+        (["--segments", "auto"], '--segments: null → "auto"'),
     ],
-    ids=["model", "model-retry-errors", "backend", "window", "calibration"],
+    ids=["model", "model-retry-errors", "backend", "window", "calibration", "segments"],
 )
 def test_a_resume_with_other_settings_is_refused_and_writes_nothing(job, tmp_path, capsys, change, named):
     before = copied_outputs(job, tmp_path)
@@ -164,3 +165,25 @@ def test_the_ray_engine_is_refused_with_the_other_arguments_before_ray_starts(jo
     assert "written by another job (p.job.json): --model:" in capsys.readouterr().err
     assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+@pytest.mark.bad_input
+def test_rows_still_unmerged_in_ray_parts_count_and_a_record_without_rows_is_replaced(job, tmp_path):
+    """A Ray driver killed before its first merge leaves the CSV's header and the recorded blocks in
+    `<output>.parts/`: those rows are the old job's (merged by the next run), so another model is refused. Old files
+    deleted to start over (the record left behind): a new job, whose record replaces it."""
+    from modeling.inference.job_record import job_settings, resume_problems
+
+    copied_outputs(job, tmp_path)
+    header = (tmp_path / "p.csv").read_bytes().splitlines(keepends=True)[0]
+    (tmp_path / "p.csv").write_bytes(header)
+    (tmp_path / "p.errors.csv").unlink()
+    fold3 = job_settings(job / "fold3/best", "torch")
+    assert resume_problems(tmp_path / "p.csv", fold3) == ([], None)  # no rows anywhere: a new job
+    (tmp_path / "p.csv.parts").mkdir()
+    (tmp_path / "p.csv.parts" / "manifest.jsonl").write_text('{"block": 0, "predicted": 2}\n')
+    problems, _ = resume_problems(tmp_path / "p.csv", fold3)
+    assert len(problems) == 1 and "--model: " in problems[0].message
+    shutil.rmtree(tmp_path / "p.csv.parts")
+    assert predict("audio/" + CLIPS[0], "--model", "fold3/best", "--output", tmp_path / "p.csv", cwd=job) == 0
+    assert json.loads((tmp_path / "p.job.json").read_text())["settings"] == fold3
