@@ -42,7 +42,7 @@ from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
 from ..rundir.reader import close_names_hint
 from ..segments.writers import format_probability, format_seconds, rounded
-from .job_record import open_record
+from .job_record import open_record, pipeline_settings
 from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
@@ -453,7 +453,7 @@ def predict_files(
     `recordings.SegmentSource`): long-recording mode, one row per segment (`file, start_s, end_s, speaker,
     predicted, prob_<class>...`), a recording's rows written together (resume skips recordings already in the CSV);
     a recording without segments (no speech) is listed in the errors CSV with the reason. `settings`
-    (`job_record.job_settings`, as predict.py passes them): a resume with other settings is refused.
+    (`job_record.job_settings`; default: `pipeline_settings` of `pipe`): a resume with other settings is refused.
 
     Raises:
         BatchJobError: the output was written by a model with other labels, or by a job with other `settings`.
@@ -463,6 +463,7 @@ def predict_files(
     started = time.perf_counter()
     pipe.window_and_step(**window_settings(pipeline_kwargs))
     labels = list(pipe.classes)
+    settings = settings or pipeline_settings(pipe, pipeline_kwargs, segments)
     outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, segments is not None, settings)
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
     timed, unreadable = header_durations(pending)

@@ -5,7 +5,7 @@ resumes only the same job.
 
     {"model": "/abs/runs/demo/fold1/stage2/best",
      "model_files": {"config.json": [size, "<sha256>"], "model.safetensors": [size, "<sha256>"], ...},
-     "backend": "onnx", "window_s": 20.0, "window_overlap_s": 4.0, "calibration": true,
+     "backend": "onnx", "window_s": 20.0, "window_overlap_s": 4.0, "temperature": 1.3,
      "segments": null, "vad": false}
 
 A re-run with other settings is refused, naming each one old → new (`resume_problems`), before anything is written:
@@ -40,7 +40,7 @@ NAMES = {
     "backend": "--backend",
     "window_s": "--window",
     "window_overlap_s": "--window-overlap",
-    "calibration": "calibration (--no-calibration)",
+    "temperature": "calibration temperature (--no-calibration: 1)",
     "segments": "--segments",
     "vad": "--vad",
 }
@@ -94,6 +94,17 @@ def model_identity(model: str | os.PathLike) -> dict:
     return {"model": str(model), "model_files": {"commit": _hub_commit(str(model))}}
 
 
+def _temperature(model, calibration: bool) -> float:
+    """The temperature the pipeline divides the logits by (`prediction_fields.calibration_temperature`), from the
+    checkpoint's config.json alone (already read by the model check: no weights)."""
+    from transformers import PreTrainedConfig
+
+    from ..prediction_fields import checked_temperature
+
+    value = PreTrainedConfig.get_config_dict(str(model))[0].get("calibration_temperature") if calibration else None
+    return 1.0 if value is None else checked_temperature(value)
+
+
 def job_settings(
     model: str | os.PathLike,
     backend: str,
@@ -101,9 +112,12 @@ def job_settings(
     window_overlap_s: float | None = None,
     calibration: bool = True,
     segments=None,
+    temperature: float | None = None,
 ) -> dict:
     """The settings that decide a job's rows (the module docstring). `window_s`/`window_overlap_s`: None for the
-    pipeline's defaults; `segments`: a `recordings.SegmentSource` or None (one row per file)."""
+    pipeline's defaults; `calibration`: False for `--no-calibration`, recorded as the temperature it leads to (a
+    checkpoint without one gives T = 1 either way: the same rows), or `temperature` (a loaded pipeline's);
+    `segments`: a `recordings.SegmentSource` or None (one row per file)."""
     from ..timeline_segments import WINDOW_LENGTH_S, WINDOW_OVERLAP_S
 
     folder = getattr(segments, "folder", None)
@@ -112,7 +126,7 @@ def job_settings(
         "backend": backend,
         "window_s": float(WINDOW_LENGTH_S if window_s is None else window_s),
         "window_overlap_s": float(WINDOW_OVERLAP_S if window_overlap_s is None else window_overlap_s),
-        "calibration": bool(calibration),
+        "temperature": float(_temperature(model, calibration) if temperature is None else temperature),
         "segments": folder if folder in (None, "auto") else str(Path(folder).resolve()),
         "vad": bool(getattr(segments, "vad", False)),
     }
@@ -124,9 +138,21 @@ UNKNOWN_ROWS = (
 )
 
 
+def pipeline_settings(pipe, pipeline_kwargs: dict | None = None, segments=None) -> dict:
+    """`job_settings` of a loaded `FrameAlignedEmotionPipeline` (what `batch.predict_files` records when its caller
+    gives none): the checkpoint it was loaded from, its backend (the ONNX file it runs), its temperature."""
+    from .onnx_export import FP32_NAME, INT8_NAME, INT8_STATIC_NAME
+
+    onnx_file = getattr(pipe.model, "path", None)  # an `OnnxFrameAlignedModel`'s
+    names = {FP32_NAME: "onnx", INT8_NAME: "onnx-int8", INT8_STATIC_NAME: "onnx-int8-static"}
+    backend = "torch" if onnx_file is None else names.get(Path(onnx_file).name, str(onnx_file))
+    windows = pipeline_kwargs or {}
+    window_s, overlap_s = windows.get("window_length_s"), windows.get("window_overlap_s")
+    model = pipe.model.name_or_path
+    return job_settings(model, backend, window_s, overlap_s, segments=segments, temperature=pipe.temperature)
+
+
 def _shown(key: str, value) -> str:
-    if key == "calibration":
-        return "on" if value else "off"
     return json.dumps(value)
 
 

@@ -25,13 +25,13 @@ OUTPUTS = ("p.csv", "p.errors.csv", "p.job.json")
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
-    """Two tiny checkpoints (fold1, fold3: other random weights), two real clips and a corrupt file, and the outputs
-    of `predict.py audio --model fold1 --output p.csv` (2 rows, 1 error, the record)."""
+    """Two tiny checkpoints (fold1, fold3: other random weights; calibration temperature 1.5), two real clips and a
+    corrupt file, and the outputs of `predict.py audio --model fold1 --output p.csv` (2 rows, 1 error, the record)."""
     folder = tmp_path_factory.mktemp("resume")
     for fold in (1, 3):
         torch.manual_seed(fold)
         best = folder / f"fold{fold}" / "best"
-        Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(best)
+        Wav2Vec2ForFrameAlignedClassification(tiny_config(calibration_temperature=1.5)).save_pretrained(best)
         make_feature_extractor().save_pretrained(best)
     (folder / "audio").mkdir()
     for name in CLIPS:
@@ -69,7 +69,7 @@ def copied_outputs(job, tmp_path) -> dict[str, bytes]:
         (["--model", "fold3/best", "--retry-errors"], '--model: "{job}/fold1/best" → "{job}/fold3/best"'),
         (["--backend", "onnx"], '--backend: "torch" → "onnx"'),
         (["--window", "1", "--window-overlap", "0.25"], "--window: 20.0 → 1.0; --window-overlap: 4.0 → 0.25"),
-        (["--no-calibration"], "calibration (--no-calibration): on → off"),
+        (["--no-calibration"], "calibration temperature (--no-calibration: 1): 1.5 → 1.0"),
         (["--segments", "auto"], '--segments: null → "auto"'),
     ],
     ids=["model", "model-retry-errors", "backend", "window", "calibration", "segments"],
@@ -187,3 +187,31 @@ def test_rows_still_unmerged_in_ray_parts_count_and_a_record_without_rows_is_rep
     shutil.rmtree(tmp_path / "p.csv.parts")
     assert predict("audio/" + CLIPS[0], "--model", "fold3/best", "--output", tmp_path / "p.csv", cwd=job) == 0
     assert json.loads((tmp_path / "p.job.json").read_text())["settings"] == fold3
+
+
+def test_the_library_call_records_and_checks_the_same_settings_as_predict_py(job, tmp_path, monkeypatch):
+    """`predict_files(pipe, ...)` without `settings` derives them from the pipeline (its checkpoint, backend,
+    temperature): predict.py's output resumes, another model's pipeline is refused, a calibration the checkpoint
+    lacks is no difference (T = 1 either way: the same rows)."""
+    from modeling.inference import load_pipeline
+    from modeling.inference.batch import BatchJobError, collect_inputs, predict_files
+    from modeling.inference.job_record import job_settings, pipeline_settings
+
+    before = copied_outputs(job, tmp_path)
+    recorded = json.loads(before["p.job.json"])["settings"]
+    pipe = load_pipeline(job / "fold1/best")
+    assert pipeline_settings(pipe) == recorded
+    assert pipeline_settings(load_pipeline(job / "fold1/best", calibrated=False))["temperature"] == 1.0
+    monkeypatch.chdir(job)  # the fixture's job ran there, on "audio"
+    paths = collect_inputs(["audio"])
+    summary = predict_files(pipe, paths, tmp_path / "p.csv")
+    assert (summary.predicted, summary.skipped) == (0, 3)
+    with pytest.raises(BatchJobError, match=r"written by another job \(p.job.json\): --model: "):
+        predict_files(load_pipeline(job / "fold3/best"), paths, tmp_path / "p.csv")
+    assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
+    uncalibrated = tmp_path / "uncalibrated"
+    shutil.copytree(job / "fold1/best", uncalibrated)
+    config = json.loads((uncalibrated / "config.json").read_text())
+    del config["calibration_temperature"]
+    (uncalibrated / "config.json").write_text(json.dumps(config))
+    assert job_settings(uncalibrated, "torch", calibration=False) == job_settings(uncalibrated, "torch")
