@@ -9,10 +9,11 @@
     python predict.py calls/ --model DIR --output segments.csv --vad            # segments from silero-vad
 
 Everything is checked first (the inputs, the model, the output files: every problem listed, nothing written).
-Re-running the same command resumes: files already in the output are skipped. Unreadable files are listed in
-`<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them again); that file is only
-written when a file failed. The work is done by `modeling.inference.batch.predict_files`; this module parses the
-arguments and prints.
+Re-running the same command resumes: files already in the output are skipped; a re-run with another model (or its
+files changed), backend, window, calibration or segment source is refused (`<output stem>.job.json` records them).
+Unreadable files are listed in `<output stem>.errors.csv` with the reason and skipped (`--retry-errors` tries them
+again); that file is only written when a file failed. The work is done by `modeling.inference.batch.predict_files`;
+this module parses the arguments and prints.
 """
 
 import argparse
@@ -118,9 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def checked_job(args):
     """Everything checked before anything is written: the inputs, the output files, the segment source, the model
-    (its config; then, with nothing else wrong, the pipeline for the local engine). Returns (paths,
-    pipeline or None for Ray, `SegmentSource` or None). Raises `CheckError` listing every problem, grouped by
-    cause."""
+    (its config; then, with nothing else wrong, the pipeline for the local engine), and that an existing output was
+    written by the same job (`job_record`: model and its files, backend, window, calibration, segments). Returns
+    (paths, pipeline or None for Ray, `SegmentSource` or None, the job's settings). Raises `CheckError` listing every
+    problem, grouped by cause."""
     from ..data.problems import Problem
     from ..inference import load_pipeline
     from ..inference.batch import BatchJobError, JobOutputs, collect_inputs
@@ -131,6 +133,7 @@ def checked_job(args):
         raise_on_problems,
         window_flag_problems,
     )
+    from ..inference.job_record import job_settings, resume_problems
     from ..inference.output_files import output_problems
     from ..inference.recordings import SegmentSource
 
@@ -149,6 +152,11 @@ def checked_job(args):
             problems.append(Problem("--segments", f"--segments: {error} Expected auto or a folder."))
     pipe = None
     problems += model_problems(args.model)  # its config.json only: cheap, listed with the other problems
+    settings = None
+    if not problems:  # the job's settings, compared with an existing output's before the model is loaded
+        calibration = not args.no_calibration
+        settings = job_settings(args.model, args.backend, args.window, args.window_overlap, calibration, segments)
+        problems += resume_problems(args.output, settings, args.errors, args.timeline)[0]
     if args.engine == "local" and not problems:  # loading may export ONNX files beside the checkpoint: only now
         options = dict(backend=args.backend, num_threads=args.threads, device=args.device)
         load = lambda: load_pipeline(args.model, calibrated=not args.no_calibration, **options)  # noqa: E731
@@ -161,7 +169,7 @@ def checked_job(args):
         labels, per_segment = list(pipe.classes), segments is not None
         problems += JobOutputs.problems(args.output, labels, args.errors, args.timeline, per_segment)
     raise_on_problems(problems, source="predict.py's arguments")
-    return paths, pipe, segments
+    return paths, pipe, segments, settings
 
 
 def _saved(argv) -> str:
@@ -185,8 +193,9 @@ def main(argv=None) -> int:
             raise_on_problems(problems, source="predict.py --export-onnx")
             print("\n".join(f"wrote {path}" for path in written))
             return 0
-        paths, pipe, segments = checked_job(args)
+        paths, pipe, segments, settings = checked_job(args)
         common = dict(
+            settings=settings,
             errors_path=args.errors,
             timeline_path=args.timeline,
             batch_size=args.batch_size,

@@ -42,6 +42,7 @@ from ..rundir.atomic import atomic_write_text
 from ..rundir.faults import FaultInjected, fault_point
 from ..rundir.reader import close_names_hint
 from ..segments.writers import format_probability, format_seconds, rounded
+from .job_record import open_record, pipeline_settings
 from .output_files import append_bytes, csv_text, repair_partial_line, spool_parts
 from .recordings import SEGMENT_COLUMNS, NoSegments, SegmentSource, predict_recording, segment_record, segment_row
 
@@ -192,9 +193,13 @@ class JobOutputs:
 
     @classmethod
     def open(
-        cls, predictions, labels, errors=None, timeline=None, retry_errors: bool = False, per_segment: bool = False
+        cls, predictions, labels, errors=None, timeline=None, retry_errors=False, per_segment=False, settings=None
     ) -> "JobOutputs":
-        """Repair, check and read the outputs of an earlier run of the same job (all optional)."""
+        """Repair, check and read the outputs of an earlier run of the same job (all optional). `settings`
+        (`job_record.job_settings`): refused (`BatchJobError`, nothing touched) when the outputs' recorded job had
+        others; recorded beside the output when new."""
+        if settings is not None and (problems := open_record(predictions, settings, errors, timeline)):
+            raise BatchJobError(problems, source="the outputs")
         predictions = Path(predictions)
         errors = Path(errors) if errors else predictions.with_name(predictions.stem + ".errors.csv")
         timeline = Path(timeline) if timeline else None
@@ -437,6 +442,7 @@ def predict_files(
     progress: bool | None = None,
     pipeline_kwargs: dict | None = None,
     segments: SegmentSource | None = None,
+    settings: dict | None = None,
 ) -> BatchSummary:
     """Predict every file of `paths` with `pipe` (a `FrameAlignedEmotionPipeline`, any backend) into `output`.
 
@@ -446,17 +452,19 @@ def predict_files(
     only on a terminal). `pipeline_kwargs` go to every pipeline call (e.g. `window_length_s`). `segments` (a
     `recordings.SegmentSource`): long-recording mode, one row per segment (`file, start_s, end_s, speaker,
     predicted, prob_<class>...`), a recording's rows written together (resume skips recordings already in the CSV);
-    a recording without segments (no speech) is listed in the errors CSV with the reason.
+    a recording without segments (no speech) is listed in the errors CSV with the reason. `settings`
+    (`job_record.job_settings`; default: `pipeline_settings` of `pipe`): a resume with other settings is refused.
 
     Raises:
-        BatchJobError: the output was written by a model with other labels.
+        BatchJobError: the output was written by a model with other labels, or by a job with other `settings`.
         ValueError: `pipeline_kwargs`' window settings do not suit the model (checked before any file is read,
             rather than failing every file into the errors CSV).
     """
     started = time.perf_counter()
     pipe.window_and_step(**window_settings(pipeline_kwargs))
     labels = list(pipe.classes)
-    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, segments is not None)
+    settings = settings or pipeline_settings(pipe, pipeline_kwargs, segments)
+    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, segments is not None, settings)
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
     timed, unreadable = header_durations(pending)
     timed.sort(key=lambda item: -item[1])

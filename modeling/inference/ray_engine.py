@@ -58,6 +58,7 @@ from .batch import (
     progress_bar,
     window_settings,
 )
+from .job_record import job_settings
 from .output_files import append_bytes, csv_text, repair_partial_line
 
 
@@ -292,6 +293,7 @@ def predict_files_on_ray(
     retry_errors: bool = False,
     progress: bool | None = None,
     pipeline_kwargs: dict | None = None,
+    settings: dict | None = None,
 ) -> BatchSummary:
     """Predict every file of `paths` with the checkpoint `model` into `output`, on Ray (see the module docstring).
 
@@ -304,17 +306,20 @@ def predict_files_on_ray(
         actors: actors in the pool (default: the cluster's CPUs ÷ `cpus_per_actor`).
         files_per_block: files per block: the unit of scheduling, retry, part file and merge.
         max_retries: times a block is retried after its worker process died, before its files run one by one.
+        settings: the job's `job_record.job_settings` (default: computed from `model`, `backend`, the window).
         The other arguments are `batch.predict_files`'s.
 
     Raises:
         RayNotInstalled: Ray Data is not installed.
-        BatchJobError: the output was written by a model with other labels.
+        BatchJobError: the output was written by a model with other labels, or by a job with other settings
+            (`job_record`: the model and its files, the backend, the window; the driver records them).
         ValueError: `pipeline_kwargs`' window settings do not suit the model (before any file is read).
     """
     import_ray()
     started = time.perf_counter()
     labels = _checked_labels(model, backend, pipeline_kwargs)
-    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors)
+    settings = settings or _job_settings(model, backend, pipeline_kwargs)
+    outputs = JobOutputs.open(output, labels, errors_path, timeline_path, retry_errors, settings=settings)
     parts = PartFiles(output, outputs)
     parts.merge_leftovers()
     pending = [path for path in paths if path not in outputs.done and path not in outputs.failed]
@@ -359,6 +364,12 @@ def _checked_labels(model, backend: str, pipeline_kwargs: dict | None) -> list[s
     pipe = load_pipeline(model, backend=backend)
     pipe.window_and_step(**window_settings(pipeline_kwargs))
     return list(pipe.classes)
+
+
+def _job_settings(model, backend: str, pipeline_kwargs: dict | None) -> dict:
+    """The job's settings recorded beside its output (`job_record`; the actors use the checkpoint's calibration)."""
+    windows = window_settings(pipeline_kwargs)
+    return job_settings(model, backend, windows.get("window_length_s"), windows.get("window_overlap_s"))
 
 
 def _blocks(outputs: JobOutputs, pending: list[str], files_per_block: int):

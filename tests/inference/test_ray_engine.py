@@ -7,6 +7,7 @@ One Ray session serves the whole module (`ray_session` fixture); the driver-kill
 """
 
 import csv
+import json
 import os
 import re
 import signal
@@ -21,7 +22,8 @@ from helpers import POLISH3, REPO, markdown_blocks
 from test_inference import awkward_folder, read_csv, save_checkpoint
 
 from modeling.cli.predict import main
-from modeling.inference.batch import collect_inputs
+from modeling.inference.batch import BatchJobError, collect_inputs
+from modeling.inference.job_record import record_path
 from modeling.inference.ray_engine import parts_folder, predict_files_on_ray
 from modeling.rundir.faults import FAULT_ENV, FAULT_LOG_ENV
 
@@ -120,6 +122,18 @@ def test_ray_engine_csv_equals_the_local_engine_csv(ray_session, checkpoint, fol
     # a re-run does nothing
     summary = predict_files_on_ray(checkpoint, collect_inputs([str(folder)]), output, backend=backend, progress=False)
     assert (summary.predicted, summary.failed, summary.skipped) == (0, 0, 7)
+    # the driver recorded the job's settings (job_record); the engine is not one of them (the same rows): the local
+    # engine's output resumes on Ray; another model at the same output is refused, before anything is written
+    assert json.loads(record_path(output).read_text())["settings"]["backend"] == backend
+    paths = collect_inputs([str(folder)])
+    summary = predict_files_on_ray(checkpoint, paths, expected, backend=backend, progress=False)
+    assert (summary.predicted, summary.failed, summary.skipped) == (0, 0, 7)
+    other = tmp_path_factory.mktemp("other-ckpt")
+    save_checkpoint(other)
+    rows = output.read_bytes()
+    with pytest.raises(BatchJobError, match=r"written by another job \(ray-\w+.job.json\): --model: "):
+        predict_files_on_ray(other, paths, output, backend=backend, progress=False)
+    assert output.read_bytes() == rows
 
 
 def run_on_ray(checkpoint, folder, output, **kwargs):
