@@ -1,6 +1,6 @@
 """Calibration (modeling/evaluation/calibration.py, the temperature in the core): a known temperature recovered, ECE
 and Brier by hand, and the checkpoint's temperature applied identically by the pipeline, the ONNX backend and
-predict.py (logits unchanged)."""
+predict.py (logits unchanged), its --timeline segments too."""
 
 import csv
 import json
