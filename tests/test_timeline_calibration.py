@@ -106,24 +106,29 @@ def test_calibration_changes_no_segment_and_no_label(checkpoint):
     assert (on_calibrated != smooth_frames(by_hand(frame_logits, 1.0), "median", 11).argmax(-1)).any()
 
 
-def test_the_cli_table_header_and_rows_show_the_same_calibrated_scale(checkpoint, tmp_path, capsys):
+SCALES = [([], T, "(calibrated, temperature 5.00)"), (["--no-calibration"], 1.0, "(uncalibrated)")]
+
+
+@pytest.mark.parametrize("flags, temperature, note", SCALES)
+def test_the_cli_table_header_and_rows_show_one_scale(checkpoint, tmp_path, capsys, flags, temperature, note):
     """docs/inference.md's --join table: the header's utterance probabilities and the rows' segment probabilities
-    are both softmax(logits / T) of the checkpoint's T, and the header says so."""
+    are on the scale of the temperature the header names (the checkpoint's, or 1 with --no-calibration)."""
     folder, model, clips, waveform = checkpoint
     out = tmp_path / "joined.json"
-    assert timeline_main([*clips, "--join", "--model", str(folder), "--json", str(out), "--json-frames"]) == 0
+    argv = [*clips, "--join", "--model", str(folder), "--json", str(out), *flags]
+    assert timeline_main(argv) == 0
     printed = capsys.readouterr().out
     (record,) = json.loads(out.read_text())
-    assert record["calibration_temperature"] == T
+    assert record["calibration_temperature"] == temperature
     logits, frame_logits = logits_of(model, waveform)
-    utterance = dict(zip(CLASSES, by_hand(logits, T)))
+    utterance = dict(zip(CLASSES, by_hand(logits, temperature)))
     header = printed.splitlines()[0]
-    assert header.startswith("2 files joined  (") and header.endswith("(calibrated, T = 5.00)")
-    shown = dict((name, float(p)) for name, p in re.findall(r"(\w+) (\d\.\d\d)", header.split("[")[1]))
+    assert header.startswith("2 files joined  (") and header.endswith(note)
+    shown = dict((name, float(p)) for name, p in re.findall(r"(\w+) (\d\.\d\d)", header.split("[")[1].split("]")[0]))
     assert shown == {name: round(p, 2) for name, p in utterance.items()}
     smoothed = smooth_frames(by_hand(frame_logits, 1.0), "median", 11)
     rows = [line.split() for line in printed.splitlines()[2:] if re.match(r"^ +\d+\.\d\d +\d", line)]
     assert len(rows) == len(record["timeline"]) > 2
     for row, mean in zip(rows, segment_means(record, smoothed)):
-        mean = tempered_by_hand(mean / mean.sum(), T)
+        mean = tempered_by_hand(mean / mean.sum(), temperature)
         assert row[2] == CLASSES[int(mean.argmax())] and float(row[3]) == round(float(mean.max()), 2)

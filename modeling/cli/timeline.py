@@ -52,10 +52,11 @@ def _predicted(record: dict) -> str:
 
 
 def scale_note(temperature: float | None) -> str:
-    """What the probabilities of a table are: "calibrated, T = 5.09" or "uncalibrated, T = 1" ("" when unknown)."""
+    """What the probabilities of a table are: "calibrated, temperature 5.09" or "uncalibrated" ("" when unknown).
+    ("T" is taken: the table's `α×T` column counts frames.)"""
     if temperature is None:
         return ""
-    return "uncalibrated, T = 1" if temperature == 1 else f"calibrated, T = {temperature:.2f}"
+    return "uncalibrated" if temperature == 1 else f"calibrated, temperature {temperature:.2f}"
 
 
 def format_result(name: str, result: dict, temperature: float | None = None) -> str:
@@ -118,6 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     long.add_argument("--vad", action="store_true", help="segments from silero-vad (where no segment file is found)")
     long.add_argument("--out", action="append", default=[], help="results as .csv/.jsonl/.rttm/.srt/.vtt (repeat)")
     long.add_argument("--lanes", help="a PNG: one lane per speaker, coloured by emotion, shade = probability")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="every probability from the raw softmax (temperature 1), not the checkpoint's calibration_temperature",
+    )
     parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
     args = parser.parse_args(argv)
     if not args.model:
@@ -222,7 +228,9 @@ def checked_inputs(args):
     problems += unreadable
     # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
     timeline = load_checked(
-        lambda: load_pipeline(args.model, backend="torch", device=args.device), args.model, problems
+        lambda: load_pipeline(args.model, backend="torch", device=args.device, calibrated=not args.no_calibration),
+        args.model,
+        problems,
     )
     if timeline is not None and not any(problem.key == "--window" for problem in problems):
         problems += window_flag_problems(args.window, args.window_overlap, timeline)  # the model's receptive field
