@@ -42,7 +42,7 @@ from .collator import make_feature_extractor
 from .configuration_frame_aligned import label_names
 from .frames import frame_geometry
 from .loading_frame_aligned import refuse_new_head
-from .prediction_fields import calibration_temperature, prediction_record, softmax
+from .prediction_fields import calibration_temperature, prediction_record, softmax, tempered
 from .timeline_recording import iter_segment_results
 from .timeline_segments import (
     SMOOTHING_METHODS,
@@ -107,9 +107,9 @@ class FrameAlignedEmotionPipeline(Pipeline):
           project's predictions vocabulary, `prediction_fields.py`). For an input longer than `window_length_s` the
           probabilities are the duration-weighted mean of the windows' distributions (see `stitch_windows`).
         - `timeline`: [{"start_s", "end_s", "predicted", "prob_<class>"..., "weight"}]: contiguous segments covering
-          0..`duration` seconds; `prob_<class>` is the mean (smoothed) distribution over the segment and `predicted`
-          its most probable class, `weight` the mean α over the segment (α sums to 1 over the whole input, so
-          `weight × number of frames` > 1 means "more important than average").
+          0..`duration` seconds; `prob_<class>` is the mean (smoothed) distribution over the segment (on the scale
+          of T: `calibrated`), `predicted` its most probable class, `weight` the mean α over the segment (α sums to 1
+          over the whole input, so `weight × number of frames` > 1 means "more important than average").
         - `windows`: [{"start_s", "end_s", "predicted", "prob_<class>"..., "share"}]: the utterance prediction of every
           window (one entry for a short input) and its share of the overall result.
         - `duration` (seconds), `frame_duration` (seconds per frame: Π conv strides / sampling rate; 0.02 for
@@ -146,6 +146,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
             seeking), never whole. A segment ending past the audio's end is clipped with a warning; one starting at
             or after it raises `SegmentError` (`timeline_recording.clip_segments`). No segments: `[]` and a warning.
         sampling_rate (`int`, *optional*, per call): the rate of array inputs.
+        calibrated (`bool`, defaults to `True`, at construction): every probability of a result, frames included, on
+            the scale of the checkpoint's `calibration_temperature` T (`False`: T = 1); T changes no segment or label.
 
     `__call__` is overridden: the base class's DataLoader neither sorts by length nor streams a long input window by
     window; `preprocess` (feature extraction of a batch), `_forward` and `postprocess` (stitching + timeline of one
@@ -159,8 +161,6 @@ class FrameAlignedEmotionPipeline(Pipeline):
 
     def __init__(self, *args, calibrated: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        # Utterance and window probabilities: softmax(logits / T), T the checkpoint's calibration temperature
-        # (prediction_fields.calibration_temperature); calibrated=False: T = 1. Frame probabilities stay uncalibrated.
         self.temperature = calibration_temperature(self.model.config, calibrated)
         if self.feature_extractor is None:
             logger.warning("No feature extractor with the model: using the project's default (16 kHz).")
@@ -260,6 +260,7 @@ class FrameAlignedEmotionPipeline(Pipeline):
             smoothing=smoothing,
             smoothing_frames=max(1, round(smoothing_window_s / self.frame_duration)),
             min_segment_frames=max(1, round(min_segment_s / self.frame_duration)),
+            temperature=self.temperature,
         )
         result = {
             **prediction_record(utterance, self.classes),
@@ -272,8 +273,8 @@ class FrameAlignedEmotionPipeline(Pipeline):
         if return_frames:
             result["frames"] = {
                 "time": np.arange(len(weights)) * self.frame_duration,
-                "probabilities": probabilities,
-                "smoothed": smoothed,
+                "probabilities": tempered(probabilities, self.temperature),  # = softmax(frame_logits / T)
+                "smoothed": tempered(smoothed, self.temperature),
                 "weights": weights,
                 "classes": list(self.classes),
             }

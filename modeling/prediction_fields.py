@@ -6,8 +6,9 @@ pipeline result and document of this project.
 - `predicted`: the predicted class, the most probable one.
 - `prob_<class>`: the probability of each class, one field per class in the model's label order (`id2label`): the
   softmax of the logits divided by the checkpoint's calibration temperature (`softmax` below, the project's one
-  softmax; `calibration_temperature`), the mean of the fold models' for an ensemble,
-  the mean over a segment's frames for a timeline segment.
+  softmax; `calibration_temperature`), the mean of the fold models' for an ensemble, for a timeline segment the
+  mean of its (smoothed, uncalibrated) frame distributions put on the same scale with the same T (`tempered`): one
+  result, one scale, and calibration changes no label.
 
 "score" never names a probability here: it means an evaluation metric (score.py's `scores.json`: UA, WA, macro-F1).
 transformers' own `audio-classification` pipeline keeps its format (`[{"label", "score"}]`, `label` the predicted
@@ -49,6 +50,21 @@ def softmax(logits, temperature: float | None = None) -> np.ndarray:
         logits = logits / checked_temperature(temperature)
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def tempered(distribution, temperature: float | None = None) -> np.ndarray:
+    """Row-wise temperature of (..., C) probability distributions: p^(1/T) / Σ p^(1/T) = softmax(log p / T), so for
+    p = softmax(z) it equals softmax(z / T) exactly. It puts a distribution that is not one softmax (a segment's mean
+    of frame distributions) on the scale of the calibrated ones, keeping its argmax. None or 1: unchanged (float64).
+
+    Raises:
+        ValueError: a temperature that is not a positive finite number.
+    """
+    distribution = np.asarray(distribution, dtype=np.float64)
+    if temperature is None or temperature == 1:
+        return distribution
+    powered = distribution ** (1.0 / checked_temperature(temperature))
+    return powered / powered.sum(axis=-1, keepdims=True)
 
 
 def checked_temperature(temperature) -> float:
@@ -103,4 +119,5 @@ __all__ = [
     "probability_field",
     "probability_fields",
     "softmax",
+    "tempered",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prediction_fields import prediction_record
+from .prediction_fields import prediction_record, tempered
 
 
 # The window settings' defaults (seconds): inputs longer than WINDOW_LENGTH_S run in windows overlapping by
@@ -132,8 +132,10 @@ class WindowPrediction:
     Attributes:
         start: first sample of the window in the input (a multiple of the hop).
         num_samples: window length in samples.
-        probabilities: (num_labels,) utterance distribution q = softmax(logits) of the window.
-        frame_probabilities: (num_frames, num_labels) p_t = softmax(frame_logits), valid frames only.
+        probabilities: (num_labels,) utterance distribution q = softmax(logits / T) of the window (T: the
+            calibration temperature; 1 uncalibrated).
+        frame_probabilities: (num_frames, num_labels) p_t = softmax(frame_logits), valid frames only, uncalibrated:
+            the segments are cut on them (`build_timeline` puts what it shows on the scale of T).
         frame_weights: (num_frames,) α_t of the window (sums to 1 over the window).
     """
 
@@ -296,6 +298,7 @@ def build_timeline(
     smoothing: str = "median",
     smoothing_frames: int = 1,
     min_segment_frames: int = 1,
+    temperature: float = 1.0,
 ) -> tuple[list[dict], np.ndarray]:
     """Frames → segments of one dominant emotion: runs of the smoothed frames' most probable class, runs shorter than
     `min_segment_frames` absorbed by a neighbour, then each segment labelled with the most probable class of its mean
@@ -304,11 +307,17 @@ def build_timeline(
     Args:
         probabilities: (T, C) frame distributions; weights: (T,) α.
         frame_duration: seconds per frame (hop / sampling rate); duration: seconds of audio.
+        temperature: the calibration temperature T of the result (fitted on utterance logits; the frames share the
+            utterance classifier); the segments' `prob_<class>` are their mean distribution p put on its scale,
+            p^(1/T) normalised (`tempered`), as softmax(logits / T) puts a softmax. Segments and labels do not
+            depend on it: they are cut on the uncalibrated frames (averaging flattened distributions could change a
+            label: the mean of softmax(z / T) does not keep its argmax as T grows), and tempering keeps the argmax,
+            so a segment's `predicted` is still the most probable class of the probabilities it shows.
     Returns:
         The segments {"start_s", "end_s", "predicted", "prob_<class>"..., "weight"} (times in seconds on the
         frame grid, except that the last one ends at `duration`, since the conv stack yields no frame for the final
         < receptive-field samples; `prob_<class>` the mean smoothed distribution over the segment, `predicted` its
-        most probable class; `weight` the mean α) and the smoothed (T, C) frames.
+        most probable class; `weight` the mean α) and the smoothed (T, C) frames (uncalibrated).
     """
     classes = [id2label[c] for c in range(probabilities.shape[1])]
     smoothed = smooth_frames(probabilities, smoothing, smoothing_frames)
@@ -321,7 +330,8 @@ def build_timeline(
             {
                 "start_s": round(start * frame_duration, 6),
                 "end_s": round(duration if index == len(segments) - 1 else end * frame_duration, 6),
-                **prediction_record(mean / mean.sum(), classes),  # `predicted` = label_by_mean's class
+                # `predicted` = label_by_mean's class (tempering keeps the argmax)
+                **prediction_record(tempered(mean / mean.sum(), temperature), classes),
                 "weight": float(weights[start:end].mean()),
             }
         )

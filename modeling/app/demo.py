@@ -13,6 +13,7 @@ bounded by the limit, not by the file); an unreadable, empty (0 samples) or sile
 gives a message in the page instead of a result, and the server keeps serving.
 """
 
+import copy
 import os
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -68,9 +69,11 @@ class _CpuModel(nn.Module):
 
 
 class FoldEnsemble(_CpuModel):
-    """The fold models as one model: the utterance distribution is the mean of the folds' softmax (as score.py's
-    ensemble), each frame's distribution the mean of the folds' frame softmax, α the mean of the folds' α. Returned as
-    logits = log(mean probability), so the pipeline's softmax gives the mean back exactly.
+    """The fold models as one model: the utterance distribution is the mean of the folds' calibrated softmax,
+    softmax(logits / T_k) with each fold's `calibration_temperature` T_k (score.py's ensemble), each frame's
+    distribution the mean of the folds' calibrated frame softmax (the same T_k), α the mean of the folds' α. Returned
+    as logits = log(mean probability) under a config without a temperature (T = 1: the means are already on the
+    folds' calibrated scale), so the pipeline's softmax gives the mean back exactly.
 
     Args:
         models: the folds' models (PyTorch or ONNX stand-ins), same classes and frame geometry.
@@ -86,7 +89,9 @@ class FoldEnsemble(_CpuModel):
         labels = [dict(m.config.id2label) for m in self.members]
         if any(other != labels[0] for other in labels[1:]):
             raise ValueError(f"the folds' classes differ: {labels}")
-        self.config = self.members[0].config
+        self.temperatures = [getattr(m.config, "calibration_temperature", None) or 1.0 for m in self.members]
+        self.config = copy.deepcopy(self.members[0].config)
+        self.config.calibration_temperature = None  # the members' temperatures are applied in `forward`
         self.name_or_path = ENSEMBLE
 
     def eval(self):
@@ -103,7 +108,8 @@ class FoldEnsemble(_CpuModel):
             raise ValueError("the folds' frame masks differ: their models have different frame geometries")
 
         def mean_log(name):
-            return torch.stack([getattr(o, name).float().softmax(-1) for o in outputs]).mean(0).log()
+            tempered = [getattr(o, name).float().div(t).softmax(-1) for o, t in zip(outputs, self.temperatures)]
+            return torch.stack(tempered).mean(0).log()
 
         weights = torch.stack([o.frame_weights.float() for o in outputs]).mean(0)
         return SimpleNamespace(

@@ -19,6 +19,7 @@ from ..data.problems import CheckError
 from ..evaluation.breakdowns import breakdown_summary
 from ..evaluation.cross_corpus import ENSEMBLE, score_run
 from ..evaluation.score_checks import score_problems
+from ..metrics.over_folds import format_signed
 from ..training.run_config import ConfigError
 from .errors import report_error
 from .interrupt import exits_cleanly_on_interrupt
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
         print(f"ensemble {breakdown_summary(scores[ENSEMBLE]['breakdowns'])}")
     for spec, entry in (scores.get("perturbations") or {}).items():
         e = entry["models"][ENSEMBLE]
-        print(f"{spec}: ensemble ΔUA {100 * e['delta_ua']:+.2f}  Δmacro-F1 {100 * e['delta_macro_f1']:+.2f} (points)")
+        deltas = f"ΔUA {format_signed(e['delta_ua'])}  Δmacro-F1 {format_signed(e['delta_macro_f1'])}"
+        print(f"{spec}: ensemble {deltas} (points)")
     if scores["left_out"]:
         print("left out (no run class): " + ", ".join(f"{k} ({v})" for k, v in scores["left_out"].items()))
     if scores["missing_classes"]:

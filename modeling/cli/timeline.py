@@ -51,12 +51,23 @@ def _predicted(record: dict) -> str:
     return f"{record[PREDICTED]:<12} {record[probability_field(record[PREDICTED])]:5.2f}"
 
 
-def format_result(name: str, result: dict) -> str:
-    """A readable table: the utterance result, the segments and (for long inputs) the windows."""
+def scale_note(temperature: float | None) -> str:
+    """What the probabilities of a table are: "calibrated, temperature 5.09" or "uncalibrated" ("" when unknown).
+    ("T" is taken: the table's `α×T` column counts frames.)"""
+    if temperature is None:
+        return ""
+    return "uncalibrated" if temperature == 1 else f"calibrated, temperature {temperature:.2f}"
+
+
+def format_result(name: str, result: dict, temperature: float | None = None) -> str:
+    """A readable table: the utterance result, the segments and (for long inputs) the windows. Every probability in
+    it is on one scale, softmax(logits / `temperature`) (the pipeline's `temperature`), which the header names."""
     ranked = sorted(probabilities_of(result).items(), key=lambda item: -item[1])
     distribution = "  ".join(f"{label} {p:.2f}" for label, p in ranked)
+    note = scale_note(temperature)
     lines = [
-        f"{name}  ({result['duration_s']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]",
+        f"{name}  ({result['duration_s']:.2f} s)  →  {' '.join(_predicted(result).split())}   [{distribution}]"
+        + (f"   ({note})" if note else ""),
         f"  {'start_s':>8} {'end_s':>8}  {'predicted':<12} {'prob':>5}  {'α×T':>5}",
     ]
     for segment in result["timeline"]:
@@ -108,6 +119,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     long.add_argument("--vad", action="store_true", help="segments from silero-vad (where no segment file is found)")
     long.add_argument("--out", action="append", default=[], help="results as .csv/.jsonl/.rttm/.srt/.vtt (repeat)")
     long.add_argument("--lanes", help="a PNG: one lane per speaker, coloured by emotion, shade = probability")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="every probability from the raw softmax (temperature 1), not the checkpoint's calibration_temperature",
+    )
     parser.add_argument("--device", default=None, help='e.g. "cpu", "cuda:0" (default: first GPU, else CPU)')
     args = parser.parse_args(argv)
     if not args.model:
@@ -212,7 +228,9 @@ def checked_inputs(args):
     problems += unreadable
     # This package's model and pipeline classes (never the checkpoint's Hub copies), through the one loader.
     timeline = load_checked(
-        lambda: load_pipeline(args.model, backend="torch", device=args.device), args.model, problems
+        lambda: load_pipeline(args.model, backend="torch", device=args.device, calibrated=not args.no_calibration),
+        args.model,
+        problems,
     )
     if timeline is not None and not any(problem.key == "--window" for problem in problems):
         problems += window_flag_problems(args.window, args.window_overlap, timeline)  # the model's receptive field
@@ -277,9 +295,10 @@ def main(argv=None) -> int:
             bar.update(len(pairs))
     names, sources = [name for name, _ in kept], [source for _, source in kept]
     for name, result in zip(names, results):
-        print(format_result(name, result), end="\n\n")
+        print(format_result(name, result, timeline.temperature), end="\n\n")
     if args.json:
-        records = [{"audio": name, **result} for name, result in zip(names, results)]
+        scale = {"calibration_temperature": timeline.temperature}  # of every probability in the record
+        records = [{"audio": name, **result, **scale} for name, result in zip(names, results)]
         if not args.json_frames:
             records = [{key: value for key, value in r.items() if key != "frames"} for r in records]
         atomic_write_text(args.json, json.dumps(to_jsonable(records), indent=2, ensure_ascii=False) + "\n")

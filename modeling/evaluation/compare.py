@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from ..metrics.over_folds import format_mean_std, mean_and_std
+from ..metrics.over_folds import format_mean_std, format_signed, mean_and_std
 from ..metrics.predictions import read_predictions
 from ..rundir.reader import FinishedRun, fold_name
 
@@ -283,7 +283,7 @@ def _pm(entry) -> str:
 
 
 def _signed(value) -> str:
-    return "–" if value is None else f"{100 * value:+.2f}"
+    return format_signed(value)
 
 
 def _group_lines(per_group: dict | None) -> list[str]:

@@ -14,6 +14,7 @@ from datasets import Dataset
 
 from ..audio import load_audio
 from ..metrics import compute_ser_metrics
+from ..metrics.over_folds import format_signed
 from .perturbations import CODECS, Perturbation, encoded_bitrate_kbps, snr_db
 
 
@@ -59,7 +60,7 @@ def robustness_markdown(perturbations: dict, names: list[str]) -> str:
         # round(v, 2) + 0.0: a value a hair below 0 (an SNR of -0.0004 dB for a 0 dB target) reads 0.00, not -0.00
         measured = ", ".join(f"{k} {round(v, 2) + 0.0:.2f}" for k, v in entry["measured"].items()) or "–"
         cells = [
-            f"{100 * entry['models'][n]['delta_ua']:+.2f} / {100 * entry['models'][n]['delta_macro_f1']:+.2f}"
+            f"{format_signed(entry['models'][n]['delta_ua'])} / {format_signed(entry['models'][n]['delta_macro_f1'])}"
             for n in names
         ]
         lines.append(f"| `{spec}` | {measured} | " + " | ".join(cells) + " |")

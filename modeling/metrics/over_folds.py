@@ -1,5 +1,6 @@
 """Mean ± std of a metric over cross-validation folds: the one owner of that number and of how it is written
-(results.json / results.md, train.py's summary, the model cards through `results_table`, compare_runs.py).
+(results.json / results.md, train.py's summary, the model cards through `results_table`, compare_runs.py), and of
+how a signed difference of two such numbers is written (`format_signed`).
 
 The std is the population form (ddof=0) over the folds evaluated. With a single fold it is undefined, not 0: it is
 `None` (JSON null) and is written "n/a" — "45.00 ± 0.00" would claim a spread of zero that nobody measured.
@@ -35,4 +36,13 @@ def format_mean_std(
     return f"{scale * mean:.{digits}f} ± {spread}"
 
 
-__all__ = ["NOT_AVAILABLE", "format_mean_std", "mean_and_std"]
+def format_signed(value: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    """A difference times `scale` (100: fractions as percentage points) with its sign: "+1.23", "-0.61", and "+0.00"
+    for anything that rounds to zero (never "-0.00": a difference of -0.001 points is no loss); "–" for None."""
+    if value is None:
+        return "–"
+    text = f"{scale * value:+.{digits}f}"
+    return f"{0.0:+.{digits}f}" if float(text) == 0 else text
+
+
+__all__ = ["NOT_AVAILABLE", "format_mean_std", "format_signed", "mean_and_std"]

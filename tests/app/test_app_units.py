@@ -79,10 +79,12 @@ def _pipeline(model):
 
 
 def test_fold_ensemble_is_the_mean_of_the_folds_probabilities():
+    """Each fold calibrated with its own temperature (5 and 2): the ensemble averages the folds' calibrated
+    utterance and frame probabilities, as score.py's ensemble does."""
     models = []
-    for seed in (0, 1):
+    for seed, temperature in ((0, 5.0), (1, 2.0)):
         torch.manual_seed(seed)
-        models.append(Wav2Vec2ForFrameAlignedClassification(tiny_config()).eval())
+        models.append(Wav2Vec2ForFrameAlignedClassification(tiny_config(calibration_temperature=temperature)).eval())
     waveform = load_audio(POLISH3 / "audio" / "m1.a_nie_1.flac")
     folds = [_pipeline(model)(waveform, return_frames=True) for model in models]
     ensemble = _pipeline(FoldEnsemble(models))(waveform, return_frames=True)

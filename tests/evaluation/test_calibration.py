@@ -1,6 +1,6 @@
 """Calibration (modeling/evaluation/calibration.py, the temperature in the core): a known temperature recovered, ECE
 and Brier by hand, and the checkpoint's temperature applied identically by the pipeline, the ONNX backend and
-predict.py (logits unchanged)."""
+predict.py (logits unchanged), its --timeline segments too."""
 
 import csv
 import json
@@ -111,12 +111,21 @@ def test_pipeline_onnx_and_predict_py_give_the_same_calibrated_probabilities(cal
     assert probabilities_of(torch_result) == pytest.approx(calibrated, abs=1e-6)
     assert probabilities_of(onnx_result) == pytest.approx(calibrated, abs=1e-5)
     assert probabilities_of(load_pipeline(folder, calibrated=False)(clip)) == pytest.approx(raw, abs=1e-6)
-    for flags, expected in (([], calibrated), (["--no-calibration"], raw)):
-        out = tmp_path / f"predictions{len(flags)}.csv"
-        assert predict_main([clip, "--model", str(folder), "--output", str(out), "--no-progress", *flags]) == 0
+    # --timeline's segments on the scale of the CSV's utterance probabilities: the pipeline's, calibrated or not.
+    segments = {flag: load_pipeline(folder, calibrated=flag)(clip)["timeline"] for flag in (True, False)}
+    assert [s["predicted"] for s in segments[True]] == [s["predicted"] for s in segments[False]]
+    assert probabilities_of(segments[True][0]) != pytest.approx(probabilities_of(segments[False][0]), abs=0.01)
+    for flags, expected, timeline in (([], calibrated, segments[True]), (["--no-calibration"], raw, segments[False])):
+        out, jsonl = tmp_path / f"predictions{len(flags)}.csv", tmp_path / f"timeline{len(flags)}.jsonl"
+        argv = [clip, "--model", str(folder), "--output", str(out), "--timeline", str(jsonl), "--no-progress"]
+        assert predict_main([*argv, *flags]) == 0
         with open(out, newline="") as f:
             (row,) = list(csv.DictReader(f))
         assert probabilities_of(row) == pytest.approx(expected, abs=2e-6)
+        (line,) = [json.loads(text) for text in jsonl.read_text().splitlines()]
+        assert len(line["timeline"]) == len(timeline)
+        for written, segment in zip(line["timeline"], timeline):
+            assert probabilities_of(written) == pytest.approx(probabilities_of(segment), abs=2e-6)
 
 
 def test_ensemble_temperature_is_fitted_on_the_calibrated_members_mean():
