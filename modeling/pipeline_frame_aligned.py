@@ -131,12 +131,9 @@ class FrameAlignedEmotionPipeline(Pipeline):
         min_segment_s (`float`, defaults to 0.2): shorter segments are absorbed by a neighbour.
         batch_size (`int`, defaults to 1): inputs (or windows) per forward pass; inputs are sorted by length first.
         padded_batches (`bool`, *optional*): whether inputs of different lengths may share a (zero-padded) batch.
-            `None`: only when padding cannot change a clip's outputs (`config.padding_independent`: the backbone
-            receives the attention mask and has no group norm): then batched results equal one-by-one results.
-            Group-norm backbones (wav2vec2-base) see padding in their normalisation and attention, so by default
-            only equal-length inputs (e.g. the windows of a long input, all but its last) share a batch, as in
-            train.py's evaluation and scores; `True` batches them anyway (faster, probabilities that depend on the
-            batch-mates).
+            `None`: only when padding cannot change a clip's outputs (`config.padding_independent`). Group-norm
+            backbones (wav2vec2-base) see padding, so by default only equal-length inputs (e.g. a long input's
+            windows) share a batch, as in train.py's scores; `True` batches them anyway (faster, batch-dependent).
         return_frames (`bool`, defaults to `False`): add the per-frame arrays (for plots).
         segments (per call, one input only): the stretches of a long recording to label, each a `Segment`, a mapping
             `{"start_s", "end_s"[, "speaker"]}` or a tuple `(start_s, end_s[, speaker])` (seconds; files:
