@@ -18,6 +18,8 @@ of its own, `OnnxFrameAlignedConfig`, so the PyTorch models stay what the frame-
 passes and transformers' logging is left alone.
 """
 
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -27,9 +29,12 @@ from torch import nn
 from transformers import AutoModelForAudioClassification, PreTrainedConfig
 
 from ..modeling_frame_aligned import FrameAlignedClassifierOutput
+from ..rundir.atomic import atomic_write_json
+from .job_record import WEIGHT_SUFFIXES, model_fingerprint
 from .onnx_export import ONNX_DIR, OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
+logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-int8-static")
 # `load_pipeline` keyword arguments that go to the model's `from_pretrained` (the rest go to the pipeline).
 MODEL_KWARGS = ("dtype", "attn_implementation", "device_map")
@@ -137,15 +142,41 @@ class OnnxFrameAlignedConfig(PreTrainedConfig):
 AutoModelForAudioClassification.register(OnnxFrameAlignedConfig, OnnxFrameAlignedModel, exist_ok=True)
 
 
+SOURCE_FILE = "source.json"  # onnx/source.json: the fingerprint of the checkpoint files the ONNX files come from
+
+
 def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
-    """The checkpoint's ONNX file (`onnx/model.onnx` or `onnx/model_int8.onnx`), exported/quantised first if absent."""
+    """The checkpoint's ONNX file (`onnx/model.onnx` or `onnx/model_int8.onnx`), exported/quantised first if absent
+    — or again if the checkpoint's weights changed since the export (`onnx/source.json` records the fingerprint of
+    the files exported, `job_record.model_fingerprint`: a checkpoint retrained or replaced at the same path would
+    otherwise run on its old ONNX files, with no error). An export without that record (older ones) is kept, as is
+    a folder without weights (ONNX files downloaded from the Hub)."""
+    _remove_stale_export(Path(checkpoint))
     path = onnx_path(checkpoint, int8=int8)
     if path.is_file():
         return path
     fp32 = onnx_path(checkpoint)
     if not fp32.is_file():
         export_onnx(checkpoint, fp32)
+        atomic_write_json(fp32.parent / SOURCE_FILE, model_fingerprint(Path(checkpoint)))
     return quantize_int8(fp32, path) if int8 else fp32
+
+
+def _remove_stale_export(checkpoint: Path) -> None:
+    """Delete the ONNX files, and the backend choice measured on them, exported from other weights than the
+    checkpoint's (see `ensure_onnx`)."""
+    from .backend_choice import BACKEND_FILE
+
+    source = checkpoint / ONNX_DIR / SOURCE_FILE
+    if not source.is_file():
+        return
+    current = model_fingerprint(checkpoint)
+    if not any(name.endswith(WEIGHT_SUFFIXES) for name in current) or json.loads(source.read_text()) == current:
+        return
+    logger.warning("%s: the weights changed since its ONNX export: exporting again", checkpoint)
+    for stale in [*source.parent.glob("*.onnx"), *source.parent.glob("*.onnx.data"), source.parent / BACKEND_FILE]:
+        stale.unlink(missing_ok=True)
+    source.unlink()
 
 
 # What an ONNX backend needs of a Hub repository (push_to_hub.py uploads a fold's onnx/ beside its weights): the

@@ -29,7 +29,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from modeling.inference import load_pipeline  # noqa: E402  (needs onnxruntime)
 from modeling.inference.batch import collect_inputs, predict_files  # noqa: E402
-from modeling.inference.onnx_backend import OnnxFrameAlignedModel  # noqa: E402
+from modeling.inference.onnx_backend import OnnxFrameAlignedModel, ensure_onnx  # noqa: E402
 from modeling.inference.onnx_export import export_onnx, onnx_path  # noqa: E402
 
 
@@ -87,6 +87,32 @@ def test_onnx_outputs_equal_pytorch_batched_and_one_by_one(tmp_path, overrides):
         assert torch.allclose(got.frame_logits[valid], expected.frame_logits[valid], atol=1e-4, rtol=0)
         assert torch.allclose(got.frame_weights, expected.frame_weights, atol=1e-4, rtol=0)
         assert torch.allclose(got.frame_weights.sum(-1), torch.ones(len(batch)), atol=1e-5)
+
+
+def test_a_checkpoint_replaced_at_the_same_path_is_exported_again(tmp_path):
+    """Its old ONNX files ran with no error (a fresh-user helper found it): onnx/source.json records the weights
+    exported; other weights at the same path are exported (and quantised) again, the stale files removed."""
+    folder = tmp_path / "best"
+
+    def save(seed):
+        torch.manual_seed(seed)
+        Wav2Vec2ForFrameAlignedClassification(tiny_config()).save_pretrained(folder)
+        make_feature_extractor().save_pretrained(folder)
+
+    save(1)
+    clip = polish3_clips(1)[0][0]
+    old = probabilities_of(load_pipeline(folder, backend="onnx-int8")(clip))
+    assert (folder / "onnx" / "source.json").is_file() and onnx_path(folder, int8=True).is_file()
+    save(2)  # retrained: other weights, same path
+    for backend in ("onnx", "onnx-int8"):
+        new = probabilities_of(load_pipeline(folder, backend=backend)(clip))
+        tolerance = 2e-2 if "int8" in backend else 1e-5
+        assert new == pytest.approx(probabilities_of(load_pipeline(folder)(clip)), abs=tolerance)
+        assert new != pytest.approx(old, abs=1e-3)
+    # a folder without weights (ONNX files as downloaded from the Hub) keeps its files
+    (folder / "model.safetensors").unlink()
+    exported = onnx_path(folder).stat().st_mtime_ns
+    assert ensure_onnx(folder) == onnx_path(folder) and onnx_path(folder).stat().st_mtime_ns == exported
 
 
 def test_pipeline_backends_give_the_same_results(checkpoint):
