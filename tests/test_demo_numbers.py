@@ -12,7 +12,7 @@ from helpers import REPO
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # the whole demo: 5 folds × 2 stages, ~23 CPU-minutes (make test-all)
+@pytest.mark.heavy  # the whole demo: 5 folds × 2 stages, ~12 CPU-minutes (make test-all)
 @pytest.mark.timeout(3600)
 def test_make_demo_gives_the_readmes_numbers(tmp_path):
     readme = (REPO / "README.md").read_text()
