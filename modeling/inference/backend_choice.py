@@ -23,10 +23,9 @@ from pathlib import Path
 from ..prediction_fields import PREDICTED
 from ..rundir.atomic import atomic_write_json
 from .onnx_backend import ensure_onnx, load_pipeline
-from .onnx_export import ONNX_DIR, onnx_path, quantize_int8_static
+from .onnx_export import BACKEND_FILE, ONNX_DIR, onnx_path, quantize_int8_static
 
 
-BACKEND_FILE = "backend.json"
 MIN_AGREEMENT = 0.97
 INT8_PREFERENCE = ("onnx-int8-static", "onnx-int8")
 NAMES = {"onnx-int8-static": "static int8", "onnx-int8": "dynamic int8", "onnx": "fp32 ONNX"}

@@ -31,7 +31,7 @@ from transformers import AutoModelForAudioClassification, PreTrainedConfig
 from ..modeling_frame_aligned import FrameAlignedClassifierOutput
 from ..rundir.atomic import atomic_write_json
 from .job_record import WEIGHT_SUFFIXES, model_fingerprint
-from .onnx_export import ONNX_DIR, OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
+from .onnx_export import BACKEND_FILE, ONNX_DIR, OUTPUT_NAMES, export_onnx, onnx_path, quantize_int8
 
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,6 @@ def ensure_onnx(checkpoint: str | os.PathLike, int8: bool = False) -> Path:
 def _remove_stale_export(checkpoint: Path) -> None:
     """Delete the ONNX files, and the backend choice measured on them, exported from other weights than the
     checkpoint's (see `ensure_onnx`)."""
-    from .backend_choice import BACKEND_FILE
-
     source = checkpoint / ONNX_DIR / SOURCE_FILE
     if not source.is_file():
         return

@@ -20,6 +20,7 @@ from torch import nn
 
 
 ONNX_DIR = "onnx"
+BACKEND_FILE = "backend.json"  # onnx/backend.json: the measured backend choice (`backend_choice`)
 FP32_NAME = "model.onnx"
 INT8_NAME = "model_int8.onnx"
 INT8_STATIC_NAME = "model_int8_static.onnx"
