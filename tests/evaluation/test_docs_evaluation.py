@@ -1,5 +1,6 @@
 """docs/evaluation_breakdowns_calibration.md runs as written: its python blocks in-process, its bash block in a
-folder laid out like a checkout after `make demo` (a tiny calibrated `runs/demo/fold1` stands in for the demo run)."""
+folder laid out like a checkout after `make demo` (a tiny calibrated, finished `runs/demo/fold1` stands in for the
+demo run)."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import pytest
 from helpers import REPO, markdown_blocks, tiny_frame_aligned_model
 
 from modeling.collator import make_feature_extractor
+from modeling.rundir.atomic import atomic_write_json
 from modeling.rundir.integrity import write_manifest
 
 
@@ -37,6 +39,8 @@ def test_bash_block_runs_as_written(tmp_path):
     tiny_frame_aligned_model("wav2vec2", calibration_temperature=0.5).save_pretrained(best)
     make_feature_extractor().save_pretrained(best)
     write_manifest(best)
+    speakers = {"train": ["m3", "m4", "m5"], "validation": ["m2"], "test": ["m1"]}  # the demo's fold 1
+    atomic_write_json(best.parent.parent / "metrics.json", {"checkpoint": "fold1/stage2/best", "speakers": speakers})
     (block,) = markdown_blocks(PAGE, "bash")
     env = {
         **os.environ,

@@ -131,7 +131,7 @@ def test_ray_engine_csv_equals_the_local_engine_csv(ray_session, checkpoint, fol
     other = tmp_path_factory.mktemp("other-ckpt")
     save_checkpoint(other)
     rows = output.read_bytes()
-    with pytest.raises(BatchJobError, match=r"written by another job \(ray-\w+.job.json\): --model: "):
+    with pytest.raises(BatchJobError, match=r"written by another job \(ray-[\w-]+\.job\.json\): --model: "):
         predict_files_on_ray(other, paths, output, backend=backend, progress=False)
     assert output.read_bytes() == rows
 
