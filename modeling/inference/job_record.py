@@ -6,10 +6,11 @@ resumes only the same job.
     {"model": "/abs/runs/demo/fold1/stage2/best",
      "model_files": {"config.json": [size, "<sha256>"], "model.safetensors": [size, "<sha256>"], ...},
      "backend": "onnx", "window_s": 20.0, "window_overlap_s": 4.0, "temperature": 1.3,
-     "segments": null, "vad": false}
+     "segments": null, "vad": false, "timeline": false}
 
 A re-run with other settings is refused, naming each one old → new (`resume_problems`), before anything is written:
 otherwise its rows would be appended to rows another model (or backend, window, ...) wrote, with exit status 0.
+Whether a timeline is written is recorded too: added on a resume, the timeline would miss the earlier files.
 Settings that do not change a row are not recorded: the batch size (batched equals one by one), threads, the
 device, the progress bar, `--files-per-write`, the engine (the Ray engine's rows are the local engine's:
 docs/scaling.md, tests/inference/test_ray_engine.py) and the inputs (a re-run may add files). An output written
@@ -43,6 +44,7 @@ NAMES = {
     "temperature": "calibration temperature (--no-calibration: 1)",
     "segments": "--segments",
     "vad": "--vad",
+    "timeline": "--timeline given",
 }
 
 
@@ -175,11 +177,20 @@ def _written_lines(paths) -> int:
     return count
 
 
+def with_timeline(settings: dict, timeline) -> dict:
+    """`settings` and whether the job writes a timeline (JSON lines, one per file, written with its CSV rows): a
+    resume that adds `--timeline` would leave the earlier files out of it, so it is refused (`resume_problems`); one
+    that drops it is not (it asks for no timeline; the record then says none, so adding it later is refused)."""
+    return {**settings, "timeline": timeline is not None}
+
+
 def resume_problems(output, settings: dict, errors=None, timeline=None) -> tuple[list[Problem], str | None]:
-    """(problems, warning): each recorded setting of `output`'s job that differs from `settings` (one blocking
-    problem naming them all, old → new, and what to do); a warning when earlier rows exist without a record. Outputs
-    without rows (none yet, or deleted to start over) are a new job whatever a record says."""
+    """(problems, warning): each recorded setting of `output`'s job (`settings`, and whether `timeline` is written:
+    `with_timeline`) that differs from this run's (one blocking problem naming them all, old → new, and what to do);
+    a warning when earlier rows exist without a record. Outputs without rows (none yet, or deleted to start over) are
+    a new job whatever a record says."""
     output = Path(output)
+    settings = with_timeline(settings, timeline)
     record = record_path(output)
     errors = Path(errors) if errors else output.with_name(output.stem + ".errors.csv")
     parts = output.with_name(output.name + ".parts") / "manifest.jsonl"  # the Ray engine's blocks not yet merged
@@ -189,7 +200,8 @@ def resume_problems(output, settings: dict, errors=None, timeline=None) -> tuple
         return [], UNKNOWN_ROWS.format(output=output, record=record.name)
     stored = json.loads(record.read_text(encoding="utf-8"))
     earlier = stored.get("settings", {})
-    differ = [key for key in NAMES if earlier.get(key) != settings.get(key)]
+    # a timeline dropped on a resume is no other job: this run writes none (the earlier one keeps what it holds)
+    differ = [key for key in NAMES if earlier.get(key) != settings.get(key) and (key != "timeline" or settings[key])]
     if not differ:
         unknown = stored.get("earlier_rows_unknown")
         return [], UNKNOWN_ROWS.format(output=output, record=record.name) if unknown else None
@@ -212,6 +224,7 @@ def open_record(output, settings: dict, errors=None, timeline=None) -> list[Prob
         return problems
     if warning:
         print(warning, file=sys.stderr)
+    settings = with_timeline(settings, timeline)
     record = record_path(output)
     if not record.is_file() or json.loads(record.read_text(encoding="utf-8")).get("settings") != settings:
         record.parent.mkdir(parents=True, exist_ok=True)  # (other settings here: a record without rows, replaced)
