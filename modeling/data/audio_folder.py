@@ -8,6 +8,7 @@ locales), tab or `|` as the delimiter.
 """
 
 import hashlib
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -147,7 +148,7 @@ def _rows_from_metadata(root: Path, metadata_path: Path, columns: dict) -> list[
             continue
         row = {
             "where": f"row {number}",
-            "audio": str((root / record[file_column]).resolve()),
+            "audio": os.path.normpath(root / record[file_column]),  # links kept: the corpus's own names
             "label_text": record[label_column],
             "speaker": record.get(named["speaker"], ""),
             "gender": normalize_gender(record.get(named["gender"])),

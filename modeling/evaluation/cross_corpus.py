@@ -22,7 +22,7 @@ from ..auto_frame_aligned import AutoModelForFrameAlignedClassification
 from ..data import CorpusError
 from ..data.checks import DatasetCheckError, find_bad_audio
 from ..metrics import compute_ser_metrics
-from ..metrics.predictions import Predictions, predictions_csv, relative_file
+from ..metrics.predictions import Predictions, predictions_csv, read_predictions, relative_file
 from ..prediction_fields import calibration_temperature, softmax
 from ..rundir.atomic import atomic_write_json, atomic_write_text
 from ..rundir.reader import FinishedRun, fold_name
@@ -196,7 +196,7 @@ def score_run(
     if bad:
         raise DatasetCheckError([b.reason for b in bad])
     common = dict(
-        files=[relative_file(a, config["data"]["root"]) for a in rows["audio"]],
+        files=corpus_files(rows, config),
         speakers=list(rows["speaker"]),
         labels=np.asarray(rows["label"]),
         classes=classes,
@@ -226,7 +226,7 @@ def score_run(
         "calibration": calibration,
     }
     scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows)
-    scores["not_held_out"] = not_held_out(run_dir, config)
+    scores["not_held_out"] = not_held_out(run_dir, config, common["files"])
     if perturbations:
         scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
         scores["perturb_seed"] = perturb_seed
@@ -279,40 +279,54 @@ def ensemble_temperature(members, calibration, raw_ensemble, held_out_logits, te
     calibration[ENSEMBLE] = {"temperature": t, **probability_scores(raw_ensemble, after, members[ENSEMBLE].labels)}
 
 
-def is_run_corpus(results: dict, config: dict) -> bool:
+def recorded_files(run_dir) -> set[str]:
+    """The corpus-relative files the run's finished folds validated and tested on (their predictions CSVs)."""
+    run, files = FinishedRun(run_dir), set()
+    for k in run.finished_folds():
+        for split in ("validation", "test"):
+            path = run.layout.predictions(k, split)
+            files |= set(read_predictions(path).files) if path.is_file() else set()
+    return files
+
+
+def is_run_corpus(run_dir, results: dict, config: dict, files=()) -> bool:
     """Whether `config`'s corpus is the one the run trained on (as its results.json records it): the same loader and
-    the same root folder (however spelled) or Hub id."""
+    the same root folder (however spelled) or Hub id; or, wherever it lies (a copy, another loader), at least half
+    of the scored `files` (corpus-relative) are files the run's folds validated or tested on."""
     data = (results.get("config") or {}).get("data") or {}
     ours, theirs = str(data.get("root")), str(config["data"]["root"])
     same_root = ours == theirs or (os.path.exists(ours) and os.path.realpath(ours) == os.path.realpath(theirs))
-    return data.get("loader") == config["data"]["loader"] and same_root
+    if data.get("loader") == config["data"]["loader"] and same_root:
+        return True
+    return bool(files) and 2 * len(set(files) & recorded_files(run_dir)) >= len(set(files))
 
 
-def not_held_out(run_dir, config: dict) -> str:
-    """The warning for scoring a run on its own training corpus ("" for another corpus): every fold model trained
-    or validated on most of its utterances, so the scores are not held-out test scores."""
+def not_held_out(run_dir, config: dict, files=()) -> str:
+    """The warning for scoring a run on its own training corpus, or a copy of it ("" for another corpus): every
+    fold model trained or validated on most of its utterances, so the scores are not held-out test scores."""
     try:
         results = FinishedRun(run_dir).results()
     except ValueError:
         return ""
-    if not is_run_corpus(results, config):
+    if not is_run_corpus(run_dir, results, config, files):
         return ""
     return (
-        f"not held-out: {config['data']['loader']} at {config['data']['root']} is the corpus the run was trained on; "
-        "each fold model trained or validated on most of these utterances, so these numbers are not test scores "
-        "(each fold's held-out test scores are in the run's results.md)."
+        f"not held-out: {config['data']['loader']} at {config['data']['root']} is the corpus the run was trained on "
+        "(or a copy: its files are those the run's folds were scored on); each fold model trained or validated on "
+        "most of these utterances, so these numbers are not test scores (each fold's held-out test scores are in the "
+        "run's results.md)."
     )
 
 
 def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
     """{fold<k>: scored speakers that fold's model trained or validated on}, when the scored corpus is the run's own
-    (same loader and root), plus the run's own speaker-dependent folds (results.json); empty when independent."""
+    (`is_run_corpus`), plus the run's own speaker-dependent folds (results.json); empty when independent."""
     try:
         results = FinishedRun(run_dir).results()
     except ValueError:
         return {}
     shared = {fold_name(k): s for k, s in shared_speakers(results.get("folds") or {}).items()}
-    same = is_run_corpus(results, config)
+    same = is_run_corpus(run_dir, results, config, corpus_files(rows, config))
     scored = set(rows["speaker"]) - {""}
     for k, fold in (results.get("folds") or {}).items() if same else []:
         speakers = fold.get("speakers") or {}
@@ -320,6 +334,11 @@ def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[
         if seen:
             shared[fold_name(k)] = sorted(seen | set(shared.get(fold_name(k), [])))
     return shared
+
+
+def corpus_files(rows: Dataset, config: dict) -> list[str]:
+    """The rows' audio files relative to the corpus root (as predictions CSVs name them)."""
+    return [relative_file(a, config["data"]["root"]) for a in rows["audio"]]
 
 
 def clean_members(logits: dict, temperatures: dict, common: dict):

@@ -25,13 +25,19 @@ COLUMNS = ("file", "speaker", LABEL, PREDICTED)  # then prob_<class> per class
 
 def relative_file(audio, root: str | os.PathLike | None) -> str:
     """The audio of a corpus row (a path, or a Hub `{"path", "bytes"}` dict) relative to `root` where it lies under
-    it; otherwise its path as given."""
+    it (as spelled, or once links are resolved: a corpus whose audio folder is a symbolic link still gets
+    `audio/x.wav`); otherwise its path as given."""
     path = audio.get("path") or "" if isinstance(audio, dict) else str(audio)
     if root and path:
-        try:
-            return Path(path).resolve().relative_to(Path(root).expanduser().resolve()).as_posix()
-        except ValueError:
-            pass
+        root = os.path.expanduser(root)
+        for file, folder in (
+            (os.path.abspath(path), os.path.abspath(root)),
+            (Path(path).resolve(), Path(root).resolve()),
+        ):
+            try:
+                return Path(file).relative_to(folder).as_posix()
+            except ValueError:
+                pass
     return path
 
 

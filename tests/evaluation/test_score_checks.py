@@ -1,6 +1,6 @@
 """Issue 20: score.py checks everything first with train.py's `CheckError` machinery (every problem listed, grouped,
 nothing written); an unfinished run (a fold's lock present, a fold without best/) is refused naming the folds, where
-it was scored silently; scores on the run's own training corpus are labelled not held-out."""
+it was scored silently; scores on the run's own training corpus (or a copy of it) are labelled not held-out."""
 
 import yaml
 from helpers import POLISH3_LABELS, REPO
@@ -57,4 +57,31 @@ def test_scores_on_the_runs_own_corpus_are_labelled_not_held_out(tmp_path, monke
     (other / "audio").symlink_to(REPO / "data" / "polish3" / "audio")
     config = corpus_config(tmp_path / "other.yaml", str(other), speakers=["m1"], max_per_speaker=3)
     assert main(["--run-dir", str(run), "--config", config, "--output-dir", str(tmp_path / "o2")]) == 0
-    assert "not held-out" not in capsys.readouterr().err
+    assert "not held-out" not in capsys.readouterr().err  # another root, and the run records none of its files
+
+
+def test_a_copy_of_the_runs_corpus_elsewhere_is_labelled_not_held_out(tmp_path, capsys):
+    """A copy of the training corpus at another path (or read by another loader) was scored as a held-out corpus,
+    exit 0, no warning: the root alone decided. The run's predictions CSVs name the files its folds were scored
+    on: a corpus whose files are mostly those is the run's own, wherever it lies."""
+    run = write_run(tmp_path / "run")  # fold 1: test speaker m1; fold 2: m2
+    metadata = (REPO / "data" / "polish3" / "metadata.csv").read_text().splitlines()
+    m1 = [line.split(",")[0] for line in metadata if ",m1," in line]
+    header = "file,speaker,label,predicted," + ",".join(f"prob_{c}" for c in POLISH3_LABELS)
+    rows = [f"{file},m1,anger,anger,1,0,0" for file in m1]
+    (run / "fold1" / "predictions_test.csv").write_text("\n".join([header, *rows]) + "\n")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "metadata.csv").write_text((REPO / "data" / "polish3" / "metadata.csv").read_text())
+    (copy / "audio").symlink_to(REPO / "data" / "polish3" / "audio")
+    config = corpus_config(tmp_path / "copy.yaml", str(copy), speakers=["m1"], max_per_speaker=3)
+    out = tmp_path / "scored"
+    assert main(["--run-dir", str(run), "--config", config, "--output-dir", str(out)]) == 0
+    assert f"warning: not held-out: audio_folder at {copy} is the corpus the run was trained on (or a copy" in (
+        capsys.readouterr().err
+    )
+    scores = yaml.safe_load((out / "scores.json").read_text())
+    assert scores["speaker_dependent"] == {"fold2": ["m1"]}  # fold 2 trained on m1; fold 1 tested on it
+    elsewhere = {"data": {"loader": "audio_folder", "root": str(copy)}}
+    assert not_held_out(run, elsewhere, m1[:2] + ["audio/x.flac", "audio/y.flac"]) != ""  # half: the run's
+    assert not_held_out(run, elsewhere, m1[:1] + ["audio/x.flac", "audio/y.flac"]) == ""  # a third: not decided
