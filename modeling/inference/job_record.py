@@ -6,11 +6,11 @@ resumes only the same job.
     {"model": "/abs/runs/demo/fold1/stage2/best",
      "model_files": {"config.json": [size, "<sha256>"], "model.safetensors": [size, "<sha256>"], ...},
      "backend": "onnx", "window_s": 20.0, "window_overlap_s": 4.0, "temperature": 1.3,
-     "segments": null, "vad": false, "timeline": false}
+     "segments": null, "vad": false, "timeline": "/abs/runs/out.jsonl"}
 
 A re-run with other settings is refused, naming each one old → new (`resume_problems`), before anything is written:
 otherwise its rows would be appended to rows another model (or backend, window, ...) wrote, with exit status 0.
-Whether a timeline is written is recorded too: added on a resume, the timeline would miss the earlier files.
+The timeline file is recorded too (null: none): added or moved on a resume, a timeline would miss the earlier files.
 Settings that do not change a row are not recorded: the batch size (batched equals one by one), threads, the
 device, the progress bar, `--files-per-write`, the engine (the Ray engine's rows are the local engine's:
 docs/scaling.md, tests/inference/test_ray_engine.py) and the inputs (a re-run may add files). An output written
@@ -44,7 +44,7 @@ NAMES = {
     "temperature": "calibration temperature (--no-calibration: 1)",
     "segments": "--segments",
     "vad": "--vad",
-    "timeline": "--timeline given",
+    "timeline": "--timeline",
 }
 
 
@@ -178,10 +178,11 @@ def _written_lines(paths) -> int:
 
 
 def with_timeline(settings: dict, timeline) -> dict:
-    """`settings` and whether the job writes a timeline (JSON lines, one per file, written with its CSV rows): a
-    resume that adds `--timeline` would leave the earlier files out of it, so it is refused (`resume_problems`); one
-    that drops it is not (it asks for no timeline; the record then says none, so adding it later is refused)."""
-    return {**settings, "timeline": timeline is not None}
+    """`settings` and the job's timeline file (JSON lines, one per file, written with its CSV rows; absolute path, or
+    None): a resume that adds `--timeline`, or names another file, would leave the earlier files out of it, so it is
+    refused (`resume_problems`); one that drops it is not (it asks for no timeline; the record then says none, so
+    adding it later is refused)."""
+    return {**settings, "timeline": None if timeline is None else os.path.abspath(timeline)}
 
 
 def resume_problems(output, settings: dict, errors=None, timeline=None) -> tuple[list[Problem], str | None]:

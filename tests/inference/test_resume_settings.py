@@ -88,28 +88,33 @@ def test_a_resume_with_other_settings_is_refused_and_writes_nothing(job, tmp_pat
 
 
 @pytest.mark.bad_input
-def test_a_timeline_added_on_a_resume_is_refused(job, tmp_path, capsys):
-    """A timeline added on a resume would hold only the new files' lines (the earlier rows have none): another job,
-    refused before anything is written. Dropped, it is this run's choice (no timeline asked for): the job resumes,
-    and adding it back later is refused, since the files of that run have no line either."""
+def test_a_timeline_added_or_moved_on_a_resume_is_refused(job, tmp_path, capsys):
+    """A timeline added on a resume would hold only the new files' lines (the earlier rows have none), one moved to
+    another file (exit 0, "already done", no file written) would split them: another job, refused before anything is
+    written. Dropped, it is this run's choice (no timeline asked for): the job resumes, and adding it back later is
+    refused, since the files of that run have no line either."""
     before = copied_outputs(job, tmp_path)
     argv = ["audio", "--model", "fold1/best", "--output", tmp_path / "p.csv"]
+    timeline = tmp_path / "p.jsonl"
     capsys.readouterr()
-    assert predict(*argv, "--timeline", tmp_path / "p.jsonl", cwd=job) == 2
+    assert predict(*argv, "--timeline", timeline, cwd=job) == 2
     message = capsys.readouterr().err
-    assert "written by another job (p.job.json): --timeline given: false → true. Resuming" in message
+    assert f'written by another job (p.job.json): --timeline: null → "{timeline}". Resuming' in message
     assert "delete the old files (p.csv, p.errors.csv, p.jsonl, p.job.json) to start over" in message
-    assert not (tmp_path / "p.jsonl").exists()
+    assert not timeline.exists()
     assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
     for name in OUTPUTS:  # start over with a timeline: every file gets its line
         (tmp_path / name).unlink()
-    assert predict("audio/" + CLIPS[0], *argv[1:], "--timeline", tmp_path / "p.jsonl", cwd=job) == 0
-    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 1
+    assert predict("audio/" + CLIPS[0], *argv[1:], "--timeline", timeline, cwd=job) == 0
+    assert len(timeline.read_text().splitlines()) == 1
+    assert predict(*argv, "--timeline", tmp_path / "q.jsonl", cwd=job) == 2
+    assert f'--timeline: "{timeline}" → "{tmp_path / "q.jsonl"}"' in capsys.readouterr().err
+    assert not (tmp_path / "q.jsonl").exists()
     assert predict(*argv, cwd=job) == 2  # dropped: resumes (1 more clip, the corrupt file)
-    assert json.loads((tmp_path / "p.job.json").read_text())["settings"]["timeline"] is False
+    assert json.loads((tmp_path / "p.job.json").read_text())["settings"]["timeline"] is None
     capsys.readouterr()
-    assert predict(*argv, "--timeline", tmp_path / "p.jsonl", cwd=job) == 2
-    assert "--timeline given: false → true" in capsys.readouterr().err
+    assert predict(*argv, "--timeline", timeline, cwd=job) == 2
+    assert f'--timeline: null → "{timeline}"' in capsys.readouterr().err
 
 
 @pytest.mark.bad_input
@@ -170,7 +175,7 @@ def test_a_new_output_gets_its_record_before_any_row(job, tmp_path):
 
     assert predict("audio/" + CLIPS[0], "--model", "fold3/best", "--output", tmp_path / "p.csv", cwd=job) == 0
     record = json.loads((tmp_path / "p.job.json").read_text())
-    settings = {**job_settings(job / "fold3/best", "torch"), "timeline": False}
+    settings = {**job_settings(job / "fold3/best", "torch"), "timeline": None}
     assert record == {"settings": settings, "earlier_rows_unknown": False}
     files = record["settings"]["model_files"]
     assert sorted(files) == ["config.json", "model.safetensors", "preprocessor_config.json"]
@@ -212,7 +217,7 @@ def test_rows_still_unmerged_in_ray_parts_count_and_a_record_without_rows_is_rep
     assert len(problems) == 1 and "--model: " in problems[0].message
     shutil.rmtree(tmp_path / "p.csv.parts")
     assert predict("audio/" + CLIPS[0], "--model", "fold3/best", "--output", tmp_path / "p.csv", cwd=job) == 0
-    assert json.loads((tmp_path / "p.job.json").read_text())["settings"] == {**fold3, "timeline": False}
+    assert json.loads((tmp_path / "p.job.json").read_text())["settings"] == {**fold3, "timeline": None}
 
 
 def test_the_library_call_records_and_checks_the_same_settings_as_predict_py(job, tmp_path, monkeypatch):
@@ -226,7 +231,7 @@ def test_the_library_call_records_and_checks_the_same_settings_as_predict_py(job
     before = copied_outputs(job, tmp_path)
     recorded = json.loads(before["p.job.json"])["settings"]
     pipe = load_pipeline(job / "fold1/best")
-    assert {**pipeline_settings(pipe), "timeline": False} == recorded
+    assert {**pipeline_settings(pipe), "timeline": None} == recorded
     assert pipeline_settings(load_pipeline(job / "fold1/best", calibrated=False))["temperature"] == 1.0
     monkeypatch.chdir(job)  # the fixture's job ran there, on "audio"
     paths = collect_inputs(["audio"])
