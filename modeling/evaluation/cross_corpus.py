@@ -280,19 +280,20 @@ def ensemble_temperature(members, calibration, raw_ensemble, held_out_logits, te
 
 
 def recorded_files(run_dir) -> set[str]:
-    """The corpus-relative files the run's finished folds validated and tested on (their predictions CSVs)."""
+    """The corpus-relative files of the run's folds: every split's, as `fold<k>/split.json` lists them, or (runs from
+    before that list) those its finished folds validated and tested on, as their predictions CSVs name them."""
     run, files = FinishedRun(run_dir), set()
     for k in run.finished_folds():
-        for split in ("validation", "test"):
-            path = run.layout.predictions(k, split)
-            files |= set(read_predictions(path).files) if path.is_file() else set()
+        files.update(*(part.get("files") or [] for part in (run.split(k) or {}).values() if isinstance(part, dict)))
+        paths = [run.layout.predictions(k, split) for split in ("validation", "test")]
+        files.update(*(read_predictions(path).files for path in paths if path.is_file()))
     return files
 
 
 def is_run_corpus(run_dir, results: dict, config: dict, files=()) -> bool:
     """Whether `config`'s corpus is the one the run trained on (as its results.json records it): the same loader and
     the same root folder (however spelled) or Hub id; or, wherever it lies (a copy, another loader), at least half
-    of the scored `files` (corpus-relative) are files the run's folds validated or tested on."""
+    of the scored `files` (corpus-relative) are files of the run's folds (`recorded_files`)."""
     data = (results.get("config") or {}).get("data") or {}
     ours, theirs = str(data.get("root")), str(config["data"]["root"])
     same_root = ours == theirs or (os.path.exists(ours) and os.path.realpath(ours) == os.path.realpath(theirs))
@@ -302,8 +303,8 @@ def is_run_corpus(run_dir, results: dict, config: dict, files=()) -> bool:
 
 
 def not_held_out(run_dir, config: dict, files=()) -> str:
-    """The warning for scoring a run on its own training corpus, or a copy of it ("" for another corpus): every
-    fold model trained or validated on most of its utterances, so the scores are not held-out test scores."""
+    """The warning for scoring a run on its own training corpus, or a copy of it ("" for another corpus): its fold
+    models trained, validated or were tested on these utterances, so the scores are not new held-out scores."""
     try:
         results = FinishedRun(run_dir).results()
     except ValueError:
@@ -312,9 +313,8 @@ def not_held_out(run_dir, config: dict, files=()) -> str:
         return ""
     return (
         f"not held-out: {config['data']['loader']} at {config['data']['root']} is the corpus the run was trained on "
-        "(or a copy: its files are those the run's folds were scored on); each fold model trained or validated on "
-        "most of these utterances, so these numbers are not test scores (each fold's held-out test scores are in the "
-        "run's results.md)."
+        "(or a copy: its files are the run's); its fold models trained, validated or were tested on these utterances, "
+        "so these are not new held-out scores (scores.json's speaker_dependent: the folds that saw these speakers)."
     )
 
 

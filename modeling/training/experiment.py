@@ -33,6 +33,7 @@ from ..data.checks import (
 )
 from ..data.folds import Fold, FoldError, make_folds, parse_fold_numbers, split_fold, split_summary
 from ..data.problems import CheckError, Problem
+from ..metrics.predictions import relative_file
 from ..rundir.atomic import atomic_write_json, atomic_write_text, cleanup_stale_tmp
 from ..rundir.layout import STAGES, RunDir
 from ..rundir.locks import fold_lock, run_lock
@@ -268,7 +269,10 @@ def _run_locked_fold(fold, dataset, config, run, init_path, state, callbacks) ->
     splits = split_fold(dataset, fold)
     if state.is_main_process:
         cleanup_stale_tmp(fold_dir)
-        atomic_write_json(run.split(fold.number), split_summary(fold, splits))
+        summary = split_summary(fold, splits)
+        for split, rows in splits.items():  # its files (corpus-relative): score.py knows a copy of the corpus by them
+            summary[split]["files"] = [relative_file(audio, config["data"]["root"]) for audio in rows["audio"]]
+        atomic_write_json(run.split(fold.number), summary)
     best_dirs = {}
     previous = init_path
     if config["stage0"]["enabled"]:  # FLEA's continued pre-training on the training speakers (stage0.py)

@@ -2,6 +2,8 @@
 nothing written); an unfinished run (a fold's lock present, a fold without best/) is refused naming the folds, where
 it was scored silently; scores on the run's own training corpus (or a copy of it) are labelled not held-out."""
 
+import json
+
 import yaml
 from helpers import POLISH3_LABELS, REPO
 from runs import write_run
@@ -63,7 +65,7 @@ def test_scores_on_the_runs_own_corpus_are_labelled_not_held_out(tmp_path, monke
 def test_a_copy_of_the_runs_corpus_elsewhere_is_labelled_not_held_out(tmp_path, capsys):
     """A copy of the training corpus at another path (or read by another loader) was scored as a held-out corpus,
     exit 0, no warning: the root alone decided. The run's predictions CSVs name the files its folds were scored
-    on: a corpus whose files are mostly those is the run's own, wherever it lies."""
+    on, and split.json every split's: a corpus whose files are mostly those is the run's own, wherever it lies."""
     run = write_run(tmp_path / "run")  # fold 1: test speaker m1; fold 2: m2
     metadata = (REPO / "data" / "polish3" / "metadata.csv").read_text().splitlines()
     m1 = [line.split(",")[0] for line in metadata if ",m1," in line]
@@ -80,8 +82,18 @@ def test_a_copy_of_the_runs_corpus_elsewhere_is_labelled_not_held_out(tmp_path, 
     assert f"warning: not held-out: audio_folder at {copy} is the corpus the run was trained on (or a copy" in (
         capsys.readouterr().err
     )
-    scores = yaml.safe_load((out / "scores.json").read_text())
+    scores = json.loads((out / "scores.json").read_text())
     assert scores["speaker_dependent"] == {"fold2": ["m1"]}  # fold 2 trained on m1; fold 1 tested on it
+    # fold<k>/split.json lists every split's files: a copy holding only training utterances is the run's too
+    m3 = [line.split(",")[0] for line in metadata if ",m3," in line]
+    split = json.loads((run / "fold1" / "split.json").read_text())
+    split["train"]["files"] = m3
+    (run / "fold1" / "split.json").write_text(json.dumps(split))
+    config = corpus_config(tmp_path / "copy_m3.yaml", str(copy), speakers=["m3"], max_per_speaker=3)
+    assert main(["--run-dir", str(run), "--config", config, "--output-dir", str(tmp_path / "m3")]) == 0
+    assert "warning: not held-out: audio_folder at" in capsys.readouterr().err
+    scores = json.loads((tmp_path / "m3" / "scores.json").read_text())
+    assert scores["speaker_dependent"] == {"fold1": ["m3"], "fold2": ["m3"]}  # trained on m3; validated on m3
     elsewhere = {"data": {"loader": "audio_folder", "root": str(copy)}}
     assert not_held_out(run, elsewhere, m1[:2] + ["audio/x.flac", "audio/y.flac"]) != ""  # half: the run's
     assert not_held_out(run, elsewhere, m1[:1] + ["audio/x.flac", "audio/y.flac"]) == ""  # a third: not decided

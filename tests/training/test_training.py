@@ -75,6 +75,10 @@ def test_run_directory_contract(uninterrupted):
     assert json.loads((run_dir / "fold1" / "metrics.json").read_text()) == fold
     split = json.loads((run_dir / "fold1" / "split.json").read_text())
     assert split["test"]["class_counts"] == {"anger": 4, "fear": 4, "neutral": 4}
+    for name in ("train", "validation", "test"):  # corpus-relative files (score.py knows a copy of the corpus by them)
+        files = split[name]["files"]
+        assert len(set(files)) == split[name]["num_examples"] and all(f.startswith("audio/") for f in files)
+        assert {f.split("/")[1].split(".")[0] for f in files} == set(split[name]["speakers"])
     for stage in ("stage1", "stage2"):
         best = run_dir / "fold1" / stage / "best"
         names = {p.name for p in best.iterdir()}
