@@ -17,7 +17,6 @@ docs/scaling.md, tests/inference/test_ray_engine.py) and the inputs (a re-run ma
 before the record existed is resumed with a warning that the settings of its earlier rows are unknown.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from ..data.problems import Problem
 from ..rundir.atomic import atomic_write_json
+from ..rundir.integrity import sha256_of
 
 
 RECORD_SUFFIX = ".job.json"
@@ -54,14 +54,6 @@ def record_path(output: str | os.PathLike) -> Path:
     return output.with_name(output.stem + RECORD_SUFFIX)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_fingerprint(folder: Path) -> dict:
     """{file name: [bytes, sha256]} of a local checkpoint's config, feature extractor and weight files. Cost: one
     read of the weights (sha256 at about 1 GB/s on one core: ~0.4 s for a wav2vec2-base checkpoint of 380 MB,
@@ -73,7 +65,7 @@ def model_fingerprint(folder: Path) -> dict:
         if entry.is_file()
         and (entry.name in FINGERPRINTED or (entry.name.endswith(WEIGHT_SUFFIXES) and entry.name not in NOT_WEIGHTS))
     )
-    return {name: [(folder / name).stat().st_size, _sha256(folder / name)] for name in names}
+    return {name: [(folder / name).stat().st_size, sha256_of(folder / name)] for name in names}
 
 
 def _hub_commit(model: str) -> str | None:
