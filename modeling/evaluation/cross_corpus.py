@@ -225,8 +225,8 @@ def score_run(
         "calibrated": calibrated,
         "calibration": calibration,
     }
-    scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows)
-    scores["not_held_out"] = not_held_out(run_dir, config, common["files"])
+    scores["not_held_out"] = not_held_out(run_dir, config, common["files"])  # reads the run's files once: `same`
+    scores["speaker_dependent"] = run_speaker_overlap(run_dir, config, rows, same=bool(scores["not_held_out"]))
     if perturbations:
         scores["perturbations"] = perturbation_scores(scores, logits, temperatures, measured, common["labels"])
         scores["perturb_seed"] = perturb_seed
@@ -318,15 +318,15 @@ def not_held_out(run_dir, config: dict, files=()) -> str:
     )
 
 
-def run_speaker_overlap(run_dir, config: dict, rows: Dataset) -> dict[str, list[str]]:
+def run_speaker_overlap(run_dir, config: dict, rows: Dataset, same: bool | None = None) -> dict[str, list[str]]:
     """{fold<k>: scored speakers that fold's model trained or validated on}, when the scored corpus is the run's own
-    (`is_run_corpus`), plus the run's own speaker-dependent folds (results.json); empty when independent."""
+    (`same`, else `is_run_corpus`), plus the run's speaker-dependent folds (results.json); empty when independent."""
     try:
         results = FinishedRun(run_dir).results()
     except ValueError:
         return {}
     shared = {fold_name(k): s for k, s in shared_speakers(results.get("folds") or {}).items()}
-    same = is_run_corpus(run_dir, results, config, corpus_files(rows, config))
+    same = is_run_corpus(run_dir, results, config, corpus_files(rows, config)) if same is None else same
     scored = set(rows["speaker"]) - {""}
     for k, fold in (results.get("folds") or {}).items() if same else []:
         speakers = fold.get("speakers") or {}
